@@ -1,0 +1,285 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/clamav"
+)
+
+// Scanner judges a stream of bytes; *clamav.Client is one.
+type Scanner interface {
+	Scan(ctx context.Context, r io.Reader) (clamav.Result, error)
+	String() string
+}
+
+// Options tune a Gate. The zero value of a policy field is the safe one.
+type Options struct {
+	MaxEntries    int           // verdicts kept
+	TTL           time.Duration // how long a verdict is trusted
+	MaxConcurrent int           // scans in flight at once
+	Timeout       time.Duration // bound on one decision, queueing and rescans included
+	MaxSize       int64         // files larger than this are not streamed
+	AllowOversize bool          // on_oversize = "allow"
+	AllowOnError  bool          // on_error = "allow"
+	Logger        *slog.Logger
+}
+
+// Opener says who asks to read which file, for the log.
+type Opener struct {
+	Path string // relative to the mount root
+	Pid  uint32
+	Uid  uint32
+}
+
+// Reason says why a Decision went the way it did.
+type Reason string
+
+const (
+	ReasonEmpty     Reason = "empty"     // nothing to scan
+	ReasonClean     Reason = "clean"     // scanned or cached clean
+	ReasonInfected  Reason = "infected"  // clamd found a signature
+	ReasonOversize  Reason = "oversize"  // larger than max_size or clamd's limit
+	ReasonError     Reason = "error"     // no verdict: clamd down, timeout, garbage...
+	ReasonUnstable  Reason = "unstable"  // the file kept changing while scanned
+	ReasonCancelled Reason = "cancelled" // the opener gave up
+)
+
+// Decision is the answer to one open.
+type Decision struct {
+	Allow   bool
+	Reason  Reason
+	Cached  bool    // decided from the cache, no scan
+	Verdict Verdict // when scanned or cached
+	Err     error   // when Reason is error, oversize (from clamd) or unstable
+}
+
+// ErrUnstable means the file changed during every scan attempt.
+var ErrUnstable = errors.New("file changed during the scan")
+
+const maxAttempts = 3
+
+// Stats are counters for tests and metrics.
+type Stats struct {
+	Hits, Misses, Scans, ScanErrors, Infected, Denied uint64
+}
+
+// Gate decides whether an open may read a file: from the cache of verdicts
+// when the file's state is known, otherwise by one shared scan of that
+// state. Concurrent opens of one state share one scan (singleflight), and
+// at most MaxConcurrent scans run at once (a semaphore), with no lock held
+// on the read path.
+type Gate struct {
+	opts    Options
+	scanner Scanner
+	lru     *LRU
+	log     *slog.Logger
+	sf      singleflight.Group
+	sem     chan struct{} // one token per scan in flight
+	db      atomic.Pointer[string]
+
+	hits, misses, scans, scanErrors, infected, denied atomic.Uint64
+}
+
+// NewGate returns a Gate that scans with s.
+func NewGate(s Scanner, opts Options) *Gate {
+	if opts.MaxConcurrent < 1 {
+		opts.MaxConcurrent = 1
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Gate{
+		opts:    opts,
+		scanner: s,
+		lru:     NewLRU(opts.MaxEntries, opts.TTL),
+		log:     opts.Logger,
+		sem:     make(chan struct{}, opts.MaxConcurrent),
+	}
+	empty := ""
+	g.db.Store(&empty)
+	return g
+}
+
+// SetDatabase records the signature database version clamd runs; verdicts
+// made under another version no longer match.
+func (g *Gate) SetDatabase(version string) { g.db.Store(&version) }
+
+// Database is the version set by SetDatabase.
+func (g *Gate) Database() string { return *g.db.Load() }
+
+// Cache exposes the verdict cache (for stats and purges).
+func (g *Gate) Cache() *LRU { return g.lru }
+
+// Stats returns a snapshot of the counters.
+func (g *Gate) Stats() Stats {
+	return Stats{
+		Hits: g.hits.Load(), Misses: g.misses.Load(), Scans: g.scans.Load(),
+		ScanErrors: g.scanErrors.Load(), Infected: g.infected.Load(), Denied: g.denied.Load(),
+	}
+}
+
+// KeyOf builds the cache key of a file state under database db.
+func KeyOf(st *unix.Stat_t, db string) Key {
+	return Key{
+		Dev: st.Dev, Ino: st.Ino, Size: st.Size,
+		MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano(), DB: db,
+	}
+}
+
+type outcome struct {
+	verdict Verdict
+	err     error
+}
+
+// Check decides whether who may read f. f is the descriptor that will serve
+// the reads: the scan reads that same open file, and its state is checked
+// again after the scan.
+func (g *Gate) Check(ctx context.Context, f *os.File, who Opener) Decision {
+	d := g.check(ctx, f)
+	g.report(d, who)
+	if !d.Allow {
+		g.denied.Add(1)
+	}
+	return d
+}
+
+func (g *Gate) check(ctx context.Context, f *os.File) Decision {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return g.onError(fmt.Errorf("fstat: %w", err))
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size == 0 {
+		return Decision{Allow: true, Reason: ReasonEmpty}
+	}
+	if st.Size > g.opts.MaxSize && g.opts.MaxSize > 0 {
+		return g.onOversize(fmt.Errorf("%d bytes is over max_size %d", st.Size, g.opts.MaxSize))
+	}
+	key := KeyOf(&st, g.Database())
+	if v, ok := g.lru.Get(key); ok {
+		g.hits.Add(1)
+		return g.fromVerdict(v, true)
+	}
+	g.misses.Add(1)
+
+	ch := g.sf.DoChan(fmt.Sprint(key), func() (any, error) {
+		v, err := g.scan(f, key)
+		return v, err
+	})
+	timer := time.NewTimer(g.opts.Timeout + time.Second)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			if errors.Is(r.Err, clamav.ErrSizeLimit) {
+				return g.onOversize(r.Err)
+			}
+			if errors.Is(r.Err, ErrUnstable) {
+				return Decision{Reason: ReasonUnstable, Err: r.Err}
+			}
+			return g.onError(r.Err)
+		}
+		return g.fromVerdict(r.Val.(Verdict), false)
+	case <-ctx.Done():
+		return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
+	case <-timer.C:
+		return g.onError(fmt.Errorf("%w: no verdict within %v", clamav.ErrTimeout, g.opts.Timeout))
+	}
+}
+
+// scan runs in its own goroutine on behalf of every opener of this state:
+// the openers' contexts do not cancel it, its own deadline does.
+func (g *Gate) scan(f *os.File, key Key) (Verdict, error) {
+	// Our own descriptor: the opener may give up and close f meanwhile.
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		return Verdict{}, fmt.Errorf("%w: dup: %v", clamav.ErrRead, err)
+	}
+	file := os.NewFile(uintptr(fd), f.Name())
+	defer file.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), g.opts.Timeout)
+	defer cancel()
+	for range maxAttempts {
+		if key.Size > g.opts.MaxSize && g.opts.MaxSize > 0 {
+			return Verdict{}, fmt.Errorf("%w: grew to %d bytes", clamav.ErrSizeLimit, key.Size)
+		}
+		select {
+		case g.sem <- struct{}{}:
+		case <-ctx.Done():
+			g.scanErrors.Add(1)
+			return Verdict{}, fmt.Errorf("%w: waiting for a scan slot for %v", clamav.ErrTimeout, g.opts.Timeout)
+		}
+		g.scans.Add(1)
+		res, err := g.scanner.Scan(ctx, io.NewSectionReader(file, 0, key.Size))
+		<-g.sem
+		if err != nil {
+			g.scanErrors.Add(1)
+			return Verdict{}, err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return Verdict{}, fmt.Errorf("%w: fstat: %v", clamav.ErrRead, err)
+		}
+		now := KeyOf(&st, g.Database())
+		if now != key {
+			// The bytes may not be the ones scanned: scan again.
+			key = now
+			if st.Size == 0 {
+				return Verdict{}, nil
+			}
+			continue
+		}
+		v := Verdict{Infected: res.Infected, Signature: res.Signature, Backend: g.scanner.String()}
+		g.lru.Put(key, v)
+		return v, nil
+	}
+	return Verdict{}, ErrUnstable
+}
+
+func (g *Gate) fromVerdict(v Verdict, cached bool) Decision {
+	if v.Infected {
+		g.infected.Add(1)
+		return Decision{Reason: ReasonInfected, Verdict: v, Cached: cached}
+	}
+	return Decision{Allow: true, Reason: ReasonClean, Verdict: v, Cached: cached}
+}
+
+func (g *Gate) onOversize(err error) Decision {
+	return Decision{Allow: g.opts.AllowOversize, Reason: ReasonOversize, Err: err}
+}
+
+func (g *Gate) onError(err error) Decision {
+	return Decision{Allow: g.opts.AllowOnError, Reason: ReasonError, Err: err}
+}
+
+// report logs every denial, and every open let through without a clean
+// verdict, with who asked.
+func (g *Gate) report(d Decision, who Opener) {
+	attrs := []any{slog.String("path", who.Path), slog.Uint64("pid", uint64(who.Pid)), slog.Uint64("uid", uint64(who.Uid))}
+	switch {
+	case d.Reason == ReasonInfected:
+		g.log.Warn("infected file denied", append(attrs, slog.String("signature", d.Verdict.Signature),
+			slog.Bool("cached", d.Cached), slog.String("clamd", d.Verdict.Backend))...)
+	case d.Reason == ReasonCancelled:
+		g.log.Debug("open interrupted while scanning", attrs...)
+	case d.Allow && (d.Reason == ReasonOversize || d.Reason == ReasonError):
+		g.log.Warn("file not scanned, allowed by policy", append(attrs, slog.String("reason", string(d.Reason)), slog.Any("err", d.Err))...)
+	case !d.Allow:
+		g.log.Warn("file denied without a verdict", append(attrs, slog.String("reason", string(d.Reason)), slog.Any("err", d.Err))...)
+	default:
+		g.log.Debug("open allowed", append(attrs, slog.String("reason", string(d.Reason)), slog.Bool("cached", d.Cached))...)
+	}
+}

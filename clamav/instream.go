@@ -1,0 +1,202 @@
+package clamav
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// INSTREAM framing (clamd(8)):
+//
+//	"zINSTREAM\x00"
+//	<uint32 BE length><data>   repeated, ChunkSize bytes each but the last
+//	<uint32 BE 0>              end of stream
+//
+// and clamd answers one reply terminated by NUL (because of the "z" prefix).
+const (
+	instreamCmd = "zINSTREAM\x00"
+	hdrOff      = len(instreamCmd) // where a chunk header starts in the buffer
+	dataOff     = hdrOff + 4       // where chunk data starts in the buffer
+	maxReplyLen = 4096             // longer replies are a protocol error
+)
+
+// bufSize is the buffer Scan needs: the command, one chunk header, one
+// chunk, and the terminating zero-length header.
+func bufSize(chunkSize int) int { return dataOff + chunkSize + 4 }
+
+// aLongTimeAgo is a deadline in the past, to abort pending I/O.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// Scan streams all of r to clamd with INSTREAM and returns its verdict.
+//
+// The whole operation (connect, stream, reply) is bounded by
+// Options.Timeout and by ctx. Each chunk (header and data) is one write; the
+// command rides with the first chunk and the end-of-stream marker with the
+// last, so a small file costs one write and one read.
+//
+// A clean Result is returned only when every byte of r was sent and clamd
+// replied exactly "stream: OK". Errors wrap ErrRead for a failure reading r,
+// context.Canceled when ctx was canceled, and otherwise exactly one of
+// ErrUnavailable, ErrTimeout, ErrProtocol, ErrSizeLimit, ErrClamd.
+func (c *Client) Scan(ctx context.Context, r io.Reader) (Result, error) {
+	k := c.newCall(ctx, "")
+	if r == nil {
+		return Result{}, k.fail(ErrRead, nil, ": nil reader")
+	}
+	cctx, cancel := context.WithDeadline(ctx, k.deadline)
+	defer cancel()
+
+	var d net.Dialer
+	conn, err := d.DialContext(cctx, c.network, c.address)
+	if err != nil {
+		if e := k.ioFailed("while connecting", err); e != nil {
+			return Result{}, e
+		}
+		return Result{}, k.fail(ErrUnavailable, err, ": "+err.Error())
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(k.deadline); err != nil {
+		return Result{}, k.fail(ErrUnavailable, err, ": "+err.Error())
+	}
+	// Registered after SetDeadline, so an already-canceled ctx still wins.
+	stop := context.AfterFunc(cctx, func() { conn.SetDeadline(aLongTimeAgo) })
+	defer stop()
+
+	if err := c.send(k, conn, r); err != nil {
+		return Result{}, err
+	}
+
+	reply, trailing, err := readReply(conn)
+	if err != nil {
+		if e := k.ioFailed("waiting for reply", err); e != nil {
+			return Result{}, e
+		}
+		switch {
+		case errors.Is(err, errReplyTooLong):
+			return Result{}, k.fail(ErrProtocol, nil, fmt.Sprintf(": no NUL in the first %d bytes of the reply: %s", maxReplyLen, quoteReply(reply)))
+		case reply == "":
+			return Result{}, k.fail(ErrProtocol, err, ": connection closed without a reply: "+err.Error())
+		default:
+			return Result{}, k.fail(ErrProtocol, err, ": reply not NUL-terminated: "+quoteReply(reply))
+		}
+	}
+	res, kind, msg := parseReply(reply)
+	if kind != nil {
+		return Result{}, k.fail(kind, nil, msg)
+	}
+	if trailing && !res.Infected {
+		// Only ever one reply per INSTREAM; never call extra data clean.
+		// (Infected stays infected: with AllMatchScanning clamd may send
+		// one FOUND reply per signature.)
+		return Result{}, k.fail(ErrProtocol, nil, ": unexpected data after reply "+quoteReply(reply))
+	}
+	return res, nil
+}
+
+// send writes the INSTREAM command, all of r in chunks, and the end marker.
+func (c *Client) send(k *call, conn net.Conn, r io.Reader) error {
+	bp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bp)
+	buf := *bp
+	copy(buf, instreamCmd)
+
+	start := 0 // the first write carries the command
+	for {
+		n, eof, rerr := fill(r, buf[dataOff:dataOff+c.chunkSize])
+		if rerr != nil {
+			return k.fail(ErrRead, rerr, ": "+rerr.Error())
+		}
+		// n == 0 only at EOF, and then this header is the end marker.
+		binary.BigEndian.PutUint32(buf[hdrOff:], uint32(n))
+		end := dataOff + n
+		if eof && n > 0 {
+			binary.BigEndian.PutUint32(buf[end:], 0)
+			end += 4
+		}
+		if _, err := conn.Write(buf[start:end]); err != nil {
+			return k.writeFailed(conn, err)
+		}
+		if eof {
+			return nil
+		}
+		start = hdrOff
+	}
+}
+
+// writeFailed classifies a failed write. clamd closes the connection when a
+// stream exceeds StreamMaxLength, after sending its reply; prefer that reply
+// to the broken pipe it causes.
+func (k *call) writeFailed(conn net.Conn, werr error) error {
+	if e := k.ioFailed("while sending", werr); e != nil {
+		return e
+	}
+	reply, _, rerr := readReply(conn)
+	if rerr != nil {
+		if e := k.ioFailed("while sending", rerr); e != nil {
+			return e
+		}
+		return k.fail(ErrProtocol, werr, ": connection closed while sending: "+werr.Error())
+	}
+	if _, kind, msg := parseReply(reply); kind == ErrSizeLimit || kind == ErrClamd {
+		return k.fail(kind, nil, msg)
+	}
+	// A verdict on a stream we did not finish sending is not a verdict.
+	return k.fail(ErrProtocol, werr, fmt.Sprintf(": reply %s before end of stream (%v)", quoteReply(reply), werr))
+}
+
+// errReplyTooLong: maxReplyLen bytes arrived without a NUL.
+var errReplyTooLong = errors.New("reply too long")
+
+// readReply reads one NUL-terminated reply. It returns the reply without the
+// NUL, and whether more bytes followed it in what was read. On error, reply
+// holds what was read so far.
+func readReply(conn net.Conn) (reply string, trailing bool, err error) {
+	buf := make([]byte, maxReplyLen)
+	n := 0
+	for {
+		m, rerr := conn.Read(buf[n:])
+		if i := bytes.IndexByte(buf[n:n+m], 0); i >= 0 {
+			end := n + i
+			return string(buf[:end]), end+1 < n+m, nil
+		}
+		n += m
+		if rerr != nil {
+			return string(buf[:n]), false, rerr
+		}
+		if n == len(buf) {
+			return string(buf[:n]), false, errReplyTooLong
+		}
+	}
+}
+
+// fill reads from r until p is full or r reports io.EOF (eof is then
+// true). Unlike io.ReadFull it treats only io.EOF itself as the end: an
+// io.ErrUnexpectedEOF from r is a read error, not a short file.
+func fill(r io.Reader, p []byte) (n int, eof bool, err error) {
+	zero := 0
+	for n < len(p) {
+		m, err := r.Read(p[n:])
+		if m < 0 || m > len(p)-n {
+			return n, false, fmt.Errorf("reader returned invalid count %d", m)
+		}
+		n += m
+		switch {
+		case err == io.EOF:
+			return n, true, nil
+		case err != nil:
+			return n, false, err
+		case m == 0:
+			if zero++; zero >= 100 {
+				return n, false, io.ErrNoProgress
+			}
+		default:
+			zero = 0
+		}
+	}
+	return n, false, nil
+}

@@ -1,0 +1,423 @@
+// Package config loads, validates and prints clamfuse's TOML configuration.
+//
+// Loading is strict: a key the schema does not know, even one that differs
+// only in case, is an error with its line, as is a value of the wrong TOML
+// type. Every error is a single line that starts with the file name.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration file. The zero value is not useful; start
+// from Default.
+type Config struct {
+	Mount Mount `toml:"mount"`
+	Clamd Clamd `toml:"clamd"`
+	Scan  Scan  `toml:"scan"`
+	Cache Cache `toml:"cache"`
+	Log   Log   `toml:"log"`
+}
+
+// Mount says what to mount where.
+type Mount struct {
+	Source     string `toml:"source"` // backing directory
+	Target     string `toml:"target"` // mountpoint; may equal Source
+	AllowOther bool   `toml:"allow_other"`
+	ReadOnly   bool   `toml:"read_only"`
+}
+
+// Clamd says how to reach clamd.
+type Clamd struct {
+	Address       string   `toml:"address"` // see ParseAddress
+	Timeout       Duration `toml:"timeout"` // per scan
+	MaxConcurrent int      `toml:"max_concurrent"`
+}
+
+// Scan is the scanning policy.
+type Scan struct {
+	MaxSize    Size     `toml:"max_size"`
+	OnOversize string   `toml:"on_oversize"` // "deny" or "allow"
+	OnError    string   `toml:"on_error"`    // "deny" or "allow"
+	Exclude    []string `toml:"exclude"`     // path.Match globs; see IsExcluded
+}
+
+// Cache bounds the verdict cache.
+type Cache struct {
+	MaxEntries int      `toml:"max_entries"`
+	TTL        Duration `toml:"ttl"`
+}
+
+// Log configures the logger.
+type Log struct {
+	Level  string `toml:"level"`  // "debug", "info", "warn" or "error"
+	Format string `toml:"format"` // "text" or "json"
+}
+
+// Default returns the configuration used for every key a file leaves out.
+// Mount.Source and Mount.Target are empty.
+func Default() Config {
+	return Config{
+		Clamd: Clamd{
+			Address:       "/run/clamav/clamd.ctl",
+			Timeout:       Duration(60 * time.Second),
+			MaxConcurrent: 4,
+		},
+		Scan: Scan{
+			MaxSize:    100 << 20,
+			OnOversize: "deny",
+			OnError:    "deny",
+			Exclude:    []string{},
+		},
+		Cache: Cache{
+			MaxEntries: 100000,
+			TTL:        Duration(24 * time.Hour),
+		},
+		Log: Log{
+			Level:  "info",
+			Format: "text",
+		},
+	}
+}
+
+// Load reads the file at path and returns Default overlaid with it, after
+// Validate. A file that cannot be read gives the *os.PathError unchanged;
+// any other error is one line that starts with path.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	return Parse(path, data)
+}
+
+// Parse is Load for a file already in memory; name stands for its path in
+// error messages. On error it returns the zero Config.
+func Parse(name string, data []byte) (Config, error) {
+	f := &file{name: name, text: string(data)}
+	c, err := f.parse()
+	if err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Encode returns the configuration as TOML, with sizes and durations as
+// strings. Parse accepts what it returns.
+func (c Config) Encode() string {
+	if c.Scan.Exclude == nil {
+		c.Scan.Exclude = []string{} // The encoder omits nil slices.
+	}
+	var b strings.Builder
+	enc := toml.NewEncoder(&b)
+	enc.Indent = ""
+	if err := enc.Encode(c); err != nil {
+		// Config holds only strings, bools, ints and types whose
+		// MarshalText cannot fail.
+		panic("config: encoding a Config: " + err.Error())
+	}
+	return b.String()
+}
+
+// kind is the TOML type the schema expects for a key.
+type kind int
+
+const (
+	kindTable kind = iota
+	kindString
+	kindBool
+	kindInt
+	kindSize     // string or integer; checked by Size.UnmarshalTOML
+	kindDuration // string; checked by Duration.UnmarshalText
+	kindStrings  // array of strings
+)
+
+// schema lists every key a file may contain. TestSchemaMatchesConfig keeps it
+// in step with the toml tags of Config.
+var schema = map[string]kind{
+	"mount":             kindTable,
+	"mount.source":      kindString,
+	"mount.target":      kindString,
+	"mount.allow_other": kindBool,
+	"mount.read_only":   kindBool,
+
+	"clamd":                kindTable,
+	"clamd.address":        kindString,
+	"clamd.timeout":        kindDuration,
+	"clamd.max_concurrent": kindInt,
+
+	"scan":             kindTable,
+	"scan.max_size":    kindSize,
+	"scan.on_oversize": kindString,
+	"scan.on_error":    kindString,
+	"scan.exclude":     kindStrings,
+
+	"cache":             kindTable,
+	"cache.max_entries": kindInt,
+	"cache.ttl":         kindDuration,
+
+	"log":        kindTable,
+	"log.level":  kindString,
+	"log.format": kindString,
+}
+
+// check returns what is wrong with v as a value of kind k, or "".
+func (k kind) check(v any) string {
+	switch k {
+	case kindTable:
+		if _, ok := v.(map[string]any); !ok {
+			return "must be a table, got " + describe(v)
+		}
+	case kindString:
+		if _, ok := v.(string); !ok {
+			return "must be a string, got " + describe(v)
+		}
+	case kindBool:
+		if _, ok := v.(bool); !ok {
+			return "must be true or false, got " + describe(v)
+		}
+	case kindInt:
+		if _, ok := v.(int64); !ok {
+			return "must be an integer, got " + describe(v)
+		}
+	case kindSize:
+		switch v.(type) {
+		case string, int64:
+		default:
+			return `must be a size such as "100MiB" or an integer number of bytes, got ` + describe(v)
+		}
+	case kindDuration:
+		if _, ok := v.(string); !ok {
+			return `must be a duration such as "60s", got ` + describe(v)
+		}
+	case kindStrings:
+		a, ok := v.([]any)
+		if !ok {
+			return "must be an array of strings, got " + describe(v)
+		}
+		for i, e := range a {
+			if _, ok := e.(string); !ok {
+				return fmt.Sprintf("must be an array of strings, got %s at index %d", describe(e), i)
+			}
+		}
+	}
+	return ""
+}
+
+// describe names the TOML type of a decoded value, and the value itself
+// when it is a scalar.
+func describe(v any) string {
+	switch v := v.(type) {
+	case string:
+		return fmt.Sprintf("string %q", v)
+	case int64:
+		return fmt.Sprintf("integer %d", v)
+	case float64:
+		return fmt.Sprintf("float %v", v)
+	case bool:
+		return fmt.Sprintf("boolean %t", v)
+	case time.Time:
+		return "datetime " + v.Format(time.RFC3339Nano)
+	case []any:
+		return "array"
+	case map[string]any:
+		return "table"
+	case []map[string]any:
+		return "array of tables"
+	default:
+		return fmt.Sprintf("%T", v)
+	}
+}
+
+// file is one configuration file being parsed.
+type file struct {
+	name string
+	text string
+	keys []toml.Key // every key in the file, in order
+}
+
+// parse decodes f in three passes, so that each kind of mistake gets its
+// own message rather than the TOML library's:
+//
+//  1. decode into a generic tree: syntax errors;
+//  2. walk the keys against schema: unknown keys, wrong TOML types;
+//  3. decode into Config: bad sizes and durations; then Validate.
+func (f *file) parse() (Config, error) {
+	var tree map[string]any
+	md, err := toml.Decode(f.text, &tree)
+	if err != nil {
+		return Config{}, f.tomlError(err, false)
+	}
+	f.keys = md.Keys()
+
+	for _, k := range f.keys {
+		want, ok := schema[k.String()]
+		if !ok {
+			return Config{}, f.errorf(k, "unknown key %q", k.String())
+		}
+		if msg := want.check(lookup(tree, k)); msg != "" {
+			return Config{}, f.errorf(k, "%s: %s", k, msg)
+		}
+	}
+
+	c := Default()
+	md, err = toml.Decode(f.text, &c)
+	if err != nil {
+		return Config{}, f.tomlError(err, true)
+	}
+	// The schema walk should have caught these, but the library matches
+	// keys to fields case-insensitively and a mismatch must not pass silently.
+	if u := md.Undecoded(); len(u) > 0 {
+		return Config{}, f.errorf(u[0], "unknown key %q", u[0].String())
+	}
+
+	if err := c.Validate(); err != nil {
+		var fe *fieldError
+		if errors.As(err, &fe) {
+			return Config{}, f.errorf(strings.Split(fe.key, "."), "%s", err)
+		}
+		return Config{}, f.errorf(nil, "%s", err)
+	}
+	return c, nil
+}
+
+// lookup returns the value at key in tree, or nil.
+func lookup(tree map[string]any, key toml.Key) any {
+	var v any = tree
+	for _, k := range key {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+// tomlError turns an error from toml.Decode into a one-line error. For a
+// value that failed to decode, withKey puts the key in front of the message;
+// syntax errors have a LastKey too, but it is only the key before the error.
+func (f *file) tomlError(err error, withKey bool) error {
+	var pe toml.ParseError
+	if !errors.As(err, &pe) {
+		return f.errorAt(0, strings.TrimPrefix(err.Error(), "toml: "))
+	}
+	msg := pe.Message
+	if withKey && pe.LastKey != "" {
+		msg = pe.LastKey + ": " + msg
+	}
+	return f.errorAt(pe.Position.Line, msg)
+}
+
+// errorf returns an error about key, prefixed with its position.
+func (f *file) errorf(key toml.Key, format string, args ...any) error {
+	return f.errorAt(f.line(key), fmt.Sprintf(format, args...))
+}
+
+// errorAt returns "name:line: msg", or "name: msg" if line is 0, on one line.
+func (f *file) errorAt(line int, msg string) error {
+	s := f.name + ": " + msg
+	if line > 0 {
+		s = f.name + ":" + strconv.Itoa(line) + ": " + msg
+	}
+	return errors.New(oneLine(s))
+}
+
+// oneLine escapes control characters (newlines included) in s.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// line returns the line on which key is defined, or 0 if it cannot tell.
+//
+// BurntSushi/toml records the position of every key but exports it only in
+// the ParseError it returns when a value fails to decode. So line decodes
+// the file again into a struct built to fail on key alone, and reads the
+// position from the error. This is exact where scanning the text for the
+// key would have to understand dotted keys, quoting, inline tables and
+// multi-line strings.
+func (f *file) line(key toml.Key) int {
+	if len(key) == 0 {
+		return 0
+	}
+	t := f.probeType(key, 0)
+	if t == nil {
+		return 0
+	}
+	_, err := toml.Decode(f.text, reflect.New(t).Interface())
+	var pe toml.ParseError
+	if errors.As(err, &pe) && pe.LastKey == key.String() {
+		return pe.Position.Line
+	}
+	return 0
+}
+
+// probeType returns a struct type whose field for key[i] leads to a
+// failProbe at the end of key, or nil if a name cannot be a struct tag.
+func (f *file) probeType(key toml.Key, i int) reflect.Type {
+	next := reflect.TypeFor[failProbe]()
+	if i < len(key)-1 {
+		if next = f.probeType(key, i+1); next == nil {
+			return nil
+		}
+	}
+	field := func(name string, t reflect.Type) (reflect.StructField, bool) {
+		if name == "" || name == "-" || strings.Contains(name, ",") {
+			return reflect.StructField{}, false // not expressible as a toml tag
+		}
+		return reflect.StructField{
+			Name: "F" + strconv.Itoa(i),
+			Type: t,
+			Tag:  reflect.StructTag("toml:" + strconv.Quote(name)),
+		}, true
+	}
+	sf, ok := field(key[i], next)
+	if !ok {
+		return nil
+	}
+	fields := []reflect.StructField{sf}
+	// The decoder falls back to a case-insensitive match when no field has
+	// a key's exact name, so give each case variant of key[i] in the file
+	// a field of its own that decodes quietly.
+	seen := map[string]bool{key[i]: true}
+	for _, k := range f.keys {
+		if len(k) <= i || !slices.Equal(k[:i], key[:i]) || seen[k[i]] || !strings.EqualFold(k[i], key[i]) {
+			continue
+		}
+		seen[k[i]] = true
+		sf, ok := field(k[i], reflect.TypeFor[quietProbe]())
+		if !ok {
+			return nil
+		}
+		sf.Name += "_" + strconv.Itoa(len(fields))
+		fields = append(fields, sf)
+	}
+	return reflect.StructOf(fields)
+}
+
+var errProbe = errors.New("probe")
+
+// failProbe fails to decode any value, to make the decoder report where the
+// value is.
+type failProbe struct{}
+
+func (failProbe) UnmarshalTOML(any) error { return errProbe }
+
+// quietProbe decodes any value and ignores it.
+type quietProbe struct{}
+
+func (quietProbe) UnmarshalTOML(any) error { return nil }

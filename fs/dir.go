@@ -1,0 +1,254 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	"bazil.org/fuse"
+	"bazil.org/fuse/fs"
+	"golang.org/x/sys/unix"
+)
+
+// Directory operations. Each resolves the directory beneath the root and
+// acts on one name in it with an *at call that does not follow symlinks.
+
+// Lookup finds name in the directory n.
+func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fs.Node, error) {
+	dirfd, release, err := n.dirFD(unix.O_PATH)
+	if err != nil {
+		return nil, errno(err)
+	}
+	defer release()
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, req.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, errno(err)
+	}
+	resp.EntryValid = n.fsys.opts.EntryValid
+	return n.fsys.node(&st, n, req.Name), nil
+}
+
+// entry stats a name just created in dirfd and returns its node.
+func (n *Node) entry(dirfd int, name string, resp *fuse.LookupResponse) (*Node, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, err
+	}
+	if resp != nil {
+		resp.EntryValid = n.fsys.opts.EntryValid
+		fillAttr(&resp.Attr, &st, n.fsys.opts.AttrValid)
+	}
+	return n.fsys.node(&st, n, name), nil
+}
+
+func (n *Node) writable() error {
+	if n.fsys.opts.ReadOnly {
+		return syscall.EROFS
+	}
+	return nil
+}
+
+// Mkdir creates a directory owned by the caller.
+func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fs.Node, error) {
+	if err := n.writable(); err != nil {
+		return nil, errno(err)
+	}
+	dirfd, release, err := n.dirFD(unix.O_PATH)
+	if err != nil {
+		return nil, errno(err)
+	}
+	defer release()
+	if err := unix.Mkdirat(dirfd, req.Name, unixMode(req.Mode)); err != nil {
+		return nil, errno(err)
+	}
+	if err := n.fsys.ownNew(dirfd, req.Name, &req.Header); err != nil {
+		unix.Unlinkat(dirfd, req.Name, unix.AT_REMOVEDIR)
+		return nil, errno(err)
+	}
+	child, err := n.entry(dirfd, req.Name, nil)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return child, nil
+}
+
+// Mknod creates a FIFO, socket or device node owned by the caller.
+func (n *Node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fs.Node, error) {
+	if err := n.writable(); err != nil {
+		return nil, errno(err)
+	}
+	dirfd, release, err := n.dirFD(unix.O_PATH)
+	if err != nil {
+		return nil, errno(err)
+	}
+	defer release()
+	if err := unix.Mknodat(dirfd, req.Name, fileType(req.Mode)|unixMode(req.Mode), int(req.Rdev)); err != nil {
+		return nil, errno(err)
+	}
+	if err := n.fsys.ownNew(dirfd, req.Name, &req.Header); err != nil {
+		unix.Unlinkat(dirfd, req.Name, 0)
+		return nil, errno(err)
+	}
+	child, err := n.entry(dirfd, req.Name, nil)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return child, nil
+}
+
+// Symlink creates a symlink owned by the caller.
+func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fs.Node, error) {
+	if err := n.writable(); err != nil {
+		return nil, errno(err)
+	}
+	dirfd, release, err := n.dirFD(unix.O_PATH)
+	if err != nil {
+		return nil, errno(err)
+	}
+	defer release()
+	if err := unix.Symlinkat(req.Target, dirfd, req.NewName); err != nil {
+		return nil, errno(err)
+	}
+	if err := n.fsys.ownNew(dirfd, req.NewName, &req.Header); err != nil {
+		unix.Unlinkat(dirfd, req.NewName, 0)
+		return nil, errno(err)
+	}
+	child, err := n.entry(dirfd, req.NewName, nil)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return child, nil
+}
+
+// Link makes a new name for the node old in the directory n.
+func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs.Node, error) {
+	if err := n.writable(); err != nil {
+		return nil, errno(err)
+	}
+	src, ok := old.(*Node)
+	if !ok {
+		return nil, errno(syscall.EXDEV)
+	}
+	sdir, sname, _, srelease, err := src.at()
+	if err != nil {
+		return nil, errno(err)
+	}
+	defer srelease()
+	if sname == "" {
+		return nil, errno(syscall.EPERM)
+	}
+	dirfd, release, err := n.dirFD(unix.O_PATH)
+	if err != nil {
+		return nil, errno(err)
+	}
+	defer release()
+	if err := unix.Linkat(sdir, sname, dirfd, req.NewName, 0); err != nil {
+		return nil, errno(err)
+	}
+	child, err := n.entry(dirfd, req.NewName, nil)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return child, nil
+}
+
+// Remove unlinks a file or removes an empty directory.
+func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
+	if err := n.writable(); err != nil {
+		return errno(err)
+	}
+	dirfd, release, err := n.dirFD(unix.O_PATH)
+	if err != nil {
+		return errno(err)
+	}
+	defer release()
+	var st unix.Stat_t
+	victimErr := unix.Fstatat(dirfd, req.Name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	flags := 0
+	if req.Dir {
+		flags = unix.AT_REMOVEDIR
+	}
+	if err := unix.Unlinkat(dirfd, req.Name, flags); err != nil {
+		return errno(err)
+	}
+	if victimErr == nil {
+		if victim := n.fsys.lookupID(&st); victim != nil {
+			victim.dropLink(n, req.Name)
+		}
+	}
+	return nil
+}
+
+// Rename moves a name, replacing an existing target as rename(2) does.
+func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.Node) error {
+	if err := n.writable(); err != nil {
+		return errno(err)
+	}
+	nd, ok := newDir.(*Node)
+	if !ok {
+		return errno(syscall.EXDEV)
+	}
+	odir, orelease, err := n.dirFD(unix.O_PATH)
+	if err != nil {
+		return errno(err)
+	}
+	defer orelease()
+	ndir, nrelease, err := nd.dirFD(unix.O_PATH)
+	if err != nil {
+		return errno(err)
+	}
+	defer nrelease()
+	var sst, dst unix.Stat_t
+	srcErr := unix.Fstatat(odir, req.OldName, &sst, unix.AT_SYMLINK_NOFOLLOW)
+	dstErr := unix.Fstatat(ndir, req.NewName, &dst, unix.AT_SYMLINK_NOFOLLOW)
+	if err := unix.Renameat(odir, req.OldName, ndir, req.NewName); err != nil {
+		return errno(err)
+	}
+	same := srcErr == nil && dstErr == nil && (inoKey{dst.Dev, dst.Ino} == inoKey{sst.Dev, sst.Ino})
+	if same {
+		// Two names of one inode: rename(2) leaves both in place.
+		return nil
+	}
+	var src *Node
+	if srcErr == nil {
+		src = n.fsys.lookupID(&sst)
+	}
+	if dstErr == nil {
+		if victim := n.fsys.lookupID(&dst); victim != nil {
+			victim.dropLink(nd, req.NewName)
+		}
+	}
+	if src != nil {
+		n.fsys.treeMu.Lock()
+		if src.links != nil {
+			delete(src.links, link{n, req.OldName})
+			if src.typ == unix.S_IFDIR {
+				clear(src.links)
+			}
+			src.links[link{nd, req.NewName}] = struct{}{}
+		}
+		n.fsys.treeMu.Unlock()
+	}
+	return nil
+}
+
+// dirHandle lists a directory once per open, so offsets stay stable.
+type dirHandle struct {
+	fd int
+}
+
+var (
+	_ fs.HandleReadDirAller = (*dirHandle)(nil)
+	_ fs.HandleReleaser     = (*dirHandle)(nil)
+)
+
+func (d *dirHandle) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
+	ents, err := readDirents(d.fd)
+	if err != nil {
+		return nil, errno(err)
+	}
+	return ents, nil
+}
+
+func (d *dirHandle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
+	return errno(unix.Close(d.fd))
+}

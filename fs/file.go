@@ -1,0 +1,102 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	"bazil.org/fuse"
+	"bazil.org/fuse/fs"
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/cache"
+)
+
+// Open is the gate of clamfuse: an open that can read a regular file is
+// allowed only when the gate says the very descriptor that will serve the
+// reads holds bytes judged clean.
+func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fs.Handle, error) {
+	if req.Dir {
+		// A fresh descriptor (not O_PATH) that the handle owns.
+		fd, _, err := n.dirFD(unix.O_RDONLY)
+		if err != nil {
+			return nil, errno(err)
+		}
+		return &dirHandle{fd: fd}, nil
+	}
+	flags := int(req.Flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_TRUNC)
+	if n.fsys.opts.ReadOnly && flags&unix.O_ACCMODE != unix.O_RDONLY {
+		return nil, errno(syscall.EROFS)
+	}
+	dirfd, name, _, release, err := n.at()
+	if err != nil {
+		return nil, errno(err)
+	}
+	fd, err := unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	release()
+	if err != nil {
+		return nil, errno(err)
+	}
+	return n.gate(ctx, fd, flags, &req.Header, resp)
+}
+
+// gate asks the gate about fd when the open can read, and wraps fd in a
+// handle when allowed. It owns fd.
+func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *fuse.OpenResponse) (*Handle, error) {
+	rel := n.RelPath()
+	f := osFile(fd, rel)
+	if flags&unix.O_ACCMODE != unix.O_WRONLY && !n.fsys.opts.Exclude(rel) {
+		d := n.fsys.opts.Gate.Check(ctx, f, cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid})
+		if !d.Allow {
+			f.Close()
+			return nil, denied(d)
+		}
+	}
+	h := &Handle{node: n, f: f}
+	n.addHandle(h)
+	return h, nil
+}
+
+// Create makes and opens a new file owned by the caller. A new file is
+// empty and needs no scan; if the name already existed (made behind the
+// kernel's back) the gate judges it like any open.
+func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (fs.Node, fs.Handle, error) {
+	if err := n.writable(); err != nil {
+		return nil, nil, errno(err)
+	}
+	dirfd, release, err := n.dirFD(unix.O_PATH)
+	if err != nil {
+		return nil, nil, errno(err)
+	}
+	defer release()
+	flags := int(req.Flags) &^ (unix.O_NOCTTY | unix.O_CREAT | unix.O_EXCL)
+	created := true
+	fd, err := unix.Openat(dirfd, req.Name, flags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, unixMode(req.Mode))
+	if err == syscall.EEXIST && req.Flags&fuse.OpenFlags(unix.O_EXCL) == 0 {
+		// Made behind the kernel's back: open what is there.
+		created = false
+		fd, err = unix.Openat(dirfd, req.Name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return nil, nil, errno(err)
+	}
+	if created {
+		if err := n.fsys.ownNew(dirfd, req.Name, &req.Header); err != nil {
+			unix.Close(fd)
+			unix.Unlinkat(dirfd, req.Name, 0)
+			return nil, nil, errno(err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, nil, errno(err)
+	}
+	child := n.fsys.node(&st, n, req.Name)
+	fillAttr(&resp.Attr, &st, n.fsys.opts.AttrValid)
+	resp.EntryValid = n.fsys.opts.EntryValid
+	h, err := child.gate(ctx, fd, flags, &req.Header, &resp.OpenResponse)
+	if err != nil {
+		return nil, nil, err
+	}
+	return child, h, nil
+}

@@ -1,0 +1,161 @@
+// Package fs is the FUSE adapter of clamfuse: it translates FUSE requests
+// into calls on the backing directory and asks the gate (package cache)
+// before any open that can read. It holds no scanning policy of its own.
+package fs
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"bazil.org/fuse"
+	"bazil.org/fuse/fs"
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/cache"
+)
+
+// Gate decides opens; *cache.Gate is one.
+type Gate interface {
+	Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
+}
+
+// Options configure the filesystem.
+type Options struct {
+	Gate       Gate
+	Exclude    func(rel string) bool // paths never scanned
+	ReadOnly   bool
+	AttrValid  time.Duration // kernel attribute cache, default 1s
+	EntryValid time.Duration // kernel dentry cache, default 1s
+	Logger     *slog.Logger
+}
+
+type inoKey struct{ dev, ino uint64 }
+
+// FS mirrors the directory open at root.
+//
+// Lock order: FS.treeMu, then Node.hmu.
+type FS struct {
+	root  int // O_RDONLY|O_DIRECTORY descriptor of the backing root
+	opts  Options
+	log   *slog.Logger
+	chown bool // running as root: give new entries to the caller
+
+	treeMu sync.Mutex       // guards nodes and every Node.links
+	nodes  map[inoKey]*Node // live nodes by backing identity
+	rootN  *Node
+}
+
+var (
+	_ fs.FS         = (*FS)(nil)
+	_ fs.FSStatfser = (*FS)(nil)
+)
+
+// New returns a filesystem serving the directory open at rootFD, which it
+// does not close.
+func New(rootFD int, opts Options) (*FS, error) {
+	if opts.AttrValid == 0 {
+		opts.AttrValid = time.Second
+	}
+	if opts.EntryValid == 0 {
+		opts.EntryValid = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Exclude == nil {
+		opts.Exclude = func(string) bool { return false }
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(rootFD, &st); err != nil {
+		return nil, err
+	}
+	f := &FS{root: rootFD, opts: opts, log: opts.Logger, chown: os.Geteuid() == 0, nodes: map[inoKey]*Node{}}
+	f.rootN = &Node{fsys: f, id: inoKey{st.Dev, st.Ino}, typ: unix.S_IFDIR}
+	return f, nil
+}
+
+// Root is the backing root.
+func (f *FS) Root() (fs.Node, error) { return f.rootN, nil }
+
+// Statfs reports the backing filesystem.
+func (f *FS) Statfs(ctx context.Context, req *fuse.StatfsRequest, resp *fuse.StatfsResponse) error {
+	var s unix.Statfs_t
+	if err := unix.Fstatfs(f.root, &s); err != nil {
+		return errno(err)
+	}
+	resp.Blocks = s.Blocks
+	resp.Bfree = s.Bfree
+	resp.Bavail = s.Bavail
+	resp.Files = s.Files
+	resp.Ffree = s.Ffree
+	resp.Bsize = uint32(s.Bsize)
+	resp.Namelen = uint32(s.Namelen)
+	resp.Frsize = uint32(s.Frsize)
+	return nil
+}
+
+// node returns the node for the backing inode st, reached as name in
+// parent, creating it if needed, and records that link.
+func (f *FS) node(st *unix.Stat_t, parent *Node, name string) *Node {
+	k := inoKey{st.Dev, st.Ino}
+	typ := st.Mode & unix.S_IFMT
+	f.treeMu.Lock()
+	defer f.treeMu.Unlock()
+	if k == f.rootN.id {
+		return f.rootN
+	}
+	n, ok := f.nodes[k]
+	if !ok || n.typ != typ {
+		// New, or the inode number now names an entry of another type:
+		// the kernel must see a new node.
+		n = &Node{fsys: f, id: k, typ: typ, links: map[link]struct{}{}}
+		f.nodes[k] = n
+	}
+	if typ == unix.S_IFDIR {
+		// A directory has exactly one name.
+		clear(n.links)
+	}
+	n.links[link{parent, name}] = struct{}{}
+	return n
+}
+
+// lookupID returns the live node for a backing identity, if any.
+func (f *FS) lookupID(st *unix.Stat_t) *Node {
+	f.treeMu.Lock()
+	defer f.treeMu.Unlock()
+	return f.nodes[inoKey{st.Dev, st.Ino}]
+}
+
+func (f *FS) forget(n *Node) {
+	f.treeMu.Lock()
+	defer f.treeMu.Unlock()
+	if f.nodes[n.id] == n {
+		delete(f.nodes, n.id)
+	}
+}
+
+// ownNew gives an entry just created as name in dir to the caller, as the
+// kernel would for a local filesystem: uid of the caller, gid of the
+// caller unless the directory is set-group-ID.
+func (f *FS) ownNew(dirfd int, name string, hdr *fuse.Header) error {
+	if !f.chown || (hdr.Uid == 0 && hdr.Gid == 0) {
+		return nil
+	}
+	gid := int(hdr.Gid)
+	var dst unix.Stat_t
+	if err := unix.Fstat(dirfd, &dst); err == nil && dst.Mode&unix.S_ISGID != 0 {
+		gid = -1
+	}
+	return unix.Fchownat(dirfd, name, int(hdr.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func ignoreEINTR(err error) error {
+	if err == syscall.EINTR {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,241 @@
+package fs
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"bazil.org/fuse"
+	"bazil.org/fuse/fs"
+	"golang.org/x/sys/unix"
+)
+
+// ErrBadInput marks errors in what the user asked for (paths), as opposed
+// to failures of the system.
+var ErrBadInput = errors.New("bad input")
+
+// MountOptions say what to mount where.
+type MountOptions struct {
+	Source     string // backing directory
+	Target     string // mountpoint; may equal Source
+	AllowOther bool
+	ReadOnly   bool
+	FS         Options
+}
+
+// Mounted is a live mount being served.
+type Mounted struct {
+	Target string
+	conn   *fuse.Conn
+	rootFD int
+	log    *slog.Logger
+	done   chan error
+}
+
+func badInput(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrBadInput, fmt.Sprintf(format, args...))
+}
+
+// CheckPaths validates source and target and returns them absolute and
+// clean. It clears a dead FUSE mount left on target by a killed clamfuse.
+func CheckPaths(source, target string, log *slog.Logger) (string, string, error) {
+	src, err := checkDir("source", source)
+	if err != nil {
+		return "", "", err
+	}
+	dst, err := filepath.Abs(target)
+	if err != nil {
+		return "", "", badInput("mountpoint %s: %v", target, err)
+	}
+	if fstype, ok := mountedAt(dst); ok && strings.HasPrefix(fstype, "fuse") {
+		var st unix.Stat_t
+		if err := unix.Stat(dst, &st); err == syscall.ENOTCONN || err == syscall.ECONNABORTED {
+			if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil {
+				return "", "", fmt.Errorf("mountpoint %s: clearing dead FUSE mount: %v", dst, err)
+			}
+			log.Warn("cleared a dead FUSE mount left on the mountpoint", "target", dst, "fstype", fstype)
+		} else {
+			return "", "", badInput("mountpoint %s: already a FUSE mount (%s)", dst, fstype)
+		}
+	}
+	if dst, err = checkDir("mountpoint", dst); err != nil {
+		return "", "", err
+	}
+	if src != dst {
+		if within(src, dst) {
+			return "", "", badInput("source %s is inside mountpoint %s", src, dst)
+		}
+		if within(dst, src) {
+			return "", "", badInput("mountpoint %s is inside source %s", dst, src)
+		}
+	}
+	return src, dst, nil
+}
+
+func checkDir(what, p string) (string, error) {
+	if p == "" {
+		return "", badInput("%s: not set", what)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", badInput("%s %s: %v", what, p, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return "", badInput("%s %s: %v", what, p, err)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return "", badInput("%s %s: %v", what, p, err)
+	}
+	if !fi.IsDir() {
+		return "", badInput("%s %s: not a directory", what, p)
+	}
+	return real, nil
+}
+
+// within reports whether p is strictly inside dir.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// mountedAt returns the filesystem type of the topmost mount at p.
+func mountedAt(p string) (string, bool) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	fstype, found := "", false
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options [optional...] - fstype source super
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 7 || unescapeMountinfo(fields[4]) != p {
+			continue
+		}
+		for i, fld := range fields {
+			if fld == "-" && i+1 < len(fields) {
+				fstype, found = fields[i+1], true
+			}
+		}
+	}
+	return fstype, found
+}
+
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Mount opens the backing directory, then mounts over target (which may be
+// the same directory) and serves requests until unmounted. Paths must have
+// been through CheckPaths.
+func Mount(opts MountOptions) (*Mounted, error) {
+	log := opts.FS.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// Open the backing root first: with an in-place mount the path will
+	// name the mount from now on, and all backing access goes through fd.
+	rootFD, err := unix.Open(opts.Source, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, badInput("source %s: %v", opts.Source, err)
+	}
+	fsys, err := New(rootFD, opts.FS)
+	if err != nil {
+		unix.Close(rootFD)
+		return nil, err
+	}
+	mopts := []fuse.MountOption{
+		fuse.FSName(opts.Source),
+		fuse.Subtype("clamfuse"),
+		fuse.DefaultPermissions(),
+		fuse.MaxReadahead(1 << 20),
+		fuse.AsyncRead(),
+	}
+	if opts.AllowOther {
+		mopts = append(mopts, fuse.AllowOther())
+	}
+	if opts.ReadOnly {
+		mopts = append(mopts, fuse.ReadOnly())
+	}
+	if opts.Source == opts.Target {
+		mopts = append(mopts, fuse.AllowNonEmptyMount())
+	}
+	conn, err := fuse.Mount(opts.Target, mopts...)
+	if err != nil {
+		unix.Close(rootFD)
+		return nil, fmt.Errorf("mount %s: %v", opts.Target, err)
+	}
+	m := &Mounted{Target: opts.Target, conn: conn, rootFD: rootFD, log: log, done: make(chan error, 1)}
+	srv := fs.New(conn, nil)
+	go func() {
+		err := srv.Serve(fsys)
+		conn.Close()
+		unix.Close(rootFD)
+		m.done <- err
+	}()
+	return m, nil
+}
+
+// Done yields the result of serving once the mount is gone.
+func (m *Mounted) Done() <-chan error { return m.done }
+
+// Unmount detaches the mount: a normal unmount, and if files are still
+// open, a lazy one (the mount disappears from the namespace at once and
+// the connection ends when clamfuse exits).
+func (m *Mounted) Unmount() error {
+	err := unix.Unmount(m.Target, 0)
+	if err == nil || err == syscall.EINVAL {
+		return nil
+	}
+	if err == syscall.EBUSY {
+		m.log.Warn("mount busy, detaching lazily", "target", m.Target)
+		if err := unix.Unmount(m.Target, unix.MNT_DETACH); err != nil && err != syscall.EINVAL {
+			return fmt.Errorf("unmount %s: %v", m.Target, err)
+		}
+		return nil
+	}
+	if err == syscall.EPERM {
+		// Not root: fusermount3 can unmount our own mount.
+		return fuse.Unmount(m.Target)
+	}
+	return fmt.Errorf("unmount %s: %v", m.Target, err)
+}
+
+// Wait waits up to d for serving to end after Unmount.
+func (m *Mounted) Wait(d time.Duration) error {
+	select {
+	case err := <-m.done:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("unmount %s: still serving after %v", m.Target, d)
+	}
+}

@@ -1,0 +1,537 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"path"
+	"sync"
+	"syscall"
+
+	"bazil.org/fuse"
+	"bazil.org/fuse/fs"
+	"golang.org/x/sys/unix"
+)
+
+// link is one name of a node: name in the directory parent.
+type link struct {
+	parent *Node
+	name   string
+}
+
+// Node is one backing inode (file, directory, symlink or special file) as
+// the kernel knows it. It holds no descriptor: each operation resolves one
+// of the node's names beneath the root and checks the inode it finds.
+//
+// Lock order: FS.treeMu, then Node.hmu.
+type Node struct {
+	fsys *FS
+	id   inoKey
+	typ  uint32 // S_IFMT bits
+
+	links map[link]struct{} // guarded by fsys.treeMu; nil for the root
+
+	hmu     sync.Mutex           // guards handles
+	handles map[*Handle]struct{} // open file handles, for fstat and fsync
+}
+
+var (
+	_ fs.Node                = (*Node)(nil)
+	_ fs.NodeGetattrer       = (*Node)(nil)
+	_ fs.NodeSetattrer       = (*Node)(nil)
+	_ fs.NodeForgetter       = (*Node)(nil)
+	_ fs.NodeReadlinker      = (*Node)(nil)
+	_ fs.NodeFsyncer         = (*Node)(nil)
+	_ fs.NodeGetxattrer      = (*Node)(nil)
+	_ fs.NodeListxattrer     = (*Node)(nil)
+	_ fs.NodeSetxattrer      = (*Node)(nil)
+	_ fs.NodeRemovexattrer   = (*Node)(nil)
+	_ fs.NodeOpener          = (*Node)(nil)
+	_ fs.NodeRequestLookuper = (*Node)(nil)
+	_ fs.NodeCreater         = (*Node)(nil)
+	_ fs.NodeMkdirer         = (*Node)(nil)
+	_ fs.NodeRemover         = (*Node)(nil)
+	_ fs.NodeRenamer         = (*Node)(nil)
+	_ fs.NodeSymlinker       = (*Node)(nil)
+	_ fs.NodeLinker          = (*Node)(nil)
+	_ fs.NodeMknoder         = (*Node)(nil)
+)
+
+func (n *Node) isRoot() bool { return n == n.fsys.rootN }
+
+// relPath is one path of n relative to the root; the caller holds treeMu.
+func (n *Node) relPathLocked() (string, bool) {
+	if n.isRoot() {
+		return "", true
+	}
+	for l := range n.links {
+		p, ok := l.parent.relPathLocked()
+		if ok {
+			return path.Join(p, l.name), true
+		}
+	}
+	return "", false
+}
+
+// RelPath is a path of n relative to the mount root, for logs and excludes.
+func (n *Node) RelPath() string {
+	n.fsys.treeMu.Lock()
+	defer n.fsys.treeMu.Unlock()
+	p, _ := n.relPathLocked()
+	return p
+}
+
+func (n *Node) addLink(parent *Node, name string) {
+	n.fsys.treeMu.Lock()
+	defer n.fsys.treeMu.Unlock()
+	if n.links != nil {
+		n.links[link{parent, name}] = struct{}{}
+	}
+}
+
+func (n *Node) dropLink(parent *Node, name string) {
+	n.fsys.treeMu.Lock()
+	defer n.fsys.treeMu.Unlock()
+	delete(n.links, link{parent, name})
+}
+
+// dirFD opens the directory n beneath the root (O_PATH unless flags say
+// otherwise). The returned release closes it.
+func (n *Node) dirFD(flags int) (int, func(), error) {
+	if n.isRoot() && flags == unix.O_PATH {
+		return n.fsys.root, func() {}, nil
+	}
+	n.fsys.treeMu.Lock()
+	p, ok := n.relPathLocked()
+	n.fsys.treeMu.Unlock()
+	if !ok {
+		return -1, nil, syscall.ENOENT
+	}
+	fd, err := openBeneath(n.fsys.root, p, flags|unix.O_DIRECTORY)
+	if err != nil {
+		return -1, nil, err
+	}
+	return fd, func() { unix.Close(fd) }, nil
+}
+
+// at resolves one name of n to (directory descriptor, name), checking that
+// the name still leads to n's inode; names that no longer do are dropped.
+// For the root it returns (root, ""). release closes the descriptor.
+func (n *Node) at() (dirfd int, name string, st unix.Stat_t, release func(), err error) {
+	if n.isRoot() {
+		err = unix.Fstat(n.fsys.root, &st)
+		return n.fsys.root, "", st, func() {}, err
+	}
+	for {
+		n.fsys.treeMu.Lock()
+		var l link
+		var parentPath string
+		found := false
+		for cand := range n.links {
+			if p, ok := cand.parent.relPathLocked(); ok {
+				l, parentPath, found = cand, p, true
+				break
+			}
+		}
+		n.fsys.treeMu.Unlock()
+		if !found {
+			return -1, "", st, nil, syscall.ENOENT
+		}
+		var fd int
+		var close func()
+		if parentPath == "" {
+			fd, close = n.fsys.root, func() {}
+		} else {
+			fd, err = openBeneath(n.fsys.root, parentPath, unix.O_PATH|unix.O_DIRECTORY)
+			if err != nil {
+				if err == syscall.ENOENT || err == syscall.ENOTDIR || err == syscall.ELOOP || err == syscall.EXDEV {
+					n.dropLink(l.parent, l.name)
+					continue
+				}
+				return -1, "", st, nil, err
+			}
+			close = func() { unix.Close(fd) }
+		}
+		err = unix.Fstatat(fd, l.name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		if err == nil && (inoKey{st.Dev, st.Ino} == n.id) {
+			return fd, l.name, st, close, nil
+		}
+		close()
+		if err != nil && err != syscall.ENOENT && err != syscall.ENOTDIR {
+			return -1, "", st, nil, err
+		}
+		// The name is gone or names another inode now.
+		n.dropLink(l.parent, l.name)
+	}
+}
+
+func (n *Node) stat() (unix.Stat_t, error) {
+	_, _, st, release, err := n.at()
+	if err == nil {
+		release()
+		return st, nil
+	}
+	// Unlinked but still open: the open descriptor knows.
+	if h := n.anyHandle(); h != nil {
+		var hst unix.Stat_t
+		if herr := unix.Fstat(int(h.f.Fd()), &hst); herr == nil {
+			return hst, nil
+		}
+	}
+	return st, err
+}
+
+// Attr fills a with the backing inode's attributes.
+func (n *Node) Attr(ctx context.Context, a *fuse.Attr) error {
+	st, err := n.stat()
+	if err != nil {
+		return errno(err)
+	}
+	fillAttr(a, &st, n.fsys.opts.AttrValid)
+	return nil
+}
+
+// Getattr is Attr, asked by the kernel.
+func (n *Node) Getattr(ctx context.Context, req *fuse.GetattrRequest, resp *fuse.GetattrResponse) error {
+	return n.Attr(ctx, &resp.Attr)
+}
+
+// Setattr changes size, mode, owner and times, in that order, like
+// a local filesystem would for the same calls.
+func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse.SetattrResponse) error {
+	if n.fsys.opts.ReadOnly {
+		return errno(syscall.EROFS)
+	}
+	dirfd, name, st, release, err := n.at()
+	if err != nil {
+		if h := n.anyHandle(); h != nil && err == syscall.ENOENT {
+			return n.setattrFD(int(h.f.Fd()), req, resp)
+		}
+		return errno(err)
+	}
+	defer release()
+	v := req.Valid
+	if v.Size() {
+		if err := truncateAt(dirfd, name, int64(req.Size)); err != nil {
+			return errno(err)
+		}
+	}
+	if v.Mode() {
+		if err := chmodAt(dirfd, name, unixMode(req.Mode)); err != nil {
+			return errno(err)
+		}
+	}
+	if v.Uid() || v.Gid() {
+		uid, gid := -1, -1
+		if v.Uid() {
+			uid = int(req.Uid)
+		}
+		if v.Gid() {
+			gid = int(req.Gid)
+		}
+		if err := unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW|emptyPath(name)); err != nil {
+			return errno(err)
+		}
+	}
+	if v.Atime() || v.Mtime() || v.AtimeNow() || v.MtimeNow() {
+		ts := utimes(req)
+		var err error
+		if name == "" {
+			err = unix.UtimesNanoAt(unix.AT_FDCWD, procPath(dirfd), ts, 0)
+		} else {
+			err = unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err != nil {
+			return errno(err)
+		}
+	}
+	if name == "" {
+		err = unix.Fstat(dirfd, &st)
+	} else {
+		err = unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err != nil {
+		return errno(err)
+	}
+	fillAttr(&resp.Attr, &st, n.fsys.opts.AttrValid)
+	return nil
+}
+
+// setattrFD applies a Setattr to an open descriptor (the file is unlinked).
+func (n *Node) setattrFD(fd int, req *fuse.SetattrRequest, resp *fuse.SetattrResponse) error {
+	v := req.Valid
+	if v.Size() {
+		if err := unix.Ftruncate(fd, int64(req.Size)); err != nil {
+			return errno(err)
+		}
+	}
+	if v.Mode() {
+		if err := unix.Fchmod(fd, unixMode(req.Mode)); err != nil {
+			return errno(err)
+		}
+	}
+	if v.Uid() || v.Gid() {
+		uid, gid := -1, -1
+		if v.Uid() {
+			uid = int(req.Uid)
+		}
+		if v.Gid() {
+			gid = int(req.Gid)
+		}
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			return errno(err)
+		}
+	}
+	if v.Atime() || v.Mtime() || v.AtimeNow() || v.MtimeNow() {
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, procPath(fd), utimes(req), 0); err != nil {
+			return errno(err)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return errno(err)
+	}
+	fillAttr(&resp.Attr, &st, n.fsys.opts.AttrValid)
+	return nil
+}
+
+func emptyPath(name string) int {
+	if name == "" {
+		return unix.AT_EMPTY_PATH
+	}
+	return 0
+}
+
+func utimes(req *fuse.SetattrRequest) []unix.Timespec {
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	v := req.Valid
+	switch {
+	case v.AtimeNow():
+		ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
+	case v.Atime():
+		ts[0] = unix.NsecToTimespec(req.Atime.UnixNano())
+	}
+	switch {
+	case v.MtimeNow():
+		ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+	case v.Mtime():
+		ts[1] = unix.NsecToTimespec(req.Mtime.UnixNano())
+	}
+	return ts
+}
+
+// truncateAt truncates name in dirfd without following a symlink.
+func truncateAt(dirfd int, name string, size int64) error {
+	if name == "" {
+		return syscall.EISDIR
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Ftruncate(fd, size)
+}
+
+// chmodAt changes the mode of name in dirfd without following a symlink
+// (fchmodat cannot refuse to follow one on older kernels).
+func chmodAt(dirfd int, name string, mode uint32) error {
+	if name == "" {
+		return unix.Chmod(procPath(dirfd), mode)
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return syscall.EOPNOTSUPP
+	}
+	return unix.Chmod(procPath(fd), mode)
+}
+
+// Forget drops the node from the table once the kernel forgets it.
+func (n *Node) Forget() {
+	if !n.isRoot() {
+		n.fsys.forget(n)
+	}
+}
+
+// Readlink reads a symlink without following it.
+func (n *Node) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string, error) {
+	dirfd, name, _, release, err := n.at()
+	if err != nil {
+		return "", errno(err)
+	}
+	defer release()
+	buf := make([]byte, unix.PathMax)
+	for {
+		k, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", errno(err)
+		}
+		if k < len(buf) {
+			return string(buf[:k]), nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// Fsync flushes the inode to stable storage.
+func (n *Node) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
+	if h := n.anyHandle(); h != nil {
+		if req.Flags&1 != 0 {
+			return errno(unix.Fdatasync(int(h.f.Fd())))
+		}
+		return errno(h.f.Sync())
+	}
+	dirfd, name, _, release, err := n.at()
+	if err != nil {
+		return errno(err)
+	}
+	defer release()
+	fd := dirfd
+	if name != "" {
+		fd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return errno(err)
+		}
+		defer unix.Close(fd)
+	}
+	return errno(unix.Fsync(fd))
+}
+
+// xattrPath names the node for the l*xattr calls, which do not follow a
+// final symlink. The root is named through its descriptor.
+func (n *Node) xattrPath() (string, func(), bool, error) {
+	dirfd, name, _, release, err := n.at()
+	if err != nil {
+		return "", nil, false, err
+	}
+	if name == "" {
+		return procPath(dirfd), release, true, nil
+	}
+	return procPath(dirfd) + "/" + name, release, false, nil
+}
+
+// Getxattr reads one extended attribute.
+func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
+	p, release, follow, err := n.xattrPath()
+	if err != nil {
+		return errno(err)
+	}
+	defer release()
+	get := unix.Lgetxattr
+	if follow {
+		get = unix.Getxattr
+	}
+	size := int(req.Size)
+	if size == 0 {
+		k, err := get(p, req.Name, nil)
+		if err != nil {
+			return errno(err)
+		}
+		resp.Xattr = make([]byte, k)
+		return nil
+	}
+	buf := make([]byte, size)
+	k, err := get(p, req.Name, buf)
+	if err != nil {
+		return errno(err)
+	}
+	resp.Xattr = buf[:k]
+	return nil
+}
+
+// Listxattr lists extended attribute names.
+func (n *Node) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
+	p, release, follow, err := n.xattrPath()
+	if err != nil {
+		return errno(err)
+	}
+	defer release()
+	list := unix.Llistxattr
+	if follow {
+		list = unix.Listxattr
+	}
+	k, err := list(p, nil)
+	if err != nil {
+		return errno(err)
+	}
+	buf := make([]byte, k)
+	k, err = list(p, buf)
+	if err != nil {
+		return errno(err)
+	}
+	if req.Size != 0 && uint32(k) > req.Size {
+		return errno(syscall.ERANGE)
+	}
+	if req.Size == 0 {
+		resp.Xattr = make([]byte, k)
+		return nil
+	}
+	resp.Xattr = buf[:k]
+	return nil
+}
+
+// Setxattr sets one extended attribute.
+func (n *Node) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) error {
+	if n.fsys.opts.ReadOnly {
+		return errno(syscall.EROFS)
+	}
+	p, release, follow, err := n.xattrPath()
+	if err != nil {
+		return errno(err)
+	}
+	defer release()
+	if follow {
+		return errno(unix.Setxattr(p, req.Name, req.Xattr, int(req.Flags)))
+	}
+	return errno(unix.Lsetxattr(p, req.Name, req.Xattr, int(req.Flags)))
+}
+
+// Removexattr removes one extended attribute.
+func (n *Node) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) error {
+	if n.fsys.opts.ReadOnly {
+		return errno(syscall.EROFS)
+	}
+	p, release, follow, err := n.xattrPath()
+	if err != nil {
+		return errno(err)
+	}
+	defer release()
+	if follow {
+		return errno(unix.Removexattr(p, req.Name))
+	}
+	return errno(unix.Lremovexattr(p, req.Name))
+}
+
+func (n *Node) anyHandle() *Handle {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	for h := range n.handles {
+		return h
+	}
+	return nil
+}
+
+func (n *Node) addHandle(h *Handle) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	if n.handles == nil {
+		n.handles = map[*Handle]struct{}{}
+	}
+	n.handles[h] = struct{}{}
+}
+
+func (n *Node) dropHandle(h *Handle) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	delete(n.handles, h)
+}
+
+// osFile wraps a descriptor for the gate and the handle.
+func osFile(fd int, name string) *os.File { return os.NewFile(uintptr(fd), name) }
