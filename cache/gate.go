@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -66,7 +67,9 @@ type Decision struct {
 // ErrUnstable means the file changed during every scan attempt.
 var ErrUnstable = errors.New("file changed during the scan")
 
-const maxAttempts = 3
+// maxAttempts bounds rescans of a file that keeps changing; the deadline
+// bounds them too.
+const maxAttempts = 20
 
 // Stats are counters for tests and metrics.
 type Stats struct {
@@ -202,10 +205,12 @@ func (g *Gate) check(ctx context.Context, f *os.File) Decision {
 // scan runs in its own goroutine on behalf of every opener of this state:
 // the openers' contexts do not cancel it, its own deadline does.
 func (g *Gate) scan(f *os.File, key Key) (Verdict, error) {
-	// Our own descriptor: the opener may give up and close f meanwhile.
-	fd, err := unix.Dup(int(f.Fd()))
+	// Our own descriptor of the very same inode (the opener may give up
+	// and close f meanwhile), without atime updates so that scanning
+	// leaves the file's times as a plain open would.
+	fd, err := reopen(f)
 	if err != nil {
-		return Verdict{}, fmt.Errorf("%w: dup: %v", clamav.ErrRead, err)
+		return Verdict{}, fmt.Errorf("%w: %v", clamav.ErrRead, err)
 	}
 	file := os.NewFile(uintptr(fd), f.Name())
 	defer file.Close()
@@ -282,4 +287,16 @@ func (g *Gate) report(d Decision, who Opener) {
 	default:
 		g.log.Debug("open allowed", append(attrs, slog.String("reason", string(d.Reason)), slog.Bool("cached", d.Cached))...)
 	}
+}
+
+// reopen opens the inode behind f again for reading through /proc, so
+// it is the same file whatever happened to its name, with O_NOATIME when
+// allowed; else it duplicates f.
+func reopen(f *os.File) (int, error) {
+	p := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOATIME|unix.O_CLOEXEC, 0)
+	if err == nil {
+		return fd, nil
+	}
+	return unix.Dup(int(f.Fd()))
 }

@@ -152,6 +152,9 @@ func (c *Client) command(ctx context.Context, op string, fn func(context.Context
 	bc, err := baruwa.NewClient(c.network, c.address)
 	if err != nil {
 		// For unix sockets NewClient checks that the socket exists.
+		if e := k.interrupted(""); e != nil {
+			return "", e
+		}
 		return "", k.fail(ErrUnavailable, err, ": "+err.Error())
 	}
 	bc.SetConnTimeout(c.timeout)

@@ -37,7 +37,7 @@ func parseSize(s string) (Size, error) {
 	}
 	unit := strings.TrimLeft(s[digits:], " ")
 	for _, u := range sizeUnits {
-		if unit != u.name {
+		if unit != u.name || (unit == "" && digits < len(s)) {
 			continue
 		}
 		n, err := strconv.ParseInt(s[:digits], 10, 64)

@@ -242,6 +242,10 @@ var (
 )
 
 func (d *dirHandle) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
+	// bazil asks again after a rewind (offset 0): list from the start.
+	if _, err := unix.Seek(d.fd, 0, 0); err != nil {
+		return nil, errno(err)
+	}
 	ents, err := readDirents(d.fd)
 	if err != nil {
 		return nil, errno(err)

@@ -23,7 +23,7 @@ func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 		}
 		return &dirHandle{fd: fd}, nil
 	}
-	flags := int(req.Flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_TRUNC)
+	flags := backingFlags(req.Flags) &^ unix.O_TRUNC
 	if n.fsys.opts.ReadOnly && flags&unix.O_ACCMODE != unix.O_RDONLY {
 		return nil, errno(syscall.EROFS)
 	}
@@ -68,7 +68,7 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 		return nil, nil, errno(err)
 	}
 	defer release()
-	flags := int(req.Flags) &^ (unix.O_NOCTTY | unix.O_CREAT | unix.O_EXCL)
+	flags := backingFlags(req.Flags)
 	created := true
 	fd, err := unix.Openat(dirfd, req.Name, flags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, unixMode(req.Mode))
 	if err == syscall.EEXIST && req.Flags&fuse.OpenFlags(unix.O_EXCL) == 0 {
@@ -99,4 +99,11 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 		return nil, nil, err
 	}
 	return child, h, nil
+}
+
+// backingFlags are the open flags clamfuse uses on the backing file: the
+// caller's, less creation flags (handled apart) and O_DIRECT (the kernel
+// already bypasses its cache for such opens; our buffers are not aligned).
+func backingFlags(f fuse.OpenFlags) int {
+	return int(f) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_DIRECT)
 }
