@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -111,8 +109,9 @@ func Parse(name string, data []byte) (Config, error) {
 	return c, nil
 }
 
-// Encode returns the configuration as TOML, with sizes and durations as
-// strings. Parse accepts what it returns.
+// Encode returns the configuration as TOML, every key present, with sizes
+// and durations as strings. For a Config that Parse returned, Parse reads
+// the result back to an equal Config.
 func (c Config) Encode() string {
 	if c.Scan.Exclude == nil {
 		c.Scan.Exclude = []string{} // The encoder omits nil slices.
@@ -226,7 +225,7 @@ func describe(v any) string {
 	case bool:
 		return fmt.Sprintf("boolean %t", v)
 	case time.Time:
-		return "datetime " + v.Format(time.RFC3339Nano)
+		return "datetime" // may be a local date or time; Format would invent the rest
 	case []any:
 		return "array"
 	case map[string]any:
@@ -240,9 +239,9 @@ func describe(v any) string {
 
 // file is one configuration file being parsed.
 type file struct {
-	name string
-	text string
-	keys []toml.Key // every key in the file, in order
+	name  string
+	text  string
+	lines map[string]int // see keyLines; made on the first error
 }
 
 // parse decodes f in three passes, so that each kind of mistake gets its
@@ -257,15 +256,13 @@ func (f *file) parse() (Config, error) {
 	if err != nil {
 		return Config{}, f.tomlError(err, false)
 	}
-	f.keys = md.Keys()
-
-	for _, k := range f.keys {
+	for _, k := range md.Keys() {
 		want, ok := schema[k.String()]
 		if !ok {
-			return Config{}, f.errorf(k, "unknown key %q", k.String())
+			return Config{}, f.errorf(k.String(), "unknown key %q", k.String())
 		}
 		if msg := want.check(lookup(tree, k)); msg != "" {
-			return Config{}, f.errorf(k, "%s: %s", k, msg)
+			return Config{}, f.errorf(k.String(), "%s: %s", k, msg)
 		}
 	}
 
@@ -274,18 +271,19 @@ func (f *file) parse() (Config, error) {
 	if err != nil {
 		return Config{}, f.tomlError(err, true)
 	}
-	// The schema walk should have caught these, but the library matches
-	// keys to fields case-insensitively and a mismatch must not pass silently.
+	// The schema walk has rejected every key that Config lacks; this only
+	// guards against schema and Config drifting apart.
 	if u := md.Undecoded(); len(u) > 0 {
-		return Config{}, f.errorf(u[0], "unknown key %q", u[0].String())
+		return Config{}, f.errorf(u[0].String(), "unknown key %q", u[0].String())
 	}
 
 	if err := c.Validate(); err != nil {
+		key := ""
 		var fe *fieldError
 		if errors.As(err, &fe) {
-			return Config{}, f.errorf(strings.Split(fe.key, "."), "%s", err)
+			key = fe.key
 		}
-		return Config{}, f.errorf(nil, "%s", err)
+		return Config{}, f.errorf(key, "%s", err)
 	}
 	return c, nil
 }
@@ -318,8 +316,9 @@ func (f *file) tomlError(err error, withKey bool) error {
 	return f.errorAt(pe.Position.Line, msg)
 }
 
-// errorf returns an error about key, prefixed with its position.
-func (f *file) errorf(key toml.Key, format string, args ...any) error {
+// errorf returns an error about key (as toml.Key.String gives it), prefixed
+// with its position.
+func (f *file) errorf(key string, format string, args ...any) error {
 	return f.errorAt(f.line(key), fmt.Sprintf(format, args...))
 }
 
@@ -332,7 +331,9 @@ func (f *file) errorAt(line int, msg string) error {
 	return errors.New(oneLine(s))
 }
 
-// oneLine escapes control characters (newlines included) in s.
+// oneLine replaces control characters, newlines included, with "?". The
+// messages quote values with %q; this is for the file name and the TOML
+// library's messages.
 func oneLine(s string) string {
 	return strings.Map(func(r rune) rune {
 		if r < ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' {
@@ -342,82 +343,11 @@ func oneLine(s string) string {
 	}, s)
 }
 
-// line returns the line on which key is defined, or 0 if it cannot tell.
-//
-// BurntSushi/toml records the position of every key but exports it only in
-// the ParseError it returns when a value fails to decode. So line decodes
-// the file again into a struct built to fail on key alone, and reads the
-// position from the error. This is exact where scanning the text for the
-// key would have to understand dotted keys, quoting, inline tables and
-// multi-line strings.
-func (f *file) line(key toml.Key) int {
-	if len(key) == 0 {
-		return 0
+// line returns the line on which key (as toml.Key.String gives it) is
+// defined, or 0 if it cannot tell.
+func (f *file) line(key string) int {
+	if f.lines == nil {
+		f.lines = keyLines(f.text)
 	}
-	t := f.probeType(key, 0)
-	if t == nil {
-		return 0
-	}
-	_, err := toml.Decode(f.text, reflect.New(t).Interface())
-	var pe toml.ParseError
-	if errors.As(err, &pe) && pe.LastKey == key.String() {
-		return pe.Position.Line
-	}
-	return 0
+	return f.lines[key]
 }
-
-// probeType returns a struct type whose field for key[i] leads to a
-// failProbe at the end of key, or nil if a name cannot be a struct tag.
-func (f *file) probeType(key toml.Key, i int) reflect.Type {
-	next := reflect.TypeFor[failProbe]()
-	if i < len(key)-1 {
-		if next = f.probeType(key, i+1); next == nil {
-			return nil
-		}
-	}
-	field := func(name string, t reflect.Type) (reflect.StructField, bool) {
-		if name == "" || name == "-" || strings.Contains(name, ",") {
-			return reflect.StructField{}, false // not expressible as a toml tag
-		}
-		return reflect.StructField{
-			Name: "F" + strconv.Itoa(i),
-			Type: t,
-			Tag:  reflect.StructTag("toml:" + strconv.Quote(name)),
-		}, true
-	}
-	sf, ok := field(key[i], next)
-	if !ok {
-		return nil
-	}
-	fields := []reflect.StructField{sf}
-	// The decoder falls back to a case-insensitive match when no field has
-	// a key's exact name, so give each case variant of key[i] in the file
-	// a field of its own that decodes quietly.
-	seen := map[string]bool{key[i]: true}
-	for _, k := range f.keys {
-		if len(k) <= i || !slices.Equal(k[:i], key[:i]) || seen[k[i]] || !strings.EqualFold(k[i], key[i]) {
-			continue
-		}
-		seen[k[i]] = true
-		sf, ok := field(k[i], reflect.TypeFor[quietProbe]())
-		if !ok {
-			return nil
-		}
-		sf.Name += "_" + strconv.Itoa(len(fields))
-		fields = append(fields, sf)
-	}
-	return reflect.StructOf(fields)
-}
-
-var errProbe = errors.New("probe")
-
-// failProbe fails to decode any value, to make the decoder report where the
-// value is.
-type failProbe struct{}
-
-func (failProbe) UnmarshalTOML(any) error { return errProbe }
-
-// quietProbe decodes any value and ignores it.
-type quietProbe struct{}
-
-func (quietProbe) UnmarshalTOML(any) error { return nil }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -70,7 +71,7 @@ func TestLoadBad(t *testing.T) {
 		{"bad_type.toml", `testdata/bad_type.toml:3: mount.allow_other: must be true or false, got string "yes"`},
 		{"bad_table_type.toml", `testdata/bad_table_type.toml:1: log: must be a table, got string "debug"`},
 		{"bad_case.toml", `testdata/bad_case.toml:1: unknown key "Mount"`},
-		{"bad_address.toml", `testdata/bad_address.toml:2: clamd.address: invalid address "localhost:3310" (use a socket path, "unix:/path" or "tcp://host:port")`},
+		{"bad_address.toml", `testdata/bad_address.toml:2: clamd.address: clamd address "localhost:3310": want /path, unix:/path or tcp://host:port`},
 		{"bad_glob.toml", `testdata/bad_glob.toml:2: scan.exclude: invalid pattern "[a-": syntax error in pattern`},
 		{"bad_syntax.toml", `testdata/bad_syntax.toml:2: strings cannot contain newlines`},
 	}
@@ -150,11 +151,15 @@ func TestParseErrors(t *testing.T) {
 		{"exclude string", "[scan]\nexclude = \"*.iso\"\n",
 			`c.toml:2: scan.exclude: must be an array of strings, got string "*.iso"`},
 		{"datetime", "[mount]\nsource = 1979-05-27T07:32:00Z\n",
-			`c.toml:2: mount.source: must be a string, got datetime 1979-05-27T07:32:00Z`},
+			`c.toml:2: mount.source: must be a string, got datetime`},
 		{"absolute glob", "[scan]\nexclude = [\"/tmp/*\"]\n",
 			`c.toml:2: scan.exclude: pattern "/tmp/*" must be relative to the mount root`},
 		{"log level", "[log]\nlevel = \"verbose\"\n",
 			`c.toml:2: log.level: must be one of "debug", "info", "warn" or "error", got "verbose"`},
+		{"after multi-line string", "[log]\nlevel = \"\"\"\ninfo\"\"\"\nformat = 'yaml'\n",
+			`c.toml:4: log.format: must be "text" or "json", got "yaml"`},
+		{"multi-line string value", "[log]\n\nlevel = \"\"\"\n\ninfo\"\"\"\n",
+			`c.toml:3: log.level: must be one of "debug", "info", "warn" or "error", got "\ninfo"`},
 		{"duplicate key", "[log]\nlevel = \"info\"\nlevel = \"warn\"\n",
 			`c.toml:3: Key 'log.level' has already been defined.`},
 		{"unterminated", "[log]\nlevel = \"info\"\nformat = \n",
@@ -363,7 +368,7 @@ func TestValidate(t *testing.T) {
 		{"empty mount is fine", func(c *Config) { c.Mount = Mount{} }, ""},
 		{"tcp address", func(c *Config) { c.Clamd.Address = "tcp://[::1]:3310" }, ""},
 		{"bad address", func(c *Config) { c.Clamd.Address = "clamd.sock" },
-			`clamd.address: invalid address "clamd.sock" (use a socket path, "unix:/path" or "tcp://host:port")`},
+			`clamd.address: clamd address "clamd.sock": want /path, unix:/path or tcp://host:port`},
 		{"zero timeout", func(c *Config) { c.Clamd.Timeout = 0 },
 			`clamd.timeout: must be greater than 0, got 0s`},
 		{"timeout 1h", func(c *Config) { c.Clamd.Timeout = Duration(time.Hour) }, ""},
@@ -445,41 +450,35 @@ func TestValidateMount(t *testing.T) {
 	}
 }
 
+// TestParseAddress checks the delegation to clamav.ParseAddress, which owns
+// the syntax and its detailed tests: results pass through, and every error
+// names the value.
 func TestParseAddress(t *testing.T) {
 	long := "/" + strings.Repeat("s", 107)
 	tests := []struct {
 		in            string
 		network, addr string
-		wantErr       string
+		wantErr       bool
 	}{
 		{in: "/run/clamav/clamd.ctl", network: "unix", addr: "/run/clamav/clamd.ctl"},
 		{in: "unix:/run/clamav/clamd.ctl", network: "unix", addr: "/run/clamav/clamd.ctl"},
 		{in: long[:107], network: "unix", addr: long[:107]},
 		{in: "tcp://127.0.0.1:3310", network: "tcp", addr: "127.0.0.1:3310"},
-		{in: "tcp://clamd.example:3310", network: "tcp", addr: "clamd.example:3310"},
 		{in: "tcp://[::1]:3310", network: "tcp", addr: "[::1]:3310"},
-		{in: "", wantErr: `empty address (use a socket path, "unix:/path" or "tcp://host:port")`},
-		{in: "clamd.sock", wantErr: `invalid address "clamd.sock" (use a socket path, "unix:/path" or "tcp://host:port")`},
-		{in: "localhost:3310", wantErr: `invalid address "localhost:3310" (use a socket path, "unix:/path" or "tcp://host:port")`},
-		{in: "udp://h:1", wantErr: `invalid address "udp://h:1" (use a socket path, "unix:/path" or "tcp://host:port")`},
-		{in: "unix:clamd.sock", wantErr: `invalid address "unix:clamd.sock" (the socket path must be absolute)`},
-		{in: "unix:", wantErr: `invalid address "unix:" (the socket path must be absolute)`},
-		{in: "/a\x00b", wantErr: `invalid address "/a\x00b" (the socket path contains a NUL byte)`},
-		{in: long, wantErr: `invalid address "` + long + `" (the socket path is longer than 107 bytes)`},
-		{in: "tcp://localhost", wantErr: `invalid address "tcp://localhost" (want tcp://host:port)`},
-		{in: "tcp://:3310", wantErr: `invalid address "tcp://:3310" (want tcp://host:port)`},
-		{in: "tcp://h:", wantErr: `invalid address "tcp://h:" (want tcp://host:port)`},
-		{in: "tcp://h:3310/x", wantErr: `invalid address "tcp://h:3310/x" (port must be a number from 1 to 65535)`},
-		{in: "tcp://h:0", wantErr: `invalid address "tcp://h:0" (port must be a number from 1 to 65535)`},
-		{in: "tcp://h:65536", wantErr: `invalid address "tcp://h:65536" (port must be a number from 1 to 65535)`},
-		{in: "tcp://h:clamd", wantErr: `invalid address "tcp://h:clamd" (port must be a number from 1 to 65535)`},
-		{in: "tcp://h:+1", wantErr: `invalid address "tcp://h:+1" (port must be a number from 1 to 65535)`},
+		{in: "clamd.sock", wantErr: true},
+		{in: "localhost:3310", wantErr: true},
+		{in: "udp://h:1", wantErr: true},
+		{in: "unix:clamd.sock", wantErr: true},
+		{in: long, wantErr: true},
+		{in: "tcp://localhost", wantErr: true},
+		{in: "tcp://h:0", wantErr: true},
+		{in: "tcp://h:65536", wantErr: true},
 	}
 	for _, tt := range tests {
 		network, addr, err := ParseAddress(tt.in)
-		if tt.wantErr != "" {
-			if err == nil || err.Error() != tt.wantErr {
-				t.Errorf("ParseAddress(%q) error:\n got %v\nwant %s", tt.in, err, tt.wantErr)
+		if tt.wantErr {
+			if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", tt.in)) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("ParseAddress(%q) error = %v; want one line naming the value", tt.in, err)
 			}
 			continue
 		}

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/BurntSushi/toml"
 )
 
 // addSeeds adds every fixture in testdata and a few layouts they lack.
@@ -30,6 +32,8 @@ func addSeeds(f *testing.F) {
 		"\"a,b\" = 1\n\"\" = 2\n\"-\" = 3\n",
 		"\xef\xbb\xbf[log]\nlevel = \"warn\"\n",
 		"[scan]\nexclude = [\"a\", \"[\"]\n",
+		"m = \"\"\"\n[t]\nk = \\\"\"\"\n\"\"\"\nl = '''\n[t]\n'''''\n",
+		"a = [ # [t]\n  { b = 1, 'c' . \"d\" = 1979-05-27 07:32:00Z },\n]\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -68,7 +72,26 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.toml", data)
 		checkResult(t, "fuzz.toml", c, err)
+		checkKeyLines(t, data)
 	})
+}
+
+// checkKeyLines requires keyLines to find a line for every key in valid
+// TOML, so that no error about a key goes without its line.
+func checkKeyLines(t *testing.T, data []byte) {
+	t.Helper()
+	var tree map[string]any
+	md, err := toml.Decode(string(data), &tree)
+	if err != nil {
+		return
+	}
+	lines := keyLines(string(data))
+	n := strings.Count(string(data), "\n") + 1
+	for _, k := range md.Keys() {
+		if l := lines[k.String()]; l < 1 || l > n {
+			t.Fatalf("keyLines gives key %q line %d of %d; all: %v", k.String(), l, n, lines)
+		}
+	}
 }
 
 // FuzzLoad is FuzzParse through a file on disk, as the daemon reads it.

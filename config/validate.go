@@ -1,8 +1,9 @@
 package config
 
 import (
+	"github.com/clamfuse/clamfuse/clamav"
+
 	"fmt"
-	"net"
 	"path"
 	"path/filepath"
 	"strings"
@@ -155,61 +156,7 @@ func (c Config) IsExcluded(rel string) bool {
 //	unix:/run/clamav/clamd.ctl  -> "unix", "/run/clamav/clamd.ctl"
 //	tcp://127.0.0.1:3310        -> "tcp", "127.0.0.1:3310"
 //
-// A socket path must be absolute; a TCP address needs a host and a numeric
-// port. Errors name the value.
+// The clamav package owns the syntax; errors name the value.
 func ParseAddress(s string) (network, addr string, err error) {
-	const want = `use a socket path, "unix:/path" or "tcp://host:port"`
-	switch {
-	case strings.HasPrefix(s, "tcp://"):
-		hostport := strings.TrimPrefix(s, "tcp://")
-		host, port, err := net.SplitHostPort(hostport)
-		if err != nil || host == "" || port == "" {
-			return "", "", fmt.Errorf("invalid address %q (want tcp://host:port)", s)
-		}
-		if !validPort(port) {
-			return "", "", fmt.Errorf("invalid address %q (port must be a number from 1 to 65535)", s)
-		}
-		return "tcp", hostport, nil
-	case strings.HasPrefix(s, "unix:"):
-		p := strings.TrimPrefix(s, "unix:")
-		if err := checkSocketPath(s, p); err != nil {
-			return "", "", err
-		}
-		return "unix", p, nil
-	case strings.HasPrefix(s, "/"):
-		if err := checkSocketPath(s, s); err != nil {
-			return "", "", err
-		}
-		return "unix", s, nil
-	case s == "":
-		return "", "", fmt.Errorf("empty address (%s)", want)
-	}
-	return "", "", fmt.Errorf("invalid address %q (%s)", s, want)
-}
-
-// checkSocketPath checks p, the path part of the address s.
-func checkSocketPath(s, p string) error {
-	switch {
-	case !strings.HasPrefix(p, "/"):
-		return fmt.Errorf("invalid address %q (the socket path must be absolute)", s)
-	case strings.IndexByte(p, 0) >= 0:
-		return fmt.Errorf("invalid address %q (the socket path contains a NUL byte)", s)
-	case len(p) > maxSocketPath:
-		return fmt.Errorf("invalid address %q (the socket path is longer than %d bytes)", s, maxSocketPath)
-	}
-	return nil
-}
-
-func validPort(port string) bool {
-	if len(port) == 0 || len(port) > 5 {
-		return false
-	}
-	n := 0
-	for _, r := range port {
-		if r < '0' || r > '9' {
-			return false
-		}
-		n = n*10 + int(r-'0')
-	}
-	return n >= 1 && n <= 65535
+	return clamav.ParseAddress(s)
 }

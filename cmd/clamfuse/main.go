@@ -13,6 +13,7 @@ import (
 const usage = `usage:
   clamfuse mount [--config FILE] [flags] [SOURCE MOUNTPOINT]
   clamfuse check-config --config FILE
+  clamfuse scan [--config FILE] [--clamd ADDR] PATH...
   clamfuse version
 Run "clamfuse mount -h" for the mount flags.
 `
@@ -38,6 +39,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdMount(args[1:], stderr)
 	case "check-config":
 		err = cmdCheckConfig(args[1:], stdout, stderr)
+	case "scan":
+		err = cmdScan(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -61,6 +62,18 @@ func parseMountFlags(args []string, stderr io.Writer) (config.Config, error) {
 	case 0:
 	case 2:
 		cfg.Mount.Source, cfg.Mount.Target = fl.Arg(0), fl.Arg(1)
+	}
+	// Relative paths (command line or file) are taken from the working
+	// directory.
+	for _, p := range []*string{&cfg.Mount.Source, &cfg.Mount.Target} {
+		if *p != "" {
+			if abs, err := filepath.Abs(*p); err == nil {
+				*p = abs
+			}
+		}
+	}
+	switch fl.NArg() {
+	case 0, 2:
 	default:
 		return cfg, usageError{fmt.Errorf("mount: want SOURCE and MOUNTPOINT, got %d arguments", fl.NArg())}
 	}
