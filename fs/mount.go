@@ -39,8 +39,17 @@ type Mounted struct {
 	done   chan error
 }
 
+// inputError is an error in what the user asked for. It matches
+// ErrBadInput with errors.Is, and unwraps to the message alone, which is
+// what the command prints.
+type inputError struct{ err error }
+
+func (e *inputError) Error() string        { return ErrBadInput.Error() + ": " + e.err.Error() }
+func (e *inputError) Unwrap() error        { return e.err }
+func (e *inputError) Is(target error) bool { return target == ErrBadInput }
+
 func badInput(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrBadInput, fmt.Sprintf(format, args...))
+	return &inputError{fmt.Errorf(format, args...)}
 }
 
 // CheckPaths validates source and target and returns them absolute and

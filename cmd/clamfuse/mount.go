@@ -62,6 +62,8 @@ func parseMountFlags(args []string, stderr io.Writer) (config.Config, error) {
 	case 0:
 	case 2:
 		cfg.Mount.Source, cfg.Mount.Target = fl.Arg(0), fl.Arg(1)
+	default:
+		return cfg, usageError{fmt.Errorf("mount: want SOURCE and MOUNTPOINT, got %d arguments", fl.NArg())}
 	}
 	// Relative paths (command line or file) are taken from the working
 	// directory.
@@ -71,11 +73,6 @@ func parseMountFlags(args []string, stderr io.Writer) (config.Config, error) {
 				*p = abs
 			}
 		}
-	}
-	switch fl.NArg() {
-	case 0, 2:
-	default:
-		return cfg, usageError{fmt.Errorf("mount: want SOURCE and MOUNTPOINT, got %d arguments", fl.NArg())}
 	}
 	// Flags given on the command line override the file.
 	fl.Visit(func(fg *flag.Flag) {

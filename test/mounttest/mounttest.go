@@ -354,3 +354,59 @@ func MustMkdir(t testing.TB, dir string) {
 		t.Fatal(err)
 	}
 }
+
+// WaitLogLines polls the clamfuse log for up to d until a line contains
+// every one of substrs, and returns the lines that do; it fails t when
+// none shows up in time. The log is written just after the event it
+// reports, so tests poll for it rather than read it once.
+func (m *Mount) WaitLogLines(t testing.TB, d time.Duration, substrs ...string) []string {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		var out []string
+		for _, l := range m.Log.Lines("") {
+			all := true
+			for _, s := range substrs {
+				if !strings.Contains(l, s) {
+					all = false
+					break
+				}
+			}
+			if all {
+				out = append(out, l)
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no clamfuse log line with all of %q after %v; log:\n%s", substrs, d, m.Log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// MountedBy reports whether any mount in this namespace has p as its
+// mountpoint or as its source (the FUSE fsname clamfuse sets), for tests
+// that check that nothing got mounted.
+func MountedBy(p string) bool {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 7 {
+			continue
+		}
+		if f[4] == p {
+			return true
+		}
+		for i, x := range f {
+			if x == "-" && i+2 < len(f) && f[i+2] == p {
+				return true
+			}
+		}
+	}
+	return false
+}
