@@ -177,10 +177,23 @@ func (g *Gate) check(ctx context.Context, f *os.File) Decision {
 	}
 	g.misses.Add(1)
 
-	ch := g.sf.DoChan(fmt.Sprint(key), func() (any, error) {
-		v, err := g.scan(f, key)
-		return v, err
-	})
+	// Our own descriptor of the very same inode, taken before Check can
+	// return: the opener closes f as soon as it has an answer, even a
+	// cancelled one, while the shared scan goes on for the others. It
+	// stays open until that scan is over, whether this opener started it
+	// or joined it.
+	src, err := reopen(f)
+	if err != nil {
+		return g.onError(fmt.Errorf("%w: %v", clamav.ErrRead, err))
+	}
+	ch := make(chan singleflight.Result, 1)
+	go func() {
+		defer src.Close()
+		v, err, shared := g.sf.Do(fmt.Sprint(key), func() (any, error) {
+			return g.scan(src, key)
+		})
+		ch <- singleflight.Result{Val: v, Err: err, Shared: shared}
+	}()
 	timer := time.NewTimer(g.opts.Timeout + time.Second)
 	defer timer.Stop()
 	select {
@@ -203,18 +216,9 @@ func (g *Gate) check(ctx context.Context, f *os.File) Decision {
 }
 
 // scan runs in its own goroutine on behalf of every opener of this state:
-// the openers' contexts do not cancel it, its own deadline does.
-func (g *Gate) scan(f *os.File, key Key) (Verdict, error) {
-	// Our own descriptor of the very same inode (the opener may give up
-	// and close f meanwhile), without atime updates so that scanning
-	// leaves the file's times as a plain open would.
-	fd, err := reopen(f)
-	if err != nil {
-		return Verdict{}, fmt.Errorf("%w: %v", clamav.ErrRead, err)
-	}
-	file := os.NewFile(uintptr(fd), f.Name())
-	defer file.Close()
-
+// the openers' contexts do not cancel it, its own deadline does. file is
+// the Gate's own descriptor (see reopen); scan does not close it.
+func (g *Gate) scan(file *os.File, key Key) (Verdict, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), g.opts.Timeout)
 	defer cancel()
 	for range maxAttempts {
@@ -235,7 +239,7 @@ func (g *Gate) scan(f *os.File, key Key) (Verdict, error) {
 			return Verdict{}, err
 		}
 		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
+		if err := unix.Fstat(int(file.Fd()), &st); err != nil {
 			return Verdict{}, fmt.Errorf("%w: fstat: %v", clamav.ErrRead, err)
 		}
 		now := KeyOf(&st, g.Database())
@@ -291,12 +295,16 @@ func (g *Gate) report(d Decision, who Opener) {
 
 // reopen opens the inode behind f again for reading through /proc, so
 // it is the same file whatever happened to its name, with O_NOATIME when
-// allowed; else it duplicates f.
-func reopen(f *os.File) (int, error) {
+// allowed so that scanning leaves the file's times as a plain open would;
+// else it duplicates f. It must be called before f may be closed.
+func reopen(f *os.File) (*os.File, error) {
 	p := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOATIME|unix.O_CLOEXEC, 0)
-	if err == nil {
-		return fd, nil
+	if err != nil {
+		fd, err = unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
 	}
-	return unix.Dup(int(f.Fd()))
+	return os.NewFile(uintptr(fd), f.Name()), nil
 }
