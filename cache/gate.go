@@ -61,6 +61,7 @@ type Decision struct {
 	Reason  Reason
 	Cached  bool    // decided from the cache, no scan
 	Verdict Verdict // when scanned or cached
+	Key     Key     // the file state the decision was made for, when clean or infected
 	Err     error   // when Reason is error, oversize (from clamd) or unstable
 }
 
@@ -89,6 +90,8 @@ type Gate struct {
 	sf      singleflight.Group
 	sem     chan struct{} // one token per scan in flight
 	db      atomic.Pointer[string]
+
+	prescans atomic.Int64 // background scans pending
 
 	hits, misses, scans, scanErrors, infected, denied atomic.Uint64
 }
@@ -173,7 +176,7 @@ func (g *Gate) check(ctx context.Context, f *os.File) Decision {
 	key := KeyOf(&st, g.Database())
 	if v, ok := g.lru.Get(key); ok {
 		g.hits.Add(1)
-		return g.fromVerdict(v, true)
+		return g.fromVerdict(key, v, true)
 	}
 	g.misses.Add(1)
 
@@ -207,7 +210,7 @@ func (g *Gate) check(ctx context.Context, f *os.File) Decision {
 			}
 			return g.onError(r.Err)
 		}
-		return g.fromVerdict(r.Val.(Verdict), false)
+		return g.fromVerdict(key, r.Val.(Verdict), false)
 	case <-ctx.Done():
 		return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
 	case <-timer.C:
@@ -258,12 +261,56 @@ func (g *Gate) scan(file *os.File, key Key) (Verdict, error) {
 	return Verdict{}, ErrUnstable
 }
 
-func (g *Gate) fromVerdict(v Verdict, cached bool) Decision {
+// fromVerdict turns a verdict into a decision. key is the state the opener
+// saw; a rescan may have judged a later state, which then simply does not
+// match key on the next open.
+func (g *Gate) fromVerdict(key Key, v Verdict, cached bool) Decision {
 	if v.Infected {
 		g.infected.Add(1)
-		return Decision{Reason: ReasonInfected, Verdict: v, Cached: cached}
+		return Decision{Reason: ReasonInfected, Verdict: v, Cached: cached, Key: key}
 	}
-	return Decision{Allow: true, Reason: ReasonClean, Verdict: v, Cached: cached}
+	return Decision{Allow: true, Reason: ReasonClean, Verdict: v, Cached: cached, Key: key}
+}
+
+// maxPrescans bounds background scans waiting for a slot.
+const maxPrescans = 64
+
+// Prescan judges f in the background and caches the verdict, so that the
+// next open of a file just written costs a cache lookup. Detections are
+// logged at once. It never blocks: when too many prescans are pending it
+// does nothing, and the next open scans as usual.
+func (g *Gate) Prescan(f *os.File, who Opener) {
+	if g.prescans.Add(1) > maxPrescans {
+		g.prescans.Add(-1)
+		return
+	}
+	src, err := reopen(f)
+	if err != nil {
+		g.prescans.Add(-1)
+		return
+	}
+	go func() {
+		defer g.prescans.Add(-1)
+		defer src.Close()
+		var st unix.Stat_t
+		if err := unix.Fstat(int(src.Fd()), &st); err != nil || st.Size == 0 ||
+			st.Mode&unix.S_IFMT != unix.S_IFREG || (g.opts.MaxSize > 0 && st.Size > g.opts.MaxSize) {
+			return
+		}
+		key := KeyOf(&st, g.Database())
+		if _, ok := g.lru.Get(key); ok {
+			return
+		}
+		v, err, _ := g.sf.Do(fmt.Sprint(key), func() (any, error) { return g.scan(src, key) })
+		if err != nil {
+			g.log.Debug("scan after write failed; the next open scans again", "path", who.Path, "err", err)
+			return
+		}
+		if vd := v.(Verdict); vd.Infected {
+			g.log.Warn("infected file written", "path", who.Path, "signature", vd.Signature,
+				"pid", who.Pid, "uid", who.Uid, "clamd", vd.Backend)
+		}
+	}()
 }
 
 func (g *Gate) onOversize(err error) Decision {

@@ -163,6 +163,9 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 	defer release()
 	var st unix.Stat_t
 	victimErr := unix.Fstatat(dirfd, req.Name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if victimErr == nil && stickyForbids(dirfd, &st, req.Header.Uid) {
+		return errno(syscall.EPERM)
+	}
 	flags := 0
 	if req.Dir {
 		flags = unix.AT_REMOVEDIR
@@ -200,6 +203,10 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 	var sst, dst unix.Stat_t
 	srcErr := unix.Fstatat(odir, req.OldName, &sst, unix.AT_SYMLINK_NOFOLLOW)
 	dstErr := unix.Fstatat(ndir, req.NewName, &dst, unix.AT_SYMLINK_NOFOLLOW)
+	if (srcErr == nil && stickyForbids(odir, &sst, req.Header.Uid)) ||
+		(dstErr == nil && stickyForbids(ndir, &dst, req.Header.Uid)) {
+		return errno(syscall.EPERM)
+	}
 	if err := unix.Renameat(odir, req.OldName, ndir, req.NewName); err != nil {
 		return errno(err)
 	}
@@ -229,6 +236,22 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 		n.fsys.treeMu.Unlock()
 	}
 	return nil
+}
+
+// stickyForbids reports whether the sticky bit of the directory dirfd
+// forbids uid to remove, or rename away or over, its entry st: only the
+// owner of the entry or of the directory (or root) may. The kernel would
+// check this itself, but bazil.org/fuse does not pass S_ISVTX on to it,
+// and clamfuse acts as root on the backing directory.
+func stickyForbids(dirfd int, st *unix.Stat_t, uid uint32) bool {
+	if uid == 0 {
+		return false
+	}
+	var dst unix.Stat_t
+	if err := unix.Fstat(dirfd, &dst); err != nil {
+		return true
+	}
+	return dst.Mode&unix.S_ISVTX != 0 && uid != dst.Uid && uid != st.Uid
 }
 
 // dirHandle lists a directory once per open, so offsets stay stable.

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"path"
 	"syscall"
 
 	"bazil.org/fuse"
@@ -44,16 +45,67 @@ func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *fuse.OpenResponse) (*Handle, error) {
 	rel := n.RelPath()
 	f := osFile(fd, rel)
-	if flags&unix.O_ACCMODE != unix.O_WRONLY && !n.fsys.opts.Exclude(rel) {
+	keep := false
+	if flags&unix.O_ACCMODE != unix.O_WRONLY && !n.excluded() {
 		d := n.fsys.opts.Gate.Check(ctx, f, cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid})
 		if !d.Allow {
 			f.Close()
 			return nil, denied(d)
 		}
+		keep = d.Reason == cache.ReasonClean
+		if keep && n.keepCache(d.Key) {
+			// Same state as the last clean open: the kernel's page cache
+			// holds exactly the bytes judged clean; keep it.
+			resp.Flags |= fuse.OpenKeepCache
+		}
 	}
-	h := &Handle{node: n, f: f}
+	writable := flags&unix.O_ACCMODE != unix.O_RDONLY
+	h := &Handle{node: n, f: f, writable: writable, who: cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}}
 	n.addHandle(h)
+	if writable || !keep {
+		n.dropKeepCache()
+	}
 	return h, nil
+}
+
+// keepCache records that the kernel's page cache will hold the bytes of
+// state k after this open, and reports whether it already did: only then
+// may the open keep the cache (FOPEN_KEEP_CACHE). Any change to the file,
+// through the mount or behind it, changes k.
+func (n *Node) keepCache(k cache.Key) bool {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	ok := n.keepOK && n.keepKey == k && n.writers == 0
+	n.keepKey, n.keepOK = k, true
+	return ok
+}
+
+func (n *Node) dropKeepCache() {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	n.keepOK = false
+}
+
+// excluded reports whether opens of n skip the scan. The kernel does not
+// say through which name a file is opened, so a file with several names
+// (hard links) is excluded only when every name known for it is: else an
+// infected file could be read through its plain name because it also has
+// an excluded one.
+func (n *Node) excluded() bool {
+	n.fsys.treeMu.Lock()
+	var paths []string
+	for l := range n.links {
+		if p, ok := l.parent.relPathLocked(); ok {
+			paths = append(paths, path.Join(p, l.name))
+		}
+	}
+	n.fsys.treeMu.Unlock()
+	for _, p := range paths {
+		if !n.fsys.opts.Exclude(p) {
+			return false
+		}
+	}
+	return len(paths) > 0
 }
 
 // Create makes and opens a new file owned by the caller. A new file is

@@ -21,6 +21,7 @@ import (
 // Gate decides opens; *cache.Gate is one.
 type Gate interface {
 	Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
+	Prescan(f *os.File, who cache.Opener)
 }
 
 // Options configure the filesystem.

@@ -4,17 +4,23 @@ import (
 	"context"
 	"io"
 	"os"
+	"sync/atomic"
 
 	"bazil.org/fuse"
 	"bazil.org/fuse/fs"
 	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/cache"
 )
 
 // Handle is an open file: reads and writes go to the descriptor the gate
 // judged, never to a new open of the path.
 type Handle struct {
-	node *Node
-	f    *os.File
+	node     *Node
+	f        *os.File
+	writable bool
+	who      cache.Opener
+	wrote    atomic.Bool // a write went through this handle
 }
 
 var (
@@ -47,6 +53,7 @@ func (h *Handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.W
 		return errno(err)
 	}
 	resp.Size = k
+	h.wrote.Store(true)
 	return nil
 }
 
@@ -54,8 +61,13 @@ func (h *Handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.W
 func (h *Handle) Flush(ctx context.Context, req *fuse.FlushRequest) error { return nil }
 
 // Release closes the descriptor when the last reference goes.
+// When the last writer of a file written through the mount closes it,
+// the file is judged in the background, so a download is already judged
+// (and an infected one logged) when someone opens it.
 func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
-	h.node.dropHandle(h)
+	if h.node.dropHandle(h) && !h.node.excluded() {
+		h.node.fsys.opts.Gate.Prescan(h.f, h.who)
+	}
 	return errno(h.f.Close())
 }
 

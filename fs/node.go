@@ -10,6 +10,8 @@ import (
 	"bazil.org/fuse"
 	"bazil.org/fuse/fs"
 	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/cache"
 )
 
 // link is one name of a node: name in the directory parent.
@@ -30,8 +32,11 @@ type Node struct {
 
 	links map[link]struct{} // guarded by fsys.treeMu; nil for the root
 
-	hmu     sync.Mutex           // guards handles
+	hmu     sync.Mutex           // guards handles, writers, keepKey, keepOK
 	handles map[*Handle]struct{} // open file handles, for fstat and fsync
+	writers int                  // open handles that can write
+	keepKey cache.Key            // state of the last open allowed as clean
+	keepOK  bool                 // the kernel's page cache holds keepKey's bytes
 }
 
 var (
@@ -525,12 +530,22 @@ func (n *Node) addHandle(h *Handle) {
 		n.handles = map[*Handle]struct{}{}
 	}
 	n.handles[h] = struct{}{}
+	if h.writable {
+		n.writers++
+	}
 }
 
-func (n *Node) dropHandle(h *Handle) {
+// dropHandle forgets h and reports whether it was the last writer of a
+// file written through it.
+func (n *Node) dropHandle(h *Handle) (lastWriter bool) {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
 	delete(n.handles, h)
+	if h.writable {
+		n.writers--
+		return n.writers == 0 && h.wrote.Load()
+	}
+	return false
 }
 
 // osFile wraps a descriptor for the gate and the handle.
