@@ -1,0 +1,244 @@
+package test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/clamfuse/clamfuse/test/clamdtest"
+	"github.com/clamfuse/clamfuse/test/mounttest"
+)
+
+// denyBound is how long a denial may take with clamd.timeout = 2s or
+// --timeout 1s: the timeout, the gate's grace and slack for a loaded
+// machine. It says "returned", not "how fast".
+const denyBound = 15 * time.Second
+
+// TestClamdDownFailsClosed: with clamd gone, a file with a cached clean
+// verdict still reads, an uncached one is denied (within the timeout
+// bound, logged), and once clamd is back the same file reads without a
+// remount: errors are never cached.
+func TestClamdDownFailsClosed(t *testing.T) {
+	mounttest.Require(t)
+	c := clamdtest.New(t, clamdtest.Options{})
+	m := startMount(t, mounttest.Options{Config: fmt.Sprintf(`
+[clamd]
+address = %q
+timeout = "2s"
+`, c.Address())})
+	cached, uncached := pseudoRandom(100<<10, 131), pseudoRandom(100<<10, 132)
+	putFile(t, m.Backing("cached.bin"), cached)
+	putFile(t, m.Backing("uncached.bin"), uncached)
+	wantSame(t, "cached.bin with clamd up", readVia(t, m, m.Path("cached.bin")), cached)
+
+	mustOK(t, c.Stop())
+	wantSame(t, "cached.bin with clamd down", readVia(t, m, m.Path("cached.bin")), cached)
+	for range 2 {
+		var err error
+		m.Within(t, denyBound, "open of an unscanned file with clamd down", func() {
+			_, err = os.ReadFile(m.Path("uncached.bin"))
+		})
+		if !errors.Is(err, syscall.EACCES) {
+			t.Fatalf("open of an unscanned file with clamd down: %v, want EACCES", err)
+		}
+	}
+	m.WaitLogLines(t, logBound, "level=WARN", "file denied without a verdict", "path=uncached.bin ", "reason=error")
+
+	mustOK(t, c.Restart())
+	wantSame(t, "uncached.bin after clamd restart", readVia(t, m, m.Path("uncached.bin")), uncached)
+	// And detections work again.
+	putFile(t, m.Backing("eicar.com"), clamdtest.EICAR())
+	wantEACCES(t, m, m.Path("eicar.com"))
+}
+
+// TestOnErrorAllow: with on_error = "allow", a file that cannot be
+// scanned because clamd is down is served, and a WARN line says so.
+func TestOnErrorAllow(t *testing.T) {
+	mounttest.Require(t)
+	c := clamdtest.New(t, clamdtest.Options{})
+	m := startMount(t, mounttest.Options{Config: fmt.Sprintf(`
+[clamd]
+address = %q
+timeout = "2s"
+
+[scan]
+on_error = "allow"
+`, c.Address())})
+	data := pseudoRandom(100<<10, 141)
+	putFile(t, m.Backing("unscanned.bin"), data)
+	mustOK(t, c.Stop())
+	var got []byte
+	var err error
+	m.Within(t, denyBound, "open with clamd down and on_error = allow", func() {
+		got, err = os.ReadFile(m.Path("unscanned.bin"))
+	})
+	if err != nil {
+		t.Fatalf("read with clamd down and on_error = allow: %v", err)
+	}
+	wantSame(t, "unscanned.bin", got, data)
+	m.WaitLogLines(t, logBound, "level=WARN", "file not scanned, allowed by policy", "path=unscanned.bin ", "reason=error")
+}
+
+// TestClamdNeverAnswers: a clamd that accepts connections and never
+// replies cannot hang an open: it is denied within the timeout bound, and
+// the mount keeps working (other operations, further denials, more
+// concurrent opens than scan slots) without a hang.
+func TestClamdNeverAnswers(t *testing.T) {
+	mounttest.Require(t)
+	for _, tc := range []struct {
+		name  string
+		reads bool // drains what clamfuse sends, or lets it back up
+		size  int
+	}{
+		{"reads the stream, never replies", true, 64 << 10},
+		{"never reads, never replies", false, 8 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := silentClamd(t, tc.reads)
+			m := startMount(t, mounttest.Options{Args: []string{"--clamd", addr, "--timeout", "1s"}})
+			for i := range 8 {
+				putFile(t, m.Backing(fmt.Sprintf("f%d", i)), pseudoRandom(tc.size, uint64(150+i)))
+			}
+			putFile(t, m.Backing("empty"), nil)
+
+			var err error
+			m.Within(t, denyBound, "open with a silent clamd", func() {
+				_, err = os.ReadFile(m.Path("f0"))
+			})
+			if !errors.Is(err, syscall.EACCES) {
+				t.Fatalf("open with a silent clamd: %v, want EACCES", err)
+			}
+			m.WaitLogLines(t, logBound, "level=WARN", "file denied without a verdict", "path=f0 ")
+
+			// More concurrent opens than scan slots (max_concurrent 4).
+			errs := make([]error, 7)
+			m.Within(t, denyBound, "7 concurrent opens with a silent clamd", func() {
+				var wg sync.WaitGroup
+				for i := range errs {
+					wg.Go(func() { _, errs[i] = os.ReadFile(m.Path(fmt.Sprintf("f%d", i+1))) })
+				}
+				wg.Wait()
+			})
+			for i, err := range errs {
+				if !errors.Is(err, syscall.EACCES) {
+					t.Errorf("concurrent open %d: %v, want EACCES", i+1, err)
+				}
+			}
+
+			// The rest of the filesystem is unaffected.
+			m.Within(t, denyBound, "other operations after the denials", func() {
+				if ents, err := os.ReadDir(m.Target); err != nil || len(ents) != 9 {
+					t.Errorf("readdir: %d entries, %v; want 9", len(ents), err)
+				}
+				if b, err := os.ReadFile(m.Path("empty")); err != nil || len(b) != 0 {
+					t.Errorf("read of an empty file (nothing to scan): %q, %v", b, err)
+				}
+				if err := os.WriteFile(m.Path("new"), []byte("still writable"), 0o644); err != nil {
+					t.Errorf("write: %v", err)
+				}
+				_, err = os.ReadFile(m.Path("f0"))
+			})
+			if !errors.Is(err, syscall.EACCES) {
+				t.Fatalf("second open of f0: %v, want EACCES", err)
+			}
+			wantSame(t, "backing of a file written meanwhile", slurp(t, m.Backing("new")), []byte("still writable"))
+		})
+	}
+}
+
+// silentClamd listens on a unix socket, accepts every connection and never
+// answers; with reads it drains what it is sent, else it reads nothing.
+// It returns the address for --clamd.
+func silentClamd(t *testing.T, reads bool) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "silentclamd") // short: sun_path is 108 bytes
+	mustOK(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "clamd.sock")
+	ln, err := net.Listen("unix", sock)
+	mustOK(t, err)
+	var mu sync.Mutex
+	var conns []net.Conn
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			if reads {
+				wg.Go(func() { _, _ = io.Copy(io.Discard, c) })
+			}
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return "unix:" + sock
+}
+
+// TestStopUnmounts: clamfuse ends with exit code 0 and leaves no mount
+// behind when told to stop by a signal (also with a file held open, when
+// it detaches lazily) or when unmounted from outside.
+func TestStopUnmounts(t *testing.T) {
+	mounttest.Require(t)
+	for _, tc := range []struct {
+		name     string
+		holdOpen bool
+		stop     func(t *testing.T, m *mounttest.Mount)
+	}{
+		{"SIGTERM", false, signalStop(syscall.SIGTERM)},
+		{"SIGINT", false, signalStop(syscall.SIGINT)},
+		{"SIGTERM with a file open", true, signalStop(syscall.SIGTERM)},
+		{"fusermount3 -u", false, commandStop("fusermount3", "-u")},
+		{"umount", false, commandStop("umount")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := startMount(t, mounttest.Options{Args: []string{"--clamd", "unix:/nonexistent/clamd.sock"}})
+			putFile(t, m.Backing("empty"), nil)
+			if tc.holdOpen {
+				f, err := os.Open(m.Path("empty"))
+				mustOK(t, err)
+				defer f.Close()
+			}
+			tc.stop(t, m)
+			code, err := m.ExitCode(30 * time.Second)
+			if err != nil || code != 0 {
+				t.Fatalf("clamfuse exit: %d, %v; want 0", code, err)
+			}
+			if mounttest.IsFuseMount(m.Target) {
+				t.Fatalf("%s is still a FUSE mount after clamfuse exited", m.Target)
+			}
+		})
+	}
+}
+
+func signalStop(sig os.Signal) func(*testing.T, *mounttest.Mount) {
+	return func(t *testing.T, m *mounttest.Mount) { mustOK(t, m.Signal(sig)) }
+}
+
+func commandStop(name string, args ...string) func(*testing.T, *mounttest.Mount) {
+	return func(t *testing.T, m *mounttest.Mount) {
+		out, err := exec.Command(name, append(args, m.Target)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+	}
+}
