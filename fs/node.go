@@ -6,6 +6,7 @@ import (
 	"path"
 	"sync"
 	"syscall"
+	"time"
 
 	"bazil.org/fuse"
 	"bazil.org/fuse/fs"
@@ -24,13 +25,19 @@ type link struct {
 // the kernel knows it. It holds no descriptor: each operation resolves one
 // of the node's names beneath the root and checks the inode it finds.
 //
-// Lock order: FS.treeMu, then Node.hmu.
+// Lock order: FS.treeMu, then Node.hmu. Node.fdMu is never taken while
+// treeMu is held; it is read-held while an operation uses Node.fd.
 type Node struct {
 	fsys *FS
 	id   inoKey
 	typ  uint32 // S_IFMT bits
 
 	links map[link]struct{} // guarded by fsys.treeMu; nil for the root
+
+	fdMu      sync.RWMutex // guards fd, hasFD, forgotten; read-held while fd is in use
+	fd        int          // O_PATH descriptor of a directory node, when hasFD
+	hasFD     bool
+	forgotten bool
 
 	hmu     sync.Mutex           // guards handles, writers, keepKey, keepOK
 	handles map[*Handle]struct{} // open file handles, for fstat and fsync
@@ -100,27 +107,67 @@ func (n *Node) dropLink(parent *Node, name string) {
 }
 
 // dirFD opens the directory n beneath the root (O_PATH unless flags say
-// otherwise). The returned release closes it.
+// otherwise). The returned release closes it or lets go of it.
 func (n *Node) dirFD(flags int) (int, func(), error) {
-	if n.isRoot() && flags == unix.O_PATH {
-		return n.fsys.root, func() {}, nil
+	pfd, release, err := n.pathFD()
+	if err != nil || flags == unix.O_PATH {
+		return pfd, release, err
 	}
-	n.fsys.treeMu.Lock()
-	p, ok := n.relPathLocked()
-	n.fsys.treeMu.Unlock()
-	if !ok {
-		return -1, nil, syscall.ENOENT
-	}
-	fd, err := openBeneath(n.fsys.root, p, flags|unix.O_DIRECTORY)
+	fd, err := unix.Openat(pfd, ".", flags|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	release()
 	if err != nil {
 		return -1, nil, err
 	}
 	return fd, func() { unix.Close(fd) }, nil
 }
 
+// pathFD returns an O_PATH descriptor of the directory n. A directory
+// node keeps one while the kernel knows it, so most operations need no
+// path walk, and a directory renamed or moved stays the same directory.
+// The descriptor stays valid until release is called.
+func (n *Node) pathFD() (int, func(), error) {
+	if n.isRoot() {
+		return n.fsys.root, func() {}, nil
+	}
+	n.fdMu.RLock()
+	if n.hasFD {
+		return n.fd, n.fdMu.RUnlock, nil
+	}
+	n.fdMu.RUnlock()
+	n.fsys.treeMu.Lock()
+	p, ok := n.relPathLocked()
+	n.fsys.treeMu.Unlock()
+	if !ok {
+		return -1, nil, syscall.ENOENT
+	}
+	fd, err := openBeneath(n.fsys.root, p, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return -1, nil, err
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || (inoKey{st.Dev, st.Ino}) != n.id {
+		// The path names another directory now.
+		unix.Close(fd)
+		return -1, nil, syscall.ENOENT
+	}
+	n.fdMu.Lock()
+	if !n.hasFD && !n.forgotten {
+		n.fd, n.hasFD = fd, true
+		n.fdMu.Unlock()
+		n.fdMu.RLock()
+		if n.hasFD {
+			return n.fd, n.fdMu.RUnlock, nil
+		}
+		n.fdMu.RUnlock()
+		return n.pathFD()
+	}
+	n.fdMu.Unlock()
+	return fd, func() { unix.Close(fd) }, nil
+}
+
 // at resolves one name of n to (directory descriptor, name), checking that
 // the name still leads to n's inode; names that no longer do are dropped.
-// For the root it returns (root, ""). release closes the descriptor.
+// For the root it returns (root, ""). release lets go of the descriptor.
 func (n *Node) at() (dirfd int, name string, st unix.Stat_t, release func(), err error) {
 	if n.isRoot() {
 		err = unix.Fstat(n.fsys.root, &st)
@@ -129,32 +176,22 @@ func (n *Node) at() (dirfd int, name string, st unix.Stat_t, release func(), err
 	for {
 		n.fsys.treeMu.Lock()
 		var l link
-		var parentPath string
 		found := false
 		for cand := range n.links {
-			if p, ok := cand.parent.relPathLocked(); ok {
-				l, parentPath, found = cand, p, true
-				break
-			}
+			l, found = cand, true
+			break
 		}
 		n.fsys.treeMu.Unlock()
 		if !found {
 			return -1, "", st, nil, syscall.ENOENT
 		}
-		var fd int
-		var close func()
-		if parentPath == "" {
-			fd, close = n.fsys.root, func() {}
-		} else {
-			fd, err = openBeneath(n.fsys.root, parentPath, unix.O_PATH|unix.O_DIRECTORY)
-			if err != nil {
-				if err == syscall.ENOENT || err == syscall.ENOTDIR || err == syscall.ELOOP || err == syscall.EXDEV {
-					n.dropLink(l.parent, l.name)
-					continue
-				}
-				return -1, "", st, nil, err
+		fd, close, err := l.parent.pathFD()
+		if err != nil {
+			if err == syscall.ENOENT || err == syscall.ENOTDIR || err == syscall.ELOOP || err == syscall.EXDEV {
+				n.dropLink(l.parent, l.name)
+				continue
 			}
-			close = func() { unix.Close(fd) }
+			return -1, "", st, nil, err
 		}
 		err = unix.Fstatat(fd, l.name, &st, unix.AT_SYMLINK_NOFOLLOW)
 		if err == nil && (inoKey{st.Dev, st.Ino} == n.id) {
@@ -313,15 +350,20 @@ func utimes(req *fuse.SetattrRequest) []unix.Timespec {
 	case v.AtimeNow():
 		ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
 	case v.Atime():
-		ts[0] = unix.NsecToTimespec(req.Atime.UnixNano())
+		ts[0] = timespecOf(req.Atime)
 	}
 	switch {
 	case v.MtimeNow():
 		ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
 	case v.Mtime():
-		ts[1] = unix.NsecToTimespec(req.Mtime.UnixNano())
+		ts[1] = timespecOf(req.Mtime)
 	}
 	return ts
+}
+
+// timespecOf converts exactly: UnixNano would overflow after 2262.
+func timespecOf(t time.Time) unix.Timespec {
+	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
 }
 
 // truncateAt truncates name in dirfd without following a symlink.
@@ -360,9 +402,19 @@ func chmodAt(dirfd int, name string, mode uint32) error {
 
 // Forget drops the node from the table once the kernel forgets it.
 func (n *Node) Forget() {
-	if !n.isRoot() {
-		n.fsys.forget(n)
+	if n.isRoot() {
+		return
 	}
+	n.fsys.forget(n)
+	n.fdMu.Lock()
+	defer n.fdMu.Unlock()
+	if n.hasFD {
+		unix.Close(n.fd)
+		n.hasFD = false
+	}
+	// A lookup racing this Forget may hand the node out again: it then
+	// works by path, without a cached descriptor.
+	n.forgotten = true
 }
 
 // Readlink reads a symlink without following it.
