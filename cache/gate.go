@@ -90,6 +90,8 @@ type Gate struct {
 	sf      singleflight.Group
 	sem     chan struct{} // one token per scan in flight
 	db      atomic.Pointer[string]
+	policy  atomic.Pointer[Policy] // see SetPolicy
+	fresh   freshness              // see Invalidate
 
 	prescans atomic.Int64 // background scans pending
 
@@ -116,6 +118,7 @@ func NewGate(s Scanner, opts Options) *Gate {
 	}
 	empty := ""
 	g.db.Store(&empty)
+	g.policy.Store(&Policy{MaxSize: opts.MaxSize, AllowOversize: opts.AllowOversize, AllowOnError: opts.AllowOnError})
 	return g
 }
 
@@ -170,10 +173,10 @@ func (g *Gate) check(ctx context.Context, f *os.File) Decision {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size == 0 {
 		return Decision{Allow: true, Reason: ReasonEmpty}
 	}
-	if st.Size > g.opts.MaxSize && g.opts.MaxSize > 0 {
-		return g.onOversize(fmt.Errorf("%d bytes is over max_size %d", st.Size, g.opts.MaxSize))
+	if maxSize := g.pol().MaxSize; st.Size > maxSize && maxSize > 0 {
+		return g.onOversize(fmt.Errorf("%d bytes is over max_size %d", st.Size, maxSize))
 	}
-	key := KeyOf(&st, g.Database())
+	key := g.keyOf(&st)
 	if v, ok := g.lru.Get(key); ok {
 		g.hits.Add(1)
 		return g.fromVerdict(key, v, true)
@@ -225,7 +228,7 @@ func (g *Gate) scan(file *os.File, key Key) (Verdict, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), g.opts.Timeout)
 	defer cancel()
 	for range maxAttempts {
-		if key.Size > g.opts.MaxSize && g.opts.MaxSize > 0 {
+		if maxSize := g.pol().MaxSize; key.Size > maxSize && maxSize > 0 {
 			return Verdict{}, fmt.Errorf("%w: grew to %d bytes", clamav.ErrSizeLimit, key.Size)
 		}
 		select {
@@ -245,17 +248,25 @@ func (g *Gate) scan(file *os.File, key Key) (Verdict, error) {
 		if err := unix.Fstat(int(file.Fd()), &st); err != nil {
 			return Verdict{}, fmt.Errorf("%w: fstat: %v", clamav.ErrRead, err)
 		}
-		now := KeyOf(&st, g.Database())
+		now := g.keyOf(&st)
 		if now != key {
-			// The bytes may not be the ones scanned: scan again.
+			// The bytes may not be the ones scanned, or the database
+			// changed under the scan (see Invalidate): scan again.
 			key = now
 			if st.Size == 0 {
 				return Verdict{}, nil
 			}
 			continue
 		}
-		v := Verdict{Infected: res.Infected, Signature: res.Signature, Backend: g.scanner.String()}
-		g.lru.Put(key, v)
+		v := Verdict{Infected: res.Infected, Signature: res.Signature, Backend: res.Backend}
+		if v.Backend == "" {
+			v.Backend = g.scanner.String()
+		}
+		if g.caching() {
+			// A verdict put under a key whose generation has passed
+			// meanwhile is never found again.
+			g.lru.Put(key, v)
+		}
 		return v, nil
 	}
 	return Verdict{}, ErrUnstable
@@ -294,10 +305,10 @@ func (g *Gate) Prescan(f *os.File, who Opener) {
 		defer src.Close()
 		var st unix.Stat_t
 		if err := unix.Fstat(int(src.Fd()), &st); err != nil || st.Size == 0 ||
-			st.Mode&unix.S_IFMT != unix.S_IFREG || (g.opts.MaxSize > 0 && st.Size > g.opts.MaxSize) {
+			st.Mode&unix.S_IFMT != unix.S_IFREG || (g.pol().MaxSize > 0 && st.Size > g.pol().MaxSize) {
 			return
 		}
-		key := KeyOf(&st, g.Database())
+		key := g.keyOf(&st)
 		if _, ok := g.lru.Get(key); ok {
 			return
 		}
@@ -314,16 +325,20 @@ func (g *Gate) Prescan(f *os.File, who Opener) {
 }
 
 func (g *Gate) onOversize(err error) Decision {
-	return Decision{Allow: g.opts.AllowOversize, Reason: ReasonOversize, Err: err}
+	return Decision{Allow: g.pol().AllowOversize, Reason: ReasonOversize, Err: err}
 }
 
 func (g *Gate) onError(err error) Decision {
-	return Decision{Allow: g.opts.AllowOnError, Reason: ReasonError, Err: err}
+	return Decision{Allow: g.pol().AllowOnError, Reason: ReasonError, Err: err}
 }
 
 // report logs every denial, and every open let through without a clean
 // verdict, with who asked.
 func (g *Gate) report(d Decision, who Opener) {
+	if d.Allow && d.Reason != ReasonOversize && d.Reason != ReasonError &&
+		!g.log.Enabled(context.Background(), slog.LevelDebug) {
+		return // the hot path: a clean open with debug logging off
+	}
 	attrs := []any{slog.String("path", who.Path), slog.Uint64("pid", uint64(who.Pid)), slog.Uint64("uid", uint64(who.Uid))}
 	switch {
 	case d.Reason == ReasonInfected:

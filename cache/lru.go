@@ -18,6 +18,7 @@ type Key struct {
 	MtimeNs int64
 	CtimeNs int64
 	DB      string // signature database version the verdict was made with
+	Gen     uint64 // the Gate's generation (see Gate.Invalidate)
 }
 
 // Verdict is what clamd said of one file state.

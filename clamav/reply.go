@@ -7,11 +7,14 @@ import (
 
 // Result is clamd's verdict on a stream. Signature is set iff Infected.
 //
-// The zero Result means clean; it is only ever returned together with a nil
-// error, and only for the exact reply "stream: OK".
+// A Result that is not infected means clean; it is only ever returned
+// together with a nil error, and only for the exact reply "stream: OK".
 type Result struct {
 	Infected  bool
 	Signature string
+	// Backend names the clamd that judged the stream. Pool.Scan sets it;
+	// Client.Scan leaves it empty (the Client is the backend).
+	Backend string
 }
 
 const (

@@ -16,12 +16,12 @@ func TestParseReply(t *testing.T) {
 		{reply: "stream: OK\n"},
 
 		// Infected.
-		{reply: "stream: Eicar-Test-Signature FOUND", want: Result{true, "Eicar-Test-Signature"}},
-		{reply: "stream: Win.Test.EICAR_HDB-1 FOUND\n", want: Result{true, "Win.Test.EICAR_HDB-1"}},
-		{reply: "stream: Heuristics.Limits.Exceeded.MaxFileSize FOUND", want: Result{true, "Heuristics.Limits.Exceeded.MaxFileSize"}},
+		{reply: "stream: Eicar-Test-Signature FOUND", want: Result{Infected: true, Signature: "Eicar-Test-Signature"}},
+		{reply: "stream: Win.Test.EICAR_HDB-1 FOUND\n", want: Result{Infected: true, Signature: "Win.Test.EICAR_HDB-1"}},
+		{reply: "stream: Heuristics.Limits.Exceeded.MaxFileSize FOUND", want: Result{Infected: true, Signature: "Heuristics.Limits.Exceeded.MaxFileSize"}},
 		{reply: "stream: Eicar-Test-Signature(44d88612fea8a8f36de82e1278abb02f:68) FOUND",
-			want: Result{true, "Eicar-Test-Signature(44d88612fea8a8f36de82e1278abb02f:68)"}},
-		{reply: "stream: OK FOUND", want: Result{true, "OK"}},
+			want: Result{Infected: true, Signature: "Eicar-Test-Signature(44d88612fea8a8f36de82e1278abb02f:68)"}},
+		{reply: "stream: OK FOUND", want: Result{Infected: true, Signature: "OK"}},
 
 		// clamd errors.
 		{reply: "INSTREAM size limit exceeded. ERROR", err: ErrSizeLimit},

@@ -19,11 +19,13 @@ import (
 // Config is the whole configuration file. The zero value is not useful; start
 // from Default.
 type Config struct {
-	Mount Mount `toml:"mount"`
-	Clamd Clamd `toml:"clamd"`
-	Scan  Scan  `toml:"scan"`
-	Cache Cache `toml:"cache"`
-	Log   Log   `toml:"log"`
+	Mount   Mount   `toml:"mount"`
+	Clamd   Clamd   `toml:"clamd"`
+	Scan    Scan    `toml:"scan"`
+	Cache   Cache   `toml:"cache"`
+	Actions Actions `toml:"actions"`
+	Metrics Metrics `toml:"metrics"`
+	Log     Log     `toml:"log"`
 }
 
 // Mount says what to mount where.
@@ -36,9 +38,21 @@ type Mount struct {
 
 // Clamd says how to reach clamd.
 type Clamd struct {
-	Address       string   `toml:"address"` // see ParseAddress
-	Timeout       Duration `toml:"timeout"` // per scan
-	MaxConcurrent int      `toml:"max_concurrent"`
+	// Address is one clamd or several (see ParseAddress); scans are spread
+	// over the healthy ones and fail over to another on transport errors.
+	Address       Addresses `toml:"address"`
+	Timeout       Duration  `toml:"timeout"` // per scan
+	MaxConcurrent int       `toml:"max_concurrent"`
+	// CheckInterval is how often each clamd is asked for VERSION: its
+	// health, and the signature database version in the cache keys.
+	CheckInterval Duration `toml:"check_interval"`
+	// DatabaseDir, when set, is clamd's DatabaseDirectory (clamd on this
+	// machine): a change there makes every cached verdict stale at once.
+	DatabaseDir string `toml:"database_dir"`
+	// ReloadWindow is how long after a change in DatabaseDir no verdict is
+	// cached (clamd may still be loading the new database), after which
+	// the cache is invalidated once more. Longer than clamd takes to reload.
+	ReloadWindow Duration `toml:"reload_window"`
 }
 
 // Scan is the scanning policy.
@@ -55,6 +69,24 @@ type Cache struct {
 	TTL        Duration `toml:"ttl"`
 }
 
+// Actions say what to do, besides denying the open, when a file is found
+// infected. Each runs at most once per file state.
+type Actions struct {
+	// QuarantineDir, when set, is where infected files are moved, each
+	// with a NAME.json record beside it. A failed move leaves the file
+	// where it was.
+	QuarantineDir string `toml:"quarantine_dir"`
+	// OnInfected, when set, is a command (argv, no shell) run in the
+	// background with CLAMFUSE_* environment variables.
+	OnInfected        []string `toml:"on_infected"`
+	OnInfectedTimeout Duration `toml:"on_infected_timeout"` // then it is killed
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Listen string `toml:"listen"` // host:port serving /metrics; "" for none
+}
+
 // Log configures the logger.
 type Log struct {
 	Level  string `toml:"level"`  // "debug", "info", "warn" or "error"
@@ -66,9 +98,11 @@ type Log struct {
 func Default() Config {
 	return Config{
 		Clamd: Clamd{
-			Address:       "/run/clamav/clamd.ctl",
+			Address:       Addresses{"/run/clamav/clamd.ctl"},
 			Timeout:       Duration(60 * time.Second),
 			MaxConcurrent: 4,
+			CheckInterval: Duration(10 * time.Second),
+			ReloadWindow:  Duration(60 * time.Second),
 		},
 		Scan: Scan{
 			MaxSize:    100 << 20,
@@ -79,6 +113,10 @@ func Default() Config {
 		Cache: Cache{
 			MaxEntries: 100000,
 			TTL:        Duration(24 * time.Hour),
+		},
+		Actions: Actions{
+			OnInfected:        []string{},
+			OnInfectedTimeout: Duration(30 * time.Second),
 		},
 		Log: Log{
 			Level:  "info",
@@ -116,6 +154,9 @@ func (c Config) Encode() string {
 	if c.Scan.Exclude == nil {
 		c.Scan.Exclude = []string{} // The encoder omits nil slices.
 	}
+	if c.Actions.OnInfected == nil {
+		c.Actions.OnInfected = []string{}
+	}
 	var b strings.Builder
 	enc := toml.NewEncoder(&b)
 	enc.Indent = ""
@@ -135,9 +176,10 @@ const (
 	kindString
 	kindBool
 	kindInt
-	kindSize     // string or integer; checked by Size.UnmarshalTOML
-	kindDuration // string; checked by Duration.UnmarshalText
-	kindStrings  // array of strings
+	kindSize            // string or integer; checked by Size.UnmarshalTOML
+	kindDuration        // string; checked by Duration.UnmarshalText
+	kindStrings         // array of strings
+	kindStringOrStrings // a string, or a non-empty array of strings
 )
 
 // schema lists every key a file may contain. TestSchemaMatchesConfig keeps it
@@ -150,9 +192,12 @@ var schema = map[string]kind{
 	"mount.read_only":   kindBool,
 
 	"clamd":                kindTable,
-	"clamd.address":        kindString,
+	"clamd.address":        kindStringOrStrings,
 	"clamd.timeout":        kindDuration,
 	"clamd.max_concurrent": kindInt,
+	"clamd.check_interval": kindDuration,
+	"clamd.database_dir":   kindString,
+	"clamd.reload_window":  kindDuration,
 
 	"scan":             kindTable,
 	"scan.max_size":    kindSize,
@@ -163,6 +208,14 @@ var schema = map[string]kind{
 	"cache":             kindTable,
 	"cache.max_entries": kindInt,
 	"cache.ttl":         kindDuration,
+
+	"actions":                     kindTable,
+	"actions.quarantine_dir":      kindString,
+	"actions.on_infected":         kindStrings,
+	"actions.on_infected_timeout": kindDuration,
+
+	"metrics":        kindTable,
+	"metrics.listen": kindString,
 
 	"log":        kindTable,
 	"log.level":  kindString,
@@ -206,6 +259,22 @@ func (k kind) check(v any) string {
 		for i, e := range a {
 			if _, ok := e.(string); !ok {
 				return fmt.Sprintf("must be an array of strings, got %s at index %d", describe(e), i)
+			}
+		}
+	case kindStringOrStrings:
+		if _, ok := v.(string); ok {
+			return ""
+		}
+		a, ok := v.([]any)
+		if !ok {
+			return "must be a string or an array of strings, got " + describe(v)
+		}
+		if len(a) == 0 {
+			return "must be a string or an array of strings, got an empty array"
+		}
+		for i, e := range a {
+			if _, ok := e.(string); !ok {
+				return fmt.Sprintf("must be a string or an array of strings, got %s at index %d", describe(e), i)
 			}
 		}
 	}

@@ -22,7 +22,7 @@ func TestLoadGood(t *testing.T) {
 		return c
 	}
 	dotted := withMount("/srv/a", "/mnt/a")
-	dotted.Clamd.Address = "unix:/run/clamd.sock"
+	dotted.Clamd.Address = Addresses{"unix:/run/clamd.sock"}
 	dotted.Clamd.MaxConcurrent = 1
 	dotted.Scan.MaxSize = 1 << 20
 	dotted.Scan.Exclude = []string{"*.tmp"}
@@ -33,10 +33,15 @@ func TestLoadGood(t *testing.T) {
 	}{
 		{"good.toml", Config{
 			Mount: Mount{Source: "/srv/incoming", Target: "/mnt/incoming", AllowOther: true, ReadOnly: true},
-			Clamd: Clamd{Address: "tcp://127.0.0.1:3310", Timeout: Duration(90 * time.Second), MaxConcurrent: 8},
+			Clamd: Clamd{Address: Addresses{"tcp://127.0.0.1:3310", "unix:/run/clamav/clamd.ctl"}, Timeout: Duration(90 * time.Second), MaxConcurrent: 8,
+				CheckInterval: Duration(5 * time.Second), DatabaseDir: "/var/lib/clamav", ReloadWindow: Duration(2 * time.Minute)},
 			Scan:  Scan{MaxSize: 2 << 30, OnOversize: "allow", OnError: "allow", Exclude: []string{"*.iso", "tmp/*", "[Tt]humbs.db"}},
 			Cache: Cache{MaxEntries: 5000, TTL: Duration(90 * time.Minute)},
-			Log:   Log{Level: "debug", Format: "json"},
+			Actions: Actions{QuarantineDir: "/var/lib/clamfuse/quarantine",
+				OnInfected:        []string{"/usr/local/bin/notify-admin", "--severity", "high"},
+				OnInfectedTimeout: Duration(10 * time.Second)},
+			Metrics: Metrics{Listen: "127.0.0.1:9323"},
+			Log:     Log{Level: "debug", Format: "json"},
 		}},
 		{"minimal.toml", withMount("/srv/incoming", "/srv/incoming")},
 		{"empty.toml", Default()},
@@ -148,6 +153,16 @@ func TestParseErrors(t *testing.T) {
 			`c.toml:2: clamd.max_concurrent: must be an integer, got string "4"`},
 		{"exclude element", "[scan]\nexclude = [\n  \"a\",\n  3,\n]\n",
 			`c.toml:2: scan.exclude: must be an array of strings, got integer 3 at index 1`},
+		{"address integer", "[clamd]\naddress = 3310\n",
+			`c.toml:2: clamd.address: must be a string or an array of strings, got integer 3310`},
+		{"address empty array", "[clamd]\naddress = []\n",
+			`c.toml:2: clamd.address: must be a string or an array of strings, got an empty array`},
+		{"address array element", "[clamd]\naddress = [\"/a.sock\", 1]\n",
+			`c.toml:2: clamd.address: must be a string or an array of strings, got integer 1 at index 1`},
+		{"address array bad", "[clamd]\naddress = [\"/a.sock\", \"b.sock\"]\n",
+			`c.toml:2: clamd.address: clamd address "b.sock": want /path, unix:/path or tcp://host:port`},
+		{"on_infected string", "[actions]\non_infected = \"/bin/true\"\n",
+			`c.toml:2: actions.on_infected: must be an array of strings, got string "/bin/true"`},
 		{"exclude string", "[scan]\nexclude = \"*.iso\"\n",
 			`c.toml:2: scan.exclude: must be an array of strings, got string "*.iso"`},
 		{"datetime", "[mount]\nsource = 1979-05-27T07:32:00Z\n",
@@ -191,12 +206,13 @@ func TestErrorsAreOneLine(t *testing.T) {
 // TestSchemaMatchesConfig keeps schema in step with the toml tags of Config.
 func TestSchemaMatchesConfig(t *testing.T) {
 	kinds := map[reflect.Type]kind{
-		reflect.TypeFor[string]():   kindString,
-		reflect.TypeFor[bool]():     kindBool,
-		reflect.TypeFor[int]():      kindInt,
-		reflect.TypeFor[Size]():     kindSize,
-		reflect.TypeFor[Duration](): kindDuration,
-		reflect.TypeFor[[]string](): kindStrings,
+		reflect.TypeFor[string]():    kindString,
+		reflect.TypeFor[bool]():      kindBool,
+		reflect.TypeFor[int]():       kindInt,
+		reflect.TypeFor[Size]():      kindSize,
+		reflect.TypeFor[Duration]():  kindDuration,
+		reflect.TypeFor[[]string]():  kindStrings,
+		reflect.TypeFor[Addresses](): kindStringOrStrings,
 	}
 	fromTags := map[string]kind{}
 	var walk func(prefix string, t reflect.Type)
@@ -366,9 +382,38 @@ func TestValidate(t *testing.T) {
 		wantErr string // "" for valid
 	}{
 		{"empty mount is fine", func(c *Config) { c.Mount = Mount{} }, ""},
-		{"tcp address", func(c *Config) { c.Clamd.Address = "tcp://[::1]:3310" }, ""},
-		{"bad address", func(c *Config) { c.Clamd.Address = "clamd.sock" },
+		{"tcp address", func(c *Config) { c.Clamd.Address = Addresses{"tcp://[::1]:3310"} }, ""},
+		{"bad address", func(c *Config) { c.Clamd.Address = Addresses{"clamd.sock"} },
 			`clamd.address: clamd address "clamd.sock": want /path, unix:/path or tcp://host:port`},
+		{"two addresses", func(c *Config) { c.Clamd.Address = Addresses{"/a.sock", "tcp://h:3310"} }, ""},
+		{"second address bad", func(c *Config) { c.Clamd.Address = Addresses{"/a.sock", "h:3310"} },
+			`clamd.address: clamd address "h:3310": want /path, unix:/path or tcp://host:port`},
+		{"no address", func(c *Config) { c.Clamd.Address = nil }, `clamd.address: must be set`},
+		{"same address twice", func(c *Config) { c.Clamd.Address = Addresses{"/a.sock", "unix:/a.sock"} },
+			`clamd.address: "unix:/a.sock" is listed twice`},
+		{"check_interval 0", func(c *Config) { c.Clamd.CheckInterval = 0 },
+			`clamd.check_interval: must be between 100ms and 1h, got 0s`},
+		{"check_interval 100ms", func(c *Config) { c.Clamd.CheckInterval = Duration(100 * time.Millisecond) }, ""},
+		{"relative database_dir", func(c *Config) { c.Clamd.DatabaseDir = "db" },
+			`clamd.database_dir: must be an absolute path, got "db"`},
+		{"reload_window 0", func(c *Config) { c.Clamd.ReloadWindow = 0 }, ""},
+		{"reload_window negative", func(c *Config) { c.Clamd.ReloadWindow = Duration(-time.Second) },
+			`clamd.reload_window: must be between 0s and 1h, got -1s`},
+		{"relative quarantine_dir", func(c *Config) { c.Actions.QuarantineDir = "q" },
+			`actions.quarantine_dir: must be an absolute path, got "q"`},
+		{"on_infected relative", func(c *Config) { c.Actions.OnInfected = []string{"notify", "x"} },
+			`actions.on_infected: the command must be an absolute path (no shell, no PATH lookup), got "notify"`},
+		{"on_infected absolute", func(c *Config) { c.Actions.OnInfected = []string{"/bin/true"} }, ""},
+		{"nil on_infected", func(c *Config) { c.Actions.OnInfected = nil }, ""},
+		{"on_infected_timeout 0", func(c *Config) { c.Actions.OnInfectedTimeout = 0 },
+			`actions.on_infected_timeout: must be greater than 0 and at most 1h, got 0s`},
+		{"metrics listen", func(c *Config) { c.Metrics.Listen = "127.0.0.1:9323" }, ""},
+		{"metrics listen all", func(c *Config) { c.Metrics.Listen = ":9323" }, ""},
+		{"metrics listen ipv6", func(c *Config) { c.Metrics.Listen = "[::1]:9323" }, ""},
+		{"metrics listen no port", func(c *Config) { c.Metrics.Listen = "127.0.0.1" },
+			`metrics.listen: want host:port such as "127.0.0.1:9323", got "127.0.0.1"`},
+		{"metrics listen bad port", func(c *Config) { c.Metrics.Listen = "localhost:http" },
+			`metrics.listen: invalid port in "localhost:http"`},
 		{"zero timeout", func(c *Config) { c.Clamd.Timeout = 0 },
 			`clamd.timeout: must be greater than 0, got 0s`},
 		{"timeout 1h", func(c *Config) { c.Clamd.Timeout = Duration(time.Hour) }, ""},
@@ -420,25 +465,32 @@ func TestValidateMount(t *testing.T) {
 	tests := []struct {
 		source, target string
 		wantErr        string
+		quarantine     string
 	}{
-		{"/srv/in", "/mnt/in", ""},
-		{"/srv/in", "/srv/in", ""},
-		{"/srv/in/", "/srv/in", ""},
-		{"/srv/in", "/srv", ""},
-		{"/srv/in", "/srv/inbox", ""},
-		{"/srv/in", "/srv/..in", ""},
-		{"", "/mnt/in", `mount.source: must be set`},
-		{"/srv/in", "", `mount.target: must be set`},
-		{"srv/in", "/mnt/in", `mount.source: must be an absolute path, got "srv/in"`},
-		{"/srv/in", "./in", `mount.target: must be an absolute path, got "./in"`},
-		{"/srv/in\x00", "/mnt/in", `mount.source: must not contain a NUL byte, got "/srv/in\x00"`},
-		{"/srv/in", "/srv/in/mnt", `mount.target: must not be inside mount.source ("/srv/in"), got "/srv/in/mnt"`},
-		{"/", "/mnt", `mount.target: must not be inside mount.source ("/"), got "/mnt"`},
-		{"/srv/in", "/srv/x/../in/mnt", `mount.target: must not be inside mount.source ("/srv/in"), got "/srv/x/../in/mnt"`},
+		{"/srv/in", "/mnt/in", "", ""},
+		{"/srv/in", "/srv/in", "", ""},
+		{"/srv/in/", "/srv/in", "", ""},
+		{"/srv/in", "/srv", "", ""},
+		{"/srv/in", "/srv/inbox", "", ""},
+		{"/srv/in", "/srv/..in", "", ""},
+		{"", "/mnt/in", `mount.source: must be set`, ""},
+		{"/srv/in", "", `mount.target: must be set`, ""},
+		{"srv/in", "/mnt/in", `mount.source: must be an absolute path, got "srv/in"`, ""},
+		{"/srv/in", "./in", `mount.target: must be an absolute path, got "./in"`, ""},
+		{"/srv/in\x00", "/mnt/in", `mount.source: must not contain a NUL byte, got "/srv/in\x00"`, ""},
+		{"/srv/in", "/srv/in/mnt", `mount.target: must not be inside mount.source ("/srv/in"), got "/srv/in/mnt"`, ""},
+		{"/", "/mnt", `mount.target: must not be inside mount.source ("/"), got "/mnt"`, ""},
+		{"/srv/in", "/srv/x/../in/mnt", `mount.target: must not be inside mount.source ("/srv/in"), got "/srv/x/../in/mnt"`, ""},
+		{"/srv/in", "/mnt/in", "", "/var/q"},
+		{"/srv/in", "/mnt/in", "", "/srv/inq"},
+		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.source ("/srv/in"), got "/srv/in/.q"`, "/srv/in/.q"},
+		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.source ("/srv/in"), got "/srv/in"`, "/srv/in"},
+		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.target ("/mnt/in"), got "/mnt/in/q"`, "/mnt/in/q"},
 	}
 	for _, tt := range tests {
 		c := Default()
 		c.Mount.Source, c.Mount.Target = tt.source, tt.target
+		c.Actions.QuarantineDir = tt.quarantine
 		err := c.ValidateMount()
 		if tt.wantErr == "" {
 			if err != nil {
@@ -546,12 +598,29 @@ func TestEncode(t *testing.T) {
 	}
 }
 
+// TestEncodeSingleAddress: a single clamd address stays a string, so
+// files in the original form read as before and print the same.
+func TestEncodeSingleAddress(t *testing.T) {
+	c, err := Parse("c.toml", []byte("[clamd]\naddress = \"unix:/run/x.ctl\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.Clamd.Address, Addresses{"unix:/run/x.ctl"}) {
+		t.Errorf("Address = %#v", c.Clamd.Address)
+	}
+	if out := c.Encode(); !strings.Contains(out, "\naddress = \"unix:/run/x.ctl\"\n") {
+		t.Errorf("Encode:\n%s\nwant address as a string", out)
+	}
+}
+
 func TestEncodeRoundTrip(t *testing.T) {
 	odd := Default()
 	odd.Mount.Source = "/srv/\"quoted\"\\ and\ttab é"
 	odd.Scan.MaxSize = 1000
 	odd.Scan.Exclude = nil
 	odd.Clamd.Timeout = Duration(1500 * time.Millisecond)
+	odd.Clamd.Address = Addresses{`/run/a"b"\cé.sock`, "tcp://[::1]:3310"}
+	odd.Actions.OnInfected = nil
 	for _, c := range []Config{Default(), odd} {
 		back, err := Parse("encoded", []byte(c.Encode()))
 		if err != nil {
@@ -559,6 +628,9 @@ func TestEncodeRoundTrip(t *testing.T) {
 		}
 		if c.Scan.Exclude == nil {
 			c.Scan.Exclude = []string{}
+		}
+		if c.Actions.OnInfected == nil {
+			c.Actions.OnInfected = []string{}
 		}
 		if !reflect.DeepEqual(back, c) {
 			t.Errorf("Parse(Encode()):\n got %+v\nwant %+v", back, c)

@@ -4,8 +4,10 @@ import (
 	"github.com/clamfuse/clamfuse/clamav"
 
 	"fmt"
+	"net"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -15,6 +17,8 @@ const (
 	maxTimeout       = time.Hour
 	maxMaxConcurrent = 256
 	maxSocketPath    = 107 // sun_path is 108 bytes including the NUL
+	maxBackends      = 32
+	minCheckInterval = 100 * time.Millisecond
 )
 
 // fieldError is a problem with the value of one key. Parse uses key to find
@@ -35,8 +39,22 @@ func fieldErrorf(key, format string, args ...any) error {
 // empty mount.source and mount.target, which may come from the command line;
 // see ValidateMount.
 func (c Config) Validate() error {
-	if _, _, err := ParseAddress(c.Clamd.Address); err != nil {
-		return fieldErrorf("clamd.address", "%v", err)
+	if len(c.Clamd.Address) == 0 {
+		return fieldErrorf("clamd.address", "must be set")
+	}
+	if len(c.Clamd.Address) > maxBackends {
+		return fieldErrorf("clamd.address", "at most %d addresses, got %d", maxBackends, len(c.Clamd.Address))
+	}
+	seen := map[string]bool{}
+	for _, a := range c.Clamd.Address {
+		network, addr, err := ParseAddress(a)
+		if err != nil {
+			return fieldErrorf("clamd.address", "%v", err)
+		}
+		if seen[network+" "+addr] {
+			return fieldErrorf("clamd.address", "%q is listed twice", a)
+		}
+		seen[network+" "+addr] = true
 	}
 	if c.Clamd.Timeout <= 0 {
 		return fieldErrorf("clamd.timeout", "must be greater than 0, got %v", c.Clamd.Timeout)
@@ -46,6 +64,16 @@ func (c Config) Validate() error {
 	}
 	if n := c.Clamd.MaxConcurrent; n < 1 || n > maxMaxConcurrent {
 		return fieldErrorf("clamd.max_concurrent", "must be between 1 and %d, got %d", maxMaxConcurrent, n)
+	}
+
+	if d := c.Clamd.CheckInterval; d < Duration(minCheckInterval) || d > Duration(maxTimeout) {
+		return fieldErrorf("clamd.check_interval", "must be between %v and %v, got %v", Duration(minCheckInterval), Duration(maxTimeout), d)
+	}
+	if err := optionalAbsPath("clamd.database_dir", c.Clamd.DatabaseDir); err != nil {
+		return err
+	}
+	if d := c.Clamd.ReloadWindow; d < 0 || d > Duration(maxTimeout) {
+		return fieldErrorf("clamd.reload_window", "must be between 0s and %v, got %v", Duration(maxTimeout), d)
 	}
 
 	if c.Scan.MaxSize < 1 {
@@ -76,10 +104,70 @@ func (c Config) Validate() error {
 		return fieldErrorf("cache.ttl", "must be greater than 0, got %v", c.Cache.TTL)
 	}
 
+	if err := c.validateActions(); err != nil {
+		return err
+	}
+	if err := validateListen("metrics.listen", c.Metrics.Listen); err != nil {
+		return err
+	}
+
 	if err := oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error"); err != nil {
 		return err
 	}
 	return oneOf("log.format", c.Log.Format, "text", "json")
+}
+
+func (c Config) validateActions() error {
+	a := c.Actions
+	if err := optionalAbsPath("actions.quarantine_dir", a.QuarantineDir); err != nil {
+		return err
+	}
+	if len(a.OnInfected) > 0 {
+		if !filepath.IsAbs(a.OnInfected[0]) {
+			return fieldErrorf("actions.on_infected", "the command must be an absolute path (no shell, no PATH lookup), got %q", a.OnInfected[0])
+		}
+		for _, arg := range a.OnInfected {
+			if strings.IndexByte(arg, 0) >= 0 {
+				return fieldErrorf("actions.on_infected", "must not contain a NUL byte, got %q", arg)
+			}
+		}
+	}
+	if d := a.OnInfectedTimeout; d <= 0 || d > Duration(maxTimeout) {
+		return fieldErrorf("actions.on_infected_timeout", "must be greater than 0 and at most %v, got %v", Duration(maxTimeout), d)
+	}
+	return nil
+}
+
+// optionalAbsPath checks a path setting that is off when "".
+func optionalAbsPath(key, p string) error {
+	switch {
+	case p == "":
+		return nil
+	case strings.IndexByte(p, 0) >= 0:
+		return fieldErrorf(key, "must not contain a NUL byte, got %q", p)
+	case !filepath.IsAbs(p):
+		return fieldErrorf(key, "must be an absolute path, got %q", p)
+	}
+	return nil
+}
+
+// validateListen checks a host:port to listen on; "" is off. An empty
+// host means every interface, which must then be written as ":PORT".
+func validateListen(key, s string) error {
+	if s == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fieldErrorf(key, "want host:port such as \"127.0.0.1:9323\", got %q", s)
+	}
+	if strings.ContainsAny(host, " /") {
+		return fieldErrorf(key, "invalid host in %q", s)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fieldErrorf(key, "invalid port in %q", s)
+	}
+	return nil
 }
 
 // oneOf returns an error naming key unless v is one of choices.
@@ -123,7 +211,25 @@ func (c Config) ValidateMount() error {
 	if err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../") {
 		return fieldErrorf("mount.target", "must not be inside mount.source (%q), got %q", c.Mount.Source, c.Mount.Target)
 	}
+	// Quarantined files must not be served (they would be scanned and
+	// moved again), and clamfuse must never write through its own mount.
+	if q := c.Actions.QuarantineDir; q != "" {
+		for _, p := range []struct{ key, val string }{
+			{"mount.source", c.Mount.Source},
+			{"mount.target", c.Mount.Target},
+		} {
+			if inside(q, p.val) {
+				return fieldErrorf("actions.quarantine_dir", "must not be inside %s (%q), got %q", p.key, p.val, q)
+			}
+		}
+	}
 	return nil
+}
+
+// inside reports whether p is dir or below it, lexically.
+func inside(p, dir string) bool {
+	rel, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(p))
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
 // IsExcluded reports whether the file at rel, a slash-separated path relative

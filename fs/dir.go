@@ -60,7 +60,7 @@ func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fs.Node, erro
 	if err := unix.Mkdirat(dirfd, req.Name, unixMode(req.Mode)); err != nil {
 		return nil, errno(err)
 	}
-	if err := n.fsys.ownNew(dirfd, req.Name, &req.Header); err != nil {
+	if err := n.fsys.ownNew(dirfd, req.Name, &req.Header, unixMode(req.Mode)); err != nil {
 		unix.Unlinkat(dirfd, req.Name, unix.AT_REMOVEDIR)
 		return nil, errno(err)
 	}
@@ -81,10 +81,10 @@ func (n *Node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fs.Node, erro
 		return nil, errno(err)
 	}
 	defer release()
-	if err := unix.Mknodat(dirfd, req.Name, fileType(req.Mode)|unixMode(req.Mode), int(req.Rdev)); err != nil {
+	if err := unix.Mknodat(dirfd, req.Name, fileType(req.Mode)|unixMode(req.Mode)&^setID, int(req.Rdev)); err != nil {
 		return nil, errno(err)
 	}
-	if err := n.fsys.ownNew(dirfd, req.Name, &req.Header); err != nil {
+	if err := n.fsys.ownNew(dirfd, req.Name, &req.Header, unixMode(req.Mode)); err != nil {
 		unix.Unlinkat(dirfd, req.Name, 0)
 		return nil, errno(err)
 	}
@@ -108,7 +108,7 @@ func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fs.Node, 
 	if err := unix.Symlinkat(req.Target, dirfd, req.NewName); err != nil {
 		return nil, errno(err)
 	}
-	if err := n.fsys.ownNew(dirfd, req.NewName, &req.Header); err != nil {
+	if err := n.fsys.ownNew(dirfd, req.NewName, &req.Header, keepMode); err != nil {
 		unix.Unlinkat(dirfd, req.NewName, 0)
 		return nil, errno(err)
 	}

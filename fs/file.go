@@ -29,20 +29,29 @@ func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 		return nil, errno(syscall.EROFS)
 	}
 	dirfd, name, _, release, err := n.at()
+	if err == syscall.ENOENT {
+		// No name leads to this inode any more (replaced or removed
+		// behind the kernel's back): ESTALE makes the kernel look the
+		// path up again and retry, as a local filesystem would see the
+		// new file, or ENOENT.
+		err = syscall.ESTALE
+	}
 	if err != nil {
 		return nil, errno(err)
 	}
-	fd, err := unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	release()
+	fd, err := openRegular(dirfd, name, flags, &n.id)
 	if err != nil {
+		release()
 		return nil, errno(err)
 	}
-	return n.gate(ctx, fd, flags, &req.Header, resp)
+	defer release() // the actions on a detection work in dirfd
+	return n.gate(ctx, fd, flags, &req.Header, resp, dirfd, name)
 }
 
 // gate asks the gate about fd when the open can read, and wraps fd in a
-// handle when allowed. It owns fd.
-func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *fuse.OpenResponse) (*Handle, error) {
+// handle when allowed. It owns fd. fd was opened as name in dirfd, where
+// the actions on an infected file (quarantine) find it.
+func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *fuse.OpenResponse, dirfd int, name string) (*Handle, error) {
 	rel := n.RelPath()
 	f := osFile(fd, rel)
 	keep := false
@@ -50,6 +59,9 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 		d := n.fsys.opts.Gate.Check(ctx, f, cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid})
 		if !d.Allow {
 			f.Close()
+			if d.Reason == cache.ReasonInfected && n.fsys.opts.Actions != nil {
+				n.fsys.opts.Actions.Infected(d, cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}, dirfd, name)
+			}
 			return nil, denied(d)
 		}
 		keep = d.Reason == cache.ReasonClean
@@ -122,17 +134,18 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 	defer release()
 	flags := backingFlags(req.Flags)
 	created := true
-	fd, err := unix.Openat(dirfd, req.Name, flags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, unixMode(req.Mode))
+	fd, err := unix.Openat(dirfd, req.Name, flags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, unixMode(req.Mode)&^setID)
 	if err == syscall.EEXIST && req.Flags&fuse.OpenFlags(unix.O_EXCL) == 0 {
-		// Made behind the kernel's back: open what is there.
+		// Made behind the kernel's back: open what is there, if it
+		// is a regular file (else the kernel looks it up and retries).
 		created = false
-		fd, err = unix.Openat(dirfd, req.Name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err = openRegular(dirfd, req.Name, flags, nil)
 	}
 	if err != nil {
 		return nil, nil, errno(err)
 	}
 	if created {
-		if err := n.fsys.ownNew(dirfd, req.Name, &req.Header); err != nil {
+		if err := n.fsys.ownNew(dirfd, req.Name, &req.Header, unixMode(req.Mode)); err != nil {
 			unix.Close(fd)
 			unix.Unlinkat(dirfd, req.Name, 0)
 			return nil, nil, errno(err)
@@ -146,11 +159,41 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 	child := n.fsys.node(&st, n, req.Name)
 	fillAttr(&resp.Attr, &st, n.fsys.opts.AttrValid)
 	resp.EntryValid = n.fsys.opts.EntryValid
-	h, err := child.gate(ctx, fd, flags, &req.Header, &resp.OpenResponse)
+	h, err := child.gate(ctx, fd, flags, &req.Header, &resp.OpenResponse, dirfd, req.Name)
 	if err != nil {
 		return nil, nil, err
 	}
 	return child, h, nil
+}
+
+// openRegular opens name in dirfd with flags, never following a symlink
+// and never blocking: a FIFO swapped in behind the kernel's back would
+// block a plain open for reading until a writer came. It returns the
+// descriptor only if it is a regular file and, when want is not nil, the
+// inode want names, since the name may have changed after the caller
+// looked it up; otherwise ESTALE, on which the kernel looks the path up
+// again and retries once.
+func openRegular(dirfd int, name string, flags int, want *inoKey) (int, error) {
+	fd, err := unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	var st unix.Stat_t
+	err = unix.Fstat(fd, &st)
+	if err == nil && (st.Mode&unix.S_IFMT != unix.S_IFREG || (want != nil && (inoKey{st.Dev, st.Ino}) != *want)) {
+		err = syscall.ESTALE
+	}
+	if err == nil && flags&unix.O_NONBLOCK == 0 {
+		var fl int
+		if fl, err = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err == nil {
+			_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK)
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }
 
 // backingFlags are the open flags clamfuse uses on the backing file: the

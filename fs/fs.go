@@ -24,9 +24,17 @@ type Gate interface {
 	Prescan(f *os.File, who cache.Opener)
 }
 
+// Actions act on an open denied because the file is infected, given the
+// backing directory descriptor and the name of the file in it (valid
+// until the call returns); *actions.Runner is one.
+type Actions interface {
+	Infected(d cache.Decision, who cache.Opener, dirfd int, name string)
+}
+
 // Options configure the filesystem.
 type Options struct {
 	Gate       Gate
+	Actions    Actions               // optional
 	Exclude    func(rel string) bool // paths never scanned
 	ReadOnly   bool
 	AttrValid  time.Duration // kernel attribute cache, default 1s
@@ -139,19 +147,45 @@ func (f *FS) forget(n *Node) {
 	}
 }
 
+// setID are the mode bits a new entry gets only once it belongs to its
+// caller (ownNew), never while root owns it.
+const setID = unix.S_ISUID | unix.S_ISGID
+
+// keepMode tells ownNew to leave the mode alone (symlinks have none).
+const keepMode = ^uint32(0)
+
 // ownNew gives an entry just created as name in dir to the caller, as the
 // kernel would for a local filesystem: uid of the caller, gid of the
-// caller unless the directory is set-group-ID.
-func (f *FS) ownNew(dirfd int, name string, hdr *fuse.Header) error {
-	if !f.chown || (hdr.Uid == 0 && hdr.Gid == 0) {
+// caller unless the directory is set-group-ID. Then it sets mode, the
+// permission bits the kernel asked for (already under the caller's
+// umask): clamfuse's own umask may have narrowed them, and a chown by
+// root clears the set-ID bits. A directory keeps the set-group-ID bit it
+// inherits from its parent.
+func (f *FS) ownNew(dirfd int, name string, hdr *fuse.Header, mode uint32) error {
+	if f.chown && (hdr.Uid != 0 || hdr.Gid != 0) {
+		gid := int(hdr.Gid)
+		var dst unix.Stat_t
+		if err := unix.Fstat(dirfd, &dst); err == nil && dst.Mode&unix.S_ISGID != 0 {
+			gid = -1
+		}
+		if err := unix.Fchownat(dirfd, name, int(hdr.Uid), gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+	}
+	if mode == keepMode {
 		return nil
 	}
-	gid := int(hdr.Gid)
-	var dst unix.Stat_t
-	if err := unix.Fstat(dirfd, &dst); err == nil && dst.Mode&unix.S_ISGID != 0 {
-		gid = -1
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
 	}
-	return unix.Fchownat(dirfd, name, int(hdr.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		mode |= st.Mode & unix.S_ISGID
+	}
+	if st.Mode&0o7777 == mode {
+		return nil
+	}
+	return chmodAt(dirfd, name, mode)
 }
 
 func ignoreEINTR(err error) error {

@@ -225,6 +225,11 @@ func (n *Node) stat() (unix.Stat_t, error) {
 // Attr fills a with the backing inode's attributes.
 func (n *Node) Attr(ctx context.Context, a *fuse.Attr) error {
 	st, err := n.stat()
+	if err == syscall.ENOENT {
+		// Replaced or removed behind the kernel's back: it looks the
+		// path up again (see Open).
+		err = syscall.ESTALE
+	}
 	if err != nil {
 		return errno(err)
 	}

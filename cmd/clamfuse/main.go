@@ -15,10 +15,14 @@ const usage = `usage:
   clamfuse check-config --config FILE
   clamfuse scan [--config FILE] [--clamd ADDR] PATH...
   clamfuse version
+  clamfuse SOURCE MOUNTPOINT [-o OPTIONS]   (the fstab form, run by mount(8))
 Run "clamfuse mount -h" for the mount flags.
 `
 
 func main() {
+	if isMountHelper(os.Args[0]) { // /sbin/mount.fuse.clamfuse
+		os.Exit(runFstab(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -46,6 +50,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
+		if isFstabForm(args) {
+			return runFstab(args, stdout, stderr)
+		}
 		fmt.Fprintf(stderr, "clamfuse: unknown command %q\n%s", args[0], usage)
 		return exitUsage
 	}

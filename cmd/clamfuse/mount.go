@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,8 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/clamfuse/clamfuse/cache"
-	"github.com/clamfuse/clamfuse/clamav"
 	"github.com/clamfuse/clamfuse/config"
 	"github.com/clamfuse/clamfuse/fs"
 )
@@ -22,7 +19,7 @@ import (
 // mountFlags are the command-line overrides of the config file.
 type mountFlags struct {
 	config     string
-	clamd      string
+	clamd      config.Addresses // --clamd may be repeated
 	timeout    time.Duration
 	allowOther bool
 	readOnly   bool
@@ -35,7 +32,8 @@ func parseMountFlags(args []string, stderr io.Writer) (config.Config, error) {
 	fl.SetOutput(stderr)
 	var f mountFlags
 	fl.StringVar(&f.config, "config", "", "TOML config file")
-	fl.StringVar(&f.clamd, "clamd", "", `clamd address: a socket path, "unix:/path" or "tcp://host:port"`)
+	fl.Func("clamd", `clamd address: a socket path, "unix:/path" or "tcp://host:port"; repeat for several (clamd.address)`,
+		func(s string) error { f.clamd = append(f.clamd, s); return nil })
 	fl.DurationVar(&f.timeout, "timeout", 0, "per-scan timeout (clamd.timeout)")
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users use the mount (mount.allow_other)")
 	fl.BoolVar(&f.readOnly, "read-only", false, "mount read-only (mount.read_only)")
@@ -102,44 +100,40 @@ func parseMountFlags(args []string, stderr io.Writer) (config.Config, error) {
 
 // cmdMount mounts and serves in the foreground until unmounted or signalled.
 func cmdMount(args []string, stderr io.Writer) error {
+	return serveMount(args, stderr, mountHooks{})
+}
+
+// serveMount is cmdMount with hooks for how clamfuse was started (daemon.go).
+func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 	cfg, err := parseMountFlags(args, stderr)
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, cfg.Log)
+	log, level := newLeveledLogger(h, stderr, cfg.Log)
 
-	network, addr, err := clamav.ParseAddress(cfg.Clamd.Address)
-	if err != nil {
-		return usageError{fmt.Errorf("clamd.address: %v", err)}
-	}
-	timeout := time.Duration(cfg.Clamd.Timeout)
-	client, err := clamav.New(clamav.Options{Network: network, Address: addr, Timeout: timeout})
-	if err != nil {
+	if _, err := clients(cfg.Clamd); err != nil {
 		return usageError{err}
 	}
+	timeout := time.Duration(cfg.Clamd.Timeout)
 	src, dst, err := fs.CheckPaths(cfg.Mount.Source, cfg.Mount.Target, log)
 	if err != nil {
 		return pathError(err)
 	}
 
-	gate := cache.NewGate(client, cache.Options{
-		MaxEntries:    cfg.Cache.MaxEntries,
-		TTL:           time.Duration(cfg.Cache.TTL),
-		MaxConcurrent: cfg.Clamd.MaxConcurrent,
-		Timeout:       timeout,
-		MaxSize:       int64(cfg.Scan.MaxSize),
-		AllowOversize: cfg.Scan.OnOversize == "allow",
-		AllowOnError:  cfg.Scan.OnError == "allow",
-		Logger:        log,
-	})
-	checkClamd(client, gate, log, true)
+	// The clamd pool, the gate, the actions, metrics (ops.go).
+	svc, err := startService(cfg, src, dst, log, level)
+	if err != nil {
+		return err
+	}
+	defer svc.close()
 
 	m, err := fs.Mount(fs.MountOptions{
 		Source: src, Target: dst,
 		AllowOther: cfg.Mount.AllowOther, ReadOnly: cfg.Mount.ReadOnly,
 		FS: fs.Options{
-			Gate:     gate,
-			Exclude:  cfg.IsExcluded,
+			Gate:     svc.metrics.Gate(svc.gate),
+			Actions:  svc.runner,
+			Exclude:  svc.excluded,
 			ReadOnly: cfg.Mount.ReadOnly,
 			Logger:   log,
 		},
@@ -147,24 +141,29 @@ func cmdMount(args []string, stderr io.Writer) error {
 	if err != nil {
 		return pathError(err)
 	}
-	log.Info("mounted", "source", src, "target", dst, "clamd", client.String(),
+	log.Info("mounted", "source", src, "target", dst, "clamd", svc.pool.String(),
 		"timeout", timeout, "read_only", cfg.Mount.ReadOnly, "allow_other", cfg.Mount.AllowOther)
 
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
-	poll := time.NewTicker(30 * time.Second)
-	defer poll.Stop()
+	notifyReady(log, h, src, dst)
 	for {
 		select {
 		case err := <-m.Done():
 			// Unmounted from outside (fusermount3 -u, umount).
+			notifyStopping(log)
 			if err != nil {
 				return fmt.Errorf("serving %s: %v", dst, err)
 			}
 			log.Info("unmounted", "target", dst)
 			return nil
 		case s := <-sig:
+			if s == syscall.SIGHUP {
+				reload(svc, args, log)
+				continue
+			}
+			notifyStopping(log)
 			log.Info("signal received, unmounting", "signal", s.String(), "target", dst)
 			if err := m.Unmount(); err != nil {
 				return err
@@ -177,33 +176,21 @@ func cmdMount(args []string, stderr io.Writer) error {
 			}
 			log.Info("unmounted", "target", dst)
 			return nil
-		case <-poll.C:
-			checkClamd(client, gate, log, false)
 		}
 	}
 }
 
-// checkClamd asks clamd for its version, which names the signature
-// database: verdicts made under another database no longer match.
-func checkClamd(client *clamav.Client, gate *cache.Gate, log *slog.Logger, startup bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	v, err := client.Version(ctx)
-	if err != nil {
-		if startup {
-			log.Warn("clamd not reachable; opens of unscanned files are denied until it is", "clamd", client.String(), "err", err)
-		} else {
-			log.Debug("clamd version check failed", "clamd", client.String(), "err", err)
-		}
-		return
+// reload re-reads the configuration (file and command line, as at start)
+// on SIGHUP and applies what can change live; a configuration that does
+// not load is rejected whole, with its error on one line.
+func reload(svc *service, args []string, log *slog.Logger) {
+	log.Info("SIGHUP received; reloading the configuration")
+	next, err := parseMountFlags(args, io.Discard)
+	if err == nil {
+		err = svc.reload(next)
 	}
-	if old := gate.Database(); old != v {
-		if startup {
-			log.Info("clamd reachable", "clamd", client.String(), "version", v)
-		} else {
-			log.Info("clamd signature database changed", "old", old, "new", v)
-		}
-		gate.SetDatabase(v)
+	if err != nil {
+		log.Error("configuration not reloaded; keeping the current one", "err", err)
 	}
 }
 

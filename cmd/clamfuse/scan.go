@@ -99,7 +99,7 @@ func cmdScan(args []string, stdout, stderr io.Writer) error {
 	fl.Visit(func(fg *flag.Flag) {
 		switch fg.Name {
 		case "clamd":
-			cfg.Clamd.Address = f.clamd
+			cfg.Clamd.Address = config.Addresses{f.clamd}
 		case "timeout":
 			if f.timeout <= 0 {
 				badFlag = fmt.Errorf("scan: --timeout must be greater than 0, got %v", f.timeout)
@@ -118,7 +118,8 @@ func cmdScan(args []string, stdout, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	network, addr, err := clamav.ParseAddress(cfg.Clamd.Address)
+	// With several clamd addresses configured, scan uses the first.
+	network, addr, err := clamav.ParseAddress(cfg.Clamd.Address[0])
 	if err != nil {
 		return usageError{fmt.Errorf("clamd.address: %v", err)}
 	}

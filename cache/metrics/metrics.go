@@ -1,0 +1,338 @@
+// Package metrics exposes clamfuse's counters to Prometheus at /metrics.
+//
+// It counts at two seams, so that neither the filesystem nor the gate
+// knows about Prometheus: Metrics.Gate wraps the gate the filesystem asks
+// (opens by decision and reason), Metrics.Scanner wraps the scanner the
+// gate uses (scans by result, their duration, bytes sent to clamd). The
+// rest is read when scraped: the gate's cache counters, each clamd
+// backend's health and errors from the pool, and the detection actions.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/clamfuse/clamfuse/cache"
+	"github.com/clamfuse/clamfuse/cache/actions"
+	"github.com/clamfuse/clamfuse/clamav"
+)
+
+// Sources are what the scrape reads; see SetSources. Any may be nil.
+type Sources struct {
+	Gate    *cache.Gate
+	Pool    *clamav.Pool
+	Actions *actions.Runner
+}
+
+// Metrics holds clamfuse's metrics in a registry of its own.
+type Metrics struct {
+	reg          *prometheus.Registry
+	opens        *prometheus.CounterVec
+	denials      *prometheus.CounterVec
+	scans        *prometheus.CounterVec
+	scanDuration prometheus.Histogram
+	scannedBytes prometheus.Counter
+	src          atomic.Pointer[Sources]
+}
+
+// decisions are the (decision, reason) pairs a gate can return, created
+// at zero so that rates work from the first scrape.
+var decisions = []struct {
+	allow  bool
+	reason cache.Reason
+}{
+	{true, cache.ReasonEmpty}, {true, cache.ReasonClean}, {true, cache.ReasonOversize}, {true, cache.ReasonError},
+	{false, cache.ReasonInfected}, {false, cache.ReasonOversize}, {false, cache.ReasonError},
+	{false, cache.ReasonUnstable}, {false, cache.ReasonCancelled},
+}
+
+// New builds the metrics. The gate is built with m.Scanner, so the
+// sources come after, with SetSources.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		opens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clamfuse_opens_total",
+			Help: "Opens the gate decided, by decision (allow, deny) and reason.",
+		}, []string{"decision", "reason"}),
+		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clamfuse_denials_total",
+			Help: "Opens denied, by reason (infected, error, oversize, unstable, cancelled).",
+		}, []string{"reason"}),
+		scans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clamfuse_scans_total",
+			Help: "Scans sent to clamd, by result (clean, infected, error).",
+		}, []string{"result"}),
+		scanDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "clamfuse_scan_duration_seconds",
+			Help:    "Time clamd took to judge a file, failover included.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		scannedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "clamfuse_scanned_bytes_total",
+			Help: "Bytes streamed to clamd.",
+		}),
+	}
+	for _, d := range decisions {
+		m.opens.WithLabelValues(decisionLabel(d.allow), string(d.reason))
+		if !d.allow {
+			m.denials.WithLabelValues(string(d.reason))
+		}
+	}
+	for _, r := range []string{"clean", "infected", "error"} {
+		m.scans.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.opens, m.denials, m.scans, m.scanDuration, m.scannedBytes,
+		&collector{m},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func decisionLabel(allow bool) string {
+	if allow {
+		return "allow"
+	}
+	return "deny"
+}
+
+// SetSources says what the scrape reads from now on.
+func (m *Metrics) SetSources(src Sources) { m.src.Store(&src) }
+
+// Registry is where the metrics live, for tests and extra collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// GateChecker is the gate as the filesystem sees it (fs.Gate).
+type GateChecker interface {
+	Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
+	Prescan(f *os.File, who cache.Opener)
+}
+
+// Gate wraps g so that every decision is counted.
+func (m *Metrics) Gate(g GateChecker) GateChecker { return &countingGate{g, m} }
+
+type countingGate struct {
+	GateChecker
+	m *Metrics
+}
+
+func (c *countingGate) Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision {
+	d := c.GateChecker.Check(ctx, f, who)
+	c.m.opens.WithLabelValues(decisionLabel(d.Allow), string(d.Reason)).Inc()
+	if !d.Allow {
+		c.m.denials.WithLabelValues(string(d.Reason)).Inc()
+	}
+	return d
+}
+
+// Scanner wraps s so that every scan is counted and timed. The wrapper
+// keeps the reader seekable when it was, for the pool's failover.
+func (m *Metrics) Scanner(s cache.Scanner) cache.Scanner { return &countingScanner{s, m} }
+
+type countingScanner struct {
+	cache.Scanner
+	m *Metrics
+}
+
+func (c *countingScanner) Scan(ctx context.Context, r io.Reader) (clamav.Result, error) {
+	began := time.Now()
+	var cr io.Reader
+	var n *int64
+	if rs, ok := r.(io.ReadSeeker); ok {
+		x := &countingReadSeeker{rs: rs}
+		cr, n = x, &x.n
+	} else {
+		x := &countingReader{r: r}
+		cr, n = x, &x.n
+	}
+	res, err := c.Scanner.Scan(ctx, cr)
+	c.m.scanDuration.Observe(time.Since(began).Seconds())
+	c.m.scannedBytes.Add(float64(*n))
+	switch {
+	case err != nil:
+		c.m.scans.WithLabelValues("error").Inc()
+	case res.Infected:
+		c.m.scans.WithLabelValues("infected").Inc()
+	default:
+		c.m.scans.WithLabelValues("clean").Inc()
+	}
+	return res, err
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n += int64(k)
+	return k, err
+}
+
+type countingReadSeeker struct {
+	rs io.ReadSeeker
+	n  int64
+}
+
+func (c *countingReadSeeker) Read(p []byte) (int, error) {
+	k, err := c.rs.Read(p)
+	c.n += int64(k)
+	return k, err
+}
+
+func (c *countingReadSeeker) Seek(off int64, whence int) (int64, error) {
+	return c.rs.Seek(off, whence)
+}
+
+// collector reads the sources at scrape time.
+type collector struct{ m *Metrics }
+
+var (
+	descHits        = prometheus.NewDesc("clamfuse_cache_hits_total", "Opens decided from the verdict cache.", nil, nil)
+	descMisses      = prometheus.NewDesc("clamfuse_cache_misses_total", "Opens that found no cached verdict.", nil, nil)
+	descEntries     = prometheus.NewDesc("clamfuse_cache_entries", "Verdicts in the cache.", nil, nil)
+	descEvictions   = prometheus.NewDesc("clamfuse_cache_evictions_total", "Verdicts dropped to make room.", nil, nil)
+	descInvalidated = prometheus.NewDesc("clamfuse_cache_invalidations_total", "Times every cached verdict was made stale (signature database changes).", nil, nil)
+	descCaching     = prometheus.NewDesc("clamfuse_cache_caching", "1 when new verdicts are cached, 0 during a reload window.", nil, nil)
+	descInfected    = prometheus.NewDesc("clamfuse_infected_total", "Opens denied because the file is infected (cached or scanned).", nil, nil)
+	descUp          = prometheus.NewDesc("clamfuse_clamd_up", "1 when the clamd backend answered its last check or scan.", []string{"backend"}, nil)
+	descBScans      = prometheus.NewDesc("clamfuse_clamd_scans_total", "Scans sent to the clamd backend.", []string{"backend"}, nil)
+	descBErrors     = prometheus.NewDesc("clamfuse_clamd_errors_total", "Failed scans and health checks of the clamd backend, by kind.", []string{"backend", "kind"}, nil)
+	descInflight    = prometheus.NewDesc("clamfuse_clamd_inflight", "Scans in flight on the clamd backend.", []string{"backend"}, nil)
+	descDatabase    = prometheus.NewDesc("clamfuse_clamd_database_info", "The signature database the verdicts are cached under.", []string{"database"}, nil)
+	descDetections  = prometheus.NewDesc("clamfuse_detections_total", "Infected file states acted on (audit lines).", nil, nil)
+	descQuarantined = prometheus.NewDesc("clamfuse_quarantined_total", "Infected files moved to the quarantine.", nil, nil)
+	descQFailed     = prometheus.NewDesc("clamfuse_quarantine_failures_total", "Quarantines that failed (the file stayed in place).", nil, nil)
+	descCommands    = prometheus.NewDesc("clamfuse_on_infected_runs_total", "on_infected commands started.", nil, nil)
+	descCmdFailed   = prometheus.NewDesc("clamfuse_on_infected_failures_total", "on_infected commands that failed, timed out or were not run.", nil, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descHits, descMisses, descEntries, descEvictions, descInvalidated, descCaching,
+		descInfected, descUp, descBScans, descBErrors, descInflight, descDatabase,
+		descDetections, descQuarantined, descQFailed, descCommands, descCmdFailed} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	src := c.m.src.Load()
+	if src == nil {
+		return
+	}
+	if g := src.Gate; g != nil {
+		st := g.Stats()
+		counter(descHits, st.Hits)
+		counter(descMisses, st.Misses)
+		counter(descInfected, st.Infected)
+		gauge(descEntries, float64(g.Cache().Len()))
+		counter(descEvictions, g.Cache().Evictions())
+		counter(descInvalidated, g.Generation())
+		gauge(descCaching, b2f(g.Caching()))
+	}
+	if p := src.Pool; p != nil {
+		for _, b := range p.Status() {
+			gauge(descUp, b2f(b.Up), b.Address)
+			counter(descBScans, b.Scans, b.Address)
+			gauge(descInflight, float64(b.Inflight), b.Address)
+			for kind, n := range b.Errors {
+				counter(descBErrors, n, b.Address, kind)
+			}
+		}
+		gauge(descDatabase, 1, p.Database())
+	}
+	if r := src.Actions; r != nil {
+		st := r.Stats()
+		counter(descDetections, st.Detections)
+		counter(descQuarantined, st.Quarantined)
+		counter(descQFailed, st.QuarantineFailed)
+		counter(descCommands, st.Commands)
+		counter(descCmdFailed, st.CommandsFailed)
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Server serves /metrics on one address.
+type Server struct {
+	ln   net.Listener
+	srv  *http.Server
+	done chan struct{}
+}
+
+// Listen binds addr (host:port) and serves the metrics there until Close.
+// It fails at once when addr cannot be bound.
+func (m *Metrics) Listen(addr string) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, "clamfuse: metrics at /metrics\n")
+	})
+	s := &Server{ln: ln, done: make(chan struct{}), srv: &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = err // Serve only fails when the listener does; Close reports nothing more.
+		}
+	}()
+	return s, nil
+}
+
+// Addr is the address bound, with the real port when addr had port 0.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// URL is http://Addr()/metrics.
+func (s *Server) URL() string { return "http://" + s.Addr() + "/metrics" }
+
+// Close stops serving, waiting up to 2s for scrapes in progress.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		err = s.srv.Close()
+	}
+	<-s.done
+	return err
+}

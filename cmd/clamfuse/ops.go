@@ -1,0 +1,339 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/clamfuse/clamfuse/cache"
+	"github.com/clamfuse/clamfuse/cache/actions"
+	"github.com/clamfuse/clamfuse/cache/metrics"
+	"github.com/clamfuse/clamfuse/clamav"
+	"github.com/clamfuse/clamfuse/config"
+)
+
+// service is what runs beside the mount: the clamd pool and its health
+// checks, the gate, the detection actions, the metrics endpoint and the
+// database directory watcher. It owns the configuration in force, which
+// reload replaces on SIGHUP.
+//
+// Lock order: service.mu only; it serializes reload and close.
+type service struct {
+	log    *slog.Logger
+	level  *slog.LevelVar
+	cfg    atomic.Pointer[config.Config] // in force; read by the filesystem's Exclude
+	parsed config.Mount                  // [mount] as parsed, before CheckPaths resolved it
+
+	pool    *clamav.Pool
+	gate    *cache.Gate
+	runner  *actions.Runner
+	metrics *metrics.Metrics
+
+	mu          sync.Mutex      // guards the fields below
+	server      *metrics.Server // nil when metrics.listen = ""
+	stopWatch   context.CancelFunc
+	watchingDir string
+	closed      bool
+}
+
+// newLeveledLogger builds the logger with h as usual, but lets a LevelVar
+// decide the level, so that a reload can change it: the handler itself is
+// built at debug and the LevelVar filters in front of it.
+func newLeveledLogger(h mountHooks, stderr io.Writer, c config.Log) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
+	setLevel(level, c.Level)
+	all := c
+	all.Level = "debug"
+	inner := h.logger(stderr, all)
+	return slog.New(&levelHandler{inner: inner.Handler(), level: level}), level
+}
+
+func setLevel(v *slog.LevelVar, s string) {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(s)) // validated
+	v.Set(l)
+}
+
+// levelHandler drops records below level, then hands the rest to inner.
+type levelHandler struct {
+	inner slog.Handler
+	level *slog.LevelVar
+}
+
+func (h *levelHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level.Level() && h.inner.Enabled(ctx, l)
+}
+
+func (h *levelHandler) Handle(ctx context.Context, r slog.Record) error {
+	return h.inner.Handle(ctx, r)
+}
+
+func (h *levelHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &levelHandler{inner: h.inner.WithAttrs(as), level: h.level}
+}
+
+func (h *levelHandler) WithGroup(name string) slog.Handler {
+	return &levelHandler{inner: h.inner.WithGroup(name), level: h.level}
+}
+
+// clients builds one clamav.Client per configured address.
+func clients(c config.Clamd) ([]*clamav.Client, error) {
+	var out []*clamav.Client
+	for _, a := range c.Address {
+		network, addr, err := clamav.ParseAddress(a)
+		if err != nil {
+			return nil, fmt.Errorf("clamd.address: %v", err)
+		}
+		cl, err := clamav.New(clamav.Options{Network: network, Address: addr, Timeout: time.Duration(c.Timeout)})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cl)
+	}
+	return out, nil
+}
+
+func policy(c config.Config) cache.Policy {
+	return cache.Policy{
+		MaxSize:       int64(c.Scan.MaxSize),
+		AllowOversize: c.Scan.OnOversize == "allow",
+		AllowOnError:  c.Scan.OnError == "allow",
+	}
+}
+
+func actionOptions(c config.Config, log *slog.Logger) actions.Options {
+	return actions.Options{
+		QuarantineDir:  c.Actions.QuarantineDir,
+		Command:        c.Actions.OnInfected,
+		CommandTimeout: time.Duration(c.Actions.OnInfectedTimeout),
+		Source:         c.Mount.Source,
+		MountPoint:     c.Mount.Target,
+		Logger:         log,
+	}
+}
+
+// startService builds and starts everything but the mount. cfg is the
+// configuration as parsed; src and dst are the mount paths resolved. It
+// checks every clamd once before returning, so the first opens have a
+// database version to key on.
+func startService(cfg config.Config, src, dst string, log *slog.Logger, level *slog.LevelVar) (*service, error) {
+	cs, err := clients(cfg.Clamd)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	s := &service{log: log, level: level, metrics: metrics.New(), parsed: cfg.Mount}
+	cfg.Mount.Source, cfg.Mount.Target = src, dst
+	s.cfg.Store(&cfg)
+	s.pool, err = clamav.NewPool(cs, clamav.PoolOptions{
+		CheckInterval: time.Duration(cfg.Clamd.CheckInterval),
+		Logger:        log,
+		OnChange:      s.databaseChanged,
+	})
+	if err != nil {
+		return nil, usageError{err}
+	}
+	timeout := time.Duration(cfg.Clamd.Timeout)
+	s.gate = cache.NewGate(s.metrics.Scanner(s.pool), cache.Options{
+		MaxEntries:    cfg.Cache.MaxEntries,
+		TTL:           time.Duration(cfg.Cache.TTL),
+		MaxConcurrent: cfg.Clamd.MaxConcurrent,
+		Timeout:       timeout,
+		MaxSize:       int64(cfg.Scan.MaxSize),
+		AllowOversize: cfg.Scan.OnOversize == "allow",
+		AllowOnError:  cfg.Scan.OnError == "allow",
+		Logger:        log,
+	})
+	s.runner = actions.New(actionOptions(cfg, log))
+	s.metrics.SetSources(metrics.Sources{Gate: s.gate, Pool: s.pool, Actions: s.runner})
+
+	if cfg.Metrics.Listen != "" {
+		srv, err := s.metrics.Listen(cfg.Metrics.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("metrics.listen: %v", err)
+		}
+		s.server = srv
+		log.Info("serving metrics", "url", srv.URL())
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	up := s.pool.Check(ctx)
+	cancel()
+	if up == 0 {
+		log.Warn("no clamd reachable; opens of unscanned files are denied until one is", "clamd", s.pool.String())
+	}
+	s.pool.Start()
+	s.watch(cfg.Clamd.DatabaseDir)
+	return s, nil
+}
+
+// databaseChanged is the pool's OnChange: clamd reports another database
+// version, so verdicts are keyed on the new one.
+func (s *service) databaseChanged(c clamav.Change) {
+	s.gate.SetDatabase(c.Database)
+	if c.Old != "" {
+		s.log.Info("cached verdicts invalidated: clamd signature database changed", "old", c.Old, "new", c.Database)
+	}
+}
+
+// watch (re)starts the database directory watcher on dir, "" for none.
+// s.mu is held, or s is not shared yet.
+func (s *service) watch(dir string) {
+	if dir == s.watchingDir {
+		return
+	}
+	if s.stopWatch != nil {
+		s.stopWatch()
+		s.stopWatch = nil
+	}
+	s.watchingDir = dir
+	if dir == "" {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopWatch = cancel
+	cache.WatchDir(ctx, dir, time.Second, s.log, func() {
+		window := time.Duration(s.cfg.Load().Clamd.ReloadWindow)
+		s.gate.Invalidate(window)
+		s.log.Info("clamd database directory changed; cached verdicts invalidated", "dir", dir, "reload_window", window)
+		s.pool.Kick() // a new version may show soon
+	})
+}
+
+// excluded is the filesystem's Exclude, under the configuration in force.
+func (s *service) excluded(rel string) bool { return s.cfg.Load().IsExcluded(rel) }
+
+// notReloadable are the keys whose change needs a restart (or remount).
+var notReloadable = map[string]bool{
+	"mount.source": true, "mount.target": true, "mount.allow_other": true, "mount.read_only": true,
+	"clamd.timeout": true, "clamd.max_concurrent": true,
+	"cache.max_entries": true, "cache.ttl": true,
+	"log.format": true,
+}
+
+// reload applies next, a configuration that parsed and validated. What
+// can fail (binding a new metrics address) is done first: when it fails
+// nothing is applied. Keys that cannot change live are reported, each on
+// a WARN line, and keep their value.
+func (s *service) reload(next config.Config) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	cur := *s.cfg.Load()
+	parsed := cur
+	parsed.Mount = s.parsed
+	changed := changedKeys(parsed, next)
+
+	// Keep what cannot change live.
+	var skipped, applied []string
+	for _, k := range changed {
+		if notReloadable[k] {
+			skipped = append(skipped, k)
+		} else {
+			applied = append(applied, k)
+		}
+	}
+	next.Mount = cur.Mount
+	next.Clamd.Timeout, next.Clamd.MaxConcurrent = cur.Clamd.Timeout, cur.Clamd.MaxConcurrent
+	next.Cache = cur.Cache
+	next.Log.Format = cur.Log.Format
+
+	var newServer *metrics.Server
+	if next.Metrics.Listen != cur.Metrics.Listen && next.Metrics.Listen != "" {
+		srv, err := s.metrics.Listen(next.Metrics.Listen)
+		if err != nil {
+			return fmt.Errorf("metrics.listen: %v", err)
+		}
+		newServer = srv
+	}
+	cs, err := clients(next.Clamd)
+	if err != nil {
+		if newServer != nil {
+			newServer.Close()
+		}
+		return err
+	}
+
+	setLevel(s.level, next.Log.Level)
+	s.gate.SetPolicy(policy(next))
+	s.runner.SetOptions(actionOptions(next, s.log))
+	if !reflect.DeepEqual(cur.Clamd.Address, next.Clamd.Address) {
+		if err := s.pool.SetBackends(cs); err != nil {
+			return err // cannot happen: Validate wants an address
+		}
+	}
+	s.pool.SetCheckInterval(time.Duration(next.Clamd.CheckInterval))
+	s.cfg.Store(&next) // exclude, reload window
+	s.watch(next.Clamd.DatabaseDir)
+	if next.Metrics.Listen != cur.Metrics.Listen {
+		if s.server != nil {
+			s.server.Close()
+		}
+		s.server = newServer
+		if newServer != nil {
+			s.log.Info("serving metrics", "url", newServer.URL())
+		} else {
+			s.log.Info("metrics endpoint closed")
+		}
+	}
+
+	for _, k := range skipped {
+		s.log.Warn("configuration change not applied: restart clamfuse (or remount) to apply it", "key", k)
+	}
+	s.log.Info("configuration reloaded", "changed", strings.Join(applied, ","))
+	return nil
+}
+
+// changedKeys lists the dotted keys whose values differ between a and b.
+func changedKeys(a, b config.Config) []string {
+	var out []string
+	var walk func(prefix string, x, y reflect.Value)
+	walk = func(prefix string, x, y reflect.Value) {
+		t := x.Type()
+		for i := range t.NumField() {
+			key := prefix + t.Field(i).Tag.Get("toml")
+			if t.Field(i).Type.Kind() == reflect.Struct {
+				walk(key+".", x.Field(i), y.Field(i))
+				continue
+			}
+			xv, yv := x.Field(i).Interface(), y.Field(i).Interface()
+			if xs, ok := xv.([]string); ok && len(xs) == 0 {
+				xv = []string(nil)
+			}
+			if ys, ok := yv.([]string); ok && len(ys) == 0 {
+				yv = []string(nil)
+			}
+			if !reflect.DeepEqual(xv, yv) {
+				out = append(out, key)
+			}
+		}
+	}
+	walk("", reflect.ValueOf(a), reflect.ValueOf(b))
+	return out
+}
+
+// close stops the background work. Commands started by the actions get
+// a few seconds to finish, then are killed.
+func (s *service) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	s.pool.Close()
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
+	if s.server != nil {
+		s.server.Close()
+	}
+	s.runner.Close(5 * time.Second)
+}

@@ -1,0 +1,280 @@
+// Command fsop performs one named file operation and prints its outcome,
+// for the end-to-end tests of package test: they run it as another user
+// (users_test.go) or as another process (lock conflicts), on a native
+// directory and on a clamfuse mount, and compare what it prints.
+//
+//	fsop OP ARGS...
+//
+// It prints one line: "ok", "ok " followed by a result, or the errno name
+// of the failure ("EACCES"). Exit status 0 whatever the outcome of the
+// operation; 2 on a usage error.
+//
+// Operations (MODE is octal, SIZE and offsets decimal):
+//
+//	read PATH                 open O_RDONLY and read it all: "ok LEN"
+//	cat PATH                  same, result is the content, %q-quoted
+//	write PATH DATA           open O_WRONLY|O_TRUNC, write DATA
+//	append PATH DATA          open O_WRONLY|O_APPEND, write DATA
+//	create PATH MODE          open O_CREAT|O_EXCL|O_WRONLY
+//	mkdir PATH MODE
+//	mkfifo PATH MODE
+//	mksock PATH MODE          mknod S_IFSOCK
+//	symlink TARGET PATH
+//	link OLD NEW
+//	unlink PATH
+//	rmdir PATH
+//	rename OLD NEW
+//	chmod PATH MODE
+//	chown PATH UID GID        lchown; -1 leaves an id
+//	truncate PATH SIZE
+//	touch PATH                utimensat(UTIME_NOW, UTIME_NOW)
+//	touch-at PATH SEC NSEC    utimensat to that time, both times
+//	setxattr PATH NAME VALUE
+//	getxattr PATH NAME
+//	lstat PATH                "ok type=reg mode=0644 uid=N gid=N nlink=N size=N"
+//	flock PATH                open O_RDONLY, flock(LOCK_EX|LOCK_NB)
+//	flock-sh PATH             open O_RDONLY, flock(LOCK_SH|LOCK_NB)
+//	setlk PATH r|w START LEN  open O_RDWR, fcntl(F_SETLK)
+//	getlk PATH r|w START LEN  open O_RDWR, fcntl(F_GETLK): "ok unlck" or
+//	                          "ok w START LEN" (the conflicting lock)
+//	ofd-setlk PATH r|w START LEN   fcntl(F_OFD_SETLK)
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	res, err := run(os.Args[1], os.Args[2:])
+	switch {
+	case err == nil && res == "":
+		fmt.Println("ok")
+	case err == nil:
+		fmt.Println("ok " + res)
+	default:
+		fmt.Println(errName(err))
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: fsop OP ARGS... (see the package documentation)")
+	os.Exit(2)
+}
+
+func errName(err error) string {
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		if n := unix.ErrnoName(e); n != "" {
+			return n
+		}
+		return fmt.Sprintf("errno%d", int(e))
+	}
+	return "error: " + err.Error()
+}
+
+func nargs(args []string, n int) {
+	if len(args) != n {
+		usage()
+	}
+}
+
+func mode(s string) uint32 {
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil {
+		usage()
+	}
+	return uint32(m)
+}
+
+func num(s string) int64 {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		usage()
+	}
+	return n
+}
+
+func lockType(s string) int16 {
+	switch s {
+	case "r":
+		return unix.F_RDLCK
+	case "w":
+		return unix.F_WRLCK
+	}
+	usage()
+	return 0
+}
+
+func run(op string, a []string) (string, error) {
+	switch op {
+	case "read", "cat":
+		nargs(a, 1)
+		b, err := readAll(a[0])
+		if err != nil {
+			return "", err
+		}
+		if op == "cat" {
+			return strconv.Quote(string(b)), nil
+		}
+		return strconv.Itoa(len(b)), nil
+	case "write", "append":
+		nargs(a, 2)
+		flags := unix.O_WRONLY | unix.O_TRUNC
+		if op == "append" {
+			flags = unix.O_WRONLY | unix.O_APPEND
+		}
+		fd, err := unix.Open(a[0], flags|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", err
+		}
+		defer unix.Close(fd)
+		_, err = unix.Write(fd, []byte(a[1]))
+		return "", err
+	case "create":
+		nargs(a, 2)
+		fd, err := unix.Open(a[0], unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, mode(a[1]))
+		if err != nil {
+			return "", err
+		}
+		return "", unix.Close(fd)
+	case "mkdir":
+		nargs(a, 2)
+		return "", unix.Mkdir(a[0], mode(a[1]))
+	case "mkfifo":
+		nargs(a, 2)
+		return "", unix.Mkfifo(a[0], mode(a[1]))
+	case "mksock":
+		nargs(a, 2)
+		return "", unix.Mknod(a[0], unix.S_IFSOCK|mode(a[1]), 0)
+	case "symlink":
+		nargs(a, 2)
+		return "", unix.Symlink(a[0], a[1])
+	case "link":
+		nargs(a, 2)
+		return "", unix.Link(a[0], a[1])
+	case "unlink":
+		nargs(a, 1)
+		return "", unix.Unlink(a[0])
+	case "rmdir":
+		nargs(a, 1)
+		return "", unix.Rmdir(a[0])
+	case "rename":
+		nargs(a, 2)
+		return "", unix.Rename(a[0], a[1])
+	case "chmod":
+		nargs(a, 2)
+		return "", unix.Chmod(a[0], mode(a[1]))
+	case "chown":
+		nargs(a, 3)
+		return "", unix.Lchown(a[0], int(num(a[1])), int(num(a[2])))
+	case "truncate":
+		nargs(a, 2)
+		return "", unix.Truncate(a[0], num(a[1]))
+	case "touch":
+		nargs(a, 1)
+		ts := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}
+		return "", unix.UtimesNanoAt(unix.AT_FDCWD, a[0], ts, unix.AT_SYMLINK_NOFOLLOW)
+	case "touch-at":
+		nargs(a, 3)
+		t := unix.Timespec{Sec: num(a[1]), Nsec: num(a[2])}
+		return "", unix.UtimesNanoAt(unix.AT_FDCWD, a[0], []unix.Timespec{t, t}, unix.AT_SYMLINK_NOFOLLOW)
+	case "setxattr":
+		nargs(a, 3)
+		return "", unix.Lsetxattr(a[0], a[1], []byte(a[2]), 0)
+	case "getxattr":
+		nargs(a, 2)
+		buf := make([]byte, 4096)
+		n, err := unix.Lgetxattr(a[0], a[1], buf)
+		if err != nil {
+			return "", err
+		}
+		return strconv.Quote(string(buf[:n])), nil
+	case "lstat":
+		nargs(a, 1)
+		var st unix.Stat_t
+		if err := unix.Lstat(a[0], &st); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("type=%s mode=%04o uid=%d gid=%d nlink=%d size=%d",
+			typeName(st.Mode), st.Mode&0o7777, st.Uid, st.Gid, st.Nlink, st.Size), nil
+	case "flock", "flock-sh":
+		nargs(a, 1)
+		fd, err := unix.Open(a[0], unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", err
+		}
+		defer unix.Close(fd)
+		how := unix.LOCK_EX
+		if op == "flock-sh" {
+			how = unix.LOCK_SH
+		}
+		return "", unix.Flock(fd, how|unix.LOCK_NB)
+	case "setlk", "getlk", "ofd-setlk":
+		nargs(a, 4)
+		fd, err := unix.Open(a[0], unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", err
+		}
+		defer unix.Close(fd)
+		lk := unix.Flock_t{Type: lockType(a[1]), Whence: io.SeekStart, Start: num(a[2]), Len: num(a[3])}
+		switch op {
+		case "setlk":
+			return "", unix.FcntlFlock(uintptr(fd), unix.F_SETLK, &lk)
+		case "ofd-setlk":
+			return "", unix.FcntlFlock(uintptr(fd), unix.F_OFD_SETLK, &lk)
+		}
+		if err := unix.FcntlFlock(uintptr(fd), unix.F_GETLK, &lk); err != nil {
+			return "", err
+		}
+		switch lk.Type {
+		case unix.F_UNLCK:
+			return "unlck", nil
+		case unix.F_RDLCK:
+			return fmt.Sprintf("r %d %d", lk.Start, lk.Len), nil
+		default:
+			return fmt.Sprintf("w %d %d", lk.Start, lk.Len), nil
+		}
+	}
+	usage()
+	return "", nil
+}
+
+func readAll(p string) ([]byte, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+func typeName(m uint32) string {
+	switch m & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "reg"
+	case unix.S_IFDIR:
+		return "dir"
+	case unix.S_IFLNK:
+		return "lnk"
+	case unix.S_IFIFO:
+		return "fifo"
+	case unix.S_IFSOCK:
+		return "sock"
+	case unix.S_IFCHR:
+		return "chr"
+	case unix.S_IFBLK:
+		return "blk"
+	}
+	return "?"
+}

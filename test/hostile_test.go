@@ -1,0 +1,644 @@
+package test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/test/clamdtest"
+	"github.com/clamfuse/clamfuse/test/mounttest"
+)
+
+// Hostile input: someone with write access to the backing directory (not
+// through the mount) swaps names under clamfuse while it resolves paths.
+// clamfuse must never follow a symlink or ".." out of the backing root,
+// never serve bytes it did not scan, and never hang.
+
+const (
+	insideData  = "INSIDE the backing root"
+	outsideData = "OUTSIDE the backing root"
+)
+
+// hostileLayout is base/{src,outside,deep/mnt}: the mountpoint sits one
+// level deeper than the source, so a relative symlink such as
+// "../outside" leads to base/outside when clamfuse resolves it in the
+// backing tree, and to base/deep/outside (which does not exist) when the
+// kernel follows it from the mount. Reading OUTSIDE through a relative
+// link can therefore only mean that clamfuse followed it.
+type hostileLayout struct {
+	base, src, outside, mnt string
+	m                       *mounttest.Mount
+	clamd                   *clamdtest.Clamd
+}
+
+func newHostile(t *testing.T) *hostileLayout {
+	t.Helper()
+	mounttest.Require(t)
+	h := &hostileLayout{base: t.TempDir()}
+	h.src = filepath.Join(h.base, "src")
+	h.outside = filepath.Join(h.base, "outside")
+	h.mnt = filepath.Join(h.base, "deep", "mnt")
+	mustDo(t, os.MkdirAll(h.mnt, 0o755))
+	mustDo(t, os.MkdirAll(filepath.Join(h.outside, "sub"), 0o755))
+	mustDo(t, os.Mkdir(h.src, 0o755))
+	for _, p := range []string{"f", "sub/g", "victim"} {
+		mustDo(t, os.WriteFile(filepath.Join(h.outside, p), []byte(outsideData), 0o644))
+	}
+	h.clamd = clamdtest.New(t, clamdtest.Options{})
+	h.m = mounttest.Start(t, mounttest.Options{Source: h.src, Target: h.mnt,
+		Args: []string{"--clamd", h.clamd.Address(), "--timeout", "30s"}})
+	return h
+}
+
+// checkOutsideIntact fails t if anything under outside changed.
+func (h *hostileLayout) checkOutsideIntact(t *testing.T) {
+	t.Helper()
+	var names []string
+	filepath.Walk(h.outside, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			t.Errorf("outside: %v", err)
+			return nil
+		}
+		rel, _ := filepath.Rel(h.outside, p)
+		names = append(names, rel)
+		if fi.Mode().IsRegular() {
+			b, _ := os.ReadFile(p)
+			if string(b) != outsideData || fi.Mode().Perm() != 0o644 {
+				t.Errorf("outside/%s changed through the mount: %q mode %v", rel, b, fi.Mode())
+			}
+		}
+		return nil
+	})
+	if got := strings.Join(names, " "); got != ". f sub sub/g victim" {
+		t.Errorf("entries outside the backing root changed through the mount: %s", got)
+	}
+}
+
+// TestHostileDirSwappedForSymlink: a directory the kernel has looked up
+// (and that a process holds open) is replaced in the backing directory by
+// a symlink leading out of the root. Every operation clamfuse does
+// beneath that directory afterwards, relative to the held descriptor so
+// that the kernel cannot resolve the link itself, must fail or stay
+// inside the root: no outside content read, nothing created, removed or
+// changed outside.
+func TestHostileDirSwappedForSymlink(t *testing.T) {
+	h := newHostile(t)
+	rel := func(p string) string { r, _ := filepath.Rel("/", p); return r }
+	targets := []string{
+		"/",
+		h.outside,
+		"../outside",
+		"../../" + filepath.Base(h.base) + "/outside",
+		"d.old/../../outside",
+	}
+	for i, target := range targets {
+		t.Run(fmt.Sprintf("target_%d", i), func(t *testing.T) {
+			d := fmt.Sprintf("d%d", i)
+			mustDo(t, os.MkdirAll(filepath.Join(h.src, d, "sub"), 0o755))
+			mustDo(t, os.WriteFile(filepath.Join(h.src, d, "f"), []byte(insideData), 0o644))
+			mustDo(t, os.WriteFile(filepath.Join(h.src, d, "sub", "g"), []byte(insideData), 0o644))
+			mustDo(t, os.WriteFile(filepath.Join(h.src, d, "victim"), []byte(insideData), 0o644))
+			// Look everything up through the mount, and hold the directory.
+			for _, p := range []string{"f", "sub/g", "victim"} {
+				if b, err := os.ReadFile(h.m.Path(filepath.Join(d, p))); err != nil || string(b) != insideData {
+					t.Fatalf("%s/%s before the swap: %q %v", d, p, b, err)
+				}
+			}
+			dfd, err := unix.Open(h.m.Path(d), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			mustDo(t, err)
+			defer unix.Close(dfd)
+			// The swap, behind clamfuse's back.
+			mustDo(t, os.Rename(filepath.Join(h.src, d), filepath.Join(h.src, d+".old")))
+			mustDo(t, os.Symlink(target, filepath.Join(h.src, d)))
+
+			var outcomes []string
+			note := func(what string, data []byte, err error) {
+				outcomes = append(outcomes, fmt.Sprintf("%s: %s %q", what, errnoName(err), data))
+				if bytes.Contains(data, []byte("OUTSIDE")) {
+					t.Errorf("%s through a directory swapped for a symlink to %q read content from outside the backing root", what, target)
+				}
+			}
+			h.m.Within(t, time.Minute, "operations under the swapped directory", func() {
+				for _, name := range []string{"f", "sub/g", "victim", rel(filepath.Join(h.outside, "f"))} {
+					b, err := readAt(dfd, name)
+					note("openat "+name, b, err)
+				}
+				var st unix.Stat_t
+				note("fstatat f", nil, unix.Fstatat(dfd, "f", &st, 0))
+				sub, err := unix.Openat(dfd, "sub", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+				if err == nil {
+					names, lerr := listFD(sub)
+					note("list sub", []byte(strings.Join(names, ",")), lerr)
+					unix.Close(sub)
+				} else {
+					note("open sub", nil, err)
+				}
+				names, err := listFD(dfd)
+				note("list held dir", []byte(strings.Join(names, ",")), err)
+				note("mkdirat new", nil, unix.Mkdirat(dfd, "new-from-hostile", 0o755))
+				fd, err := unix.Openat(dfd, "created-from-hostile", unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+				if err == nil {
+					unix.Close(fd)
+				}
+				note("creat", nil, err)
+				note("unlinkat victim", nil, unix.Unlinkat(dfd, "victim", 0))
+				note("renameat f", nil, unix.Renameat(dfd, "f", dfd, "f2"))
+				note("fchmodat f", nil, unix.Fchmodat(dfd, "f", 0o777, 0))
+				note("truncate sub/g", nil, truncateAt(dfd, "sub/g"))
+				note("symlinkat", nil, unix.Symlinkat("x", dfd, "link-from-hostile"))
+				note("setxattr sub/g", nil, unix.Setxattr(fmt.Sprintf("/proc/self/fd/%d/sub/g", dfd), "user.hostile", []byte("x"), 0))
+			})
+			t.Logf("target %q:\n  %s", target, strings.Join(outcomes, "\n  "))
+			h.checkOutsideIntact(t)
+			for _, p := range []string{"/new-from-hostile", "/created-from-hostile", "/link-from-hostile"} {
+				if _, err := os.Lstat(p); err == nil {
+					os.Remove(p)
+					t.Errorf("%s was created through the mount", p)
+				}
+			}
+			// The swapped-away directory is inside the root: whatever
+			// clamfuse did there is allowed, but its file must be intact
+			// or removed, never replaced by outside content.
+			if b, err := os.ReadFile(filepath.Join(h.src, d+".old", "sub", "g")); err == nil && string(b) != insideData && len(b) != 0 {
+				t.Errorf("%s.old/sub/g now holds %q", d, b)
+			}
+		})
+	}
+	// Through the kernel's own path walk, after its dentries expired: a
+	// relative link is resolved by the kernel from the mount, which
+	// leads nowhere here.
+	time.Sleep(1500 * time.Millisecond)
+	for i, target := range targets {
+		if strings.HasPrefix(target, "/") {
+			continue // the kernel follows absolute links anywhere, natively too
+		}
+		for _, p := range []string{"f", "sub/g"} {
+			b, err := os.ReadFile(h.m.Path(fmt.Sprintf("d%d/%s", i, p)))
+			if bytes.Contains(b, []byte("OUTSIDE")) {
+				t.Errorf("d%d/%s (symlink to %q) read outside content through the kernel's walk: %v", i, p, target, err)
+			}
+		}
+	}
+	h.checkOutsideIntact(t)
+}
+
+func readAt(dfd int, name string) ([]byte, error) {
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	buf := make([]byte, 256)
+	n, err := f.Read(buf)
+	if n > 0 {
+		err = nil
+	}
+	return buf[:max(n, 0)], err
+}
+
+func truncateAt(dfd int, name string) error {
+	fd, err := unix.Openat(dfd, name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Ftruncate(fd, 0)
+}
+
+func listFD(dfd int) ([]string, error) {
+	if _, err := unix.Seek(dfd, 0, 0); err != nil {
+		return nil, err
+	}
+	ents, err := getdentsAll(dfd, 4096)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.name)
+	}
+	return names, err
+}
+
+// TestHostileFileSwappedForSymlink: a file the kernel has looked up is
+// replaced in the backing directory by a symlink out of the root. Opens, truncation, chmod, chown, times and xattrs through the
+// mount's cached entry must not reach the outside file.
+func TestHostileFileSwappedForSymlink(t *testing.T) {
+	h := newHostile(t)
+	ops := []struct {
+		name string
+		op   func(p string) ([]byte, error)
+	}{
+		{"read", func(p string) ([]byte, error) { return os.ReadFile(p) }},
+		{"truncate", func(p string) ([]byte, error) { return nil, os.Truncate(p, 0) }},
+		{"open O_TRUNC", func(p string) ([]byte, error) {
+			return nil, openClose(p, unix.O_WRONLY|unix.O_TRUNC, 0)
+		}},
+		{"write", func(p string) ([]byte, error) {
+			return nil, os.WriteFile(p, []byte("overwritten"), 0)
+		}},
+		{"chmod", func(p string) ([]byte, error) { return nil, unix.Chmod(p, 0o777) }},
+		{"chown", func(p string) ([]byte, error) { return nil, unix.Chown(p, 4321, 4321) }},
+		{"utimens", func(p string) ([]byte, error) {
+			return nil, unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{{Sec: 1}, {Sec: 1}}, 0)
+		}},
+		{"setxattr", func(p string) ([]byte, error) { return nil, unix.Setxattr(p, "user.hostile", []byte("x"), 0) }},
+	}
+	for i, o := range ops {
+		// A relative target only: an absolute one the kernel itself
+		// follows, in the caller's namespace, once it looks the name up
+		// again, exactly as on a local filesystem.
+		for j, target := range []string{"../outside/victim", "../../outside/victim/"} {
+			name := fmt.Sprintf("x%d-%d", i, j)
+			mustDo(t, os.WriteFile(filepath.Join(h.src, name), []byte(insideData), 0o644))
+			var st unix.Stat_t
+			mustDo(t, unix.Stat(h.m.Path(name), &st)) // the kernel now caches the entry
+			mustDo(t, os.Rename(filepath.Join(h.src, name), filepath.Join(h.src, name+".old")))
+			mustDo(t, os.Symlink(target, filepath.Join(h.src, name)))
+			var b []byte
+			var err error
+			h.m.Within(t, time.Minute, o.name, func() { b, err = o.op(h.m.Path(name)) })
+			t.Logf("%s %s (-> %s): %s %q", o.name, name, target, errnoName(err), b)
+			if bytes.Contains(b, []byte("OUTSIDE")) {
+				t.Errorf("%s of %s read the outside file", o.name, name)
+			}
+			h.checkOutsideIntact(t)
+			var ost unix.Stat_t
+			mustDo(t, unix.Stat(filepath.Join(h.outside, "victim"), &ost))
+			if ost.Uid != 0 || ost.Mtim.Sec == 1 {
+				t.Errorf("%s of %s changed the outside file: uid %d mtime %d", o.name, name, ost.Uid, ost.Mtim.Sec)
+			}
+			if n, _ := unix.Getxattr(filepath.Join(h.outside, "victim"), "user.hostile", nil); n > 0 {
+				t.Errorf("%s of %s set an xattr on the outside file", o.name, name)
+			}
+		}
+	}
+}
+
+// TestHostileRenameRace swaps, in the backing directory and as fast as it
+// can, a clean file and an infected one under one name, and a directory
+// and a symlink out of the root under another, while readers open them
+// through the mount. A reader may be denied or find nothing, but never
+// reads the infected bytes or outside content; clamfuse must survive and
+// keep serving. Meanwhile a rename loop through the mount moves a
+// directory back and forth under readers of the file inside it.
+func TestHostileRenameRace(t *testing.T) {
+	h := newHostile(t)
+	clean := []byte("a clean file that swaps places with an infected one\n")
+	// The test database knows EICAR by its exact MD5: anything added
+	// to it is clean. The marker is found at any offset.
+	infected := append(append([]byte("infected: "), clamdtest.Marker()...), '\n')
+	mustDo(t, os.WriteFile(filepath.Join(h.src, "x"), clean, 0o644))
+	mustDo(t, os.WriteFile(filepath.Join(h.src, "x.alt"), infected, 0o644))
+	mustDo(t, os.MkdirAll(filepath.Join(h.src, "d", "sub"), 0o755))
+	mustDo(t, os.WriteFile(filepath.Join(h.src, "d", "f"), []byte(insideData), 0o644))
+	mustDo(t, os.WriteFile(filepath.Join(h.src, "d", "sub", "g"), []byte(insideData), 0o644))
+	mustDo(t, os.Symlink("../outside", filepath.Join(h.src, "d.alt")))
+	mustDo(t, os.MkdirAll(filepath.Join(h.src, "m1", "in"), 0o755))
+	mustDo(t, os.WriteFile(filepath.Join(h.src, "m1", "in", "f"), []byte(insideData), 0o644))
+
+	duration := 4 * time.Second
+	if os.Getenv("CLAMFUSE_SOAK") != "" {
+		duration = 20 * time.Second
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var swaps, opens, cleanReads, denied, gone atomic.Int64
+	var failures, errs sync.Map
+	fail := func(format string, args ...any) { failures.Store(fmt.Sprintf(format, args...), true) }
+
+	// Backing-side swappers: RENAME_EXCHANGE keeps both names present.
+	for _, pair := range [][2]string{{"x", "x.alt"}, {"d", "d.alt"}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, b := filepath.Join(h.src, pair[0]), filepath.Join(h.src, pair[1])
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE); err != nil {
+					fail("exchange %s: %v", pair[0], err)
+					return
+				}
+				swaps.Add(1)
+			}
+		}()
+	}
+	// Mount-side renamer: m1 <-> m2 through the mount.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		names := [2]string{"m1", "m2"}
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := os.Rename(h.m.Path(names[i%2]), h.m.Path(names[(i+1)%2])); err != nil {
+				fail("rename through the mount: %v", err)
+				return
+			}
+		}
+	}()
+	// Readers.
+	for r := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var p string
+				switch (r + i) % 4 {
+				case 0, 1:
+					p = "x"
+				case 2:
+					p = []string{"d/f", "d/sub/g", "d/victim"}[i%3]
+				case 3:
+					p = []string{"m1/in/f", "m2/in/f"}[i%2]
+				}
+				b, err := os.ReadFile(h.m.Path(p))
+				opens.Add(1)
+				switch {
+				case err == nil && p == "x" && !bytes.Equal(b, clean):
+					fail("read of x returned %q: not the clean bytes", b)
+				case err == nil && p != "x" && string(b) != insideData:
+					fail("read of %s returned %q", p, b)
+				case err == nil:
+					cleanReads.Add(1)
+				case errors.Is(err, syscall.EACCES) && p == "x":
+					denied.Add(1)
+				case errors.Is(err, syscall.EACCES):
+					fail("read of %s denied: %v", p, err)
+				case p[0] == 'd' || errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ESTALE):
+					// A name changing type (directory, symlink) or
+					// inode under the kernel's lookup: an error is
+					// fine, wrong bytes are not.
+					gone.Add(1)
+					errs.Store(errnoName(err), true)
+				default:
+					fail("read of %s: %v", p, err)
+				}
+			}
+		}()
+	}
+	h.m.Within(t, duration+time.Minute, "the rename race", func() {
+		time.Sleep(duration)
+		close(stop)
+		wg.Wait()
+	})
+	var seen []string
+	errs.Range(func(k, _ any) bool { seen = append(seen, k.(string)); return true })
+	t.Logf("%d swaps, %d opens: %d read clean, %d denied, %d failed %v", swaps.Load(), opens.Load(), cleanReads.Load(), denied.Load(), gone.Load(), seen)
+	failures.Range(func(k, _ any) bool { t.Error(k); return true })
+	if cleanReads.Load() == 0 || denied.Load() == 0 {
+		t.Errorf("the race did not exercise both outcomes: %d clean reads, %d denials", cleanReads.Load(), denied.Load())
+	}
+	h.checkOutsideIntact(t)
+	// Still serving, and still right, once the dust settles.
+	time.Sleep(1100 * time.Millisecond)
+	state := "x"
+	if b, _ := os.ReadFile(filepath.Join(h.src, "x")); !bytes.Equal(b, clean) {
+		state = "x.alt"
+	}
+	if b, err := os.ReadFile(h.m.Path(state)); err != nil || !bytes.Equal(b, clean) {
+		t.Errorf("clean file %s after the race: %q %v", state, b, err)
+	}
+	other := map[string]string{"x": "x.alt", "x.alt": "x"}[state]
+	if _, err := os.ReadFile(h.m.Path(other)); !errors.Is(err, syscall.EACCES) {
+		t.Errorf("infected file %s after the race: %v, want EACCES", other, err)
+	}
+}
+
+// TestHostileSwapToFIFO swaps a regular file for a FIFO (no writer) in the
+// backing directory, again and again, while readers open it through the
+// mount. Opening a FIFO for reading blocks until a writer comes; clamfuse
+// must not: it opens backing files without blocking and checks that what
+// it opened is the file the kernel asked for.
+//
+// A reader can also be parked legitimately by the kernel itself, when its
+// lookup saw the FIFO: a writer opened through the mount releases those.
+// A reader still blocked after that waits on clamfuse; then the FIFO in
+// the backing directory has a reader (clamfuse), which an O_NONBLOCK
+// writer open finds instead of failing with ENXIO.
+func TestHostileSwapToFIFO(t *testing.T) {
+	h := newHostile(t)
+	data := []byte("a regular file that a FIFO replaces now and then\n")
+	mustDo(t, os.WriteFile(filepath.Join(h.src, "f"), data, 0o644))
+	mustDo(t, unix.Mkfifo(filepath.Join(h.src, "f.alt"), 0o644))
+	fifo, err := unix.Open(filepath.Join(h.src, "f.alt"), unix.O_PATH|unix.O_CLOEXEC, 0)
+	mustDo(t, err)
+	defer unix.Close(fifo)
+	// backingReader reports whether something holds the backing FIFO
+	// open for reading (or waits to), and releases it.
+	backingReader := func() bool {
+		fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fifo), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return false
+		}
+		unix.Close(fd)
+		return true
+	}
+	// releaseParked opens, through the mount, a writer on whichever name
+	// the kernel now sees as the FIFO: readers the kernel parked on it
+	// go on (and read nothing).
+	releaseParked := func() {
+		for _, n := range []string{"f", "f.alt"} {
+			if fd, err := unix.Open(h.m.Path(n), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
+				unix.Close(fd)
+			}
+		}
+	}
+
+	duration := 4 * time.Second
+	if os.Getenv("CLAMFUSE_SOAK") != "" {
+		duration = 20 * time.Second
+	}
+	stop := make(chan struct{})
+	var swappers, readers sync.WaitGroup
+	var swaps, opens, reads atomic.Int64
+	var inOpen sync.Map   // reader -> time its open started
+	var outcomes sync.Map // errno names seen
+	swappers.Add(2)
+	go func() {
+		defer swappers.Done()
+		a, b := filepath.Join(h.src, "f"), filepath.Join(h.src, "f.alt")
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
+			swaps.Add(1)
+		}
+	}()
+	go func() {
+		defer swappers.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				releaseParked()
+			}
+		}
+	}()
+	for r := range 12 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				inOpen.Store(r, time.Now())
+				fd, err := unix.Open(h.m.Path("f"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+				inOpen.Delete(r)
+				opens.Add(1)
+				outcomes.Store(errnoName(err), true)
+				if err == nil {
+					buf := make([]byte, 256)
+					if n, _ := unix.Read(fd, buf); n > 0 {
+						reads.Add(1)
+					}
+					unix.Close(fd)
+				}
+			}
+		}()
+	}
+	time.Sleep(duration)
+	close(stop)
+	swappers.Wait()
+	// Release the readers the kernel parked, then see who is left.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		releaseParked()
+		time.Sleep(50 * time.Millisecond)
+	}
+	stuck := 0
+	inOpen.Range(func(k, v any) bool {
+		if time.Since(v.(time.Time)) > 2*time.Second {
+			stuck++
+		}
+		return true
+	})
+	heldByClamfuse := backingReader()
+	for range 100 {
+		// Unblock whatever is left so that the test can end.
+		backingReader()
+		releaseParked()
+		done := make(chan struct{})
+		go func() { readers.Wait(); close(done) }()
+		select {
+		case <-done:
+			stuck = -stuck // all gone
+		case <-time.After(50 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	var seen []string
+	outcomes.Range(func(k, _ any) bool { seen = append(seen, k.(string)); return true })
+	t.Logf("%d swaps, %d opens (%v), %d reads", swaps.Load(), opens.Load(), seen, reads.Load())
+	if stuck != 0 || heldByClamfuse {
+		t.Errorf("%d readers blocked in clamfuse; clamfuse holding the FIFO open: %v", max(stuck, -stuck), heldByClamfuse)
+	}
+	if stuck > 0 {
+		h.m.Abort()
+		t.Fatalf("readers still blocked; connection aborted")
+	}
+	time.Sleep(1100 * time.Millisecond)
+	name := "f"
+	if fi, err := os.Lstat(filepath.Join(h.src, "f")); err == nil && fi.Mode()&os.ModeNamedPipe != 0 {
+		name = "f.alt"
+	}
+	var b []byte
+	h.m.Within(t, time.Minute, "read after the race", func() { b, err = os.ReadFile(h.m.Path(name)) })
+	if err != nil || !bytes.Equal(b, data) {
+		t.Errorf("read %s after the race: %q %v", name, b, err)
+	}
+}
+
+// TestHostileSpecialFiles: the mount is nodev and nosuid, so a device
+// node planted in the backing directory (a copy of a disk, say) cannot be
+// opened through it, and set-user-ID programs run without privilege.
+// Names made of dots are ordinary names, and symlink targets are stored
+// verbatim, never resolved by clamfuse.
+func TestHostileSpecialFiles(t *testing.T) {
+	h := newHostile(t)
+	mustDo(t, unix.Mknod(filepath.Join(h.src, "zero"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 5))))
+	var err error
+	h.m.Within(t, time.Minute, "open a device node", func() {
+		err = openClose(h.m.Path("zero"), unix.O_RDONLY, 0)
+	})
+	if !errors.Is(err, syscall.EACCES) {
+		t.Errorf("open of a char device through the mount: %v, want EACCES (nodev)", err)
+	}
+	opts := mountOptions(t, h.mnt)
+	for _, o := range []string{"nodev", "nosuid"} {
+		if !strings.Contains(","+opts+",", ","+o+",") {
+			t.Errorf("mount options %q lack %s", opts, o)
+		}
+	}
+	for _, name := range []string{"...", "..a", "a..", ". .", "..\n"} {
+		p := h.m.Path(name)
+		mustDo(t, os.WriteFile(p, []byte(name), 0o644))
+		if b, err := os.ReadFile(filepath.Join(h.src, name)); err != nil || string(b) != name {
+			t.Errorf("%q through the mount landed as %q %v in the backing dir", name, b, err)
+		}
+	}
+	for _, target := range []string{"../../../../../../etc/passwd", "/etc/shadow", "..", "a/../../b"} {
+		p := h.m.Path(fmt.Sprintf("link%d", len(target)))
+		mustDo(t, os.Symlink(target, p))
+		if got, err := os.Readlink(filepath.Join(h.src, filepath.Base(p))); err != nil || got != target {
+			t.Errorf("symlink to %q stored as %q %v", target, got, err)
+		}
+	}
+	// "." and ".." are the kernel's: the root's ".." is the mountpoint's
+	// parent, a subdirectory's ".." is the root.
+	mustDo(t, os.Mkdir(h.m.Path("sub"), 0o755))
+	var a, b unix.Stat_t
+	mustDo(t, unix.Stat(h.m.Path("sub/.."), &a))
+	mustDo(t, unix.Stat(h.mnt, &b))
+	if a.Ino != b.Ino || a.Dev != b.Dev {
+		t.Errorf("sub/.. is not the mount root")
+	}
+	mustDo(t, unix.Stat(h.mnt+"/..", &a))
+	mustDo(t, unix.Stat(filepath.Dir(h.mnt), &b))
+	if a.Ino != b.Ino || a.Dev != b.Dev {
+		t.Errorf("the mount root's .. is not the mountpoint's parent")
+	}
+}
+
+// mountOptions returns the options of the mount at p from mountinfo.
+func mountOptions(t *testing.T, p string) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	mustDo(t, err)
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 6 && f[4] == p {
+			return f[5]
+		}
+	}
+	t.Fatalf("%s not in mountinfo", p)
+	return ""
+}
