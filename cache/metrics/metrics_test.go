@@ -13,8 +13,8 @@ import (
 
 	"github.com/clamfuse/clamfuse/cache"
 	"github.com/clamfuse/clamfuse/cache/actions"
-	"github.com/clamfuse/clamfuse/clamav"
 	"github.com/clamfuse/clamfuse/cache/metrics"
+	"github.com/clamfuse/clamfuse/clamav"
 	"github.com/clamfuse/clamfuse/test/clamdtest"
 )
 
