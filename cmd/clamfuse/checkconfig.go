@@ -13,8 +13,8 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 	fl := flag.NewFlagSet("check-config", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	path := fl.String("config", "", "config file to check")
-	if err := fl.Parse(args); err != nil {
-		return usageError{err}
+	if err := parseFlags(fl, args, stderr); err != nil {
+		return err
 	}
 	if *path == "" || fl.NArg() != 0 {
 		return usageError{fmt.Errorf("check-config: --config FILE is required")}

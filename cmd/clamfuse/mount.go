@@ -43,11 +43,8 @@ func parseMountFlags(args []string, stderr io.Writer) (config.Config, error) {
 		fmt.Fprintf(stderr, "usage: clamfuse mount [--config FILE] [flags] [SOURCE MOUNTPOINT]\n")
 		fl.PrintDefaults()
 	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return config.Config{}, err
-		}
-		return config.Config{}, usageError{err}
+	if err := parseFlags(fl, args, stderr); err != nil {
+		return config.Config{}, err
 	}
 	cfg := config.Default()
 	if f.config != "" {

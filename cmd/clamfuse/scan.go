@@ -78,11 +78,8 @@ func cmdScan(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, scanUsage)
 		fl.PrintDefaults()
 	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fl, args, stderr); err != nil {
+		return err
 	}
 	if fl.NArg() == 0 {
 		return usageError{errors.New("scan: no PATH given")}
