@@ -34,6 +34,11 @@ type Mount struct {
 	Target     string `toml:"target"` // mountpoint; may equal Source
 	AllowOther bool   `toml:"allow_other"`
 	ReadOnly   bool   `toml:"read_only"`
+	// AttrTimeout is how long the kernel may trust names and attributes
+	// without asking: longer is faster, but changes made directly in the
+	// backing directory show up that much later (opens are always judged
+	// on the file's current state).
+	AttrTimeout Duration `toml:"attr_timeout"`
 }
 
 // Clamd says how to reach clamd.
@@ -97,6 +102,7 @@ type Log struct {
 // Mount.Source and Mount.Target are empty.
 func Default() Config {
 	return Config{
+		Mount: Mount{AttrTimeout: Duration(time.Second)},
 		Clamd: Clamd{
 			Address:       Addresses{"/run/clamav/clamd.ctl"},
 			Timeout:       Duration(60 * time.Second),
@@ -185,11 +191,12 @@ const (
 // schema lists every key a file may contain. TestSchemaMatchesConfig keeps it
 // in step with the toml tags of Config.
 var schema = map[string]kind{
-	"mount":             kindTable,
-	"mount.source":      kindString,
-	"mount.target":      kindString,
-	"mount.allow_other": kindBool,
-	"mount.read_only":   kindBool,
+	"mount":              kindTable,
+	"mount.source":       kindString,
+	"mount.target":       kindString,
+	"mount.allow_other":  kindBool,
+	"mount.read_only":    kindBool,
+	"mount.attr_timeout": kindDuration,
 
 	"clamd":                kindTable,
 	"clamd.address":        kindStringOrStrings,

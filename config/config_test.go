@@ -32,7 +32,7 @@ func TestLoadGood(t *testing.T) {
 		want Config
 	}{
 		{"good.toml", Config{
-			Mount: Mount{Source: "/srv/incoming", Target: "/mnt/incoming", AllowOther: true, ReadOnly: true},
+			Mount: Mount{Source: "/srv/incoming", Target: "/mnt/incoming", AllowOther: true, ReadOnly: true, AttrTimeout: Duration(2 * time.Second)},
 			Clamd: Clamd{Address: Addresses{"tcp://127.0.0.1:3310", "unix:/run/clamav/clamd.ctl"}, Timeout: Duration(90 * time.Second), MaxConcurrent: 8,
 				CheckInterval: Duration(5 * time.Second), DatabaseDir: "/var/lib/clamav", ReloadWindow: Duration(2 * time.Minute)},
 			Scan:  Scan{MaxSize: 2 << 30, OnOversize: "allow", OnError: "allow", Exclude: []string{"*.iso", "tmp/*", "[Tt]humbs.db"}},

@@ -59,6 +59,9 @@ func (c Config) Validate() error {
 	if c.Clamd.Timeout <= 0 {
 		return fieldErrorf("clamd.timeout", "must be greater than 0, got %v", c.Clamd.Timeout)
 	}
+	if c.Mount.AttrTimeout < 0 || c.Mount.AttrTimeout > Duration(time.Hour) {
+		return fieldErrorf("mount.attr_timeout", "must be between 0s and 1h, got %v", c.Mount.AttrTimeout)
+	}
 	if c.Clamd.Timeout > Duration(maxTimeout) {
 		return fieldErrorf("clamd.timeout", "must be at most %v, got %v", Duration(maxTimeout), c.Clamd.Timeout)
 	}

@@ -37,8 +37,8 @@ type Options struct {
 	Actions    Actions               // optional
 	Exclude    func(rel string) bool // paths never scanned
 	ReadOnly   bool
-	AttrValid  time.Duration // kernel attribute cache, default 1s
-	EntryValid time.Duration // kernel dentry cache, default 1s
+	AttrValid  time.Duration // kernel attribute cache (0: none)
+	EntryValid time.Duration // kernel dentry cache (0: none)
 	Logger     *slog.Logger
 }
 
@@ -66,12 +66,6 @@ var (
 // New returns a filesystem serving the directory open at rootFD, which it
 // does not close.
 func New(rootFD int, opts Options) (*FS, error) {
-	if opts.AttrValid == 0 {
-		opts.AttrValid = time.Second
-	}
-	if opts.EntryValid == 0 {
-		opts.EntryValid = time.Second
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -128,11 +128,13 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 		Source: src, Target: dst,
 		AllowOther: cfg.Mount.AllowOther, ReadOnly: cfg.Mount.ReadOnly,
 		FS: fs.Options{
-			Gate:     svc.metrics.Gate(svc.gate),
-			Actions:  svc.runner,
-			Exclude:  svc.excluded,
-			ReadOnly: cfg.Mount.ReadOnly,
-			Logger:   log,
+			Gate:       svc.metrics.Gate(svc.gate),
+			Actions:    svc.runner,
+			Exclude:    svc.excluded,
+			ReadOnly:   cfg.Mount.ReadOnly,
+			AttrValid:  time.Duration(cfg.Mount.AttrTimeout),
+			EntryValid: time.Duration(cfg.Mount.AttrTimeout),
+			Logger:     log,
 		},
 	})
 	if err != nil {
