@@ -1,10 +1,14 @@
 package cache
 
 import (
-	"container/list"
+	"hash/maphash"
+	"math"
+	"strings"
 	"sync"
 	"time"
 )
+
+// Lock order: LRU.mu is a leaf.
 
 // Key identifies one state of one file under one signature database. Any
 // change of content (size, mtime), of metadata (ctime, which the kernel
@@ -28,76 +32,162 @@ type Verdict struct {
 	Backend   string // which clamd judged it
 }
 
-type entry struct {
-	key     Key
-	verdict Verdict
-	expires time.Time
+// Memory layout (issue #3: 100 000 verdicts in well under 48 MiB).
+//
+// An LRU holds its entries in one slice of fixed-size nodes without
+// pointers, so the garbage collector never scans it. A node keeps the
+// integer fields of its Key, the database version and the verdict as ids
+// into intern tables (there are a handful of database versions, backends
+// and signatures, whatever the number of files), the expiry as
+// nanoseconds, and its neighbours in the recency list as indexes. An open
+// addressing table of node indexes finds a node by key; it stores each
+// key once, in the node. Removed nodes are chained into a free list and
+// reused. Nothing is allocated ahead of use: the slices grow with the
+// number of entries, and Purge gives their memory back.
+
+// fileKey is a Key without its database version.
+type fileKey struct {
+	dev, ino           uint64
+	size, mtime, ctime int64
+	gen                uint64
 }
+
+func fileKeyOf(k *Key) fileKey {
+	return fileKey{dev: k.Dev, ino: k.Ino, size: k.Size, mtime: k.MtimeNs, ctime: k.CtimeNs, gen: k.Gen}
+}
+
+// hashKey is what a key hashes as: the database version by its id. It has
+// no padding, so it hashes as one block of memory.
+type hashKey struct {
+	fileKey
+	db uint64
+}
+
+// node is one cached verdict, or a free slot of LRU.nodes.
+type node struct {
+	key     fileKey
+	expires int64  // nanoseconds since LRU.epoch; see LRU.expired
+	db      uint32 // id of Key.DB in LRU.dbs
+	verdict uint32 // id of the Verdict in LRU.verdicts
+	prev    int32  // more recently used node, or nilNode
+	next    int32  // less recently used node, or nilNode; the next free node if free
+}
+
+const (
+	nilNode = -1
+
+	// maxNodes bounds node indexes to int32 and table slots to int32.
+	maxNodes = 1 << 30
+
+	// The table of slots grows by doubling before more than 3/4 of it
+	// is used, and starts small.
+	minSlots = 8
+)
 
 // LRU is a bounded map of verdicts with a time to live. It is safe for
 // concurrent use.
 type LRU struct {
-	max int
-	ttl time.Duration
-	now func() time.Time
+	max  int
+	ttl  time.Duration
+	now  func() time.Time
+	seed maphash.Seed
 
-	mu    sync.Mutex // guards ll, items and evictions
-	ll    *list.List // front = most recently used; values are *entry
-	items map[Key]*list.Element
-	evict uint64
+	// mu guards every field below. It is a leaf: nothing else is locked
+	// while it is held.
+	mu       sync.Mutex
+	nodes    []node  // entries and free nodes; never shrinks but in Purge
+	slots    []int32 // open addressing, linear probing: node index + 1, 0 if empty
+	head     int32   // most recently used node, or nilNode
+	tail     int32   // least recently used node, or nilNode
+	free     int32   // first free node, or nilNode
+	count    int     // entries, expired ones included until touched
+	dbs      interner[string]
+	verdicts interner[Verdict]
+	epoch    time.Time // the origin of node.expires, set by the first Put with a TTL
+	started  bool      // epoch is set
+	evict    uint64
 }
 
 // NewLRU returns a cache of at most max entries, each valid for ttl.
+// A ttl of zero or less never expires. max is at least 1, and at most
+// 1<<30.
 func NewLRU(max int, ttl time.Duration) *LRU {
 	if max < 1 {
 		max = 1
 	}
-	return &LRU{max: max, ttl: ttl, now: time.Now, ll: list.New(), items: make(map[Key]*list.Element)}
+	if max > maxNodes {
+		max = maxNodes
+	}
+	c := &LRU{max: max, ttl: ttl, now: time.Now, seed: maphash.MakeSeed()}
+	c.reset()
+	return c
+}
+
+// reset empties the cache and lets go of its memory.
+func (c *LRU) reset() {
+	c.nodes, c.slots = nil, nil
+	c.head, c.tail, c.free = nilNode, nilNode, nilNode
+	c.count = 0
+	c.dbs = interner[string]{clone: strings.Clone}
+	c.verdicts = interner[Verdict]{clone: cloneVerdict}
 }
 
 // Get returns the verdict for k if one is cached and not expired.
 func (c *LRU) Get(k Key) (Verdict, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	el, ok := c.items[k]
+	db, ok := c.dbs.lookup(k.DB)
 	if !ok {
 		return Verdict{}, false
 	}
-	e := el.Value.(*entry)
-	if c.ttl > 0 && c.now().After(e.expires) {
-		c.ll.Remove(el)
-		delete(c.items, k)
+	fk := fileKeyOf(&k)
+	slot, i := c.find(&fk, db)
+	if i == nilNode {
 		return Verdict{}, false
 	}
-	c.ll.MoveToFront(el)
-	return e.verdict, true
+	n := &c.nodes[i]
+	if c.expired(n) {
+		c.remove(slot, i)
+		return Verdict{}, false
+	}
+	c.toFront(i)
+	return c.verdicts.value(n.verdict), true
 }
 
 // Put stores v for k, evicting the least recently used entry when full.
 func (c *LRU) Put(k Key, v Verdict) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	exp := c.now().Add(c.ttl)
-	if el, ok := c.items[k]; ok {
-		e := el.Value.(*entry)
-		e.verdict, e.expires = v, exp
-		c.ll.MoveToFront(el)
-		return
+	exp := c.expiry()
+	fk := fileKeyOf(&k)
+	if db, ok := c.dbs.lookup(k.DB); ok {
+		if _, i := c.find(&fk, db); i != nilNode {
+			n := &c.nodes[i]
+			old := n.verdict
+			n.verdict, n.expires = c.verdicts.acquire(v), exp
+			c.verdicts.release(old)
+			c.toFront(i)
+			return
+		}
 	}
-	c.items[k] = c.ll.PushFront(&entry{key: k, verdict: v, expires: exp})
-	for c.ll.Len() > c.max {
-		el := c.ll.Back()
-		c.ll.Remove(el)
-		delete(c.items, el.Value.(*entry).key)
+	// Make room first: the node and the slot of the evicted entry serve
+	// the new one.
+	for c.count >= c.max {
+		c.remove(c.slotOf(c.tail), c.tail)
 		c.evict++
 	}
+	i := c.alloc()
+	c.nodes[i] = node{key: fk, expires: exp, db: c.dbs.acquire(k.DB), verdict: c.verdicts.acquire(v), prev: nilNode, next: nilNode}
+	c.insert(i)
+	c.pushFront(i)
+	c.count++
 }
 
 // Len is the number of entries, expired ones included until touched.
 func (c *LRU) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.ll.Len()
+	return c.count
 }
 
 // Evictions counts entries dropped to make room.
@@ -111,6 +201,225 @@ func (c *LRU) Evictions() uint64 {
 func (c *LRU) Purge() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.ll.Init()
-	clear(c.items)
+	c.reset()
+}
+
+// expiry is the node.expires of an entry put now. Without a TTL it is
+// never read, and the clock is not either.
+func (c *LRU) expiry() int64 {
+	if c.ttl <= 0 {
+		return math.MaxInt64
+	}
+	now := c.now()
+	if !c.started {
+		c.epoch, c.started = now, true
+	}
+	// Time.Sub saturates, and uses the monotonic clock when both times
+	// have it, as Time.After does.
+	since := now.Sub(c.epoch)
+	if since > math.MaxInt64-c.ttl {
+		return math.MaxInt64
+	}
+	return int64(since + c.ttl)
+}
+
+// expired reports whether n's TTL has passed: an entry is valid up to and
+// including its expiry.
+func (c *LRU) expired(n *node) bool {
+	return c.ttl > 0 && int64(c.now().Sub(c.epoch)) > n.expires
+}
+
+// The recency list.
+
+func (c *LRU) pushFront(i int32) {
+	n := &c.nodes[i]
+	n.prev, n.next = nilNode, c.head
+	if c.head != nilNode {
+		c.nodes[c.head].prev = i
+	} else {
+		c.tail = i
+	}
+	c.head = i
+}
+
+func (c *LRU) unlink(i int32) {
+	n := &c.nodes[i]
+	if n.prev != nilNode {
+		c.nodes[n.prev].next = n.next
+	} else {
+		c.head = n.next
+	}
+	if n.next != nilNode {
+		c.nodes[n.next].prev = n.prev
+	} else {
+		c.tail = n.prev
+	}
+	n.prev, n.next = nilNode, nilNode
+}
+
+func (c *LRU) toFront(i int32) {
+	if c.head != i {
+		c.unlink(i)
+		c.pushFront(i)
+	}
+}
+
+// Nodes.
+
+// alloc returns a free node, reused or new.
+func (c *LRU) alloc() int32 {
+	if i := c.free; i != nilNode {
+		c.free = c.nodes[i].next
+		return i
+	}
+	c.nodes = append(c.nodes, node{})
+	return int32(len(c.nodes) - 1)
+}
+
+// remove drops node i, found at slot, from the table, the list and the
+// intern tables, and frees it.
+func (c *LRU) remove(slot int, i int32) {
+	c.unslot(slot)
+	c.unlink(i)
+	n := &c.nodes[i]
+	c.dbs.release(n.db)
+	c.verdicts.release(n.verdict)
+	*n = node{prev: nilNode, next: c.free}
+	c.free = i
+	c.count--
+}
+
+// The table of slots.
+
+func (c *LRU) hash(fk *fileKey, db uint32) uint64 {
+	return maphash.Comparable(c.seed, hashKey{fileKey: *fk, db: uint64(db)})
+}
+
+// home is the slot where probing for node i starts.
+func (c *LRU) home(i int32) int {
+	n := &c.nodes[i]
+	return int(c.hash(&n.key, n.db) & uint64(len(c.slots)-1))
+}
+
+// find returns the node of (fk, db) and its slot, or nilNode.
+func (c *LRU) find(fk *fileKey, db uint32) (slot int, i int32) {
+	if len(c.slots) == 0 {
+		return 0, nilNode
+	}
+	mask := len(c.slots) - 1
+	for s := int(c.hash(fk, db)) & mask; ; s = (s + 1) & mask {
+		switch j := c.slots[s] - 1; {
+		case j == nilNode:
+			return s, nilNode
+		case c.nodes[j].key == *fk && c.nodes[j].db == db:
+			return s, j
+		}
+	}
+}
+
+// slotOf returns the slot of node i, which is in the table.
+func (c *LRU) slotOf(i int32) int {
+	mask := len(c.slots) - 1
+	s := c.home(i)
+	for c.slots[s]-1 != i {
+		s = (s + 1) & mask
+	}
+	return s
+}
+
+// insert puts node i, whose key is not in the table, in the table.
+func (c *LRU) insert(i int32) {
+	if (c.count+1)*4 > len(c.slots)*3 {
+		c.grow()
+	}
+	c.place(i)
+}
+
+func (c *LRU) place(i int32) {
+	mask := len(c.slots) - 1
+	s := c.home(i)
+	for c.slots[s] != 0 {
+		s = (s + 1) & mask
+	}
+	c.slots[s] = i + 1
+}
+
+// grow doubles the table.
+func (c *LRU) grow() {
+	c.slots = make([]int32, max(2*len(c.slots), minSlots))
+	for i := c.head; i != nilNode; i = c.nodes[i].next {
+		c.place(i)
+	}
+}
+
+// unslot empties slot s, moving back the entries after it that probing
+// would no longer reach (Knuth's algorithm R: no tombstones).
+func (c *LRU) unslot(s int) {
+	mask := len(c.slots) - 1
+	hole := s
+	for t := (s + 1) & mask; c.slots[t] != 0; t = (t + 1) & mask {
+		h := c.home(c.slots[t] - 1)
+		// The entry at t stays if its home is cyclically in (hole, t].
+		if hole <= t && hole < h && h <= t || hole > t && (hole < h || h <= t) {
+			continue
+		}
+		c.slots[hole] = c.slots[t]
+		hole = t
+	}
+	c.slots[hole] = 0
+}
+
+// interner numbers the distinct values in use, counting the uses of each,
+// so that a node stores a uint32 instead of strings, and every entry with
+// one value shares one copy of it.
+type interner[T comparable] struct {
+	clone func(T) T // so that no interned value keeps a caller's buffer alive
+	ids   map[T]uint32
+	vals  []T
+	refs  []uint32 // uses of vals[id]; 0 if id is free
+	free  []uint32
+}
+
+// lookup returns the id of v, if v is in use.
+func (t *interner[T]) lookup(v T) (uint32, bool) {
+	id, ok := t.ids[v]
+	return id, ok
+}
+
+// acquire returns the id of v and counts one more use of it.
+func (t *interner[T]) acquire(v T) uint32 {
+	id, ok := t.ids[v]
+	if !ok {
+		if t.ids == nil {
+			t.ids = make(map[T]uint32)
+		}
+		v = t.clone(v)
+		if n := len(t.free); n > 0 {
+			id, t.free = t.free[n-1], t.free[:n-1]
+			t.vals[id] = v
+		} else {
+			id = uint32(len(t.vals))
+			t.vals, t.refs = append(t.vals, v), append(t.refs, 0)
+		}
+		t.ids[v] = id
+	}
+	t.refs[id]++
+	return id
+}
+
+// release counts one use of id less, forgetting its value after the last.
+func (t *interner[T]) release(id uint32) {
+	if t.refs[id]--; t.refs[id] == 0 {
+		delete(t.ids, t.vals[id])
+		var zero T
+		t.vals[id] = zero
+		t.free = append(t.free, id)
+	}
+}
+
+func (t *interner[T]) value(id uint32) T { return t.vals[id] }
+
+func cloneVerdict(v Verdict) Verdict {
+	v.Signature, v.Backend = strings.Clone(v.Signature), strings.Clone(v.Backend)
+	return v
 }

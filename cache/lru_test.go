@@ -1,7 +1,11 @@
 package cache
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,6 +153,7 @@ func TestLRUKeyFields(t *testing.T) {
 		"mtime": func(k *Key) { k.MtimeNs++ },
 		"ctime": func(k *Key) { k.CtimeNs++ },
 		"db":    func(k *Key) { k.DB = "27001" },
+		"gen":   func(k *Key) { k.Gen++ },
 	}
 	c := NewLRU(16, 0)
 	c.Put(base, Verdict{Infected: true, Signature: "Eicar-Test-Signature"})
@@ -207,5 +212,274 @@ func TestLRUConcurrent(t *testing.T) {
 	}
 	if c.Evictions() == 0 {
 		t.Errorf("Evictions() = 0; want > 0 after %d puts of %d keys into %d slots", goroutines*ops*2/5, keys, max)
+	}
+}
+
+// benchEntries is the size of the cache the benchmarks work on, the one
+// issue #3 sizes memory for.
+const benchEntries = 100_000
+
+// A hit in a full cache with a TTL, as on the open path.
+func BenchmarkLRUGet(b *testing.B) {
+	c := NewLRU(benchEntries, time.Hour)
+	keys := make([]Key, benchEntries)
+	for i := range keys {
+		keys[i] = memKey(i)
+		c.Put(keys[i], memVerdict(i))
+	}
+	i := 0
+	for b.Loop() {
+		if _, ok := c.Get(keys[i]); !ok {
+			b.Fatalf("Get(keys[%d]) missed", i)
+		}
+		i = (i + 7919) % benchEntries
+	}
+}
+
+// A put of a new key into a full cache with a TTL: one insertion and one
+// eviction.
+func BenchmarkLRUPut(b *testing.B) {
+	c := NewLRU(benchEntries, time.Hour)
+	keys := make([]Key, 4*benchEntries)
+	for i := range keys {
+		keys[i] = memKey(i)
+	}
+	v := memVerdict(0)
+	for i := range benchEntries {
+		c.Put(keys[i], v)
+	}
+	i := benchEntries
+	for b.Loop() {
+		c.Put(keys[i], v)
+		if i++; i == len(keys) {
+			i = 0
+		}
+	}
+}
+
+// modelEntry is an entry of lruModel.
+type modelEntry struct {
+	k   Key
+	v   Verdict
+	exp time.Time
+}
+
+// lruModel is the LRU as it was before issue #3 made it compact: a list
+// of entries, most recently used first. The LRU must agree with it.
+type lruModel struct {
+	max   int
+	ttl   time.Duration
+	ents  []modelEntry
+	evict uint64
+}
+
+func (m *lruModel) get(k Key, now time.Time) (Verdict, bool) {
+	i := slices.IndexFunc(m.ents, func(e modelEntry) bool { return e.k == k })
+	if i < 0 {
+		return Verdict{}, false
+	}
+	e := m.ents[i]
+	m.ents = slices.Delete(m.ents, i, i+1)
+	if m.ttl > 0 && now.After(e.exp) {
+		return Verdict{}, false
+	}
+	m.ents = slices.Insert(m.ents, 0, e)
+	return e.v, true
+}
+
+func (m *lruModel) put(k Key, v Verdict, now time.Time) {
+	if i := slices.IndexFunc(m.ents, func(e modelEntry) bool { return e.k == k }); i >= 0 {
+		m.ents = slices.Delete(m.ents, i, i+1)
+	}
+	m.ents = slices.Insert(m.ents, 0, modelEntry{k: k, v: v, exp: now.Add(m.ttl)})
+	for len(m.ents) > max(m.max, 1) {
+		m.ents = m.ents[:len(m.ents)-1]
+		m.evict++
+	}
+}
+
+// checkLRU verifies the invariants of c's nodes, table, list and intern
+// tables.
+func checkLRU(c *LRU) error {
+	inList := make(map[int32]bool)
+	dbRefs, verdictRefs := make(map[uint32]uint32), make(map[uint32]uint32)
+	prev := int32(nilNode)
+	for i := c.head; i != nilNode; i = c.nodes[i].next {
+		n := &c.nodes[i]
+		if inList[i] || len(inList) > len(c.nodes) {
+			return fmt.Errorf("node %d: the list loops", i)
+		}
+		inList[i] = true
+		if n.prev != prev {
+			return fmt.Errorf("node %d: prev %d; want %d", i, n.prev, prev)
+		}
+		if _, j := c.find(&n.key, n.db); j != i {
+			return fmt.Errorf("node %d: its key finds node %d", i, j)
+		}
+		dbRefs[n.db]++
+		verdictRefs[n.verdict]++
+		prev = i
+	}
+	if c.tail != prev {
+		return fmt.Errorf("tail %d; want %d", c.tail, prev)
+	}
+	if len(inList) != c.count {
+		return fmt.Errorf("%d nodes in the list; count %d", len(inList), c.count)
+	}
+	used := 0
+	for s, v := range c.slots {
+		if v == 0 {
+			continue
+		}
+		used++
+		if !inList[v-1] {
+			return fmt.Errorf("slot %d: node %d is not in the list", s, v-1)
+		}
+	}
+	if used != c.count {
+		return fmt.Errorf("%d slots used; count %d", used, c.count)
+	}
+	if len(c.slots) > 0 && c.count*4 > len(c.slots)*3 {
+		return fmt.Errorf("%d entries in %d slots", c.count, len(c.slots))
+	}
+	free := 0
+	for i := c.free; i != nilNode; i = c.nodes[i].next {
+		if inList[i] || free > len(c.nodes) {
+			return fmt.Errorf("free node %d is in use, or the free list loops", i)
+		}
+		free++
+	}
+	if free+c.count != len(c.nodes) {
+		return fmt.Errorf("%d free + %d used nodes; %d nodes", free, c.count, len(c.nodes))
+	}
+	if err := checkInterner(&c.dbs, dbRefs); err != nil {
+		return fmt.Errorf("databases: %v", err)
+	}
+	if err := checkInterner(&c.verdicts, verdictRefs); err != nil {
+		return fmt.Errorf("verdicts: %v", err)
+	}
+	return nil
+}
+
+// checkInterner verifies that t counts the uses of its ids.
+func checkInterner[T comparable](t *interner[T], uses map[uint32]uint32) error {
+	if len(t.ids) != len(uses) {
+		return fmt.Errorf("%d values interned; %d in use", len(t.ids), len(uses))
+	}
+	for v, id := range t.ids {
+		if t.vals[id] != v || t.refs[id] != uses[id] {
+			return fmt.Errorf("id %d: value %v, %d refs; want %v, %d", id, t.vals[id], t.refs[id], v, uses[id])
+		}
+	}
+	if len(t.ids)+len(t.free) != len(t.vals) {
+		return fmt.Errorf("%d ids + %d free; %d values", len(t.ids), len(t.free), len(t.vals))
+	}
+	return nil
+}
+
+// The compact LRU behaves as the plain one did, whatever the operations:
+// random puts, gets, ticks and purges over a few databases, generations
+// and verdicts, in caches small and large enough to probe, wrap, shift
+// back and grow their tables.
+func TestLRUModel(t *testing.T) {
+	dbs := []string{"27000", "27001", "27002"}
+	verdicts := []Verdict{
+		{Backend: "unix:/a"},
+		{Backend: "unix:/b"},
+		{Infected: true, Signature: "Eicar-Test-Signature", Backend: "unix:/a"},
+		{Infected: true, Signature: "Win.Trojan.Agent-1", Backend: "unix:/a"},
+		{Infected: true, Signature: "Win.Trojan.Agent-1", Backend: "unix:/b"},
+	}
+	for _, max := range []int{0, 1, 2, 5, 6, 7, 16, 100} {
+		for _, ttl := range []time.Duration{0, 10 * time.Second} {
+			t.Run(fmt.Sprintf("max=%d,ttl=%v", max, ttl), func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(uint64(max), uint64(ttl)))
+				clock := newFakeClock()
+				c := NewLRU(max, ttl)
+				c.now = clock.now
+				m := &lruModel{max: max, ttl: ttl}
+				randKey := func() Key {
+					k := testKey(rng.IntN(3 * (max + 2)))
+					k.DB = strings.Clone(dbs[rng.IntN(len(dbs))])
+					k.Gen = uint64(rng.IntN(2))
+					return k
+				}
+				for op := range 20000 {
+					switch r := rng.IntN(1000); {
+					case r < 450:
+						k, v := randKey(), verdicts[rng.IntN(len(verdicts))]
+						c.Put(k, v)
+						m.put(k, v, clock.now())
+					case r < 900:
+						k := randKey()
+						got, ok := c.Get(k)
+						want, wantOK := m.get(k, clock.now())
+						if got != want || ok != wantOK {
+							t.Fatalf("op %d: Get(%+v) = %+v, %v; want %+v, %v", op, k, got, ok, want, wantOK)
+						}
+					case r < 998:
+						clock.advance(time.Duration(rng.IntN(2000)) * time.Millisecond)
+					default:
+						c.Purge()
+						m.ents = nil
+					}
+					if c.Len() != len(m.ents) || c.Evictions() != m.evict {
+						t.Fatalf("op %d: Len() = %d, Evictions() = %d; want %d, %d", op, c.Len(), c.Evictions(), len(m.ents), m.evict)
+					}
+					if err := checkLRU(c); err != nil {
+						t.Fatalf("op %d: %v", op, err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// Entries leave nothing behind: once the last entry naming a database
+// version or a verdict is gone, so is the interned value.
+func TestLRUForgetsValues(t *testing.T) {
+	clock := newFakeClock()
+	c := NewLRU(2, time.Minute)
+	c.now = clock.now
+	k1, k2, k3 := testKey(1), testKey(2), testKey(3)
+	k2.DB = "27001"
+	c.Put(k1, Verdict{Infected: true, Signature: "Eicar-Test-Signature", Backend: "a"})
+	c.Put(k2, verdictOf("a"))
+	c.Put(k3, verdictOf("b")) // evicts k1
+	if _, ok := c.verdicts.ids[Verdict{Infected: true, Signature: "Eicar-Test-Signature", Backend: "a"}]; ok {
+		t.Errorf("the verdict of the evicted key is still interned")
+	}
+	clock.advance(2 * time.Minute)
+	c.Get(k2) // expires k2
+	if _, ok := c.dbs.ids["27001"]; ok {
+		t.Errorf("the database of the expired key is still interned")
+	}
+	c.Put(k3, verdictOf("c")) // replaces k3's verdict
+	if _, ok := c.verdicts.ids[verdictOf("b")]; ok {
+		t.Errorf("the replaced verdict is still interned")
+	}
+	if err := checkLRU(c); err != nil {
+		t.Fatal(err)
+	}
+	c.Purge()
+	if len(c.nodes) != 0 || len(c.slots) != 0 || len(c.dbs.vals) != 0 || len(c.verdicts.vals) != 0 {
+		t.Errorf("after Purge: %d nodes, %d slots, %d databases, %d verdicts; want none", len(c.nodes), len(c.slots), len(c.dbs.vals), len(c.verdicts.vals))
+	}
+}
+
+// A TTL too long to add to the clock never expires.
+func TestLRUHugeTTL(t *testing.T) {
+	clock := newFakeClock()
+	c := NewLRU(4, time.Duration(1<<63-1))
+	c.now = clock.now
+	c.Put(testKey(1), verdictOf("a"))
+	clock.advance(100 * 365 * 24 * time.Hour)
+	c.Put(testKey(2), verdictOf("b"))
+	clock.advance(100 * 365 * 24 * time.Hour)
+	if _, ok := c.Get(testKey(1)); !ok {
+		t.Errorf("Get(1) missed 200 years in")
+	}
+	if _, ok := c.Get(testKey(2)); !ok {
+		t.Errorf("Get(2) missed 100 years in")
 	}
 }

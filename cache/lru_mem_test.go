@@ -1,0 +1,73 @@
+package cache
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// memKey is the key of the i-th file of a large tree. The database
+// version is a fresh copy each time, as it is when callers build keys
+// from strings of their own: the cache must not keep one copy per entry.
+func memKey(i int) Key {
+	return Key{
+		Dev: 42, Ino: uint64(1000 + i), Size: int64(4096 + i%7919),
+		MtimeNs: 1_700_000_000_000_000_000 + int64(i)*1000, CtimeNs: 1_700_000_000_000_000_000 + int64(i)*1001,
+		DB: strings.Clone("27000"), Gen: 3,
+	}
+}
+
+// memVerdict is the verdict of the i-th file: clean, except one in a
+// thousand infected with one of three signatures. Its strings are fresh
+// copies too, as a clamd reply parser makes them.
+func memVerdict(i int) Verdict {
+	sigs := [...]string{"Eicar-Test-Signature", "Win.Trojan.Agent-1234567", "Doc.Dropper.Agent-7654321"}
+	v := Verdict{Backend: strings.Clone("unix:/run/clamav/clamd.ctl")}
+	if i%1000 == 999 {
+		v.Infected, v.Signature = true, strings.Clone(sigs[i/1000%len(sigs)])
+	}
+	return v
+}
+
+// liveHeap is the live heap after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// Issue #3: 100 000 cached verdicts must fit in the process's 48 MiB. The
+// LRU built on container/list and a map took 281 bytes of live heap per
+// verdict when callers shared their strings, 318 in this test; the compact
+// one takes 79 to 95 depending on where its slices are in their growth
+// (83 here).
+func TestLRUMemoryPerEntry(t *testing.T) {
+	const (
+		entries  = 100_000
+		maxBytes = 120 // per entry, with a margin over the worst case measured
+	)
+	before := liveHeap()
+	c := NewLRU(entries, time.Hour)
+	for i := range entries {
+		c.Put(memKey(i), memVerdict(i))
+	}
+	after := liveHeap()
+	if n := c.Len(); n != entries {
+		t.Fatalf("Len() = %d; want %d", n, entries)
+	}
+	// The cache still answers after the measurement: nothing was dropped.
+	for _, i := range []int{0, 998, 999, 50_000, entries - 1} {
+		if v, ok := c.Get(memKey(i)); !ok || v != memVerdict(i) {
+			t.Errorf("Get(memKey(%d)) = %+v, %v; want %+v, true", i, v, ok, memVerdict(i))
+		}
+	}
+	runtime.KeepAlive(c)
+	per := float64(int64(after)-int64(before)) / entries
+	t.Logf("%d entries: %.1f bytes of live heap per entry (%.1f MiB)", entries, per, float64(int64(after)-int64(before))/(1<<20))
+	if per > maxBytes {
+		t.Errorf("%.1f bytes of live heap per cached verdict; want at most %d", per, maxBytes)
+	}
+}
