@@ -57,7 +57,7 @@ func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fs.Node, erro
 		return nil, errno(err)
 	}
 	defer release()
-	if err := unix.Mkdirat(dirfd, req.Name, unixMode(req.Mode)); err != nil {
+	if err := n.fsys.retryFull(func() error { return unix.Mkdirat(dirfd, req.Name, unixMode(req.Mode)) }); err != nil {
 		return nil, errno(err)
 	}
 	if err := n.fsys.ownNew(dirfd, req.Name, &req.Header, unixMode(req.Mode)); err != nil {
@@ -132,10 +132,19 @@ func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs
 	if err != nil {
 		return nil, errno(err)
 	}
-	defer srelease()
 	if sname == "" {
+		srelease()
 		return nil, errno(syscall.EPERM)
 	}
+	// sdir may be n's descriptor, read-locked: work on a copy, so as not
+	// to read-lock n twice (a Forget waiting for n's lock in between
+	// would deadlock).
+	sdir, err = unix.FcntlInt(uintptr(sdir), unix.F_DUPFD_CLOEXEC, 0)
+	srelease()
+	if err != nil {
+		return nil, errno(err)
+	}
+	defer unix.Close(sdir)
 	dirfd, release, err := n.dirFD(unix.O_PATH)
 	if err != nil {
 		return nil, errno(err)
@@ -170,13 +179,25 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 	if req.Dir {
 		flags = unix.AT_REMOVEDIR
 	}
+	keep := -1
+	if victimErr == nil && !req.Dir {
+		keep = victimFD(dirfd, req.Name, &st)
+	}
 	if err := unix.Unlinkat(dirfd, req.Name, flags); err != nil {
+		if keep >= 0 {
+			unix.Close(keep)
+		}
 		return errno(err)
 	}
 	if victimErr == nil {
 		if victim := n.fsys.lookupID(&st); victim != nil {
 			victim.dropLink(n, req.Name)
+			victim.keepOrphan(keep)
+			keep = -1
 		}
+	}
+	if keep >= 0 {
+		unix.Close(keep)
 	}
 	return nil
 }
@@ -195,9 +216,14 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 		return errno(err)
 	}
 	defer orelease()
-	ndir, nrelease, err := nd.dirFD(unix.O_PATH)
-	if err != nil {
-		return errno(err)
+	// Within one directory, use its descriptor twice rather than
+	// read-lock the node twice (a Forget waiting for its lock in between
+	// would deadlock).
+	ndir, nrelease := odir, func() {}
+	if nd != n {
+		if ndir, nrelease, err = nd.dirFD(unix.O_PATH); err != nil {
+			return errno(err)
+		}
 	}
 	defer nrelease()
 	var sst, dst unix.Stat_t
@@ -207,10 +233,17 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 		(dstErr == nil && stickyForbids(ndir, &dst, req.Header.Uid)) {
 		return errno(syscall.EPERM)
 	}
+	same := srcErr == nil && dstErr == nil && (inoKey{dst.Dev, dst.Ino} == inoKey{sst.Dev, sst.Ino})
+	keep := -1
+	if dstErr == nil && !same {
+		keep = victimFD(ndir, req.NewName, &dst)
+	}
 	if err := unix.Renameat(odir, req.OldName, ndir, req.NewName); err != nil {
+		if keep >= 0 {
+			unix.Close(keep)
+		}
 		return errno(err)
 	}
-	same := srcErr == nil && dstErr == nil && (inoKey{dst.Dev, dst.Ino} == inoKey{sst.Dev, sst.Ino})
 	if same {
 		// Two names of one inode: rename(2) leaves both in place.
 		return nil
@@ -222,7 +255,12 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 	if dstErr == nil {
 		if victim := n.fsys.lookupID(&dst); victim != nil {
 			victim.dropLink(nd, req.NewName)
+			victim.keepOrphan(keep)
+			keep = -1
 		}
+	}
+	if keep >= 0 {
+		unix.Close(keep)
 	}
 	if src != nil {
 		n.fsys.treeMu.Lock()

@@ -30,10 +30,22 @@ func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 	}
 	dirfd, name, _, release, err := n.at()
 	if err == syscall.ENOENT {
-		// No name leads to this inode any more (replaced or removed
-		// behind the kernel's back): ESTALE makes the kernel look the
-		// path up again and retry, as a local filesystem would see the
-		// new file, or ENOENT.
+		// No name leads to this inode any more: replaced or removed
+		// behind the kernel's back, or by a rename that raced this open.
+		// While it is open, open it again through that descriptor, as a
+		// local filesystem opens the inode its path walk found. Else
+		// ESTALE makes the kernel look the path up again and retry,
+		// and find the new file, or nothing.
+		if hfd := n.handleFD(); hfd >= 0 {
+			fd, err := openRegular(unix.AT_FDCWD, procPath(hfd), flags, &n.id)
+			unix.Close(hfd)
+			if err == nil {
+				return n.gate(ctx, fd, flags, &req.Header, resp, -1, "")
+			}
+		}
+		if fd, err := n.openOrphan(flags); err == nil {
+			return n.gate(ctx, fd, flags, &req.Header, resp, -1, "")
+		}
 		err = syscall.ESTALE
 	}
 	if err != nil {
@@ -44,8 +56,17 @@ func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 		release()
 		return nil, errno(err)
 	}
-	defer release() // the actions on a detection work in dirfd
-	return n.gate(ctx, fd, flags, &req.Header, resp, dirfd, name)
+	// The actions on a detection work in the directory: keep a copy of its
+	// descriptor, and let go of the node's own before the scan, which may
+	// take up to clamd.timeout.
+	qdir, err := unix.FcntlInt(uintptr(dirfd), unix.F_DUPFD_CLOEXEC, 0)
+	release()
+	if err != nil {
+		unix.Close(fd)
+		return nil, errno(err)
+	}
+	defer unix.Close(qdir)
+	return n.gate(ctx, fd, flags, &req.Header, resp, qdir, name)
 }
 
 // gate asks the gate about fd when the open can read, and wraps fd in a
@@ -134,7 +155,11 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 	defer release()
 	flags := backingFlags(req.Flags)
 	created := true
-	fd, err := unix.Openat(dirfd, req.Name, flags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, unixMode(req.Mode)&^setID)
+	var fd int
+	err = n.fsys.retryFull(func() (err error) {
+		fd, err = unix.Openat(dirfd, req.Name, flags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, unixMode(req.Mode)&^setID)
+		return err
+	})
 	if err == syscall.EEXIST && req.Flags&fuse.OpenFlags(unix.O_EXCL) == 0 {
 		// Made behind the kernel's back: open what is there, if it
 		// is a regular file (else the kernel looks it up and retries).
@@ -167,14 +192,19 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 }
 
 // openRegular opens name in dirfd with flags, never following a symlink
-// and never blocking: a FIFO swapped in behind the kernel's back would
+// (but for AT_FDCWD, then name is a descriptor's /proc link) and never
+// blocking: a FIFO swapped in behind the kernel's back would
 // block a plain open for reading until a writer came. It returns the
 // descriptor only if it is a regular file and, when want is not nil, the
 // inode want names, since the name may have changed after the caller
 // looked it up; otherwise ESTALE, on which the kernel looks the path up
 // again and retries once.
 func openRegular(dirfd int, name string, flags int, want *inoKey) (int, error) {
-	fd, err := unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	nofollow := unix.O_NOFOLLOW
+	if dirfd == unix.AT_FDCWD {
+		nofollow = 0 // name is a /proc/self/fd link to the very inode
+	}
+	fd, err := unix.Openat(dirfd, name, flags|nofollow|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
 	}

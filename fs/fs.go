@@ -53,6 +53,9 @@ type FS struct {
 	log   *slog.Logger
 	chown bool // running as root: give new entries to the caller
 
+	orphanMu sync.Mutex         // guards orphans; taken after Node.fdMu
+	orphans  map[*Node]struct{} // nodes keeping an orphan descriptor
+
 	treeMu sync.Mutex       // guards nodes and every Node.links
 	nodes  map[inoKey]*Node // live nodes by backing identity
 	rootN  *Node
@@ -185,6 +188,51 @@ func (f *FS) ownNew(dirfd int, name string, hdr *fuse.Header, mode uint32) error
 func ignoreEINTR(err error) error {
 	if err == syscall.EINTR {
 		return nil
+	}
+	return err
+}
+
+func (f *FS) addOrphan(n *Node) {
+	f.orphanMu.Lock()
+	defer f.orphanMu.Unlock()
+	if f.orphans == nil {
+		f.orphans = map[*Node]struct{}{}
+	}
+	f.orphans[n] = struct{}{}
+}
+
+func (f *FS) removeOrphan(n *Node) {
+	f.orphanMu.Lock()
+	defer f.orphanMu.Unlock()
+	delete(f.orphans, n)
+}
+
+// releaseOrphans closes every orphan descriptor, freeing the space of
+// files deleted through the mount a moment ago, and reports whether there
+// was any.
+func (f *FS) releaseOrphans() bool {
+	f.orphanMu.Lock()
+	nodes := make([]*Node, 0, len(f.orphans))
+	for n := range f.orphans {
+		nodes = append(nodes, n)
+	}
+	f.orphanMu.Unlock()
+	released := false
+	for _, n := range nodes {
+		if n.dropOrphan(-1) {
+			released = true
+		}
+	}
+	return released
+}
+
+// retryFull runs op, and once more after releasing orphan descriptors if
+// it ran out of space: a file just deleted through the mount must not
+// keep the space a writer needs.
+func (f *FS) retryFull(op func() error) error {
+	err := op()
+	if (err == syscall.ENOSPC || err == syscall.EDQUOT) && f.releaseOrphans() {
+		err = op()
 	}
 	return err
 }

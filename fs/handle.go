@@ -49,7 +49,11 @@ func (h *Handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.Rea
 
 // Write writes through to the backing file.
 func (h *Handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.WriteResponse) error {
-	k, err := unix.Pwrite(int(h.f.Fd()), req.Data, req.Offset)
+	var k int
+	err := h.node.fsys.retryFull(func() (err error) {
+		k, err = unix.Pwrite(int(h.f.Fd()), req.Data, req.Offset)
+		return err
+	})
 	if err != nil {
 		return errno(err)
 	}

@@ -34,10 +34,12 @@ type Node struct {
 
 	links map[link]struct{} // guarded by fsys.treeMu; nil for the root
 
-	fdMu      sync.RWMutex // guards fd, hasFD, forgotten; read-held while fd is in use
+	fdMu      sync.RWMutex // guards fd, hasFD, forgotten, orphan, hasOrphan; read-held while fd or orphan is in use
 	fd        int          // O_PATH descriptor of a directory node, when hasFD
 	hasFD     bool
 	forgotten bool
+	orphan    int // O_PATH descriptor of a file that lost its last name through the mount, when hasOrphan (see keepOrphan)
+	hasOrphan bool
 
 	hmu     sync.Mutex           // guards handles, writers, keepKey, keepOK
 	handles map[*Handle]struct{} // open file handles, for fstat and fsync
@@ -213,13 +215,102 @@ func (n *Node) stat() (unix.Stat_t, error) {
 		return st, nil
 	}
 	// Unlinked but still open: the open descriptor knows.
-	if h := n.anyHandle(); h != nil {
+	if fd := n.handleFD(); fd >= 0 {
 		var hst unix.Stat_t
-		if herr := unix.Fstat(int(h.f.Fd()), &hst); herr == nil {
+		herr := unix.Fstat(fd, &hst)
+		unix.Close(fd)
+		if herr == nil {
 			return hst, nil
 		}
 	}
+	n.fdMu.RLock()
+	defer n.fdMu.RUnlock()
+	if n.hasOrphan {
+		var ost unix.Stat_t
+		if oerr := unix.Fstat(n.orphan, &ost); oerr == nil {
+			return ost, nil
+		}
+	}
 	return st, err
+}
+
+// keepOrphan takes fd, an O_PATH descriptor of n's inode taken before an
+// unlink or a rename through the mount removed one of its names (-1 for
+// none), and keeps it if that was the inode's last name: an open or a
+// stat that the kernel resolved to n just before, racing the removal,
+// then still finds the inode, as on a local filesystem. The kernel
+// forgets an inode without links at once, and Forget closes the
+// descriptor; one that still has names elsewhere is not kept, so that
+// no descriptor pins the space of a file deleted later.
+func (n *Node) keepOrphan(fd int) {
+	if fd < 0 {
+		return
+	}
+	var st unix.Stat_t
+	linked := unix.Fstat(fd, &st) != nil || st.Nlink > 0
+	n.fsys.treeMu.Lock()
+	named := len(n.links) > 0
+	n.fsys.treeMu.Unlock()
+	n.fdMu.Lock()
+	defer n.fdMu.Unlock()
+	if linked || named || n.forgotten || n.hasOrphan {
+		unix.Close(fd)
+		return
+	}
+	n.orphan, n.hasOrphan = fd, true
+	n.fsys.addOrphan(n)
+	// Should the kernel keep the node (its idea of the link count may
+	// be stale), the deleted file's space is not held for longer; and a
+	// write that runs out of space first lets go of every orphan (see
+	// FS.releaseOrphans).
+	time.AfterFunc(orphanLife, func() { n.dropOrphan(fd) })
+}
+
+// dropOrphan closes the orphan descriptor fd if n still keeps it, and
+// reports whether it did.
+func (n *Node) dropOrphan(fd int) bool {
+	n.fdMu.Lock()
+	defer n.fdMu.Unlock()
+	if !n.hasOrphan || (fd >= 0 && n.orphan != fd) {
+		return false
+	}
+	unix.Close(n.orphan)
+	n.hasOrphan = false
+	n.fsys.removeOrphan(n)
+	return true
+}
+
+// orphanLife bounds how long keepOrphan keeps a descriptor: an open racing
+// an unlink is microseconds behind it.
+const orphanLife = 500 * time.Millisecond
+
+// openOrphan opens n's inode through the descriptor keepOrphan kept.
+func (n *Node) openOrphan(flags int) (int, error) {
+	n.fdMu.RLock()
+	defer n.fdMu.RUnlock()
+	if !n.hasOrphan {
+		return -1, syscall.ENOENT
+	}
+	return openRegular(unix.AT_FDCWD, procPath(n.orphan), flags, &n.id)
+}
+
+// victimFD returns an O_PATH descriptor of the regular file name in dirfd
+// if it is the inode st, before an unlink or rename removes that name
+// (see keepOrphan); -1 otherwise.
+func victimFD(dirfd int, name string, st *unix.Stat_t) int {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return -1
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	var got unix.Stat_t
+	if unix.Fstat(fd, &got) != nil || got.Dev != st.Dev || got.Ino != st.Ino {
+		unix.Close(fd)
+		return -1
+	}
+	return fd
 }
 
 // Attr fills a with the backing inode's attributes.
@@ -250,8 +341,11 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 	}
 	dirfd, name, st, release, err := n.at()
 	if err != nil {
-		if h := n.anyHandle(); h != nil && err == syscall.ENOENT {
-			return n.setattrFD(int(h.f.Fd()), req, resp)
+		if err == syscall.ENOENT {
+			if fd := n.handleFD(); fd >= 0 {
+				defer unix.Close(fd)
+				return n.setattrFD(fd, req, resp)
+			}
 		}
 		return errno(err)
 	}
@@ -417,6 +511,11 @@ func (n *Node) Forget() {
 		unix.Close(n.fd)
 		n.hasFD = false
 	}
+	if n.hasOrphan {
+		unix.Close(n.orphan)
+		n.hasOrphan = false
+		n.fsys.removeOrphan(n)
+	}
 	// A lookup racing this Forget may hand the node out again: it then
 	// works by path, without a cached descriptor.
 	n.forgotten = true
@@ -444,11 +543,12 @@ func (n *Node) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string,
 
 // Fsync flushes the inode to stable storage.
 func (n *Node) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
-	if h := n.anyHandle(); h != nil {
+	if fd := n.handleFD(); fd >= 0 {
+		defer unix.Close(fd)
 		if req.Flags&1 != 0 {
-			return errno(unix.Fdatasync(int(h.f.Fd())))
+			return errno(unix.Fdatasync(fd))
 		}
-		return errno(h.f.Sync())
+		return errno(unix.Fsync(fd))
 	}
 	dirfd, name, _, release, err := n.at()
 	if err != nil {
@@ -571,13 +671,29 @@ func (n *Node) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) er
 	return errno(unix.Lremovexattr(p, req.Name))
 }
 
-func (n *Node) anyHandle() *Handle {
+// handleFD returns a duplicate of the descriptor of an open handle of n,
+// of a writable one if there is one (an ftruncate of an unlinked file
+// needs it: the kernel sends it only for a descriptor open for writing),
+// or -1. The caller closes it. A handle's own descriptor must not be used
+// outside hmu: Release drops the handle under hmu, then closes it.
+func (n *Node) handleFD() int {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
+	var found *Handle
 	for h := range n.handles {
-		return h
+		found = h
+		if h.writable {
+			break
+		}
 	}
-	return nil
+	if found == nil {
+		return -1
+	}
+	fd, err := unix.FcntlInt(found.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
 }
 
 func (n *Node) addHandle(h *Handle) {
@@ -598,6 +714,9 @@ func (n *Node) dropHandle(h *Handle) (lastWriter bool) {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
 	delete(n.handles, h)
+	if len(n.handles) == 0 {
+		n.handles = nil // a node the kernel keeps costs no map while closed
+	}
 	if h.writable {
 		n.writers--
 		return n.writers == 0 && h.wrote.Load()

@@ -34,11 +34,11 @@ func TestPosixCompare(t *testing.T) {
 	mounttest.Require(t)
 	fsopBinary(t)
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "30s"}})
+	m := startChecked(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "30s"}})
 	// Files over 4 GiB are served unscanned by a mount of their own
 	// (max_size small, on_oversize = "allow"): scanning 4 GiB of holes
 	// would take minutes and say nothing about POSIX.
-	big := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf(`
+	big := startChecked(t, mounttest.Options{Config: fmt.Sprintf(`
 [clamd]
 address = %q
 timeout = "30s"
@@ -82,7 +82,7 @@ on_oversize = "allow"
 // library that lifts the limit shows up as a failure to update.
 func TestPosixCompareLimits(t *testing.T) {
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "30s"}})
+	m := startChecked(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "30s"}})
 	native := t.TempDir()
 	limits := []struct {
 		name string
@@ -161,6 +161,21 @@ func TestPosixCompareLimits(t *testing.T) {
 			t.Skipf("known limit: bazil.org/fuse lacks the FUSE opcode, the kernel answers %v on the mount (native: ok)", l.want)
 		})
 	}
+}
+
+// startChecked is mounttest.Start plus, after the teardown, a check that
+// the race-enabled clamfuse printed no data race report: it goes on
+// serving after one, so nothing else would notice.
+func startChecked(t *testing.T, opts mounttest.Options) *mounttest.Mount {
+	t.Helper()
+	var m *mounttest.Mount
+	t.Cleanup(func() { // registered first: runs after the teardown
+		if m != nil && len(m.Log.Lines("WARNING: DATA RACE")) > 0 {
+			t.Errorf("clamfuse reported a data race:\n%s", m.Log.String())
+		}
+	})
+	m = mounttest.Start(t, opts)
+	return m
 }
 
 type posixCase struct {
