@@ -37,7 +37,7 @@ EICAR_RE := EICAR-STANDARD[-]ANTIVIRUS
 # The commented example config: every key at its default.
 EXAMPLE := packaging/examples/clamfuse.toml.example
 
-.PHONY: build test fuzz check demo clean require-root
+.PHONY: build test fuzz soak check demo clean require-root
 
 build:
 	@echo "==> go build -o bin/clamfuse ./cmd/clamfuse (version $(VERSION))"
@@ -59,6 +59,13 @@ test: require-root
 	@echo "==> go test -race -count=1 -timeout 9m ./...$(if $(CI), (CI=$(CI): a skipped FUSE or clamd test fails),)"
 	$(GO) test -race -count=1 -timeout 9m ./...
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+# The long forms of the soak and the randomized differential exerciser
+# (make test runs short ones), then every fuzz target for a minute.
+soak: require-root
+	@echo "==> soak: CLAMFUSE_SOAK=1 go test -race -run 'Soak|FSX' ./test/ (30 s soak, 30 000 fsx operations)"
+	CLAMFUSE_SOAK=1 $(GO) test -race -count=1 -timeout 30m -run 'Soak|FSX' -v ./test/
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=60s
 
 # Lists "package FuzzName" for every fuzz target: go test -list prints the
 # names of a package before its "ok <package>" line.
