@@ -63,7 +63,7 @@ func CheckPaths(source, target string, log *slog.Logger) (string, string, error)
 	if err != nil {
 		return "", "", badInput("mountpoint %s: %v", target, err)
 	}
-	if fstype, ok := mountedAt(dst); ok && strings.HasPrefix(fstype, "fuse") {
+	if fstype, ok := MountedAt(dst); ok && strings.HasPrefix(fstype, "fuse") {
 		var st unix.Stat_t
 		if err := unix.Stat(dst, &st); err == syscall.ENOTCONN || err == syscall.ECONNABORTED {
 			if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil {
@@ -120,8 +120,9 @@ func within(p, dir string) bool {
 	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
-// mountedAt returns the filesystem type of the topmost mount at p.
-func mountedAt(p string) (string, bool) {
+// MountedAt returns the filesystem type of the topmost mount whose
+// mountpoint is p (absolute and clean), from /proc/self/mountinfo.
+func MountedAt(p string) (string, bool) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return "", false
@@ -247,4 +248,10 @@ func (m *Mounted) Wait(d time.Duration) error {
 	case <-time.After(d):
 		return fmt.Errorf("unmount %s: still serving after %v", m.Target, d)
 	}
+}
+
+// IsFuseMount reports whether p is the mountpoint of a FUSE mount.
+func IsFuseMount(p string) bool {
+	fstype, ok := MountedAt(p)
+	return ok && strings.HasPrefix(fstype, "fuse")
 }

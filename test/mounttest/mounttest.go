@@ -6,6 +6,8 @@
 package mounttest
 
 import (
+	cffs "github.com/clamfuse/clamfuse/fs"
+
 	"bufio"
 	"bytes"
 	"errors"
@@ -185,24 +187,7 @@ func must(t testing.TB, err error) {
 func (m *Mount) Mounted() bool { return IsFuseMount(m.Target) }
 
 // IsFuseMount reports whether p is the mountpoint of a FUSE mount.
-func IsFuseMount(p string) bool {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 7 || f[4] != p {
-			continue
-		}
-		for i, x := range f {
-			if x == "-" && i+1 < len(f) && strings.HasPrefix(f[i+1], "fuse") {
-				return true
-			}
-		}
-	}
-	return false
-}
+func IsFuseMount(p string) bool { return cffs.IsFuseMount(p) }
 
 // Path joins name to the mountpoint.
 func (m *Mount) Path(name string) string { return filepath.Join(m.Target, name) }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	cffs "github.com/clamfuse/clamfuse/fs"
+
 	"context"
 	"errors"
 	"fmt"
@@ -155,7 +157,7 @@ func startMount(cmd *exec.Cmd, target, logPath string, useFusermount bool) (*mou
 	go func() { m.exitErr = cmd.Wait(); close(m.exited) }()
 
 	deadline := time.Now().Add(mountTimeout)
-	for !isFuseMount(target) {
+	for !cffs.IsFuseMount(target) {
 		select {
 		case <-m.exited:
 			return nil, fmt.Errorf("%s exited before mounting (%v): %s", filepath.Base(cmd.Path), m.exitErr, tail(logPath))
@@ -198,7 +200,7 @@ func (m *mount) alive() bool {
 	case <-m.exited:
 		return false
 	default:
-		return isFuseMount(m.target)
+		return cffs.IsFuseMount(m.target)
 	}
 }
 
@@ -242,7 +244,7 @@ func (m *mount) teardown() error {
 				<-m.exited
 			}
 		}
-		if isFuseMount(m.target) {
+		if cffs.IsFuseMount(m.target) {
 			m.abort()
 			_ = unix.Unmount(m.target, unix.MNT_DETACH)
 		}
@@ -252,7 +254,7 @@ func (m *mount) teardown() error {
 
 // clearStaleMount detaches FUSE mounts left on p by a killed run.
 func clearStaleMount(p string) {
-	for i := 0; i < 10 && isFuseMount(p); i++ {
+	for i := 0; i < 10 && cffs.IsFuseMount(p); i++ {
 		logf("detaching a stale FUSE mount on %s", p)
 		var st unix.Stat_t
 		if statWithin(p, &st, time.Second) == nil {
@@ -260,45 +262,6 @@ func clearStaleMount(p string) {
 		}
 		_ = unix.Unmount(p, unix.MNT_DETACH)
 	}
-}
-
-// isFuseMount reports whether p is the mountpoint of a FUSE mount.
-func isFuseMount(p string) bool {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		// id parent major:minor root mountpoint options [optional...] - fstype ...
-		f := strings.Fields(line)
-		if len(f) < 7 || unescapeOctal(f[4]) != p {
-			continue
-		}
-		for i, x := range f {
-			if x == "-" && i+1 < len(f) && strings.HasPrefix(f[i+1], "fuse") {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // ensureFusectl mounts fusectl if it is not mounted.
