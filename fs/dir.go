@@ -264,12 +264,12 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.No
 	}
 	if src != nil {
 		n.fsys.treeMu.Lock()
-		if src.links != nil {
-			delete(src.links, link{n, req.OldName})
+		if !src.isRoot() {
+			src.links.remove(link{n, req.OldName})
 			if src.typ == unix.S_IFDIR {
-				clear(src.links)
+				src.links.reset()
 			}
-			src.links[link{nd, req.NewName}] = struct{}{}
+			src.links.add(link{nd, req.NewName})
 		}
 		n.fsys.treeMu.Unlock()
 	}

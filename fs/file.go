@@ -127,7 +127,7 @@ func (n *Node) dropKeepCache() {
 func (n *Node) excluded() bool {
 	n.fsys.treeMu.Lock()
 	var paths []string
-	for l := range n.links {
+	for _, l := range n.links {
 		if p, ok := l.parent.relPathLocked(); ok {
 			paths = append(paths, path.Join(p, l.name))
 		}

@@ -118,14 +118,14 @@ func (f *FS) node(st *unix.Stat_t, parent *Node, name string) *Node {
 	if !ok || n.typ != typ {
 		// New, or the inode number now names an entry of another type:
 		// the kernel must see a new node.
-		n = &Node{fsys: f, id: k, typ: typ, links: map[link]struct{}{}}
+		n = &Node{fsys: f, id: k, typ: typ}
 		f.nodes[k] = n
 	}
 	if typ == unix.S_IFDIR {
 		// A directory has exactly one name.
-		clear(n.links)
+		n.links.reset()
 	}
-	n.links[link{parent, name}] = struct{}{}
+	n.links.add(link{parent, name})
 	return n
 }
 

@@ -21,6 +21,37 @@ type link struct {
 	name   string
 }
 
+// linkSet is the names of a node: almost always one (more for hard
+// links), so a slice costs far less than a map per node.
+type linkSet []link
+
+func (s *linkSet) add(l link) {
+	for _, x := range *s {
+		if x == l {
+			return
+		}
+	}
+	*s = append(*s, l)
+}
+
+func (s *linkSet) remove(l link) {
+	for i, x := range *s {
+		if x == l {
+			last := len(*s) - 1
+			(*s)[i] = (*s)[last]
+			(*s)[last] = link{} // drop the parent pointer
+			*s = (*s)[:last]
+			return
+		}
+	}
+}
+
+// reset forgets every name.
+func (s *linkSet) reset() {
+	clear(*s)
+	*s = (*s)[:0]
+}
+
 // Node is one backing inode (file, directory, symlink or special file) as
 // the kernel knows it. It holds no descriptor: each operation resolves one
 // of the node's names beneath the root and checks the inode it finds.
@@ -32,7 +63,7 @@ type Node struct {
 	id   inoKey
 	typ  uint32 // S_IFMT bits
 
-	links map[link]struct{} // guarded by fsys.treeMu; nil for the root
+	links linkSet // guarded by fsys.treeMu; empty for the root
 
 	fdMu      sync.RWMutex // guards fd, hasFD, forgotten, orphan, hasOrphan; read-held while fd or orphan is in use
 	fd        int          // O_PATH descriptor of a directory node, when hasFD
@@ -77,7 +108,7 @@ func (n *Node) relPathLocked() (string, bool) {
 	if n.isRoot() {
 		return "", true
 	}
-	for l := range n.links {
+	for _, l := range n.links {
 		p, ok := l.parent.relPathLocked()
 		if ok {
 			return path.Join(p, l.name), true
@@ -97,15 +128,15 @@ func (n *Node) RelPath() string {
 func (n *Node) addLink(parent *Node, name string) {
 	n.fsys.treeMu.Lock()
 	defer n.fsys.treeMu.Unlock()
-	if n.links != nil {
-		n.links[link{parent, name}] = struct{}{}
+	if !n.isRoot() {
+		n.links.add(link{parent, name})
 	}
 }
 
 func (n *Node) dropLink(parent *Node, name string) {
 	n.fsys.treeMu.Lock()
 	defer n.fsys.treeMu.Unlock()
-	delete(n.links, link{parent, name})
+	n.links.remove(link{parent, name})
 }
 
 // dirFD opens the directory n beneath the root (O_PATH unless flags say
@@ -179,9 +210,8 @@ func (n *Node) at() (dirfd int, name string, st unix.Stat_t, release func(), err
 		n.fsys.treeMu.Lock()
 		var l link
 		found := false
-		for cand := range n.links {
-			l, found = cand, true
-			break
+		if len(n.links) > 0 {
+			l, found = n.links[0], true
 		}
 		n.fsys.treeMu.Unlock()
 		if !found {
