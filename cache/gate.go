@@ -170,11 +170,11 @@ func (g *Gate) check(ctx context.Context, f *os.File) Decision {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return g.onError(fmt.Errorf("fstat: %w", err))
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size == 0 {
+	switch g.judge(&st) {
+	case nothingToScan:
 		return Decision{Allow: true, Reason: ReasonEmpty}
-	}
-	if maxSize := g.pol().MaxSize; st.Size > maxSize && maxSize > 0 {
-		return g.onOversize(fmt.Errorf("%d bytes is over max_size %d", st.Size, maxSize))
+	case tooLarge:
+		return g.onOversize(fmt.Errorf("%d bytes is over max_size %d", st.Size, g.pol().MaxSize))
 	}
 	key := g.keyOf(&st)
 	if v, ok := g.lru.Get(key); ok {
@@ -304,8 +304,7 @@ func (g *Gate) Prescan(f *os.File, who Opener) {
 		defer g.prescans.Add(-1)
 		defer src.Close()
 		var st unix.Stat_t
-		if err := unix.Fstat(int(src.Fd()), &st); err != nil || st.Size == 0 ||
-			st.Mode&unix.S_IFMT != unix.S_IFREG || (g.pol().MaxSize > 0 && st.Size > g.pol().MaxSize) {
+		if err := unix.Fstat(int(src.Fd()), &st); err != nil || g.judge(&st) != toScan {
 			return
 		}
 		key := g.keyOf(&st)
@@ -322,6 +321,25 @@ func (g *Gate) Prescan(f *os.File, who Opener) {
 				"pid", who.Pid, "uid", who.Uid, "clamd", vd.Backend)
 		}
 	}()
+}
+
+// What a file state asks of the gate.
+const (
+	toScan        = iota
+	nothingToScan // not a regular file, or empty
+	tooLarge      // over max_size: not streamed
+)
+
+// judge says whether st holds bytes to scan: the one rule for opens
+// (check) and for scans after a write (Prescan).
+func (g *Gate) judge(st *unix.Stat_t) int {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size == 0 {
+		return nothingToScan
+	}
+	if maxSize := g.pol().MaxSize; maxSize > 0 && st.Size > maxSize {
+		return tooLarge
+	}
+	return toScan
 }
 
 func (g *Gate) onOversize(err error) Decision {
