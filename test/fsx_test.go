@@ -338,7 +338,7 @@ func fsxDescribe(p string) string {
 	if err := unix.Lstat(p, &st); err != nil {
 		return errnoName(err)
 	}
-	s := fmt.Sprintf("%s %04o nlink=%d", typeName(st.Mode), st.Mode&0o7777, st.Nlink)
+	s := fmt.Sprintf("%s %04o nlink=%d", mounttest.TypeName(st.Mode), st.Mode&0o7777, st.Nlink)
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		s += fmt.Sprintf(" size=%d", st.Size)
@@ -442,7 +442,7 @@ func (x *fsx) compareTree(i int, allContents bool) {
 				lists[w] = append(lists[w], fmt.Sprintf("%s: %s", rel, errnoName(err)))
 				return nil
 			}
-			line := fmt.Sprintf("%s %s %04o nlink=%d", rel, typeName(st.Mode), st.Mode&0o7777, st.Nlink)
+			line := fmt.Sprintf("%s %s %04o nlink=%d", rel, mounttest.TypeName(st.Mode), st.Mode&0o7777, st.Nlink)
 			switch st.Mode & unix.S_IFMT {
 			case unix.S_IFREG:
 				line += fmt.Sprintf(" size=%d", st.Size)

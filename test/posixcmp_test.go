@@ -226,31 +226,11 @@ func statLine(p string) string {
 	if err := unix.Lstat(p, &st); err != nil {
 		return errnoName(err)
 	}
-	s := fmt.Sprintf("%s %04o nlink=%d size=%d uid=%d gid=%d", typeName(st.Mode), st.Mode&0o7777, st.Nlink, st.Size, st.Uid, st.Gid)
+	s := fmt.Sprintf("%s %04o nlink=%d size=%d uid=%d gid=%d", mounttest.TypeName(st.Mode), st.Mode&0o7777, st.Nlink, st.Size, st.Uid, st.Gid)
 	if t := st.Mode & unix.S_IFMT; t == unix.S_IFCHR || t == unix.S_IFBLK {
 		s += fmt.Sprintf(" rdev=%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
 	}
 	return s
-}
-
-func typeName(m uint32) string {
-	switch m & unix.S_IFMT {
-	case unix.S_IFREG:
-		return "reg"
-	case unix.S_IFDIR:
-		return "dir"
-	case unix.S_IFLNK:
-		return "lnk"
-	case unix.S_IFIFO:
-		return "fifo"
-	case unix.S_IFSOCK:
-		return "sock"
-	case unix.S_IFCHR:
-		return "chr"
-	case unix.S_IFBLK:
-		return "blk"
-	}
-	return "?"
 }
 
 // content describes the bytes of a file: short ones verbatim, long ones

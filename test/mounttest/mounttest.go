@@ -395,3 +395,25 @@ func MountedBy(p string) bool {
 	}
 	return false
 }
+
+// TypeName names the file type in a stat mode ("reg", "dir", "lnk",
+// "fifo", "sock", "chr", "blk"), for comparing trees in tests.
+func TypeName(m uint32) string {
+	switch m & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "reg"
+	case unix.S_IFDIR:
+		return "dir"
+	case unix.S_IFLNK:
+		return "lnk"
+	case unix.S_IFIFO:
+		return "fifo"
+	case unix.S_IFSOCK:
+		return "sock"
+	case unix.S_IFCHR:
+		return "chr"
+	case unix.S_IFBLK:
+		return "blk"
+	}
+	return "?"
+}

@@ -49,6 +49,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/test/mounttest"
 )
 
 func main() {
@@ -206,7 +208,7 @@ func run(op string, a []string) (string, error) {
 			return "", err
 		}
 		return fmt.Sprintf("type=%s mode=%04o uid=%d gid=%d nlink=%d size=%d",
-			typeName(st.Mode), st.Mode&0o7777, st.Uid, st.Gid, st.Nlink, st.Size), nil
+			mounttest.TypeName(st.Mode), st.Mode&0o7777, st.Uid, st.Gid, st.Nlink, st.Size), nil
 	case "flock", "flock-sh":
 		nargs(a, 1)
 		fd, err := unix.Open(a[0], unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -257,24 +259,4 @@ func readAll(p string) ([]byte, error) {
 	f := os.NewFile(uintptr(fd), p)
 	defer f.Close()
 	return io.ReadAll(f)
-}
-
-func typeName(m uint32) string {
-	switch m & unix.S_IFMT {
-	case unix.S_IFREG:
-		return "reg"
-	case unix.S_IFDIR:
-		return "dir"
-	case unix.S_IFLNK:
-		return "lnk"
-	case unix.S_IFIFO:
-		return "fifo"
-	case unix.S_IFSOCK:
-		return "sock"
-	case unix.S_IFCHR:
-		return "chr"
-	case unix.S_IFBLK:
-		return "blk"
-	}
-	return "?"
 }
