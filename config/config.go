@@ -58,6 +58,11 @@ type Clamd struct {
 	// cached (clamd may still be loading the new database), after which
 	// the cache is invalidated once more. Longer than clamd takes to reload.
 	ReloadWindow Duration `toml:"reload_window"`
+	// Transport is how file contents reach clamd: "instream" streams them
+	// over the connection; "fildes" passes the open descriptor over a unix
+	// socket and clamd reads the file itself (clamd on this machine only);
+	// "auto" is fildes for unix-socket addresses, instream for TCP.
+	Transport string `toml:"transport"`
 }
 
 // Scan is the scanning policy.
@@ -66,6 +71,10 @@ type Scan struct {
 	OnOversize string   `toml:"on_oversize"` // "deny" or "allow"
 	OnError    string   `toml:"on_error"`    // "deny" or "allow"
 	Exclude    []string `toml:"exclude"`     // path.Match globs; see IsExcluded
+	// Prewarm walks the tree once at mount time, one file at a time and
+	// only while no open waits for a scan, and caches the verdicts, so
+	// that first opens find them.
+	Prewarm bool `toml:"prewarm"`
 }
 
 // Cache bounds the verdict cache.
@@ -109,6 +118,7 @@ func Default() Config {
 			MaxConcurrent: 4,
 			CheckInterval: Duration(10 * time.Second),
 			ReloadWindow:  Duration(60 * time.Second),
+			Transport:     "auto",
 		},
 		Scan: Scan{
 			MaxSize:    100 << 20,
@@ -205,12 +215,14 @@ var schema = map[string]kind{
 	"clamd.check_interval": kindDuration,
 	"clamd.database_dir":   kindString,
 	"clamd.reload_window":  kindDuration,
+	"clamd.transport":      kindString,
 
 	"scan":             kindTable,
 	"scan.max_size":    kindSize,
 	"scan.on_oversize": kindString,
 	"scan.on_error":    kindString,
 	"scan.exclude":     kindStrings,
+	"scan.prewarm":     kindBool,
 
 	"cache":             kindTable,
 	"cache.max_entries": kindInt,

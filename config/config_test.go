@@ -34,8 +34,8 @@ func TestLoadGood(t *testing.T) {
 		{"good.toml", Config{
 			Mount: Mount{Source: "/srv/incoming", Target: "/mnt/incoming", AllowOther: true, ReadOnly: true, AttrTimeout: Duration(2 * time.Second)},
 			Clamd: Clamd{Address: Addresses{"tcp://127.0.0.1:3310", "unix:/run/clamav/clamd.ctl"}, Timeout: Duration(90 * time.Second), MaxConcurrent: 8,
-				CheckInterval: Duration(5 * time.Second), DatabaseDir: "/var/lib/clamav", ReloadWindow: Duration(2 * time.Minute)},
-			Scan:  Scan{MaxSize: 2 << 30, OnOversize: "allow", OnError: "allow", Exclude: []string{"*.iso", "tmp/*", "[Tt]humbs.db"}},
+				CheckInterval: Duration(5 * time.Second), DatabaseDir: "/var/lib/clamav", ReloadWindow: Duration(2 * time.Minute), Transport: "instream"},
+			Scan:  Scan{MaxSize: 2 << 30, OnOversize: "allow", OnError: "allow", Exclude: []string{"*.iso", "tmp/*", "[Tt]humbs.db"}, Prewarm: true},
 			Cache: Cache{MaxEntries: 5000, TTL: Duration(90 * time.Minute)},
 			Actions: Actions{QuarantineDir: "/var/lib/clamfuse/quarantine",
 				OnInfected:        []string{"/usr/local/bin/notify-admin", "--severity", "high"},
@@ -399,6 +399,17 @@ func TestValidate(t *testing.T) {
 		{"reload_window 0", func(c *Config) { c.Clamd.ReloadWindow = 0 }, ""},
 		{"reload_window negative", func(c *Config) { c.Clamd.ReloadWindow = Duration(-time.Second) },
 			`clamd.reload_window: must be between 0s and 1h, got -1s`},
+		{"transport fildes, unix sockets", func(c *Config) {
+			c.Clamd.Transport = "fildes"
+			c.Clamd.Address = Addresses{"/a.sock", "unix:/b.sock"}
+		}, ""},
+		{"transport fildes, tcp", func(c *Config) {
+			c.Clamd.Transport = "fildes"
+			c.Clamd.Address = Addresses{"/a.sock", "tcp://h:3310"}
+		}, `clamd.transport: "fildes" needs unix-socket addresses (clamd on this machine), but "tcp://h:3310" is not one; use "auto" or "instream"`},
+		{"transport auto, tcp", func(c *Config) { c.Clamd.Transport = "auto"; c.Clamd.Address = Addresses{"tcp://h:3310"} }, ""},
+		{"transport unknown", func(c *Config) { c.Clamd.Transport = "FILDES" },
+			`clamd.transport: must be one of "auto", "instream" or "fildes", got "FILDES"`},
 		{"relative quarantine_dir", func(c *Config) { c.Actions.QuarantineDir = "q" },
 			`actions.quarantine_dir: must be an absolute path, got "q"`},
 		{"on_infected relative", func(c *Config) { c.Actions.OnInfected = []string{"notify", "x"} },

@@ -78,6 +78,16 @@ func (c Config) Validate() error {
 	if d := c.Clamd.ReloadWindow; d < 0 || d > Duration(maxTimeout) {
 		return fieldErrorf("clamd.reload_window", "must be between 0s and %v, got %v", Duration(maxTimeout), d)
 	}
+	if err := oneOf("clamd.transport", c.Clamd.Transport, "auto", "instream", "fildes"); err != nil {
+		return err
+	}
+	if c.Clamd.Transport == "fildes" {
+		for _, a := range c.Clamd.Address {
+			if network, _, _ := ParseAddress(a); network != "unix" {
+				return fieldErrorf("clamd.transport", `"fildes" needs unix-socket addresses (clamd on this machine), but %q is not one; use "auto" or "instream"`, a)
+			}
+		}
+	}
 
 	if c.Scan.MaxSize < 1 {
 		return fieldErrorf("scan.max_size", "must be at least 1, got %d", int64(c.Scan.MaxSize))
