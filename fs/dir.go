@@ -5,15 +5,16 @@ import (
 	"syscall"
 
 	"bazil.org/fuse"
-	"bazil.org/fuse/fs"
 	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
 // Directory operations. Each resolves the directory beneath the root and
 // acts on one name in it with an *at call that does not follow symlinks.
 
 // Lookup finds name in the directory n.
-func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fs.Node, error) {
+func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fusefs.Node, error) {
 	dirfd, release, err := n.dirFD(unix.O_PATH)
 	if err != nil {
 		return nil, errno(err)
@@ -48,7 +49,7 @@ func (n *Node) writable() error {
 }
 
 // Mkdir creates a directory owned by the caller.
-func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fs.Node, error) {
+func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fusefs.Node, error) {
 	if err := n.writable(); err != nil {
 		return nil, errno(err)
 	}
@@ -72,7 +73,7 @@ func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fs.Node, erro
 }
 
 // Mknod creates a FIFO, socket or device node owned by the caller.
-func (n *Node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fs.Node, error) {
+func (n *Node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fusefs.Node, error) {
 	if err := n.writable(); err != nil {
 		return nil, errno(err)
 	}
@@ -96,7 +97,7 @@ func (n *Node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fs.Node, erro
 }
 
 // Symlink creates a symlink owned by the caller.
-func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fs.Node, error) {
+func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fusefs.Node, error) {
 	if err := n.writable(); err != nil {
 		return nil, errno(err)
 	}
@@ -120,7 +121,7 @@ func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fs.Node, 
 }
 
 // Link makes a new name for the node old in the directory n.
-func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fs.Node) (fs.Node, error) {
+func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fusefs.Node) (fusefs.Node, error) {
 	if err := n.writable(); err != nil {
 		return nil, errno(err)
 	}
@@ -203,7 +204,7 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 }
 
 // Rename moves a name, replacing an existing target as rename(2) does.
-func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fs.Node) error {
+func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusefs.Node) error {
 	if err := n.writable(); err != nil {
 		return errno(err)
 	}
@@ -298,8 +299,8 @@ type dirHandle struct {
 }
 
 var (
-	_ fs.HandleReadDirAller = (*dirHandle)(nil)
-	_ fs.HandleReleaser     = (*dirHandle)(nil)
+	_ fusefs.HandleReadDirAller = (*dirHandle)(nil)
+	_ fusefs.HandleReleaser     = (*dirHandle)(nil)
 )
 
 func (d *dirHandle) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {

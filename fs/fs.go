@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"bazil.org/fuse"
-	"bazil.org/fuse/fs"
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/cache"
+	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
 // Gate decides opens; *cache.Gate is one.
@@ -62,8 +62,8 @@ type FS struct {
 }
 
 var (
-	_ fs.FS         = (*FS)(nil)
-	_ fs.FSStatfser = (*FS)(nil)
+	_ fusefs.FS         = (*FS)(nil)
+	_ fusefs.FSStatfser = (*FS)(nil)
 )
 
 // New returns a filesystem serving the directory open at rootFD, which it
@@ -85,7 +85,7 @@ func New(rootFD int, opts Options) (*FS, error) {
 }
 
 // Root is the backing root.
-func (f *FS) Root() (fs.Node, error) { return f.rootN, nil }
+func (f *FS) Root() (fusefs.Node, error) { return f.rootN, nil }
 
 // Statfs reports the backing filesystem.
 func (f *FS) Statfs(ctx context.Context, req *fuse.StatfsRequest, resp *fuse.StatfsResponse) error {

@@ -8,10 +8,10 @@ import (
 	"syscall"
 
 	"bazil.org/fuse"
-	"bazil.org/fuse/fs"
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/cache"
+	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
 // Handle is an open file: reads and writes go to the descriptor the gate
@@ -25,11 +25,11 @@ type Handle struct {
 }
 
 var (
-	_ fs.HandleReader     = (*Handle)(nil)
-	_ fs.HandleWriter     = (*Handle)(nil)
-	_ fs.HandleReleaser   = (*Handle)(nil)
-	_ fs.HandleFlusher    = (*Handle)(nil)
-	_ fs.HandleFAllocater = (*Handle)(nil)
+	_ fusefs.HandleReader     = (*Handle)(nil)
+	_ fusefs.HandleWriter     = (*Handle)(nil)
+	_ fusefs.HandleReleaser   = (*Handle)(nil)
+	_ fusefs.HandleFlusher    = (*Handle)(nil)
+	_ fusefs.HandleFAllocater = (*Handle)(nil)
 )
 
 // Read reads from the judged descriptor.

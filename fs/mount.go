@@ -9,12 +9,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"bazil.org/fuse"
-	"bazil.org/fuse/fs"
 	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
 // ErrBadInput marks errors in what the user asked for (paths), as opposed
@@ -34,9 +36,12 @@ type MountOptions struct {
 type Mounted struct {
 	Target string
 	conn   *fuse.Conn
-	rootFD int
+	fsys   *FS
 	log    *slog.Logger
 	done   chan error
+
+	rootMu sync.Mutex // guards rootFD, closed once serving ends
+	rootFD int        // the backing root; -1 once closed
 }
 
 // inputError is an error in what the user asked for. It matches
@@ -204,15 +209,33 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		unix.Close(rootFD)
 		return nil, fmt.Errorf("mount %s: %v", opts.Target, err)
 	}
-	m := &Mounted{Target: opts.Target, conn: conn, rootFD: rootFD, log: log, done: make(chan error, 1)}
-	srv := fs.New(conn, nil)
+	m := &Mounted{Target: opts.Target, conn: conn, fsys: fsys, rootFD: rootFD, log: log, done: make(chan error, 1)}
+	srv := fusefs.New(conn, nil)
 	go func() {
 		err := srv.Serve(fsys)
 		conn.Close()
-		unix.Close(rootFD)
+		m.closeRoot()
 		m.done <- err
 	}()
 	return m, nil
+}
+
+func (m *Mounted) closeRoot() {
+	m.rootMu.Lock()
+	defer m.rootMu.Unlock()
+	unix.Close(m.rootFD)
+	m.rootFD = -1
+}
+
+// dupRoot returns a descriptor of the backing root that the caller owns,
+// for work beside the mount (Prewarm); it fails once serving has ended.
+func (m *Mounted) dupRoot() (int, error) {
+	m.rootMu.Lock()
+	defer m.rootMu.Unlock()
+	if m.rootFD < 0 {
+		return -1, syscall.EBADF
+	}
+	return unix.FcntlInt(uintptr(m.rootFD), unix.F_DUPFD_CLOEXEC, 0)
 }
 
 // Done yields the result of serving once the mount is gone.

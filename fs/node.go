@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"bazil.org/fuse"
-	"bazil.org/fuse/fs"
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/cache"
+	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
 // link is one name of a node: name in the directory parent.
@@ -80,25 +80,25 @@ type Node struct {
 }
 
 var (
-	_ fs.Node                = (*Node)(nil)
-	_ fs.NodeGetattrer       = (*Node)(nil)
-	_ fs.NodeSetattrer       = (*Node)(nil)
-	_ fs.NodeForgetter       = (*Node)(nil)
-	_ fs.NodeReadlinker      = (*Node)(nil)
-	_ fs.NodeFsyncer         = (*Node)(nil)
-	_ fs.NodeGetxattrer      = (*Node)(nil)
-	_ fs.NodeListxattrer     = (*Node)(nil)
-	_ fs.NodeSetxattrer      = (*Node)(nil)
-	_ fs.NodeRemovexattrer   = (*Node)(nil)
-	_ fs.NodeOpener          = (*Node)(nil)
-	_ fs.NodeRequestLookuper = (*Node)(nil)
-	_ fs.NodeCreater         = (*Node)(nil)
-	_ fs.NodeMkdirer         = (*Node)(nil)
-	_ fs.NodeRemover         = (*Node)(nil)
-	_ fs.NodeRenamer         = (*Node)(nil)
-	_ fs.NodeSymlinker       = (*Node)(nil)
-	_ fs.NodeLinker          = (*Node)(nil)
-	_ fs.NodeMknoder         = (*Node)(nil)
+	_ fusefs.Node                = (*Node)(nil)
+	_ fusefs.NodeGetattrer       = (*Node)(nil)
+	_ fusefs.NodeSetattrer       = (*Node)(nil)
+	_ fusefs.NodeForgetter       = (*Node)(nil)
+	_ fusefs.NodeReadlinker      = (*Node)(nil)
+	_ fusefs.NodeFsyncer         = (*Node)(nil)
+	_ fusefs.NodeGetxattrer      = (*Node)(nil)
+	_ fusefs.NodeListxattrer     = (*Node)(nil)
+	_ fusefs.NodeSetxattrer      = (*Node)(nil)
+	_ fusefs.NodeRemovexattrer   = (*Node)(nil)
+	_ fusefs.NodeOpener          = (*Node)(nil)
+	_ fusefs.NodeRequestLookuper = (*Node)(nil)
+	_ fusefs.NodeCreater         = (*Node)(nil)
+	_ fusefs.NodeMkdirer         = (*Node)(nil)
+	_ fusefs.NodeRemover         = (*Node)(nil)
+	_ fusefs.NodeRenamer         = (*Node)(nil)
+	_ fusefs.NodeSymlinker       = (*Node)(nil)
+	_ fusefs.NodeLinker          = (*Node)(nil)
+	_ fusefs.NodeMknoder         = (*Node)(nil)
 )
 
 func (n *Node) isRoot() bool { return n == n.fsys.rootN }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -102,7 +103,7 @@ func TestClamdNeverAnswers(t *testing.T) {
 		{"never reads, never replies", false, 8 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := silentClamd(t, tc.reads)
+			addr, _ := silentClamd(t, tc.reads)
 			m := startMount(t, mounttest.Options{Args: []string{"--clamd", addr, "--timeout", "1s"}})
 			for i := range 8 {
 				putFile(t, m.Backing(fmt.Sprintf("f%d", i)), pseudoRandom(tc.size, uint64(150+i)))
@@ -156,8 +157,10 @@ func TestClamdNeverAnswers(t *testing.T) {
 
 // silentClamd listens on a unix socket, accepts every connection and never
 // answers; with reads it drains what it is sent, else it reads nothing.
-// It returns the address for --clamd.
-func silentClamd(t *testing.T, reads bool) string {
+// It returns the address for --clamd, and hangup, which closes every
+// connection accepted so far and every later one at once (scans then fail
+// rather than wait).
+func silentClamd(t *testing.T, reads bool) (addr string, hangup func()) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "silentclamd") // short: sun_path is 108 bytes
 	mustOK(t, err)
@@ -167,6 +170,7 @@ func silentClamd(t *testing.T, reads bool) string {
 	mustOK(t, err)
 	var mu sync.Mutex
 	var conns []net.Conn
+	hungUp := false
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -175,6 +179,11 @@ func silentClamd(t *testing.T, reads bool) string {
 				return
 			}
 			mu.Lock()
+			if hungUp {
+				c.Close()
+				mu.Unlock()
+				continue
+			}
 			conns = append(conns, c)
 			mu.Unlock()
 			if reads {
@@ -182,16 +191,78 @@ func silentClamd(t *testing.T, reads bool) string {
 			}
 		}
 	})
-	t.Cleanup(func() {
-		ln.Close()
+	hangup = func() {
 		mu.Lock()
+		defer mu.Unlock()
+		hungUp = true
 		for _, c := range conns {
 			c.Close()
 		}
-		mu.Unlock()
+	}
+	t.Cleanup(func() {
+		ln.Close()
+		hangup()
 		wg.Wait()
 	})
-	return "unix:" + sock
+	return "unix:" + sock, hangup
+}
+
+// TestBlockedOpensDoNotStallTheMount: many more opens waiting for a scan
+// than the server has request readers (fs/internal/fusefs) leave every
+// other operation working, and all of them are answered once clamd goes.
+func TestBlockedOpensDoNotStallTheMount(t *testing.T) {
+	mounttest.Require(t)
+	addr, hangup := silentClamd(t, true)
+	m := startMount(t, mounttest.Options{Args: []string{"--clamd", addr, "--timeout", "5m"}})
+	const blocked = 40 // > fusefs.maxReaders (16)
+	for i := range blocked {
+		putFile(t, m.Backing(fmt.Sprintf("f%d", i)), pseudoRandom(4<<10, uint64(300+i)))
+	}
+	putFile(t, m.Backing("empty"), nil)
+
+	var done atomic.Int32
+	errs := make([]error, blocked)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() {
+			_, errs[i] = os.ReadFile(m.Path(fmt.Sprintf("f%d", i)))
+			done.Add(1)
+		})
+	}
+	// Wait until all of them reached the server: 4 scans in flight (the
+	// default max_concurrent) and the rest queued behind them.
+	m.Within(t, denyBound, "40 opens reaching the server", func() {
+		for m.Waiting() < blocked && done.Load() == 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	if n := m.Waiting(); n < blocked {
+		t.Fatalf("fusectl waiting = %d, want at least %d open requests pending", n, blocked)
+	}
+
+	m.Within(t, denyBound, "other operations while 40 opens wait for clamd", func() {
+		if ents, err := os.ReadDir(m.Target); err != nil || len(ents) != blocked+1 {
+			t.Errorf("readdir: %d entries, %v; want %d", len(ents), err, blocked+1)
+		}
+		if b, err := os.ReadFile(m.Path("empty")); err != nil || len(b) != 0 {
+			t.Errorf("read of an empty file (nothing to scan): %q, %v", b, err)
+		}
+		if err := os.WriteFile(m.Path("new"), []byte("still writable"), 0o644); err != nil {
+			t.Errorf("write: %v", err)
+		}
+	})
+	if n := done.Load(); n != 0 {
+		t.Fatalf("%d of the %d opens returned before clamd hung up (timeout 5m)", n, blocked)
+	}
+
+	hangup()
+	m.Within(t, denyBound, "the 40 opens after clamd hung up", wg.Wait)
+	for i, err := range errs {
+		if !errors.Is(err, syscall.EACCES) {
+			t.Errorf("open %d: %v, want EACCES", i, err)
+		}
+	}
+	wantSame(t, "backing of a file written meanwhile", slurp(t, m.Backing("new")), []byte("still writable"))
 }
 
 // TestStopUnmounts: clamfuse ends with exit code 0 and leaves no mount

@@ -226,6 +226,23 @@ func (m *Mount) Abort() {
 	}
 }
 
+// Waiting is the number of this mount's FUSE requests the server has not
+// answered yet (fusectl's waiting), or -1 if it cannot be read.
+func (m *Mount) Waiting() int {
+	if m.conn < 0 {
+		return -1
+	}
+	b, err := os.ReadFile(filepath.Join(fusectl, strconv.Itoa(m.conn), "waiting"))
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
 // Teardown stops clamfuse and makes sure nothing stays mounted: SIGTERM,
 // then abort and lazy unmount if it does not go away.
 func (m *Mount) Teardown() {
