@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -141,11 +140,11 @@ type invalidatingScanner struct {
 	scans atomic.Int32
 }
 
-func (s *invalidatingScanner) Scan(ctx context.Context, r io.Reader) (clamav.Result, error) {
+func (s *invalidatingScanner) ScanFile(ctx context.Context, f *os.File, size int64) (clamav.Result, error) {
 	if s.scans.Add(1) == 1 {
 		s.g.Load().Invalidate(0)
 	}
-	return s.Scanner.Scan(ctx, r)
+	return s.Scanner.ScanFile(ctx, f, size)
 }
 
 // TestGateDatabaseChangesDuringScan: a verdict from a scan during which

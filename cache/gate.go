@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -17,9 +16,13 @@ import (
 	"github.com/clamfuse/clamfuse/clamav"
 )
 
-// Scanner judges a stream of bytes; *clamav.Client is one.
+// Scanner judges an open file; *clamav.Pool and *clamav.Client are ones.
 type Scanner interface {
-	Scan(ctx context.Context, r io.Reader) (clamav.Result, error)
+	// ScanFile judges f, whose size the caller saw (fstat) as size: the
+	// first size bytes streamed, or f itself passed to clamd, which then
+	// reads it as it is (see clamav.Client.ScanFile). Either way the
+	// caller must check afterwards that f did not change.
+	ScanFile(ctx context.Context, f *os.File, size int64) (clamav.Result, error)
 	String() string
 }
 
@@ -94,6 +97,7 @@ type Gate struct {
 	fresh   freshness              // see Invalidate
 
 	prescans atomic.Int64 // background scans pending
+	demand   demand       // scans opens wait for; Prewarm waits for none (prewarm.go)
 
 	hits, misses, scans, scanErrors, infected, denied atomic.Uint64
 }
@@ -193,8 +197,10 @@ func (g *Gate) check(ctx context.Context, f *os.File) Decision {
 		return g.onError(fmt.Errorf("%w: %v", clamav.ErrRead, err))
 	}
 	ch := make(chan singleflight.Result, 1)
+	g.demand.add()
 	go func() {
 		defer src.Close()
+		defer g.demand.done()
 		v, err, shared := g.sf.Do(fmt.Sprint(key), func() (any, error) {
 			return g.scan(src, key)
 		})
@@ -238,7 +244,8 @@ func (g *Gate) scan(file *os.File, key Key) (Verdict, error) {
 			return Verdict{}, fmt.Errorf("%w: waiting for a scan slot for %v", clamav.ErrTimeout, g.opts.Timeout)
 		}
 		g.scans.Add(1)
-		res, err := g.scanner.Scan(ctx, io.NewSectionReader(file, 0, key.Size))
+		// The very descriptor checked below goes to clamd, or is read.
+		res, err := g.scanner.ScanFile(ctx, file, key.Size)
 		<-g.sem
 		if err != nil {
 			g.scanErrors.Add(1)
@@ -303,22 +310,15 @@ func (g *Gate) Prescan(f *os.File, who Opener) {
 	go func() {
 		defer g.prescans.Add(-1)
 		defer src.Close()
-		var st unix.Stat_t
-		if err := unix.Fstat(int(src.Fd()), &st); err != nil || g.judge(&st) != toScan {
-			return
-		}
-		key := g.keyOf(&st)
-		if _, ok := g.lru.Get(key); ok {
-			return
-		}
-		v, err, _ := g.sf.Do(fmt.Sprint(key), func() (any, error) { return g.scan(src, key) })
-		if err != nil {
+		g.demand.add()
+		defer g.demand.done()
+		r, v, err := g.settle(src, nil)
+		switch {
+		case err != nil:
 			g.log.Debug("scan after write failed; the next open scans again", "path", who.Path, "err", err)
-			return
-		}
-		if vd := v.(Verdict); vd.Infected {
-			g.log.Warn("infected file written", "path", who.Path, "signature", vd.Signature,
-				"pid", who.Pid, "uid", who.Uid, "clamd", vd.Backend)
+		case r == PrewarmInfected:
+			g.log.Warn("infected file written", "path", who.Path, "signature", v.Signature,
+				"pid", who.Pid, "uid", who.Uid, "clamd", v.Backend)
 		}
 	}()
 }
@@ -331,7 +331,7 @@ const (
 )
 
 // judge says whether st holds bytes to scan: the one rule for opens
-// (check) and for scans after a write (Prescan).
+// (check) and for scans ahead of them (Prescan, Prewarm).
 func (g *Gate) judge(st *unix.Stat_t) int {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size == 0 {
 		return nothingToScan

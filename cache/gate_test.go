@@ -21,8 +21,8 @@ import (
 	"github.com/clamfuse/clamfuse/clamav"
 )
 
-// fakeScanner is a Scanner for tests. The zero value reads the stream and
-// finds it clean.
+// fakeScanner is a Scanner for tests. The zero value reads the file it is
+// given as INSTREAM would (its first size bytes) and finds it clean.
 type fakeScanner struct {
 	// judge decides on the bytes read; nil means clean.
 	judge func(data []byte) (clamav.Result, error)
@@ -38,13 +38,27 @@ type fakeScanner struct {
 	calls       int
 	inflight    int
 	maxInflight int
-	seen        [][]byte // what each scan read, in call order
+	seen        [][]byte   // what each scan read, in call order
+	files       []fileSeen // what each scan was given, in call order
+}
+
+// fileSeen is what a scan learnt about the descriptor it was given.
+type fileSeen struct {
+	st    unix.Stat_t
+	flags int // fcntl F_GETFL
 }
 
 func (s *fakeScanner) String() string { return "fake:clamd" }
 
-func (s *fakeScanner) Scan(ctx context.Context, r io.Reader) (clamav.Result, error) {
+func (s *fakeScanner) ScanFile(ctx context.Context, f *os.File, size int64) (clamav.Result, error) {
+	var fs fileSeen
+	if err := unix.Fstat(int(f.Fd()), &fs.st); err != nil {
+		return clamav.Result{}, fmt.Errorf("%w: %w", clamav.ErrRead, err)
+	}
+	fs.flags, _ = unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	r := io.NewSectionReader(f, 0, size)
 	s.mu.Lock()
+	s.files = append(s.files, fs)
 	s.calls++
 	call := s.calls
 	s.inflight++
@@ -82,6 +96,15 @@ func (s *fakeScanner) Scan(ctx context.Context, r io.Reader) (clamav.Result, err
 		return clamav.Result{}, nil
 	}
 	return s.judge(data)
+}
+
+func (s *fakeScanner) File(call int) fileSeen {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if call < 1 || call > len(s.files) {
+		return fileSeen{}
+	}
+	return s.files[call-1]
 }
 
 func (s *fakeScanner) Calls() int {
@@ -378,6 +401,34 @@ func TestGateScansExactBytes(t *testing.T) {
 				t.Errorf("offset after Check = %d; want %d", off, tt.offset)
 			}
 		})
+	}
+}
+
+// TestGateScansOwnDescriptor: the scanner is given the gate's own
+// descriptor of the opener's inode (the one its fstat check judges, and
+// the one FILDES passes to clamd): same device and inode as the opener's,
+// but its own open, read-only with O_NOATIME (the test owns the file),
+// which the opener's is not.
+func TestGateScansOwnDescriptor(t *testing.T) {
+	p := writeFile(t, "judge this inode")
+	f := openFile(t, p)
+	var want unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &want); err != nil {
+		t.Fatal(err)
+	}
+	// The name goes away: only the descriptor leads to the inode now.
+	if err := os.Rename(p, p+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	s := &fakeScanner{}
+	g := NewGate(s, Options{MaxEntries: 16})
+	checkDecision(t, "Check", g.Check(t.Context(), f, someone), expect{allow: true, reason: ReasonClean})
+	got := s.File(1)
+	if got.st.Dev != want.Dev || got.st.Ino != want.Ino {
+		t.Errorf("scanned inode %d:%d; want the opener's %d:%d", got.st.Dev, got.st.Ino, want.Dev, want.Ino)
+	}
+	if got.flags&unix.O_ACCMODE != unix.O_RDONLY || got.flags&unix.O_NOATIME == 0 {
+		t.Errorf("scanned descriptor flags %#x; want O_RDONLY|O_NOATIME", got.flags)
 	}
 }
 

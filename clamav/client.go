@@ -1,14 +1,17 @@
 // Package clamav is a client for ClamAV's clamd.
 //
 // Scan streams a file with INSTREAM using our own framing with large chunks
-// (see instream.go); Ping, Version and Reload go through
+// (see instream.go); ScanFile passes an open file's descriptor with FILDES
+// instead when the Transport allows it (see fildes.go), and clamd reads the
+// file itself. Ping, Version and Reload go through
 // github.com/baruwa-enterprise/clamd, whose ScanReader is not used because it
 // sends 1 KiB chunks with a flush each.
 //
 // The package is a security control and fails closed: a Result is only
 // clean when clamd sent exactly "stream: OK" after receiving the whole
-// stream, and every other outcome is infected or an error. Errors wrap one
-// of the sentinels in errors.go so callers can decide with errors.Is.
+// stream (or "fd[N]: OK" for the descriptor it was passed), and every other
+// outcome is infected or an error. Errors wrap one of the sentinels in
+// errors.go so callers can decide with errors.Is.
 package clamav
 
 import (
@@ -18,6 +21,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	baruwa "github.com/baruwa-enterprise/clamd"
@@ -29,7 +33,22 @@ type Options struct {
 	Address   string        // socket path or host:port
 	Timeout   time.Duration // whole operation: connect+stream+reply; required > 0
 	ChunkSize int           // INSTREAM chunk size, default 1 MiB when 0
+	Transport Transport     // how ScanFile reaches clamd; TransportAuto when ""
 }
+
+// Transport is how ScanFile gets a file's contents to clamd.
+type Transport string
+
+const (
+	// TransportInstream streams the contents over the connection.
+	TransportInstream Transport = "instream"
+	// TransportFildes passes the open descriptor over a unix socket and
+	// clamd reads the file itself (clamd on this machine only).
+	TransportFildes Transport = "fildes"
+	// TransportAuto is FILDES on a unix socket and INSTREAM over TCP; a
+	// clamd that refuses descriptors is streamed to from then on.
+	TransportAuto Transport = "auto"
+)
 
 const (
 	defaultChunkSize = 1 << 20
@@ -45,6 +64,11 @@ type Client struct {
 	name      string // formatAddress(network, address)
 	timeout   time.Duration
 	chunkSize int
+	transport Transport // as configured: instream, fildes or auto (resolved in New)
+
+	// refused: in auto mode, clamd turned a descriptor down (see
+	// ScanFile), so ScanFile streams from then on. Set once, never cleared.
+	refused atomic.Bool
 
 	// bufs holds *[]byte INSTREAM buffers of bufSize(chunkSize) bytes. A
 	// buffer belongs to one Scan between Get and Put; nothing else is shared.
@@ -67,12 +91,25 @@ func New(opts Options) (*Client, error) {
 	if cs < 0 || cs > maxChunkSize {
 		return nil, fmt.Errorf("clamav: chunk size must be between 1 and %d bytes, got %d", maxChunkSize, opts.ChunkSize)
 	}
+	tr := opts.Transport
+	switch {
+	case tr == "" || tr == TransportAuto:
+		tr = TransportAuto
+		if opts.Network != "unix" {
+			tr = TransportInstream // descriptors do not cross TCP
+		}
+	case tr == TransportFildes && opts.Network != "unix":
+		return nil, fmt.Errorf("clamav: transport fildes needs a unix socket, not %s", formatAddress(opts.Network, opts.Address))
+	case tr != TransportInstream && tr != TransportFildes:
+		return nil, fmt.Errorf("clamav: transport %q: want auto, instream or fildes", opts.Transport)
+	}
 	c := &Client{
 		network:   opts.Network,
 		address:   opts.Address,
 		name:      formatAddress(opts.Network, opts.Address),
 		timeout:   opts.Timeout,
 		chunkSize: cs,
+		transport: tr,
 	}
 	c.bufs.New = func() any {
 		b := make([]byte, bufSize(cs))
@@ -83,6 +120,15 @@ func New(opts Options) (*Client, error) {
 
 // String returns the address for logs: "unix:/path" or "tcp://host:port".
 func (c *Client) String() string { return c.name }
+
+// Transport is how ScanFile reaches clamd now: TransportFildes or
+// TransportInstream, never TransportAuto.
+func (c *Client) Transport() Transport {
+	if c.transport == TransportInstream || c.refused.Load() {
+		return TransportInstream
+	}
+	return TransportFildes
+}
 
 // Ping checks that clamd answers PONG.
 func (c *Client) Ping(ctx context.Context) error {

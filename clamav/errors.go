@@ -10,7 +10,8 @@ import (
 
 // Every non-nil error returned by a Client method wraps exactly one of the
 // following (test with errors.Is), or context.Canceled when the caller's
-// context was canceled, or ErrRead when Scan could not read its input.
+// context was canceled, or ErrRead when Scan could not read its input (or
+// ScanFile could not pass its file).
 var (
 	// ErrUnavailable: clamd could not be reached (dial failed, socket missing).
 	ErrUnavailable = errors.New("clamd unavailable")
@@ -25,8 +26,9 @@ var (
 	ErrSizeLimit = errors.New("clamd size limit exceeded")
 	// ErrClamd: clamd replied with any other "... ERROR".
 	ErrClamd = errors.New("clamd error")
-	// ErrRead: Scan could not read the io.Reader it was given. It is a local
-	// fault, not a clamd one; the reader's own error is wrapped as well.
+	// ErrRead: Scan could not read the io.Reader it was given, or ScanFile
+	// could not pass the file's descriptor (closed). It is a local fault,
+	// not a clamd one; the underlying error is wrapped as well.
 	ErrRead = errors.New("reading file")
 )
 
@@ -36,7 +38,7 @@ var (
 // "clamd unix:/run/clamd.sock: clamd timeout after 2s waiting for reply".
 type opError struct {
 	addr  string // Client.String()
-	op    string // clamd command, "" for INSTREAM (Scan)
+	op    string // clamd command: "" for INSTREAM (Scan), "FILDES", "PING"...
 	kind  error  // one of the sentinels above, or context.Canceled
 	msg   string // detail after kind, starting with its own separator; may be ""
 	cause error  // underlying error, reachable with errors.Is/As; may be nil

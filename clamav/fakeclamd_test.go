@@ -2,16 +2,20 @@ package clamav
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fakeClamd is a scripted clamd on a unix socket in t.TempDir(). It serves
@@ -23,6 +27,8 @@ type fakeClamd struct {
 
 	// requests receives what INSTREAM handlers parsed, for framing checks.
 	requests chan request
+	// fildes receives what FILDES handlers received.
+	fildes chan fildesRequest
 	// closed is closed at cleanup; handlers that stall wait on it.
 	closed chan struct{}
 
@@ -53,6 +59,7 @@ func startFake(tb testing.TB, handle func(f *fakeClamd, conn net.Conn)) *fakeCla
 		ln:       ln,
 		handle:   handle,
 		requests: make(chan request, 64),
+		fildes:   make(chan fildesRequest, 64),
 		closed:   make(chan struct{}),
 		conns:    make(map[net.Conn]struct{}),
 	}
@@ -97,10 +104,18 @@ func (f *fakeClamd) close() {
 	f.wg.Wait()
 }
 
-// client returns a Client for the fake with the given timeout and chunk size.
+// client returns a Client for the fake with the given timeout and chunk
+// size, and the default transport (auto: FILDES for ScanFile).
 func (f *fakeClamd) client(tb testing.TB, timeout time.Duration, chunkSize int) *Client {
 	tb.Helper()
-	c, err := New(Options{Network: "unix", Address: f.path, Timeout: timeout, ChunkSize: chunkSize})
+	return f.clientWith(tb, Options{Timeout: timeout, ChunkSize: chunkSize})
+}
+
+// clientWith returns a Client for the fake with opts (address filled in).
+func (f *fakeClamd) clientWith(tb testing.TB, opts Options) *Client {
+	tb.Helper()
+	opts.Network, opts.Address = "unix", f.path
+	c, err := New(opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -182,6 +197,103 @@ func lineCommand(want, raw string) func(*fakeClamd, net.Conn) {
 			return
 		}
 		io.WriteString(conn, raw)
+	}
+}
+
+// fildesRequest is one FILDES request as the fake received it.
+type fildesRequest struct {
+	msg  string      // the bytes that came with the descriptor
+	fds  int         // descriptors received
+	st   unix.Stat_t // of the descriptor received
+	off  int64       // its offset when received
+	data []byte      // the whole file, read through it from offset 0
+}
+
+// readFildes reads one message, at most 64 bytes, with its ancillary data.
+// When it is a FILDES request it returns it, with ok; otherwise it returns
+// the bytes read, for an INSTREAM handler to continue from.
+func readFildes(conn net.Conn) (req fildesRequest, ok bool, head []byte, err error) {
+	uc := conn.(*net.UnixConn)
+	buf := make([]byte, 64)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return req, false, nil, err
+	}
+	req.msg = string(buf[:n])
+	if !strings.HasPrefix(req.msg, fildesCmd) {
+		return req, false, buf[:n], nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		return req, true, nil, err
+	}
+	for _, m := range msgs {
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			req.fds++
+			if req.fds > 1 {
+				unix.Close(fd)
+				continue
+			}
+			f := os.NewFile(uintptr(fd), "received")
+			unix.Fstat(fd, &req.st)
+			req.off, _ = f.Seek(0, io.SeekCurrent)
+			req.data, err = io.ReadAll(io.NewSectionReader(f, 0, 1<<40))
+			f.Close()
+			if err != nil {
+				return req, true, nil, err
+			}
+		}
+	}
+	return req, true, nil, nil
+}
+
+// fildesReply serves FILDES: it receives the descriptor, reads the file
+// through it, records the request, and sends raw.
+func fildesReply(raw string) func(*fakeClamd, net.Conn) {
+	return func(f *fakeClamd, conn net.Conn) {
+		req, ok, _, err := readFildes(conn)
+		if err != nil || !ok {
+			io.WriteString(conn, "UNKNOWN COMMAND\x00")
+			return
+		}
+		select {
+		case f.fildes <- req:
+		default: // nobody is looking
+		}
+		io.WriteString(conn, raw)
+	}
+}
+
+// fildesOrInstream answers FILDES with fildesRaw and INSTREAM with
+// instreamRaw, recording both kinds of request.
+func fildesOrInstream(fildesRaw, instreamRaw string) func(*fakeClamd, net.Conn) {
+	return func(f *fakeClamd, conn net.Conn) {
+		freq, ok, head, err := readFildes(conn)
+		if err != nil {
+			return
+		}
+		if ok {
+			select {
+			case f.fildes <- freq:
+			default:
+			}
+			io.WriteString(conn, fildesRaw)
+			return
+		}
+		req, err := readRequest(bufio.NewReader(io.MultiReader(bytes.NewReader(head), conn)), false)
+		if err != nil {
+			return
+		}
+		select {
+		case f.requests <- req:
+		default:
+		}
+		io.WriteString(conn, instreamRaw)
 	}
 }
 

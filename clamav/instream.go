@@ -32,7 +32,8 @@ func bufSize(chunkSize int) int { return dataOff + chunkSize + 4 }
 // aLongTimeAgo is a deadline in the past, to abort pending I/O.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// Scan streams all of r to clamd with INSTREAM and returns its verdict.
+// Scan streams all of r to clamd with INSTREAM and returns its verdict,
+// whatever the Transport (that is ScanFile's choice).
 //
 // The whole operation (connect, stream, reply) is bounded by
 // Options.Timeout and by ctx. Each chunk (header and data) is one write; the
@@ -48,6 +49,16 @@ func (c *Client) Scan(ctx context.Context, r io.Reader) (Result, error) {
 	if r == nil {
 		return Result{}, k.fail(ErrRead, nil, ": nil reader")
 	}
+	res, _, err := c.exchange(ctx, k, false, func(conn net.Conn) error { return c.send(k, conn, r) })
+	return res, err
+}
+
+// exchange runs one scan on its own connection: dial, send (which writes
+// the request and returns an error made by k), then read and parse the
+// one reply, under k's deadline and ctx. fildes says which name the reply
+// carries ("fd[N]: " rather than "stream: "). It returns clamd's reply as
+// read, "" when none arrived.
+func (c *Client) exchange(ctx context.Context, k *call, fildes bool, send func(net.Conn) error) (Result, string, error) {
 	cctx, cancel := context.WithDeadline(ctx, k.deadline)
 	defer cancel()
 
@@ -55,47 +66,47 @@ func (c *Client) Scan(ctx context.Context, r io.Reader) (Result, error) {
 	conn, err := d.DialContext(cctx, c.network, c.address)
 	if err != nil {
 		if e := k.ioFailed("while connecting", err); e != nil {
-			return Result{}, e
+			return Result{}, "", e
 		}
-		return Result{}, k.fail(ErrUnavailable, err, ": "+err.Error())
+		return Result{}, "", k.fail(ErrUnavailable, err, ": "+err.Error())
 	}
 	defer conn.Close()
 	if err := conn.SetDeadline(k.deadline); err != nil {
-		return Result{}, k.fail(ErrUnavailable, err, ": "+err.Error())
+		return Result{}, "", k.fail(ErrUnavailable, err, ": "+err.Error())
 	}
 	// Registered after SetDeadline, so an already-canceled ctx still wins.
 	stop := context.AfterFunc(cctx, func() { conn.SetDeadline(aLongTimeAgo) })
 	defer stop()
 
-	if err := c.send(k, conn, r); err != nil {
-		return Result{}, err
+	if err := send(conn); err != nil {
+		return Result{}, "", err
 	}
 
 	reply, trailing, err := readReply(conn)
 	if err != nil {
 		if e := k.ioFailed("waiting for reply", err); e != nil {
-			return Result{}, e
+			return Result{}, reply, e
 		}
 		switch {
 		case errors.Is(err, errReplyTooLong):
-			return Result{}, k.fail(ErrProtocol, nil, fmt.Sprintf(": no NUL in the first %d bytes of the reply: %s", maxReplyLen, quoteReply(reply)))
+			return Result{}, reply, k.fail(ErrProtocol, nil, fmt.Sprintf(": no NUL in the first %d bytes of the reply: %s", maxReplyLen, quoteReply(reply)))
 		case reply == "":
-			return Result{}, k.fail(ErrProtocol, err, ": connection closed without a reply: "+err.Error())
+			return Result{}, reply, k.fail(ErrProtocol, err, ": connection closed without a reply: "+err.Error())
 		default:
-			return Result{}, k.fail(ErrProtocol, err, ": reply not NUL-terminated: "+quoteReply(reply))
+			return Result{}, reply, k.fail(ErrProtocol, err, ": reply not NUL-terminated: "+quoteReply(reply))
 		}
 	}
-	res, kind, msg := parseReply(reply)
+	res, kind, msg := parseReply(reply, fildes)
 	if kind != nil {
-		return Result{}, k.fail(kind, nil, msg)
+		return Result{}, reply, k.fail(kind, nil, msg)
 	}
 	if trailing && !res.Infected {
-		// Only ever one reply per INSTREAM; never call extra data clean.
+		// Only ever one reply per scan; never call extra data clean.
 		// (Infected stays infected: with AllMatchScanning clamd may send
 		// one FOUND reply per signature.)
-		return Result{}, k.fail(ErrProtocol, nil, ": unexpected data after reply "+quoteReply(reply))
+		return Result{}, reply, k.fail(ErrProtocol, nil, ": unexpected data after reply "+quoteReply(reply))
 	}
-	return res, nil
+	return res, reply, nil
 }
 
 // send writes the INSTREAM command, all of r in chunks, and the end marker.
@@ -142,7 +153,8 @@ func (k *call) writeFailed(conn net.Conn, werr error) error {
 		}
 		return k.fail(ErrProtocol, werr, ": connection closed while sending: "+werr.Error())
 	}
-	if _, kind, msg := parseReply(reply); kind == ErrSizeLimit || kind == ErrClamd {
+	// The kind of an "... ERROR" reply does not depend on the scan's name.
+	if _, kind, msg := parseReply(reply, false); kind == ErrSizeLimit || kind == ErrClamd {
 		return k.fail(kind, nil, msg)
 	}
 	// A verdict on a stream we did not finish sending is not a verdict.

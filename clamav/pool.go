@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,14 +18,16 @@ import (
 // polls each backend with VERSION, which is both the health check and how
 // the signature database version is learnt (see Database).
 //
-// Scan picks the healthy backend with the fewest scans in flight (round
-// robin among equals). On a failure that is no verdict (ErrUnavailable,
-// ErrTimeout, ErrProtocol, and ErrClamd: an "... ERROR" reply, such as
-// the "PROTOCOL ERROR" a clamd being stopped sends mid-stream) it retries
-// the scan once on another backend, rewinding the reader, which must then
-// be an io.ReadSeeker; a verdict (FOUND), a size limit (the other clamd
-// has the same one, most likely) or a read error are final. With every backend
-// down it still tries them, so a clamd that comes back serves at once.
+// Scan and ScanFile pick the healthy backend with the fewest scans in
+// flight (round robin among equals). On a failure that is no verdict
+// (ErrUnavailable, ErrTimeout, ErrProtocol, and ErrClamd: an "... ERROR"
+// reply, such as the "PROTOCOL ERROR" a clamd being stopped sends
+// mid-stream) they retry the scan once on another backend (Scan rewinds
+// its reader, which must then be an io.ReadSeeker); a verdict (FOUND), a
+// size limit (the other clamd has the same one, most likely) or a read
+// error are final. With every backend down they still try them, so a
+// clamd that comes back serves at once. ScanFile uses each backend's own
+// Transport.
 //
 // Lock order: Pool.mu, then backend.mu.
 type Pool struct {
@@ -64,6 +67,7 @@ type Change struct {
 type backend struct {
 	client   *Client
 	inflight atomic.Int64
+	fellBack atomic.Bool // its client's Transport fell back to INSTREAM (logged)
 
 	mu      sync.Mutex // guards the fields below
 	up      bool
@@ -76,13 +80,14 @@ type backend struct {
 
 // BackendStatus is a snapshot of one backend, for logs and metrics.
 type BackendStatus struct {
-	Address  string // Client.String()
-	Up       bool   // the last check or scan reached it
-	Version  string // last VERSION reply, "" if never reached
-	Inflight int64
-	Scans    uint64            // scans sent to it, whatever the outcome
-	Errors   map[string]uint64 // failed scans and checks by ErrorKind
-	LastErr  error
+	Address   string    // Client.String()
+	Transport Transport // Client.Transport(): how ScanFile reaches it now
+	Up        bool      // the last check or scan reached it
+	Version   string    // last VERSION reply, "" if never reached
+	Inflight  int64
+	Scans     uint64            // scans sent to it, whatever the outcome
+	Errors    map[string]uint64 // failed scans and checks by ErrorKind
+	LastErr   error
 }
 
 // NewPool returns a Pool over clients, in that order of preference for
@@ -108,14 +113,20 @@ func NewPool(clients []*Client, opts PoolOptions) (*Pool, error) {
 	return p, nil
 }
 
+// newBackends makes the backends of clients, keeping those of old with
+// the same address and configured transport.
 func newBackends(clients []*Client, old []*backend) []*backend {
-	byName := map[string]*backend{}
+	type id struct {
+		name      string
+		transport Transport
+	}
+	byID := map[id]*backend{}
 	for _, b := range old {
-		byName[b.client.String()] = b
+		byID[id{b.client.String(), b.client.transport}] = b
 	}
 	bs := make([]*backend, 0, len(clients))
 	for _, c := range clients {
-		if b, ok := byName[c.String()]; ok {
+		if b, ok := byID[id{c.String(), c.transport}]; ok {
 			bs = append(bs, b) // keep its state and counters
 			continue
 		}
@@ -124,9 +135,9 @@ func newBackends(clients []*Client, old []*backend) []*backend {
 	return bs
 }
 
-// SetBackends replaces the backends. One whose address is unchanged keeps
-// its state (and its Client); new ones are checked at once. Scans in
-// flight on a removed backend finish there.
+// SetBackends replaces the backends. One whose address and transport are
+// unchanged keeps its state (and its Client); new ones are checked at
+// once. Scans in flight on a removed backend finish there.
 func (p *Pool) SetBackends(clients []*Client) error {
 	if len(clients) == 0 {
 		return errors.New("clamav: a pool needs at least one clamd")
@@ -195,7 +206,7 @@ func (p *Pool) Status() []BackendStatus {
 			errs[k] = v
 		}
 		out[i] = BackendStatus{
-			Address: b.client.String(), Up: b.up, Version: b.version,
+			Address: b.client.String(), Transport: b.client.Transport(), Up: b.up, Version: b.version,
 			Inflight: b.inflight.Load(), Scans: b.scans, Errors: errs, LastErr: b.lastErr,
 		}
 		b.mu.Unlock()
@@ -305,7 +316,7 @@ func (p *Pool) Check(ctx context.Context) int {
 		name := b.client.String()
 		switch {
 		case a.err == nil && first:
-			p.log.Info("clamd reachable", "clamd", name, "version", a.version)
+			p.log.Info("clamd reachable", "clamd", name, "version", a.version, "transport", string(b.client.Transport()))
 		case a.err == nil && !wasUp:
 			p.log.Info("clamd backend up", "clamd", name, "version", a.version)
 		case a.err != nil && first:
@@ -334,10 +345,10 @@ func (p *Pool) Check(ctx context.Context) int {
 	return up
 }
 
-// Scan scans r on one backend, and once more on another after a transport
-// failure; see Pool. Result.Backend names the backend that judged r.
+// Scan streams r with INSTREAM on one backend, and once more on another
+// after a failure that is no verdict; see Pool. Result.Backend names the backend
+// that judged r.
 func (p *Pool) Scan(ctx context.Context, r io.Reader) (Result, error) {
-	first := p.pick(nil)
 	rs, seekable := r.(io.ReadSeeker)
 	var start int64
 	if seekable {
@@ -346,7 +357,33 @@ func (p *Pool) Scan(ctx context.Context, r io.Reader) (Result, error) {
 			seekable = false
 		}
 	}
-	res, err := p.scanOn(ctx, first, r)
+	rewind := func() error {
+		if !seekable {
+			return errors.New("the input cannot be rewound")
+		}
+		if _, err := rs.Seek(start, io.SeekStart); err != nil {
+			return fmt.Errorf("rewinding the input: %v", err)
+		}
+		return nil
+	}
+	return p.scan(ctx, func(c *Client) (Result, error) { return c.Scan(ctx, r) }, rewind)
+}
+
+// ScanFile judges f, whose size the caller saw as size, on one backend
+// with that backend's Transport, and once more on another after a
+// failure that is no verdict; see Pool and Client.ScanFile. f is read from offset
+// 0 each time, so nothing needs rewinding. Result.Backend names the
+// backend that judged f.
+func (p *Pool) ScanFile(ctx context.Context, f *os.File, size int64) (Result, error) {
+	return p.scan(ctx, func(c *Client) (Result, error) { return c.ScanFile(ctx, f, size) }, nil)
+}
+
+// scan runs scan on the backend pick chooses and, after a failure that is
+// no verdict, once more on another. rewind, if set, readies the input for
+// the second attempt; when it fails the first error stands (fail closed).
+func (p *Pool) scan(ctx context.Context, scan func(*Client) (Result, error), rewind func() error) (Result, error) {
+	first := p.pick(nil)
+	res, err := p.scanOn(first, scan)
 	if err == nil || !Retryable(err) || ctx.Err() != nil {
 		return res, err
 	}
@@ -354,15 +391,13 @@ func (p *Pool) Scan(ctx context.Context, r io.Reader) (Result, error) {
 	if next == nil {
 		return res, err
 	}
-	if !seekable {
-		// Fail closed: the first error stands.
-		return Result{}, fmt.Errorf("%w (not retried on %s: the input cannot be rewound)", err, next.client)
-	}
-	if _, serr := rs.Seek(start, io.SeekStart); serr != nil {
-		return Result{}, fmt.Errorf("%w (not retried on %s: rewinding the input: %v)", err, next.client, serr)
+	if rewind != nil {
+		if rerr := rewind(); rerr != nil {
+			return Result{}, fmt.Errorf("%w (not retried on %s: %v)", err, next.client, rerr)
+		}
 	}
 	p.log.Warn("clamd failed; scanning on another", "clamd", first.client.String(), "next", next.client.String(), "err", err)
-	return p.scanOn(ctx, next, rs)
+	return p.scanOn(next, scan)
 }
 
 // Retryable reports whether a scan that failed with err may be sent to
@@ -376,11 +411,14 @@ func Retryable(err error) bool {
 		errors.Is(err, ErrClamd)
 }
 
-func (p *Pool) scanOn(ctx context.Context, b *backend, r io.Reader) (Result, error) {
+func (p *Pool) scanOn(b *backend, scan func(*Client) (Result, error)) (Result, error) {
 	b.inflight.Add(1)
-	res, err := b.client.Scan(ctx, r)
+	res, err := scan(b.client)
 	b.inflight.Add(-1)
 	name := b.client.String()
+	if b.client.transport == TransportAuto && b.client.Transport() == TransportInstream && b.fellBack.CompareAndSwap(false, true) {
+		p.log.Warn("clamd refused a file descriptor; streaming files to it (INSTREAM) from now on", "clamd", name)
+	}
 	b.mu.Lock()
 	b.scans++
 	wasUp := b.up

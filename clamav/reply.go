@@ -5,20 +5,22 @@ import (
 	"strings"
 )
 
-// Result is clamd's verdict on a stream. Signature is set iff Infected.
+// Result is clamd's verdict on a file. Signature is set iff Infected.
 //
 // A Result that is not infected means clean; it is only ever returned
-// together with a nil error, and only for the exact reply "stream: OK".
+// together with a nil error, and only for the exact reply "stream: OK"
+// (INSTREAM) or "fd[N]: OK" (FILDES).
 type Result struct {
 	Infected  bool
 	Signature string
-	// Backend names the clamd that judged the stream. Pool.Scan sets it;
-	// Client.Scan leaves it empty (the Client is the backend).
+	// Backend names the clamd that judged the file. Pool.Scan and
+	// Pool.ScanFile set it; a Client leaves it empty (the Client is the
+	// backend).
 	Backend string
 }
 
 const (
-	replyOK       = "stream: OK"
+	replyOK       = "OK"
 	replyPrefix   = "stream: "
 	foundSuffix   = " FOUND"
 	errorSuffix   = " ERROR"
@@ -36,9 +38,10 @@ const (
 //	anything else                   ErrProtocol
 //
 // Anything with control characters, extra lines, other spacing or case is
-// ErrProtocol.
+// ErrProtocol. A FILDES reply follows the same rules with "fd[N]: " (N the
+// descriptor number in clamd) in place of "stream: ".
 func ParseReply(reply string) (Result, error) {
-	res, kind, msg := parseReply(reply)
+	res, kind, msg := parseReply(reply, false)
 	if kind != nil {
 		return Result{}, fmt.Errorf("%w%s", kind, msg)
 	}
@@ -46,10 +49,12 @@ func ParseReply(reply string) (Result, error) {
 }
 
 // parseReply is ParseReply returning the error kind and the message to
-// append to it, so that Scan can put both in an opError.
-func parseReply(reply string) (res Result, kind error, msg string) {
+// append to it, so that a scan can put both in an opError. fildes selects
+// the name the reply must start with: "fd[N]: " rather than "stream: ".
+func parseReply(reply string, fildes bool) (res Result, kind error, msg string) {
 	s := strings.TrimSuffix(reply, "\n")
-	if s == replyOK {
+	n := nameLen(s, fildes)
+	if n > 0 && s[n:] == replyOK {
 		return Result{}, nil, ""
 	}
 	if !printable(s) {
@@ -61,14 +66,40 @@ func parseReply(reply string) (res Result, kind error, msg string) {
 		}
 		return Result{}, ErrClamd, ": " + quoteReply(s)
 	}
-	if len(s) > len(replyPrefix)+len(foundSuffix) &&
-		strings.HasPrefix(s, replyPrefix) && strings.HasSuffix(s, foundSuffix) {
-		sig := s[len(replyPrefix) : len(s)-len(foundSuffix)]
+	if n > 0 && len(s) > n+len(foundSuffix) && strings.HasSuffix(s, foundSuffix) {
+		sig := s[n : len(s)-len(foundSuffix)]
 		if validSignature(sig) {
 			return Result{Infected: true, Signature: sig}, nil, ""
 		}
 	}
 	return Result{}, ErrProtocol, ": unexpected reply " + quoteReply(reply)
+}
+
+// maxFdDigits bounds N in "fd[N]: " (a C int).
+const maxFdDigits = 10
+
+// nameLen returns the length of the name a scan reply starts with:
+// "stream: " for INSTREAM, "fd[N]: " with N decimal digits for FILDES;
+// 0 when s does not start with it.
+func nameLen(s string, fildes bool) int {
+	if !fildes {
+		if strings.HasPrefix(s, replyPrefix) {
+			return len(replyPrefix)
+		}
+		return 0
+	}
+	const open, closing = "fd[", "]: "
+	if !strings.HasPrefix(s, open) {
+		return 0
+	}
+	i := len(open)
+	for i < len(s) && i < len(open)+maxFdDigits && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == len(open) || !strings.HasPrefix(s[i:], closing) {
+		return 0
+	}
+	return i + len(closing)
 }
 
 // printable reports whether s is printable ASCII (spaces allowed).

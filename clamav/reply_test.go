@@ -91,3 +91,79 @@ func TestParseReplyMessage(t *testing.T) {
 		t.Errorf("message %q, want %q", err, want)
 	}
 }
+
+// TestParseFildesReply: a FILDES reply is named after the descriptor
+// clamd got, "fd[N]: ", and follows the INSTREAM rules otherwise; neither
+// name is accepted for the other command.
+func TestParseFildesReply(t *testing.T) {
+	eicar := Result{Infected: true, Signature: "Eicar-Test-Signature"}
+	tests := []struct {
+		reply string
+		want  Result
+		err   error // kind, nil for a Result
+	}{
+		{reply: "fd[11]: OK"},
+		{reply: "fd[0]: OK\n"},
+		{reply: "fd[2147483647]: OK"},
+		{reply: "fd[11]: Eicar-Test-Signature FOUND", want: eicar},
+		{reply: "fd[11]: Heuristics.Limits.Exceeded.MaxFileSize FOUND",
+			want: Result{Infected: true, Signature: "Heuristics.Limits.Exceeded.MaxFileSize"}},
+		{reply: "fd[9]: Not a regular file ERROR", err: ErrClamd},
+		{reply: "No file descriptor received. ERROR", err: ErrClamd},
+
+		{reply: "stream: OK", err: ErrProtocol},
+		{reply: "stream: Eicar-Test-Signature FOUND", err: ErrProtocol},
+		{reply: "fd[]: OK", err: ErrProtocol},
+		{reply: "fd[x]: OK", err: ErrProtocol},
+		{reply: "fd[-1]: OK", err: ErrProtocol},
+		{reply: "fd[12345678901]: OK", err: ErrProtocol},
+		{reply: "fd[11]:OK", err: ErrProtocol},
+		{reply: "fd[11] : OK", err: ErrProtocol},
+		{reply: "fd[11]:  OK", err: ErrProtocol},
+		{reply: "fd[11]: ok", err: ErrProtocol},
+		{reply: "fd11: OK", err: ErrProtocol},
+		{reply: "FD[11]: OK", err: ErrProtocol},
+		{reply: "fd[11]: OK\x00", err: ErrProtocol},
+		{reply: "fd[11]: OK\nfd[11]: OK", err: ErrProtocol},
+		{reply: "fd[11]:  FOUND", err: ErrProtocol},
+		{reply: "fd[11]: a b FOUND", err: ErrProtocol},
+		{reply: "/srv/in/f: OK", err: ErrProtocol},
+		{reply: "UNKNOWN COMMAND", err: ErrProtocol},
+	}
+	for _, tt := range tests {
+		t.Run(quote(tt.reply), func(t *testing.T) {
+			got, kind, msg := parseReply(tt.reply, true)
+			if tt.err == nil {
+				if kind != nil || got != tt.want {
+					t.Fatalf("parseReply(%q, fildes) = %+v, %v%s; want %+v", tt.reply, got, kind, msg, tt.want)
+				}
+				if _, err := ParseReply(tt.reply); err == nil {
+					t.Errorf("ParseReply(%q) (INSTREAM) accepted a FILDES reply", tt.reply)
+				}
+				return
+			}
+			if got != (Result{}) || kind != tt.err {
+				t.Errorf("parseReply(%q, fildes) = %+v, %v%s; want %v", tt.reply, got, kind, msg, tt.err)
+			}
+		})
+	}
+}
+
+func TestFildesRefused(t *testing.T) {
+	for reply, want := range map[string]bool{
+		"No file descriptor received. ERROR":            true,
+		"FILDES: didn't receive file descriptor. ERROR": true,
+		"UNKNOWN COMMAND":                               true,
+		"UNKNOWN COMMAND\n":                             true,
+		"fd[9]: Not a regular file ERROR":               false,
+		"fd[9]: bad file descriptor ERROR":              false, // about the file, not FILDES
+		"fd[9]: OK":                                     false,
+		"No file descriptor received.":                  false,
+		"PROTOCOL ERROR":                                false,
+		"":                                              false,
+	} {
+		if got := fildesRefused(reply); got != want {
+			t.Errorf("fildesRefused(%q) = %v; want %v", reply, got, want)
+		}
+	}
+}

@@ -94,6 +94,7 @@ func TestCore(t *testing.T) {
 		{"StickyDirectoryEnforced", k.testSticky},
 		{"ExcludeNotScanned", k.testExclude},
 		{"MaxSizePolicy", k.testMaxSize},
+		{"Transports", k.testTransports},
 		{"InPlaceMount", k.testInPlace},
 	} {
 		t.Run(tc.name, tc.fn)
@@ -1046,6 +1047,42 @@ on_oversize = %q
 			}
 			wantSame(t, "oversize file", readVia(t, m, m.Path("big.bin")), big)
 			m.WaitLogLines(t, logBound, "level=WARN", "path=big.bin ", "reason=oversize")
+		})
+	}
+}
+
+// testTransports: with clamd.transport = "fildes" clamd judges the file
+// through the descriptor clamfuse passes it, and with "instream" through
+// the stream clamfuse sends; either way EICAR is denied and a clean file
+// reads back whole. clamd logs a FILDES scan under the file's path (it
+// looks up the descriptor's name) and an INSTREAM one as "instream(local)",
+// which tells the transports apart.
+func (k *core) testTransports(t *testing.T) {
+	for _, tr := range []string{"fildes", "instream"} {
+		t.Run(tr, func(t *testing.T) {
+			m := startMount(t, mounttest.Options{Config: fmt.Sprintf(`
+[clamd]
+address = %q
+timeout = "60s"
+transport = %q
+`, k.clamd.Address(), tr)})
+			clean := pseudoRandom(3<<20+7, 94)
+			putFile(t, m.Backing("clean.bin"), clean)
+			putFile(t, m.Backing("eicar.com"), clamdtest.EICAR())
+			wantEACCES(t, m, m.Path("eicar.com"))
+			wantSame(t, "clean.bin", readVia(t, m, m.Path("clean.bin")), clean)
+
+			byPath := m.Backing("eicar.com") + ": " + clamdtest.EICARSignature + " FOUND"
+			deadline := time.Now().Add(logBound)
+			for tr == "fildes" && linesContaining(t, k.clamd.LogFile, byPath) == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("clamd did not log %q within %v: the scan was not by descriptor", byPath, logBound)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if tr == "instream" && linesContaining(t, k.clamd.LogFile, m.Backing("eicar.com")) != 0 {
+				t.Errorf("clamd logged %s by its path: it was passed a descriptor, not a stream", m.Backing("eicar.com"))
+			}
 		})
 	}
 }

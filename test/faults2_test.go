@@ -37,17 +37,21 @@ func bigClean(t *testing.T, p string, n int) {
 
 // procIOWrite returns the bytes process pid has written (wchar), which
 // grows as clamfuse streams a file to clamd.
-func procIOWrite(t *testing.T, pid int) int64 {
+func procIOWrite(t *testing.T, pid int) int64 { return procIO(t, pid, "wchar") }
+
+// procIO returns a field of /proc/PID/io: "wchar", or "rchar" (which
+// grows as clamd reads a file passed to it with FILDES).
+func procIO(t *testing.T, pid int, field string) int64 {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
 	mustDo(t, err)
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+		if v, ok := strings.CutPrefix(line, field+": "); ok {
 			n, _ := strconv.ParseInt(v, 10, 64)
 			return n
 		}
 	}
-	t.Fatalf("no wchar in /proc/%d/io", pid)
+	t.Fatalf("no %s in /proc/%d/io", field, pid)
 	return 0
 }
 
@@ -55,15 +59,22 @@ func procIOWrite(t *testing.T, pid int) int64 {
 // base (to clamd: nothing else writes that much), or fails t.
 func waitStreaming(t *testing.T, pid int, base, min int64, done <-chan struct{}) {
 	t.Helper()
+	waitIO(t, pid, "wchar", base, min, done)
+}
+
+// waitIO waits until the field of pid's /proc/PID/io has grown by min
+// over base, or fails t.
+func waitIO(t *testing.T, pid int, field string, base, min int64, done <-chan struct{}) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for procIOWrite(t, pid)-base < min {
+	for procIO(t, pid, field)-base < min {
 		select {
 		case <-done:
-			t.Fatalf("the open returned before %d bytes were streamed", min)
+			t.Fatalf("the open returned before %d bytes were streamed (%s of pid %d)", min, field, pid)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("clamfuse did not stream %d bytes to clamd in 30s", min)
+			t.Fatalf("%d bytes not streamed in 30s (%s of pid %d)", min, field, pid)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -79,23 +90,36 @@ func clamdPID(t *testing.T, c *clamdtest.Clamd) int {
 }
 
 // TestFaultClamdKilledMidStream: clamd dies (SIGKILL) while clamfuse is
-// streaming a 200 MiB file to it. The open is denied, promptly, and
-// nothing is cached: with clamd back, the same file is scanned again and
-// reads.
+// streaming a 200 MiB file to it (INSTREAM), or while clamd reads the file
+// clamfuse passed it (FILDES). The open is denied, promptly, and nothing
+// is cached: with clamd back, the same file is scanned again and reads.
 func TestFaultClamdKilledMidStream(t *testing.T) {
 	mounttest.Require(t)
+	for _, transport := range []string{"instream", "fildes"} {
+		t.Run(transport, func(t *testing.T) { testClamdKilledMidScan(t, transport) })
+	}
+}
+
+func testClamdKilledMidScan(t *testing.T, transport string) {
 	c := clamdtest.New(t, clamdtest.Options{MaxFileSize: "400M", StreamMaxLength: "400M"})
 	m := startChecked(t, mounttest.Options{Config: fmt.Sprintf(`
 [clamd]
 address = %q
 timeout = "60s"
+transport = %q
 [scan]
 max_size = "400MiB"
-`, c.Address())})
+`, c.Address(), transport)})
 	const size = 200 << 20
 	bigClean(t, m.Backing("big.bin"), size)
 	pid := m.Cmd.Process.Pid
 	base := procIOWrite(t, pid)
+	// With FILDES clamd reads the file: watch clamd's reads instead.
+	watch, field := pid, "wchar"
+	if transport == "fildes" {
+		watch, field = clamdPID(t, c), "rchar"
+		base = procIO(t, watch, field)
+	}
 	done := make(chan struct{})
 	var openErr error
 	var opened time.Time
@@ -108,7 +132,7 @@ max_size = "400MiB"
 		}
 		openErr = err
 	}()
-	waitStreaming(t, pid, base, 16<<20, done)
+	waitIO(t, watch, field, base, 16<<20, done)
 	killed := time.Now()
 	mustDo(t, syscall.Kill(clamdPID(t, c), syscall.SIGKILL))
 	select {
@@ -123,7 +147,7 @@ max_size = "400MiB"
 		t.Fatalf("open while clamd died mid-stream: %v, want EACCES", openErr)
 	}
 	m.WaitLogLines(t, 15*time.Second, "level=WARN", "path=big.bin", "reason=error")
-	if got := procIOWrite(t, pid) - base; got >= size {
+	if got := procIOWrite(t, pid) - base; transport == "instream" && got >= size {
 		t.Logf("note: %d bytes streamed, the whole file: clamd died at the very end", got)
 	}
 
@@ -270,10 +294,12 @@ func TestFaultBackingFull(t *testing.T) {
 func TestFaultSIGTERMBusy(t *testing.T) {
 	mounttest.Require(t)
 	c := clamdtest.New(t, clamdtest.Options{MaxFileSize: "400M", StreamMaxLength: "400M"})
+	// INSTREAM, so that the scan in flight shows as clamfuse's writes.
 	m := startChecked(t, mounttest.Options{Config: fmt.Sprintf(`
 [clamd]
 address = %q
 timeout = "60s"
+transport = "instream"
 [scan]
 max_size = "400MiB"
 `, c.Address())})

@@ -3,7 +3,7 @@
 // It counts at two seams, so that neither the filesystem nor the gate
 // knows about Prometheus: Metrics.Gate wraps the gate the filesystem asks
 // (opens by decision and reason), Metrics.Scanner wraps the scanner the
-// gate uses (scans by result, their duration, bytes sent to clamd). The
+// gate uses (scans by result, their duration, bytes judged). The
 // rest is read when scraped: the gate's cache counters, each clamd
 // backend's health and errors from the pool, and the detection actions.
 package metrics
@@ -43,6 +43,7 @@ type Metrics struct {
 	scans        *prometheus.CounterVec
 	scanDuration prometheus.Histogram
 	scannedBytes prometheus.Counter
+	prewarm      *prometheus.CounterVec
 	src          atomic.Pointer[Sources]
 }
 
@@ -81,8 +82,15 @@ func New() *Metrics {
 		}),
 		scannedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "clamfuse_scanned_bytes_total",
-			Help: "Bytes streamed to clamd.",
+			Help: "Bytes of the files clamd judged, streamed to it or read by it through the descriptor.",
 		}),
+		prewarm: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "clamfuse_prewarm_files_total",
+			Help: "Entries the prewarm walk handled, by result (clean, infected, cached, skipped, error).",
+		}, []string{"result"}),
+	}
+	for _, r := range cache.PrewarmResults {
+		m.prewarm.WithLabelValues(r.String())
 	}
 	for _, d := range decisions {
 		m.opens.WithLabelValues(decisionLabel(d.allow), string(d.reason))
@@ -93,7 +101,7 @@ func New() *Metrics {
 	for _, r := range []string{"clean", "infected", "error"} {
 		m.scans.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.opens, m.denials, m.scans, m.scanDuration, m.scannedBytes,
+	m.reg.MustRegister(m.opens, m.denials, m.scans, m.scanDuration, m.scannedBytes, m.prewarm,
 		&collector{m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -106,6 +114,10 @@ func decisionLabel(allow bool) string {
 	}
 	return "deny"
 }
+
+// Prewarmed counts one entry of the prewarm walk (fs.Mounted.Prewarm's
+// report).
+func (m *Metrics) Prewarmed(r cache.PrewarmResult) { m.prewarm.WithLabelValues(r.String()).Inc() }
 
 // SetSources says what the scrape reads from now on.
 func (m *Metrics) SetSources(src Sources) { m.src.Store(&src) }
@@ -141,8 +153,7 @@ func (c *countingGate) Check(ctx context.Context, f *os.File, who cache.Opener) 
 	return d
 }
 
-// Scanner wraps s so that every scan is counted and timed. The wrapper
-// keeps the reader seekable when it was, for the pool's failover.
+// Scanner wraps s so that every scan is counted and timed.
 func (m *Metrics) Scanner(s cache.Scanner) cache.Scanner { return &countingScanner{s, m} }
 
 type countingScanner struct {
@@ -150,55 +161,21 @@ type countingScanner struct {
 	m *Metrics
 }
 
-func (c *countingScanner) Scan(ctx context.Context, r io.Reader) (clamav.Result, error) {
+func (c *countingScanner) ScanFile(ctx context.Context, f *os.File, size int64) (clamav.Result, error) {
 	began := time.Now()
-	var cr io.Reader
-	var n *int64
-	if rs, ok := r.(io.ReadSeeker); ok {
-		x := &countingReadSeeker{rs: rs}
-		cr, n = x, &x.n
-	} else {
-		x := &countingReader{r: r}
-		cr, n = x, &x.n
-	}
-	res, err := c.Scanner.Scan(ctx, cr)
+	res, err := c.Scanner.ScanFile(ctx, f, size)
 	c.m.scanDuration.Observe(time.Since(began).Seconds())
-	c.m.scannedBytes.Add(float64(*n))
 	switch {
 	case err != nil:
 		c.m.scans.WithLabelValues("error").Inc()
+		return res, err
 	case res.Infected:
 		c.m.scans.WithLabelValues("infected").Inc()
 	default:
 		c.m.scans.WithLabelValues("clean").Inc()
 	}
+	c.m.scannedBytes.Add(float64(size))
 	return res, err
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	k, err := c.r.Read(p)
-	c.n += int64(k)
-	return k, err
-}
-
-type countingReadSeeker struct {
-	rs io.ReadSeeker
-	n  int64
-}
-
-func (c *countingReadSeeker) Read(p []byte) (int, error) {
-	k, err := c.rs.Read(p)
-	c.n += int64(k)
-	return k, err
-}
-
-func (c *countingReadSeeker) Seek(off int64, whence int) (int64, error) {
-	return c.rs.Seek(off, whence)
 }
 
 // collector reads the sources at scrape time.
@@ -216,6 +193,7 @@ var (
 	descBScans      = prometheus.NewDesc("clamfuse_clamd_scans_total", "Scans sent to the clamd backend.", []string{"backend"}, nil)
 	descBErrors     = prometheus.NewDesc("clamfuse_clamd_errors_total", "Failed scans and health checks of the clamd backend, by kind.", []string{"backend", "kind"}, nil)
 	descInflight    = prometheus.NewDesc("clamfuse_clamd_inflight", "Scans in flight on the clamd backend.", []string{"backend"}, nil)
+	descTransport   = prometheus.NewDesc("clamfuse_clamd_transport_info", "How files reach the clamd backend now: fildes (descriptor passed) or instream (streamed).", []string{"backend", "transport"}, nil)
 	descDatabase    = prometheus.NewDesc("clamfuse_clamd_database_info", "The signature database the verdicts are cached under.", []string{"database"}, nil)
 	descDetections  = prometheus.NewDesc("clamfuse_detections_total", "Infected file states acted on (audit lines).", nil, nil)
 	descQuarantined = prometheus.NewDesc("clamfuse_quarantined_total", "Infected files moved to the quarantine.", nil, nil)
@@ -226,7 +204,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHits, descMisses, descEntries, descEvictions, descInvalidated, descCaching,
-		descInfected, descUp, descBScans, descBErrors, descInflight, descDatabase,
+		descInfected, descUp, descBScans, descBErrors, descInflight, descTransport, descDatabase,
 		descDetections, descQuarantined, descQFailed, descCommands, descCmdFailed} {
 		ch <- d
 	}
@@ -258,6 +236,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descUp, b2f(b.Up), b.Address)
 			counter(descBScans, b.Scans, b.Address)
 			gauge(descInflight, float64(b.Inflight), b.Address)
+			gauge(descTransport, 1, b.Address, string(b.Transport))
 			for kind, n := range b.Errors {
 				counter(descBErrors, n, b.Address, kind)
 			}

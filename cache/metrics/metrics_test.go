@@ -123,6 +123,7 @@ func TestMetrics(t *testing.T) {
 		`clamfuse_clamd_up{backend="` + dead.String() + `"}`:                              0,
 		`clamfuse_clamd_scans_total{backend="` + c.Address() + `"}`:                       2,
 		`clamfuse_clamd_errors_total{backend="` + dead.String() + `",kind="unavailable"}`: 1,
+		`clamfuse_clamd_transport_info{backend="` + c.Address() + `",transport="fildes"}`: 1,
 		`clamfuse_detections_total`:                                                       0,
 	}
 	for k, v := range want {

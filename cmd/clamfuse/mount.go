@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -147,6 +148,9 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
 	notifyReady(log, h, src, dst)
+	stopPrewarm, waitPrewarm := startPrewarm(cfg.Scan.Prewarm, m, svc)
+	defer waitPrewarm()
+	defer stopPrewarm()
 	for {
 		select {
 		case err := <-m.Done():
@@ -163,6 +167,7 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 				continue
 			}
 			notifyStopping(log)
+			stopPrewarm()
 			log.Info("signal received, unmounting", "signal", s.String(), "target", dst)
 			if err := m.Unmount(); err != nil {
 				return err
@@ -175,6 +180,27 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 			}
 			log.Info("unmounted", "target", dst)
 			return nil
+		}
+	}
+}
+
+// startPrewarm starts the prewarm walk (scan.prewarm) beside the live
+// mount m. stop ends it at once, without waiting: it never delays the
+// unmount. wait then gives it a moment to log its last line.
+func startPrewarm(on bool, m *fs.Mounted, svc *service) (stop, wait func()) {
+	if !on {
+		return func() {}, func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.Prewarm(ctx, svc.gate, svc.metrics.Prewarmed)
+	}()
+	return cancel, func() {
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
 		}
 	}
 }

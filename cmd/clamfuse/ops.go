@@ -82,7 +82,8 @@ func (h *levelHandler) WithGroup(name string) slog.Handler {
 	return &levelHandler{inner: h.inner.WithGroup(name), level: h.level}
 }
 
-// clients builds one clamav.Client per configured address.
+// clients builds one clamav.Client per configured address, each with the
+// configured transport (auto: fildes for a unix socket, instream for TCP).
 func clients(c config.Clamd) ([]*clamav.Client, error) {
 	var out []*clamav.Client
 	for _, a := range c.Address {
@@ -90,7 +91,8 @@ func clients(c config.Clamd) ([]*clamav.Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("clamd.address: %v", err)
 		}
-		cl, err := clamav.New(clamav.Options{Network: network, Address: addr, Timeout: time.Duration(c.Timeout)})
+		cl, err := clamav.New(clamav.Options{Network: network, Address: addr, Timeout: time.Duration(c.Timeout),
+			Transport: clamav.Transport(c.Transport)})
 		if err != nil {
 			return nil, err
 		}
@@ -212,7 +214,7 @@ func (s *service) excluded(rel string) bool { return s.cfg.Load().IsExcluded(rel
 var notReloadable = map[string]bool{
 	"mount.source": true, "mount.target": true, "mount.allow_other": true, "mount.read_only": true, "mount.attr_timeout": true,
 	"clamd.timeout": true, "clamd.max_concurrent": true,
-	"cache.max_entries": true, "cache.ttl": true,
+	"scan.prewarm": true, "cache.max_entries": true, "cache.ttl": true,
 	"log.format": true,
 }
 
@@ -242,6 +244,7 @@ func (s *service) reload(next config.Config) error {
 	}
 	next.Mount = cur.Mount
 	next.Clamd.Timeout, next.Clamd.MaxConcurrent = cur.Clamd.Timeout, cur.Clamd.MaxConcurrent
+	next.Scan.Prewarm = cur.Scan.Prewarm
 	next.Cache = cur.Cache
 	next.Log.Format = cur.Log.Format
 
@@ -264,7 +267,7 @@ func (s *service) reload(next config.Config) error {
 	setLevel(s.level, next.Log.Level)
 	s.gate.SetPolicy(policy(next))
 	s.runner.SetOptions(actionOptions(next, s.log))
-	if !reflect.DeepEqual(cur.Clamd.Address, next.Clamd.Address) {
+	if !reflect.DeepEqual(cur.Clamd.Address, next.Clamd.Address) || cur.Clamd.Transport != next.Clamd.Transport {
 		if err := s.pool.SetBackends(cs); err != nil {
 			return err // cannot happen: Validate wants an address
 		}

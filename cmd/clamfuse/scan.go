@@ -18,13 +18,15 @@ import (
 	"github.com/clamfuse/clamfuse/config"
 )
 
-const scanUsage = `usage: clamfuse scan [--config FILE] [--clamd ADDR] [--timeout D] [--jobs N] PATH...
+const scanUsage = `usage: clamfuse scan [--config FILE] [--clamd ADDR] [--timeout D] [--jobs N] [--transport T] PATH...
 
-Streams every regular file named, and every regular file under the
+Sends every regular file named, and every regular file under the
 directories named (walked recursively; symbolic links are not followed,
-and other special files are skipped), to clamd with INSTREAM, the way
-the mount scans a file on its first open, with no FUSE in between.
-scan.max_size and scan.exclude are not applied: every file is streamed.
+and other special files are skipped), to clamd the way the mount scans a
+file on its first open, with no FUSE in between: its descriptor with
+FILDES, or its contents streamed with INSTREAM, as clamd.transport says
+(auto: fildes over a unix socket, instream over TCP).
+scan.max_size and scan.exclude are not applied: every file is scanned.
 
 Prints one line per file on standard output, in the order of the walk:
   PATH: OK
@@ -39,10 +41,11 @@ Flags override the config file:
 
 // scanFlags are the command-line overrides of the config file.
 type scanFlags struct {
-	config  string
-	clamd   string
-	timeout time.Duration
-	jobs    int
+	config    string
+	clamd     string
+	timeout   time.Duration
+	jobs      int
+	transport string
 }
 
 // scanJob is one file to scan, or a problem found while walking (err set).
@@ -74,6 +77,7 @@ func cmdScan(args []string, stdout, stderr io.Writer) error {
 	fl.StringVar(&f.clamd, "clamd", "", `clamd address: a socket path, "unix:/path" or "tcp://host:port" (clamd.address)`)
 	fl.DurationVar(&f.timeout, "timeout", 0, "per-file scan timeout (clamd.timeout)")
 	fl.IntVar(&f.jobs, "jobs", 0, "files scanned in parallel (clamd.max_concurrent, default 4)")
+	fl.StringVar(&f.transport, "transport", "", `"auto", "instream" or "fildes" (clamd.transport, default auto)`)
 	fl.Usage = func() {
 		fmt.Fprint(stderr, scanUsage)
 		fl.PrintDefaults()
@@ -107,6 +111,8 @@ func cmdScan(args []string, stdout, stderr io.Writer) error {
 				badFlag = fmt.Errorf("scan: --jobs must be at least 1, got %d", f.jobs)
 			}
 			cfg.Clamd.MaxConcurrent = f.jobs
+		case "transport":
+			cfg.Clamd.Transport = f.transport // checked by Validate
 		}
 	})
 	if badFlag != nil {
@@ -120,7 +126,8 @@ func cmdScan(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{fmt.Errorf("clamd.address: %v", err)}
 	}
-	client, err := clamav.New(clamav.Options{Network: network, Address: addr, Timeout: time.Duration(cfg.Clamd.Timeout)})
+	client, err := clamav.New(clamav.Options{Network: network, Address: addr, Timeout: time.Duration(cfg.Clamd.Timeout),
+		Transport: clamav.Transport(cfg.Clamd.Transport)})
 	if err != nil {
 		return usageError{err}
 	}
@@ -254,7 +261,8 @@ func (s scanner) walk(root string, emit func(scanJob) bool) bool {
 	return ok
 }
 
-// scanFile streams the regular file at p from offset 0 to clamd.
+// scanFile sends the regular file at p to clamd: its descriptor, or its
+// contents from offset 0.
 func (s scanner) scanFile(p string) (clamav.Result, error) {
 	// O_NOFOLLOW and O_NONBLOCK: a name swapped for a symlink or a FIFO
 	// since the walk must neither be followed nor block the scan.
@@ -270,7 +278,7 @@ func (s scanner) scanFile(p string) (clamav.Result, error) {
 	if !fi.Mode().IsRegular() {
 		return clamav.Result{}, fmt.Errorf("not a regular file (%s)", kindOf(fi.Mode()))
 	}
-	return s.client.Scan(context.Background(), f)
+	return s.client.ScanFile(context.Background(), f, fi.Size())
 }
 
 // unwrapPath drops the *os.PathError wrapper, whose path the output line

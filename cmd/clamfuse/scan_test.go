@@ -68,6 +68,8 @@ func TestScan(t *testing.T) {
 	}{
 		{"tree, walk order whatever the parallelism", []string{"--jobs", "8", dir}, 1, want, "2 of 6 files infected"},
 		{"tree, one job", []string{"--jobs", "1", dir}, 1, want, "2 of 6 files infected"},
+		{"tree, transport fildes", []string{"--transport", "fildes", dir}, 1, want, "2 of 6 files infected"},
+		{"tree, transport instream", []string{"--transport", "instream", dir}, 1, want, "2 of 6 files infected"},
 		{"clean file", []string{clean}, 0, clean + ": OK\n", ""},
 		{"same file twice", []string{clean, clean}, 0, clean + ": OK\n" + clean + ": OK\n", ""},
 		{"top-level symlink is not followed", []string{filepath.Join(dir, "link-to-eicar"), clean}, 0,
@@ -153,6 +155,8 @@ func TestScanUsage(t *testing.T) {
 		{"bad address", []string{"--clamd", "http://x", "/"}, "clamd.address"},
 		{"unknown flag", []string{"--nope", "/"}, "flag provided but not defined"},
 		{"missing config", []string{"--config", "/nonexistent.toml", "/"}, "nonexistent.toml"},
+		{"bad transport", []string{"--transport", "stream", "/"}, "clamd.transport"},
+		{"fildes over TCP", []string{"--clamd", "tcp://127.0.0.1:3310", "--transport", "fildes", "/"}, `"fildes" needs unix-socket addresses`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

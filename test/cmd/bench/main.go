@@ -1,7 +1,8 @@
 // Command bench compares clamfuse with the native backing directory, with
 // ClamFS (Debian's clamfs package) and with bare clamd (`clamfuse scan`,
-// no FUSE) on the workloads of issue #3, and writes the table of medians
-// to bench/RESULTS.md:
+// no FUSE) on the workloads of issue #3, then the two clamd transports
+// (INSTREAM and FILDES) against each other on the first-open scans, and
+// writes the tables of medians to bench/RESULTS.md:
 //
 //	go run ./test/cmd/bench [-quick] [-dir /var/tmp/clamfuse-bench]
 //
@@ -160,8 +161,10 @@ type bench struct {
 	data    dataset
 	logDir  string
 	systems []*system
+	extra   []*system // mounted for one comparison only (transports); not table columns
 	results []*result
 	rss     *rssResult
+	trans   []*transportRow
 	info    machineInfo
 	started time.Time
 	notes   []string // paragraphs at the end of the report
@@ -206,6 +209,9 @@ func (b *bench) main() error {
 	}
 	if b.selected("rss") {
 		b.rss = b.runRSS()
+	}
+	if b.selected("transports") {
+		b.trans = b.runTransports()
 	}
 	if err := b.ctx.Err(); err != nil {
 		return err
@@ -341,7 +347,7 @@ func (b *bench) startClamd() error {
 // cleanup unmounts every system and stops clamd. It is safe to call more
 // than once and from the signal goroutine.
 func (b *bench) cleanup() {
-	for _, s := range b.systems {
+	for _, s := range b.allSystems() {
 		s.teardown()
 	}
 	if b.clamd != nil {
@@ -354,10 +360,15 @@ func (b *bench) cleanup() {
 	}
 }
 
+// allSystems is the table's systems and the extra ones.
+func (b *bench) allSystems() []*system {
+	return append(append([]*system(nil), b.systems...), b.extra...)
+}
+
 // abortAll aborts the FUSE connection of every live mount, which fails
 // their pending requests with ENOTCONN.
 func (b *bench) abortAll() {
-	for _, s := range b.systems {
+	for _, s := range b.allSystems() {
 		if m := s.current(); m != nil {
 			m.abort()
 		}

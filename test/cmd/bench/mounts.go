@@ -53,6 +53,8 @@ type system struct {
 
 	primed   map[string]int // workload id -> mount generation it was primed on
 	lastUsed time.Time      // end of the last prime or timed run
+
+	config string // clamfuse's config file; "" for clamfuse.toml in the work directory
 }
 
 func (s *system) fuse() bool { return s.kind == kindClamfuse || s.kind == kindClamFS }
@@ -114,7 +116,11 @@ func (s *system) start() (*mount, error) {
 	var cmd *exec.Cmd
 	switch s.kind {
 	case kindClamfuse:
-		cmd = exec.Command(b.bin, "mount", "--config", filepath.Join(b.opts.dir, "clamfuse.toml"),
+		config := s.config
+		if config == "" {
+			config = filepath.Join(b.opts.dir, "clamfuse.toml")
+		}
+		cmd = exec.Command(b.bin, "mount", "--config", config,
 			"--clamd", b.clamd.Address(), b.data.src, s.mnt)
 	case kindClamFS:
 		cmd = exec.Command("clamfs", filepath.Join(b.opts.dir, "clamfs.xml"))
@@ -291,20 +297,7 @@ func (b *bench) setupSystems() error {
 		}
 	}
 
-	// clamfuse: defaults, but the large file must be scanned, not denied
-	// as oversize, and a 1 GiB scan must fit the timeout.
-	toml := fmt.Sprintf(`# Written by test/cmd/bench.
-[clamd]
-address = %q
-timeout = "10m"
-
-[scan]
-max_size = "2000MiB"
-
-[log]
-level = "warn"
-`, b.clamd.Address())
-	if err := os.WriteFile(filepath.Join(b.opts.dir, "clamfuse.toml"), []byte(toml), 0o644); err != nil {
+	if err := b.writeClamfuseConfig("clamfuse.toml", ""); err != nil {
 		return err
 	}
 	if err := cf.ensure(true); err != nil {
@@ -353,6 +346,29 @@ level = "warn"
 		cfs.teardown()
 	}
 	return nil
+}
+
+// writeClamfuseConfig writes clamfuse's config to name in the work
+// directory: defaults, but the large file must be scanned, not denied as
+// oversize, and a 1 GiB scan must fit the timeout; transport, if set,
+// is clamd.transport.
+func (b *bench) writeClamfuseConfig(name, transport string) error {
+	tr := ""
+	if transport != "" {
+		tr = fmt.Sprintf("transport = %q\n", transport)
+	}
+	toml := fmt.Sprintf(`# Written by test/cmd/bench.
+[clamd]
+address = %q
+timeout = "10m"
+%s
+[scan]
+max_size = "2000MiB"
+
+[log]
+level = "warn"
+`, b.clamd.Address(), tr)
+	return os.WriteFile(filepath.Join(b.opts.dir, name), []byte(toml), 0o644)
 }
 
 // tail returns the end of a log file, on one line, for error messages.

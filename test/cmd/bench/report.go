@@ -378,7 +378,7 @@ func (b *bench) report() string {
 		i.cpus, i.cpuModel, i.memory, i.kernel, b.opts.dir, i.fsType, b.loadAvg, loadAvg())
 	p("- clamd: %s (private instance, test signatures only, StreamMaxLength/MaxFileSize/MaxScanSize 2000M, MaxThreads 8)\n", i.clamd)
 	p("- ClamFS: Debian clamfs %s, mode=\"stream\" (INSTREAM), same clamd, no extension lists, no size limit, cache entries=65536 expire=3h\n", i.clamfs)
-	p("- clamfuse: %s, built without -race; config: defaults (max_concurrent 4, cache 100000 entries) but max_size 2000MiB, timeout 10m\n", i.clamfuse)
+	p("- clamfuse: %s, built without -race; config: defaults (max_concurrent 4, cache 100000 entries, transport auto: fildes on the unix socket) but max_size 2000MiB, timeout 10m\n", i.clamfuse)
 	p("- %s\n\n", i.goVersion)
 
 	p("| workload | native | clamfuse | ClamFS | bare clamd | clamfuse / native | clamfuse / ClamFS | target | clamfuse | met | ClamFS, same measure |\n")
@@ -452,10 +452,12 @@ func (b *bench) report() string {
 		p("[%d] %s\n\n", i+1, f)
 	}
 
+	b.reportTransports(p)
+
 	p("## How each figure is measured\n\n")
 	p("- Every figure is the median wall time of the workload alone; mounting, priming and dropping caches are not timed. Runs alternate between systems (native, clamfuse, ClamFS, bare clamd, then again). Before each run the bench waits until clamd and the FUSE servers are idle (clamfuse scans files written through it in the background after they are closed).\n")
 	p("- Files are read in Go like cat: open, read 128 KiB at a time to EOF, close. `ls`, `find | xargs stat` and `dd` are the system commands, output to /dev/null.\n")
-	p("- **first open** rows: the page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) and clamfuse and ClamFS are remounted before each run, so every open needs a scan. The bare clamd column is `bin/clamfuse scan` of the same files (`--jobs 1` for the sequential rows, `--jobs %d` for the parallel one), with no FUSE.\n", parallelReaders)
+	p("- **first open** rows: the page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) and clamfuse and ClamFS are remounted before each run, so every open needs a scan. The bare clamd column is `bin/clamfuse scan` of the same files (`--jobs 1` for the sequential rows, `--jobs %d` for the parallel one), with no FUSE, and the same transport as clamfuse (auto: fildes). ClamFS streams with INSTREAM.\n", parallelReaders)
 	p("- **cached** rows: the files were read once through the same mount before the first timed run (verdicts cached, page cache warm); nothing is dropped between runs.\n")
 	p("- **ls / stat** rows: warm = the tree was listed once through the same mount before and nothing is dropped, but each run on a FUSE system starts at least 1.2 s after that system last served the tree, so the kernel's FUSE entry and attribute timeouts (1 s in clamfuse and ClamFS) have expired and the FUSE server is asked (otherwise a warm figure depends on whether the previous run ended less than a second before); cold = the page cache, dentries and inodes are dropped before each run (no remount).\n")
 	p("- **write**: `dd if=/dev/zero bs=1M conv=fsync` to a new file; the previous file is removed and caches dropped before each run.\n")

@@ -219,7 +219,7 @@ func workloadIDs() []string {
 	for _, w := range workloads {
 		ids = append(ids, w.id)
 	}
-	return append(ids, "rss")
+	return append(ids, "rss", "transports")
 }
 
 func workloadByID(id string) *workload {
@@ -228,8 +228,8 @@ func workloadByID(id string) *workload {
 			return w
 		}
 	}
-	if id == "rss" {
-		return &workload{id: "rss"}
+	if id == "rss" || id == "transports" {
+		return &workload{id: id}
 	}
 	return nil
 }
@@ -388,8 +388,10 @@ func (b *bench) oneRun(w *workload, s *system, se *series, run int) error {
 
 // runBare runs `clamfuse scan` on paths of the data set and returns its
 // wall time and CPU time.
-func (b *bench) runBare(ctx context.Context, jobs int, paths []string) (time.Duration, time.Duration, error) {
+// extra flags go before the paths (e.g. --transport).
+func (b *bench) runBare(ctx context.Context, jobs int, paths []string, extra ...string) (time.Duration, time.Duration, error) {
 	args := []string{"scan", "--clamd", b.clamd.Address(), "--timeout", "10m", "--jobs", strconv.Itoa(jobs)}
+	args = append(args, extra...)
 	for _, p := range paths {
 		args = append(args, filepath.Join(b.data.src, p))
 	}
@@ -585,7 +587,7 @@ func (b *bench) quiesce() {
 	)
 	busy := func() time.Duration {
 		t := procCPU(b.clamdPid())
-		for _, s := range b.systems {
+		for _, s := range b.allSystems() {
 			if m := s.current(); m != nil {
 				t += procCPU(m.pid())
 			}

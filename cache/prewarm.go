@@ -1,0 +1,219 @@
+package cache
+
+// Prewarm: scans ahead of the first opens, at the lowest priority.
+//
+// A prewarm walk (fs.Mounted.Prewarm) hands the gate one file at a time.
+// Before a file that needs a scan, Prewarm waits until no open waits for
+// a scan: Check and Prescan count themselves in Gate.demand from the
+// moment they need a scan until it is over (waiting for a slot, joined to
+// a shared scan, or scanning), and a prewarm scan starts only when that
+// count is zero. The walk is sequential, so an open waits behind at most
+// the one prewarm scan already running when it came.
+//
+// Lock order: demand.mu is a leaf.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/clamav"
+)
+
+// PrewarmResult says what a scan ahead of the opens (Prewarm, and Prescan
+// after a write) did with one file.
+type PrewarmResult int
+
+const (
+	PrewarmClean    PrewarmResult = iota // scanned now, clean; the verdict is cached
+	PrewarmInfected                      // scanned now, infected; the verdict is cached, so opens are denied
+	PrewarmCached                        // a verdict was cached already: no scan
+	PrewarmSkipped                       // nothing to scan: empty, over max_size, excluded, or not a regular file
+	PrewarmError                         // no verdict: nothing is cached, the next open scans
+)
+
+// PrewarmResults lists every PrewarmResult, for metrics.
+var PrewarmResults = []PrewarmResult{PrewarmClean, PrewarmInfected, PrewarmCached, PrewarmSkipped, PrewarmError}
+
+// String is the result as a metric label: clean, infected, cached,
+// skipped or error.
+func (r PrewarmResult) String() string {
+	switch r {
+	case PrewarmClean:
+		return "clean"
+	case PrewarmInfected:
+		return "infected"
+	case PrewarmCached:
+		return "cached"
+	case PrewarmSkipped:
+		return "skipped"
+	}
+	return "error"
+}
+
+// Prewarm judges f, the file at rel (relative to the mount root), before
+// anyone opens it, and caches the verdict. It is for a walk of the whole
+// tree at mount time: when f needs a scan, it first waits until no open
+// waits for one (and no reload window is open), so that opens come first.
+// An infected file is logged at WARN; its verdict is cached, so opens of
+// it are denied from the cache.
+//
+// Prewarm returns when the file is judged, or at once when ctx is done
+// (with ctx's error); a scan already started then goes on in the
+// background and its verdict is cached as usual. The error is why no
+// verdict was reached (PrewarmError), or, with PrewarmSkipped, why clamd
+// did not take the file (its stream limit). f stays the caller's.
+func (g *Gate) Prewarm(ctx context.Context, f *os.File, rel string) (PrewarmResult, error) {
+	if err := ctx.Err(); err != nil {
+		return PrewarmError, err
+	}
+	// Our own descriptor, as in check: the caller closes f when Prewarm
+	// returns, and a scan may outlive a cancelled Prewarm.
+	src, err := reopen(f)
+	if err != nil {
+		return PrewarmError, fmt.Errorf("%w: %v", clamav.ErrRead, err)
+	}
+	type settled struct {
+		r   PrewarmResult
+		err error
+	}
+	ch := make(chan settled, 1)
+	go func() {
+		defer src.Close()
+		r, v, err := g.settle(src, func() error { return g.waitIdle(ctx) })
+		if r == PrewarmInfected {
+			g.log.Warn("infected file found by prewarm", "path", rel, "signature", v.Signature, "clamd", v.Backend)
+		}
+		ch <- settled{r, err}
+	}()
+	select {
+	case s := <-ch:
+		return s.r, s.err
+	case <-ctx.Done():
+		select {
+		case s := <-ch:
+			return s.r, s.err
+		default:
+			return PrewarmError, ctx.Err()
+		}
+	}
+}
+
+// settle makes sure a verdict for the current state of src is cached,
+// scanning src unless one is: the part that the scans ahead of the opens
+// (Prescan, Prewarm) share; judge, keyOf, the cache and the shared scan
+// are the same as for an open. ready, when not nil, is called once a scan
+// is needed, before it starts; the state is then looked up again, since
+// an open may have judged it meanwhile. An error from ready is returned
+// as it is, with nothing scanned. src is the Gate's own descriptor (see
+// reopen).
+func (g *Gate) settle(src *os.File, ready func() error) (PrewarmResult, Verdict, error) {
+	var key Key
+	for waited := false; ; waited = true {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(src.Fd()), &st); err != nil {
+			return PrewarmError, Verdict{}, fmt.Errorf("%w: fstat: %v", clamav.ErrRead, err)
+		}
+		if g.judge(&st) != toScan {
+			return PrewarmSkipped, Verdict{}, nil
+		}
+		key = g.keyOf(&st)
+		if v, ok := g.lru.Get(key); ok {
+			return PrewarmCached, v, nil
+		}
+		if ready == nil || waited {
+			break
+		}
+		if err := ready(); err != nil {
+			return PrewarmError, Verdict{}, err
+		}
+	}
+	v, err, _ := g.sf.Do(fmt.Sprint(key), func() (any, error) { return g.scan(src, key) })
+	switch {
+	case errors.Is(err, clamav.ErrSizeLimit):
+		return PrewarmSkipped, Verdict{}, err
+	case err != nil:
+		return PrewarmError, Verdict{}, err
+	case v.(Verdict).Infected:
+		return PrewarmInfected, v.(Verdict), nil
+	}
+	return PrewarmClean, v.(Verdict), nil
+}
+
+// waitIdle waits until no open waits for a scan and verdicts are cached
+// (no reload window: a verdict made now would be thrown away), or until
+// ctx is done.
+func (g *Gate) waitIdle(ctx context.Context) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if wait := g.fresh.noCacheUntil.Load() - time.Now().UnixNano(); wait > 0 {
+			t := time.NewTimer(time.Duration(wait))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+			continue
+		}
+		select {
+		case <-g.demand.idle():
+			if g.caching() {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// demand counts the scans that opens (and scans after a write) wait for;
+// Prewarm scans only while it is zero.
+type demand struct {
+	mu   sync.Mutex    // guards n and zero
+	n    int           // scans waited for
+	zero chan struct{} // closed when n drops back to 0; made when n leaves 0
+}
+
+// closedChan is an idle demand's channel.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+func (d *demand) add() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.n == 0 {
+		d.zero = make(chan struct{})
+	}
+	d.n++
+}
+
+func (d *demand) done() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.n--
+	if d.n == 0 {
+		close(d.zero)
+	}
+}
+
+// idle returns a channel that is closed once nothing waits for a scan
+// (already closed if nothing does now).
+func (d *demand) idle() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.n == 0 {
+		return closedChan
+	}
+	return d.zero
+}
