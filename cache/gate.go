@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +72,12 @@ type Decision struct {
 // ErrUnstable means the file changed during every scan attempt.
 var ErrUnstable = errors.New("file changed during the scan")
 
+// errSuperseded ends a scan after a write whose file was written through
+// the mount again (Modified), or scanned after a write anew (Prescan): it
+// judges a state that is gone. It is no verdict and no failure: opens that
+// shared that scan look at the file again (check), and nothing is cached.
+var errSuperseded = errors.New("scan after write cancelled: written again")
+
 // maxAttempts bounds rescans of a file that keeps changing; the deadline
 // bounds them too.
 const maxAttempts = 20
@@ -99,6 +106,9 @@ type Gate struct {
 	prescans atomic.Int64 // background scans pending
 	demand   demand       // scans opens wait for; Prewarm waits for none (prewarm.go)
 
+	pendMu  sync.Mutex         // guards pending; a leaf
+	pending map[inode]*prescan // background scans not over yet, by file (see Modified)
+
 	hits, misses, scans, scanErrors, infected, denied atomic.Uint64
 }
 
@@ -119,6 +129,7 @@ func NewGate(s Scanner, opts Options) *Gate {
 		lru:     NewLRU(opts.MaxEntries, opts.TTL),
 		log:     opts.Logger,
 		sem:     make(chan struct{}, opts.MaxConcurrent),
+		pending: map[inode]*prescan{},
 	}
 	empty := ""
 	g.db.Store(&empty)
@@ -170,76 +181,101 @@ func (g *Gate) Check(ctx context.Context, f *os.File, who Opener) Decision {
 }
 
 func (g *Gate) check(ctx context.Context, f *os.File) Decision {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return g.onError(fmt.Errorf("fstat: %w", err))
-	}
-	switch g.judge(&st) {
-	case nothingToScan:
-		return Decision{Allow: true, Reason: ReasonEmpty}
-	case tooLarge:
-		return g.onOversize(fmt.Errorf("%d bytes is over max_size %d", st.Size, g.pol().MaxSize))
-	}
-	key := g.keyOf(&st)
-	if v, ok := g.lru.Get(key); ok {
-		g.hits.Add(1)
-		return g.fromVerdict(key, v, true)
-	}
-	g.misses.Add(1)
-
-	// Our own descriptor of the very same inode, taken before Check can
-	// return: the opener closes f as soon as it has an answer, even a
-	// cancelled one, while the shared scan goes on for the others. It
-	// stays open until that scan is over, whether this opener started it
-	// or joined it.
-	src, err := reopen(f)
-	if err != nil {
-		return g.onError(fmt.Errorf("%w: %v", clamav.ErrRead, err))
-	}
-	ch := make(chan singleflight.Result, 1)
-	g.demand.add()
-	go func() {
-		defer src.Close()
-		defer g.demand.done()
-		v, err, shared := g.sf.Do(fmt.Sprint(key), func() (any, error) {
-			return g.scan(src, key)
-		})
-		ch <- singleflight.Result{Val: v, Err: err, Shared: shared}
-	}()
-	timer := time.NewTimer(g.opts.Timeout + time.Second)
-	defer timer.Stop()
-	select {
-	case r := <-ch:
-		if r.Err != nil {
-			if errors.Is(r.Err, clamav.ErrSizeLimit) {
-				return g.onOversize(r.Err)
-			}
-			if errors.Is(r.Err, ErrUnstable) {
-				return Decision{Reason: ReasonUnstable, Err: r.Err}
-			}
-			return g.onError(r.Err)
+	// The open's own bound on its wait, from its first miss on: a scan it
+	// joined may end superseded (errSuperseded), and it then waits for
+	// another one.
+	var deadline <-chan time.Time
+	for {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			return g.onError(fmt.Errorf("fstat: %w", err))
 		}
-		return g.fromVerdict(key, r.Val.(Verdict), false)
-	case <-ctx.Done():
-		return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
-	case <-timer.C:
-		return g.onError(fmt.Errorf("%w: no verdict within %v", clamav.ErrTimeout, g.opts.Timeout))
+		switch g.judge(&st) {
+		case nothingToScan:
+			return Decision{Allow: true, Reason: ReasonEmpty}
+		case tooLarge:
+			return g.onOversize(fmt.Errorf("%d bytes is over max_size %d", st.Size, g.pol().MaxSize))
+		}
+		key := g.keyOf(&st)
+		if v, ok := g.lru.Get(key); ok {
+			g.hits.Add(1)
+			return g.fromVerdict(key, v, true)
+		}
+		g.misses.Add(1)
+		if deadline == nil {
+			timer := time.NewTimer(g.opts.Timeout + time.Second)
+			defer timer.Stop()
+			deadline = timer.C
+		}
+
+		// Our own descriptor of the very same inode, taken before Check can
+		// return: the opener closes f as soon as it has an answer, even a
+		// cancelled one, while the shared scan goes on for the others. It
+		// stays open until that scan is over, whether this opener started it
+		// or joined it.
+		src, err := reopen(f)
+		if err != nil {
+			return g.onError(fmt.Errorf("%w: %v", clamav.ErrRead, err))
+		}
+		ch := make(chan singleflight.Result, 1)
+		g.demand.add()
+		go func() {
+			defer src.Close()
+			defer g.demand.done()
+			// The openers' contexts do not cancel a shared scan.
+			v, err, shared := g.sf.Do(fmt.Sprint(key), func() (any, error) {
+				return g.scan(context.Background(), src, key)
+			})
+			ch <- singleflight.Result{Val: v, Err: err, Shared: shared}
+		}()
+		select {
+		case r := <-ch:
+			if r.Err != nil {
+				if errors.Is(r.Err, errSuperseded) {
+					// A scan after a write, joined and then cancelled
+					// because the file was written again: look again.
+					continue
+				}
+				if errors.Is(r.Err, clamav.ErrSizeLimit) {
+					return g.onOversize(r.Err)
+				}
+				if errors.Is(r.Err, ErrUnstable) {
+					return Decision{Reason: ReasonUnstable, Err: r.Err}
+				}
+				return g.onError(r.Err)
+			}
+			return g.fromVerdict(key, r.Val.(Verdict), false)
+		case <-ctx.Done():
+			return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
+		case <-deadline:
+			return g.onError(fmt.Errorf("%w: no verdict within %v", clamav.ErrTimeout, g.opts.Timeout))
+		}
 	}
 }
 
-// scan runs in its own goroutine on behalf of every opener of this state:
-// the openers' contexts do not cancel it, its own deadline does. file is
-// the Gate's own descriptor (see reopen); scan does not close it.
-func (g *Gate) scan(file *os.File, key Key) (Verdict, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), g.opts.Timeout)
+// scan runs in its own goroutine on behalf of every opener of this state,
+// under ctx, the context of the one that started it, and its own
+// deadline: the openers' contexts do not cancel it; a scan after a write
+// is cancelled when it is superseded (Modified), and then returns
+// errSuperseded. file is the Gate's own descriptor (see reopen); scan does
+// not close it.
+func (g *Gate) scan(ctx context.Context, file *os.File, key Key) (Verdict, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
 	defer cancel()
+	superseded := func() bool { return errors.Is(context.Cause(ctx), errSuperseded) }
 	for range maxAttempts {
+		if superseded() {
+			return Verdict{}, errSuperseded
+		}
 		if maxSize := g.pol().MaxSize; key.Size > maxSize && maxSize > 0 {
 			return Verdict{}, fmt.Errorf("%w: grew to %d bytes", clamav.ErrSizeLimit, key.Size)
 		}
 		select {
 		case g.sem <- struct{}{}:
 		case <-ctx.Done():
+			if superseded() {
+				return Verdict{}, errSuperseded
+			}
 			g.scanErrors.Add(1)
 			return Verdict{}, fmt.Errorf("%w: waiting for a scan slot for %v", clamav.ErrTimeout, g.opts.Timeout)
 		}
@@ -247,6 +283,10 @@ func (g *Gate) scan(file *os.File, key Key) (Verdict, error) {
 		// The very descriptor checked below goes to clamd, or is read.
 		res, err := g.scanner.ScanFile(ctx, file, key.Size)
 		<-g.sem
+		if superseded() {
+			// Whatever clamd said, it was about a state that is gone.
+			return Verdict{}, errSuperseded
+		}
 		if err != nil {
 			g.scanErrors.Add(1)
 			return Verdict{}, err
@@ -293,10 +333,22 @@ func (g *Gate) fromVerdict(key Key, v Verdict, cached bool) Decision {
 // maxPrescans bounds background scans waiting for a slot.
 const maxPrescans = 64
 
+// inode names a file: the device and inode of a Key.
+type inode struct{ dev, ino uint64 }
+
+// prescan is a background scan of one file, until it is over.
+type prescan struct {
+	cancel context.CancelCauseFunc
+}
+
 // Prescan judges f in the background and caches the verdict, so that the
 // next open of a file just written costs a cache lookup. Detections are
 // logged at once. It never blocks: when too many prescans are pending it
 // does nothing, and the next open scans as usual.
+//
+// The scan lasts until it is over or the file is modified through the
+// mount (Modified), or until the next Prescan of the same file, which
+// supersedes it: its verdict would be about a state that is gone.
 func (g *Gate) Prescan(f *os.File, who Opener) {
 	if g.prescans.Add(1) > maxPrescans {
 		g.prescans.Add(-1)
@@ -307,13 +359,39 @@ func (g *Gate) Prescan(f *os.File, who Opener) {
 		g.prescans.Add(-1)
 		return
 	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(src.Fd()), &st); err != nil {
+		src.Close()
+		g.prescans.Add(-1)
+		return
+	}
+	id := inode{st.Dev, st.Ino}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	p := &prescan{cancel: cancel}
+	g.pendMu.Lock()
+	old := g.pending[id]
+	g.pending[id] = p
+	g.pendMu.Unlock()
+	if old != nil {
+		old.cancel(errSuperseded)
+	}
 	go func() {
 		defer g.prescans.Add(-1)
 		defer src.Close()
+		defer func() {
+			g.pendMu.Lock()
+			if g.pending[id] == p {
+				delete(g.pending, id)
+			}
+			g.pendMu.Unlock()
+			cancel(nil)
+		}()
 		g.demand.add()
 		defer g.demand.done()
-		r, v, err := g.settle(src, nil)
+		r, v, err := g.settle(ctx, src, nil)
 		switch {
+		case errors.Is(err, errSuperseded):
+			g.log.Debug("scan after write cancelled: written again", "path", who.Path)
 		case err != nil:
 			g.log.Debug("scan after write failed; the next open scans again", "path", who.Path, "err", err)
 		case r == PrewarmInfected:
@@ -321,6 +399,25 @@ func (g *Gate) Prescan(f *os.File, who Opener) {
 				"pid", who.Pid, "uid", who.Uid, "clamd", v.Backend)
 		}
 	}()
+}
+
+// Modified says that the file dev, ino (those of its Key) is being
+// modified through the mount: a background scan of it (Prescan) still
+// running is cancelled, down to its exchange with clamd, and caches
+// nothing; opens that shared it look again. Cheap, and a no-op when no
+// such scan runs.
+func (g *Gate) Modified(dev, ino uint64) {
+	if g.prescans.Load() == 0 {
+		return
+	}
+	id := inode{dev, ino}
+	g.pendMu.Lock()
+	p := g.pending[id]
+	delete(g.pending, id)
+	g.pendMu.Unlock()
+	if p != nil {
+		p.cancel(errSuperseded)
+	}
 }
 
 // What a file state asks of the gate.

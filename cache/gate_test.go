@@ -36,6 +36,7 @@ type fakeScanner struct {
 
 	mu          sync.Mutex // guards the fields below
 	calls       int
+	cancelled   int // scans that ended because their context did (honorCtx)
 	inflight    int
 	maxInflight int
 	seen        [][]byte   // what each scan read, in call order
@@ -85,6 +86,9 @@ func (s *fakeScanner) ScanFile(ctx context.Context, f *os.File, size int64) (cla
 			select {
 			case <-s.block:
 			case <-ctx.Done():
+				s.mu.Lock()
+				s.cancelled++
+				s.mu.Unlock()
 				// As *clamav.Client reports it.
 				return clamav.Result{}, fmt.Errorf("%w: %w", clamav.ErrTimeout, ctx.Err())
 			}
@@ -111,6 +115,12 @@ func (s *fakeScanner) Calls() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.calls
+}
+
+func (s *fakeScanner) Cancelled() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cancelled
 }
 
 func (s *fakeScanner) Inflight() int {

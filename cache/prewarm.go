@@ -85,7 +85,8 @@ func (g *Gate) Prewarm(ctx context.Context, f *os.File, rel string) (PrewarmResu
 	ch := make(chan settled, 1)
 	go func() {
 		defer src.Close()
-		r, v, err := g.settle(src, func() error { return g.waitIdle(ctx) })
+		// The scan is not the walk's: ctx does not cancel it.
+		r, v, err := g.settle(context.Background(), src, func() error { return g.waitIdle(ctx) })
 		if r == PrewarmInfected {
 			g.log.Warn("infected file found by prewarm", "path", rel, "signature", v.Signature, "clamd", v.Backend)
 		}
@@ -107,14 +108,17 @@ func (g *Gate) Prewarm(ctx context.Context, f *os.File, rel string) (PrewarmResu
 // settle makes sure a verdict for the current state of src is cached,
 // scanning src unless one is: the part that the scans ahead of the opens
 // (Prescan, Prewarm) share; judge, keyOf, the cache and the shared scan
-// are the same as for an open. ready, when not nil, is called once a scan
-// is needed, before it starts; the state is then looked up again, since
-// an open may have judged it meanwhile. An error from ready is returned
-// as it is, with nothing scanned. src is the Gate's own descriptor (see
-// reopen).
-func (g *Gate) settle(src *os.File, ready func() error) (PrewarmResult, Verdict, error) {
-	var key Key
-	for waited := false; ; waited = true {
+// are the same as for an open. A scan settle starts runs under ctx (see
+// scan); a shared scan started by another that ends superseded is not
+// settle's answer: it looks again. ready, when not nil, is called once a
+// scan is needed, before it starts; the state is then looked up again,
+// since an open may have judged it meanwhile. An error from ready is
+// returned as it is, with nothing scanned. src is the Gate's own
+// descriptor (see reopen).
+func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error) (PrewarmResult, Verdict, error) {
+	waited := ready == nil
+	var err error
+	for range maxAttempts {
 		var st unix.Stat_t
 		if err := unix.Fstat(int(src.Fd()), &st); err != nil {
 			return PrewarmError, Verdict{}, fmt.Errorf("%w: fstat: %v", clamav.ErrRead, err)
@@ -122,27 +126,32 @@ func (g *Gate) settle(src *os.File, ready func() error) (PrewarmResult, Verdict,
 		if g.judge(&st) != toScan {
 			return PrewarmSkipped, Verdict{}, nil
 		}
-		key = g.keyOf(&st)
+		key := g.keyOf(&st)
 		if v, ok := g.lru.Get(key); ok {
 			return PrewarmCached, v, nil
 		}
-		if ready == nil || waited {
-			break
+		if !waited {
+			waited = true
+			if err := ready(); err != nil {
+				return PrewarmError, Verdict{}, err
+			}
+			continue
 		}
-		if err := ready(); err != nil {
+		var v any
+		v, err, _ = g.sf.Do(fmt.Sprint(key), func() (any, error) { return g.scan(ctx, src, key) })
+		switch {
+		case errors.Is(err, errSuperseded) && ctx.Err() == nil:
+			continue // someone else's scan after a write
+		case errors.Is(err, clamav.ErrSizeLimit):
+			return PrewarmSkipped, Verdict{}, err
+		case err != nil:
 			return PrewarmError, Verdict{}, err
+		case v.(Verdict).Infected:
+			return PrewarmInfected, v.(Verdict), nil
 		}
+		return PrewarmClean, v.(Verdict), nil
 	}
-	v, err, _ := g.sf.Do(fmt.Sprint(key), func() (any, error) { return g.scan(src, key) })
-	switch {
-	case errors.Is(err, clamav.ErrSizeLimit):
-		return PrewarmSkipped, Verdict{}, err
-	case err != nil:
-		return PrewarmError, Verdict{}, err
-	case v.(Verdict).Infected:
-		return PrewarmInfected, v.(Verdict), nil
-	}
-	return PrewarmClean, v.(Verdict), nil
+	return PrewarmError, Verdict{}, err
 }
 
 // waitIdle waits until no open waits for a scan and verdicts are cached

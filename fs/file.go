@@ -182,6 +182,9 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 		return nil, nil, errno(err)
 	}
 	child := n.fsys.node(&st, n, req.Name)
+	if !created && flags&unix.O_TRUNC != 0 {
+		child.modified()
+	}
 	fillAttr(&resp.Attr, &st, n.fsys.opts.AttrValid)
 	resp.EntryValid = n.fsys.opts.EntryValid
 	h, err := child.gate(ctx, fd, flags, &req.Header, &resp.OpenResponse, dirfd, req.Name)

@@ -21,7 +21,12 @@ import (
 // Gate decides opens; *cache.Gate is one.
 type Gate interface {
 	Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
+	// Prescan judges a file just written through the mount, in the
+	// background, when its last writer closes it.
 	Prescan(f *os.File, who cache.Opener)
+	// Modified says that the backing file dev, ino is being written to
+	// through the mount, which cancels its background scan.
+	Modified(dev, ino uint64)
 }
 
 // Actions act on an open denied because the file is infected, given the

@@ -21,7 +21,7 @@ type Handle struct {
 	f        *os.File
 	writable bool
 	who      cache.Opener
-	wrote    atomic.Bool // a write went through this handle
+	wrote    atomic.Bool // a write (or fallocate) went through this handle; see modified
 }
 
 var (
@@ -58,8 +58,18 @@ func (h *Handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.W
 		return errno(err)
 	}
 	resp.Size = k
-	h.wrote.Store(true)
+	h.modified()
 	return nil
+}
+
+// modified marks h as having changed the file; the first time, a
+// background scan of the file still running is cancelled (its verdict
+// would be about a state that is gone), and the last writer's close
+// starts a new one.
+func (h *Handle) modified() {
+	if !h.wrote.Load() && h.wrote.CompareAndSwap(false, true) {
+		h.node.modified()
+	}
 }
 
 // Flush is called on close(2). Writes go straight to the backing file and
@@ -81,7 +91,12 @@ func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
 	return errno(h.f.Close())
 }
 
-// FAllocate reserves or punches space.
+// FAllocate reserves or punches space; that is a write, as far as the
+// scan after a write is concerned.
 func (h *Handle) FAllocate(ctx context.Context, req *fuse.FAllocateRequest) error {
-	return errno(unix.Fallocate(int(h.f.Fd()), uint32(req.Mode), int64(req.Offset), int64(req.Length)))
+	if err := unix.Fallocate(int(h.f.Fd()), uint32(req.Mode), int64(req.Offset), int64(req.Length)); err != nil {
+		return errno(err)
+	}
+	h.modified()
+	return nil
 }

@@ -385,6 +385,7 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 		if err := truncateAt(dirfd, name, int64(req.Size)); err != nil {
 			return errno(err)
 		}
+		n.modified()
 	}
 	if v.Mode() {
 		if err := chmodAt(dirfd, name, unixMode(req.Mode)); err != nil {
@@ -434,6 +435,7 @@ func (n *Node) setattrFD(fd int, req *fuse.SetattrRequest, resp *fuse.SetattrRes
 		if err := unix.Ftruncate(fd, int64(req.Size)); err != nil {
 			return errno(err)
 		}
+		n.modified()
 	}
 	if v.Mode() {
 		if err := unix.Fchmod(fd, unixMode(req.Mode)); err != nil {
@@ -753,6 +755,11 @@ func (n *Node) dropHandle(h *Handle) (lastWriter bool) {
 	}
 	return false
 }
+
+// modified tells the gate that n's contents changed through the mount
+// (a write, a truncation, fallocate): a background scan of it still
+// running judges a state that is gone.
+func (n *Node) modified() { n.fsys.opts.Gate.Modified(n.id.dev, n.id.ino) }
 
 // osFile wraps a descriptor for the gate and the handle.
 func osFile(fd int, name string) *os.File { return os.NewFile(uintptr(fd), name) }

@@ -161,6 +161,47 @@ func TestClamdNeverAnswers(t *testing.T) {
 // connection accepted so far and every later one at once (scans then fail
 // rather than wait).
 func silentClamd(t *testing.T, reads bool) (addr string, hangup func()) {
+	s := newSilentClamd(t, reads)
+	return s.addr, s.hangup
+}
+
+// silent is silentClamd's server. With reads, it also counts the scans
+// it is sent (FILDES or INSTREAM; not the VERSION checks), and those
+// whose connection the client closed.
+type silent struct {
+	addr   string
+	hangup func()
+
+	mu      sync.Mutex // guards scans and dropped
+	scans   int
+	dropped int
+}
+
+// Scans is how many scans reached the server so far.
+func (s *silent) Scans() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.scans
+}
+
+// Dropped is how many scans the client gave up so far, closing the
+// connection (the server never does before hangup).
+func (s *silent) Dropped() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dropped
+}
+
+// scanHead is how long a head isScan needs.
+const scanHead = len("zFILDES\x00")
+
+// isScan says whether head, the first scanHead bytes a client sent, begin
+// a scan: zFILDES or zINSTREAM.
+func isScan(head []byte) bool {
+	return len(head) == scanHead && (string(head) == "zFILDES\x00" || string(head) == "zINSTREAM"[:scanHead])
+}
+
+func newSilentClamd(t *testing.T, reads bool) *silent {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "silentclamd") // short: sun_path is 108 bytes
 	mustOK(t, err)
@@ -168,7 +209,8 @@ func silentClamd(t *testing.T, reads bool) (addr string, hangup func()) {
 	sock := filepath.Join(dir, "clamd.sock")
 	ln, err := net.Listen("unix", sock)
 	mustOK(t, err)
-	var mu sync.Mutex
+	s := &silent{addr: "unix:" + sock}
+	var mu sync.Mutex // guards conns and hungUp
 	var conns []net.Conn
 	hungUp := false
 	var wg sync.WaitGroup
@@ -187,11 +229,29 @@ func silentClamd(t *testing.T, reads bool) (addr string, hangup func()) {
 			conns = append(conns, c)
 			mu.Unlock()
 			if reads {
-				wg.Go(func() { _, _ = io.Copy(io.Discard, c) })
+				wg.Go(func() {
+					head := make([]byte, scanHead)
+					k, err := io.ReadFull(c, head)
+					scan := isScan(head[:k])
+					if scan {
+						s.mu.Lock()
+						s.scans++
+						s.mu.Unlock()
+					}
+					if err == nil {
+						// Until EOF (the client closed), or an error (hangup).
+						_, err = io.Copy(io.Discard, c)
+					}
+					if scan && err == nil {
+						s.mu.Lock()
+						s.dropped++
+						s.mu.Unlock()
+					}
+				})
 			}
 		}
 	})
-	hangup = func() {
+	s.hangup = func() {
 		mu.Lock()
 		defer mu.Unlock()
 		hungUp = true
@@ -201,10 +261,59 @@ func silentClamd(t *testing.T, reads bool) (addr string, hangup func()) {
 	}
 	t.Cleanup(func() {
 		ln.Close()
-		hangup()
+		s.hangup()
 		wg.Wait()
 	})
-	return "unix:" + sock, hangup
+	return s
+}
+
+// TestWrittenAgainCancelsScan: a file written through the mount is
+// scanned in the background once closed; written again through the mount
+// before that scan ends, the scan is cancelled at once, its connection to
+// clamd closed (not left to clamd.timeout), and it starts again when the
+// writer closes the file.
+func TestWrittenAgainCancelsScan(t *testing.T) {
+	mounttest.Require(t)
+	clamd := newSilentClamd(t, true)
+	m := startMount(t, mounttest.Options{Args: []string{"--clamd", clamd.addr, "--timeout", "5m", "--log-level", "debug"}})
+	data := pseudoRandom(256<<10, 401)
+	var err error
+	m.Within(t, denyBound, "writing a file through the mount", func() { err = os.WriteFile(m.Path("download.bin"), data, 0o644) })
+	mustOK(t, err)
+	m.Within(t, denyBound, "the scan after write reaching clamd", func() {
+		for clamd.Scans() < 1 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+
+	f, err := os.OpenFile(m.Path("download.bin"), os.O_WRONLY, 0)
+	mustOK(t, err)
+	defer f.Close()
+	m.Within(t, denyBound, "writing again while the scan after write runs", func() {
+		if _, err = f.WriteAt([]byte("more bytes"), int64(len(data))); err != nil {
+			return
+		}
+		for clamd.Dropped() < 1 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	mustOK(t, err)
+	if n := clamd.Scans(); n != 1 {
+		t.Errorf("%d scans reached clamd while the file was open for writing; want 1", n)
+	}
+	m.WaitLogLines(t, logBound, "level=DEBUG", "scan after write cancelled: written again", "path=download.bin")
+
+	mustOK(t, f.Close())
+	m.Within(t, denyBound, "the scan after the second write reaching clamd", func() {
+		for clamd.Scans() < 2 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	if n := clamd.Dropped(); n != 1 {
+		t.Errorf("clamfuse closed %d connections to clamd; want only the cancelled scan's", n)
+	}
+	clamd.hangup()
+	wantSame(t, "backing file", slurp(t, m.Backing("download.bin")), append(data, "more bytes"...))
 }
 
 // TestBlockedOpensDoNotStallTheMount: many more opens waiting for a scan

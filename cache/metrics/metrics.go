@@ -134,6 +134,7 @@ func (m *Metrics) Handler() http.Handler {
 type GateChecker interface {
 	Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
 	Prescan(f *os.File, who cache.Opener)
+	Modified(dev, ino uint64)
 }
 
 // Gate wraps g so that every decision is counted.

@@ -1,0 +1,188 @@
+package cache
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+)
+
+// pendingScans is how many background scans Modified could cancel.
+func pendingScans(g *Gate) int {
+	g.pendMu.Lock()
+	defer g.pendMu.Unlock()
+	return len(g.pending)
+}
+
+// modify tells g that the file at p is written to through the mount.
+func modify(t *testing.T, g *Gate, p string) {
+	t.Helper()
+	k := keyOfPath(t, p, "")
+	g.Modified(k.Dev, k.Ino)
+}
+
+// debugGate is a gate on s that logs everything, as JSON, to log.
+func debugGate(s *fakeScanner, log *lockedBuffer) *Gate {
+	return NewGate(s, Options{MaxEntries: 16, MaxConcurrent: 4, Timeout: time.Minute,
+		Logger: slog.New(slog.NewJSONHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+}
+
+// cancelledLogged counts the log lines saying a scan after a write of
+// path was cancelled.
+func cancelledLogged(t *testing.T, log *lockedBuffer, path string) int {
+	n := 0
+	for _, l := range log.lines(t) {
+		if l["msg"] == "scan after write cancelled: written again" && l["path"] == path {
+			n++
+		}
+	}
+	return n
+}
+
+// A scan after a write that is still running when the file is written
+// again through the mount (Modified), or scanned after a write anew
+// (Prescan), is cancelled down to the scanner, and caches nothing; a
+// Modified of another file leaves it alone.
+func TestPrescanSuperseded(t *testing.T) {
+	tests := []struct {
+		name string
+		// then acts on the file at p once its scan after write (of f)
+		// started; other is a file of its own.
+		then          func(t *testing.T, g *Gate, p, other string)
+		wantCancelled int    // scans that saw their context end
+		wantScans     int    // in all, once the scans were let go
+		wantCached    bool   // a verdict for p's state in the end
+		wantLogged    int    // "scan after write cancelled" lines
+		content       string // of p
+	}{
+		{name: "written again", content: "download",
+			then:          func(t *testing.T, g *Gate, p, _ string) { modify(t, g, p) },
+			wantCancelled: 1, wantScans: 1, wantLogged: 1},
+		{name: "written again twice", content: "download",
+			then: func(t *testing.T, g *Gate, p, _ string) {
+				modify(t, g, p)
+				modify(t, g, p)
+			},
+			wantCancelled: 1, wantScans: 1, wantLogged: 1},
+		{name: "scanned after write again", content: "download",
+			then: func(t *testing.T, g *Gate, p, _ string) { g.Prescan(openFile(t, p), someone) },
+			// The second scan judges the same state, and is let go.
+			wantCancelled: 1, wantScans: 2, wantCached: true, wantLogged: 1},
+		{name: "another file written", content: "download",
+			then:      func(t *testing.T, g *Gate, _, other string) { modify(t, g, other) },
+			wantScans: 1, wantCached: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var log lockedBuffer
+			s := &fakeScanner{honorCtx: true}
+			release := s.hold(t)
+			g := debugGate(s, &log)
+			p, other := writeFile(t, tt.content), writeFile(t, "other")
+			g.Prescan(openFile(t, p), someone)
+			waitFor(t, "the scan after write to start", func() bool { return s.Calls() == 1 })
+			if n := pendingScans(g); n != 1 {
+				t.Fatalf("%d background scans pending; want 1", n)
+			}
+
+			tt.then(t, g, p, other)
+			waitFor(t, "the cancelled scans to end", func() bool { return s.Cancelled() == tt.wantCancelled })
+			waitFor(t, "the scans to start", func() bool { return s.Calls() == tt.wantScans })
+			release()
+			waitFor(t, "the scans after write to end", func() bool { return g.prescans.Load() == 0 })
+
+			if got := s.Cancelled(); got != tt.wantCancelled {
+				t.Errorf("%d scans saw their context end; want %d", got, tt.wantCancelled)
+			}
+			if got := s.Calls(); got != tt.wantScans {
+				t.Errorf("%d scans; want %d", got, tt.wantScans)
+			}
+			if _, ok := g.Cache().Get(keyOfPath(t, p, "")); ok != tt.wantCached {
+				t.Errorf("verdict cached: %v; want %v", ok, tt.wantCached)
+			}
+			if n := pendingScans(g); n != 0 {
+				t.Errorf("%d background scans pending after all ended; want 0", n)
+			}
+			if n := waiting(g); n != 0 {
+				t.Errorf("Waiting = %d after every scan ended; want 0", n)
+			}
+			if st := g.Stats(); st.ScanErrors != 0 {
+				t.Errorf("ScanErrors = %d; a cancelled scan is no failure", st.ScanErrors)
+			}
+			if got := cancelledLogged(t, &log, someone.Path); got != tt.wantLogged {
+				t.Errorf("%d lines say the scan after write was cancelled; want %d", got, tt.wantLogged)
+			}
+		})
+	}
+}
+
+// Modified costs nothing and changes nothing when no scan after a write
+// runs: not before any, not after one is over.
+func TestModifiedNothingPending(t *testing.T) {
+	s := &fakeScanner{}
+	g := NewGate(s, Options{MaxEntries: 16})
+	p := writeFile(t, "download")
+	modify(t, g, p)
+	g.Prescan(openFile(t, p), someone)
+	waitFor(t, "the scan after write to end", func() bool { return g.prescans.Load() == 0 })
+	modify(t, g, p)
+	g.Modified(0, 0)
+	if _, ok := g.Cache().Get(keyOfPath(t, p, "")); !ok {
+		t.Error("no verdict cached by the scan after write")
+	}
+	if n := pendingScans(g); n != 0 {
+		t.Errorf("%d background scans pending; want 0", n)
+	}
+	checkDecision(t, "open", g.Check(t.Context(), openFile(t, p), someone),
+		expect{allow: true, reason: ReasonClean, cached: true})
+}
+
+// An open that shares a scan after a write which is then cancelled (the
+// file was written again) is not denied for it: it looks at the file
+// again and is decided by a scan of what is there now.
+func TestOpenSharesSupersededPrescan(t *testing.T) {
+	tests := []struct {
+		name     string
+		appended string // by the second write
+		want     expect
+	}{
+		{"clean", " and more", expect{allow: true, reason: ReasonClean}},
+		{"infected", " and EICAR", expect{reason: ReasonInfected, sig: eicarSig}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := &fakeScanner{honorCtx: true, judge: infectedIf("EICAR")}
+			release := s.hold(t)
+			g := NewGate(s, Options{MaxEntries: 16, MaxConcurrent: 4, Timeout: time.Minute})
+			p := writeFile(t, "download")
+			before := keyOfPath(t, p, "")
+			g.Prescan(openFile(t, p), someone)
+			waitFor(t, "the scan after write to start", func() bool { return s.Calls() == 1 })
+			opened := checkAsync(t.Context(), g, openFile(t, p), someone)
+			waitFor(t, "the open to miss the cache", func() bool { return g.Stats().Misses == 1 && waiting(g) == 2 })
+			time.Sleep(10 * time.Millisecond) // and to join the scan
+
+			appendTo(t, p, tt.appended)
+			modify(t, g, p)
+			waitFor(t, "the scan after write to be cancelled", func() bool { return s.Cancelled() == 1 })
+			waitFor(t, "the open's own scan to start", func() bool { return s.Calls() == 2 })
+			release()
+			checkDecision(t, "open", recv(t, opened), tt.want)
+
+			if got, want := string(s.Seen(s.Calls())), "download"+tt.appended; got != want {
+				t.Errorf("the last scan read %q; want %q", got, want)
+			}
+			if _, ok := g.Cache().Get(before); ok {
+				t.Error("a verdict is cached for the state whose scan was cancelled")
+			}
+			if _, ok := g.Cache().Get(keyOfPath(t, p, "")); !ok {
+				t.Error("no verdict cached for the state the open judged")
+			}
+			waitFor(t, "the scan after write to end", func() bool { return g.prescans.Load() == 0 })
+			if st := g.Stats(); st.ScanErrors != 0 {
+				t.Errorf("ScanErrors = %d; a cancelled scan is no failure", st.ScanErrors)
+			}
+		})
+	}
+}
