@@ -1,8 +1,9 @@
 // Command bench compares clamfuse with the native backing directory, with
 // ClamFS (Debian's clamfs package) and with bare clamd (`clamfuse scan`,
 // no FUSE) on the workloads of issue #3, then the two clamd transports
-// (INSTREAM and FILDES) against each other on the first-open scans, and
-// writes the tables of medians to bench/RESULTS.md:
+// (INSTREAM and FILDES) against each other on the first-open scans, then
+// first opens after the prewarm walk (scan.prewarm) against those without
+// it, and writes the tables of medians to bench/RESULTS.md:
 //
 //	go run ./test/cmd/bench [-quick] [-dir /var/tmp/clamfuse-bench]
 //
@@ -161,10 +162,11 @@ type bench struct {
 	data    dataset
 	logDir  string
 	systems []*system
-	extra   []*system // mounted for one comparison only (transports); not table columns
+	extra   []*system // mounted for one comparison only (transports, prewarm); not table columns
 	results []*result
 	rss     *rssResult
 	trans   []*transportRow
+	pre     []*prewarmRow
 	info    machineInfo
 	started time.Time
 	notes   []string // paragraphs at the end of the report
@@ -212,6 +214,9 @@ func (b *bench) main() error {
 	}
 	if b.selected("transports") {
 		b.trans = b.runTransports()
+	}
+	if b.selected("prewarm") {
+		b.pre = b.runPrewarm()
 	}
 	if err := b.ctx.Err(); err != nil {
 		return err

@@ -55,6 +55,7 @@ type system struct {
 	lastUsed time.Time      // end of the last prime or timed run
 
 	config string // clamfuse's config file; "" for clamfuse.toml in the work directory
+	src    string // clamfuse's backing directory; "" for the data set's
 }
 
 func (s *system) fuse() bool { return s.kind == kindClamfuse || s.kind == kindClamFS }
@@ -116,12 +117,15 @@ func (s *system) start() (*mount, error) {
 	var cmd *exec.Cmd
 	switch s.kind {
 	case kindClamfuse:
-		config := s.config
+		config, src := s.config, s.src
 		if config == "" {
 			config = filepath.Join(b.opts.dir, "clamfuse.toml")
 		}
+		if src == "" {
+			src = b.data.src
+		}
 		cmd = exec.Command(b.bin, "mount", "--config", config,
-			"--clamd", b.clamd.Address(), b.data.src, s.mnt)
+			"--clamd", b.clamd.Address(), src, s.mnt)
 	case kindClamFS:
 		cmd = exec.Command("clamfs", filepath.Join(b.opts.dir, "clamfs.xml"))
 	default:
@@ -297,7 +301,7 @@ func (b *bench) setupSystems() error {
 		}
 	}
 
-	if err := b.writeClamfuseConfig("clamfuse.toml", ""); err != nil {
+	if err := b.writeClamfuseConfig("clamfuse.toml", clamfuseConf{}); err != nil {
 		return err
 	}
 	if err := cf.ensure(true); err != nil {
@@ -348,14 +352,25 @@ func (b *bench) setupSystems() error {
 	return nil
 }
 
+// clamfuseConf is what a clamfuse config of the bench sets beyond the
+// main table's.
+type clamfuseConf struct {
+	transport string // clamd.transport; "" for the default (auto)
+	prewarm   bool   // scan.prewarm
+	logLevel  string // log.level; "" for warn
+}
+
 // writeClamfuseConfig writes clamfuse's config to name in the work
 // directory: defaults, but the large file must be scanned, not denied as
-// oversize, and a 1 GiB scan must fit the timeout; transport, if set,
-// is clamd.transport.
-func (b *bench) writeClamfuseConfig(name, transport string) error {
+// oversize, and a 1 GiB scan must fit the timeout; then c.
+func (b *bench) writeClamfuseConfig(name string, c clamfuseConf) error {
 	tr := ""
-	if transport != "" {
-		tr = fmt.Sprintf("transport = %q\n", transport)
+	if c.transport != "" {
+		tr = fmt.Sprintf("transport = %q\n", c.transport)
+	}
+	level := c.logLevel
+	if level == "" {
+		level = "warn"
 	}
 	toml := fmt.Sprintf(`# Written by test/cmd/bench.
 [clamd]
@@ -364,11 +379,41 @@ timeout = "10m"
 %s
 [scan]
 max_size = "2000MiB"
+prewarm = %t
 
 [log]
-level = "warn"
-`, b.clamd.Address(), tr)
+level = %q
+`, b.clamd.Address(), tr, c.prewarm, level)
 	return os.WriteFile(filepath.Join(b.opts.dir, name), []byte(toml), 0o644)
+}
+
+// extraClamfuse sets up "clamfuse ID", a clamfuse mounted for one
+// comparison only (not a table column): its config file and mountpoint
+// in the work directory, its backing directory src ("" for the data
+// set's). The caller mounts it (ensure); dropExtra unmounts it.
+func (b *bench) extraClamfuse(id, src string, c clamfuseConf) (*system, error) {
+	config := filepath.Join(b.opts.dir, "clamfuse-"+id+".toml")
+	if err := b.writeClamfuseConfig(filepath.Base(config), c); err != nil {
+		return nil, err
+	}
+	s := &system{
+		name: "clamfuse " + id, kind: kindClamfuse, b: b, primed: map[string]int{},
+		mnt: filepath.Join(b.opts.dir, "mnt", "clamfuse-"+id), config: config, src: src,
+	}
+	clearStaleMount(s.mnt)
+	if err := os.MkdirAll(s.mnt, 0o755); err != nil {
+		return nil, err
+	}
+	b.extra = append(b.extra, s)
+	return s, nil
+}
+
+// dropExtra unmounts and forgets the extraClamfuse systems.
+func (b *bench) dropExtra() {
+	for _, s := range b.extra {
+		s.teardown()
+	}
+	b.extra = nil
 }
 
 // tail returns the end of a log file, on one line, for error messages.

@@ -38,6 +38,11 @@ func (b *bench) cpuSnapshot(s *system) cpu {
 	return c
 }
 
+// since is the CPU time used from before to c.
+func (c cpu) since(before cpu) cpu {
+	return cpu{driver: c.driver - before.driver, server: c.server - before.server, clamd: c.clamd - before.clamd}
+}
+
 func rusageCPU(r *syscall.Rusage) time.Duration {
 	return time.Duration(r.Utime.Nano() + r.Stime.Nano())
 }
@@ -453,6 +458,7 @@ func (b *bench) report() string {
 	}
 
 	b.reportTransports(p)
+	b.reportPrewarm(p)
 
 	p("## How each figure is measured\n\n")
 	p("- Every figure is the median wall time of the workload alone; mounting, priming and dropping caches are not timed. Runs alternate between systems (native, clamfuse, ClamFS, bare clamd, then again). Before each run the bench waits until clamd and the FUSE servers are idle (clamfuse scans files written through it in the background after they are closed).\n")
@@ -471,7 +477,11 @@ func (b *bench) report() string {
 			b.rss.took.Round(time.Millisecond), float64(b.rss.files)/b.rss.took.Seconds(),
 			mib(b.rss.baseKiB), mib(b.rss.rssKiB), mib(b.rss.hwm), mib(b.rss.forgotKiB))
 	}
-	p("\n\n")
+	p("\n")
+	if len(b.pre) > 0 {
+		p("- **prewarm**: clamfuse is mounted on the directory of the %d small files alone (the prewarm walk covers the whole mount), log level info, otherwise the config of the table; once with `scan.prewarm` = true, once with false, alternating, in reverse order every other run, each mounted afresh before each run (no cached verdicts). With prewarm the page cache is dropped before the mount, so the walk reads from the disk, and the bench waits for the `prewarm done` log line (untimed; its duration, the walk's, is the prewarm figure, and every file must be counted scanned or cached, without errors); then, after the wait for idle, the page cache is dropped and every file is opened and read once, sequentially (first open), then once more through the same mount (cached re-open: verdicts cached, page cache warm). clamd CPU during the first open shows whether it scanned.\n", b.sizes.smallFiles)
+	}
+	p("\n")
 
 	p("## Where the time goes (median CPU time per run)\n\n")
 	p("driver = the bench process and the commands it runs (cat-like reads, ls, find, dd); server = the FUSE server (clamfuse or clamfs) or, for bare clamd, the `clamfuse scan` process; clamd = the clamd daemon. From getrusage and /proc/PID/stat (10 ms resolution).\n\n")

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -35,29 +33,15 @@ func (b *bench) runTransports() []*transportRow {
 	defer func() { logf("  (transports took %v)", time.Since(start).Round(100*time.Millisecond)) }()
 
 	// One clamfuse system per transport, mounted afresh before each run.
+	defer b.dropExtra()
 	mounts := map[string]*system{}
 	for _, tr := range transports {
-		name := "clamfuse-" + tr + ".toml"
-		if err := b.writeClamfuseConfig(name, tr); err != nil {
+		s, err := b.extraClamfuse(tr, "", clamfuseConf{transport: tr})
+		if err != nil {
 			return []*transportRow{{files: "-", via: "clamfuse", transport: tr, err: err.Error()}}
 		}
-		mounts[tr] = &system{
-			name: "clamfuse " + tr, kind: kindClamfuse, b: b, primed: map[string]int{},
-			mnt: filepath.Join(b.opts.dir, "mnt", "clamfuse-"+tr), config: filepath.Join(b.opts.dir, name),
-		}
+		mounts[tr] = s
 	}
-	for _, s := range mounts {
-		clearStaleMount(s.mnt)
-		if err := os.MkdirAll(s.mnt, 0o755); err != nil {
-			return []*transportRow{{files: "-", via: "clamfuse", err: err.Error()}}
-		}
-	}
-	b.extra = []*system{mounts[transports[0]], mounts[transports[1]]}
-	defer func() {
-		for _, s := range mounts {
-			s.teardown()
-		}
-	}()
 
 	sets := []struct {
 		title string
@@ -77,29 +61,24 @@ func (b *bench) runTransports() []*transportRow {
 				rows = append(rows, r)
 			}
 		}
-		for run := 0; run < b.opts.runs; run++ {
-			for i := range variants {
-				if b.ctx.Err() != nil {
-					return rows
-				}
-				r := variants[i]
-				if run%2 == 1 {
-					r = variants[len(variants)-1-i]
-				}
-				if r.err != "" {
-					continue
-				}
-				var err error
-				if r.via == "bare clamd" {
-					err = b.transportBare(r, set.dir)
-				} else {
-					err = b.transportMount(r, mounts[r.transport], set.files)
-				}
-				if err != nil {
-					r.err = err.Error()
-					logf("  %s, %s, %s: %v", r.files, r.via, r.transport, err)
-				}
+		b.interleave(len(variants), func(i int) {
+			r := variants[i]
+			if r.err != "" {
+				return
 			}
+			var err error
+			if r.via == "bare clamd" {
+				err = b.transportBare(r, set.dir)
+			} else {
+				err = b.transportMount(r, mounts[r.transport], set.files)
+			}
+			if err != nil {
+				r.err = err.Error()
+				logf("  %s, %s, %s: %v", r.files, r.via, r.transport, err)
+			}
+		})
+		if b.ctx.Err() != nil {
+			return rows
 		}
 		for _, r := range variants {
 			if r.err == "" && len(r.wall) > 0 {
@@ -135,30 +114,13 @@ func (b *bench) transportBare(r *transportRow, dirs []string) error {
 // transportMount is one run of reading files once through a fresh mount
 // of s (every open scans).
 func (b *bench) transportMount(r *transportRow, s *system, files []string) error {
-	if err := s.ensure(true); err != nil {
-		b.clamfuseFailed = true
-		return fmt.Errorf("mount: %v", err)
-	}
-	b.quiesce()
-	if err := dropCaches(); err != nil {
-		return fmt.Errorf("dropping the page cache: %v", err)
-	}
-	before := b.cpuSnapshot(s)
-	var wall time.Duration
-	err := withTimeout(b.ctx, b.opts.runTimeout, s, func(ctx context.Context) error {
-		var err error
-		wall, _, err = timeRead(ctx, s, files, 1)
-		return err
-	})
+	wall, used, err := b.readFresh(s, files, nil)
 	if err != nil {
-		b.clamfuseFailed = true
-		s.teardown()
 		return err
 	}
-	after := b.cpuSnapshot(s)
 	r.wall = append(r.wall, wall)
-	r.cpuScan = append(r.cpuScan, after.server-before.server)
-	r.cpuClamd = append(r.cpuClamd, after.clamd-before.clamd)
+	r.cpuScan = append(r.cpuScan, used.server)
+	r.cpuClamd = append(r.cpuClamd, used.clamd)
 	return nil
 }
 

@@ -219,7 +219,7 @@ func workloadIDs() []string {
 	for _, w := range workloads {
 		ids = append(ids, w.id)
 	}
-	return append(ids, "rss", "transports")
+	return append(ids, "rss", "transports", "prewarm")
 }
 
 func workloadByID(id string) *workload {
@@ -228,7 +228,7 @@ func workloadByID(id string) *workload {
 			return w
 		}
 	}
-	if id == "rss" || id == "transports" {
+	if id == "rss" || id == "transports" || id == "prewarm" {
 		return &workload{id: id}
 	}
 	return nil
@@ -384,6 +384,60 @@ func (b *bench) oneRun(w *workload, s *system, se *series, run int) error {
 	se.cpuServer = append(se.cpuServer, server)
 	se.cpuClamd = append(se.cpuClamd, after.clamd-before.clamd)
 	return nil
+}
+
+// interleave runs each of n variants of a comparison once per run, -runs
+// times, in reverse order every other run; it stops when the bench is
+// cancelled.
+func (b *bench) interleave(n int, one func(i int)) {
+	for run := 0; run < b.opts.runs; run++ {
+		for j := range n {
+			if b.ctx.Err() != nil {
+				return
+			}
+			if run%2 == 1 {
+				one(n - 1 - j)
+			} else {
+				one(j)
+			}
+		}
+	}
+}
+
+// readFresh mounts s afresh (no cached verdicts), runs ready on the new
+// mount if set, waits until clamd and the FUSE servers are idle, drops
+// the page cache, and times one sequential read of files through s; only
+// the read is timed. It returns the wall time and the CPU time used
+// meanwhile.
+func (b *bench) readFresh(s *system, files []string, ready func(*mount) error) (time.Duration, cpu, error) {
+	if err := s.ensure(true); err != nil {
+		b.clamfuseFailed = true
+		return 0, cpu{}, fmt.Errorf("mount: %v", err)
+	}
+	if ready != nil {
+		if err := ready(s.current()); err != nil {
+			b.clamfuseFailed = true
+			s.teardown()
+			return 0, cpu{}, err
+		}
+	}
+	b.quiesce()
+	if err := dropCaches(); err != nil {
+		return 0, cpu{}, fmt.Errorf("dropping the page cache: %v", err)
+	}
+	before := b.cpuSnapshot(s)
+	var wall time.Duration
+	err := withTimeout(b.ctx, b.opts.runTimeout, s, func(ctx context.Context) error {
+		var err error
+		wall, _, err = timeRead(ctx, s, files, 1)
+		return err
+	})
+	if err != nil {
+		b.clamfuseFailed = true
+		s.teardown()
+		return 0, cpu{}, err
+	}
+	return wall, b.cpuSnapshot(s).since(before), nil
 }
 
 // runBare runs `clamfuse scan` on paths of the data set and returns its
