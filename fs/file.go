@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"hash/maphash"
 	"path"
 	"syscall"
 
@@ -106,17 +107,33 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 // may the open keep the cache (FOPEN_KEEP_CACHE). Any change to the file,
 // through the mount or behind it, changes k.
 func (n *Node) keepCache(k cache.Key) bool {
+	d := stateDigest(k)
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	ok := n.keepOK && n.keepKey == k && n.writers == 0
-	n.keepKey, n.keepOK = k, true
+	ok := n.keep == d && n.writers == 0
+	n.keep = d
 	return ok
 }
 
 func (n *Node) dropKeepCache() {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	n.keepOK = false
+	n.keep = 0
+}
+
+// digestSeed keys stateDigest, afresh in every process.
+var digestSeed = maphash.MakeSeed()
+
+// stateDigest stands for a file state in a Node (8 bytes instead of a
+// cache.Key's 64, for every inode the kernel holds). It is never 0. The
+// seed is random and never leaves the process, so two states share a
+// digest by chance only, with probability 2^-64, and nobody can search
+// for a pair that does.
+func stateDigest(k cache.Key) uint64 {
+	if d := maphash.Comparable(digestSeed, k); d != 0 {
+		return d
+	}
+	return 1
 }
 
 // excluded reports whether opens of n skip the scan. The kernel does not

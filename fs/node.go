@@ -11,7 +11,6 @@ import (
 	"bazil.org/fuse"
 	"golang.org/x/sys/unix"
 
-	"github.com/clamfuse/clamfuse/cache"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
@@ -59,24 +58,23 @@ func (s *linkSet) reset() {
 // Lock order: FS.treeMu, then Node.hmu. Node.fdMu is never taken while
 // treeMu is held; it is read-held while an operation uses Node.fd.
 type Node struct {
-	fsys *FS
-	id   inoKey
-	typ  uint32 // S_IFMT bits
+	fsys    *FS
+	id      inoKey
+	typ     uint32 // S_IFMT bits
+	writers int32  // open handles that can write; guarded by hmu
 
 	links linkSet // guarded by fsys.treeMu; empty for the root
 
 	fdMu      sync.RWMutex // guards fd, hasFD, forgotten, orphan, hasOrphan; read-held while fd or orphan is in use
-	fd        int          // O_PATH descriptor of a directory node, when hasFD
+	fd        int32        // O_PATH descriptor of a directory node, when hasFD
+	orphan    int32        // O_PATH descriptor of a file that lost its last name through the mount, when hasOrphan (see keepOrphan)
 	hasFD     bool
 	forgotten bool
-	orphan    int // O_PATH descriptor of a file that lost its last name through the mount, when hasOrphan (see keepOrphan)
 	hasOrphan bool
 
-	hmu     sync.Mutex           // guards handles, writers, keepKey, keepOK
+	hmu     sync.Mutex           // guards handles, writers, keep
 	handles map[*Handle]struct{} // open file handles, for fstat and fsync
-	writers int                  // open handles that can write
-	keepKey cache.Key            // state of the last open allowed as clean
-	keepOK  bool                 // the kernel's page cache holds keepKey's bytes
+	keep    uint64               // stateDigest of the state the kernel's page cache holds, 0 for none (see keepCache)
 }
 
 var (
@@ -164,7 +162,7 @@ func (n *Node) pathFD() (int, func(), error) {
 	}
 	n.fdMu.RLock()
 	if n.hasFD {
-		return n.fd, n.fdMu.RUnlock, nil
+		return int(n.fd), n.fdMu.RUnlock, nil
 	}
 	n.fdMu.RUnlock()
 	n.fsys.treeMu.Lock()
@@ -185,11 +183,11 @@ func (n *Node) pathFD() (int, func(), error) {
 	}
 	n.fdMu.Lock()
 	if !n.hasFD && !n.forgotten {
-		n.fd, n.hasFD = fd, true
+		n.fd, n.hasFD = int32(fd), true
 		n.fdMu.Unlock()
 		n.fdMu.RLock()
 		if n.hasFD {
-			return n.fd, n.fdMu.RUnlock, nil
+			return int(n.fd), n.fdMu.RUnlock, nil
 		}
 		n.fdMu.RUnlock()
 		return n.pathFD()
@@ -257,7 +255,7 @@ func (n *Node) stat() (unix.Stat_t, error) {
 	defer n.fdMu.RUnlock()
 	if n.hasOrphan {
 		var ost unix.Stat_t
-		if oerr := unix.Fstat(n.orphan, &ost); oerr == nil {
+		if oerr := unix.Fstat(int(n.orphan), &ost); oerr == nil {
 			return ost, nil
 		}
 	}
@@ -287,7 +285,7 @@ func (n *Node) keepOrphan(fd int) {
 		unix.Close(fd)
 		return
 	}
-	n.orphan, n.hasOrphan = fd, true
+	n.orphan, n.hasOrphan = int32(fd), true
 	n.fsys.addOrphan(n)
 	// Should the kernel keep the node (its idea of the link count may
 	// be stale), the deleted file's space is not held for longer; and a
@@ -301,10 +299,10 @@ func (n *Node) keepOrphan(fd int) {
 func (n *Node) dropOrphan(fd int) bool {
 	n.fdMu.Lock()
 	defer n.fdMu.Unlock()
-	if !n.hasOrphan || (fd >= 0 && n.orphan != fd) {
+	if !n.hasOrphan || (fd >= 0 && int(n.orphan) != fd) {
 		return false
 	}
-	unix.Close(n.orphan)
+	unix.Close(int(n.orphan))
 	n.hasOrphan = false
 	n.fsys.removeOrphan(n)
 	return true
@@ -321,7 +319,7 @@ func (n *Node) openOrphan(flags int) (int, error) {
 	if !n.hasOrphan {
 		return -1, syscall.ENOENT
 	}
-	return openRegular(unix.AT_FDCWD, procPath(n.orphan), flags, &n.id)
+	return openRegular(unix.AT_FDCWD, procPath(int(n.orphan)), flags, &n.id)
 }
 
 // victimFD returns an O_PATH descriptor of the regular file name in dirfd
@@ -540,11 +538,11 @@ func (n *Node) Forget() {
 	n.fdMu.Lock()
 	defer n.fdMu.Unlock()
 	if n.hasFD {
-		unix.Close(n.fd)
+		unix.Close(int(n.fd))
 		n.hasFD = false
 	}
 	if n.hasOrphan {
-		unix.Close(n.orphan)
+		unix.Close(int(n.orphan))
 		n.hasOrphan = false
 		n.fsys.removeOrphan(n)
 	}

@@ -1,0 +1,48 @@
+package fs
+
+import (
+	"testing"
+	"unsafe"
+
+	"github.com/clamfuse/clamfuse/cache"
+)
+
+func TestStateDigest(t *testing.T) {
+	base := cache.Key{Dev: 1, Ino: 2, Size: 3, MtimeNs: 4, CtimeNs: 5, DB: "ClamAV 1.4.6/27000", Gen: 6}
+	if stateDigest(base) != stateDigest(base) {
+		t.Fatal("the same state has two digests")
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*cache.Key)
+	}{
+		{"dev", func(k *cache.Key) { k.Dev++ }},
+		{"ino", func(k *cache.Key) { k.Ino++ }},
+		{"size", func(k *cache.Key) { k.Size++ }},
+		{"mtime", func(k *cache.Key) { k.MtimeNs++ }},
+		{"ctime", func(k *cache.Key) { k.CtimeNs++ }},
+		{"database", func(k *cache.Key) { k.DB += "1" }},
+		{"generation", func(k *cache.Key) { k.Gen++ }},
+		{"zero key", func(k *cache.Key) { *k = cache.Key{} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := base
+			tc.change(&k)
+			d := stateDigest(k)
+			if d == stateDigest(base) {
+				t.Errorf("a state differing in %s has the same digest", tc.name)
+			}
+			if d == 0 {
+				t.Error("digest 0 means no state")
+			}
+		})
+	}
+}
+
+// TestNodeSize guards the memory of every inode the kernel holds: a Node
+// fits the 128-byte allocation class.
+func TestNodeSize(t *testing.T) {
+	if n := unsafe.Sizeof(Node{}); n > 128 {
+		t.Errorf("Node is %d bytes, over 128", n)
+	}
+}
