@@ -68,16 +68,10 @@ soak: require-root
 	CLAMFUSE_SOAK=1 $(GO) test -race -count=1 -timeout 30m -run 'Soak|FSX' -v ./test/
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=60s
 
-# Lists "package FuzzName" for every fuzz target: go test -list prints the
-# names of a package before its "ok <package>" line.
+# Every fuzz target for FUZZTIME each; see test/fuzz.sh.
 fuzz:
 	@echo "==> fuzz: every fuzz target for $(FUZZTIME)"
-	@targets="$$($(GO) test -list '^Fuzz' ./... | awk '/^Fuzz/ { names = names " " $$1; next } /^ok / { n = split(names, a, " "); for (i = 1; i <= n; i++) print $$2, a[i]; names = "" }')"; \
-	if [ -z "$$targets" ]; then echo "no fuzz targets found" >&2; exit 1; fi; \
-	while read -r pkg name; do \
-		echo "==> go test -run '^$$' -fuzz '^$$name$$' -fuzztime $(FUZZTIME) $$pkg"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
-	done <<< "$$targets"
+	@GO=$(GO) bash test/fuzz.sh $(FUZZTIME)
 
 check:
 	@echo "==> gofmt -l ."
