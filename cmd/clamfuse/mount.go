@@ -109,6 +109,15 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 	}
 	log, level := newLeveledLogger(h, stderr, cfg.Log)
 
+	// Signals are caught from here on, before the mount exists: a SIGTERM
+	// that comes while mounting (systemd stopping a unit that is still
+	// starting, a test right after the mount appears) is handled once the
+	// mount is up, by unmounting, instead of killing clamfuse and leaving
+	// a dead mount behind.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
+
 	if _, err := clients(cfg.Clamd); err != nil {
 		return usageError{err}
 	}
@@ -144,9 +153,6 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 	log.Info("mounted", "source", src, "target", dst, "clamd", svc.pool.String(),
 		"timeout", timeout, "read_only", cfg.Mount.ReadOnly, "allow_other", cfg.Mount.AllowOther)
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sig)
 	notifyReady(log, h, src, dst)
 	stopPrewarm, waitPrewarm := startPrewarm(cfg.Scan.Prewarm, m, svc)
 	defer waitPrewarm()
