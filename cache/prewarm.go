@@ -56,12 +56,19 @@ func (r PrewarmResult) String() string {
 	return "error"
 }
 
+// Prewarm retries a file while no clamd can be reached, every
+// prewarmRetry at first and then less often, up to maxPrewarmRetry.
+var prewarmRetry, maxPrewarmRetry = time.Second, 30 * time.Second
+
 // Prewarm judges f, the file at rel (relative to the mount root), before
 // anyone opens it, and caches the verdict. It is for a walk of the whole
 // tree at mount time: when f needs a scan, it first waits until no open
 // waits for one (and no reload window is open), so that opens come first.
 // An infected file is logged at WARN; its verdict is cached, so opens of
 // it are denied from the cache.
+//
+// While no clamd can be reached (clamav.ErrUnavailable), Prewarm waits
+// and tries the same file again, until one can or ctx is done.
 //
 // Prewarm returns when the file is judged, or at once when ctx is done
 // (with ctx's error); a scan already started then goes on in the
@@ -85,12 +92,30 @@ func (g *Gate) Prewarm(ctx context.Context, f *os.File, rel string) (PrewarmResu
 	ch := make(chan settled, 1)
 	go func() {
 		defer src.Close()
-		// The scan is not the walk's: ctx does not cancel it.
-		r, v, err := g.settle(context.Background(), src, func() error { return g.waitIdle(ctx) })
-		if r == PrewarmInfected {
-			g.log.Warn("infected file found by prewarm", "path", rel, "signature", v.Signature, "clamd", v.Backend)
+		for wait := prewarmRetry; ; wait = min(2*wait, maxPrewarmRetry) {
+			// The scan is not the walk's: ctx does not cancel it.
+			r, v, err := g.settle(context.Background(), src, func() error { return g.waitIdle(ctx) })
+			if errors.Is(err, clamav.ErrUnavailable) && ctx.Err() == nil {
+				// No clamd to be reached, as while it still loads its
+				// database at boot: wait for one rather than walk the
+				// whole tree into errors.
+				g.log.Info("prewarm waits for clamd", "err", err, "retry_in", wait)
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+					continue
+				case <-ctx.Done():
+					t.Stop()
+					ch <- settled{PrewarmError, ctx.Err()}
+					return
+				}
+			}
+			if r == PrewarmInfected {
+				g.log.Warn("infected file found by prewarm", "path", rel, "signature", v.Signature, "clamd", v.Backend)
+			}
+			ch <- settled{r, err}
+			return
 		}
-		ch <- settled{r, err}
 	}()
 	select {
 	case s := <-ch:

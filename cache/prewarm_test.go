@@ -106,9 +106,10 @@ func TestPrewarmResults(t *testing.T) {
 		{name: "over clamd's stream limit", content: "big", judge: failWith(clamav.ErrSizeLimit),
 			want: PrewarmSkipped, err: clamav.ErrSizeLimit, scans: 1,
 			open: expect{reason: ReasonOversize, err: clamav.ErrSizeLimit}},
-		{name: "no verdict", content: "x", judge: failWith(clamav.ErrUnavailable),
-			want: PrewarmError, err: clamav.ErrUnavailable, scans: 1,
-			open: expect{reason: ReasonError, err: clamav.ErrUnavailable}},
+		// (No clamd at all is waited for: TestPrewarmWaitsForClamd.)
+		{name: "no verdict", content: "x", judge: failWith(clamav.ErrProtocol),
+			want: PrewarmError, err: clamav.ErrProtocol, scans: 1,
+			open: expect{reason: ReasonError, err: clamav.ErrProtocol}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -366,4 +367,63 @@ func TestPrewarmResultString(t *testing.T) {
 	if want := "[clean infected cached skipped error]"; fmt.Sprint(got) != want {
 		t.Errorf("labels = %v; want %s", got, want)
 	}
+}
+
+// TestPrewarmWaitsForClamd: while no clamd can be reached, Prewarm tries
+// the same file again instead of counting it as an error, until clamd
+// answers or the walk is stopped.
+func TestPrewarmWaitsForClamd(t *testing.T) {
+	defer func(d time.Duration) { prewarmRetry = d }(prewarmRetry)
+	prewarmRetry = time.Millisecond
+	unreachable := fmt.Errorf("%w: connect: no such file or directory", clamav.ErrUnavailable)
+
+	t.Run("clamd comes up", func(t *testing.T) {
+		var mu sync.Mutex
+		failures := 3
+		s := &fakeScanner{judge: func([]byte) (clamav.Result, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if failures > 0 {
+				failures--
+				return clamav.Result{}, unreachable
+			}
+			return clamav.Result{}, nil
+		}}
+		g := NewGate(s, Options{MaxEntries: 16})
+		p := writeFile(t, "clean")
+		got := recvPrewarm(t, prewarmAsync(t.Context(), g, openFile(t, p), "f"))
+		if got.r != PrewarmClean || got.err != nil {
+			t.Fatalf("Prewarm = %v, %v; want clean once clamd answers", got.r, got.err)
+		}
+		if n := s.Calls(); n != 4 {
+			t.Errorf("scans = %d; want 4 (3 unreachable, then the verdict)", n)
+		}
+		if d := g.Check(t.Context(), openFile(t, p), someone); !d.Cached {
+			t.Errorf("the open after prewarm was not decided from the cache: %+v", d)
+		}
+	})
+	t.Run("stopped while waiting", func(t *testing.T) {
+		s := &fakeScanner{judge: func([]byte) (clamav.Result, error) { return clamav.Result{}, unreachable }}
+		g := NewGate(s, Options{MaxEntries: 16})
+		ctx, cancel := context.WithCancel(t.Context())
+		pw := prewarmAsync(ctx, g, openFile(t, writeFile(t, "x")), "x")
+		waitFor(t, "a few attempts", func() bool { return s.Calls() >= 3 })
+		cancel()
+		if got := recvPrewarm(t, pw); got.r != PrewarmError || !errors.Is(got.err, context.Canceled) {
+			t.Errorf("Prewarm = %v, %v; want error, context.Canceled", got.r, got.err)
+		}
+	})
+	t.Run("other errors are not retried", func(t *testing.T) {
+		s := &fakeScanner{judge: func([]byte) (clamav.Result, error) {
+			return clamav.Result{}, fmt.Errorf("%w: garbage", clamav.ErrProtocol)
+		}}
+		g := NewGate(s, Options{MaxEntries: 16})
+		got := recvPrewarm(t, prewarmAsync(t.Context(), g, openFile(t, writeFile(t, "x")), "x"))
+		if got.r != PrewarmError || !errors.Is(got.err, clamav.ErrProtocol) {
+			t.Errorf("Prewarm = %v, %v; want error, ErrProtocol", got.r, got.err)
+		}
+		if n := s.Calls(); n != 1 {
+			t.Errorf("scans = %d; want 1", n)
+		}
+	})
 }

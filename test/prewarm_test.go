@@ -322,3 +322,33 @@ func TestPrewarmInPlace(t *testing.T) {
 			s[`clamfuse_cache_hits_total`], s[`clamfuse_cache_misses_total`])
 	}
 }
+
+// TestPrewarmWaitsForClamd: at boot clamd may come up after clamfuse (it
+// loads its database first). A prewarm that finds no clamd waits for one
+// instead of counting the whole tree as errors, and then scans it all.
+func TestPrewarmWaitsForClamd(t *testing.T) {
+	mounttest.Require(t)
+	sockDir, err := os.MkdirTemp("", "latecl") // short: sun_path is 108 bytes
+	mustOK(t, err)
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sock := filepath.Join(sockDir, "clamd.sock") // no clamd there yet
+
+	dir := t.TempDir()
+	src, mnt := filepath.Join(dir, "src"), filepath.Join(dir, "mnt")
+	mounttest.MustMkdir(t, src)
+	mounttest.MustMkdir(t, mnt)
+	const files = 5
+	for i := range files {
+		putFile(t, filepath.Join(src, fmt.Sprintf("f%d", i)), pseudoRandom(2000, uint64(8100+i)))
+	}
+	m := startMount(t, mounttest.Options{Source: src, Target: mnt, Config: prewarmConfig("unix:"+sock, "")})
+	m.WaitLogLines(t, logBound, "level=INFO", `msg="prewarm waits for clamd"`)
+
+	// clamd comes up: its socket appears at the configured path.
+	c := clamdtest.New(t, clamdtest.Options{})
+	mustOK(t, os.Symlink(strings.TrimPrefix(c.Address(), "unix:"), sock))
+	counts, line := prewarmEnd(t, m)
+	if counts["scanned"] != files || counts["errors"] != 0 {
+		t.Errorf("prewarm end: %s; want scanned=%d errors=0", line, files)
+	}
+}
