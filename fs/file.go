@@ -23,7 +23,7 @@ func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 		if err != nil {
 			return nil, errno(err)
 		}
-		return &dirHandle{fd: fd}, nil
+		return newDirHandle(n.fsys, fd, req.Uid), nil
 	}
 	flags := backingFlags(req.Flags) &^ unix.O_TRUNC
 	if n.fsys.opts.ReadOnly && flags&unix.O_ACCMODE != unix.O_RDONLY {

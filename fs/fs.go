@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -64,7 +65,8 @@ type FS struct {
 	orphanMu sync.Mutex         // guards orphans; taken after Node.fdMu
 	orphans  map[*Node]struct{} // nodes keeping an orphan descriptor, at most opts.Limits.Orphans
 
-	dirs *dirCache // the directory descriptors nodes keep (dirfd.go)
+	dirs *dirCache    // the directory descriptors nodes keep (dirfd.go)
+	kept atomic.Int64 // bytes of READDIR replies directory handles keep (readdir.go)
 
 	treeMu sync.Mutex       // guards nodes and every Node.links
 	nodes  map[inoKey]*Node // live nodes by backing identity

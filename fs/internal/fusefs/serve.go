@@ -1447,6 +1447,22 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 		handle := shandle.handle
 
 		s := &fuse.ReadResponse{Data: make([]byte, 0, r.Size)}
+		// clamfuse: begin readdir
+		// A directory handle that lists entries itself (HandleReader
+		// without ReadDirAll) gets each READDIR as the kernel sent it,
+		// offset included, and answers with encoded dirents; upstream
+		// answers it with nothing (fs/readdir.go).
+		if _, all := handle.(HandleReadDirAller); r.Dir && !all {
+			if h, ok := handle.(HandleReader); ok {
+				if err := h.Read(ctx, r, s); err != nil {
+					return err
+				}
+				done(s)
+				r.Respond(s)
+				return nil
+			}
+		}
+		// clamfuse: end readdir
 		if r.Dir {
 			if h, ok := handle.(HandleReadDirAller); ok {
 				// detect rewinddir(3) or similar seek and refresh
