@@ -65,8 +65,9 @@ type FS struct {
 	orphanMu sync.Mutex         // guards orphans; taken after Node.fdMu
 	orphans  map[*Node]struct{} // nodes keeping an orphan descriptor, at most opts.Limits.Orphans
 
-	dirs *dirCache    // the directory descriptors nodes keep (dirfd.go)
-	kept atomic.Int64 // bytes of READDIR replies directory handles keep (readdir.go)
+	dirs  *dirCache    // the directory descriptors nodes keep (dirfd.go)
+	quota *quota       // descriptors held for each user's open handles (quota.go)
+	kept  atomic.Int64 // bytes of READDIR replies directory handles keep (readdir.go)
 
 	treeMu sync.Mutex       // guards nodes and every Node.links
 	nodes  map[inoKey]*Node // live nodes by backing identity
@@ -96,6 +97,7 @@ func New(rootFD int, opts Options) (*FS, error) {
 	}
 	f := &FS{root: rootFD, opts: opts, log: opts.Logger, chown: os.Geteuid() == 0, nodes: map[inoKey]*Node{}}
 	f.dirs = newDirCache(opts.Limits.DirFDs)
+	f.quota = newQuota(opts.Limits, opts.Logger)
 	f.rootN = &Node{fsys: f, id: inoKey{st.Dev, st.Ino}, typ: unix.S_IFDIR}
 	return f, nil
 }

@@ -1,7 +1,16 @@
 package fs
 
 import (
+	"context"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+
+	"bazil.org/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
 // Descriptor limits. clamfuse runs as root in front of every local user,
@@ -96,4 +105,134 @@ func currentLimits() Limits {
 		nofile = int(min(rl.Cur, 1<<30))
 	}
 	return DeriveLimits(nofile, 0)
+}
+
+// quotaLogInterval is how often a refusal is logged, per uid: the first
+// refusal of an interval is, the others are counted in the next line.
+const quotaLogInterval = time.Minute
+
+// quota counts the descriptors held for open handles, per uid and in
+// all, and refuses an open past Limits.MaxOpenPerUser (EMFILE) or
+// Limits.MaxOpen (ENFILE).
+type quota struct {
+	perUser, total int
+	log            *slog.Logger
+
+	mu     sync.Mutex        // guards the fields below; a leaf lock
+	used   map[uint32]int    // descriptors held per uid; uids holding none are absent
+	sum    int               // all of used
+	logged map[uint32]warned // refusals logged, per uid (allUsers for ENFILE)
+}
+
+// warned is when a refusal was last logged, and how many were not since.
+type warned struct {
+	at     time.Time
+	missed int
+}
+
+// allUsers keys the refusals for want of descriptors in all.
+const allUsers = ^uint32(0)
+
+func newQuota(l Limits, log *slog.Logger) *quota {
+	return &quota{perUser: l.MaxOpenPerUser, total: l.MaxOpen, log: log,
+		used: map[uint32]int{}, logged: map[uint32]warned{}}
+}
+
+// take charges an open by uid (two descriptors while it is made; see
+// settle), or refuses it with EMFILE or ENFILE.
+func (q *quota) take(uid, pid uint32) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	u := q.used[uid]
+	switch {
+	case u+1 > q.perUser:
+		q.refusedLocked(uid, uid, pid, u)
+		return fuse.Errno(syscall.EMFILE)
+	case q.sum+1 > q.total:
+		q.refusedLocked(allUsers, uid, pid, u)
+		return fuse.Errno(syscall.ENFILE)
+	}
+	q.used[uid] = u + 2
+	q.sum += 2
+	return nil
+}
+
+// settle ends the charge of take once the open is made: one descriptor
+// stays charged for the handle if ok, none otherwise.
+func (q *quota) settle(uid uint32, ok bool) {
+	if ok {
+		q.give(uid, 1)
+	} else {
+		q.give(uid, 2)
+	}
+}
+
+// give returns k descriptors of uid: a handle released (1), or settle.
+func (q *quota) give(uid uint32, k int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	u := q.used[uid] - k
+	if u <= 0 {
+		delete(q.used, uid)
+	} else {
+		q.used[uid] = u
+	}
+	q.sum -= k
+}
+
+// held returns the descriptors charged to uid, for tests.
+func (q *quota) held(uid uint32) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.used[uid]
+}
+
+// refusedLocked logs the first refusal for key (uid, or allUsers when
+// the descriptors ran out in all) in each quotaLogInterval at WARN,
+// with the number not logged since; uid holds held descriptors.
+func (q *quota) refusedLocked(key, uid, pid uint32, held int) {
+	now := time.Now()
+	w, ok := q.logged[key]
+	if ok && now.Sub(w.at) < quotaLogInterval {
+		w.missed++
+		q.logged[key] = w
+		return
+	}
+	if len(q.logged) >= 64 {
+		for k, old := range q.logged {
+			if now.Sub(old.at) >= quotaLogInterval {
+				delete(q.logged, k)
+			}
+		}
+	}
+	q.logged[key] = warned{at: now}
+	if key == allUsers {
+		q.log.Warn("open refused: the descriptors for open files are all in use (ENFILE)",
+			"uid", uid, "pid", pid, "open", q.sum, "max_open", q.total, "not_logged", w.missed)
+		return
+	}
+	q.log.Warn("open refused: user at mount.max_open_per_user (EMFILE)",
+		"uid", uid, "pid", pid, "open", held, "max_open_per_user", q.perUser, "not_logged", w.missed)
+}
+
+// Open opens n for the caller, within the caller's share of descriptors
+// (see quota); openNode does the work.
+func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fusefs.Handle, error) {
+	if err := n.fsys.quota.take(req.Uid, req.Pid); err != nil {
+		return nil, err
+	}
+	h, err := n.openNode(ctx, req, resp)
+	n.fsys.quota.settle(req.Uid, err == nil)
+	return h, err
+}
+
+// Create makes and opens a file for the caller, within the caller's
+// share of descriptors (see quota); createNode does the work.
+func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (fusefs.Node, fusefs.Handle, error) {
+	if err := n.fsys.quota.take(req.Uid, req.Pid); err != nil {
+		return nil, nil, err
+	}
+	child, h, err := n.createNode(ctx, req, resp)
+	n.fsys.quota.settle(req.Uid, err == nil)
+	return child, h, err
 }

@@ -35,7 +35,7 @@ import (
 // dirHandle is an open directory.
 type dirHandle struct {
 	fsys *FS
-	uid  uint32 // who opened it
+	uid  uint32 // whose quota it counts against
 
 	mu   sync.Mutex // serialises requests on the handle; guards the descriptor's position, pos and kept
 	fd   int
@@ -252,8 +252,10 @@ func getdents(fd int, buf []byte) (int, error) {
 	}
 }
 
-// Release closes the descriptor.
+// Release closes the descriptor and returns its share of the caller's
+// quota.
 func (d *dirHandle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
+	defer d.fsys.quota.give(d.uid, 1)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.dropKept()

@@ -82,7 +82,10 @@ func openDirHandle(t *testing.T, dir string) *dirHandle {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newDirHandle(&FS{}, fd, 0)
+	fsys := &FS{quota: newQuota(DeriveLimits(1024, 0), nil)}
+	fsys.quota.take(0, 0)
+	fsys.quota.settle(0, true)
+	d := newDirHandle(fsys, fd, 0)
 	t.Cleanup(func() { d.Release(context.Background(), nil) })
 	return d
 }
