@@ -7,6 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	// Keeps the pinned upstream in go.mod (go mod tidy), which
+	// TestSameAsUpstream compares this copy with.
+	_ "bazil.org/fuse"
+
 	"github.com/clamfuse/clamfuse/fs/internal/upstream"
 )
 

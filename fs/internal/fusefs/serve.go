@@ -25,8 +25,10 @@ import (
 	"syscall"
 	"time"
 
-	"bazil.org/fuse"
-	"bazil.org/fuse/fuseutil"
+	// clamfuse: begin imports
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
+	"github.com/clamfuse/clamfuse/fs/internal/fuse/fuseutil"
+	// clamfuse: end imports
 	"golang.org/x/sys/unix"
 )
 

@@ -11,6 +11,7 @@ import (
 // replaces.
 var replaced = map[string]string{
 	"package": "package fs // import \"bazil.org/fuse/fs\"\n",
+	"imports": "\t\"bazil.org/fuse\"\n\t\"bazil.org/fuse/fuseutil\"\n",
 	// The request loop of upstream's Serve.
 	"request loop": `	for {
 		req, err := s.conn.ReadRequest()
