@@ -19,6 +19,14 @@
 // The changes:
 //   - fuseutil/fuseutil.go imports this package instead of bazil.org/fuse
 //     (its types must be this package's; fs/internal/fusefs uses it).
+//   - options.go, "request init flags": the RequestInitFlags mount option
+//     asks the kernel for more INIT flags (those in RequestableInitFlags,
+//     which need nothing more from this package, e.g. InitPosixACL);
+//     initMount already grants only what the kernel offers, and
+//     Conn.Features reports it.
+//   - fuse_kernel.go, "init flags", "init flags2", "init flag names": the
+//     INIT flags upstream lacks (InitInitExt, and the InitFlags2 above bit
+//     31 such as InitPassthrough), as constants only.
 //
 // To move to a new bazil.org/fuse version: bump go.mod, copy upstream's
 // non-test, non-FreeBSD root .go files, LICENSE and fuseutil/fuseutil.go

@@ -325,7 +325,35 @@ const (
 	// Filesystem promises to remove SUID/SGID/cap on writes and `chown`.
 	InitHandleKillPrivV2 InitFlags = 1 << 28
 	InitSetxattrExt      InitFlags = 1 << 29
+	// clamfuse: begin init flags
+	// The INIT request and reply carry flags2, the INIT flags above bit
+	// 31 (InitFlags2), from protocol 7.36 on.
+	InitInitExt InitFlags = 1 << 30
+	// clamfuse: end init flags
 )
+
+// clamfuse: begin init flags2
+
+// The InitFlags2 are the kernel's INIT flags above bit 31, shifted down
+// by 32: fuse_init_in.flags2 and fuse_init_out.flags2, sent only with
+// InitInitExt. This package does not read or write them yet.
+type InitFlags2 uint32
+
+const (
+	InitSecurityCtx       InitFlags2 = 1 << (32 - 32)
+	InitHasInodeDAX       InitFlags2 = 1 << (33 - 32)
+	InitCreateSuppGroup   InitFlags2 = 1 << (34 - 32)
+	InitHasExpireOnly     InitFlags2 = 1 << (35 - 32)
+	InitDirectIOAllowMmap InitFlags2 = 1 << (36 - 32)
+	InitPassthrough       InitFlags2 = 1 << (37 - 32)
+	InitNoExportSupport   InitFlags2 = 1 << (38 - 32)
+	InitHasResend         InitFlags2 = 1 << (39 - 32)
+	InitAllowIdmap        InitFlags2 = 1 << (40 - 32)
+	InitOverIOURing       InitFlags2 = 1 << (41 - 32)
+	InitRequestTimeout    InitFlags2 = 1 << (42 - 32)
+)
+
+// clamfuse: end init flags2
 
 type flagName struct {
 	bit  uint32
@@ -363,6 +391,9 @@ var initFlagNames = []flagName{
 	{uint32(InitSubMounts), "InitSubMounts"},
 	{uint32(InitHandleKillPrivV2), "InitHandleKillPrivV2"},
 	{uint32(InitSetxattrExt), "InitSetxattrExt"},
+	// clamfuse: begin init flag names
+	{uint32(InitInitExt), "InitInitExt"},
+	// clamfuse: end init flag names
 }
 
 func (fl InitFlags) String() string {

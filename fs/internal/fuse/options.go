@@ -247,3 +247,42 @@ func HandleKillPriv() MountOption {
 		return nil
 	}
 }
+
+// clamfuse: begin request init flags
+
+// RequestInitFlags asks the kernel for the INIT flags in flags, on top of
+// those Mount and the other options ask for. The kernel grants those it
+// offers; Conn.Features reports what was granted.
+//
+// Only flags in RequestableInitFlags may be asked for: the others change
+// the protocol in ways this package does not handle yet (MAX_PAGES needs
+// max_pages in the reply, READDIRPLUS its opcode, flags above bit 31 the
+// flags2 fields), and Mount fails on them.
+func RequestInitFlags(flags InitFlags) MountOption {
+	return func(conf *mountConfig) error {
+		if bad := flags &^ RequestableInitFlags; bad != 0 {
+			return initFlagsError(bad)
+		}
+		conf.initFlags |= flags
+		return nil
+	}
+}
+
+// RequestableInitFlags are the INIT flags RequestInitFlags accepts: those
+// that change what the kernel does, not the messages this package reads
+// and writes. Some move work to the file system: with InitPosixACL the
+// kernel enforces POSIX ACLs itself and stops applying the umask to
+// creates, leaving that to the file system (CreateRequest.Umask, ...);
+// with InitDontMask it stops applying the umask too.
+const RequestableInitFlags = InitPosixACL | InitDontMask | InitAutoInvalData | InitAbortError |
+	InitNoOpenSupport | InitNoOpenDirSupport | InitAsyncRead | InitWritebackCache |
+	InitCacheSymlinks | InitExplicitInvalidateData | InitFlockLocks | InitPOSIXLocks |
+	InitHandleKillPrivV2
+
+type initFlagsError InitFlags
+
+func (e initFlagsError) Error() string {
+	return "fuse: RequestInitFlags: not supported: " + InitFlags(e).String()
+}
+
+// clamfuse: end request init flags

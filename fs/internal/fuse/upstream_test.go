@@ -17,6 +17,14 @@ import (
 // replaced records, for each copied file with marked blocks, the upstream
 // text each block replaces. A file not named here is upstream's verbatim.
 var replaced = map[string]map[string]string{
+	"fuse_kernel.go": {
+		"init flags":      "",
+		"init flags2":     "",
+		"init flag names": "",
+	},
+	"options.go": {
+		"request init flags": "",
+	},
 	"fuseutil/fuseutil.go": {
 		"import": "\t\"bazil.org/fuse\"\n",
 	},

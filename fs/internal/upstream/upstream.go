@@ -7,8 +7,10 @@
 //	// clamfuse: end NAME
 //
 // Each block is whole lines, the marker lines included, and replaces a
-// recorded piece of upstream text (whole lines too, possibly empty for a
-// pure addition). The copy is right when putting the recorded upstream text
+// recorded piece of upstream text (whole lines too). A block whose
+// recorded text is empty is a pure addition, and owns the blank line
+// before it if there is one (gofmt wants one between top-level
+// declarations, and upstream has only one). The copy is right when putting the recorded upstream text
 // back in place of every block gives upstream's file exactly; so a version
 // bump that changes upstream anywhere, inside a replaced piece or outside,
 // fails until the copy is redone.
@@ -71,6 +73,11 @@ func Restore(ours string, replaced map[string]string) (string, error) {
 			}
 			seen[m[2]] = true
 			open = m[2]
+			if text == "" && strings.HasSuffix(b.String(), "\n\n") {
+				restored := strings.TrimSuffix(b.String(), "\n")
+				b.Reset()
+				b.WriteString(restored)
+			}
 			b.WriteString(text)
 		default: // end
 			if open != m[2] {

@@ -27,6 +27,18 @@ func TestRestore(t *testing.T) {
 			want:     "a\nb\n",
 		},
 		{
+			name:     "an addition owns the blank line before it",
+			ours:     "a\n\n// clamfuse: begin x\n\nc\n\n// clamfuse: end x\n\nb\n",
+			replaced: map[string]string{"x": ""},
+			want:     "a\n\nb\n",
+		},
+		{
+			name:     "a replacement does not",
+			ours:     "a\n\n// clamfuse: begin x\nc\n// clamfuse: end x\nb\n",
+			replaced: map[string]string{"x": "d\n"},
+			want:     "a\n\nd\nb\n",
+		},
+		{
 			name:     "two blocks",
 			ours:     "// clamfuse: begin x\n1\n// clamfuse: end x\nm\n// clamfuse: begin y\n2\n// clamfuse: end y\n",
 			replaced: map[string]string{"x": "one\n", "y": "two\n"},
