@@ -106,26 +106,6 @@ func TestPosixCompareLimits(t *testing.T) {
 			return err
 		}},
 	}
-	t.Run("sticky_bit_in_stat", func(t *testing.T) {
-		// bazil.org/fuse encodes a node's mode without S_ISVTX (Attr.attr
-		// copies set-user-ID and set-group-ID only), so stat through the
-		// mount never shows the sticky bit although the backing entry has
-		// it. clamfuse enforces the sticky rule itself on unlink and
-		// rename (users_test.go); only what stat shows is wrong.
-		d := m.Path("sticky")
-		mustDo(t, os.Mkdir(d, 0o755))
-		mustDo(t, unix.Chmod(d, 0o1777))
-		var back, via unix.Stat_t
-		mustDo(t, unix.Lstat(m.Backing("sticky"), &back))
-		mustDo(t, unix.Lstat(d, &via))
-		if back.Mode&unix.S_ISVTX == 0 {
-			t.Fatalf("backing mode %04o: chmod through the mount lost the sticky bit", back.Mode&0o7777)
-		}
-		if via.Mode&unix.S_ISVTX != 0 {
-			t.Fatalf("stat through the mount shows the sticky bit (%04o): the bazil limit is gone, add 01777 back to the differential cases", via.Mode&0o7777)
-		}
-		t.Skipf("known limit: bazil.org/fuse drops S_ISVTX from attributes; backing %04o, through the mount %04o", back.Mode&0o7777, via.Mode&0o7777)
-	})
 	t.Run("times_outside_1970_2262", func(t *testing.T) {
 		// bazil.org/fuse encodes attribute times through UnixNano
 		// (unixTime): before 1970 a fraction of a second wraps, and
@@ -503,7 +483,7 @@ func caseCreateModes(root string) (string, error) {
 	var r rec
 	i := 0
 	for _, um := range []int{0o022, 0o077, 0, 0o027, 0o002} {
-		for _, mode := range []uint32{0o666, 0o777, 0o640, 0o4755, 0o2775, 0o6777} {
+		for _, mode := range []uint32{0o666, 0o777, 0o640, 0o4755, 0o2775, 0o6777, 0o1777} {
 			withUmask(um, func() {
 				i++
 				f := filepath.Join(root, fmt.Sprintf("f%d", i))
@@ -1052,12 +1032,14 @@ func caseChmodChown(root string) (string, error) {
 	p := func(s string) string { return filepath.Join(root, s) }
 	mustWrite(p("f"), "f")
 	mustDoP(os.Mkdir(p("d"), 0o755))
-	for _, m := range []uint32{0, 0o6777, 0o4755, 0o2755, 0o644, 0o111} {
+	for _, m := range []uint32{0, 0o6777, 0o4755, 0o2755, 0o1777, 0o7777, 0o1755, 0o644, 0o111} {
 		r.do(fmt.Sprintf("chmod f %04o", m), unix.Chmod(p("f"), m))
 		r.val("f", "%s", statLine(p("f")))
 		r.do(fmt.Sprintf("chmod d %04o", m), unix.Chmod(p("d"), m))
 		r.val("d", "%s", statLine(p("d")))
 	}
+	r.do("mkdir s 01777", unix.Mkdir(p("s"), 0o1777))
+	r.val("s", "%s", statLine(p("s")))
 	r.do("chmod root", unix.Chmod(root, 0o711))
 	r.val("root", "%s", statLine(root))
 	r.do("chmod missing", unix.Chmod(p("missing"), 0o644))

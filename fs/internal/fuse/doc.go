@@ -27,6 +27,8 @@
 //   - fuse_kernel.go, "init flags", "init flags2", "init flag names": the
 //     INIT flags upstream lacks (InitInitExt, and the InitFlags2 above bit
 //     31 such as InitPassthrough), as constants only.
+//   - fuse.go, "sticky": (*Attr).attr passes os.ModeSticky on as S_ISVTX
+//     (upstream drops it, so stat through a mount hid the sticky bit).
 //
 // To move to a new bazil.org/fuse version: bump go.mod, copy upstream's
 // non-test, non-FreeBSD root .go files, LICENSE and fuseutil/fuseutil.go

@@ -17,6 +17,9 @@ import (
 // replaced records, for each copied file with marked blocks, the upstream
 // text each block replaces. A file not named here is upstream's verbatim.
 var replaced = map[string]map[string]string{
+	"fuse.go": {
+		"sticky": "",
+	},
 	"fuse_kernel.go": {
 		"init flags":      "",
 		"init flags2":     "",
