@@ -29,6 +29,10 @@
 //     31 such as InitPassthrough), as constants only.
 //   - fuse.go, "sticky": (*Attr).attr passes os.ModeSticky on as S_ISVTX
 //     (upstream drops it, so stat through a mount hid the sticky bit).
+//   - fuse.go, "unix time": unixTime encodes attribute times as seconds
+//     and nanoseconds directly, not through UnixNano, which showed times
+//     before 1970 with a fraction of a second, and after 2262, wrong.
+//     (SetattrRequest's times are decoded with time.Unix, which is exact.)
 //
 // To move to a new bazil.org/fuse version: bump go.mod, copy upstream's
 // non-test, non-FreeBSD root .go files, LICENSE and fuseutil/fuseutil.go

@@ -1561,9 +1561,12 @@ func (a Attr) String() string {
 }
 
 func unixTime(t time.Time) (sec uint64, nsec uint32) {
-	nano := t.UnixNano()
-	sec = uint64(nano / 1e9)
-	nsec = uint32(nano % 1e9)
+	// clamfuse: begin unix time
+	// Not through UnixNano: it overflows after 2262, and its remainder is
+	// negative before 1970. Unix rounds down; Nanosecond is in [0, 1e9).
+	sec = uint64(t.Unix())
+	nsec = uint32(t.Nanosecond())
+	// clamfuse: end unix time
 	return
 }
 

@@ -18,7 +18,8 @@ import (
 // text each block replaces. A file not named here is upstream's verbatim.
 var replaced = map[string]map[string]string{
 	"fuse.go": {
-		"sticky": "",
+		"sticky":    "",
+		"unix time": "\tnano := t.UnixNano()\n\tsec = uint64(nano / 1e9)\n\tnsec = uint32(nano % 1e9)\n",
 	},
 	"fuse_kernel.go": {
 		"init flags":      "",
