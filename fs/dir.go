@@ -4,9 +4,9 @@ import (
 	"context"
 	"syscall"
 
-	"bazil.org/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
@@ -279,9 +279,10 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusef
 
 // stickyForbids reports whether the sticky bit of the directory dirfd
 // forbids uid to remove, or rename away or over, its entry st: only the
-// owner of the entry or of the directory (or root) may. The kernel would
-// check this itself, but bazil.org/fuse does not pass S_ISVTX on to it,
-// and clamfuse acts as root on the backing directory.
+// owner of the entry or of the directory (or root) may. The kernel checks
+// this too (default_permissions; fs/internal/fuse passes S_ISVTX on), but
+// clamfuse acts as root on the backing directory, so it does not rely on
+// the kernel alone.
 func stickyForbids(dirfd int, st *unix.Stat_t, uid uint32) bool {
 	if uid == 0 {
 		return false

@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"bazil.org/fuse"
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 )
 
 func TestDeriveLimits(t *testing.T) {

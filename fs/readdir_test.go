@@ -12,8 +12,9 @@ import (
 	"strings"
 	"testing"
 
-	"bazil.org/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 )
 
 // fuseEnt is one FUSE dirent as the kernel reads it.
