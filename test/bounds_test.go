@@ -154,14 +154,22 @@ func waitFDsBelow(t *testing.T, pid, n int, what string) {
 	}
 }
 
-// TestBoundsOpensPerUser: a user holding opens of one file through the
+// TestBounds runs the cases of this file on one mount (and one clamd),
+// in turn, as users A and B.
+func TestBounds(t *testing.T) {
+	m, lim := startBoundsMount(t)
+	a, b := newTestUser(t), newTestUser(t)
+	t.Run("opens_per_user", func(t *testing.T) { boundsOpensPerUser(t, m, lim, a, b) })
+	t.Run("find_many_dirs", func(t *testing.T) { boundsFindManyDirs(t, m, lim, a, b) })
+	t.Run("listing_memory", func(t *testing.T) { boundsListingMemory(t, m, a) })
+}
+
+// boundsOpensPerUser: a user holding opens of one file through the
 // mount is refused with EMFILE at max_open_per_user, and only that user:
 // another user and root still open files at once, clamfuse keeps its
 // reserve of descriptors, the refusal is logged once, and the user opens
 // again once it closes. Directory handles count the same.
-func TestBoundsOpensPerUser(t *testing.T) {
-	m, lim := startBoundsMount(t)
-	a, b := newTestUser(t), newTestUser(t)
+func boundsOpensPerUser(t *testing.T, m *mounttest.Mount, lim fdLimits, a, b testUser) {
 	pid := m.Cmd.Process.Pid
 	mustDo(t, os.WriteFile(m.Backing("f"), []byte("data"), 0o644))
 	mustDo(t, os.Mkdir(m.Backing("d"), 0o755))
@@ -234,23 +242,21 @@ func TestBoundsOpensPerUser(t *testing.T) {
 	})
 }
 
-// TestBoundsFindManyDirs: a user walking 10 000 directories through the
+// boundsFindManyDirs: a user walking 10 000 directories through the
 // mount with find leaves clamfuse with a bounded number of descriptors
 // (the directory descriptor cache and a few more), and another user's
 // opens keep working during and after the walk. (The issue saw 20 000
 // directories exhaust a limit of 20 000; here 10 000 are 2.4 times the
 // mount's limit of 4096, and the walk takes half as long.)
-func TestBoundsFindManyDirs(t *testing.T) {
-	m, lim := startBoundsMount(t)
-	a, b := newTestUser(t), newTestUser(t)
+func boundsFindManyDirs(t *testing.T, m *mounttest.Mount, lim fdLimits, a, b testUser) {
 	pid := m.Cmd.Process.Pid
 	const ndirs = 10000
 	mustDo(t, os.Mkdir(m.Backing("tree"), 0o755))
 	for i := range ndirs {
 		mustDo(t, unix.Mkdir(m.Backing(fmt.Sprintf("tree/%05d", i)), 0o755))
 	}
-	mustDo(t, os.WriteFile(m.Backing("f"), []byte("data"), 0o644))
-	if got := fsop(b.cred, "read", m.Path("f")); got != "ok 4" {
+	mustDo(t, os.WriteFile(m.Backing("g"), []byte("data"), 0o644))
+	if got := fsop(b.cred, "read", m.Path("g")); got != "ok 4" {
 		t.Fatalf("user B's first open: %s", got)
 	}
 	baseline := fdCount(t, pid)
@@ -286,7 +292,7 @@ func TestBoundsFindManyDirs(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			got := fsop(b.cred, "read", m.Path("f"))
+			got := fsop(b.cred, "read", m.Path("g"))
 			bOpens.Add(1)
 			if got != "ok 4" {
 				bFailures.Add(1)
@@ -318,7 +324,7 @@ func TestBoundsFindManyDirs(t *testing.T) {
 	if n := bFailures.Load(); n > 0 {
 		t.Errorf("%d of user B's %d opens failed during the walk; last: %v", n, bOpens.Load(), bLast.Load())
 	}
-	if got := fsop(b.cred, "read", m.Path("f")); got != "ok 4" {
+	if got := fsop(b.cred, "read", m.Path("g")); got != "ok 4" {
 		t.Errorf("user B's open after the walk: %s", got)
 	}
 }
@@ -339,13 +345,11 @@ func procKiB(t *testing.T, pid int, field string) int {
 	return 0
 }
 
-// TestBoundsListingMemory: 150 directory handles on a directory of 20 000
+// boundsListingMemory: 150 directory handles on a directory of 20 000
 // long names, each having read one 4 KiB batch of entries, cost clamfuse
 // memory independent of the directory's size (each handle used to hold
 // the whole listing: 1.27 GB).
-func TestBoundsListingMemory(t *testing.T) {
-	m, _ := startBoundsMount(t)
-	a := newTestUser(t)
+func boundsListingMemory(t *testing.T, m *mounttest.Mount, a testUser) {
 	pid := m.Cmd.Process.Pid
 	const names, handles = 20000, 150
 	mustDo(t, os.Mkdir(m.Backing("big"), 0o755))
