@@ -162,8 +162,8 @@ func requireBackingTools(t *testing.T, kind backingKind) {
 	t.Skipf("SKIPPING %s", msg)
 }
 
-// run runs a command, failing t with its output if it fails.
-func run(t *testing.T, name string, args ...string) {
+// mustRun runs a command, failing t with its output if it fails.
+func mustRun(t *testing.T, name string, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
@@ -221,18 +221,18 @@ func loopFS(fstype string) func(t *testing.T, base string, _ *clamdtest.Clamd) s
 		t.Helper()
 		img, dir := filepath.Join(base, fstype+".img"), filepath.Join(base, "fs")
 		mustDo(t, os.Mkdir(dir, 0o755))
-		run(t, "truncate", "-s", "512M", img)
+		mustRun(t, "truncate", "-s", "512M", img)
 		switch fstype {
 		case "ext4":
-			run(t, "mkfs.ext4", "-q", "-F", img)
+			mustRun(t, "mkfs.ext4", "-q", "-F", img)
 		case "xfs":
-			run(t, "mkfs.xfs", "-q", "-f", img)
+			mustRun(t, "mkfs.xfs", "-q", "-f", img)
 		case "btrfs":
-			run(t, "mkfs.btrfs", "-q", "-f", img)
+			mustRun(t, "mkfs.btrfs", "-q", "-f", img)
 		default:
 			t.Fatalf("no mkfs for %s", fstype)
 		}
-		run(t, "mount", "-t", fstype, "-o", "loop", img, dir)
+		mustRun(t, "mount", "-t", fstype, "-o", "loop", img, dir)
 		unmountAtCleanup(t, dir)
 		return dir
 	}
@@ -473,7 +473,7 @@ func caseSecurityXattrs(root string) (string, error) {
 		unix.Close(fd)
 	}
 	get("get security.capability", "security.capability")
-	r.val("setcap as nobody", "%s", fsop(nobody, "setxattr", f, "security.capability", "x"))
+	r.val("set security.capability as nobody (malformed)", "%s", fsop(nobody, "setxattr", f, "security.capability", "x"))
 	list("list")
 	return r.done()
 }
