@@ -11,10 +11,12 @@
 //	// clamfuse: begin NAME
 //	// clamfuse: end NAME
 //
-// Keep those blocks few and small. upstream_test.go records, for each
+// Keep those blocks few and small: the code they call lives in files of
+// clamfuse's own, named clamfuse_*.go. upstream_test.go records, for each
 // block, the upstream text it replaces; TestSameAsUpstream puts that text
 // back in place of every block and requires the result to equal
-// upstream's file, and requires the same set of files as upstream.
+// upstream's file, and requires the same set of files as upstream but for
+// clamfuse's own (doc.go, clamfuse_*.go and tests).
 //
 // The changes:
 //   - fuseutil/fuseutil.go imports this package instead of bazil.org/fuse
@@ -33,6 +35,17 @@
 //     and nanoseconds directly, not through UnixNano, which showed times
 //     before 1970 with a fraction of a second, and after 2262, wrong.
 //     (SetattrRequest's times are decoded with time.Unix, which is exact.)
+//   - fuse_linux.go, "max write", and fuse.go, "conn", "init reply": the
+//     INIT reply is clamfuse_init.go's, with max_pages: with InitMaxPages
+//     (RequestInitFlags) a READ or WRITE carries up to 1 MiB (maxWrite,
+//     up from 128 KiB), Conn.MaxPages reports it. SetReadahead raises
+//     the mount's readahead to match, which INIT cannot
+//     (clamfuse_readahead.go).
+//   - fuse.go, "read buffer", "put message": requests are read into
+//     buffers of maxWrite (the kernel requires room for the largest
+//     WRITE), but one that fits in 4 KiB is copied into a small buffer
+//     and the big one reused at once, so requests held long (an OPEN
+//     waiting for its scan) do not hold 1 MiB each (clamfuse_buffer.go).
 //
 // To move to a new bazil.org/fuse version: bump go.mod, copy upstream's
 // non-test, non-FreeBSD root .go files, LICENSE and fuseutil/fuseutil.go

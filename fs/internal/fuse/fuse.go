@@ -123,6 +123,9 @@ type Conn struct {
 	proto Protocol
 	// Feature flags negotiated with initRequest/initResponse.
 	flags InitFlags
+	// clamfuse: begin conn
+	ext connExt
+	// clamfuse: end conn
 }
 
 // MountpointDoesNotExistError is an error returned when the
@@ -212,16 +215,9 @@ func initMount(c *Conn, conf *mountConfig) error {
 	}
 	c.proto = proto
 
-	c.flags = r.Flags & (InitBigWrites | InitParallelDirOps | conf.initFlags)
-	s := &initResponse{
-		Library:             proto,
-		MaxReadahead:        conf.maxReadahead,
-		Flags:               c.flags,
-		MaxBackground:       conf.maxBackground,
-		CongestionThreshold: conf.congestionThreshold,
-		MaxWrite:            maxWrite,
-	}
-	r.Respond(s)
+	// clamfuse: begin init reply
+	c.initReply(r, conf)
+	// clamfuse: end init reply
 	return nil
 }
 
@@ -435,10 +431,9 @@ func getMessage(c *Conn) *message {
 }
 
 func putMessage(m *message) {
-	m.buf = m.buf[:bufSize]
-	m.conn = nil
-	m.off = 0
-	reqPool.Put(m)
+	// clamfuse: begin put message
+	putSized(m)
+	// clamfuse: end put message
 }
 
 // a message represents the bytes of a single FUSE message
@@ -564,10 +559,9 @@ func (c *Conn) Features() InitFlags {
 // Caller must call either Request.Respond or Request.RespondError in
 // a reasonable time. Caller must not retain Request after that call.
 func (c *Conn) ReadRequest() (Request, error) {
-	m := getMessage(c)
-	c.rio.RLock()
-	n, err := syscall.Read(c.fd(), m.buf)
-	c.rio.RUnlock()
+	// clamfuse: begin read buffer
+	m, n, err := c.readMessage()
+	// clamfuse: end read buffer
 	if err != nil && err != syscall.ENODEV {
 		putMessage(m)
 		return nil, err

@@ -21,7 +21,7 @@ func TestRequestInitFlagsOption(t *testing.T) {
 		{"POSIX ACL", InitPosixACL, true},
 		{"every requestable flag", RequestableInitFlags, true},
 		{"none", 0, true},
-		{"MAX_PAGES needs max_pages in the reply", InitMaxPages, false},
+		{"MAX_PAGES", InitMaxPages, true},
 		{"READDIRPLUS needs its opcode", InitDoReaddirplus | InitPosixACL, false},
 		{"INIT_EXT needs flags2", InitInitExt, false},
 	}
