@@ -31,6 +31,10 @@ type MountOptions struct {
 	AllowOther bool
 	ReadOnly   bool
 	FS         Options
+	// Passthrough asks the kernel for FUSE passthrough (Linux 6.9 and
+	// later; Mounted.Passthrough says whether it was granted). Opens do
+	// not use it yet (see passthrough.go).
+	Passthrough bool
 
 	// observe, set only by tests, sees every request before it is served.
 	observe func(fuse.Request)
@@ -211,6 +215,12 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	if opts.Source == opts.Target {
 		mopts = append(mopts, fuse.AllowNonEmptyMount())
 	}
+	if opts.Passthrough {
+		// Depth 1: backing files on a non-stacking file system (else the
+		// kernel refuses them, and clamfuse serves the reads), and room
+		// for overlayfs on top of the mount.
+		mopts = append(mopts, fuse.Passthrough(1))
+	}
 	conn, err := fuse.Mount(opts.Target, mopts...)
 	if err != nil {
 		unix.Close(rootFD)
@@ -218,7 +228,7 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	}
 	// What the kernel granted (fuse.RequestInitFlags asks for more).
 	log.Debug("fuse init", "protocol", conn.Protocol().String(), "features", conn.Features().String(),
-		"max_pages", conn.MaxPages())
+		"features2", conn.Features2().String(), "max_pages", conn.MaxPages())
 	// The kernel reads ahead no more than its default (128 KiB) whatever
 	// INIT says; as root, raise it so a sequential read takes 1 MiB READs.
 	if err := fuse.SetReadahead(opts.Target, readahead); err != nil {
@@ -262,6 +272,11 @@ func (m *Mounted) dupRoot() (int, error) {
 		return -1, syscall.EBADF
 	}
 	return unix.FcntlInt(uintptr(m.rootFD), unix.F_DUPFD_CLOEXEC, 0)
+}
+
+// Passthrough reports whether the kernel granted FUSE passthrough.
+func (m *Mounted) Passthrough() bool {
+	return m.conn.Features2()&fuse.InitPassthrough != 0
 }
 
 // Done yields the result of serving once the mount is gone.

@@ -1,9 +1,11 @@
 package fuse
 
 // clamfuse: the INIT reply (block "init reply" of initMount), with what
-// upstream does not negotiate: max_pages.
+// upstream does not negotiate: max_pages, flags2 and with them
+// passthrough's max_stack_depth.
 
 import (
+	"encoding/binary"
 	"os"
 	"unsafe"
 )
@@ -11,7 +13,15 @@ import (
 // connExt is what a Conn negotiated beyond upstream's fields. It is set
 // by initMount, before the Conn is shared, and only read afterwards.
 type connExt struct {
-	maxPages uint16 // pages in one READ or WRITE, 0 unless InitMaxPages
+	flags2   InitFlags2 // granted INIT flags above bit 31
+	maxPages uint16     // pages in one READ or WRITE, 0 unless InitMaxPages
+}
+
+// mountExt is what clamfuse's mount options ask for beyond upstream's
+// mountConfig fields.
+type mountExt struct {
+	initFlags2    InitFlags2
+	maxStackDepth uint32 // with InitPassthrough
 }
 
 // initOutExt is struct fuse_init_out of protocol 7.40 (64 bytes; upstream's
@@ -33,10 +43,30 @@ type initOutExt struct {
 	_                   [11]uint16
 }
 
+// initInFlags2 returns fuse_init_in.flags2 of the INIT request r: the
+// kernel sends it (from 7.36 on) only with InitInitExt in flags, after
+// major, minor, max_readahead and flags.
+func initInFlags2(r *initRequest) InitFlags2 {
+	b := r.msg.buf[inHeaderSize:]
+	if r.Flags&InitInitExt == 0 || len(b) < 5*4 {
+		return 0
+	}
+	return InitFlags2(binary.NativeEndian.Uint32(b[4*4:]))
+}
+
 // initReply answers the INIT request r for c, at protocol c.proto, with
 // what conf asks for and the kernel offers, and records what was granted.
 func (c *Conn) initReply(r *initRequest, conf *mountConfig) {
 	c.flags = r.Flags & (InitBigWrites | InitParallelDirOps | conf.initFlags)
+	flags2 := initInFlags2(r) & conf.ext.initFlags2
+	if c.flags&InitWritebackCache != 0 {
+		// The kernel does not pass through with the writeback cache.
+		flags2 &^= InitPassthrough
+	}
+	if flags2 != 0 {
+		c.flags |= InitInitExt
+	}
+	c.ext.flags2 = flags2
 
 	buf := newBuffer(unsafe.Sizeof(initOutExt{}))
 	out := (*initOutExt)(buf.alloc(unsafe.Sizeof(initOutExt{})))
@@ -53,11 +83,23 @@ func (c *Conn) initReply(r *initRequest, conf *mountConfig) {
 		c.ext.maxPages = uint16(maxWrite / os.Getpagesize())
 		out.MaxPages = c.ext.maxPages
 	}
+	out.Flags2 = uint32(flags2)
+	if flags2&InitPassthrough != 0 {
+		out.MaxStackDepth = conf.ext.maxStackDepth
+	}
 	if c.proto.LT(Protocol{7, 23}) {
 		// fuse_init_out was 24 bytes (FUSE_COMPAT_22_INIT_OUT_SIZE).
 		buf = buf[:unsafe.Sizeof(outHeader{})+24]
 	}
 	r.respond(buf)
+}
+
+// Features2 reports the INIT flags above bit 31 negotiated between the
+// kernel and the FUSE library, as Features does the others: those asked
+// for (Passthrough) that the kernel offered. With any,
+// Features has InitInitExt.
+func (c *Conn) Features2() InitFlags2 {
+	return c.ext.flags2
 }
 
 // MaxPages reports how many pages one READ or WRITE request may carry,

@@ -10,6 +10,7 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -188,9 +189,9 @@ func TestInitReplyMaxPages(t *testing.T) {
 		wantMinor uint32
 		wantPages uint16 // 0: InitMaxPages not granted
 	}{
-		{"6.18, asked", 45, kernel618Flags, []MountOption{RequestInitFlags(InitMaxPages)}, 33, uint16(maxWrite / page)},
-		{"6.1, asked", 38, kernel61Flags, []MountOption{RequestInitFlags(InitMaxPages)}, 33, uint16(maxWrite / page)},
-		{"not asked", 45, kernel618Flags, nil, 33, 0},
+		{"6.18, asked", 45, kernel618Flags, []MountOption{RequestInitFlags(InitMaxPages)}, 40, uint16(maxWrite / page)},
+		{"6.1, asked", 38, kernel61Flags, []MountOption{RequestInitFlags(InitMaxPages)}, 38, uint16(maxWrite / page)},
+		{"not asked", 45, kernel618Flags, nil, 40, 0},
 		{"not offered (before 4.20)", 27, kernel61Flags &^ InitMaxPages, []MountOption{RequestInitFlags(InitMaxPages)}, 27, 0},
 	}
 	for _, tt := range tests {
@@ -275,3 +276,5 @@ func TestReadBuffers(t *testing.T) {
 		k.reply(4)
 	}
 }
+
+func unsafeSizeof[T any](v T) uintptr { return unsafe.Sizeof(v) }

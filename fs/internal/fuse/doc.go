@@ -28,7 +28,7 @@
 //     Conn.Features reports it.
 //   - fuse_kernel.go, "init flags", "init flags2", "init flag names": the
 //     INIT flags upstream lacks (InitInitExt, and the InitFlags2 above bit
-//     31 such as InitPassthrough), as constants only.
+//     31 such as InitPassthrough).
 //   - fuse.go, "sticky": (*Attr).attr passes os.ModeSticky on as S_ISVTX
 //     (upstream drops it, so stat through a mount hid the sticky bit).
 //   - fuse.go, "unix time": unixTime encodes attribute times as seconds
@@ -46,6 +46,26 @@
 //     WRITE), but one that fits in 4 KiB is copied into a small buffer
 //     and the big one reused at once, so requests held long (an OPEN
 //     waiting for its scan) do not hold 1 MiB each (clamfuse_buffer.go).
+//   - fuse_kernel.go, "protocol minor": protocol 7.40 (upstream: 7.33).
+//     From 7.34 to 7.40 the kernel changed no message this package reads
+//     unless the server asks, by an INIT flag, for what changes it
+//     (security contexts and supplementary groups in the extension
+//     header of CREATE, MKDIR, MKNOD, SYMLINK and TMPFILE, 7.36/7.38, are
+//     never asked for; fuse_in_header's padding became total_extlen,
+//     always 0 then). It added fields to replies in what was padding or
+//     unused (fuse_open_out.backing_id, fuse_init_out.flags2 and
+//     max_stack_depth, fuse_notify_inval_entry_out.flags), sent as zero
+//     by upstream, and requests (SYNCFS, TMPFILE, STATX) that get ENOSYS
+//     when not served, as before. The INIT reply fills flags2 (with
+//     InitInitExt) and max_stack_depth; a kernel of an older protocol gets
+//     its own (7.38 on Linux 6.1) and no flags2 it does not offer.
+//   - fuse_kernel.go, "backing id", "open flag names", fuse.go, "open
+//     response", "open backing id", "create backing id": OPEN and CREATE
+//     replies carry OpenResponse.BackingID, with OpenPassthrough and the
+//     other OPEN flags upstream lacks (clamfuse_passthrough.go); options.go,
+//     "mount config": the Passthrough mount option; Conn.BackingOpen and
+//     BackingClose register backing files (FUSE_DEV_IOC_BACKING_OPEN and
+//     _CLOSE); Conn.Features2 reports the flags2 granted.
 //
 // To move to a new bazil.org/fuse version: bump go.mod, copy upstream's
 // non-test, non-FreeBSD root .go files, LICENSE and fuseutil/fuseutil.go

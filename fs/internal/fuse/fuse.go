@@ -1852,6 +1852,9 @@ func (r *OpenRequest) Respond(resp *OpenResponse) {
 	out := (*openOut)(buf.alloc(unsafe.Sizeof(openOut{})))
 	out.Fh = uint64(resp.Handle)
 	out.OpenFlags = uint32(resp.Flags)
+	// clamfuse: begin open backing id
+	out.BackingID = resp.BackingID
+	// clamfuse: end open backing id
 	r.respond(buf)
 }
 
@@ -1859,6 +1862,12 @@ func (r *OpenRequest) Respond(resp *OpenResponse) {
 type OpenResponse struct {
 	Handle HandleID
 	Flags  OpenResponseFlags
+	// clamfuse: begin open response
+	// BackingID, with OpenPassthrough in Flags, names the file the kernel
+	// reads and writes for this handle itself: an id from
+	// Conn.BackingOpen, kept open until the handle's Release.
+	BackingID int32
+	// clamfuse: end open response
 }
 
 func (r *OpenResponse) string() string {
@@ -1902,6 +1911,9 @@ func (r *CreateRequest) Respond(resp *CreateResponse) {
 	o := (*openOut)(buf.alloc(unsafe.Sizeof(openOut{})))
 	o.Fh = uint64(resp.Handle)
 	o.OpenFlags = uint32(resp.Flags)
+	// clamfuse: begin create backing id
+	o.BackingID = resp.BackingID
+	// clamfuse: end create backing id
 
 	r.respond(buf)
 }

@@ -16,6 +16,9 @@ type mountConfig struct {
 	initFlags           InitFlags
 	maxBackground       uint16
 	congestionThreshold uint16
+	// clamfuse: begin mount config
+	ext mountExt
+	// clamfuse: end mount config
 }
 
 func escapeComma(s string) string {

@@ -18,9 +18,12 @@ import (
 // text each block replaces. A file not named here is upstream's verbatim.
 var replaced = map[string]map[string]string{
 	"fuse.go": {
-		"sticky":    "",
-		"unix time": "\tnano := t.UnixNano()\n\tsec = uint64(nano / 1e9)\n\tnsec = uint32(nano % 1e9)\n",
-		"conn":      "",
+		"sticky":            "",
+		"unix time":         "\tnano := t.UnixNano()\n\tsec = uint64(nano / 1e9)\n\tnsec = uint32(nano % 1e9)\n",
+		"conn":              "",
+		"open backing id":   "",
+		"create backing id": "",
+		"open response":     "",
 		"read buffer": `	m := getMessage(c)
 	c.rio.RLock()
 	n, err := syscall.Read(c.fd(), m.buf)
@@ -47,11 +50,15 @@ var replaced = map[string]map[string]string{
 		"max write": "const maxWrite = 128 * 1024\n",
 	},
 	"fuse_kernel.go": {
+		"protocol minor":  "\tprotoVersionMaxMinor = 33\n",
+		"backing id":      "\t_         uint32\n",
+		"open flag names": "",
 		"init flags":      "",
 		"init flags2":     "",
 		"init flag names": "",
 	},
 	"options.go": {
+		"mount config":       "",
 		"request init flags": "",
 	},
 	"fuseutil/fuseutil.go": {
