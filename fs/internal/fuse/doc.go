@@ -66,6 +66,11 @@
 //     "mount config": the Passthrough mount option; Conn.BackingOpen and
 //     BackingClose register backing files (FUSE_DEV_IOC_BACKING_OPEN and
 //     _CLOSE); Conn.Features2 reports the flags2 granted.
+//   - fuse.go, "opcodes": ReadRequest decodes the requests upstream
+//     does not know, in clamfuse_*.go: READDIRPLUS (ReadDirPlusRequest,
+//     with AppendDirentPlus for its reply, and AppendDirentAt for a
+//     READDIR at offsets of one's own; InitDoReaddirplus and
+//     InitReaddirplusAuto requestable).
 //
 // To move to a new bazil.org/fuse version: bump go.mod, copy upstream's
 // non-test, non-FreeBSD root .go files, LICENSE and fuseutil/fuseutil.go

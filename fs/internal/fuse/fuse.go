@@ -1112,6 +1112,13 @@ func (c *Conn) ReadRequest() (Request, error) {
 			Length: in.Length,
 			Mode:   FAllocateFlags(in.Mode),
 		}
+		// clamfuse: begin opcodes
+	case opReadDirPlus:
+		// The requests upstream does not parse (clamfuse_*.go).
+		if req = readDirPlusRequest(c, m); req == nil {
+			goto corrupt
+		}
+		// clamfuse: end opcodes
 	}
 
 	return req, nil

@@ -22,7 +22,8 @@ func TestRequestInitFlagsOption(t *testing.T) {
 		{"every requestable flag", RequestableInitFlags, true},
 		{"none", 0, true},
 		{"MAX_PAGES", InitMaxPages, true},
-		{"READDIRPLUS needs its opcode", InitDoReaddirplus | InitPosixACL, false},
+		{"READDIRPLUS", InitDoReaddirplus | InitReaddirplusAuto | InitPosixACL, true},
+		{"splice needs splice", InitSpliceRead | InitPosixACL, false},
 		{"INIT_EXT needs flags2", InitInitExt, false},
 	}
 	for _, tt := range tests {

@@ -21,6 +21,7 @@ var replaced = map[string]map[string]string{
 		"sticky":            "",
 		"unix time":         "\tnano := t.UnixNano()\n\tsec = uint64(nano / 1e9)\n\tnsec = uint32(nano % 1e9)\n",
 		"conn":              "",
+		"opcodes":           "",
 		"open backing id":   "",
 		"create backing id": "",
 		"open response":     "",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
@@ -58,12 +59,17 @@ type memDir struct {
 
 	mu      sync.Mutex // guards entries
 	entries map[string]Node
+
+	lookups, forgets atomic.Int32
 }
 
 var (
 	_ NodeStringLookuper = (*memDir)(nil)
 	_ HandleReadDirAller = (*memDir)(nil)
+	_ NodeForgetter      = (*memDir)(nil)
 )
+
+func (d *memDir) Forget() { d.forgets.Add(1) }
 
 func (d *memDir) Attr(ctx context.Context, a *fuse.Attr) error {
 	a.Inode = d.inode
@@ -73,6 +79,7 @@ func (d *memDir) Attr(ctx context.Context, a *fuse.Attr) error {
 }
 
 func (d *memDir) Lookup(ctx context.Context, name string) (Node, error) {
+	d.lookups.Add(1)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if n, ok := d.entries[name]; ok {
@@ -103,13 +110,18 @@ type memFile struct {
 
 	mu   sync.Mutex // guards data
 	data []byte
+
+	forgets atomic.Int32
 }
 
 var (
 	_ HandleReader  = (*memFile)(nil)
 	_ HandleWriter  = (*memFile)(nil)
 	_ NodeSetattrer = (*memFile)(nil)
+	_ NodeForgetter = (*memFile)(nil)
 )
+
+func (f *memFile) Forget() { f.forgets.Add(1) }
 
 func (f *memFile) Attr(ctx context.Context, a *fuse.Attr) error {
 	f.mu.Lock()

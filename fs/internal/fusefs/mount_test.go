@@ -65,13 +65,19 @@ type mounted struct {
 // ends; the unmount at cleanup aborts the connection if it hangs.
 func mount(t *testing.T, fsys FS, opts ...fuse.MountOption) *mounted {
 	t.Helper()
+	return mountWith(t, fsys, nil, opts...)
+}
+
+// mountWith is mount with the server's config.
+func mountWith(t *testing.T, fsys FS, config *Config, opts ...fuse.MountOption) *mounted {
+	t.Helper()
 	requireFUSE(t)
 	dir := t.TempDir()
 	c, err := fuse.Mount(dir, append([]fuse.MountOption{fuse.FSName("fusefs-test"), fuse.Subtype("fusefstest")}, opts...)...)
 	if err != nil {
 		t.Fatalf("Mount: %v", err)
 	}
-	srv := New(c, nil)
+	srv := New(c, config)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(fsys) }()
 	t.Cleanup(func() {

@@ -1453,6 +1453,11 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 
 		s := &fuse.ReadResponse{Data: make([]byte, 0, r.Size)}
 		if r.Dir {
+			// clamfuse: begin readdir
+			if h, ok := handle.(HandleReadDirPluser); ok {
+				return c.readDirPlain(ctx, snode, r, h, done)
+			}
+			// clamfuse: end readdir
 			if h, ok := handle.(HandleReadDirAller); ok {
 				// detect rewinddir(3) or similar seek and refresh
 				// contents
@@ -1771,6 +1776,12 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 		done(nil)
 		r.Respond()
 		return nil
+
+		// clamfuse: begin requests
+	case *fuse.ReadDirPlusRequest:
+		// The requests upstream does not serve (clamfuse_*.go).
+		return c.readDirPlus(ctx, snode, r, done)
+		// clamfuse: end requests
 
 		/*	case *FsyncdirRequest:
 				return ENOSYS
