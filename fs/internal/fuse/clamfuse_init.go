@@ -96,7 +96,7 @@ func (c *Conn) initReply(r *initRequest, conf *mountConfig) {
 
 // Features2 reports the INIT flags above bit 31 negotiated between the
 // kernel and the FUSE library, as Features does the others: those asked
-// for (Passthrough) that the kernel offered. With any,
+// for (RequestInitFlags2, Passthrough) that the kernel offered. With any,
 // Features has InitInitExt.
 func (c *Conn) Features2() InitFlags2 {
 	return c.ext.flags2

@@ -4,6 +4,25 @@ package fuse
 
 import "fmt"
 
+// RequestInitFlags2 asks the kernel for the INIT flags above bit 31 in
+// flags, as RequestInitFlags does for the others; Conn.Features2 reports
+// what was granted (nothing from a kernel before 5.17, protocol 7.36).
+// Only flags in RequestableInitFlags2 may be asked for, and Mount fails
+// on others; InitPassthrough is asked for with Passthrough.
+func RequestInitFlags2(flags InitFlags2) MountOption {
+	return func(conf *mountConfig) error {
+		if bad := flags &^ RequestableInitFlags2; bad != 0 {
+			return fmt.Errorf("fuse: RequestInitFlags2: not supported: %v", bad)
+		}
+		conf.ext.initFlags2 |= flags
+		return nil
+	}
+}
+
+// RequestableInitFlags2 are the flags RequestInitFlags2 accepts:
+// InitHasExpireOnly, the kernel's support of Conn.ExpireEntry.
+const RequestableInitFlags2 = InitHasExpireOnly
+
 // Passthrough asks the kernel for FUSE passthrough (protocol 7.40, Linux
 // 6.9 with CONFIG_FUSE_PASSTHROUGH): a handle opened with OpenPassthrough
 // and a BackingID from Conn.BackingOpen is read and written by the

@@ -71,6 +71,12 @@
 //     with AppendDirentPlus for its reply, and AppendDirentAt for a
 //     READDIR at offsets of one's own; InitDoReaddirplus and
 //     InitReaddirplusAuto requestable).
+//   - Notifications (clamfuse_notify.go): Conn.InvalidateNodeAttr
+//     invalidates a node's attributes and cached ACLs but not its data
+//     (InvalidateNode's documentation is wrong: offset 0, size 0 drops
+//     all the data); Conn.ExpireEntry expires a cached entry without
+//     dropping it (FUSE_EXPIRE_ONLY, with InitHasExpireOnly, asked for
+//     with RequestInitFlags2).
 //
 // To move to a new bazil.org/fuse version: bump go.mod, copy upstream's
 // non-test, non-FreeBSD root .go files, LICENSE and fuseutil/fuseutil.go

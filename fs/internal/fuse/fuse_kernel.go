@@ -347,8 +347,8 @@ const (
 
 // The InitFlags2 are the kernel's INIT flags above bit 31, shifted down
 // by 32: fuse_init_in.flags2 and fuse_init_out.flags2, sent only with
-// InitInitExt. Passthrough asks for InitPassthrough; Conn.Features2
-// reports what was granted.
+// InitInitExt. RequestInitFlags2 and Passthrough ask for them;
+// Conn.Features2 reports what was granted.
 type InitFlags2 uint32
 
 const (

@@ -111,7 +111,8 @@ type memFile struct {
 	mu   sync.Mutex // guards data
 	data []byte
 
-	forgets atomic.Int32
+	keepCache bool // opens keep the kernel's page cache
+	forgets   atomic.Int32
 }
 
 var (
@@ -119,7 +120,15 @@ var (
 	_ HandleWriter  = (*memFile)(nil)
 	_ NodeSetattrer = (*memFile)(nil)
 	_ NodeForgetter = (*memFile)(nil)
+	_ NodeOpener    = (*memFile)(nil)
 )
+
+func (f *memFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (Handle, error) {
+	if f.keepCache {
+		resp.Flags |= fuse.OpenKeepCache
+	}
+	return f, nil
+}
 
 func (f *memFile) Forget() { f.forgets.Add(1) }
 

@@ -1856,7 +1856,12 @@ func (s *Server) invalidateNode(node Node, off int64, size int64) error {
 // Returns fuse.ErrNotCached if the kernel is not currently caching
 // the node.
 func (s *Server) InvalidateNodeAttr(node Node) error {
-	return s.invalidateNode(node, 0, 0)
+	// clamfuse: begin invalidate attr
+	// A negative offset: the kernel drops the attributes (and cached
+	// ACLs) only; from offset 0 it drops the data too, a size of 0
+	// meaning to the end.
+	return s.invalidateNode(node, -1, 0)
+	// clamfuse: end invalidate attr
 }
 
 // InvalidateNodeData invalidates the kernel cache of the attributes
