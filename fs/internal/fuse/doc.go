@@ -70,7 +70,8 @@
 //     does not know, in clamfuse_*.go: READDIRPLUS (ReadDirPlusRequest,
 //     with AppendDirentPlus for its reply, and AppendDirentAt for a
 //     READDIR at offsets of one's own; InitDoReaddirplus and
-//     InitReaddirplusAuto requestable).
+//     InitReaddirplusAuto requestable); RENAME2, renameat2(2) with flags,
+//     as a RenameRequest with Flags (block "rename flags").
 //   - Notifications (clamfuse_notify.go): Conn.InvalidateNodeAttr
 //     invalidates a node's attributes and cached ACLs but not its data
 //     (InvalidateNode's documentation is wrong: offset 0, size 0 drops

@@ -1118,6 +1118,10 @@ func (c *Conn) ReadRequest() (Request, error) {
 		if req = readDirPlusRequest(c, m); req == nil {
 			goto corrupt
 		}
+	case opRename2:
+		if req = rename2Request(m); req == nil {
+			goto corrupt
+		}
 		// clamfuse: end opcodes
 	}
 
@@ -2452,6 +2456,10 @@ type RenameRequest struct {
 	Header           `json:"-"`
 	NewDir           NodeID
 	OldName, NewName string
+	// clamfuse: begin rename flags
+	// Flags are renameat2(2)'s, from a RENAME2 (0 from a RENAME).
+	Flags RenameFlags
+	// clamfuse: end rename flags
 }
 
 var _ Request = (*RenameRequest)(nil)

@@ -22,6 +22,7 @@ var replaced = map[string]map[string]string{
 		"unix time":         "\tnano := t.UnixNano()\n\tsec = uint64(nano / 1e9)\n\tnsec = uint32(nano % 1e9)\n",
 		"conn":              "",
 		"opcodes":           "",
+		"rename flags":      "",
 		"open backing id":   "",
 		"create backing id": "",
 		"open response":     "",

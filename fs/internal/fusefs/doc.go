@@ -11,6 +11,9 @@
 //     Lookup counts them (but for "." and ".."), and serves READDIR at
 //     the same offsets; or from a HandleReadDirAller, entries listed
 //     without lookups.
+//   - A rename with renameat2(2) flags reaches only a NodeRenameFlagger
+//     that says it handles them; to other nodes it is ENOSYS, so the
+//     kernel fails it with EINVAL as before (clamfuse_rename.go).
 //   - InvalidateNodeAttr invalidates the attributes only (upstream's
 //     offset 0 dropped the data too); ExpireEntry expires a cached entry
 //     without dropping it (clamfuse_notify.go).
@@ -24,8 +27,8 @@
 // back to equal the module's copy, so a version bump that changes upstream
 // fails until the copy is redone: copy the new serve.go, put each marked
 // block back in its place (its package clause, its imports of the in-tree
-// fs/internal/fuse, its request loop, the requests it adds, the offset of
-// InvalidateNodeAttr), and record in
+// fs/internal/fuse, its request loop, the requests it adds, the rename
+// flags check, the offset of InvalidateNodeAttr), and record in
 // upstream_test.go the upstream text each now replaces. fs/internal/fuse
 // is redone the same way (see its doc.go).
 package fusefs

@@ -178,3 +178,62 @@ func (f *memFile) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *f
 	}
 	return nil
 }
+
+var _ NodeRenamer = (*memDir)(nil)
+
+// memDirOf returns the memDir of a directory node of the test file
+// systems.
+func memDirOf(n Node) *memDir {
+	switch d := n.(type) {
+	case *memDir:
+		return d
+	case *plusDir:
+		return d.memDir
+	case *flagDir:
+		return d.memDir
+	}
+	return nil
+}
+
+// Rename moves old to new, honouring req.Flags (NOREPLACE and EXCHANGE;
+// memDir itself does not say so, flagDir does).
+func (d *memDir) Rename(ctx context.Context, req *fuse.RenameRequest, newDir Node) error {
+	nd := memDirOf(newDir)
+	if nd == nil {
+		return syscall.EXDEV
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if nd != d {
+		nd.mu.Lock()
+		defer nd.mu.Unlock()
+	}
+	n, ok := d.entries[req.OldName]
+	if !ok {
+		return syscall.ENOENT
+	}
+	other, exists := nd.entries[req.NewName]
+	switch {
+	case req.Flags&fuse.RenameNoReplace != 0 && exists:
+		return syscall.EEXIST
+	case req.Flags&fuse.RenameExchange != 0:
+		if !exists {
+			return syscall.ENOENT
+		}
+		d.entries[req.OldName], nd.entries[req.NewName] = other, n
+	default:
+		delete(d.entries, req.OldName)
+		nd.entries[req.NewName] = n
+	}
+	return nil
+}
+
+// flagDir is a memDir that says its Rename honours renameat2's flags
+// RENAME_NOREPLACE and RENAME_EXCHANGE.
+type flagDir struct{ *memDir }
+
+var _ NodeRenameFlagger = (*flagDir)(nil)
+
+func (d *flagDir) RenameFlags() fuse.RenameFlags {
+	return fuse.RenameNoReplace | fuse.RenameExchange
+}

@@ -161,15 +161,18 @@ func TestReadDirPlus(t *testing.T) {
 				if d.calls.Load() < 2 {
 					t.Errorf("%d READDIRPLUS reached the handle, want several", d.calls.Load())
 				}
-				if tc.flags&fuse.InitReaddirplusAuto == 0 && d.lookups.Load() != 0 {
-					t.Errorf("%d LOOKUPs of entries listed with their nodes", d.lookups.Load())
+				// None, unless the kernel dropped some entries meanwhile
+				// (memory pressure, drop_caches: the machine is shared).
+				if d.lookups.Load() >= int32(len(want)) {
+					t.Errorf("%d LOOKUPs of %d entries listed with their nodes", d.lookups.Load(), len(want))
 				}
 			} else if d.lookups.Load() < int32(len(want)) {
 				t.Errorf("%d LOOKUPs of %d entries listed without nodes", d.lookups.Load(), len(want))
 			}
 
-			// Let the kernel forget the files and d: each FORGET must
-			// bring a node's references to 0, and Forget be called once.
+			// Let the kernel forget the files and d: its FORGETs must
+			// bring every node's references to 0 (the kernel may have
+			// forgotten some before, and looked them up again).
 			for _, n := range want {
 				if err := m.srv.InvalidateEntry(dir, n); err != nil && err != fuse.ErrNotCached {
 					t.Errorf("InvalidateEntry %s: %v", n, err)
@@ -180,18 +183,27 @@ func TestReadDirPlus(t *testing.T) {
 			}
 			deadline := time.Now().Add(30 * time.Second)
 			for {
-				forgotten := 0
+				live := 0
+				m.srv.meta.Lock()
 				for _, f := range files {
-					forgotten += int(f.forgets.Load())
+					if _, ok := m.srv.nodeRef[f]; ok {
+						live++
+					}
 				}
-				if forgotten == len(files) && d.forgets.Load() == 1 {
+				_, dirLive := m.srv.nodeRef[dir]
+				m.srv.meta.Unlock()
+				if live == 0 && !dirLive {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("after the invalidations, %d of %d files and %d of 1 directory forgotten",
-						forgotten, len(files), d.forgets.Load())
+					t.Fatalf("after the invalidations, %d of %d files still referenced, the directory: %v", live, len(files), dirLive)
 				}
 				time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+			}
+			for _, f := range files {
+				if f.forgets.Load() == 0 {
+					t.Fatalf("a file forgotten by the kernel was not told (Forget)")
+				}
 			}
 			log.mu.Lock()
 			defer log.mu.Unlock()

@@ -1588,6 +1588,11 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 			})
 			return syscall.EIO
 		}
+		// clamfuse: begin rename flags
+		if err := renameFlags(node, r); err != nil {
+			return err
+		}
+		// clamfuse: end rename flags
 		n, ok := node.(NodeRenamer)
 		if !ok {
 			return syscall.EIO // XXX or EPERM like Mkdir?
