@@ -71,7 +71,8 @@
 //     with AppendDirentPlus for its reply, and AppendDirentAt for a
 //     READDIR at offsets of one's own; InitDoReaddirplus and
 //     InitReaddirplusAuto requestable); RENAME2, renameat2(2) with flags,
-//     as a RenameRequest with Flags (block "rename flags").
+//     as a RenameRequest with Flags (block "rename flags"); TMPFILE,
+//     open(2) with O_TMPFILE (TmpfileRequest).
 //   - Notifications (clamfuse_notify.go): Conn.InvalidateNodeAttr
 //     invalidates a node's attributes and cached ACLs but not its data
 //     (InvalidateNode's documentation is wrong: offset 0, size 0 drops

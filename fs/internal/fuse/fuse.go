@@ -1122,6 +1122,10 @@ func (c *Conn) ReadRequest() (Request, error) {
 		if req = rename2Request(m); req == nil {
 			goto corrupt
 		}
+	case opTmpfile:
+		if req = tmpfileRequest(m); req == nil {
+			goto corrupt
+		}
 		// clamfuse: end opcodes
 	}
 

@@ -14,6 +14,8 @@
 //   - A rename with renameat2(2) flags reaches only a NodeRenameFlagger
 //     that says it handles them; to other nodes it is ENOSYS, so the
 //     kernel fails it with EINVAL as before (clamfuse_rename.go).
+//   - O_TMPFILE opens reach a NodeTmpfiler (clamfuse_tmpfile.go); to
+//     other directories they are ENOSYS, so EOPNOTSUPP as before.
 //   - InvalidateNodeAttr invalidates the attributes only (upstream's
 //     offset 0 dropped the data too); ExpireEntry expires a cached entry
 //     without dropping it (clamfuse_notify.go).

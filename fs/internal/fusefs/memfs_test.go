@@ -237,3 +237,16 @@ var _ NodeRenameFlagger = (*flagDir)(nil)
 func (d *flagDir) RenameFlags() fuse.RenameFlags {
 	return fuse.RenameNoReplace | fuse.RenameExchange
 }
+
+var _ NodeLinker = (*memDir)(nil)
+
+// Link gives the file old the name req.NewName too.
+func (d *memDir) Link(ctx context.Context, req *fuse.LinkRequest, old Node) (Node, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.entries[req.NewName]; ok {
+		return nil, syscall.EEXIST
+	}
+	d.entries[req.NewName] = old
+	return old, nil
+}

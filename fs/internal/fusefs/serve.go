@@ -1786,6 +1786,8 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 	case *fuse.ReadDirPlusRequest:
 		// The requests upstream does not serve (clamfuse_*.go).
 		return c.readDirPlus(ctx, snode, r, done)
+	case *fuse.TmpfileRequest:
+		return c.tmpfile(ctx, node, snode, r, done)
 		// clamfuse: end requests
 
 		/*	case *FsyncdirRequest:
