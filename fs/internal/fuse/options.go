@@ -277,8 +277,7 @@ func RequestInitFlags(flags InitFlags) MountOption {
 // at 128 KiB unless raised with SetReadahead). With InitDoReaddirplus
 // the kernel lists directories with READDIRPLUS (ReadDirPlusRequest), and
 // with InitReaddirplusAuto as well only when it expects the entries to
-// be looked up. Some move work to the
-// file system: with InitPosixACL the
+// be looked up. Some move work to the file system: with InitPosixACL the
 // kernel enforces POSIX ACLs itself and stops applying the umask to
 // creates, leaving that to the file system (CreateRequest.Umask, ...);
 // with InitDontMask it stops applying the umask too.
