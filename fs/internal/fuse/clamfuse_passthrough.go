@@ -45,9 +45,10 @@ const (
 // connection and returns its id, for OpenResponse.BackingID with
 // OpenPassthrough. The kernel holds its own reference to the file: fd may
 // be closed at once. It fails with EPERM unless Features2 has
-// InitPassthrough and the server has CAP_SYS_ADMIN, and with ELOOP if
-// the file is on a stacking file system as deep as the mount's stack
-// depth (see Passthrough).
+// InitPassthrough and the server has CAP_SYS_ADMIN (with ENOTTY on a
+// kernel before 6.9, which has no such ioctl), and with ELOOP if the file
+// is on a stacking file system as deep as the mount's stack depth (see
+// Passthrough); on any error, serve the handle's READs and WRITEs.
 //
 // The id must stay registered until the kernel has taken it, that is
 // until the Release of the handle it was given to (an OPEN reply is read
