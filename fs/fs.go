@@ -49,6 +49,10 @@ type Options struct {
 	// Limits bound the descriptors held for callers (quota.go); the
 	// zero value derives them from the current RLIMIT_NOFILE.
 	Limits Limits
+
+	// passthroughReads, set only by tests, passes read-only opens the
+	// gate allowed through to the kernel (see passthrough.go).
+	passthroughReads bool
 }
 
 type inoKey struct{ dev, ino uint64 }

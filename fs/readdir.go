@@ -22,15 +22,17 @@ import (
 // and rewinddir(3) come as a request at that cookie or at 0: the handle
 // seeks its descriptor there, so they work exactly as on the backing
 // filesystem, whatever the directory's size. Memory per open directory is
-// constant (the handle, and a pooled buffer while a request is served);
-// each handle used to hold its whole listing, which let 150 handles on a
-// directory of 20 000 long names take 1.27 GB.
+// constant (the handle, at most one small reply kept, and a pooled
+// buffer while a request is served); each handle used to hold its whole
+// listing, which let 150 handles on a directory of 20 000 long names take
+// 1.27 GB.
 //
-// bazil's fusefs serves a READDIR (a ReadRequest with Dir set) from
-// HandleReadDirAller when a handle has it, keeping that whole listing per
-// handle and treating offsets as byte positions in it; dirHandle has no
-// ReadDirAll, so fusefs passes every request, offset and size as the
-// kernel sent them, to its Read.
+// fusefs serves READDIR (and READDIRPLUS) from a HandleReadDirPluser at
+// the offsets it gives, sending the entries that fit the request: the
+// handle returns only entries that fit, so that its descriptor never
+// stands past an entry the kernel was not sent. It returns entries without
+// their nodes: a READDIRPLUS (which clamfuse does not ask the kernel for)
+// would list them without lookups.
 
 // dirHandle is an open directory.
 type dirHandle struct {
@@ -40,12 +42,12 @@ type dirHandle struct {
 	mu   sync.Mutex // serialises requests on the handle; guards the descriptor's position, pos and kept
 	fd   int
 	pos  int64  // the cookie fd stands at: 0 when opened, -1 when unknown
-	kept []byte // the last reply, while the kernel may ask for its tail again (see keep)
+	kept []byte // getdents records of the last reply, while the kernel may ask for its tail again (see keep)
 }
 
 var (
-	_ fusefs.HandleReader   = (*dirHandle)(nil)
-	_ fusefs.HandleReleaser = (*dirHandle)(nil)
+	_ fusefs.HandleReadDirPluser = (*dirHandle)(nil)
+	_ fusefs.HandleReleaser      = (*dirHandle)(nil)
 )
 
 // newDirHandle wraps fd, a directory just opened for uid, which it owns.
@@ -63,28 +65,31 @@ var direntBufs = sync.Pool{New: func() any { return new([direntBufSize]byte) }}
 // with a 255-byte name needs 280 bytes.
 const minGetdents = 512
 
-// Read serves one READDIR: the entries from the cookie req.Offset on,
-// as many as fit in req.Size bytes of FUSE dirents; none at the end.
-func (d *dirHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
-	if !req.Dir {
-		return errno(syscall.EISDIR)
+// A linux_dirent64 record is at least 24 bytes (ALIGN8(20+len)); the
+// reply's record of the same entry, ALIGN8(header+len), is at most
+// size("x")/24 times that. So getdents into room*24/size("x") bytes
+// returns only entries that fit in room.
+const minRecord = 24
+
+// ReadDirPlus returns the entries from the cookie req.Offset on, as many
+// as fit in req.Size bytes of READDIR (or READDIRPLUS) reply; none at the
+// end.
+func (d *dirHandle) ReadDirPlus(ctx context.Context, req fusefs.DirRead) ([]fusefs.DirentPlus, error) {
+	size := fuse.DirentSize
+	if req.Plus {
+		size = fuse.DirentPlusSize
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := resp.Data[:0]
-	if cap(out) < req.Size {
-		out = make([]byte, 0, req.Size)
-	}
+	r := reply{size: size, room: req.Size, collect: req.Size <= keptReplyMax}
 	switch rest := d.keptAfter(req.Offset); {
 	case req.Offset == d.pos && req.Offset != 0:
 		// Where the last request ended: read on.
 	case rest != nil:
 		// Within the last reply: the kernel used only the entries that
 		// fit the caller's buffer. Serve the others again, then read on.
-		var all bool
-		if out, all = appendWhole(out, rest, req.Size); !all {
-			resp.Data = out
-			return nil
+		if !r.add(rest) {
+			return r.ents, nil
 		}
 	default:
 		// Anywhere else: a seekdir, or 0 for the start or a rewind,
@@ -92,154 +97,92 @@ func (d *dirHandle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.
 		d.dropKept()
 		if _, err := unix.Seek(d.fd, req.Offset, io.SeekStart); err != nil {
 			d.pos = -1
-			return errno(err)
+			return nil, errno(err)
 		}
 		d.pos = req.Offset
 	}
 	buf := direntBufs.Get().(*[direntBufSize]byte)
 	defer direntBufs.Put(buf)
+	perRecord := size("x")
 	for {
-		// A FUSE dirent is at most 4/3 the size of the getdents
-		// record of the same entry (ALIGN8(24+len) against
-		// ALIGN8(20+len), and a record is at least 24 bytes): what
-		// getdents returns into 3/4 of the room left always fits, so
-		// the descriptor never moves past an entry not served.
-		room := (req.Size - len(out)) * 3 / 4
-		if room > direntBufSize {
-			room = direntBufSize
-		}
-		if room < minGetdents && len(out) > 0 {
+		n := min(r.room*minRecord/perRecord, direntBufSize)
+		if n < minGetdents && len(r.ents) > 0 {
 			break
 		}
-		k, err := getdents(d.fd, buf[:max(room, minGetdents)])
+		k, err := getdents(d.fd, buf[:max(n, minGetdents)])
 		if err != nil {
 			d.pos = -1
-			if len(out) > 0 {
+			if len(r.ents) > 0 {
 				break // the entries so far; the error comes again
 			}
 			d.dropKept()
-			return errno(err)
+			return nil, errno(err)
 		}
 		if k == 0 {
 			break // the end
 		}
-		var full bool
-		out, full = d.appendDirents(out, buf[:k], req.Size)
-		if full && len(out) == 0 {
-			return errno(syscall.EINVAL) // as getdents into a buffer too small for one entry
+		all := r.add(buf[:k])
+		if r.last != 0 {
+			d.pos = r.last
 		}
-		if full {
-			break
-		}
-	}
-	d.keep(out)
-	resp.Data = out
-	return nil
-}
-
-// A reply of at most keptReplyMax bytes is kept until the next request,
-// while all handles keep less than keptBudget bytes in all: the kernel
-// asks for a page of entries at least, and when the caller's getdents
-// buffer is smaller it uses the entries that fit and asks again at the
-// cookie of the last one it used. Serving the rest from the kept reply
-// saves a seek and a second read of the same entries.
-const (
-	keptReplyMax = 4096
-	keptBudget   = 16 << 20
-)
-
-// keep keeps out, the reply about to be sent, if the budget allows.
-func (d *dirHandle) keep(out []byte) {
-	d.dropKept()
-	if d.pos < 0 || len(out) == 0 || cap(out) > keptReplyMax {
-		return
-	}
-	if d.fsys.kept.Add(int64(cap(out))) > keptBudget {
-		d.fsys.kept.Add(-int64(cap(out)))
-		return
-	}
-	d.kept = out
-}
-
-func (d *dirHandle) dropKept() {
-	if d.kept != nil {
-		d.fsys.kept.Add(-int64(cap(d.kept)))
-		d.kept = nil
-	}
-}
-
-// keptAfter returns the dirents of the kept reply after the one whose
-// cookie is off, or nil when there is none such.
-func (d *dirHandle) keptAfter(off int64) []byte {
-	if d.pos < 0 || off == 0 {
-		return nil
-	}
-	for b := d.kept; len(b) >= 24; {
-		rec := (24 + int(binary.NativeEndian.Uint32(b[16:20])) + 7) &^ 7
-		if int64(binary.NativeEndian.Uint64(b[8:16])) == off {
-			if len(b[rec:]) == 0 {
-				return nil
+		if !all {
+			// Only with the smallest buffer: the descriptor stands
+			// past entries not sent.
+			if len(r.ents) == 0 {
+				return nil, errno(syscall.EINVAL) // as getdents into a buffer too small for one entry
 			}
-			return b[rec:]
-		}
-		b = b[rec:]
-	}
-	return nil
-}
-
-// appendWhole appends the whole dirents of b that fit in size bytes in
-// all to out, and reports whether all of b did.
-func appendWhole(out, b []byte, size int) (_ []byte, all bool) {
-	n := 0
-	for n < len(b) {
-		rec := (24 + int(binary.NativeEndian.Uint32(b[n+16:n+20])) + 7) &^ 7
-		if len(out)+n+rec > size {
+			d.pos = -1
 			break
 		}
-		n += rec
 	}
-	return append(out, b[:n]...), n == len(b)
+	d.keep(r.records)
+	return r.ents, nil
 }
 
-// appendDirents encodes the linux_dirent64 records of b as FUSE dirents
-// onto out, up to size bytes in all, and records in d.pos the cookie
-// after the last one. full reports that one did not fit: the descriptor
-// then stands past entries not served, and the next request seeks.
-func (d *dirHandle) appendDirents(out, b []byte, size int) (_ []byte, full bool) {
+// reply is a READDIR reply being made.
+type reply struct {
+	size    func(name string) int // bytes of an entry in the reply
+	room    int                   // bytes left
+	ents    []fusefs.DirentPlus
+	collect bool   // whether to collect records (for keep)
+	records []byte // the getdents records of ents
+	last    int64  // the cookie after the last entry added
+}
+
+// add adds the entries of the getdents records b while they fit, and
+// reports whether all did.
+func (r *reply) add(b []byte) bool {
 	for len(b) >= 19 {
 		// struct linux_dirent64 { u64 ino; s64 off; u16 reclen; u8 type; char name[]; }
-		ino := binary.NativeEndian.Uint64(b[0:8])
-		off := binary.NativeEndian.Uint64(b[8:16])
 		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
 		if reclen < 19 || reclen > len(b) {
 			break
 		}
-		typ := b[18]
-		name := b[19:reclen]
-		for i, c := range name {
+		nb := b[19:reclen]
+		for i, c := range nb {
 			if c == 0 {
-				name = name[:i]
+				nb = nb[:i]
 				break
 			}
 		}
+		name := string(nb)
+		sz := r.size(name)
+		if sz > r.room {
+			return false
+		}
+		r.room -= sz
+		off := binary.NativeEndian.Uint64(b[8:16])
+		r.ents = append(r.ents, fusefs.DirentPlus{
+			Dirent: fuse.Dirent{Inode: binary.NativeEndian.Uint64(b[0:8]), Type: fuse.DirentType(b[18]), Name: name},
+			Offset: off,
+		})
+		if r.collect {
+			r.records = append(r.records, b[:reclen]...)
+		}
+		r.last = int64(off)
 		b = b[reclen:]
-		// struct fuse_dirent { u64 ino; u64 off; u32 namelen; u32 type; char name[]; }, 8-aligned
-		rec := (24 + len(name) + 7) &^ 7
-		if len(out)+rec > size {
-			d.pos = -1
-			return out, true
-		}
-		out = binary.NativeEndian.AppendUint64(out, ino)
-		out = binary.NativeEndian.AppendUint64(out, off)
-		out = binary.NativeEndian.AppendUint32(out, uint32(len(name)))
-		out = binary.NativeEndian.AppendUint32(out, uint32(typ))
-		out = append(out, name...)
-		for range rec - 24 - len(name) {
-			out = append(out, 0)
-		}
-		d.pos = int64(off)
 	}
-	return out, false
+	return true
 }
 
 // getdents reads directory entries of fd into buf, retrying on EINTR.
@@ -250,6 +193,60 @@ func getdents(fd int, buf []byte) (int, error) {
 			return k, err
 		}
 	}
+}
+
+// A reply of at most keptReplyMax bytes of getdents records is kept
+// until the next request, while all handles keep less than keptBudget
+// bytes in all: the kernel asks for a page of entries at least, and when
+// the caller's getdents buffer is smaller it uses the entries that fit
+// and asks again at the cookie of the last one it used. Serving the rest
+// from the kept reply saves a seek and a second read of the same entries.
+const (
+	keptReplyMax = 4096
+	keptBudget   = 16 << 20
+)
+
+// keep keeps the records of the reply about to be sent, if the budget
+// allows.
+func (d *dirHandle) keep(records []byte) {
+	d.dropKept()
+	if d.pos < 0 || len(records) == 0 || len(records) > keptReplyMax {
+		return
+	}
+	if d.fsys.kept.Add(int64(len(records))) > keptBudget {
+		d.fsys.kept.Add(-int64(len(records)))
+		return
+	}
+	d.kept = records
+}
+
+func (d *dirHandle) dropKept() {
+	if d.kept != nil {
+		d.fsys.kept.Add(-int64(len(d.kept)))
+		d.kept = nil
+	}
+}
+
+// keptAfter returns the records of the kept reply after the one whose
+// cookie is off, or nil when there is none such.
+func (d *dirHandle) keptAfter(off int64) []byte {
+	if d.pos < 0 || off == 0 {
+		return nil
+	}
+	for b := d.kept; len(b) >= 19; {
+		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+		if reclen < 19 || reclen > len(b) {
+			return nil
+		}
+		if int64(binary.NativeEndian.Uint64(b[8:16])) == off {
+			if len(b) == reclen {
+				return nil
+			}
+			return b[reclen:]
+		}
+		b = b[reclen:]
+	}
+	return nil
 }
 
 // Release closes the descriptor and returns its share of the caller's

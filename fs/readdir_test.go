@@ -15,9 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
+	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
-// fuseEnt is one FUSE dirent as the kernel reads it.
+// fuseEnt is one entry of a READDIR reply.
 type fuseEnt struct {
 	name string
 	ino  uint64
@@ -25,50 +26,47 @@ type fuseEnt struct {
 	typ  uint32
 }
 
-// parseFuseDirents decodes a READDIR reply, failing t on a malformed one.
-func parseFuseDirents(t *testing.T, b []byte) []fuseEnt {
-	t.Helper()
-	var out []fuseEnt
-	for len(b) > 0 {
-		if len(b) < 24 {
-			t.Fatalf("%d trailing bytes", len(b))
-		}
-		namelen := int(binary.NativeEndian.Uint32(b[16:20]))
-		rec := (24 + namelen + 7) &^ 7
-		if rec > len(b) {
-			t.Fatalf("record of %d bytes in %d", rec, len(b))
-		}
-		out = append(out, fuseEnt{
-			name: string(b[24 : 24+namelen]),
-			ino:  binary.NativeEndian.Uint64(b[0:8]),
-			off:  int64(binary.NativeEndian.Uint64(b[8:16])),
-			typ:  binary.NativeEndian.Uint32(b[20:24]),
-		})
-		b = b[rec:]
-	}
-	return out
+// readdirAt serves one READDIR the way fusefs does, and checks that
+// every entry returned fits the reply: fusefs would drop the others.
+func readdirAt(t *testing.T, d *dirHandle, off int64, size int) []fuseEnt {
+	return readdirPlusAt(t, d, off, size, false)
 }
 
-// readdirAt serves one READDIR the way fusefs does.
-func readdirAt(t *testing.T, d *dirHandle, off int64, size int) []fuseEnt {
+func readdirPlusAt(t *testing.T, d *dirHandle, off int64, size int, plus bool) []fuseEnt {
 	t.Helper()
-	resp := &fuse.ReadResponse{Data: make([]byte, 0, size)}
-	if err := d.Read(context.Background(), &fuse.ReadRequest{Dir: true, Offset: off, Size: size}, resp); err != nil {
+	ents, err := d.ReadDirPlus(context.Background(), fusefs.DirRead{Offset: off, Size: size, Plus: plus})
+	if err != nil {
 		t.Fatalf("READDIR at %d, %d bytes: %v", off, size, err)
 	}
-	if len(resp.Data) > size {
-		t.Fatalf("READDIR reply of %d bytes for %d", len(resp.Data), size)
+	used := 0
+	var out []fuseEnt
+	for _, e := range ents {
+		if plus {
+			used += fuse.DirentPlusSize(e.Name)
+		} else {
+			used += fuse.DirentSize(e.Name)
+		}
+		out = append(out, fuseEnt{name: e.Name, ino: e.Inode, off: int64(e.Offset), typ: uint32(e.Type)})
 	}
-	return parseFuseDirents(t, resp.Data)
+	if used > size {
+		t.Fatalf("READDIR at %d returned %d bytes of entries for %d", off, used, size)
+	}
+	return out
 }
 
 // listAll lists d from off to the end in READDIRs of size bytes, as the
 // kernel does: each at the cookie of the last entry of the one before.
 func listAll(t *testing.T, d *dirHandle, off int64, size int) []fuseEnt {
 	t.Helper()
+	return listAllPlus(t, d, off, size, false)
+}
+
+// listAllPlus is listAll with READDIRPLUS requests when plus is set.
+func listAllPlus(t *testing.T, d *dirHandle, off int64, size int, plus bool) []fuseEnt {
+	t.Helper()
 	var all []fuseEnt
 	for {
-		ents := readdirAt(t, d, off, size)
+		ents := readdirPlusAt(t, d, off, size, plus)
 		if len(ents) == 0 {
 			return all
 		}
@@ -158,6 +156,11 @@ func TestDirHandleStreams(t *testing.T) {
 				if !slices.Equal(got, want) {
 					t.Fatalf("READDIRs of %d bytes: %d entries, want %d as getdents gives them (first %v, want %v)",
 						size, len(got), len(want), names(got[:min(3, len(got))]), names(want[:3]))
+				}
+			}
+			for _, size := range []int{4096, 65536} {
+				if got := listAllPlus(t, d, 0, size, true); !slices.Equal(got, want) {
+					t.Fatalf("READDIRPLUSes of %d bytes: %d entries, want %d", size, len(got), len(want))
 				}
 			}
 			// A kernel that uses only the first entries of each reply

@@ -1452,23 +1452,12 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 		handle := shandle.handle
 
 		s := &fuse.ReadResponse{Data: make([]byte, 0, r.Size)}
-		// clamfuse: begin readdir
-		// A directory handle that lists entries itself (HandleReader
-		// without ReadDirAll) gets each READDIR as the kernel sent it,
-		// offset included, and answers with encoded dirents; upstream
-		// answers it with nothing (fs/readdir.go).
-		if _, all := handle.(HandleReadDirAller); r.Dir && !all {
-			if h, ok := handle.(HandleReader); ok {
-				if err := h.Read(ctx, r, s); err != nil {
-					return err
-				}
-				done(s)
-				r.Respond(s)
-				return nil
-			}
-		}
-		// clamfuse: end readdir
 		if r.Dir {
+			// clamfuse: begin readdir
+			if h, ok := handle.(HandleReadDirPluser); ok {
+				return c.readDirPlain(ctx, snode, r, h, done)
+			}
+			// clamfuse: end readdir
 			if h, ok := handle.(HandleReadDirAller); ok {
 				// detect rewinddir(3) or similar seek and refresh
 				// contents
@@ -1599,6 +1588,11 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 			})
 			return syscall.EIO
 		}
+		// clamfuse: begin rename flags
+		if err := renameFlags(node, r); err != nil {
+			return err
+		}
+		// clamfuse: end rename flags
 		n, ok := node.(NodeRenamer)
 		if !ok {
 			return syscall.EIO // XXX or EPERM like Mkdir?
@@ -1788,6 +1782,14 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 		r.Respond()
 		return nil
 
+		// clamfuse: begin requests
+	case *fuse.ReadDirPlusRequest:
+		// The requests upstream does not serve (clamfuse_*.go).
+		return c.readDirPlus(ctx, snode, r, done)
+	case *fuse.TmpfileRequest:
+		return c.tmpfile(ctx, node, snode, r, done)
+		// clamfuse: end requests
+
 		/*	case *FsyncdirRequest:
 				return ENOSYS
 
@@ -1861,7 +1863,12 @@ func (s *Server) invalidateNode(node Node, off int64, size int64) error {
 // Returns fuse.ErrNotCached if the kernel is not currently caching
 // the node.
 func (s *Server) InvalidateNodeAttr(node Node) error {
-	return s.invalidateNode(node, 0, 0)
+	// clamfuse: begin invalidate attr
+	// A negative offset: the kernel drops the attributes (and cached
+	// ACLs) only; from offset 0 it drops the data too, a size of 0
+	// meaning to the end.
+	return s.invalidateNode(node, -1, 0)
+	// clamfuse: end invalidate attr
 }
 
 // InvalidateNodeData invalidates the kernel cache of the attributes

@@ -10,8 +10,13 @@ import (
 // replaced records the upstream text each marked block of serve.go
 // replaces.
 var replaced = map[string]string{
-	"package": "package fs // import \"bazil.org/fuse/fs\"\n",
-	"imports": "\t\"bazil.org/fuse\"\n\t\"bazil.org/fuse/fuseutil\"\n",
+	"package":      "package fs // import \"bazil.org/fuse/fs\"\n",
+	"requests":     "",
+	"readdir":      "",
+	"rename flags": "",
+	// InvalidateNodeAttr: upstream's offset 0 invalidated the data too.
+	"invalidate attr": "\treturn s.invalidateNode(node, 0, 0)\n",
+	"imports":         "\t\"bazil.org/fuse\"\n\t\"bazil.org/fuse/fuseutil\"\n",
 	// The request loop of upstream's Serve.
 	"request loop": `	for {
 		req, err := s.conn.ReadRequest()
@@ -31,9 +36,6 @@ var replaced = map[string]string{
 	return nil
 }
 `,
-	// A pure addition before the Dir branch of ReadRequest: a directory
-	// handle without ReadDirAll gets each READDIR (fs/readdir.go).
-	"readdir": "",
 }
 
 // TestSameAsUpstream checks that serve.go is bazil.org/fuse/fs/serve.go of
