@@ -19,7 +19,7 @@ func caseReaddirChanging(root string) (string, error) {
 	var r rec
 	d := filepath.Join(root, "dir")
 	mustDoP(os.Mkdir(d, 0o755))
-	const n = 3000
+	const n = 1200
 	for i := range n {
 		mustDoP(openClose(filepath.Join(d, fmt.Sprintf("f-%04d", i)), unix.O_CREAT|unix.O_WRONLY, 0o644))
 	}
@@ -30,7 +30,7 @@ func caseReaddirChanging(root string) (string, error) {
 	defer unix.Close(fd)
 
 	// A third of the listing, then a third of the entries removed (some
-	// listed already, some not) and a thousand added, then the rest.
+	// listed already, some not) and 400 added, then the rest.
 	var listed []dent
 	buf := make([]byte, 1024)
 	for len(listed) < n/3 {
@@ -50,7 +50,7 @@ func caseReaddirChanging(root string) (string, error) {
 			want[name] = true
 		}
 	}
-	for i := range 1000 {
+	for i := range 400 {
 		name := fmt.Sprintf("g-%04d", i)
 		mustDoP(openClose(filepath.Join(d, name), unix.O_CREAT|unix.O_WRONLY, 0o644))
 		want[name] = true
