@@ -39,6 +39,12 @@ type Mount struct {
 	// backing directory show up that much later (opens are always judged
 	// on the file's current state).
 	AttrTimeout Duration `toml:"attr_timeout"`
+	// MaxOpenPerUser is how many files and directories one user (uid,
+	// root included) may hold open through the mount at once; past it
+	// an open fails with EMFILE for that user alone. 0 derives it from
+	// RLIMIT_NOFILE: a quarter of the descriptors left for open files
+	// once clamfuse's reserve and its directory cache are set aside.
+	MaxOpenPerUser int `toml:"max_open_per_user"`
 }
 
 // Clamd says how to reach clamd.
@@ -201,12 +207,13 @@ const (
 // schema lists every key a file may contain. TestSchemaMatchesConfig keeps it
 // in step with the toml tags of Config.
 var schema = map[string]kind{
-	"mount":              kindTable,
-	"mount.source":       kindString,
-	"mount.target":       kindString,
-	"mount.allow_other":  kindBool,
-	"mount.read_only":    kindBool,
-	"mount.attr_timeout": kindDuration,
+	"mount":                   kindTable,
+	"mount.source":            kindString,
+	"mount.target":            kindString,
+	"mount.allow_other":       kindBool,
+	"mount.read_only":         kindBool,
+	"mount.attr_timeout":      kindDuration,
+	"mount.max_open_per_user": kindInt,
 
 	"clamd":                kindTable,
 	"clamd.address":        kindStringOrStrings,

@@ -32,7 +32,7 @@ func TestLoadGood(t *testing.T) {
 		want Config
 	}{
 		{"good.toml", Config{
-			Mount: Mount{Source: "/srv/incoming", Target: "/mnt/incoming", AllowOther: true, ReadOnly: true, AttrTimeout: Duration(2 * time.Second)},
+			Mount: Mount{Source: "/srv/incoming", Target: "/mnt/incoming", AllowOther: true, ReadOnly: true, AttrTimeout: Duration(2 * time.Second), MaxOpenPerUser: 1000},
 			Clamd: Clamd{Address: Addresses{"tcp://127.0.0.1:3310", "unix:/run/clamav/clamd.ctl"}, Timeout: Duration(90 * time.Second), MaxConcurrent: 8,
 				CheckInterval: Duration(5 * time.Second), DatabaseDir: "/var/lib/clamav", ReloadWindow: Duration(2 * time.Minute), Transport: "instream"},
 			Scan:  Scan{MaxSize: 2 << 30, OnOversize: "allow", OnError: "allow", Exclude: []string{"*.iso", "tmp/*", "[Tt]humbs.db"}, Prewarm: true},
@@ -73,6 +73,7 @@ func TestLoadBad(t *testing.T) {
 		{"bad_timeout.toml", `testdata/bad_timeout.toml:2: clamd.timeout: must be at most 1h, got 2h`},
 		{"bad_choice.toml", `testdata/bad_choice.toml:4: scan.on_error: must be "deny" or "allow", got "maybe"`},
 		{"bad_range.toml", `testdata/bad_range.toml:3: cache.max_entries: must be at least 1, got 0`},
+		{"bad_max_open.toml", `testdata/bad_max_open.toml:3: mount.max_open_per_user: must be 0 (derived from the descriptor limit) or more, got -5`},
 		{"bad_type.toml", `testdata/bad_type.toml:3: mount.allow_other: must be true or false, got string "yes"`},
 		{"bad_table_type.toml", `testdata/bad_table_type.toml:1: log: must be a table, got string "debug"`},
 		{"bad_case.toml", `testdata/bad_case.toml:1: unknown key "Mount"`},
@@ -391,6 +392,10 @@ func TestValidate(t *testing.T) {
 		{"no address", func(c *Config) { c.Clamd.Address = nil }, `clamd.address: must be set`},
 		{"same address twice", func(c *Config) { c.Clamd.Address = Addresses{"/a.sock", "unix:/a.sock"} },
 			`clamd.address: "unix:/a.sock" is listed twice`},
+		{"max_open_per_user derived", func(c *Config) { c.Mount.MaxOpenPerUser = 0 }, ""},
+		{"max_open_per_user 1", func(c *Config) { c.Mount.MaxOpenPerUser = 1 }, ""},
+		{"max_open_per_user negative", func(c *Config) { c.Mount.MaxOpenPerUser = -1 },
+			`mount.max_open_per_user: must be 0 (derived from the descriptor limit) or more, got -1`},
 		{"check_interval 0", func(c *Config) { c.Clamd.CheckInterval = 0 },
 			`clamd.check_interval: must be between 100ms and 1h, got 0s`},
 		{"check_interval 100ms", func(c *Config) { c.Clamd.CheckInterval = Duration(100 * time.Millisecond) }, ""},

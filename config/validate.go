@@ -62,6 +62,9 @@ func (c Config) Validate() error {
 	if c.Mount.AttrTimeout < 0 || c.Mount.AttrTimeout > Duration(time.Hour) {
 		return fieldErrorf("mount.attr_timeout", "must be between 0s and 1h, got %v", c.Mount.AttrTimeout)
 	}
+	if c.Mount.MaxOpenPerUser < 0 {
+		return fieldErrorf("mount.max_open_per_user", "must be 0 (derived from the descriptor limit) or more, got %d", c.Mount.MaxOpenPerUser)
+	}
 	if c.Clamd.Timeout > Duration(maxTimeout) {
 		return fieldErrorf("clamd.timeout", "must be at most %v, got %v", Duration(maxTimeout), c.Clamd.Timeout)
 	}

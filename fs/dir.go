@@ -293,29 +293,3 @@ func stickyForbids(dirfd int, st *unix.Stat_t, uid uint32) bool {
 	}
 	return dst.Mode&unix.S_ISVTX != 0 && uid != dst.Uid && uid != st.Uid
 }
-
-// dirHandle lists a directory once per open, so offsets stay stable.
-type dirHandle struct {
-	fd int
-}
-
-var (
-	_ fusefs.HandleReadDirAller = (*dirHandle)(nil)
-	_ fusefs.HandleReleaser     = (*dirHandle)(nil)
-)
-
-func (d *dirHandle) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
-	// bazil asks again after a rewind (offset 0): list from the start.
-	if _, err := unix.Seek(d.fd, 0, 0); err != nil {
-		return nil, errno(err)
-	}
-	ents, err := readDirents(d.fd)
-	if err != nil {
-		return nil, errno(err)
-	}
-	return ents, nil
-}
-
-func (d *dirHandle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
-	return errno(unix.Close(d.fd))
-}

@@ -13,17 +13,17 @@ import (
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
-// Open is the gate of clamfuse: an open that can read a regular file is
-// allowed only when the gate says the very descriptor that will serve the
-// reads holds bytes judged clean.
-func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fusefs.Handle, error) {
+// openNode is the gate of clamfuse: an open that can read a regular file
+// is allowed only when the gate says the very descriptor that will serve
+// the reads holds bytes judged clean. (Open, in quota.go, calls it.)
+func (n *Node) openNode(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fusefs.Handle, error) {
 	if req.Dir {
 		// A fresh descriptor (not O_PATH) that the handle owns.
 		fd, _, err := n.dirFD(unix.O_RDONLY)
 		if err != nil {
 			return nil, errno(err)
 		}
-		return &dirHandle{fd: fd}, nil
+		return newDirHandle(n.fsys, fd, req.Uid), nil
 	}
 	flags := backingFlags(req.Flags) &^ unix.O_TRUNC
 	if n.fsys.opts.ReadOnly && flags&unix.O_ACCMODE != unix.O_RDONLY {
@@ -161,10 +161,11 @@ func (n *Node) excluded() bool {
 	return len(paths) > 0
 }
 
-// Create makes and opens a new file owned by the caller. A new file is
-// empty and needs no scan; if the name already existed (made behind the
-// kernel's back) the gate judges it like any open.
-func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (fusefs.Node, fusefs.Handle, error) {
+// createNode makes and opens a new file owned by the caller. A new file
+// is empty and needs no scan; if the name already existed (made behind
+// the kernel's back) the gate judges it like any open. (Create, in
+// quota.go, calls it.)
+func (n *Node) createNode(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (fusefs.Node, fusefs.Handle, error) {
 	if err := n.writable(); err != nil {
 		return nil, nil, errno(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,6 +46,9 @@ type Options struct {
 	AttrValid  time.Duration // kernel attribute cache (0: none)
 	EntryValid time.Duration // kernel dentry cache (0: none)
 	Logger     *slog.Logger
+	// Limits bound the descriptors held for callers (quota.go); the
+	// zero value derives them from the current RLIMIT_NOFILE.
+	Limits Limits
 
 	// passthroughReads, set only by tests, passes read-only opens the
 	// gate allowed through to the kernel (see passthrough.go).
@@ -63,7 +67,11 @@ type FS struct {
 	chown bool // running as root: give new entries to the caller
 
 	orphanMu sync.Mutex         // guards orphans; taken after Node.fdMu
-	orphans  map[*Node]struct{} // nodes keeping an orphan descriptor
+	orphans  map[*Node]struct{} // nodes keeping an orphan descriptor, at most opts.Limits.Orphans
+
+	dirs  *dirCache    // the directory descriptors nodes keep (dirfd.go)
+	quota *quota       // descriptors held for each user's open handles (quota.go)
+	kept  atomic.Int64 // bytes of READDIR replies directory handles keep (readdir.go)
 
 	treeMu sync.Mutex       // guards nodes and every Node.links
 	nodes  map[inoKey]*Node // live nodes by backing identity
@@ -84,11 +92,16 @@ func New(rootFD int, opts Options) (*FS, error) {
 	if opts.Exclude == nil {
 		opts.Exclude = func(string) bool { return false }
 	}
+	if opts.Limits == (Limits{}) {
+		opts.Limits = currentLimits()
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(rootFD, &st); err != nil {
 		return nil, err
 	}
 	f := &FS{root: rootFD, opts: opts, log: opts.Logger, chown: os.Geteuid() == 0, nodes: map[inoKey]*Node{}}
+	f.dirs = newDirCache(opts.Limits.DirFDs)
+	f.quota = newQuota(opts.Limits, opts.Logger)
 	f.rootN = &Node{fsys: f, id: inoKey{st.Dev, st.Ino}, typ: unix.S_IFDIR}
 	return f, nil
 }
@@ -201,13 +214,19 @@ func ignoreEINTR(err error) error {
 	return err
 }
 
-func (f *FS) addOrphan(n *Node) {
+// addOrphan records that n keeps an orphan descriptor, and reports
+// whether it may: at most Limits.Orphans are kept at once.
+func (f *FS) addOrphan(n *Node) bool {
 	f.orphanMu.Lock()
 	defer f.orphanMu.Unlock()
+	if len(f.orphans) >= f.opts.Limits.Orphans {
+		return false
+	}
 	if f.orphans == nil {
 		f.orphans = map[*Node]struct{}{}
 	}
 	f.orphans[n] = struct{}{}
+	return true
 }
 
 func (f *FS) removeOrphan(n *Node) {

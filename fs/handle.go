@@ -87,6 +87,7 @@ func (h *Handle) Flush(ctx context.Context, req *fuse.FlushRequest) error {
 // the file is judged in the background, so a download is already judged
 // (and an infected one logged) when someone opens it.
 func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
+	defer h.node.fsys.quota.give(h.who.Uid, 1)
 	h.endPassthrough(req.Conn)
 	if h.node.dropHandle(h) && !h.node.excluded() {
 		h.node.fsys.opts.Gate.Prescan(h.f, h.who)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -56,7 +57,9 @@ func (s *linkSet) reset() {
 // of the node's names beneath the root and checks the inode it finds.
 //
 // Lock order: FS.treeMu, then Node.hmu. Node.fdMu is never taken while
-// treeMu is held; it is read-held while an operation uses Node.fd.
+// treeMu is held; it is read-held while an operation uses Node.fd, and
+// taken for writing before dirCache.mu (see dirfd.go for why pathFD
+// only ever TryLocks it for writing).
 type Node struct {
 	fsys    *FS
 	id      inoKey
@@ -68,6 +71,8 @@ type Node struct {
 	fdMu      sync.RWMutex // guards fd, hasFD, forgotten, orphan, hasOrphan; read-held while fd or orphan is in use
 	fd        int32        // O_PATH descriptor of a directory node, when hasFD
 	orphan    int32        // O_PATH descriptor of a file that lost its last name through the mount, when hasOrphan (see keepOrphan)
+	slot      int32        // 1 + fd's slot in fsys.dirs, 0 for none; guarded by fsys.dirs.mu
+	used      atomic.Bool  // fd used since the clock last passed (see dirCache)
 	hasFD     bool
 	forgotten bool
 	hasOrphan bool
@@ -154,14 +159,16 @@ func (n *Node) dirFD(flags int) (int, func(), error) {
 
 // pathFD returns an O_PATH descriptor of the directory n. A directory
 // node keeps one while the kernel knows it, so most operations need no
-// path walk, and a directory renamed or moved stays the same directory.
-// The descriptor stays valid until release is called.
+// path walk, and a directory renamed or moved stays the same directory;
+// but only so many nodes at once (dirCache), the others resolve their
+// path again. The descriptor stays valid until release is called.
 func (n *Node) pathFD() (int, func(), error) {
 	if n.isRoot() {
 		return n.fsys.root, func() {}, nil
 	}
 	n.fdMu.RLock()
 	if n.hasFD {
+		n.touchFD()
 		return int(n.fd), n.fdMu.RUnlock, nil
 	}
 	n.fdMu.RUnlock()
@@ -181,8 +188,14 @@ func (n *Node) pathFD() (int, func(), error) {
 		unix.Close(fd)
 		return -1, nil, syscall.ENOENT
 	}
-	n.fdMu.Lock()
-	if !n.hasFD && !n.forgotten {
+	// TryLock, never Lock: the caller may hold another directory's
+	// descriptor, read-locked (Rename holds both of its directories),
+	// and waiting here could close a cycle of waits (see dirCache).
+	// When the lock is busy, this descriptor serves once.
+	if !n.fdMu.TryLock() {
+		return fd, func() { unix.Close(fd) }, nil
+	}
+	if !n.hasFD && !n.forgotten && n.fsys.dirs.add(n) { // bounded: dirfd.go
 		n.fd, n.hasFD = int32(fd), true
 		n.fdMu.Unlock()
 		n.fdMu.RLock()
@@ -281,12 +294,11 @@ func (n *Node) keepOrphan(fd int) {
 	n.fsys.treeMu.Unlock()
 	n.fdMu.Lock()
 	defer n.fdMu.Unlock()
-	if linked || named || n.forgotten || n.hasOrphan {
+	if linked || named || n.forgotten || n.hasOrphan || !n.fsys.addOrphan(n) {
 		unix.Close(fd)
 		return
 	}
 	n.orphan, n.hasOrphan = int32(fd), true
-	n.fsys.addOrphan(n)
 	// Should the kernel keep the node (its idea of the link count may
 	// be stale), the deleted file's space is not held for longer; and a
 	// write that runs out of space first lets go of every orphan (see
@@ -538,8 +550,7 @@ func (n *Node) Forget() {
 	n.fdMu.Lock()
 	defer n.fdMu.Unlock()
 	if n.hasFD {
-		unix.Close(int(n.fd))
-		n.hasFD = false
+		n.fsys.dirs.drop(n)
 	}
 	if n.hasOrphan {
 		unix.Close(int(n.orphan))

@@ -344,6 +344,7 @@ func posixCases() []posixCase {
 		{name: "fcntl_locks", run: caseFcntlLocks},
 		{name: "mknod", run: caseMknod},
 		{name: "readdir_large", run: caseReaddirLarge},
+		{name: "readdir_changing", run: caseReaddirChanging},
 		{name: "odd_names", run: caseOddNames},
 		{name: "copy_file_range", run: caseCopyFileRange},
 	}

@@ -298,7 +298,7 @@ func (m *Metrics) Listen(addr string) (*Server, error) {
 	}}
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(limitConns(ln, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			_ = err // Serve only fails when the listener does; Close reports nothing more.
 		}
 	}()

@@ -127,6 +127,11 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 		return pathError(err)
 	}
 
+	limits, err := descriptorLimits(cfg.Mount.MaxOpenPerUser, log)
+	if err != nil {
+		return err
+	}
+
 	// The clamd pool, the gate, the actions, metrics (ops.go).
 	svc, err := startService(cfg, src, dst, log, level)
 	if err != nil {
@@ -145,6 +150,7 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 			AttrValid:  time.Duration(cfg.Mount.AttrTimeout),
 			EntryValid: time.Duration(cfg.Mount.AttrTimeout),
 			Logger:     log,
+			Limits:     limits,
 		},
 	})
 	if err != nil {
@@ -230,4 +236,22 @@ func pathError(err error) error {
 		return usageError{errors.Unwrap(err)}
 	}
 	return err
+}
+
+// descriptorLimits raises RLIMIT_NOFILE to its hard limit and derives
+// from it the descriptor limits of the mount (fs.DeriveLimits), with
+// mount.max_open_per_user when set; it logs them at INFO.
+func descriptorLimits(perUser int, log *slog.Logger) (fs.Limits, error) {
+	nofile, err := fs.RaiseNoFile()
+	if err != nil {
+		return fs.Limits{}, fmt.Errorf("RLIMIT_NOFILE: %v", err)
+	}
+	l := fs.DeriveLimits(nofile, perUser)
+	log.Info("descriptor limits", "nofile", l.NoFile, "reserve", l.Reserve, "dir_fds", l.DirFDs,
+		"orphans", l.Orphans, "max_open", l.MaxOpen, "max_open_per_user", l.MaxOpenPerUser)
+	if l.MaxOpenPerUser > l.MaxOpen {
+		log.Warn("mount.max_open_per_user is more than the descriptor limit leaves for open files; raise LimitNOFILE",
+			"max_open_per_user", l.MaxOpenPerUser, "max_open", l.MaxOpen, "nofile", l.NoFile)
+	}
+	return l, nil
 }

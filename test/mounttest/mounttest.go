@@ -119,6 +119,9 @@ type Options struct {
 	Config         string   // TOML written to a file and passed with --config
 	Args           []string // extra mount arguments
 	NoWait         bool     // do not wait for the mount (for tests of failures)
+	// NoFile, when not 0, is clamfuse's RLIMIT_NOFILE (soft and hard),
+	// set with prlimit(1) before it starts, for tests of its limits.
+	NoFile int
 }
 
 // Start runs `clamfuse mount` and waits until the mount is live.
@@ -145,6 +148,10 @@ func Start(t testing.TB, opts Options) *Mount {
 	args = append(args, opts.Source, opts.Target)
 	m := &Mount{Source: opts.Source, Target: opts.Target, Log: &syncBuffer{}, conn: -1, exited: make(chan struct{}), t: t}
 	m.Cmd = exec.Command(bin, args...)
+	if opts.NoFile > 0 {
+		// prlimit execs clamfuse: the process (and its pid) is clamfuse's.
+		m.Cmd = exec.Command("prlimit", append([]string{fmt.Sprintf("--nofile=%d:%d", opts.NoFile, opts.NoFile), "--", bin}, args...)...)
+	}
 	m.Cmd.Stdout = m.Log
 	m.Cmd.Stderr = m.Log
 	m.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -38,6 +38,11 @@
 //	getlk PATH r|w START LEN  open O_RDWR, fcntl(F_GETLK): "ok unlck" or
 //	                          "ok w START LEN" (the conflicting lock)
 //	ofd-setlk PATH r|w START LEN   fcntl(F_OFD_SETLK)
+//	hold PATH COUNT           open O_RDONLY up to COUNT times, print
+//	                          "held N" or "held N ERRNO", keep them open
+//	                          until standard input ends
+//	holddir PATH COUNT BUFSIZE  the same with O_DIRECTORY, reading
+//	                          BUFSIZE bytes of entries from each
 package main
 
 import (
@@ -56,6 +61,10 @@ import (
 func main() {
 	if len(os.Args) < 2 {
 		usage()
+	}
+	if op := os.Args[1]; op == "hold" || op == "holddir" {
+		hold(op, os.Args[2:])
+		return
 	}
 	res, err := run(os.Args[1], os.Args[2:])
 	switch {
