@@ -16,6 +16,7 @@ import (
 	"bazil.org/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/clamfuse/clamfuse/fs/internal/caller"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
@@ -187,6 +188,16 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	if err != nil {
 		unix.Close(rootFD)
 		return nil, err
+	}
+	// Entries are created as their callers with the mode newMode gives,
+	// the caller's umask applied: clamfuse's own must not narrow it
+	// further. Whatever clamfuse creates for itself (quarantine copies
+	// and records) it creates with explicit modes.
+	unix.Umask(0)
+	if ok, why := caller.Switching(); ok {
+		log.Info("acting on the backing directory as each caller (fsuid, fsgid, groups)")
+	} else {
+		log.Warn("cannot act as each caller: every request acts with clamfuse's own credentials", "reason", why)
 	}
 	mopts := []fuse.MountOption{
 		fuse.FSName(opts.Source),
