@@ -70,13 +70,15 @@ func CheckPaths(source, target string, log *slog.Logger) (string, string, error)
 		return "", "", badInput("mountpoint %s: %v", target, err)
 	}
 	if fstype, ok := MountedAt(dst); ok && strings.HasPrefix(fstype, "fuse") {
-		var st unix.Stat_t
-		if err := unix.Stat(dst, &st); err == syscall.ENOTCONN || err == syscall.ECONNABORTED {
+		switch err := deadFuse(dst); err {
+		case syscall.ENOTCONN, syscall.ECONNABORTED:
 			if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil {
 				return "", "", fmt.Errorf("mountpoint %s: clearing dead FUSE mount: %v", dst, err)
 			}
 			log.Warn("cleared a dead FUSE mount left on the mountpoint", "target", dst, "fstype", fstype)
-		} else {
+		case errNotAnswering:
+			return "", "", badInput("mountpoint %s: already a FUSE mount (%s), not answering", dst, fstype)
+		default:
 			return "", "", badInput("mountpoint %s: already a FUSE mount (%s)", dst, fstype)
 		}
 	}
@@ -92,6 +94,34 @@ func CheckPaths(source, target string, log *slog.Logger) (string, string, error)
 		}
 	}
 	return src, dst, nil
+}
+
+// errNotAnswering is deadFuse's answer for a mount whose server is alive
+// but does not answer.
+var errNotAnswering = errors.New("FUSE server not answering")
+
+// deadFuseWait bounds deadFuse: a live server answers statfs at once.
+const deadFuseWait = 5 * time.Second
+
+// deadFuse asks the FUSE mount on p for statfs, which the kernel always
+// sends to the server: ENOTCONN (or ECONNABORTED) means its server is gone.
+// A stat would not tell: the kernel answers it from its attribute cache,
+// for up to attr_timeout after the server died (a restart right after a
+// crash, as systemd's Restart= does). A server alive but stuck would
+// block the statfs: after deadFuseWait it is errNotAnswering (the
+// goroutine stays blocked until that server answers or dies).
+func deadFuse(p string) error {
+	done := make(chan error, 1)
+	go func() {
+		var s unix.Statfs_t
+		done <- unix.Statfs(p, &s)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(deadFuseWait):
+		return errNotAnswering
+	}
 }
 
 func checkDir(what, p string) (string, error) {
