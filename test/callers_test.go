@@ -181,8 +181,14 @@ func TestHostileCreateExistingRace(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	l.m.Within(t, 2*time.Minute, "O_CREAT opens racing renames", func() {
-		go func() { defer wg.Done(); reads = attack(l.a, 3000, 20*time.Second, "creat-read", l.m.Path("shared/vic")) }()
-		go func() { defer wg.Done(); truncs = attack(l.a, 3000, 20*time.Second, "creat-trunc", l.m.Path("shared/rootfile")) }()
+		go func() {
+			defer wg.Done()
+			reads = attack(l.a, 3000, 20*time.Second, "creat-read", l.m.Path("shared/vic"))
+		}()
+		go func() {
+			defer wg.Done()
+			truncs = attack(l.a, 3000, 20*time.Second, "creat-trunc", l.m.Path("shared/rootfile"))
+		}()
 		wg.Wait()
 	})
 	t.Logf("%d renames of vic, %d of rootfile", stopVic(), stopRoot())
