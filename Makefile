@@ -23,10 +23,12 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 FUZZTIME ?= 30s
 
-# The packages that may import bazil.org/fuse (fs/internal/fusefs is part
-# of bazil.org/fuse itself); everything else is
+# The packages that may import bazil.org/fuse or its in-tree copy
+# fs/internal/fuse (fs/internal/fuse, its fuseutil, and fs/internal/fusefs
+# are part of bazil.org/fuse itself); everything else is
 # FUSE-free policy (clamav/, cache/, config/).
-FUSE_OK := $(MODULE)/fs $(MODULE)/fs/internal/fusefs $(MODULE)/cmd/% $(MODULE)/test $(MODULE)/test/%
+FUSE_OK := $(MODULE)/fs $(MODULE)/fs/internal/fuse $(MODULE)/fs/internal/fuse/fuseutil $(MODULE)/fs/internal/fusefs $(MODULE)/cmd/% $(MODULE)/test $(MODULE)/test/%
+FUSE_RE := ^(bazil[.]org/fuse|$(subst .,[.],$(MODULE))/fs/internal/fuse)(/|$$)
 empty :=
 space := $(empty) $(empty)
 FUSE_OK_RE := $(subst %,.+,$(subst $(space),|,$(FUSE_OK)))
@@ -80,11 +82,11 @@ check:
 	$(GO) vet ./...
 	@echo "==> only fs/, cmd/ and test/ import bazil.org/fuse (tests included)"
 	@bad="$$($(GO) list -e -f '{{.ImportPath}} {{join .Imports " "}} {{join .TestImports " "}} {{join .XTestImports " "}}' ./... \
-		| awk '{ for (i = 2; i <= NF; i++) if ($$i == "bazil.org/fuse" || index($$i, "bazil.org/fuse/") == 1) { print $$1; break } }' \
+		| awk -v re='$(FUSE_RE)' '{ for (i = 2; i <= NF; i++) if ($$i ~ re) { print $$1; break } }' \
 		| grep -v -x -E '$(FUSE_OK_RE)' || true)"; \
 	if [ -n "$$bad" ]; then echo "these packages import bazil.org/fuse but may not:"; echo "$$bad"; exit 1; fi
 	@echo "==> clamav/, cache/ and config/ never import bazil.org/fuse, even indirectly"
-	@bad="$$($(GO) list -e -deps -test -f '{{.ImportPath}}' ./clamav/... ./cache/... ./config/... | grep -E '^bazil\.org/fuse(/|$$)' || true)"; \
+	@bad="$$($(GO) list -e -deps -test -f '{{.ImportPath}}' ./clamav/... ./cache/... ./config/... | grep -E '$(FUSE_RE)' || true)"; \
 	if [ -n "$$bad" ]; then echo "clamav/, cache/ or config/ depend on:"; echo "$$bad"; exit 1; fi
 	@echo "==> no file contains the EICAR test string (it is only built from pieces)"
 	@hits="$$(find . \( -path ./.git -o -path ./bin -o -path ./demo -o -path ./dist -o -path ./bench/data \) -prune \

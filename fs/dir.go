@@ -4,10 +4,10 @@ import (
 	"context"
 	"syscall"
 
-	"bazil.org/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/fs/internal/caller"
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 

@@ -4,9 +4,8 @@ import (
 	"errors"
 	"syscall"
 
-	"bazil.org/fuse"
-
 	"github.com/clamfuse/clamfuse/cache"
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 )
 
 // errno maps an error to the errno the caller sees. bazil turns errors it

@@ -11,11 +11,11 @@ import (
 	"syscall"
 	"time"
 
-	"bazil.org/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/cache"
 	"github.com/clamfuse/clamfuse/fs/internal/caller"
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 

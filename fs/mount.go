@@ -13,10 +13,10 @@ import (
 	"syscall"
 	"time"
 
-	"bazil.org/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/fs/internal/caller"
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
@@ -250,6 +250,8 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		unix.Close(rootFD)
 		return nil, fmt.Errorf("mount %s: %v", opts.Target, err)
 	}
+	// What the kernel granted (fuse.RequestInitFlags asks for more).
+	log.Debug("fuse init", "protocol", conn.Protocol().String(), "features", conn.Features().String())
 	m := &Mounted{Target: opts.Target, conn: conn, fsys: fsys, rootFD: rootFD, log: log, done: make(chan error, 1)}
 	srv := fusefs.New(conn, nil)
 	go func() {

@@ -9,10 +9,10 @@ import (
 	"syscall"
 	"time"
 
-	"bazil.org/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/fs/internal/caller"
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 

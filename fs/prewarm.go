@@ -8,10 +8,10 @@ import (
 	"syscall"
 	"time"
 
-	"bazil.org/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/cache"
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 )
 
 // Prewarm: a walk of the backing tree at mount time that hands every

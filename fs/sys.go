@@ -6,8 +6,9 @@ import (
 	"strconv"
 	"time"
 
-	"bazil.org/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 )
 
 // Low-level access to the backing tree. Every path is resolved beneath the

@@ -736,10 +736,8 @@ func posixSticky(t *testing.T, mnt, back string) {
 	if st := lstatT(t, filepath.Join(back, "d")); st.Mode&0o7777 != 0o1777 {
 		t.Fatalf("backing mode after chmod 1777: %o", st.Mode&0o7777)
 	}
-	if st := lstatT(t, filepath.Join(mnt, "d")); st.Mode&unix.S_ISVTX == 0 && st.Mode&0o777 == 0o777 {
-		t.Skipf("KNOWN BUG, not fixable in clamfuse: bazil.org/fuse (Attr.attr) drops S_ISVTX, "+
-			"so the mount shows mode %o for a backing mode of 1777 (the kernel cannot enforce the "+
-			"sticky bit; clamfuse does it itself, see StickyDirectoryEnforced)", st.Mode&0o7777)
+	if st := lstatT(t, filepath.Join(mnt, "d")); st.Mode&0o7777 != 0o1777 {
+		t.Errorf("mode through the mount after chmod 1777: %o, want 1777 as in the backing directory", st.Mode&0o7777)
 	}
 	wantStatMirrors(t, filepath.Join(mnt, "d"), filepath.Join(back, "d"))
 }
@@ -935,8 +933,9 @@ func (k *core) testSymlinks(t *testing.T) {
 
 // testSticky: in a sticky directory (mode 1777) another user may remove
 // or rename only his own entries, through the mount as natively. The
-// kernel cannot enforce this on the mount (bazil.org/fuse does not report
-// S_ISVTX to it) and clamfuse runs as root, so clamfuse checks it.
+// kernel enforces this on the mount (default_permissions, S_ISVTX in the
+// attributes), and clamfuse, acting as root on the backing directory,
+// checks it too.
 func (k *core) testSticky(t *testing.T) {
 	d := k.dir(t)
 	for _, tc := range []struct {

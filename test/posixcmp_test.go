@@ -106,45 +106,6 @@ func TestPosixCompareLimits(t *testing.T) {
 			return err
 		}},
 	}
-	t.Run("sticky_bit_in_stat", func(t *testing.T) {
-		// bazil.org/fuse encodes a node's mode without S_ISVTX (Attr.attr
-		// copies set-user-ID and set-group-ID only), so stat through the
-		// mount never shows the sticky bit although the backing entry has
-		// it. clamfuse enforces the sticky rule itself on unlink and
-		// rename (users_test.go); only what stat shows is wrong.
-		d := m.Path("sticky")
-		mustDo(t, os.Mkdir(d, 0o755))
-		mustDo(t, unix.Chmod(d, 0o1777))
-		var back, via unix.Stat_t
-		mustDo(t, unix.Lstat(m.Backing("sticky"), &back))
-		mustDo(t, unix.Lstat(d, &via))
-		if back.Mode&unix.S_ISVTX == 0 {
-			t.Fatalf("backing mode %04o: chmod through the mount lost the sticky bit", back.Mode&0o7777)
-		}
-		if via.Mode&unix.S_ISVTX != 0 {
-			t.Fatalf("stat through the mount shows the sticky bit (%04o): the bazil limit is gone, add 01777 back to the differential cases", via.Mode&0o7777)
-		}
-		t.Skipf("known limit: bazil.org/fuse drops S_ISVTX from attributes; backing %04o, through the mount %04o", back.Mode&0o7777, via.Mode&0o7777)
-	})
-	t.Run("times_outside_1970_2262", func(t *testing.T) {
-		// bazil.org/fuse encodes attribute times through UnixNano
-		// (unixTime): before 1970 a fraction of a second wraps, and
-		// after 2262 the nanosecond count overflows. The backing file
-		// gets the exact times; stat through the mount shows others.
-		times := []unix.Timespec{{Sec: -1, Nsec: 5}, {Sec: 10000000000, Nsec: 123}}
-		mustDo(t, os.WriteFile(m.Path("times"), nil, 0o644))
-		mustDo(t, unix.UtimesNanoAt(unix.AT_FDCWD, m.Path("times"), times, 0))
-		var back, via unix.Stat_t
-		mustDo(t, unix.Lstat(m.Backing("times"), &back))
-		mustDo(t, unix.Lstat(m.Path("times"), &via))
-		if back.Atim != times[0] || back.Mtim != times[1] {
-			t.Fatalf("backing times %v %v, want %v %v: utimensat through the mount stored wrong times", back.Atim, back.Mtim, times[0], times[1])
-		}
-		if via.Atim == times[0] && via.Mtim == times[1] {
-			t.Fatalf("stat through the mount shows exact times: the bazil limit is gone, put these times back in the differential cases")
-		}
-		t.Skipf("known limit: bazil.org/fuse encodes times through UnixNano; backing %v %v, through the mount %v %v", back.Atim, back.Mtim, via.Atim, via.Mtim)
-	})
 	for _, l := range limits {
 		t.Run(l.name, func(t *testing.T) {
 			nroot, mroot := filepath.Join(native, l.name), m.Path(l.name)
@@ -503,7 +464,7 @@ func caseCreateModes(root string) (string, error) {
 	var r rec
 	i := 0
 	for _, um := range []int{0o022, 0o077, 0, 0o027, 0o002} {
-		for _, mode := range []uint32{0o666, 0o777, 0o640, 0o4755, 0o2775, 0o6777} {
+		for _, mode := range []uint32{0o666, 0o777, 0o640, 0o4755, 0o2775, 0o6777, 0o1777} {
 			withUmask(um, func() {
 				i++
 				f := filepath.Join(root, fmt.Sprintf("f%d", i))
@@ -1052,12 +1013,14 @@ func caseChmodChown(root string) (string, error) {
 	p := func(s string) string { return filepath.Join(root, s) }
 	mustWrite(p("f"), "f")
 	mustDoP(os.Mkdir(p("d"), 0o755))
-	for _, m := range []uint32{0, 0o6777, 0o4755, 0o2755, 0o644, 0o111} {
+	for _, m := range []uint32{0, 0o6777, 0o4755, 0o2755, 0o1777, 0o7777, 0o1755, 0o644, 0o111} {
 		r.do(fmt.Sprintf("chmod f %04o", m), unix.Chmod(p("f"), m))
 		r.val("f", "%s", statLine(p("f")))
 		r.do(fmt.Sprintf("chmod d %04o", m), unix.Chmod(p("d"), m))
 		r.val("d", "%s", statLine(p("d")))
 	}
+	r.do("mkdir s 01777", unix.Mkdir(p("s"), 0o1777))
+	r.val("s", "%s", statLine(p("s")))
 	r.do("chmod root", unix.Chmod(root, 0o711))
 	r.val("root", "%s", statLine(root))
 	r.do("chmod missing", unix.Chmod(p("missing"), 0o644))
@@ -1105,9 +1068,15 @@ func caseUtimens(root string) (string, error) {
 	r.val("f", "%s", timesLine(p("f")))
 	r.do("both omit", unix.UtimesNanoAt(unix.AT_FDCWD, p("f"), []unix.Timespec{omit, omit}, 0))
 	r.val("f", "%s", timesLine(p("f")))
-	// Whole seconds only before 1970: see TestPosixCompareLimits.
-	r.do("pre-epoch", unix.UtimesNanoAt(unix.AT_FDCWD, p("f"), []unix.Timespec{{Sec: -1, Nsec: 0}, {Sec: -100000, Nsec: 0}}, 0))
-	r.val("f", "%s", timesLine(p("f")))
+	for _, ts := range [][]unix.Timespec{
+		{{Sec: -1, Nsec: 0}, {Sec: -100000, Nsec: 0}},                // before 1970, whole seconds
+		{{Sec: -1, Nsec: 5}, {Sec: -100000, Nsec: 999999999}},        // before 1970, fractions
+		{{Sec: 10000000000, Nsec: 123}, {Sec: 9999999999, Nsec: 0}},  // after 2262
+		{{Sec: -1000000000, Nsec: 1}, {Sec: 13000000000, Nsec: 999}}, // 1938 and 2381
+	} {
+		r.do(fmt.Sprintf("utimensat %v", ts), unix.UtimesNanoAt(unix.AT_FDCWD, p("f"), ts, 0))
+		r.val("f", "%s", timesLine(p("f")))
+	}
 	r.do("mtime now, atime omit", unix.UtimesNanoAt(unix.AT_FDCWD, p("f"), []unix.Timespec{omit, now}, 0))
 	r.val("f", "%s", recentLine(p("f")))
 	r.do("atime now, mtime set", unix.UtimesNanoAt(unix.AT_FDCWD, p("f"), []unix.Timespec{now, mt}, 0))

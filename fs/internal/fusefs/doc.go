@@ -5,10 +5,15 @@
 // the Go scheduler and each request cost ~85 µs; serving inline roughly
 // halves `ls -lR` and cached re-open times (bench/RESULTS.md).
 //
-// serve.go is upstream's file at the version go.mod pins, changed only
-// between its "clamfuse:" markers, under upstream's license (LICENSE
-// here). TestSameAsUpstream compares it with the module's copy, so a
-// version bump that changes upstream fails until the copy is redone: copy
-// the new serve.go, and put the marked block back in place of its request
-// loop.
+// serve.go is upstream's file at the version go.mod pins, changed only in
+// blocks between "// clamfuse: begin NAME" and "// clamfuse: end NAME"
+// lines, under upstream's license (LICENSE here). upstream_test.go records
+// the upstream text each block replaces, and TestSameAsUpstream (with the
+// helper in fs/internal/upstream) requires serve.go with those texts put
+// back to equal the module's copy, so a version bump that changes upstream
+// fails until the copy is redone: copy the new serve.go, put each marked
+// block back in its place (its package clause, its imports of the in-tree
+// fs/internal/fuse, its request loop), and record in upstream_test.go the
+// upstream text each now replaces. fs/internal/fuse is redone the same way
+// (see its doc.go).
 package fusefs

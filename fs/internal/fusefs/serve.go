@@ -1,10 +1,13 @@
 // FUSE service loop, for servers that wish to use it.
-//
-// clamfuse: this is bazil.org/fuse/fs/serve.go at the version in go.mod,
-// changed only between the "clamfuse:" markers below (the request loop);
-// see doc.go. TestSameAsUpstream keeps it so.
+
+// clamfuse: begin package
+// This is bazil.org/fuse/fs/serve.go at the version in go.mod, changed
+// only between "clamfuse: begin" and "clamfuse: end" lines; see doc.go.
+// TestSameAsUpstream keeps it so.
 
 package fusefs
+
+// clamfuse: end package
 
 import (
 	"bytes"
@@ -22,8 +25,10 @@ import (
 	"syscall"
 	"time"
 
-	"bazil.org/fuse"
-	"bazil.org/fuse/fuseutil"
+	// clamfuse: begin imports
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
+	"github.com/clamfuse/clamfuse/fs/internal/fuse/fuseutil"
+	// clamfuse: end imports
 	"golang.org/x/sys/unix"
 )
 

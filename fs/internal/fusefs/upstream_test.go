@@ -1,16 +1,19 @@
 package fusefs
 
 import (
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/clamfuse/clamfuse/fs/internal/upstream"
 )
 
-// upstreamLoop is the request loop of upstream's Serve, which the marked
-// block of serve.go replaces.
-const upstreamLoop = `	for {
+// replaced records the upstream text each marked block of serve.go
+// replaces.
+var replaced = map[string]string{
+	"package": "package fs // import \"bazil.org/fuse/fs\"\n",
+	"imports": "\t\"bazil.org/fuse\"\n\t\"bazil.org/fuse/fuseutil\"\n",
+	// The request loop of upstream's Serve.
+	"request loop": `	for {
 		req, err := s.conn.ReadRequest()
 		if err != nil {
 			if err == io.EOF {
@@ -27,50 +30,12 @@ const upstreamLoop = `	for {
 	}
 	return nil
 }
-`
-
-const (
-	upstreamHeader = "// FUSE service loop, for servers that wish to use it.\n\npackage fs // import \"bazil.org/fuse/fs\"\n"
-	beginMarker    = "\t// clamfuse: begin request loop\n"
-	endMarker      = "// clamfuse: end request loop\n"
-)
+`,
+}
 
 // TestSameAsUpstream checks that serve.go is bazil.org/fuse/fs/serve.go of
-// the version go.mod pins, but for its header and the marked block.
+// the version go.mod pins, changed only in its marked blocks.
 func TestSameAsUpstream(t *testing.T) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "bazil.org/fuse").Output()
-	if err != nil {
-		t.Fatalf("go list -m bazil.org/fuse: %v", err)
-	}
-	dir := strings.TrimSpace(string(out))
-	upstream, err := os.ReadFile(filepath.Join(dir, "fs", "serve.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ours, err := os.ReadFile("serve.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	o := string(ours)
-	begin, end := strings.Index(o, beginMarker), strings.Index(o, endMarker)
-	if begin < 0 || end < begin {
-		t.Fatalf("serve.go: the %q and %q markers are missing", beginMarker, endMarker)
-	}
-	header := strings.Index(o, "\npackage fusefs\n")
-	if header < 0 {
-		t.Fatal(`serve.go: no "package fusefs" clause`)
-	}
-
-	u := string(upstream)
-	for _, part := range []string{upstreamHeader, upstreamLoop} {
-		if strings.Count(u, part) != 1 {
-			t.Fatalf("upstream %s/fs/serve.go changed: this text is not in it once:\n%s\nredo the copy (see doc.go)", dir, part)
-		}
-	}
-	want := strings.Replace(u, upstreamHeader, o[:header+len("\npackage fusefs\n")], 1)
-	want = strings.Replace(want, upstreamLoop, o[begin:end+len(endMarker)], 1)
-	if want != o {
-		t.Errorf("serve.go differs from upstream %s/fs/serve.go outside the clamfuse markers; redo the copy (see doc.go)", dir)
-	}
+	dir := upstream.ModuleDir(t, "bazil.org/fuse")
+	upstream.Check(t, filepath.Join(dir, "fs", "serve.go"), "serve.go", replaced)
 }

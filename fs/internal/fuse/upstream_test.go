@@ -1,0 +1,90 @@
+package fuse
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	// Keeps the pinned upstream in go.mod (go mod tidy), which
+	// TestSameAsUpstream compares this copy with.
+	_ "bazil.org/fuse"
+
+	"github.com/clamfuse/clamfuse/fs/internal/upstream"
+)
+
+// replaced records, for each copied file with marked blocks, the upstream
+// text each block replaces. A file not named here is upstream's verbatim.
+var replaced = map[string]map[string]string{
+	"fuse.go": {
+		"sticky":    "",
+		"unix time": "\tnano := t.UnixNano()\n\tsec = uint64(nano / 1e9)\n\tnsec = uint32(nano % 1e9)\n",
+	},
+	"fuse_kernel.go": {
+		"init flags":      "",
+		"init flags2":     "",
+		"init flag names": "",
+	},
+	"options.go": {
+		"request init flags": "",
+	},
+	"fuseutil/fuseutil.go": {
+		"import": "\t\"bazil.org/fuse\"\n",
+	},
+}
+
+// copied reports whether upstream's root-package file name is copied here:
+// every non-test .go file but FreeBSD's (clamfuse runs on Linux only).
+func copied(name string) bool {
+	return strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go") &&
+		!strings.HasSuffix(name, "_freebsd.go")
+}
+
+// TestSameAsUpstream checks that this package is bazil.org/fuse's root
+// package, and fuseutil/ its fuseutil, at the version go.mod pins, changed
+// only in their marked blocks, with nothing added but doc.go and this test.
+func TestSameAsUpstream(t *testing.T) {
+	dir := upstream.ModuleDir(t, "bazil.org/fuse")
+
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"LICENSE", "fuseutil/fuseutil.go"}
+	for _, e := range ents {
+		if copied(e.Name()) {
+			want = append(want, e.Name())
+		}
+	}
+	var have []string
+	for _, sub := range []string{".", "fuseutil"} {
+		ents, err := os.ReadDir(sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			n := filepath.ToSlash(filepath.Join(sub, e.Name()))
+			if e.IsDir() || n == "doc.go" || strings.HasSuffix(n, "_test.go") {
+				continue
+			}
+			have = append(have, n)
+		}
+	}
+	slices.Sort(want)
+	slices.Sort(have)
+	if !slices.Equal(have, want) {
+		t.Errorf("the copied files are\n\t%q\nbut upstream %s has\n\t%q\nredo the copy (see doc.go)", have, dir, want)
+	}
+
+	for name := range replaced {
+		if !slices.Contains(want, name) {
+			t.Errorf("replaced names %s, which is not a copied file", name)
+		}
+	}
+	for _, name := range want {
+		t.Run(name, func(t *testing.T) {
+			upstream.Check(t, filepath.Join(dir, name), name, replaced[name])
+		})
+	}
+}
