@@ -165,8 +165,8 @@ func (f *FS) cred(hdr *fuse.Header) caller.Cred {
 // the caller's applies here, as on a local filesystem: unless the
 // directory has a default ACL, which then decides in its place (the
 // backing filesystem applies it). The kernel may have applied the umask
-// already (it does unless FUSE_DONT_MASK is negotiated); applying it
-// twice changes nothing.
+// already (it does unless FUSE_DONT_MASK is negotiated, see Mount);
+// applying it twice changes nothing.
 func newMode(dirfd int, mode, umask uint32) uint32 {
 	if mode&^umask == mode || hasDefaultACL(dirfd) {
 		return mode
@@ -176,7 +176,7 @@ func newMode(dirfd int, mode, umask uint32) uint32 {
 
 // hasDefaultACL reports whether the directory dirfd has a default ACL.
 func hasDefaultACL(dirfd int) bool {
-	k, err := unix.Getxattr(procPath(dirfd), "system.posix_acl_default", nil)
+	k, err := unix.Getxattr(procPath(dirfd), aclDefault, nil)
 	return err == nil && k > 0
 }
 

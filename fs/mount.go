@@ -235,6 +235,12 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		fuse.DefaultPermissions(),
 		fuse.MaxReadahead(1 << 20),
 		fuse.AsyncRead(),
+		// The kernel's own permission checks (default_permissions) then
+		// read POSIX ACLs through GETXATTR and enforce them, path walks
+		// through cached entries included, and grant what an ACL grants;
+		// and it leaves the umask to clamfuse (newMode), which must not
+		// apply it under a default ACL.
+		fuse.RequestInitFlags(fuse.InitPosixACL | fuse.InitDontMask),
 	}
 	if opts.AllowOther {
 		mopts = append(mopts, fuse.AllowOther())
@@ -252,6 +258,12 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	}
 	// What the kernel granted (fuse.RequestInitFlags asks for more).
 	log.Debug("fuse init", "protocol", conn.Protocol().String(), "features", conn.Features().String())
+	if f := conn.Features(); f&fuse.InitPosixACL != 0 {
+		log.Info("the kernel enforces POSIX ACLs on the mount (FUSE_POSIX_ACL granted)", "dont_mask", f&fuse.InitDontMask != 0)
+	} else {
+		log.Warn("the kernel does not enforce POSIX ACLs on the mount (FUSE_POSIX_ACL not granted): it checks mode bits only; clamfuse's calls as the caller still honour ACLs",
+			"dont_mask", f&fuse.InitDontMask != 0)
+	}
 	m := &Mounted{Target: opts.Target, conn: conn, fsys: fsys, rootFD: rootFD, log: log, done: make(chan error, 1)}
 	srv := fusefs.New(conn, nil)
 	go func() {

@@ -310,9 +310,12 @@ func setfacl(t *testing.T, args ...string) {
 // TestUsersACLDeny (issue #10, item 3): an ACL entry that denies A a file
 // or a directory its mode bits would open to everyone is enforced through
 // the mount as natively: no read of the file, no listing of the directory,
-// no way through it.
+// no way through it, even when root has just walked the same paths
+// through the mount and the kernel holds their entries in its cache (it
+// must check the ACLs itself: FUSE_POSIX_ACL).
 func TestUsersACLDeny(t *testing.T) {
-	l := newShared(t, "")
+	l := newShared(t, "[mount]\nattr_timeout = \"1h\"\n")
+	requirePosixACL(t, l)
 	a := strconv.FormatUint(uint64(l.a.uid), 10)
 	for _, root := range []string{l.native, l.src} {
 		p := func(s string) string { return filepath.Join(root, s) }
@@ -325,6 +328,12 @@ func TestUsersACLDeny(t *testing.T) {
 		setfacl(t, "-m", "u:"+a+":---", p("acldir"))
 		mkFile(t, p("open"), "no ACL", 0o644, 0, 0)
 	}
+	// Root walks every path through the mount first.
+	for _, p := range []string{"aclfile", "acldir/f", "acldir/sub/f", "open"} {
+		if got := fsop(nil, "read", l.m.Path(p)); !strings.HasPrefix(got, "ok ") {
+			t.Fatalf("root's read of %s through the mount: %s", p, got)
+		}
+	}
 	steps := []fsopArgs{
 		{"read", "@aclfile"},
 		{"read", "@open"},
@@ -335,6 +344,86 @@ func TestUsersACLDeny(t *testing.T) {
 		{"create", "@acldir/new", "0644"},
 	}
 	compareAs(t, l, l.a, steps)
+}
+
+// requirePosixACL fails the test unless the kernel granted FUSE_POSIX_ACL
+// to the mount (every kernel since 4.9 does).
+func requirePosixACL(t *testing.T, l *sharedLayout) {
+	t.Helper()
+	l.m.WaitLogLines(t, 10*time.Second, "FUSE_POSIX_ACL")
+	if !strings.Contains(l.m.Log.String(), "FUSE_POSIX_ACL granted") {
+		t.Fatalf("the kernel did not grant FUSE_POSIX_ACL:\n%s", l.m.Log.String())
+	}
+}
+
+// TestUsersACLGrant (issue #10, item 3): what an ACL grants beyond the
+// mode bits is granted through the mount as natively (a group entry on a
+// 0640 file, on a 0750 directory, a user entry for writing); a default
+// ACL decides the mode of what is created in its directory in place of
+// the umask; and an ACL A sets through the mount on its own file grants B
+// access.
+func TestUsersACLGrant(t *testing.T) {
+	l := newShared(t, "")
+	requirePosixACL(t, l)
+	a := strconv.FormatUint(uint64(l.a.uid), 10)
+	b := strconv.FormatUint(uint64(l.b.uid), 10)
+	g := strconv.FormatUint(uint64(l.shared), 10)
+	for _, root := range []string{l.native, l.src} {
+		p := func(s string) string { return filepath.Join(root, s) }
+		mkFile(t, p("grantfile"), "granted to a group by an ACL", 0o640, 0, 0)
+		setfacl(t, "-m", "g:"+g+":r--", p("grantfile"))
+		mkDir(t, p("grantdir"), 0o750, 0, 0)
+		mkFile(t, p("grantdir/f"), "inside a directory granted by an ACL", 0o644, 0, 0)
+		setfacl(t, "-m", "g:"+g+":r-x", p("grantdir"))
+		mkFile(t, p("grantw"), "writable for A by an ACL", 0o644, 0, 0)
+		setfacl(t, "-m", "u:"+a+":rw-", p("grantw"))
+		mkDir(t, p("dacl"), 0o777, 0, 0)
+		setfacl(t, "-d", "-m", "u::rwx,g::rwx,o::rwx", p("dacl"))
+		mkDir(t, p("rw"), 0o777, 0, 0)
+	}
+	steps := []fsopArgs{
+		{"read", "@grantfile"},
+		{"list", "@grantdir"},
+		{"read", "@grantdir/f"},
+		{"append", "@grantw", "+A"},
+		{"cat", "@grantw"},
+		{"getxattr", "@grantfile", "system.posix_acl_access"},
+		{"with-umask", "077", "create", "@dacl/f", "0666"},
+		{"lstat", "@dacl/f"},
+		{"getxattr", "@dacl/f", "system.posix_acl_access"},
+		{"with-umask", "077", "mkdir", "@dacl/d", "0777"},
+		{"lstat", "@dacl/d"},
+		{"getxattr", "@dacl/d", "system.posix_acl_default"},
+		{"with-umask", "077", "create", "@rw/f", "0666"},
+		{"lstat", "@rw/f"},
+		{"write", "@rw/f", "A's, readable by B through A's ACL"},
+		{"chmod", "@rw/f", "0600"},
+	}
+	compareAs(t, l, l.a, steps)
+	// A grants B read access to its 0600 file with setfacl, through the
+	// mount and natively.
+	for _, root := range []string{l.native, l.mnt} {
+		cmd := exec.Command("setfacl", "-m", "u:"+b+":r--", filepath.Join(root, "rw/f"))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: l.a.cred}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("A's setfacl in %s: %v\n%s", root, err, out)
+		}
+	}
+	compareAs(t, l, l.b, []fsopArgs{
+		{"cat", "@rw/f"},
+		{"lstat", "@rw/f"},
+		{"write", "@rw/f", "B may not write"},
+	})
+	// A's chmod narrows the ACL's mask: B's access goes, and the ACL read
+	// back through the mount is the narrowed one, not the kernel's old copy.
+	compareAs(t, l, l.a, []fsopArgs{
+		{"chmod", "@rw/f", "0600"},
+		{"getxattr", "@rw/f", "system.posix_acl_access"},
+	})
+	compareAs(t, l, l.b, []fsopArgs{
+		{"cat", "@rw/f"},
+		{"lstat", "@rw/f"},
+	})
 }
 
 // compareAs runs steps as u on the native tree and through the mount and
