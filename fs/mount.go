@@ -226,6 +226,10 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	unix.Umask(0)
 	if ok, why := caller.Switching(); ok {
 		log.Info("acting on the backing directory as each caller (fsuid, fsgid, groups)")
+	} else if opts.AllowOther && os.Geteuid() == 0 {
+		// Every user would act as root on the backing directory.
+		unix.Close(rootFD)
+		return nil, badInput("allow_other: clamfuse runs as root but cannot act as each caller (%s); it needs CAP_SETUID and CAP_SETGID", why)
 	} else {
 		log.Warn("cannot act as each caller: every request acts with clamfuse's own credentials", "reason", why)
 	}

@@ -507,3 +507,85 @@ func TestUsersOthersFiles(t *testing.T) {
 	}
 	compareAs(t, l, l.a, steps)
 }
+
+// unitCaps returns the capabilities of the systemd unit's
+// CapabilityBoundingSet, as setpriv spells them ("sys_admin").
+func unitCaps(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("../packaging/systemd/clamfuse@.service")
+	mustDo(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapabilityBoundingSet="); ok {
+			var caps []string
+			for _, c := range strings.Fields(v) {
+				caps = append(caps, strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+			}
+			return caps
+		}
+	}
+	t.Fatal("no CapabilityBoundingSet in the unit")
+	return nil
+}
+
+// underCaps is a setpriv command line that runs a root process with only
+// caps, as systemd's CapabilityBoundingSet= does.
+func underCaps(t *testing.T, caps []string) []string {
+	t.Helper()
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("setpriv (Debian package util-linux): %v", err)
+	}
+	set := "-all"
+	for _, c := range caps {
+		set += ",+" + c
+	}
+	return []string{"setpriv", "--bounding-set", set, "--inh-caps", "-all", "--"}
+}
+
+// TestUsersUnderUnitCapabilities: with only the capabilities the systemd
+// unit leaves it, clamfuse still acts as each caller (what A creates is
+// A's, root's 0600 file stays closed to A); without CAP_SETUID and
+// CAP_SETGID it refuses allow_other rather than let every user act as
+// root.
+func TestUsersUnderUnitCapabilities(t *testing.T) {
+	mounttest.Require(t)
+	fsopBinary(t)
+	u := newTestUser(t)
+	base := openDir(t, "clamfuse-unitcaps")
+	src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
+	mustDo(t, os.Mkdir(src, 0o777))
+	mustDo(t, os.Chmod(src, 0o777))
+	mustDo(t, os.Mkdir(mnt, 0o755))
+	mkFile(t, filepath.Join(src, "secret"), "root's", 0o600, 0, 0)
+	clamd := clamdtest.New(t, clamdtest.Options{})
+	args := []string{"--allow-other", "--clamd", clamd.Address(), "--timeout", "30s"}
+	caps := unitCaps(t)
+
+	m := startChecked(t, mounttest.Options{Source: src, Target: mnt, Args: args, Wrap: underCaps(t, caps)})
+	m.WaitLogLines(t, 10*time.Second, "acting on the backing directory as each caller")
+	if got := fsop(u.cred, "read", m.Path("secret")); got != "EACCES" {
+		t.Errorf("A's read of root's 0600 file: %s, want EACCES", got)
+	}
+	if got := fsop(u.cred, "create", m.Path("mine"), "0644"); got != "ok" {
+		t.Errorf("A's create: %s", got)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(src, "mine"), &st); err != nil || st.Uid != u.uid || st.Gid != u.ga {
+		t.Errorf("A's new file: owner %d:%d %v, want %d:%d", st.Uid, st.Gid, err, u.uid, u.ga)
+	}
+	m.Teardown()
+
+	var fewer []string
+	for _, c := range caps {
+		if c != "setuid" && c != "setgid" {
+			fewer = append(fewer, c)
+		}
+	}
+	m2 := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Args: args, Wrap: underCaps(t, fewer), NoWait: true})
+	code, err := m2.ExitCode(30 * time.Second)
+	if err != nil || code != 2 || !strings.Contains(m2.Log.String(), "cannot act as each caller") {
+		t.Errorf("without CAP_SETUID and CAP_SETGID: exit %d %v, want 2 and the reason:\n%s", code, err, m2.Log.String())
+	}
+	if mounttest.IsFuseMount(mnt) {
+		t.Errorf("mounted without CAP_SETUID and CAP_SETGID")
+	}
+}

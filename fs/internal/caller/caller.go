@@ -109,12 +109,12 @@ func probe() {
 	}
 	s.probeTo = 65534 // nobody: any id other than 0 will do
 	c := Cred{Uid: s.probeTo, Gid: s.probeTo}
-	if err := become(&c); err != nil {
-		restore()
+	groups, err := become(&c)
+	restore(groups)
+	if err != nil {
 		s.why = err.Error()
 		return
 	}
-	restore()
 	s.can = true
 }
 
@@ -125,38 +125,50 @@ func Switching() (bool, string) {
 	return self.can, self.why
 }
 
-// become gives the calling (locked) thread c's filesystem credentials.
-func become(c *Cred) error {
-	if c.Uid != 0 && !slices.Equal(c.Groups, self.groups) {
-		// Root's own groups do not matter to root (its capabilities
-		// decide), so a root caller keeps them.
+// become gives the calling (locked) thread c's filesystem credentials. It
+// reports whether it changed the supplementary groups (then restore must
+// put them back), even when it fails later.
+func become(c *Cred) (groups bool, err error) {
+	if c.switchesGroups() {
 		if err := setgroups(c.Groups); err != nil {
-			return fmt.Errorf("setgroups: %w", err)
+			return false, fmt.Errorf("setgroups: %w", err)
 		}
+		groups = true
 	}
 	if c.Gid != self.fsgid {
 		setfsgid(c.Gid)
 		if got := setfsgid(noID); got != c.Gid {
-			return fmt.Errorf("setfsgid(%d): still %d", c.Gid, got)
+			return groups, fmt.Errorf("setfsgid(%d): still %d", c.Gid, got)
 		}
 	}
 	if c.Uid != self.fsuid {
 		setfsuid(c.Uid)
 		if got := setfsuid(noID); got != c.Uid {
-			return fmt.Errorf("setfsuid(%d): still %d", c.Uid, got)
+			return groups, fmt.Errorf("setfsuid(%d): still %d", c.Uid, got)
 		}
 	}
-	return nil
+	return groups, nil
 }
 
-// restore gives the calling thread clamfuse's own credentials back, or
-// panics: a thread must never go back to the scheduler as someone else.
-func restore() {
+// switchesGroups reports whether a switch to c sets supplementary groups:
+// not for root, whose capabilities decide for it, and not when they are
+// clamfuse's own already.
+func (c *Cred) switchesGroups() bool {
+	return c.Uid != 0 && !slices.Equal(c.Groups, self.groups)
+}
+
+// restore gives the calling thread clamfuse's own credentials back (its
+// groups too if groups), or panics: a thread must never go back to the
+// scheduler as someone else.
+func restore(groups bool) {
 	if setfsuid(self.fsuid); setfsuid(noID) != self.fsuid {
 		panic("caller: cannot restore fsuid")
 	}
 	if setfsgid(self.fsgid); setfsgid(noID) != self.fsgid {
 		panic("caller: cannot restore fsgid")
+	}
+	if !groups {
+		return
 	}
 	if err := setgroups(self.groups); err != nil {
 		panic("caller: cannot restore supplementary groups: " + err.Error())
@@ -172,37 +184,20 @@ func (c *Cred) needsSwitch() bool {
 
 // do runs fn with c's credentials. fn must make its system calls on the
 // calling goroutine and start nothing that outlives it.
-func (c *Cred) do(fn func() error) (err error) {
+func (c *Cred) do(fn func() error) error {
 	if !c.needsSwitch() {
 		return fn()
 	}
 	runtime.LockOSThread()
 	// Deferred, so that even a panic in fn, should the FUSE server
-	// recover it, leaves the thread as clamfuse.
+	// recover it, leaves the thread as clamfuse before it is unlocked.
 	defer runtime.UnlockOSThread()
-	defer func() {
-		if c.Uid != 0 && !slices.Equal(c.Groups, self.groups) {
-			// Groups changed by become: restore all (cheap checks
-			// first, groups last).
-			restore()
-			return
-		}
-		restoreIDs()
-	}()
-	if err := become(c); err != nil {
+	groups, err := become(c)
+	defer restore(groups)
+	if err != nil {
 		return fmt.Errorf("%w (%v)", syscall.EPERM, err)
 	}
 	return fn()
-}
-
-// restoreIDs is restore for a switch that left the groups alone.
-func restoreIDs() {
-	if setfsuid(self.fsuid); setfsuid(noID) != self.fsuid {
-		panic("caller: cannot restore fsuid")
-	}
-	if setfsgid(self.fsgid); setfsgid(noID) != self.fsgid {
-		panic("caller: cannot restore fsgid")
-	}
 }
 
 // procPath names the inode open as fd for path-based calls: the link in
