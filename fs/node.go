@@ -478,10 +478,13 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 	return nil
 }
 
-// truncate sets the size of n, open as fd (stat st). For an ftruncate (the
-// request names an open file) through an open handle that can write,
-// which needs no permission, as natively; else the caller must be allowed
-// to open the file for writing.
+// truncate sets the size of n, open as fd (stat st), as the caller, who
+// must be allowed to open the file for writing now. An ftruncate needs no
+// permission but a descriptor open for writing: when the request names an
+// open file (the kernel does for ftruncate and for a truncating open) and
+// the caller may not write to it any more, it goes through an open handle
+// of n that can write (the kernel does not say which handle is the
+// caller's).
 func (n *Node) truncate(c caller.Cred, fd int, st *unix.Stat_t, req *fuse.SetattrRequest) error {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
@@ -490,13 +493,14 @@ func (n *Node) truncate(c caller.Cred, fd int, st *unix.Stat_t, req *fuse.Setatt
 	default:
 		return syscall.EINVAL
 	}
-	if req.Valid.Handle() {
+	err := caller.Truncate(c, fd, int64(req.Size))
+	if (err == syscall.EACCES || err == syscall.EPERM) && req.Valid.Handle() {
 		if hfd := n.writableHandleFD(); hfd >= 0 {
 			defer unix.Close(hfd)
-			return unix.Ftruncate(hfd, int64(req.Size))
+			err = unix.Ftruncate(hfd, int64(req.Size))
 		}
 	}
-	return caller.Truncate(c, fd, int64(req.Size))
+	return err
 }
 
 // chmod sets the mode of the inode fd (stat st) as the caller. The kernel
