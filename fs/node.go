@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -346,30 +347,14 @@ func victimFD(dirfd int, name string, st *unix.Stat_t) int {
 
 // inode returns an O_PATH descriptor of n's own inode and its stat: one
 // of n's names opened beneath its parent's descriptor without following
-// a symlink, and checked to be n (dev, ino); once n has no name left, a
-// copy of an open handle's or of the orphan's descriptor. Requests about
-// n act on it, never on a name resolved again after a check. The caller
-// closes it.
+// a symlink, and checked to be n (dev, ino), names that lead elsewhere
+// now being dropped (as at does); once n has no name left, a copy of an
+// open handle's or of the orphan's descriptor. Requests about n act on it,
+// never on a name resolved again after a check. The caller closes it.
 func (n *Node) inode() (int, unix.Stat_t, error) {
 	var st unix.Stat_t
-	for range 3 {
-		dirfd, name, _, release, err := n.at()
-		if err == syscall.ENOENT {
-			return n.unnamedFD()
-		}
-		if err != nil {
-			return -1, st, err
-		}
-		var fd int
-		if name == "" {
-			fd, err = unix.FcntlInt(uintptr(dirfd), unix.F_DUPFD_CLOEXEC, 0)
-		} else {
-			fd, err = unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		}
-		release()
-		if err == syscall.ENOENT {
-			continue // renamed or removed since at looked: look again
-		}
+	if n.isRoot() {
+		fd, err := unix.FcntlInt(uintptr(n.fsys.root), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
 			return -1, st, err
 		}
@@ -377,13 +362,41 @@ func (n *Node) inode() (int, unix.Stat_t, error) {
 			unix.Close(fd)
 			return -1, st, err
 		}
-		if (inoKey{st.Dev, st.Ino}) == n.id {
-			return fd, st, nil
-		}
-		// The name leads elsewhere now; at drops it next time round.
-		unix.Close(fd)
+		return fd, st, nil
 	}
-	return -1, st, syscall.ESTALE
+	for {
+		n.fsys.treeMu.Lock()
+		var l link
+		found := false
+		if len(n.links) > 0 {
+			l, found = n.links[0], true
+		}
+		n.fsys.treeMu.Unlock()
+		if !found {
+			return n.unnamedFD()
+		}
+		pfd, release, err := l.parent.pathFD()
+		if err != nil {
+			if err == syscall.ENOENT || err == syscall.ENOTDIR || err == syscall.ELOOP || err == syscall.EXDEV {
+				n.dropLink(l.parent, l.name)
+				continue
+			}
+			return -1, st, err
+		}
+		fd, err := unix.Openat(pfd, l.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		release()
+		if err == nil {
+			if err = unix.Fstat(fd, &st); err == nil && (inoKey{st.Dev, st.Ino}) == n.id {
+				return fd, st, nil
+			}
+			unix.Close(fd)
+		}
+		if err != nil && err != syscall.ENOENT && err != syscall.ENOTDIR {
+			return -1, st, err
+		}
+		// The name is gone or leads to another inode now.
+		n.dropLink(l.parent, l.name)
+	}
 }
 
 // unnamedFD is inode for a node without a name: a copy of the descriptor
@@ -624,10 +637,7 @@ func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fu
 	defer unix.Close(fd)
 	c := n.fsys.cred(&req.Header)
 	get := func(buf []byte) (int, error) { return caller.Getxattr(c, fd, req.Name, buf) }
-	if req.Name == aclAccess || req.Name == aclDefault {
-		// Reading an ACL needs no permission, and the kernel asks for
-		// them for its own permission checks (FUSE_POSIX_ACL), often:
-		// as clamfuse, without the cost of acting as the caller.
+	if freeToRead(req.Name) {
 		get = func(buf []byte) (int, error) { return unix.Getxattr(procPath(fd), req.Name, buf) }
 	}
 	if req.Size == 0 {
@@ -653,24 +663,35 @@ const (
 	aclDefault = "system.posix_acl_default"
 )
 
-// Listxattr lists extended attribute names, as the caller. Names in the
-// trusted namespace are listed to root only, as natively: the call as
-// the caller keeps clamfuse's CAP_SYS_ADMIN, which would show them.
+// freeToRead reports whether anyone who reached a file may read its
+// extended attribute name natively, with no permission on the file: the
+// POSIX ACLs, and the security namespace (whose security module the
+// kernel has consulted for the caller already). Those are read as
+// clamfuse, without the cost of acting as the caller: `ls -l` reads two
+// for every file, and the kernel the ACLs for its own checks.
+func freeToRead(name string) bool {
+	return name == aclAccess || name == aclDefault || strings.HasPrefix(name, "security.")
+}
+
+// Listxattr lists extended attribute names. Listing needs no permission
+// on the file, natively: it runs as clamfuse, and names in the trusted
+// namespace are listed to root only, as natively (clamfuse, with
+// CAP_SYS_ADMIN, sees them).
 func (n *Node) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
 	fd, _, err := n.inode()
 	if err != nil {
 		return errno(err)
 	}
 	defer unix.Close(fd)
-	c := n.fsys.cred(&req.Header)
+	p := procPath(fd)
 	var buf []byte
 	for {
-		k, err := caller.Listxattr(c, fd, nil)
+		k, err := unix.Listxattr(p, nil)
 		if err != nil {
 			return errno(err)
 		}
 		buf = make([]byte, k)
-		k, err = caller.Listxattr(c, fd, buf)
+		k, err = unix.Listxattr(p, buf)
 		if err == syscall.ERANGE {
 			continue // grew in between
 		}
@@ -680,7 +701,7 @@ func (n *Node) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *
 		buf = buf[:k]
 		break
 	}
-	if c.Uid != 0 {
+	if req.Header.Uid != 0 {
 		buf = dropTrusted(buf)
 	}
 	if req.Size != 0 && uint32(len(buf)) > req.Size {

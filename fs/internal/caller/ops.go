@@ -126,16 +126,6 @@ func Getxattr(c Cred, fd int, name string, buf []byte) (int, error) {
 	return n, err
 }
 
-// Listxattr lists the extended attribute names of the inode fd.
-func Listxattr(c Cred, fd int, buf []byte) (int, error) {
-	n := 0
-	err := c.do(func() (err error) {
-		n, err = unix.Listxattr(procPath(fd), buf)
-		return err
-	})
-	return n, err
-}
-
 // Setxattr sets the extended attribute name of the inode fd.
 func Setxattr(c Cred, fd int, name string, value []byte, flags int) error {
 	return c.do(func() error { return unix.Setxattr(procPath(fd), name, value, flags) })
