@@ -63,11 +63,12 @@ test: require-root
 	$(GO) test -race -count=1 -timeout 9m ./...
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
-# The long forms of the soak and the randomized differential exerciser
-# (make test runs short ones), then every fuzz target for a minute.
+# The long forms of the soak, the randomized differential exerciser, the
+# backing-filesystem matrix and the Samba test (make test runs short ones),
+# then every fuzz target for a minute.
 soak: require-root
-	@echo "==> soak: CLAMFUSE_SOAK=1 go test -race -run 'Soak|FSX' ./test/ (30 s soak, 30 000 fsx operations)"
-	CLAMFUSE_SOAK=1 $(GO) test -race -count=1 -timeout 30m -run 'Soak|FSX' -v ./test/
+	@echo "==> soak: CLAMFUSE_SOAK=1 go test -race -run 'Soak|FSX|Backing|Samba' ./test/ (30 s soak, 30 000 fsx operations, every backing filesystem, Samba oplocks and leases)"
+	CLAMFUSE_SOAK=1 $(GO) test -race -count=1 -timeout 30m -run 'Soak|FSX|Backing|Samba' -v ./test/
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=60s
 
 # Every fuzz target for FUZZTIME each; see test/fuzz.sh.

@@ -1,15 +1,23 @@
 # Packaging: included by the Makefile, or run alone with
 # `make -f packaging/packaging.mk deb rpm` from the top of the repository.
 #
-#   make deb     dist/clamfuse_<version>_<arch>.deb
-#   make rpm     dist/clamfuse-<version>.<arch>.rpm
+#   make deb     dist/clamfuse_<version>_<arch>.deb, for each PKG_ARCHES
+#   make rpm     dist/clamfuse-<version>.<arch>.rpm, for each PKG_ARCHES
 #   make man     the gzipped man pages, in $(PKG_STAGE)
 #   make nfpm    build the pinned nfpm (CI runs it first; it needs the Go
 #                module proxy the first time)
 #
-# The version comes from packaging/version.sh (git describe, made a valid
-# deb and rpm version) and is built into the binary: `clamfuse version`.
-# Override on the command line: make deb PKG_VERSION=1.2.3 PKG_ARCH=arm64.
+# Variables (each may be set on the command line):
+#   PKG_ARCHES      GOARCH values to package: amd64 arm64 (the binary is
+#                   pure Go, CGO_ENABLED=0, so every one cross-compiles);
+#                   PKG_ARCH=arm64 alone packages that one
+#   PKG_VERSION     packaging/version.sh (git describe, made a valid deb
+#                   and rpm version); built into the binary: `clamfuse version`
+#   PKG_MAINTAINER  the Maintainer/Packager field, "Name <address>";
+#                   default a neutral project address, set your own when
+#                   you publish packages
+#   PKG_DIST        where the packages go: dist
+# e.g. make deb PKG_VERSION=1.2.3 PKG_ARCH=arm64 PKG_MAINTAINER='Ops <ops@example.org>'
 
 GO             ?= go
 NFPM_VERSION   := v2.45.2
@@ -20,7 +28,12 @@ NFPM           := $(NFPM_DIR)/nfpm
 ifndef PKG_VERSION
 PKG_VERSION = $(eval PKG_VERSION := $$(shell sh packaging/version.sh))$(PKG_VERSION)
 endif
-ifndef PKG_ARCH
+# PKG_ARCH is the one architecture a sub-make packages; given on the
+# command line, it is the only one packaged.
+ifdef PKG_ARCH
+PKG_ARCHES     ?= $(PKG_ARCH)
+else
+PKG_ARCHES     ?= amd64 arm64
 PKG_ARCH = $(eval PKG_ARCH := $$(shell $(GO) env GOARCH))$(PKG_ARCH)
 endif
 PKG_DIST       ?= dist
@@ -47,13 +60,29 @@ PKG_RPM = $(PKG_DIST)/clamfuse-$(PKG_VERSION).$(PKG_RPM_ARCH).rpm
 PKG_ENV = PKG_VERSION='$(PKG_VERSION)' PKG_ARCH='$(PKG_ARCH)' PKG_STAGE='$(PKG_STAGE)' \
 	PKG_MAINTAINER='$(PKG_MAINTAINER)' SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)'
 
-.PHONY: deb rpm man nfpm pkg-stage
+.PHONY: deb rpm man nfpm pkg-stage pkg-arches pkg-deb pkg-rpm
 
-deb: pkg-stage $(NFPM)
+# `make deb rpm` builds each architecture once (one sub-make per
+# architecture, making the formats asked for), with one version and date.
+PKG_FORMATS = $(or $(filter deb rpm,$(MAKECMDGOALS)),deb rpm)
+
+deb rpm: pkg-arches
+	@:
+
+pkg-arches: $(NFPM)
+	@for arch in $(PKG_ARCHES); do \
+		echo "==> $(PKG_FORMATS) for $$arch"; \
+		$(MAKE) --no-print-directory -f packaging/packaging.mk GO='$(GO)' PKG_ARCH="$$arch" \
+			PKG_VERSION='$(PKG_VERSION)' SOURCE_DATE_EPOCH='$(SOURCE_DATE_EPOCH)' \
+			PKG_MAINTAINER='$(PKG_MAINTAINER)' PKG_DIST='$(PKG_DIST)' \
+			$(addprefix pkg-,$(PKG_FORMATS)) || exit 1; \
+	done
+
+pkg-deb: pkg-stage $(NFPM)
 	@echo "==> nfpm package -p deb: $(PKG_DEB)"
 	$(PKG_ENV) $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(PKG_DEB)
 
-rpm: pkg-stage $(NFPM)
+pkg-rpm: pkg-stage $(NFPM)
 	@echo "==> nfpm package -p rpm: $(PKG_RPM)"
 	$(PKG_ENV) $(NFPM) package --config packaging/nfpm.yaml --packager rpm --target $(PKG_RPM)
 

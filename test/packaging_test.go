@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -84,17 +85,20 @@ func output(t *testing.T, name string, args ...string) string {
 	return stdout.String()
 }
 
-// Package names of GOARCH, as packaging.mk has them.
+// The architectures `make deb rpm` packages (PKG_ARCHES), and their
+// package names, as packaging.mk has them.
 var (
-	debArch = map[string]string{"386": "i386", "ppc64le": "ppc64el"}
-	rpmArch = map[string]string{"amd64": "x86_64", "arm64": "aarch64", "386": "i386"}
+	pkgArches = []string{"amd64", "arm64"}
+	debArch   = map[string]string{"386": "i386", "ppc64le": "ppc64el"}
+	rpmArch   = map[string]string{"amd64": "x86_64", "arm64": "aarch64", "386": "i386"}
+	elfArch   = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
 )
 
-func archName(m map[string]string) string {
-	if a, ok := m[runtime.GOARCH]; ok {
+func archName(m map[string]string, goarch string) string {
+	if a, ok := m[goarch]; ok {
 		return a
 	}
-	return runtime.GOARCH
+	return goarch
 }
 
 // versionRE is a version valid for both dpkg and rpm, as
@@ -128,21 +132,44 @@ func TestPackages(t *testing.T) {
 	}
 	t.Logf("make deb rpm: %v", time.Since(start).Round(time.Millisecond))
 
-	debs, _ := filepath.Glob(filepath.Join(dist, "clamfuse_*_"+archName(debArch)+".deb"))
-	rpms, _ := filepath.Glob(filepath.Join(dist, "clamfuse-*."+archName(rpmArch)+".rpm"))
-	if len(debs) != 1 || len(rpms) != 1 {
+	debs, _ := filepath.Glob(filepath.Join(dist, "clamfuse_*.deb"))
+	rpms, _ := filepath.Glob(filepath.Join(dist, "clamfuse-*.rpm"))
+	if len(debs) != len(pkgArches) || len(rpms) != len(pkgArches) {
 		entries, _ := os.ReadDir(dist)
-		t.Fatalf("want one .deb and one .rpm in %s, got %q and %q (dir: %v)", dist, debs, rpms, entries)
+		t.Fatalf("want a .deb and an .rpm for each of %v in %s, got %q and %q (dir: %v)", pkgArches, dist, debs, rpms, entries)
 	}
-	deb, rpm := debs[0], rpms[0]
-	version := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(deb), "clamfuse_"), "_"+archName(debArch)+".deb")
+	version := strings.TrimPrefix(filepath.Base(debs[0]), "clamfuse_")
+	version = version[:strings.LastIndexByte(version, '_')]
 	if !versionRE.MatchString(version) {
 		t.Fatalf("version %q is not a valid deb and rpm version", version)
 	}
-	if want := "clamfuse-" + version + "." + archName(rpmArch) + ".rpm"; filepath.Base(rpm) != want {
-		t.Errorf("rpm is %s; want %s", filepath.Base(rpm), want)
+	for _, arch := range pkgArches {
+		deb := filepath.Join(dist, "clamfuse_"+version+"_"+archName(debArch, arch)+".deb")
+		rpm := filepath.Join(dist, "clamfuse-"+version+"."+archName(rpmArch, arch)+".rpm")
+		for _, p := range []string{deb, rpm} {
+			if _, err := os.Stat(p); err != nil {
+				t.Fatalf("%s package: %v", arch, err)
+			}
+		}
+		t.Run(arch, func(t *testing.T) { testPackagesOf(t, arch, deb, rpm, version) })
 	}
 
+	t.Run("ManPages", func(t *testing.T) {
+		for _, page := range []string{"clamfuse.8", "clamfuse.toml.5"} {
+			var stdout, stderr bytes.Buffer
+			cmd := exec.Command("man", "--warnings", "-l", filepath.Join(root, "packaging", "man", page))
+			cmd.Env = append(os.Environ(), "MANWIDTH=80", "MANPAGER=cat", "PAGER=cat")
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil || stderr.Len() > 0 || stdout.Len() < 1000 {
+				t.Errorf("man --warnings -l %s: %v, %d bytes out, stderr:\n%s", page, err, stdout.Len(), stderr.String())
+			}
+		}
+	})
+}
+
+// testPackagesOf inspects the .deb and the .rpm of one architecture; the
+// package of this machine's architecture is also installed.
+func testPackagesOf(t *testing.T, arch, deb, rpm, version string) {
 	t.Run("DebContents", func(t *testing.T) {
 		got := map[string]string{} // path -> "file" or link target
 		for _, line := range strings.Split(output(t, "dpkg-deb", "-c", deb), "\n") {
@@ -180,8 +207,9 @@ func TestPackages(t *testing.T) {
 	t.Run("DebControl", func(t *testing.T) {
 		ctl := t.TempDir()
 		output(t, "dpkg-deb", "--control", deb, ctl)
-		fields := output(t, "dpkg-deb", "--field", deb, "Package", "Version", "Depends", "Recommends")
-		for _, want := range []string{"Package: clamfuse\n", "Version: " + version + "\n", "Depends: fuse3\n", "Recommends: clamav-daemon\n"} {
+		fields := output(t, "dpkg-deb", "--field", deb, "Package", "Version", "Architecture", "Maintainer", "Depends", "Recommends")
+		for _, want := range []string{"Package: clamfuse\n", "Version: " + version + "\n", "Architecture: " + archName(debArch, arch) + "\n",
+			"Maintainer: " + defaultMaintainer + "\n", "Depends: fuse3\n", "Recommends: clamav-daemon\n"} {
 			if !strings.Contains(fields, want) {
 				t.Errorf("control lacks %q:\n%s", want, fields)
 			}
@@ -222,7 +250,45 @@ func TestPackages(t *testing.T) {
 		if v := output(t, "rpm", "-qp", "--qf", "%{VERSION}", rpm); v != version {
 			t.Errorf("rpm version %q; want %q", v, version)
 		}
+		meta := output(t, "rpm", "-qp", "--qf", "%{ARCH}|%{LICENSE}|%{PACKAGER}|%{OS}", rpm)
+		if want := archName(rpmArch, arch) + "|Apache-2.0|" + defaultMaintainer + "|linux"; meta != want {
+			t.Errorf("rpm Arch|License|Packager|OS = %q; want %q", meta, want)
+		}
 		checkScript(t, "rpm scripts", output(t, "rpm", "-qp", "--scripts", rpm))
+	})
+
+	t.Run("Binary", func(t *testing.T) {
+		// The packaged binary is a static executable of the package's
+		// architecture, and it states the version.
+		x := t.TempDir()
+		output(t, "dpkg-deb", "-x", deb, x)
+		f, err := elf.Open(filepath.Join(x, "usr", "bin", "clamfuse"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if f.Machine != elfArch[arch] || f.Class != elf.ELFCLASS64 {
+			t.Errorf("/usr/bin/clamfuse is %v %v; want %v", f.Class, f.Machine, elfArch[arch])
+		}
+		if interp := f.Section(".interp"); interp != nil {
+			t.Errorf("/usr/bin/clamfuse has an ELF interpreter: it is not static")
+		}
+		bin, err := os.ReadFile(filepath.Join(x, "usr", "bin", "clamfuse"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(bin, []byte(version)) {
+			t.Errorf("/usr/bin/clamfuse does not contain its version %q", version)
+		}
+		cp, err := os.ReadFile(filepath.Join(x, "usr", "share", "doc", "clamfuse", "copyright"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"Files: *\nCopyright: the clamfuse authors\nLicense: Apache-2.0\n", "Files: fs/internal/fusefs/*\n", "\nLicense: Apache-2.0\n "} {
+			if !strings.Contains(string(cp), want) {
+				t.Errorf("copyright lacks %q", want)
+			}
+		}
 	})
 
 	t.Run("Lintian", func(t *testing.T) {
@@ -235,20 +301,14 @@ func TestPackages(t *testing.T) {
 		}
 	})
 
-	t.Run("ManPages", func(t *testing.T) {
-		for _, page := range []string{"clamfuse.8", "clamfuse.toml.5"} {
-			var stdout, stderr bytes.Buffer
-			cmd := exec.Command("man", "--warnings", "-l", filepath.Join(root, "packaging", "man", page))
-			cmd.Env = append(os.Environ(), "MANWIDTH=80", "MANPAGER=cat", "PAGER=cat")
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			if err := cmd.Run(); err != nil || stderr.Len() > 0 || stdout.Len() < 1000 {
-				t.Errorf("man --warnings -l %s: %v, %d bytes out, stderr:\n%s", page, err, stdout.Len(), stderr.String())
-			}
-		}
-	})
-
-	t.Run("Install", func(t *testing.T) { testInstall(t, deb, version) })
+	if arch == runtime.GOARCH {
+		t.Run("Install", func(t *testing.T) { testInstall(t, deb, version) })
+	}
 }
+
+// defaultMaintainer is packaging.mk's PKG_MAINTAINER, which the test
+// does not override.
+const defaultMaintainer = "clamfuse maintainers <clamfuse@users.noreply.github.com>"
 
 // checkScripts checks maintainer script files with checkScript.
 func checkScripts(t *testing.T, paths ...string) {

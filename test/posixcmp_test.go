@@ -34,20 +34,36 @@ func TestPosixCompare(t *testing.T) {
 	mounttest.Require(t)
 	fsopBinary(t)
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "30s"}})
-	// Files over 4 GiB are served unscanned by a mount of their own
-	// (max_size small, on_oversize = "allow"): scanning 4 GiB of holes
-	// would take minutes and say nothing about POSIX.
-	big := startChecked(t, mounttest.Options{Config: fmt.Sprintf(`
+	m, big := posixMounts(t, clamd, mounttest.Options{}, mounttest.Options{})
+	posixCompare(t, t.TempDir(), m, big, posixCases())
+}
+
+// posixMounts starts the two mounts posixCompare compares with: m, and
+// big, for files over 4 GiB, which serves them unscanned (max_size small,
+// on_oversize = "allow"): scanning 4 GiB of holes would take minutes and
+// say nothing about POSIX. Sources and targets are those of mopts and
+// bopts, or new directories.
+func posixMounts(t *testing.T, clamd *clamdtest.Clamd, mopts, bopts mounttest.Options) (m, big *mounttest.Mount) {
+	t.Helper()
+	mopts.Args = append(mopts.Args, "--clamd", clamd.Address(), "--timeout", "30s")
+	m = startChecked(t, mopts)
+	bopts.Config = fmt.Sprintf(`
 [clamd]
 address = %q
 timeout = "30s"
 [scan]
 max_size = "1MiB"
 on_oversize = "allow"
-`, clamd.Address())})
-	native := t.TempDir()
-	for _, c := range posixCases() {
+`, clamd.Address())
+	big = startChecked(t, bopts)
+	return m, big
+}
+
+// posixCompare runs each case twice, beneath native (a directory of the
+// filesystem to compare with) and on the mount m (big for cases on files
+// over 4 GiB), and requires the same result.
+func posixCompare(t *testing.T, native string, m, big *mounttest.Mount, cases []posixCase) {
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			mnt := m
 			if c.big {
