@@ -495,9 +495,8 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 // must be allowed to open the file for writing now. An ftruncate needs no
 // permission but a descriptor open for writing: when the request names an
 // open file (the kernel does for ftruncate and for a truncating open) and
-// the caller may not write to it any more, it goes through an open handle
-// of n that can write (the kernel does not say which handle is the
-// caller's).
+// that fails, it goes through an open handle of n that can write (the
+// kernel does not say which handle is the caller's).
 func (n *Node) truncate(c caller.Cred, fd int, st *unix.Stat_t, req *fuse.SetattrRequest) error {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
@@ -507,7 +506,10 @@ func (n *Node) truncate(c caller.Cred, fd int, st *unix.Stat_t, req *fuse.Setatt
 		return syscall.EINVAL
 	}
 	err := caller.Truncate(c, fd, int64(req.Size))
-	if (err == syscall.EACCES || err == syscall.EPERM) && req.Valid.Handle() {
+	if err != nil && req.Valid.Handle() {
+		// Not allowed any more, or the inode cannot be opened again at
+		// all (unlinked, on a backing FUSE filesystem that opens by
+		// path).
 		if hfd := n.writableHandleFD(); hfd >= 0 {
 			defer unix.Close(hfd)
 			err = unix.Ftruncate(hfd, int64(req.Size))
