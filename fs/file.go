@@ -110,6 +110,9 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 	if writable || !keep {
 		n.dropKeepCache()
 	}
+	if !writable && n.fsys.opts.passthroughReads {
+		h.passthrough(hdr.Conn, resp)
+	}
 	return h, nil
 }
 

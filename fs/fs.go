@@ -46,6 +46,10 @@ type Options struct {
 	AttrValid  time.Duration // kernel attribute cache (0: none)
 	EntryValid time.Duration // kernel dentry cache (0: none)
 	Logger     *slog.Logger
+
+	// passthroughReads, set only by tests, passes read-only opens the
+	// gate allowed through to the kernel (see passthrough.go).
+	passthroughReads bool
 }
 
 type inoKey struct{ dev, ino uint64 }

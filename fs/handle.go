@@ -22,6 +22,8 @@ type Handle struct {
 	writable bool
 	who      cache.Opener
 	wrote    atomic.Bool // a write (or fallocate) went through this handle; see modified
+
+	backingID int32 // the passthrough backing file of the open, or 0; see passthrough.go
 }
 
 var (
@@ -85,6 +87,7 @@ func (h *Handle) Flush(ctx context.Context, req *fuse.FlushRequest) error {
 // the file is judged in the background, so a download is already judged
 // (and an infected one logged) when someone opens it.
 func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
+	h.endPassthrough(req.Conn)
 	if h.node.dropHandle(h) && !h.node.excluded() {
 		h.node.fsys.opts.Gate.Prescan(h.f, h.who)
 	}

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +32,13 @@ type MountOptions struct {
 	AllowOther bool
 	ReadOnly   bool
 	FS         Options
+	// Passthrough asks the kernel for FUSE passthrough (Linux 6.9 and
+	// later; Mounted.Passthrough says whether it was granted). Opens do
+	// not use it yet (see passthrough.go).
+	Passthrough bool
+
+	// observe, set only by tests, sees every request before it is served.
+	observe func(fuse.Request)
 }
 
 // Mounted is a live mount being served.
@@ -237,8 +245,11 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		fuse.FSName(opts.Source),
 		fuse.Subtype("clamfuse"),
 		fuse.DefaultPermissions(),
-		fuse.MaxReadahead(1 << 20),
+		fuse.MaxReadahead(readahead),
 		fuse.AsyncRead(),
+		// A READ or WRITE of up to 1 MiB, not 128 KiB (FUSE_BIG_WRITES
+		// is always asked for).
+		fuse.RequestInitFlags(fuse.InitMaxPages),
 		// The kernel's own permission checks (default_permissions) then
 		// read POSIX ACLs through GETXATTR and enforce them, path walks
 		// through cached entries included, and grant what an ACL grants;
@@ -255,21 +266,40 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	if opts.Source == opts.Target {
 		mopts = append(mopts, fuse.AllowNonEmptyMount())
 	}
+	if opts.Passthrough {
+		// Depth 1: backing files on a non-stacking file system (else the
+		// kernel refuses them, and clamfuse serves the reads), and room
+		// for overlayfs on top of the mount.
+		mopts = append(mopts, fuse.Passthrough(1))
+	}
 	conn, err := fuse.Mount(opts.Target, mopts...)
 	if err != nil {
 		unix.Close(rootFD)
 		return nil, fmt.Errorf("mount %s: %v", opts.Target, err)
 	}
 	// What the kernel granted (fuse.RequestInitFlags asks for more).
-	log.Debug("fuse init", "protocol", conn.Protocol().String(), "features", conn.Features().String())
+	log.Debug("fuse init", "protocol", conn.Protocol().String(), "features", conn.Features().String(),
+		"features2", conn.Features2().String(), "max_pages", conn.MaxPages())
 	if f := conn.Features(); f&fuse.InitPosixACL != 0 {
 		log.Info("the kernel enforces POSIX ACLs on the mount (FUSE_POSIX_ACL granted)", "dont_mask", f&fuse.InitDontMask != 0)
 	} else {
 		log.Warn("the kernel does not enforce POSIX ACLs on the mount (FUSE_POSIX_ACL not granted): it checks mode bits only; clamfuse's calls as the caller still honour ACLs",
 			"dont_mask", f&fuse.InitDontMask != 0)
 	}
+	// The kernel reads ahead no more than its default (128 KiB) whatever
+	// INIT says; as root, raise it so a sequential read takes 1 MiB READs.
+	if err := fuse.SetReadahead(opts.Target, readahead); err != nil {
+		log.Debug("readahead left at the kernel's default", "err", err)
+	}
 	m := &Mounted{Target: opts.Target, conn: conn, fsys: fsys, rootFD: rootFD, log: log, done: make(chan error, 1)}
-	srv := fusefs.New(conn, nil)
+	var cfg *fusefs.Config
+	if opts.observe != nil {
+		cfg = &fusefs.Config{WithContext: func(ctx context.Context, req fuse.Request) context.Context {
+			opts.observe(req)
+			return ctx
+		}}
+	}
+	srv := fusefs.New(conn, cfg)
 	go func() {
 		err := srv.Serve(fsys)
 		conn.Close()
@@ -278,6 +308,10 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	}()
 	return m, nil
 }
+
+// readahead is how far the kernel reads ahead on a mount: 1 MiB, the
+// most one READ can carry (fuse.InitMaxPages).
+const readahead = 1 << 20
 
 func (m *Mounted) closeRoot() {
 	m.rootMu.Lock()
@@ -295,6 +329,11 @@ func (m *Mounted) dupRoot() (int, error) {
 		return -1, syscall.EBADF
 	}
 	return unix.FcntlInt(uintptr(m.rootFD), unix.F_DUPFD_CLOEXEC, 0)
+}
+
+// Passthrough reports whether the kernel granted FUSE passthrough.
+func (m *Mounted) Passthrough() bool {
+	return m.conn.Features2()&fuse.InitPassthrough != 0
 }
 
 // Done yields the result of serving once the mount is gone.

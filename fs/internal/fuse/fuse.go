@@ -123,6 +123,9 @@ type Conn struct {
 	proto Protocol
 	// Feature flags negotiated with initRequest/initResponse.
 	flags InitFlags
+	// clamfuse: begin conn
+	ext connExt
+	// clamfuse: end conn
 }
 
 // MountpointDoesNotExistError is an error returned when the
@@ -212,16 +215,9 @@ func initMount(c *Conn, conf *mountConfig) error {
 	}
 	c.proto = proto
 
-	c.flags = r.Flags & (InitBigWrites | InitParallelDirOps | conf.initFlags)
-	s := &initResponse{
-		Library:             proto,
-		MaxReadahead:        conf.maxReadahead,
-		Flags:               c.flags,
-		MaxBackground:       conf.maxBackground,
-		CongestionThreshold: conf.congestionThreshold,
-		MaxWrite:            maxWrite,
-	}
-	r.Respond(s)
+	// clamfuse: begin init reply
+	c.initReply(r, conf)
+	// clamfuse: end init reply
 	return nil
 }
 
@@ -435,10 +431,9 @@ func getMessage(c *Conn) *message {
 }
 
 func putMessage(m *message) {
-	m.buf = m.buf[:bufSize]
-	m.conn = nil
-	m.off = 0
-	reqPool.Put(m)
+	// clamfuse: begin put message
+	putSized(m)
+	// clamfuse: end put message
 }
 
 // a message represents the bytes of a single FUSE message
@@ -564,10 +559,9 @@ func (c *Conn) Features() InitFlags {
 // Caller must call either Request.Respond or Request.RespondError in
 // a reasonable time. Caller must not retain Request after that call.
 func (c *Conn) ReadRequest() (Request, error) {
-	m := getMessage(c)
-	c.rio.RLock()
-	n, err := syscall.Read(c.fd(), m.buf)
-	c.rio.RUnlock()
+	// clamfuse: begin read buffer
+	m, n, err := c.readMessage()
+	// clamfuse: end read buffer
 	if err != nil && err != syscall.ENODEV {
 		putMessage(m)
 		return nil, err
@@ -1118,6 +1112,21 @@ func (c *Conn) ReadRequest() (Request, error) {
 			Length: in.Length,
 			Mode:   FAllocateFlags(in.Mode),
 		}
+		// clamfuse: begin opcodes
+	case opReadDirPlus:
+		// The requests upstream does not parse (clamfuse_*.go).
+		if req = readDirPlusRequest(c, m); req == nil {
+			goto corrupt
+		}
+	case opRename2:
+		if req = rename2Request(m); req == nil {
+			goto corrupt
+		}
+	case opTmpfile:
+		if req = tmpfileRequest(m); req == nil {
+			goto corrupt
+		}
+		// clamfuse: end opcodes
 	}
 
 	return req, nil
@@ -1858,6 +1867,9 @@ func (r *OpenRequest) Respond(resp *OpenResponse) {
 	out := (*openOut)(buf.alloc(unsafe.Sizeof(openOut{})))
 	out.Fh = uint64(resp.Handle)
 	out.OpenFlags = uint32(resp.Flags)
+	// clamfuse: begin open backing id
+	out.BackingID = resp.BackingID
+	// clamfuse: end open backing id
 	r.respond(buf)
 }
 
@@ -1865,6 +1877,12 @@ func (r *OpenRequest) Respond(resp *OpenResponse) {
 type OpenResponse struct {
 	Handle HandleID
 	Flags  OpenResponseFlags
+	// clamfuse: begin open response
+	// BackingID, with OpenPassthrough in Flags, names the file the kernel
+	// reads and writes for this handle itself: an id from
+	// Conn.BackingOpen, kept open until the handle's Release.
+	BackingID int32
+	// clamfuse: end open response
 }
 
 func (r *OpenResponse) string() string {
@@ -1908,6 +1926,9 @@ func (r *CreateRequest) Respond(resp *CreateResponse) {
 	o := (*openOut)(buf.alloc(unsafe.Sizeof(openOut{})))
 	o.Fh = uint64(resp.Handle)
 	o.OpenFlags = uint32(resp.Flags)
+	// clamfuse: begin create backing id
+	o.BackingID = resp.BackingID
+	// clamfuse: end create backing id
 
 	r.respond(buf)
 }
@@ -2439,6 +2460,10 @@ type RenameRequest struct {
 	Header           `json:"-"`
 	NewDir           NodeID
 	OldName, NewName string
+	// clamfuse: begin rename flags
+	// Flags are renameat2(2)'s, from a RENAME2 (0 from a RENAME).
+	Flags RenameFlags
+	// clamfuse: end rename flags
 }
 
 var _ Request = (*RenameRequest)(nil)

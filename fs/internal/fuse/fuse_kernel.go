@@ -48,7 +48,12 @@ const (
 	protoVersionMinMajor = 7
 	protoVersionMinMinor = 17
 	protoVersionMaxMajor = 7
-	protoVersionMaxMinor = 33
+	// clamfuse: begin protocol minor
+	// 7.40: every message this package reads or writes is as that
+	// protocol has it (see doc.go); flags2 and the passthrough fields in
+	// clamfuse_init.go and clamfuse_passthrough.go.
+	protoVersionMaxMinor = 40
+	// clamfuse: end protocol minor
 )
 
 const (
@@ -284,6 +289,12 @@ var openResponseFlagNames = []flagName{
 	{uint32(OpenKeepCache), "OpenKeepCache"},
 	{uint32(OpenNonSeekable), "OpenNonSeekable"},
 	{uint32(OpenCacheDir), "OpenCacheDir"},
+	// clamfuse: begin open flag names
+	{uint32(OpenStream), "OpenStream"},
+	{uint32(OpenNoFlush), "OpenNoFlush"},
+	{uint32(OpenParallelDirectWrites), "OpenParallelDirectWrites"},
+	{uint32(OpenPassthrough), "OpenPassthrough"},
+	// clamfuse: end open flag names
 }
 
 // The InitFlags are used in the Init exchange.
@@ -336,7 +347,8 @@ const (
 
 // The InitFlags2 are the kernel's INIT flags above bit 31, shifted down
 // by 32: fuse_init_in.flags2 and fuse_init_out.flags2, sent only with
-// InitInitExt. This package does not read or write them yet.
+// InitInitExt. RequestInitFlags2 and Passthrough ask for them;
+// Conn.Features2 reports what was granted.
 type InitFlags2 uint32
 
 const (
@@ -610,7 +622,9 @@ type openIn struct {
 type openOut struct {
 	Fh        uint64
 	OpenFlags uint32
-	_         uint32
+	// clamfuse: begin backing id
+	BackingID int32 // with OpenPassthrough (7.40)
+	// clamfuse: end backing id
 }
 
 type createIn struct {

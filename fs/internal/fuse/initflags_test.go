@@ -21,8 +21,9 @@ func TestRequestInitFlagsOption(t *testing.T) {
 		{"POSIX ACL", InitPosixACL, true},
 		{"every requestable flag", RequestableInitFlags, true},
 		{"none", 0, true},
-		{"MAX_PAGES needs max_pages in the reply", InitMaxPages, false},
-		{"READDIRPLUS needs its opcode", InitDoReaddirplus | InitPosixACL, false},
+		{"MAX_PAGES", InitMaxPages, true},
+		{"READDIRPLUS", InitDoReaddirplus | InitReaddirplusAuto | InitPosixACL, true},
+		{"splice needs splice", InitSpliceRead | InitPosixACL, false},
 		{"INIT_EXT needs flags2", InitInitExt, false},
 	}
 	for _, tt := range tests {

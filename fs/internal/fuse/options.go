@@ -16,6 +16,9 @@ type mountConfig struct {
 	initFlags           InitFlags
 	maxBackground       uint16
 	congestionThreshold uint16
+	// clamfuse: begin mount config
+	ext mountExt
+	// clamfuse: end mount config
 }
 
 func escapeComma(s string) string {
@@ -255,9 +258,8 @@ func HandleKillPriv() MountOption {
 // offers; Conn.Features reports what was granted.
 //
 // Only flags in RequestableInitFlags may be asked for: the others change
-// the protocol in ways this package does not handle yet (MAX_PAGES needs
-// max_pages in the reply, READDIRPLUS its opcode, flags above bit 31 the
-// flags2 fields), and Mount fails on them.
+// the protocol in ways this package does not handle, and Mount fails on
+// them (flags above bit 31 are asked for otherwise: see Passthrough).
 func RequestInitFlags(flags InitFlags) MountOption {
 	return func(conf *mountConfig) error {
 		if bad := flags &^ RequestableInitFlags; bad != 0 {
@@ -270,14 +272,19 @@ func RequestInitFlags(flags InitFlags) MountOption {
 
 // RequestableInitFlags are the INIT flags RequestInitFlags accepts: those
 // that change what the kernel does, not the messages this package reads
-// and writes. Some move work to the file system: with InitPosixACL the
+// and writes, or whose messages it handles. InitMaxPages lets a READ or
+// WRITE carry up to 1 MiB (Conn.MaxPages), not 128 KiB (readahead stays
+// at 128 KiB unless raised with SetReadahead). With InitDoReaddirplus
+// the kernel lists directories with READDIRPLUS (ReadDirPlusRequest), and
+// with InitReaddirplusAuto as well only when it expects the entries to
+// be looked up. Some move work to the file system: with InitPosixACL the
 // kernel enforces POSIX ACLs itself and stops applying the umask to
 // creates, leaving that to the file system (CreateRequest.Umask, ...);
 // with InitDontMask it stops applying the umask too.
 const RequestableInitFlags = InitPosixACL | InitDontMask | InitAutoInvalData | InitAbortError |
 	InitNoOpenSupport | InitNoOpenDirSupport | InitAsyncRead | InitWritebackCache |
 	InitCacheSymlinks | InitExplicitInvalidateData | InitFlockLocks | InitPOSIXLocks |
-	InitHandleKillPrivV2
+	InitHandleKillPrivV2 | InitMaxPages | InitDoReaddirplus | InitReaddirplusAuto
 
 type initFlagsError InitFlags
 

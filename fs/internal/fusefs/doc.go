@@ -1,19 +1,36 @@
 // Package fusefs is bazil.org/fuse/fs, the FUSE service loop and node
-// interfaces, with one change: requests are served on the goroutines that
-// read them (readLoop) rather than on a new goroutine each. With one
-// reader and a goroutine per request, about 40% of clamfuse's CPU went to
-// the Go scheduler and each request cost ~85 µs; serving inline roughly
-// halves `ls -lR` and cached re-open times (bench/RESULTS.md).
+// interfaces, with clamfuse's changes:
+//
+//   - Requests are served on the goroutines that read them (readLoop)
+//     rather than on a new goroutine each. With one reader and a goroutine
+//     per request, about 40% of clamfuse's CPU went to the Go scheduler and
+//     each request cost ~85 µs; serving inline roughly halves `ls -lR` and
+//     cached re-open times (bench/RESULTS.md).
+//   - READDIRPLUS is served (clamfuse_readdirplus.go): from a
+//     HandleReadDirPluser, which lists with the entries' nodes, counted as
+//     Lookup counts them (but for "." and ".."), and serves READDIR at
+//     the same offsets; or from a HandleReadDirAller, entries listed
+//     without lookups.
+//   - A rename with renameat2(2) flags reaches only a NodeRenameFlagger
+//     that says it handles them; to other nodes it is ENOSYS, so the
+//     kernel fails it with EINVAL as before (clamfuse_rename.go).
+//   - O_TMPFILE opens reach a NodeTmpfiler (clamfuse_tmpfile.go); to
+//     other directories they are ENOSYS, so EOPNOTSUPP as before.
+//   - InvalidateNodeAttr invalidates the attributes only (upstream's
+//     offset 0 dropped the data too); ExpireEntry expires a cached entry
+//     without dropping it (clamfuse_notify.go).
 //
 // serve.go is upstream's file at the version go.mod pins, changed only in
 // blocks between "// clamfuse: begin NAME" and "// clamfuse: end NAME"
-// lines, under upstream's license (LICENSE here). upstream_test.go records
+// lines, under upstream's license (LICENSE here); the code the blocks call
+// is in files of clamfuse's own (clamfuse_*.go). upstream_test.go records
 // the upstream text each block replaces, and TestSameAsUpstream (with the
 // helper in fs/internal/upstream) requires serve.go with those texts put
 // back to equal the module's copy, so a version bump that changes upstream
 // fails until the copy is redone: copy the new serve.go, put each marked
 // block back in its place (its package clause, its imports of the in-tree
-// fs/internal/fuse, its request loop), and record in upstream_test.go the
-// upstream text each now replaces. fs/internal/fuse is redone the same way
-// (see its doc.go).
+// fs/internal/fuse, its request loop, the requests it adds, the rename
+// flags check, the offset of InvalidateNodeAttr), and record in
+// upstream_test.go the upstream text each now replaces. fs/internal/fuse
+// is redone the same way (see its doc.go).
 package fusefs

@@ -1453,6 +1453,11 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 
 		s := &fuse.ReadResponse{Data: make([]byte, 0, r.Size)}
 		if r.Dir {
+			// clamfuse: begin readdir
+			if h, ok := handle.(HandleReadDirPluser); ok {
+				return c.readDirPlain(ctx, snode, r, h, done)
+			}
+			// clamfuse: end readdir
 			if h, ok := handle.(HandleReadDirAller); ok {
 				// detect rewinddir(3) or similar seek and refresh
 				// contents
@@ -1583,6 +1588,11 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 			})
 			return syscall.EIO
 		}
+		// clamfuse: begin rename flags
+		if err := renameFlags(node, r); err != nil {
+			return err
+		}
+		// clamfuse: end rename flags
 		n, ok := node.(NodeRenamer)
 		if !ok {
 			return syscall.EIO // XXX or EPERM like Mkdir?
@@ -1772,6 +1782,14 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 		r.Respond()
 		return nil
 
+		// clamfuse: begin requests
+	case *fuse.ReadDirPlusRequest:
+		// The requests upstream does not serve (clamfuse_*.go).
+		return c.readDirPlus(ctx, snode, r, done)
+	case *fuse.TmpfileRequest:
+		return c.tmpfile(ctx, node, snode, r, done)
+		// clamfuse: end requests
+
 		/*	case *FsyncdirRequest:
 				return ENOSYS
 
@@ -1845,7 +1863,12 @@ func (s *Server) invalidateNode(node Node, off int64, size int64) error {
 // Returns fuse.ErrNotCached if the kernel is not currently caching
 // the node.
 func (s *Server) InvalidateNodeAttr(node Node) error {
-	return s.invalidateNode(node, 0, 0)
+	// clamfuse: begin invalidate attr
+	// A negative offset: the kernel drops the attributes (and cached
+	// ACLs) only; from offset 0 it drops the data too, a size of 0
+	// meaning to the end.
+	return s.invalidateNode(node, -1, 0)
+	// clamfuse: end invalidate attr
 }
 
 // InvalidateNodeData invalidates the kernel cache of the attributes

@@ -10,8 +10,13 @@ import (
 // replaced records the upstream text each marked block of serve.go
 // replaces.
 var replaced = map[string]string{
-	"package": "package fs // import \"bazil.org/fuse/fs\"\n",
-	"imports": "\t\"bazil.org/fuse\"\n\t\"bazil.org/fuse/fuseutil\"\n",
+	"package":      "package fs // import \"bazil.org/fuse/fs\"\n",
+	"requests":     "",
+	"readdir":      "",
+	"rename flags": "",
+	// InvalidateNodeAttr: upstream's offset 0 invalidated the data too.
+	"invalidate attr": "\treturn s.invalidateNode(node, 0, 0)\n",
+	"imports":         "\t\"bazil.org/fuse\"\n\t\"bazil.org/fuse/fuseutil\"\n",
 	// The request loop of upstream's Serve.
 	"request loop": `	for {
 		req, err := s.conn.ReadRequest()

@@ -1,0 +1,198 @@
+package fs
+
+// Mounted tests of fs.Mount: clamfuse's file system, a real gate asking a
+// private clamd, on a real FUSE mount, driven by other processes (dd).
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clamfuse/clamfuse/cache"
+	"github.com/clamfuse/clamfuse/clamav"
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
+	"github.com/clamfuse/clamfuse/test/clamdtest"
+)
+
+// requests records the READ and WRITE requests a mount serves.
+type requests struct {
+	mu     sync.Mutex
+	reads  []int // sizes asked for
+	writes []int // sizes carried
+}
+
+func (r *requests) observe(req fuse.Request) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch req := req.(type) {
+	case *fuse.ReadRequest:
+		if !req.Dir {
+			r.reads = append(r.reads, req.Size)
+		}
+	case *fuse.WriteRequest:
+		r.writes = append(r.writes, len(req.Data))
+	}
+}
+
+// take returns the READs and WRITEs since the last take.
+func (r *requests) take() (reads, writes []int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	reads, writes, r.reads, r.writes = r.reads, r.writes, nil, nil
+	return reads, writes
+}
+
+// testMount mounts clamfuse over a fresh backing directory, judged by a
+// private clamd, with mo's other fields, and unmounts it at cleanup (the
+// connection is aborted if that hangs).
+func testMount(t *testing.T, mo MountOptions) (backing string, m *Mounted, seen *requests) {
+	t.Helper()
+	if why := mountUnavailable(); why != "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("FUSE tests required in CI: %s", why)
+		}
+		t.Skipf("SKIPPING mounted test: %s", why)
+	}
+	c := clamdtest.New(t, clamdtest.Options{})
+	client, err := clamav.New(clamav.Options{Network: "unix", Address: c.Socket, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mo.FS.Gate = cache.NewGate(client, cache.Options{MaxEntries: 100, TTL: time.Hour, Timeout: time.Minute})
+	backing, target := t.TempDir(), t.TempDir()
+	mo.Source, mo.Target = backing, target
+	seen = &requests{}
+	mo.observe = seen.observe
+	m, err = Mount(mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unmounted := make(chan error, 1)
+		go func() {
+			if err := m.Unmount(); err != nil {
+				unmounted <- err
+				return
+			}
+			unmounted <- m.Wait(time.Minute)
+		}()
+		select {
+		case err := <-unmounted:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-time.After(2 * time.Minute):
+			abortMount(t, target)
+			t.Error("unmount hung; the connection was aborted")
+		}
+	})
+	return backing, m, seen
+}
+
+// mountUnavailable says why FUSE mounts cannot run here, or "".
+func mountUnavailable() string {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return "no /dev/fuse: " + err.Error()
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		return "fusermount3 not installed (Debian package fuse3)"
+	}
+	if os.Geteuid() != 0 {
+		return "mounted tests run as root"
+	}
+	return ""
+}
+
+// abortMount aborts the FUSE connection mounted on dir through fusectl.
+func abortMount(t *testing.T, dir string) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Logf("abort: %v", err)
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 || fields[4] != dir {
+			continue
+		}
+		if _, minor, ok := strings.Cut(fields[2], ":"); ok {
+			err := os.WriteFile(filepath.Join("/sys/fs/fuse/connections", minor, "abort"), []byte("1"), 0)
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				t.Logf("abort: %v", err)
+			}
+		}
+	}
+	_ = exec.Command("umount", "-l", dir).Run()
+}
+
+// runOn runs a command against the mount m from another process, within
+// a minute (else the connection is aborted), and returns its output.
+func runOn(t *testing.T, m *Mounted, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if ctx.Err() != nil {
+		abortMount(t, m.Target)
+		t.Fatalf("%s %q: no answer within a minute; the connection was aborted", name, args)
+	}
+	if err != nil {
+		t.Fatalf("%s %q: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// TestMountBigRequests checks that clamfuse's mount gets 1 MiB READs and
+// WRITEs (fuse.InitMaxPages, and the readahead raised to match): a 1 MiB
+// read(2) or write(2) through the mount arrives as one request.
+func TestMountBigRequests(t *testing.T) {
+	const mib = 1 << 20
+	backing, m, seen := testMount(t, MountOptions{})
+	if m.conn.Features()&fuse.InitMaxPages == 0 {
+		t.Fatalf("InitMaxPages not granted: %v", m.conn.Features())
+	}
+	data := make([]byte, mib)
+	for i := range data {
+		data[i] = byte(i % 251)
+	}
+	if err := os.WriteFile(filepath.Join(backing, "f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(m.Target, "f")
+	for _, tc := range []struct {
+		name       string
+		args       []string
+		reads, wri int // requests of 1 MiB expected
+	}{
+		{"buffered read", []string{"if=" + f, "of=/dev/null", "bs=1M", "count=1"}, 1, 0},
+		{"direct read", []string{"if=" + f, "of=/dev/null", "bs=1M", "count=1", "iflag=direct"}, 1, 0},
+		{"buffered write", []string{"if=" + filepath.Join(backing, "f"), "of=" + f, "bs=1M", "count=1", "conv=notrunc"}, 0, 1},
+		{"direct write", []string{"if=" + filepath.Join(backing, "f"), "of=" + f, "bs=1M", "count=1", "conv=notrunc", "oflag=direct"}, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seen.take()
+			runOn(t, m, "dd", tc.args...)
+			reads, writes := seen.take()
+			t.Logf("READs %v, WRITEs %v", reads, writes)
+			if len(reads) != tc.reads || (tc.reads > 0 && reads[0] != mib) {
+				t.Errorf("READs of %v bytes, want %d of 1 MiB", reads, tc.reads)
+			}
+			if len(writes) != tc.wri || (tc.wri > 0 && writes[0] != mib) {
+				t.Errorf("WRITEs of %v bytes, want %d of 1 MiB", writes, tc.wri)
+			}
+		})
+	}
+	got, err := os.ReadFile(filepath.Join(backing, "f"))
+	if err != nil || string(got) != string(data) {
+		t.Errorf("the backing file changed: %d bytes, %v", len(got), err)
+	}
+}
