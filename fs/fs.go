@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/cache"
+	"github.com/clamfuse/clamfuse/fs/internal/caller"
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
@@ -57,14 +58,18 @@ type Options struct {
 
 type inoKey struct{ dev, ino uint64 }
 
+// groupsTTL is how long a caller's supplementary groups are taken from
+// /proc/PID/status before it is read again (see caller.Cache).
+const groupsTTL = time.Second
+
 // FS mirrors the directory open at root.
 //
 // Lock order: FS.treeMu, then Node.hmu.
 type FS struct {
-	root  int // O_RDONLY|O_DIRECTORY descriptor of the backing root
-	opts  Options
-	log   *slog.Logger
-	chown bool // running as root: give new entries to the caller
+	root int // O_RDONLY|O_DIRECTORY descriptor of the backing root
+	opts Options
+	log  *slog.Logger
+	ids  *caller.Cache // callers' supplementary groups
 
 	orphanMu sync.Mutex         // guards orphans; taken after Node.fdMu
 	orphans  map[*Node]struct{} // nodes keeping an orphan descriptor, at most opts.Limits.Orphans
@@ -99,7 +104,7 @@ func New(rootFD int, opts Options) (*FS, error) {
 	if err := unix.Fstat(rootFD, &st); err != nil {
 		return nil, err
 	}
-	f := &FS{root: rootFD, opts: opts, log: opts.Logger, chown: os.Geteuid() == 0, nodes: map[inoKey]*Node{}}
+	f := &FS{root: rootFD, opts: opts, log: opts.Logger, ids: caller.NewCache(groupsTTL), nodes: map[inoKey]*Node{}}
 	f.dirs = newDirCache(opts.Limits.DirFDs)
 	f.quota = newQuota(opts.Limits, opts.Logger)
 	f.rootN = &Node{fsys: f, id: inoKey{st.Dev, st.Ino}, typ: unix.S_IFDIR}
@@ -166,45 +171,30 @@ func (f *FS) forget(n *Node) {
 	}
 }
 
-// setID are the mode bits a new entry gets only once it belongs to its
-// caller (ownNew), never while root owns it.
-const setID = unix.S_ISUID | unix.S_ISGID
+// cred is who the request hdr acts for: its caller, with the caller's
+// supplementary groups.
+func (f *FS) cred(hdr *fuse.Header) caller.Cred {
+	return f.ids.Cred(hdr.Pid, hdr.Uid, hdr.Gid)
+}
 
-// keepMode tells ownNew to leave the mode alone (symlinks have none).
-const keepMode = ^uint32(0)
+// newMode is the mode for an entry the caller creates in dirfd with mode
+// and umask: clamfuse's own umask is 0 while it serves (see Mount), so
+// the caller's applies here, as on a local filesystem: unless the
+// directory has a default ACL, which then decides in its place (the
+// backing filesystem applies it). The kernel may have applied the umask
+// already (it does unless FUSE_DONT_MASK is negotiated, see Mount);
+// applying it twice changes nothing.
+func newMode(dirfd int, mode, umask uint32) uint32 {
+	if mode&^umask == mode || hasDefaultACL(dirfd) {
+		return mode
+	}
+	return mode &^ umask
+}
 
-// ownNew gives an entry just created as name in dir to the caller, as the
-// kernel would for a local filesystem: uid of the caller, gid of the
-// caller unless the directory is set-group-ID. Then it sets mode, the
-// permission bits the kernel asked for (already under the caller's
-// umask): clamfuse's own umask may have narrowed them, and a chown by
-// root clears the set-ID bits. A directory keeps the set-group-ID bit it
-// inherits from its parent.
-func (f *FS) ownNew(dirfd int, name string, hdr *fuse.Header, mode uint32) error {
-	if f.chown && (hdr.Uid != 0 || hdr.Gid != 0) {
-		gid := int(hdr.Gid)
-		var dst unix.Stat_t
-		if err := unix.Fstat(dirfd, &dst); err == nil && dst.Mode&unix.S_ISGID != 0 {
-			gid = -1
-		}
-		if err := unix.Fchownat(dirfd, name, int(hdr.Uid), gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return err
-		}
-	}
-	if mode == keepMode {
-		return nil
-	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return err
-	}
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		mode |= st.Mode & unix.S_ISGID
-	}
-	if st.Mode&0o7777 == mode {
-		return nil
-	}
-	return chmodAt(dirfd, name, mode)
+// hasDefaultACL reports whether the directory dirfd has a default ACL.
+func hasDefaultACL(dirfd int) bool {
+	k, err := unix.Getxattr(procPath(dirfd), aclDefault, nil)
+	return err == nil && k > 0
 }
 
 func ignoreEINTR(err error) error {

@@ -397,6 +397,73 @@ func TestFaultKilledAndRestarted(t *testing.T) {
 	}
 }
 
+// TestFaultKilledAndRestartedAtOnce (issue #10, item 7): clamfuse killed
+// with SIGKILL and started again at once, as systemd's Restart= does,
+// several times in a row, with an attribute timeout long enough that the
+// kernel answers a stat of the dead mount's root from its cache: each
+// restart must find the dead mount (statfs), clear it, and serve.
+func TestFaultKilledAndRestartedAtOnce(t *testing.T) {
+	mounttest.Require(t)
+	c := clamdtest.New(t, clamdtest.Options{})
+	cfg := "[mount]\nattr_timeout = \"1h\"\n"
+	args := []string{"--clamd", c.Address(), "--timeout", "30s"}
+	m := startChecked(t, mounttest.Options{Config: cfg, Args: args})
+	data := []byte("survives every crash\n")
+	mustDo(t, os.WriteFile(m.Path("f.txt"), data, 0o644))
+	for round := range 4 {
+		var st unix.Stat_t
+		mustDo(t, unix.Stat(m.Target, &st)) // the kernel caches the root's attributes
+		mustDo(t, m.Cmd.Process.Kill())
+		select {
+		case <-m.Exited():
+		case <-time.After(10 * time.Second):
+			t.Fatal("clamfuse did not die on SIGKILL")
+		}
+		killed := time.Now()
+		if err := unix.Stat(m.Target, &st); err != nil {
+			t.Logf("round %d: stat of the dead mount: %v (not answered from the cache)", round, err)
+		}
+		next := startChecked(t, mounttest.Options{Config: cfg, Source: m.Source, Target: m.Target, Args: args, NoWait: true})
+		if gap := time.Since(killed); gap > 500*time.Millisecond {
+			t.Logf("round %d: restarted %v after the kill (slow machine), not within 0.5 s", round, gap)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(next.Log.String(), "msg=mounted") {
+			select {
+			case <-next.Exited():
+				code, _ := next.ExitCode(time.Second)
+				t.Fatalf("round %d: clamfuse restarted right after a crash exited %d:\n%s", round, code, next.Log.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: not mounted after 20 s:\n%s", round, next.Log.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !strings.Contains(next.Log.String(), "cleared a dead FUSE mount") {
+			t.Errorf("round %d: the restart did not say it cleared the dead mount:\n%s", round, next.Log.String())
+		}
+		m = next
+		var got []byte
+		var err error
+		m.Within(t, time.Minute, "read after the restart", func() {
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				if got, err = os.ReadFile(m.Path("f.txt")); err == nil || time.Now().After(deadline) {
+					return
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("round %d: f.txt after the restart: %q %v", round, got, err)
+		}
+		if n := strings.Count(mountinfoFor(t, m.Target), "\n"); n != 1 {
+			t.Errorf("round %d: %d mounts on %s after the restart, want 1", round, n, m.Target)
+		}
+	}
+}
+
 // mountinfoFor returns the mountinfo lines whose mountpoint is p.
 func mountinfoFor(t *testing.T, p string) string {
 	t.Helper()

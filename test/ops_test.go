@@ -219,6 +219,19 @@ format = "json"
 		return bytes.Contains(b, []byte("CLAMFUSE_UID="))
 	})
 	env, _ := os.ReadFile(envOut)
+	// clamfuse serves with umask 0; the command runs with the umask
+	// clamfuse started with (this test's), and clamfuse's own files have
+	// explicit modes.
+	testUmask := unix.Umask(0o022)
+	unix.Umask(testUmask)
+	if fi, err := os.Stat(envOut); err != nil || uint32(fi.Mode().Perm()) != 0o666&^uint32(testUmask) {
+		t.Errorf("file made by the command: mode %v %v, want %04o (the umask clamfuse started with)", fi.Mode(), err, 0o666&^testUmask)
+	}
+	for _, e := range entries {
+		if fi, err := e.Info(); err != nil || fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("quarantine entry %s: mode %v %v, want no access for group or others", e.Name(), fi.Mode(), err)
+		}
+	}
 	for _, want := range []string{
 		"CLAMFUSE_PATH=" + m.Path("in/eicar.com"), "CLAMFUSE_SOURCE=" + m.Backing("in/eicar.com"),
 		"CLAMFUSE_SIGNATURE=" + clamdtest.EICARSignature, "CLAMFUSE_UID=" + strconv.Itoa(os.Getuid()),

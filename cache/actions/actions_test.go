@@ -350,6 +350,23 @@ func TestCommand(t *testing.T) {
 	}
 }
 
+// TestCommandLauncher: the launcher's argv runs first, with the command's
+// after it.
+func TestCommandLauncher(t *testing.T) {
+	e := newEnv(t)
+	out := filepath.Join(t.TempDir(), "out")
+	r := e.runner(actions.Options{
+		Launcher: []string{"/usr/bin/env", "LAUNCHED=yes"},
+		Command:  []string{"/bin/sh", "-c", "echo $LAUNCHED > " + out},
+	})
+	d, dirfd := e.detect("eicar.com", clamdtest.EICAR())
+	r.Infected(d, who("eicar.com"), dirfd, "eicar.com")
+	r.Wait()
+	if got, err := os.ReadFile(out); err != nil || string(got) != "yes\n" {
+		t.Errorf("command through the launcher wrote %q, %v; want \"yes\\n\"", got, err)
+	}
+}
+
 func TestCommandTimeout(t *testing.T) {
 	e := newEnv(t)
 	r := e.runner(actions.Options{Command: []string{"/bin/sh", "-c", "sleep 30 & sleep 30"}, CommandTimeout: 200 * time.Millisecond})

@@ -114,6 +114,7 @@ func actionOptions(c config.Config, log *slog.Logger) actions.Options {
 		QuarantineDir:  c.Actions.QuarantineDir,
 		Command:        c.Actions.OnInfected,
 		CommandTimeout: time.Duration(c.Actions.OnInfectedTimeout),
+		Launcher:       launcher(),
 		Source:         c.Mount.Source,
 		MountPoint:     c.Mount.Target,
 		Logger:         log,

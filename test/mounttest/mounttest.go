@@ -118,6 +118,7 @@ type Options struct {
 	Source, Target string   // default: new dirs in t.TempDir()
 	Config         string   // TOML written to a file and passed with --config
 	Args           []string // extra mount arguments
+	Wrap           []string // a command line clamfuse runs under (e.g. setpriv ... --), if any
 	NoWait         bool     // do not wait for the mount (for tests of failures)
 	// NoFile, when not 0, is clamfuse's RLIMIT_NOFILE (soft and hard),
 	// set with prlimit(1) before it starts, for tests of its limits.
@@ -148,9 +149,18 @@ func Start(t testing.TB, opts Options) *Mount {
 	args = append(args, opts.Source, opts.Target)
 	m := &Mount{Source: opts.Source, Target: opts.Target, Log: &syncBuffer{}, conn: -1, exited: make(chan struct{}), t: t}
 	m.Cmd = exec.Command(bin, args...)
+	// Wrap runs first (e.g. setpriv ... --), then prlimit if NoFile is
+	// set; both exec the next, so the process (and its pid) ends as
+	// clamfuse's.
+	cmdline := append([]string{bin}, args...)
 	if opts.NoFile > 0 {
-		// prlimit execs clamfuse: the process (and its pid) is clamfuse's.
-		m.Cmd = exec.Command("prlimit", append([]string{fmt.Sprintf("--nofile=%d:%d", opts.NoFile, opts.NoFile), "--", bin}, args...)...)
+		cmdline = append([]string{"prlimit", fmt.Sprintf("--nofile=%d:%d", opts.NoFile, opts.NoFile), "--"}, cmdline...)
+	}
+	if len(opts.Wrap) > 0 {
+		cmdline = append(append([]string{}, opts.Wrap...), cmdline...)
+	}
+	if len(cmdline) > 1+len(args) {
+		m.Cmd = exec.Command(cmdline[0], cmdline[1:]...)
 	}
 	m.Cmd.Stdout = m.Log
 	m.Cmd.Stderr = m.Log

@@ -55,6 +55,7 @@ type options struct {
 	noClamFS     bool
 	allowTmpfs   bool
 	perfDir      string
+	asUID        int // -1: as root
 }
 
 func main() {
@@ -72,6 +73,7 @@ func run() int {
 	flag.DurationVar(&o.runTimeout, "run-timeout", 0, "abort one run after this long (default 5m, 1m with -quick)")
 	flag.StringVar(&o.only, "only", "", "comma-separated workload ids to run (default all): "+strings.Join(workloadIDs(), ","))
 	flag.BoolVar(&o.noClamFS, "no-clamfs", false, "skip ClamFS")
+	flag.IntVar(&o.asUID, "as-uid", -1, "run the timed reads and commands as this uid (gid the same), through a clamfuse mount with allow_other, so that clamfuse acts as that user; skips ClamFS; for the reading workloads (-only cached-small,ls-warm,...)")
 	flag.StringVar(&o.perfDir, "perf", "", "record `perf record -g` of clamfuse during its last run of each workload into this directory (that run is then perturbed)")
 	flag.BoolVar(&o.allowTmpfs, "allow-tmpfs", false, "allow a -dir on tmpfs (cold-cache figures are then meaningless)")
 	flag.Usage = func() {
@@ -82,6 +84,10 @@ func run() int {
 	if flag.NArg() != 0 {
 		flag.Usage()
 		return 2
+	}
+	if o.asUID >= 0 {
+		o.noClamFS = true
+		asUser = &syscall.Credential{Uid: uint32(o.asUID), Gid: uint32(o.asUID)}
 	}
 	if o.runs == 0 {
 		o.runs = 5

@@ -126,6 +126,9 @@ func (s *system) start() (*mount, error) {
 		}
 		cmd = exec.Command(b.bin, "mount", "--config", config,
 			"--clamd", b.clamd.Address(), src, s.mnt)
+		if asUser != nil {
+			cmd.Args = append(cmd.Args[:2], append([]string{"--allow-other"}, cmd.Args[2:]...)...)
+		}
 	case kindClamFS:
 		cmd = exec.Command("clamfs", filepath.Join(b.opts.dir, "clamfs.xml"))
 	default:

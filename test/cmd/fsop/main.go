@@ -43,6 +43,16 @@
 //	                          until standard input ends
 //	holddir PATH COUNT BUFSIZE  the same with O_DIRECTORY, reading
 //	                          BUFSIZE bytes of entries from each
+//	list PATH                 the names in the directory, sorted, comma-separated
+//	creat-read PATH           open O_CREAT|O_RDONLY (0644) and read: the
+//	                          content, %q-quoted
+//	creat-trunc PATH          open O_CREAT|O_WRONLY|O_TRUNC (0644)
+//	churn PATH                create PATH (O_EXCL, 0600) and unlink it, then
+//	                          mkdir PATH (0700) and rmdir it
+//	with-umask MASK OP ARGS...   OP with the umask MASK (octal)
+//	repeat N MS OP ARGS...    OP up to N times or for MS milliseconds: the
+//	                          count of each distinct outcome, in order of
+//	                          first appearance: "ok tries=T [OUTCOME]=C ..."
 package main
 
 import (
@@ -51,7 +61,9 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -128,6 +140,82 @@ func lockType(s string) int16 {
 
 func run(op string, a []string) (string, error) {
 	switch op {
+	case "list":
+		nargs(a, 1)
+		ents, err := os.ReadDir(a[0])
+		if err != nil {
+			return "", err
+		}
+		names := make([]string, len(ents))
+		for i, e := range ents {
+			names[i] = e.Name()
+		}
+		return strings.Join(names, ","), nil
+	case "creat-read":
+		nargs(a, 1)
+		fd, err := unix.Open(a[0], unix.O_CREAT|unix.O_RDONLY|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return "", err
+		}
+		f := os.NewFile(uintptr(fd), a[0])
+		defer f.Close()
+		b, err := io.ReadAll(f)
+		return strconv.Quote(string(b)), err
+	case "creat-trunc":
+		nargs(a, 1)
+		fd, err := unix.Open(a[0], unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return "", err
+		}
+		return "", unix.Close(fd)
+	case "churn":
+		nargs(a, 1)
+		fd, err := unix.Open(a[0], unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return "", err
+		}
+		unix.Close(fd)
+		if err := unix.Unlink(a[0]); err != nil {
+			return "", err
+		}
+		if err := unix.Mkdir(a[0], 0o700); err != nil {
+			return "", err
+		}
+		return "", unix.Rmdir(a[0])
+	case "with-umask":
+		if len(a) < 2 {
+			usage()
+		}
+		unix.Umask(int(mode(a[0])))
+		return run(a[1], a[2:])
+	case "repeat":
+		if len(a) < 3 {
+			usage()
+		}
+		n, budget := num(a[0]), time.Duration(num(a[1]))*time.Millisecond
+		counts := map[string]int{}
+		var order []string
+		began := time.Now()
+		tries := int64(0)
+		for ; tries < n && time.Since(began) < budget; tries++ {
+			res, err := run(a[2], a[3:])
+			out := "ok"
+			switch {
+			case err != nil:
+				out = errName(err)
+			case res != "":
+				out = "ok " + res
+			}
+			if counts[out] == 0 {
+				order = append(order, out)
+			}
+			counts[out]++
+		}
+		parts := []string{fmt.Sprintf("tries=%d", tries)}
+		for _, o := range order {
+			parts = append(parts, fmt.Sprintf("[%s]=%d", o, counts[o]))
+		}
+		return strings.Join(parts, " "), nil
 	case "read", "cat":
 		nargs(a, 1)
 		b, err := readAll(a[0])
