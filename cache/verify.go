@@ -1,0 +1,82 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"os"
+	"sync"
+)
+
+// Contents the Key cannot show.
+//
+// Some writes leave size, mtime and ctime as they were: a process that
+// writes through a shared mapping of the backing file (outside the mount,
+// or made before an in-place mount) into a page that is already dirty
+// causes no page fault, and so no time update; on tmpfs only the first
+// write to each page of a mapping updates the times. For files up to
+// Options.VerifyMaxSize the Gate therefore keeps, with each verdict, a
+// keyed digest of the contents it judged, taken from the scanned
+// descriptor before and after the scan (when they differ the file changed
+// under the scan, and it is scanned again), and uses a cached clean
+// verdict only when a digest of the opener's descriptor, read now (from
+// the page cache, which such writes update), is the same. The digest is
+// maphash's, with a seed made at start that never leaves the process:
+// fast, and nobody can search for two contents that share a digest.
+
+var sumSeed = maphash.MakeSeed()
+
+// sumBufs are read buffers for contentSum.
+var sumBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// errShort means a file held fewer bytes than its size said: it changed.
+var errShort = errors.New("file shorter than its size")
+
+// contentSum is the digest of the first size bytes of f, read with pread
+// (f's offset does not move). It is never 0.
+func contentSum(f *os.File, size int64) (uint64, error) {
+	bp := sumBufs.Get().(*[]byte)
+	defer sumBufs.Put(bp)
+	buf := *bp
+	var h maphash.Hash
+	h.SetSeed(sumSeed)
+	for off := int64(0); off < size; {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		h.Write(buf[:n])
+		off += int64(n)
+		if err == io.EOF && off < size {
+			return 0, errShort
+		}
+		if err != nil && err != io.EOF {
+			return 0, fmt.Errorf("reading for the content digest: %w", err)
+		}
+	}
+	if s := h.Sum64(); s != 0 {
+		return s, nil
+	}
+	return 1, nil
+}
+
+// verifies reports whether the verdicts of files of size bytes carry a
+// digest of their contents.
+func (g *Gate) verifies(size int64) bool {
+	return g.opts.VerifyMaxSize > 0 && size <= g.opts.VerifyMaxSize
+}
+
+// lookup returns the verdict cached for key, when there is one and,
+// for a clean verdict of a file whose contents are verified, f still
+// holds the contents it judged. An infected verdict is not verified: it
+// denies, which is the safe side.
+func (g *Gate) lookup(key Key, f *os.File) (Verdict, bool) {
+	v, sum, ok := g.lru.GetSum(key)
+	if !ok || v.Infected || !g.verifies(key.Size) {
+		return v, ok
+	}
+	now, err := contentSum(f, key.Size)
+	if err != nil || now != sum {
+		g.changed.Add(1)
+		return Verdict{}, false
+	}
+	return v, true
+}
