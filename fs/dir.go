@@ -24,6 +24,7 @@ func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 	if err := unix.Fstatat(dirfd, req.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, errno(err)
 	}
+	n.fsys.meet(dirfd, req.Name, &st)
 	resp.EntryValid = n.fsys.opts.EntryValid
 	return n.fsys.node(&st, n, req.Name), nil
 }

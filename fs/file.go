@@ -72,17 +72,34 @@ func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 
 // gate asks the gate about fd when the open can read, and wraps fd in a
 // handle when allowed. It owns fd. fd was opened as name in dirfd, where
-// the actions on an infected file (quarantine) find it.
+// the actions on an infected file (quarantine) find it. While another
+// process writes the file through the mount, see writers.go.
 func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *fuse.OpenResponse, dirfd int, name string) (*Handle, error) {
 	rel := n.RelPath()
 	f := osFile(fd, rel)
+	who := cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}
+	h := &Handle{node: n, f: f, who: who,
+		readable: flags&unix.O_ACCMODE != unix.O_WRONLY, writable: flags&unix.O_ACCMODE != unix.O_RDONLY}
+	deny := n.fsys.denyWhileWritten()
+	if h.writable || deny {
+		h.process() // now, while the opener surely lives
+	}
 	keep := false
-	if flags&unix.O_ACCMODE != unix.O_WRONLY && !n.excluded() {
-		d := n.fsys.opts.Gate.Check(ctx, f, cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid})
+	if h.readable && !n.excluded() {
+		check := n.fsys.opts.Gate.Check
+		if n.otherWriters(h) {
+			if deny {
+				f.Close()
+				return nil, n.busy(h, true)
+			}
+			n.flushWriters()
+			check = n.fsys.opts.Gate.CheckUncached
+		}
+		d := check(ctx, f, who)
 		if !d.Allow {
 			f.Close()
 			if d.Reason == cache.ReasonInfected && n.fsys.opts.Actions != nil {
-				n.fsys.opts.Actions.Infected(d, cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}, dirfd, name)
+				n.fsys.opts.Actions.Infected(d, who, dirfd, name)
 			}
 			return nil, denied(d)
 		}
@@ -93,10 +110,11 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 			resp.Flags |= fuse.OpenKeepCache
 		}
 	}
-	writable := flags&unix.O_ACCMODE != unix.O_RDONLY
-	h := &Handle{node: n, f: f, writable: writable, who: cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}}
-	n.addHandle(h)
-	if writable || !keep {
+	if o := n.addHandle(h, deny); o != nil {
+		f.Close()
+		return nil, n.busy(h, o.writable && h.readable)
+	}
+	if h.writable || !keep {
 		n.dropKeepCache()
 	}
 	return h, nil

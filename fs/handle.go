@@ -19,9 +19,11 @@ import (
 type Handle struct {
 	node     *Node
 	f        *os.File
+	readable bool
 	writable bool
 	who      cache.Opener
-	wrote    atomic.Bool // a write (or fallocate) went through this handle; see modified
+	wrote    atomic.Bool  // a write (or fallocate) went through this handle; see modified
+	tgid     atomic.Int32 // the opener's process, 0 until read (see process), -1 if unknown
 }
 
 var (
@@ -62,14 +64,15 @@ func (h *Handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.W
 	return nil
 }
 
-// modified marks h as having changed the file; the first time, a
-// background scan of the file still running is cancelled (its verdict
-// would be about a state that is gone), and the last writer's close
-// starts a new one.
+// modified says that a change through h reached the file: every verdict
+// of the file is stale from now on, a background scan of it still
+// running is cancelled (its verdict would be about a state that is
+// gone), and the last writer's close starts a new one.
 func (h *Handle) modified() {
-	if !h.wrote.Load() && h.wrote.CompareAndSwap(false, true) {
-		h.node.modified()
+	if !h.wrote.Load() {
+		h.wrote.Store(true)
 	}
+	h.node.modified()
 }
 
 // Flush is called on close(2). Writes go straight to the backing file and

@@ -211,6 +211,7 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	}
 	m := &Mounted{Target: opts.Target, conn: conn, fsys: fsys, rootFD: rootFD, log: log, done: make(chan error, 1)}
 	srv := fusefs.New(conn, nil)
+	fsys.srv = srv
 	go func() {
 		err := srv.Serve(fsys)
 		conn.Close()

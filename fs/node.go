@@ -726,9 +726,16 @@ func (n *Node) handleFD() int {
 	return fd
 }
 
-func (n *Node) addHandle(h *Handle) {
+// addHandle registers h, unless deny is set and a handle of another
+// process excludes it (writers.go): that handle is then returned.
+func (n *Node) addHandle(h *Handle, deny bool) *Handle {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
+	if deny {
+		if o := n.conflictLocked(h); o != nil {
+			return o
+		}
+	}
 	if n.handles == nil {
 		n.handles = map[*Handle]struct{}{}
 	}
@@ -736,6 +743,7 @@ func (n *Node) addHandle(h *Handle) {
 	if h.writable {
 		n.writers++
 	}
+	return nil
 }
 
 // dropHandle forgets h and reports whether it was the last writer of a
@@ -755,8 +763,9 @@ func (n *Node) dropHandle(h *Handle) (lastWriter bool) {
 }
 
 // modified tells the gate that n's contents changed through the mount
-// (a write, a truncation, fallocate): a background scan of it still
-// running judges a state that is gone.
+// (a write, a truncation, fallocate), after the change reached the
+// backing file: every verdict of n is stale, and a background scan of
+// it still running judges a state that is gone.
 func (n *Node) modified() { n.fsys.opts.Gate.Modified(n.id.dev, n.id.ino) }
 
 // osFile wraps a descriptor for the gate and the handle.
