@@ -72,7 +72,11 @@ type Decision struct {
 	Cached  bool    // decided from the cache, no scan
 	Verdict Verdict // when scanned or cached
 	Key     Key     // the file state the decision was made for, when clean or infected
-	Err     error   // when Reason is error, oversize (from clamd) or unstable
+	// Sum is the digest of the contents judged, when the Gate verifies
+	// the contents of files of that size (verify.go); else 0. The
+	// filesystem checks the bytes it serves against it (fs/served.go).
+	Sum uint64
+	Err error // when Reason is error, oversize (from clamd) or unstable
 }
 
 // ErrUnstable means the file changed during every scan attempt.
@@ -229,9 +233,9 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 		}
 		key := g.keyOf(&st)
 		if !uncached {
-			if v, ok := g.lookup(key, f); ok {
+			if v, sum, ok := g.lookup(key, f); ok {
 				g.hits.Add(1)
-				return g.fromVerdict(key, v, true)
+				return g.fromVerdict(key, judged{v, sum}, true)
 			}
 		}
 		g.misses.Add(1)
@@ -277,7 +281,7 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 				}
 				return g.onError(r.Err)
 			}
-			return g.fromVerdict(key, r.Val.(Verdict), false)
+			return g.fromVerdict(key, r.Val.(judged), false)
 		case <-ctx.Done():
 			return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
 		case <-deadline:
@@ -298,25 +302,25 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 // file whose contents are verified, the contents are those before the
 // scan, and the state is not racy; else the file is scanned again (a
 // change), or the verdict is only returned (racy).
-func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (Verdict, error) {
+func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (judged, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
 	defer cancel()
 	superseded := func() bool { return errors.Is(context.Cause(ctx), errSuperseded) }
 	for range maxAttempts {
 		if superseded() {
-			return Verdict{}, errSuperseded
+			return judged{}, errSuperseded
 		}
 		if maxSize := g.pol().MaxSize; key.Size > maxSize && maxSize > 0 {
-			return Verdict{}, fmt.Errorf("%w: grew to %d bytes", clamav.ErrSizeLimit, key.Size)
+			return judged{}, fmt.Errorf("%w: grew to %d bytes", clamav.ErrSizeLimit, key.Size)
 		}
 		select {
 		case g.sem <- struct{}{}:
 		case <-ctx.Done():
 			if superseded() {
-				return Verdict{}, errSuperseded
+				return judged{}, errSuperseded
 			}
 			g.scanErrors.Add(1)
-			return Verdict{}, fmt.Errorf("%w: waiting for a scan slot for %v", clamav.ErrTimeout, g.opts.Timeout)
+			return judged{}, fmt.Errorf("%w: waiting for a scan slot for %v", clamav.ErrTimeout, g.opts.Timeout)
 		}
 		g.scans.Add(1)
 		var sum uint64
@@ -326,7 +330,7 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (V
 			if err != nil && !errors.Is(err, errShort) {
 				<-g.sem
 				g.scanErrors.Add(1)
-				return Verdict{}, fmt.Errorf("%w: %v", clamav.ErrRead, err)
+				return judged{}, fmt.Errorf("%w: %v", clamav.ErrRead, err)
 			}
 			// errShort: shrunk since the fstat; the check below sees it.
 		}
@@ -335,16 +339,16 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (V
 		<-g.sem
 		if superseded() {
 			// Whatever clamd said, it was about a state that is gone.
-			return Verdict{}, errSuperseded
+			return judged{}, errSuperseded
 		}
 		if err != nil {
 			g.scanErrors.Add(1)
-			return Verdict{}, err
+			return judged{}, err
 		}
 		var st unix.Stat_t
 		after := time.Now().UnixNano()
 		if err := unix.Fstat(int(file.Fd()), &st); err != nil {
-			return Verdict{}, fmt.Errorf("%w: fstat: %v", clamav.ErrRead, err)
+			return judged{}, fmt.Errorf("%w: fstat: %v", clamav.ErrRead, err)
 		}
 		now := g.keyOf(&st)
 		if now != key {
@@ -352,7 +356,7 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (V
 			// changed under the scan (see Invalidate): scan again.
 			key, since = now, after
 			if st.Size == 0 {
-				return Verdict{}, nil
+				return judged{}, nil
 			}
 			continue
 		}
@@ -377,20 +381,27 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (V
 			// meanwhile is never found again.
 			g.lru.PutSum(key, v, sum)
 		}
-		return v, nil
+		return judged{v, sum}, nil
 	}
-	return Verdict{}, ErrUnstable
+	return judged{}, ErrUnstable
+}
+
+// judged is what a scan found: the verdict, and the digest of the
+// contents it judged (0 when they are not verified).
+type judged struct {
+	v   Verdict
+	sum uint64
 }
 
 // fromVerdict turns a verdict into a decision. key is the state the opener
 // saw; a rescan may have judged a later state, which then simply does not
 // match key on the next open.
-func (g *Gate) fromVerdict(key Key, v Verdict, cached bool) Decision {
-	if v.Infected {
+func (g *Gate) fromVerdict(key Key, j judged, cached bool) Decision {
+	if j.v.Infected {
 		g.infected.Add(1)
-		return Decision{Reason: ReasonInfected, Verdict: v, Cached: cached, Key: key}
+		return Decision{Reason: ReasonInfected, Verdict: j.v, Cached: cached, Key: key}
 	}
-	return Decision{Allow: true, Reason: ReasonClean, Verdict: v, Cached: cached, Key: key}
+	return Decision{Allow: true, Reason: ReasonClean, Verdict: j.v, Cached: cached, Key: key, Sum: j.sum}
 }
 
 // maxPrescans bounds background scans waiting for a slot.

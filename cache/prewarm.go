@@ -153,7 +153,7 @@ func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error) (Pr
 			return PrewarmSkipped, Verdict{}, nil
 		}
 		key := g.keyOf(&st)
-		if v, ok := g.lookup(key, src); ok {
+		if v, _, ok := g.lookup(key, src); ok {
 			return PrewarmCached, v, nil
 		}
 		if !waited {
@@ -172,10 +172,10 @@ func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error) (Pr
 			return PrewarmSkipped, Verdict{}, err
 		case err != nil:
 			return PrewarmError, Verdict{}, err
-		case v.(Verdict).Infected:
-			return PrewarmInfected, v.(Verdict), nil
+		case v.(judged).v.Infected:
+			return PrewarmInfected, v.(judged).v, nil
 		}
-		return PrewarmClean, v.(Verdict), nil
+		return PrewarmClean, v.(judged).v, nil
 	}
 	return PrewarmError, Verdict{}, err
 }

@@ -27,6 +27,29 @@ import (
 
 var sumSeed = maphash.MakeSeed()
 
+// Digest computes, over the bytes written to it in order, the digest the
+// Gate keeps of the contents it judged (Decision.Sum): the filesystem
+// checks the bytes it serves with it.
+type Digest struct{ h maphash.Hash }
+
+// NewDigest returns an empty Digest.
+func NewDigest() *Digest {
+	d := new(Digest)
+	d.h.SetSeed(sumSeed)
+	return d
+}
+
+// Write adds p to the bytes digested.
+func (d *Digest) Write(p []byte) { d.h.Write(p) }
+
+// Sum is the digest of the bytes written so far; never 0.
+func (d *Digest) Sum() uint64 {
+	if s := d.h.Sum64(); s != 0 {
+		return s
+	}
+	return 1
+}
+
 // sumBufs are read buffers for contentSum.
 var sumBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
@@ -39,8 +62,7 @@ func contentSum(f *os.File, size int64) (uint64, error) {
 	bp := sumBufs.Get().(*[]byte)
 	defer sumBufs.Put(bp)
 	buf := *bp
-	var h maphash.Hash
-	h.SetSeed(sumSeed)
+	h := NewDigest()
 	for off := int64(0); off < size; {
 		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
 		h.Write(buf[:n])
@@ -52,10 +74,7 @@ func contentSum(f *os.File, size int64) (uint64, error) {
 			return 0, fmt.Errorf("reading for the content digest: %w", err)
 		}
 	}
-	if s := h.Sum64(); s != 0 {
-		return s, nil
-	}
-	return 1, nil
+	return h.Sum(), nil
 }
 
 // verifies reports whether the verdicts of files of size bytes carry a
@@ -68,15 +87,16 @@ func (g *Gate) verifies(size int64) bool {
 // for a clean verdict of a file whose contents are verified, f still
 // holds the contents it judged. An infected verdict is not verified: it
 // denies, which is the safe side.
-func (g *Gate) lookup(key Key, f *os.File) (Verdict, bool) {
+// The digest of the contents comes with the verdict (0 for none).
+func (g *Gate) lookup(key Key, f *os.File) (Verdict, uint64, bool) {
 	v, sum, ok := g.lru.GetSum(key)
 	if !ok || v.Infected || !g.verifies(key.Size) {
-		return v, ok
+		return v, sum, ok
 	}
 	now, err := contentSum(f, key.Size)
 	if err != nil || now != sum {
 		g.changed.Add(1)
-		return Verdict{}, false
+		return Verdict{}, 0, false
 	}
-	return v, true
+	return v, sum, true
 }

@@ -58,10 +58,13 @@ func TestGateVerifiesContents(t *testing.T) {
 			g := NewGate(s, Options{MaxEntries: 16, VerifyMaxSize: tt.verify})
 			p := pageFile(t)
 			m := sharedMapping(t, p, "clean")
-			checkDecision(t, "first open", g.Check(t.Context(), openFile(t, p), someone),
-				expect{allow: true, reason: ReasonClean})
-			checkDecision(t, "second open", g.Check(t.Context(), openFile(t, p), someone),
-				expect{allow: true, reason: ReasonClean, cached: true})
+			first := g.Check(t.Context(), openFile(t, p), someone)
+			checkDecision(t, "first open", first, expect{allow: true, reason: ReasonClean})
+			second := g.Check(t.Context(), openFile(t, p), someone)
+			checkDecision(t, "second open", second, expect{allow: true, reason: ReasonClean, cached: true})
+			if verified := tt.verify >= page; (first.Sum != 0) != verified || second.Sum != first.Sum {
+				t.Errorf("Sum of the first and second decisions %#x, %#x; want equal, and 0 only when not verified", first.Sum, second.Sum)
+			}
 			before := gateKey(t, g, p)
 			copy(m, "EICAR")
 			if after := gateKey(t, g, p); after != before {

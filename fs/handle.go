@@ -24,6 +24,9 @@ type Handle struct {
 	who      cache.Opener
 	wrote    atomic.Bool  // a write (or fallocate) went through this handle; see modified
 	tgid     atomic.Int32 // the opener's process, 0 until read (see process), -1 if unknown
+	sum      uint64       // digest of the contents judged at the open, 0 if not verified (served.go)
+	size     int64        // size of the contents judged, with sum
+	served   served       // the check of the bytes served against sum
 }
 
 var (
@@ -41,8 +44,13 @@ func (h *Handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.Rea
 		buf = make([]byte, req.Size)
 	}
 	buf = buf[:req.Size]
+	h.readStarts()
 	k, err := h.f.ReadAt(buf, req.Offset)
-	if err != nil && err != io.EOF {
+	if err == io.EOF {
+		err = nil
+	}
+	h.servedBytes(req.Offset, buf[:k], err)
+	if err != nil {
 		return errno(err)
 	}
 	resp.Data = buf[:k]
@@ -88,6 +96,7 @@ func (h *Handle) Flush(ctx context.Context, req *fuse.FlushRequest) error {
 // the file is judged in the background, so a download is already judged
 // (and an infected one logged) when someone opens it.
 func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
+	h.servedClose()
 	if h.node.dropHandle(h) && !h.node.excluded() {
 		h.node.fsys.opts.Gate.Prescan(h.f, h.who)
 	}

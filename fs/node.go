@@ -62,6 +62,7 @@ type Node struct {
 	id      inoKey
 	typ     uint32 // S_IFMT bits
 	writers int32  // open handles that can write; guarded by hmu
+	reading int32  // handles whose bytes served are not checked yet (served.go); guarded by hmu
 
 	links linkSet // guarded by fsys.treeMu; empty for the root
 
@@ -72,7 +73,7 @@ type Node struct {
 	forgotten bool
 	hasOrphan bool
 
-	hmu     sync.Mutex           // guards handles, writers, keep
+	hmu     sync.Mutex           // guards handles, writers, reading, keep
 	handles map[*Handle]struct{} // open file handles, for fstat and fsync
 	keep    uint64               // stateDigest of the state the kernel's page cache holds, 0 for none (see keepCache)
 }
