@@ -2,7 +2,9 @@ package cache
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -117,5 +119,29 @@ func TestGateCheckUncached(t *testing.T) {
 		expect{allow: true, reason: ReasonClean, cached: true})
 	if n, st := s.Calls(), g.Stats(); n != 2 || st.Uncached != 1 || st.Hits != 1 {
 		t.Errorf("%d scans, Stats %+v; want 2 scans, Uncached 1, Hits 1", n, st)
+	}
+}
+
+// BenchmarkContentSum is the digest of a cached file on a cache hit, its
+// contents in the page cache.
+func BenchmarkContentSum(b *testing.B) {
+	for _, size := range []int{16 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			p := filepath.Join(b.TempDir(), "f")
+			if err := os.WriteFile(p, bytes.Repeat([]byte("x"), size), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				if _, err := contentSum(f, int64(size)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
