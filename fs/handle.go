@@ -104,11 +104,9 @@ func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
 }
 
 // FAllocate reserves or punches space; that is a write, as far as the
-// scan after a write is concerned.
+// verdicts are concerned, even when it fails (it may have done part).
 func (h *Handle) FAllocate(ctx context.Context, req *fuse.FAllocateRequest) error {
-	if err := unix.Fallocate(int(h.f.Fd()), uint32(req.Mode), int64(req.Offset), int64(req.Length)); err != nil {
-		return errno(err)
-	}
+	err := unix.Fallocate(int(h.f.Fd()), uint32(req.Mode), int64(req.Offset), int64(req.Length))
 	h.modified()
-	return nil
+	return errno(err)
 }

@@ -121,7 +121,7 @@ func session() {
 			case "open":
 				nargs(a, 3)
 				flags := map[string]int{"r": unix.O_RDONLY, "w": unix.O_WRONLY, "rw": unix.O_RDWR, "rwc": unix.O_RDWR | unix.O_CREAT}[a[2]]
-				fd, err := unix.Open(a[1], flags|unix.O_CLOEXEC, 0o644)
+				fd, err := open(a[1], flags|unix.O_CLOEXEC, 0o644)
 				if err != nil {
 					return "", err
 				}
@@ -274,7 +274,7 @@ func run(op string, a []string) (string, error) {
 	switch op {
 	case "open":
 		nargs(a, 1)
-		fd, err := unix.Open(a[0], unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := open(a[0], unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return "", err
 		}
@@ -411,8 +411,20 @@ func run(op string, a []string) (string, error) {
 	return "", nil
 }
 
+// open is open(2), tried again when a signal interrupts it, as os.Open
+// does: the Go runtime's own signals (preemption) interrupt an open that
+// waits for a scan.
+func open(p string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Open(p, flags, mode)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
 func readAll(p string) ([]byte, error) {
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
