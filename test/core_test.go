@@ -392,6 +392,7 @@ func (k *core) testCacheSavesScans(t *testing.T) {
 		rel := d + "/twice"
 		data := pseudoRandom(1<<20, 71)
 		putFile(t, k.m.Backing(rel), data)
+		waitTimesOld(t, k.m.Backing(rel), fineSettle) // else not cached: cache/racy.go
 		base := k.settledScans(t)
 		for range 2 {
 			wantSame(t, "read", readVia(t, k.m, k.m.Path(rel)), data)
@@ -405,6 +406,7 @@ func (k *core) testCacheSavesScans(t *testing.T) {
 		rel := d + "/concurrent"
 		data := pseudoRandom(8<<20, 72)
 		putFile(t, k.m.Backing(rel), data)
+		waitTimesOld(t, k.m.Backing(rel), fineSettle) // else not cached: cache/racy.go
 		base := k.settledScans(t)
 		const n = 20
 		errs := make([]error, n)
