@@ -145,3 +145,34 @@ func BenchmarkContentSum(b *testing.B) {
 		})
 	}
 }
+
+// The digest of a file's contents is the Digest of the same bytes written
+// in any pieces: the filesystem checks what it serves with it.
+func TestDigestAgrees(t *testing.T) {
+	for _, size := range []int{1, 4096, 16 << 10, 64 << 10, 64<<10 + 1, 200 << 10} {
+		data := make([]byte, size)
+		for i := range data {
+			data[i] = byte(i*7 + i>>9)
+		}
+		p := filepath.Join(t.TempDir(), "f")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sum, err := contentSum(openFile(t, p), int64(size))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, piece := range []int{1, 1000, 4096, 1 << 20} {
+			d := NewDigest()
+			for off := 0; off < size; off += piece {
+				d.Write(data[off:min(off+piece, size)])
+			}
+			if d.Sum() != sum {
+				t.Errorf("%d bytes in pieces of %d: Digest %#x; contentSum %#x", size, piece, d.Sum(), sum)
+			}
+		}
+		if _, err := contentSum(openFile(t, p), int64(size)+1); err != errShort {
+			t.Errorf("%d bytes read as %d: %v; want errShort", size, size+1, err)
+		}
+	}
+}
