@@ -212,6 +212,17 @@ func keyOfPath(t *testing.T, p, db string) Key {
 	return KeyOf(&st, db)
 }
 
+// gateKey is the key g gives p's current state (its database and
+// generations included).
+func gateKey(t *testing.T, g *Gate, p string) Key {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return g.keyOf(&st)
+}
+
 // waitFor polls cond until it holds, failing the test after 5s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

@@ -81,12 +81,23 @@ type Scan struct {
 	// only while no open waits for a scan, and caches the verdicts, so
 	// that first opens find them.
 	Prewarm bool `toml:"prewarm"`
+	// WhileWritten is what an open for reading gets while another
+	// process has the file open for writing through the mount: "rescan"
+	// (the writer's pages are written back and the file is scanned as it
+	// is, never judged from the cache) or "deny" (refused with ETXTBSY,
+	// as are opens for writing while another process reads it).
+	WhileWritten string `toml:"while_written"`
 }
 
 // Cache bounds the verdict cache.
 type Cache struct {
 	MaxEntries int      `toml:"max_entries"`
 	TTL        Duration `toml:"ttl"`
+	// VerifyMaxSize: a cached clean verdict of a file up to this size is
+	// used only while a digest of the file's contents is the one taken
+	// when it was scanned (writes outside the mount that leave size and
+	// times alone); 0 verifies nothing.
+	VerifyMaxSize Size `toml:"verify_max_size"`
 }
 
 // Actions say what to do, besides denying the open, when a file is found
@@ -127,14 +138,16 @@ func Default() Config {
 			Transport:     "auto",
 		},
 		Scan: Scan{
-			MaxSize:    100 << 20,
-			OnOversize: "deny",
-			OnError:    "deny",
-			Exclude:    []string{},
+			MaxSize:      100 << 20,
+			OnOversize:   "deny",
+			OnError:      "deny",
+			Exclude:      []string{},
+			WhileWritten: "rescan",
 		},
 		Cache: Cache{
-			MaxEntries: 100000,
-			TTL:        Duration(24 * time.Hour),
+			MaxEntries:    100000,
+			TTL:           Duration(24 * time.Hour),
+			VerifyMaxSize: 1 << 20,
 		},
 		Actions: Actions{
 			OnInfected:        []string{},
@@ -224,16 +237,18 @@ var schema = map[string]kind{
 	"clamd.reload_window":  kindDuration,
 	"clamd.transport":      kindString,
 
-	"scan":             kindTable,
-	"scan.max_size":    kindSize,
-	"scan.on_oversize": kindString,
-	"scan.on_error":    kindString,
-	"scan.exclude":     kindStrings,
-	"scan.prewarm":     kindBool,
+	"scan":               kindTable,
+	"scan.max_size":      kindSize,
+	"scan.on_oversize":   kindString,
+	"scan.on_error":      kindString,
+	"scan.exclude":       kindStrings,
+	"scan.prewarm":       kindBool,
+	"scan.while_written": kindString,
 
-	"cache":             kindTable,
-	"cache.max_entries": kindInt,
-	"cache.ttl":         kindDuration,
+	"cache":                 kindTable,
+	"cache.max_entries":     kindInt,
+	"cache.ttl":             kindDuration,
+	"cache.verify_max_size": kindSize,
 
 	"actions":                     kindTable,
 	"actions.quarantine_dir":      kindString,

@@ -101,6 +101,9 @@ func (c Config) Validate() error {
 	if err := oneOf("scan.on_error", c.Scan.OnError, "deny", "allow"); err != nil {
 		return err
 	}
+	if err := oneOf("scan.while_written", c.Scan.WhileWritten, "rescan", "deny"); err != nil {
+		return err
+	}
 	for _, g := range c.Scan.Exclude {
 		switch {
 		case g == "":
@@ -118,6 +121,9 @@ func (c Config) Validate() error {
 	}
 	if c.Cache.TTL <= 0 {
 		return fieldErrorf("cache.ttl", "must be greater than 0, got %v", c.Cache.TTL)
+	}
+	if c.Cache.VerifyMaxSize < 0 {
+		return fieldErrorf("cache.verify_max_size", "must be at least 0, got %d", int64(c.Cache.VerifyMaxSize))
 	}
 
 	if err := c.validateActions(); err != nil {

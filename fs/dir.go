@@ -29,6 +29,7 @@ func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 	if err := caller.Fstatat(n.fsys.cred(&req.Header), dirfd, req.Name, &st); err != nil {
 		return nil, errno(err)
 	}
+	n.fsys.meet(dirfd, req.Name, &st)
 	resp.EntryValid = n.fsys.opts.EntryValid
 	return n.fsys.node(&st, n, req.Name), nil
 }

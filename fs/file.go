@@ -84,50 +84,78 @@ func (n *Node) openNode(ctx context.Context, req *fuse.OpenRequest, resp *fuse.O
 
 // gate asks the gate about fd when the open can read, and wraps fd in a
 // handle when allowed. It owns fd. fd was opened as name in dirfd, where
-// the actions on an infected file (quarantine) find it.
+// the actions on an infected file (quarantine) find it. While another
+// process writes the file through the mount, see writers.go.
 func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *fuse.OpenResponse, dirfd int, name string) (*Handle, error) {
 	rel := n.RelPath()
 	f := osFile(fd, rel)
+	who := cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}
+	h := &Handle{node: n, f: f, who: who,
+		readable: flags&unix.O_ACCMODE != unix.O_WRONLY, writable: flags&unix.O_ACCMODE != unix.O_RDONLY}
+	deny := n.fsys.denyWhileWritten()
+	if h.writable || deny {
+		h.process() // now, while the opener surely lives
+	}
 	keep := false
-	if flags&unix.O_ACCMODE != unix.O_WRONLY && !n.excluded() {
-		d := n.fsys.opts.Gate.Check(ctx, f, cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid})
+	if h.readable && !n.excluded() {
+		check := n.fsys.opts.Gate.Check
+		if n.otherWriters(h) {
+			if deny {
+				f.Close()
+				return nil, n.busy(h, true)
+			}
+			n.flushWriters()
+			check = n.fsys.opts.Gate.CheckUncached
+		}
+		d := check(ctx, f, who)
 		if !d.Allow {
 			f.Close()
 			if d.Reason == cache.ReasonInfected && n.fsys.opts.Actions != nil {
-				n.fsys.opts.Actions.Infected(d, cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}, dirfd, name)
+				n.fsys.opts.Actions.Infected(d, who, dirfd, name)
 			}
 			return nil, denied(d)
 		}
 		keep = d.Reason == cache.ReasonClean
-		if keep && n.keepCache(d.Key) {
+		h.sum, h.size = d.Sum, d.Key.Size
+		if keep && n.keepCache(d.Key, d.Sum) {
 			// Same state as the last clean open: the kernel's page cache
 			// holds exactly the bytes judged clean; keep it.
 			resp.Flags |= fuse.OpenKeepCache
 		}
 	}
-	writable := flags&unix.O_ACCMODE != unix.O_RDONLY
-	h := &Handle{node: n, f: f, writable: writable, who: cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}}
-	n.addHandle(h)
-	if writable || !keep {
+	if o := n.addHandle(h, deny); o != nil {
+		f.Close()
+		return nil, n.busy(h, o.writable && h.readable)
+	}
+	if h.writable || !keep {
 		n.dropKeepCache()
 	}
-	if !writable && n.fsys.opts.passthroughReads {
+	if !h.writable && n.fsys.opts.passthroughReads {
 		h.passthrough(hdr.Conn, resp)
 	}
 	return h, nil
 }
 
 // keepCache records that the kernel's page cache will hold the bytes of
-// state k after this open, and reports whether it already did: only then
-// may the open keep the cache (FOPEN_KEEP_CACHE). Any change to the file,
-// through the mount or behind it, changes k.
-func (n *Node) keepCache(k cache.Key) bool {
-	d := stateDigest(k)
+// state k (contents sum, when verified) after this open, and reports
+// whether it already did: only then may the open keep the cache
+// (FOPEN_KEEP_CACHE). Any change to the file, through the mount or behind
+// it, changes k or sum; and the bytes other opens served are checked
+// (served.go).
+func (n *Node) keepCache(k cache.Key, sum uint64) bool {
+	d := stateDigest(k, sum)
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	ok := n.keep == d && n.writers == 0
+	ok := n.keep == d && n.writers == 0 && n.reading == 0
 	n.keep = d
 	return ok
+}
+
+// verifying counts handles whose bytes served are not checked yet.
+func (n *Node) verifying(delta int32) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	n.reading += delta
 }
 
 func (n *Node) dropKeepCache() {
@@ -139,13 +167,18 @@ func (n *Node) dropKeepCache() {
 // digestSeed keys stateDigest, afresh in every process.
 var digestSeed = maphash.MakeSeed()
 
-// stateDigest stands for a file state in a Node (8 bytes instead of a
-// cache.Key's 64, for every inode the kernel holds). It is never 0. The
-// seed is random and never leaves the process, so two states share a
-// digest by chance only, with probability 2^-64, and nobody can search
-// for a pair that does.
-func stateDigest(k cache.Key) uint64 {
-	if d := maphash.Comparable(digestSeed, k); d != 0 {
+// stateDigest stands for a file state and the digest of its contents
+// (0 when not verified) in a Node (8 bytes instead of a cache.Key's 72,
+// for every inode the kernel holds). It is never 0. The seed is random
+// and never leaves the process, so two states share a digest by chance
+// only, with probability 2^-64, and nobody can search for a pair that
+// does.
+func stateDigest(k cache.Key, sum uint64) uint64 {
+	type state struct {
+		k   cache.Key
+		sum uint64
+	}
+	if d := maphash.Comparable(digestSeed, state{k, sum}); d != 0 {
 		return d
 	}
 	return 1

@@ -23,12 +23,18 @@ import (
 // Gate decides opens; *cache.Gate is one.
 type Gate interface {
 	Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
+	// CheckUncached is Check for a file another process has open for
+	// writing through the mount: decided by a scan, never from the cache.
+	CheckUncached(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
 	// Prescan judges a file just written through the mount, in the
 	// background, when its last writer closes it.
 	Prescan(f *os.File, who cache.Opener)
-	// Modified says that the backing file dev, ino is being written to
-	// through the mount, which cancels its background scan.
+	// Modified says that the backing file dev, ino was changed through
+	// the mount; it is called after every change has reached the file.
 	Modified(dev, ino uint64)
+	// SetTimeGranularity says in what steps the backing filesystem of
+	// device dev stores file times (timegran.go).
+	SetTimeGranularity(dev uint64, gran time.Duration)
 }
 
 // Actions act on an open denied because the file is infected, given the
@@ -40,13 +46,18 @@ type Actions interface {
 
 // Options configure the filesystem.
 type Options struct {
-	Gate       Gate
-	Actions    Actions               // optional
-	Exclude    func(rel string) bool // paths never scanned
-	ReadOnly   bool
-	AttrValid  time.Duration // kernel attribute cache (0: none)
-	EntryValid time.Duration // kernel dentry cache (0: none)
-	Logger     *slog.Logger
+	Gate    Gate
+	Actions Actions               // optional
+	Exclude func(rel string) bool // paths never scanned
+	// DenyWhileWritten, when it reports true (scan.while_written =
+	// "deny"), makes reading and writing through the mount by different
+	// processes exclude each other; else an open for reading while
+	// another process writes is decided by a fresh scan (writers.go).
+	DenyWhileWritten func() bool
+	ReadOnly         bool
+	AttrValid        time.Duration // kernel attribute cache (0: none)
+	EntryValid       time.Duration // kernel dentry cache (0: none)
+	Logger           *slog.Logger
 	// Limits bound the descriptors held for callers (quota.go); the
 	// zero value derives them from the current RLIMIT_NOFILE.
 	Limits Limits
@@ -78,6 +89,9 @@ type FS struct {
 	quota *quota       // descriptors held for each user's open handles (quota.go)
 	kept  atomic.Int64 // bytes of READDIR replies directory handles keep (readdir.go)
 
+	srv     *fusefs.Server // set by Mount before serving; for the inode invalidations of flushWriters
+	devices sync.Map       // uint64 device -> true: timestamp granularity found (timegran.go)
+
 	treeMu sync.Mutex       // guards nodes and every Node.links
 	nodes  map[inoKey]*Node // live nodes by backing identity
 	rootN  *Node
@@ -108,6 +122,9 @@ func New(rootFD int, opts Options) (*FS, error) {
 	f.dirs = newDirCache(opts.Limits.DirFDs)
 	f.quota = newQuota(opts.Limits, opts.Logger)
 	f.rootN = &Node{fsys: f, id: inoKey{st.Dev, st.Ino}, typ: unix.S_IFDIR}
+	if opts.Gate != nil {
+		f.learnDevice(rootFD, st.Dev)
+	}
 	return f, nil
 }
 

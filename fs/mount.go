@@ -300,6 +300,7 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		}}
 	}
 	srv := fusefs.New(conn, cfg)
+	fsys.srv = srv
 	go func() {
 		err := srv.Serve(fsys)
 		conn.Close()

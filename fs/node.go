@@ -68,6 +68,7 @@ type Node struct {
 	id      inoKey
 	typ     uint32 // S_IFMT bits
 	writers int32  // open handles that can write; guarded by hmu
+	reading int32  // handles whose bytes served are not checked yet (served.go); guarded by hmu
 
 	links linkSet // guarded by fsys.treeMu; empty for the root
 
@@ -80,7 +81,7 @@ type Node struct {
 	forgotten bool
 	hasOrphan bool
 
-	hmu     sync.Mutex           // guards handles, writers, keep
+	hmu     sync.Mutex           // guards handles, writers, reading, keep
 	handles map[*Handle]struct{} // open file handles, for fstat and fsync
 	keep    uint64               // stateDigest of the state the kernel's page cache holds, 0 for none (see keepCache)
 }
@@ -809,9 +810,16 @@ func (n *Node) writableHandleFD() int {
 	return -1
 }
 
-func (n *Node) addHandle(h *Handle) {
+// addHandle registers h, unless deny is set and a handle of another
+// process excludes it (writers.go): that handle is then returned.
+func (n *Node) addHandle(h *Handle, deny bool) *Handle {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
+	if deny {
+		if o := n.conflictLocked(h); o != nil {
+			return o
+		}
+	}
 	if n.handles == nil {
 		n.handles = map[*Handle]struct{}{}
 	}
@@ -819,6 +827,7 @@ func (n *Node) addHandle(h *Handle) {
 	if h.writable {
 		n.writers++
 	}
+	return nil
 }
 
 // dropHandle forgets h and reports whether it was the last writer of a
@@ -838,8 +847,9 @@ func (n *Node) dropHandle(h *Handle) (lastWriter bool) {
 }
 
 // modified tells the gate that n's contents changed through the mount
-// (a write, a truncation, fallocate): a background scan of it still
-// running judges a state that is gone.
+// (a write, a truncation, fallocate), after the change reached the
+// backing file: every verdict of n is stale, and a background scan of
+// it still running judges a state that is gone.
 func (n *Node) modified() { n.fsys.opts.Gate.Modified(n.id.dev, n.id.ino) }
 
 // osFile wraps a descriptor for the gate and the handle.

@@ -392,6 +392,7 @@ func (k *core) testCacheSavesScans(t *testing.T) {
 		rel := d + "/twice"
 		data := pseudoRandom(1<<20, 71)
 		putFile(t, k.m.Backing(rel), data)
+		waitTimesOld(t, k.m.Backing(rel), fineSettle) // else not cached: cache/racy.go
 		base := k.settledScans(t)
 		for range 2 {
 			wantSame(t, "read", readVia(t, k.m, k.m.Path(rel)), data)
@@ -405,6 +406,7 @@ func (k *core) testCacheSavesScans(t *testing.T) {
 		rel := d + "/concurrent"
 		data := pseudoRandom(8<<20, 72)
 		putFile(t, k.m.Backing(rel), data)
+		waitTimesOld(t, k.m.Backing(rel), fineSettle) // else not cached: cache/racy.go
 		base := k.settledScans(t)
 		const n = 20
 		errs := make([]error, n)
@@ -886,6 +888,10 @@ func (k *core) testSymlinks(t *testing.T) {
 	mustOK(t, os.MkdirAll(k.m.Backing(evil+"/etc"), 0o755))
 	putFile(t, k.m.Backing(evil+"/etc/passwd"), fake)
 	wantSame(t, "evil/etc/passwd before", readVia(t, k.m, k.m.Path(evil+"/etc/passwd")), fake)
+	// The kernel releases the read's handle after close returns; while
+	// clamfuse has not served that RELEASE, an open of the same inode
+	// still finds it through that handle (Open), and reads the old file.
+	waitNoRequests(t, k.m)
 	// Hold the looked-up directories, so that the walks below start from
 	// clamfuse's nodes and not from a fresh lookup the kernel would
 	// resolve itself.
@@ -1122,6 +1128,19 @@ func (k *core) testInPlace(t *testing.T) {
 }
 
 // ---- helpers shared by the end-to-end tests of this package ----
+
+// waitNoRequests waits until the kernel has no request of m's connection
+// waiting for clamfuse's answer (fusectl's waiting count).
+func waitNoRequests(t testing.TB, m *mounttest.Mount) {
+	t.Helper()
+	deadline := time.Now().Add(logBound)
+	for m.Waiting() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests still waiting for clamfuse after %v", m.Waiting(), logBound)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
 
 // startMount is mounttest.Start plus a check, after the teardown, that the
 // race-enabled clamfuse reported no data race (it goes on serving after

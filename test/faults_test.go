@@ -38,6 +38,9 @@ timeout = "2s"
 	cached, uncached := pseudoRandom(100<<10, 131), pseudoRandom(100<<10, 132)
 	putFile(t, m.Backing("cached.bin"), cached)
 	putFile(t, m.Backing("uncached.bin"), uncached)
+	// A verdict is cached once the file's times are old enough to show
+	// a later change (cache/racy.go).
+	waitTimesOld(t, m.Backing("cached.bin"), fineSettle)
 	wantSame(t, "cached.bin with clamd up", readVia(t, m, m.Path("cached.bin")), cached)
 
 	mustOK(t, c.Stop())

@@ -324,6 +324,9 @@ listen = %q
 	clean := []byte("a clean file")
 	opsPut(t, m.Backing("clean.txt"), clean)
 	opsPut(t, m.Backing("eicar.com"), clamdtest.EICAR())
+	// Verdicts are cached once the files' times are old enough
+	// (cache/racy.go).
+	waitTimesOld(t, m.Backing("eicar.com"), fineSettle)
 	opsWantRead(t, m, m.Path("clean.txt"), clean)
 	opsWantRead(t, m, m.Path("clean.txt"), clean)
 	opsWantErrno(t, m, m.Path("eicar.com"), syscall.EACCES)

@@ -58,6 +58,9 @@ func TestSoakConcurrentOpensOneScan(t *testing.T) {
 		name := fmt.Sprintf("shared-%d.bin", round)
 		data := pseudoBytes(size, uint64(round+10))
 		mustDo(t, os.WriteFile(m.Backing(name), data, 0o644))
+		// Opens that come after the shared scan find its verdict cached
+		// only once the file's times are old enough (cache/racy.go).
+		waitTimesOld(t, m.Backing(name), fineSettle)
 		before := waitScanCount(t, clamd, 0, 0)
 		const n = 100
 		var wg sync.WaitGroup

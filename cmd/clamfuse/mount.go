@@ -143,14 +143,15 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 		Source: src, Target: dst,
 		AllowOther: cfg.Mount.AllowOther, ReadOnly: cfg.Mount.ReadOnly,
 		FS: fs.Options{
-			Gate:       svc.metrics.Gate(svc.gate),
-			Actions:    svc.runner,
-			Exclude:    svc.excluded,
-			ReadOnly:   cfg.Mount.ReadOnly,
-			AttrValid:  time.Duration(cfg.Mount.AttrTimeout),
-			EntryValid: time.Duration(cfg.Mount.AttrTimeout),
-			Logger:     log,
-			Limits:     limits,
+			Gate:             svc.metrics.Gate(svc.gate),
+			Actions:          svc.runner,
+			Exclude:          svc.excluded,
+			DenyWhileWritten: svc.denyWhileWritten,
+			ReadOnly:         cfg.Mount.ReadOnly,
+			AttrValid:        time.Duration(cfg.Mount.AttrTimeout),
+			EntryValid:       time.Duration(cfg.Mount.AttrTimeout),
+			Logger:           log,
+			Limits:           limits,
 		},
 	})
 	if err != nil {
@@ -158,6 +159,11 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 	}
 	log.Info("mounted", "source", src, "target", dst, "clamd", svc.pool.String(),
 		"timeout", timeout, "read_only", cfg.Mount.ReadOnly, "allow_other", cfg.Mount.AllowOther)
+	if why := fs.OutsideWriters(src, dst); why != "" {
+		log.Warn("the backing directory can be written outside the mount; verdicts of files over "+
+			"cache.verify_max_size trust the file's state (mount in place, source = target, to keep every writer inside the mount)",
+			"source", src, "why", why, "verify_max_size", cfg.Cache.VerifyMaxSize.String())
+	}
 
 	notifyReady(log, h, src, dst)
 	stopPrewarm, waitPrewarm := startPrewarm(cfg.Scan.Prewarm, m, svc)

@@ -3,7 +3,9 @@
 // no FUSE) on the workloads of issue #3, then the two clamd transports
 // (INSTREAM and FILDES) against each other on the first-open scans, then
 // first opens after the prewarm walk (scan.prewarm) against those without
-// it, and writes the tables of medians to bench/RESULTS.md:
+// it, then the cost of the freshness rules of issue #11 (content digests of
+// small files on cached re-opens, the racy rule on opens right after a
+// write), and writes the tables of medians to bench/RESULTS.md:
 //
 //	go run ./test/cmd/bench [-quick] [-dir /var/tmp/clamfuse-bench]
 //
@@ -173,6 +175,7 @@ type bench struct {
 	rss     *rssResult
 	trans   []*transportRow
 	pre     []*prewarmRow
+	fresh   []*freshRow
 	info    machineInfo
 	started time.Time
 	notes   []string // paragraphs at the end of the report
@@ -223,6 +226,9 @@ func (b *bench) main() error {
 	}
 	if b.selected("prewarm") {
 		b.pre = b.runPrewarm()
+	}
+	if b.selected("freshness") {
+		b.fresh = b.runFreshness()
 	}
 	if err := b.ctx.Err(); err != nil {
 		return err

@@ -358,9 +358,10 @@ func (b *bench) setupSystems() error {
 // clamfuseConf is what a clamfuse config of the bench sets beyond the
 // main table's.
 type clamfuseConf struct {
-	transport string // clamd.transport; "" for the default (auto)
-	prewarm   bool   // scan.prewarm
-	logLevel  string // log.level; "" for warn
+	transport     string // clamd.transport; "" for the default (auto)
+	prewarm       bool   // scan.prewarm
+	logLevel      string // log.level; "" for warn
+	verifyMaxSize string // cache.verify_max_size; "" for the default (1MiB)
 }
 
 // writeClamfuseConfig writes clamfuse's config to name in the work
@@ -375,6 +376,10 @@ func (b *bench) writeClamfuseConfig(name string, c clamfuseConf) error {
 	if level == "" {
 		level = "warn"
 	}
+	cache := ""
+	if c.verifyMaxSize != "" {
+		cache = fmt.Sprintf("\n[cache]\nverify_max_size = %q\n", c.verifyMaxSize)
+	}
 	toml := fmt.Sprintf(`# Written by test/cmd/bench.
 [clamd]
 address = %q
@@ -383,10 +388,10 @@ timeout = "10m"
 [scan]
 max_size = "2000MiB"
 prewarm = %t
-
+%s
 [log]
 level = %q
-`, b.clamd.Address(), tr, c.prewarm, level)
+`, b.clamd.Address(), tr, c.prewarm, cache, level)
 	return os.WriteFile(filepath.Join(b.opts.dir, name), []byte(toml), 0o644)
 }
 

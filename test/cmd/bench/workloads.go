@@ -220,7 +220,7 @@ func workloadIDs() []string {
 	for _, w := range workloads {
 		ids = append(ids, w.id)
 	}
-	return append(ids, "rss", "transports", "prewarm")
+	return append(ids, "rss", "transports", "prewarm", "freshness")
 }
 
 func workloadByID(id string) *workload {
@@ -229,7 +229,7 @@ func workloadByID(id string) *workload {
 			return w
 		}
 	}
-	if id == "rss" || id == "transports" || id == "prewarm" {
+	if id == "rss" || id == "transports" || id == "prewarm" || id == "freshness" {
 		return &workload{id: id}
 	}
 	return nil
