@@ -25,7 +25,7 @@ import (
 // bigClean writes a clean file of n bytes to p quickly (repeated blocks).
 func bigClean(t *testing.T, p string, n int) {
 	t.Helper()
-	block := pseudoBytes(1<<20, 77)
+	block := pseudoRandom(1<<20, 77)
 	f, err := os.Create(p)
 	mustDo(t, err)
 	for left := n; left > 0; left -= len(block) {
@@ -102,7 +102,7 @@ func TestFaultClamdKilledMidStream(t *testing.T) {
 
 func testClamdKilledMidScan(t *testing.T, transport string) {
 	c := clamdtest.New(t, clamdtest.Options{MaxFileSize: "400M", StreamMaxLength: "400M"})
-	m := startChecked(t, mounttest.Options{Config: fmt.Sprintf(`
+	m := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf(`
 [clamd]
 address = %q
 timeout = "60s"
@@ -166,24 +166,6 @@ max_size = "400MiB"
 	}
 }
 
-// mountTmpfs mounts a tmpfs of the given options on a new directory and
-// unmounts it at cleanup, after anything registered later (such as a
-// clamfuse mount on top of it).
-func mountTmpfs(t *testing.T, opts string) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "tmpfs")
-	mustDo(t, os.Mkdir(dir, 0o755))
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, opts); err != nil {
-		t.Fatalf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, 0); err != nil {
-			unix.Unmount(dir, unix.MNT_DETACH)
-		}
-	})
-	return dir
-}
-
 // TestFaultBackingFull: the backing filesystem is a 2 MiB tmpfs with few
 // inodes. A writer through the mount gets ENOSPC, and nothing else breaks:
 // files already there keep their bytes and read, the bytes a failed
@@ -192,10 +174,10 @@ func mountTmpfs(t *testing.T, opts string) string {
 func TestFaultBackingFull(t *testing.T) {
 	mounttest.Require(t)
 	src := mountTmpfs(t, "size=2m,nr_inodes=64,mode=0755")
-	keep := pseudoBytes(300<<10, 5)
+	keep := pseudoRandom(300<<10, 5)
 	mustDo(t, os.WriteFile(filepath.Join(src, "keep.bin"), keep, 0o644))
 	c := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Source: src, Args: []string{"--clamd", c.Address(), "--timeout", "30s"}})
+	m := mounttest.Start(t, mounttest.Options{Source: src, Args: []string{"--clamd", c.Address(), "--timeout", "30s"}})
 
 	var s unix.Statfs_t
 	mustDo(t, unix.Statfs(m.Target, &s))
@@ -204,7 +186,7 @@ func TestFaultBackingFull(t *testing.T) {
 	}
 
 	// Fill it.
-	chunk := pseudoBytes(64<<10, 6)
+	chunk := pseudoRandom(64<<10, 6)
 	var written int64
 	var werr error
 	m.Within(t, time.Minute, "write until full", func() {
@@ -273,7 +255,7 @@ func TestFaultBackingFull(t *testing.T) {
 		for i := 0; i < 100; i++ {
 			os.Remove(m.Path(fmt.Sprintf("d%03d", i)))
 		}
-		data := pseudoBytes(500<<10, 7)
+		data := pseudoRandom(500<<10, 7)
 		mustDo(t, os.WriteFile(m.Path("after.bin"), data, 0o644))
 		got, err := os.ReadFile(m.Path("after.bin"))
 		if err != nil || !bytes.Equal(got, data) {
@@ -295,7 +277,7 @@ func TestFaultSIGTERMBusy(t *testing.T) {
 	mounttest.Require(t)
 	c := clamdtest.New(t, clamdtest.Options{MaxFileSize: "400M", StreamMaxLength: "400M"})
 	// INSTREAM, so that the scan in flight shows as clamfuse's writes.
-	m := startChecked(t, mounttest.Options{Config: fmt.Sprintf(`
+	m := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf(`
 [clamd]
 address = %q
 timeout = "60s"
@@ -362,7 +344,7 @@ func TestFaultKilledAndRestarted(t *testing.T) {
 	mounttest.Require(t)
 	c := clamdtest.New(t, clamdtest.Options{})
 	args := []string{"--clamd", c.Address(), "--timeout", "30s"}
-	m1 := startChecked(t, mounttest.Options{Args: args})
+	m1 := mounttest.Start(t, mounttest.Options{Args: args})
 	data := []byte("survives the crash\n")
 	mustDo(t, os.WriteFile(m1.Path("f.txt"), data, 0o644))
 	mustDo(t, m1.Cmd.Process.Kill())
@@ -375,7 +357,7 @@ func TestFaultKilledAndRestarted(t *testing.T) {
 	if err := unix.Stat(m1.Target, &st); !errors.Is(err, syscall.ENOTCONN) {
 		t.Fatalf("stat of the mountpoint after SIGKILL: %v, want ENOTCONN (a dead mount)", err)
 	}
-	m2 := startChecked(t, mounttest.Options{Source: m1.Source, Target: m1.Target, Args: args, NoWait: true})
+	m2 := mounttest.Start(t, mounttest.Options{Source: m1.Source, Target: m1.Target, Args: args, NoWait: true})
 	m2.WaitLogLines(t, 20*time.Second, "level=WARN", "cleared a dead FUSE mount", "target="+m1.Target)
 	m2.WaitLogLines(t, 20*time.Second, "msg=mounted")
 	deadline := time.Now().Add(20 * time.Second)
@@ -392,23 +374,9 @@ func TestFaultKilledAndRestarted(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := strings.Count(mountinfoFor(t, m1.Target), "\n"); n != 1 {
+	if n := len(mounttest.MountsOn(t, m1.Target)); n != 1 {
 		t.Errorf("%d mounts on %s after the restart, want 1", n, m1.Target)
 	}
-}
-
-// mountinfoFor returns the mountinfo lines whose mountpoint is p.
-func mountinfoFor(t *testing.T, p string) string {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	mustDo(t, err)
-	var out strings.Builder
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == p {
-			out.WriteString(line + "\n")
-		}
-	}
-	return out.String()
 }
 
 // TestFaultUnmountWhileOpen: fusermount3 -u on a mount with a file open
@@ -417,7 +385,7 @@ func mountinfoFor(t *testing.T, p string) string {
 func TestFaultUnmountWhileOpen(t *testing.T) {
 	mounttest.Require(t)
 	c := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Args: []string{"--clamd", c.Address(), "--timeout", "30s"}})
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", c.Address(), "--timeout", "30s"}})
 	data := []byte("held open across an unmount\n")
 	mustDo(t, os.WriteFile(m.Backing("f.txt"), data, 0o644))
 	f, err := os.OpenFile(m.Path("f.txt"), os.O_RDWR, 0)
@@ -485,14 +453,14 @@ func TestFaultSpaceFreedAfterRemove(t *testing.T) {
 	mounttest.Require(t)
 	src := mountTmpfs(t, "size=10m,mode=0755")
 	c := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Source: src, Args: []string{"--clamd", c.Address(), "--timeout", "30s"}})
+	m := mounttest.Start(t, mounttest.Options{Source: src, Args: []string{"--clamd", c.Address(), "--timeout", "30s"}})
 	free := func() int64 {
 		var s unix.Statfs_t
 		mustDo(t, unix.Statfs(src, &s))
 		return int64(s.Bavail) * int64(s.Bsize)
 	}
 	empty := free()
-	data := pseudoBytes(7<<20, 8)
+	data := pseudoRandom(7<<20, 8)
 	var delays []time.Duration
 	for round := range 8 {
 		m.Within(t, time.Minute, "write and remove", func() {

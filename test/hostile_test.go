@@ -55,7 +55,7 @@ func newHostile(t *testing.T) *hostileLayout {
 		mustDo(t, os.WriteFile(filepath.Join(h.outside, p), []byte(outsideData), 0o644))
 	}
 	h.clamd = clamdtest.New(t, clamdtest.Options{})
-	h.m = startChecked(t, mounttest.Options{Source: h.src, Target: h.mnt,
+	h.m = mounttest.Start(t, mounttest.Options{Source: h.src, Target: h.mnt,
 		Args: []string{"--clamd", h.clamd.Address(), "--timeout", "30s"}})
 	return h
 }
@@ -594,7 +594,11 @@ func TestHostileSpecialFiles(t *testing.T) {
 	if !errors.Is(err, syscall.EACCES) {
 		t.Errorf("open of a char device through the mount: %v, want EACCES (nodev)", err)
 	}
-	opts := mountOptions(t, h.mnt)
+	on := mounttest.MountsOn(t, h.mnt)
+	if len(on) == 0 {
+		t.Fatalf("%s is not in the mount table", h.mnt)
+	}
+	opts := on[len(on)-1].Options
 	for _, o := range []string{"nodev", "nosuid"} {
 		if !strings.Contains(","+opts+",", ","+o+",") {
 			t.Errorf("mount options %q lack %s", opts, o)
@@ -628,21 +632,6 @@ func TestHostileSpecialFiles(t *testing.T) {
 	if a.Ino != b.Ino || a.Dev != b.Dev {
 		t.Errorf("the mount root's .. is not the mountpoint's parent")
 	}
-}
-
-// mountOptions returns the options of the mount at p from mountinfo.
-func mountOptions(t *testing.T, p string) string {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	mustDo(t, err)
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 6 && f[4] == p {
-			return f[5]
-		}
-	}
-	t.Fatalf("%s not in mountinfo", p)
-	return ""
 }
 
 // TestHostileWritesBehindOpenFiles pins what on-open scanning promises

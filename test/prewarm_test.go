@@ -54,7 +54,7 @@ func setOldAtimes(t *testing.T, tops ...string) map[string]int64 {
 	t.Helper()
 	var paths []string
 	for _, top := range tops {
-		mustOK(t, filepath.Walk(top, func(p string, _ os.FileInfo, err error) error {
+		mustDo(t, filepath.Walk(top, func(p string, _ os.FileInfo, err error) error {
 			paths = append(paths, p)
 			return err
 		}))
@@ -62,7 +62,7 @@ func setOldAtimes(t *testing.T, tops ...string) map[string]int64 {
 	old := unix.NsecToTimespec(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	out := map[string]int64{}
 	for _, p := range paths {
-		mustOK(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{old, {Nsec: unix.UTIME_OMIT}}, unix.AT_SYMLINK_NOFOLLOW))
+		mustDo(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{old, {Nsec: unix.UTIME_OMIT}}, unix.AT_SYMLINK_NOFOLLOW))
 		st := lstatT(t, p)
 		out[p] = st.Atim.Nano()
 	}
@@ -92,7 +92,7 @@ func TestPrewarm(t *testing.T) {
 	for i := range 4 {
 		for j := range 3 {
 			d := fmt.Sprintf("d%d/e%d", i, j)
-			mustOK(t, os.MkdirAll(filepath.Join(src, d), 0o755))
+			mustDo(t, os.MkdirAll(filepath.Join(src, d), 0o755))
 			for k := range 4 {
 				rel := fmt.Sprintf("%s/f%d.bin", d, k)
 				clean[rel] = pseudoRandom(1000+100*k+10*j+i, uint64(7000+100*i+10*j+k))
@@ -107,15 +107,15 @@ func TestPrewarm(t *testing.T) {
 	putFile(t, filepath.Join(src, eicarRel), clamdtest.EICAR())
 	putFile(t, filepath.Join(src, "empty"), nil)
 	putFile(t, filepath.Join(src, "d0/notes.skip"), clamdtest.Marker()) // excluded: never scanned
-	mustOK(t, os.Symlink(filepath.Join(outside, "secret.txt"), filepath.Join(src, "escape.txt")))
-	mustOK(t, os.Symlink("../outside", filepath.Join(src, "escape-dir")))
-	mustOK(t, os.Symlink(outside, filepath.Join(src, "d2/abs-dir")))
-	mustOK(t, unix.Mkfifo(filepath.Join(src, "d0/fifo"), 0o644))
+	mustDo(t, os.Symlink(filepath.Join(outside, "secret.txt"), filepath.Join(src, "escape.txt")))
+	mustDo(t, os.Symlink("../outside", filepath.Join(src, "escape-dir")))
+	mustDo(t, os.Symlink(outside, filepath.Join(src, "d2/abs-dir")))
+	mustDo(t, unix.Mkfifo(filepath.Join(src, "d0/fifo"), 0o644))
 	const skipped = 6 // empty, notes.skip, three symlinks, the FIFO
 	atimes := setOldAtimes(t, src, outside)
 
 	addr := opsFreePort(t)
-	m := startMount(t, mounttest.Options{Source: src, Target: mnt, Config: prewarmConfig(c.Address(),
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Config: prewarmConfig(c.Address(),
 		fmt.Sprintf("[metrics]\nlisten = %q\n", addr)) + "exclude = [\"*.skip\"]\n"})
 	m.WaitLogLines(t, logBound, "level=INFO", `msg="prewarm started"`)
 	counts, line := prewarmEnd(t, m)
@@ -195,9 +195,9 @@ func TestPrewarm(t *testing.T) {
 	// A file changed behind the mount after the prewarm is scanned again
 	// at its next open (here: found infected).
 	f, err := os.OpenFile(filepath.Join(src, "top.txt"), os.O_WRONLY|os.O_APPEND, 0)
-	mustOK(t, err)
+	mustDo(t, err)
 	_, err = f.Write(clamdtest.Marker())
-	mustOK(t, errors.Join(err, f.Close()))
+	mustDo(t, errors.Join(err, f.Close()))
 	wantEACCES(t, m, m.Path("top.txt"))
 	if got := scans(opsScrape(t, "http://"+addr+"/metrics")); got != scans(before)+1 {
 		t.Errorf("scans = %v after opening a file changed behind the mount; want %v", got, scans(before)+1)
@@ -230,7 +230,7 @@ func TestPrewarmOpensFirst(t *testing.T) {
 		}
 	}
 	addr := opsFreePort(t)
-	m := startMount(t, mounttest.Options{Source: src, Target: mnt, Config: prewarmConfig(c.Address(),
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Config: prewarmConfig(c.Address(),
 		fmt.Sprintf("max_concurrent = 1\n[metrics]\nlisten = %q\n", addr))})
 
 	var took []time.Duration
@@ -280,7 +280,7 @@ func TestPrewarmStopped(t *testing.T) {
 			for i := range 20 { // 2 s each: the walk lasts far longer than the test
 				putFile(t, filepath.Join(src, fmt.Sprintf("f%02d", i)), []byte("never judged"))
 			}
-			m := startMount(t, mounttest.Options{Source: src, Config: prewarmConfig(addr, `timeout = "2s"`)})
+			m := mounttest.Start(t, mounttest.Options{Source: src, Config: prewarmConfig(addr, `timeout = "2s"`)})
 			m.WaitLogLines(t, logBound, `msg="prewarm started"`)
 			tc.stop(t, m)
 			code, err := m.ExitCode(30 * time.Second)
@@ -308,7 +308,7 @@ func TestPrewarmInPlace(t *testing.T) {
 	putFile(t, filepath.Join(dir, "clean.txt"), []byte("clean"))
 	putFile(t, filepath.Join(dir, "eicar.com"), clamdtest.EICAR())
 	addr := opsFreePort(t)
-	m := startMount(t, mounttest.Options{Source: dir, Target: dir, Config: prewarmConfig(c.Address(),
+	m := mounttest.Start(t, mounttest.Options{Source: dir, Target: dir, Config: prewarmConfig(c.Address(),
 		fmt.Sprintf("[metrics]\nlisten = %q\n", addr))})
 	counts, line := prewarmEnd(t, m)
 	if counts["scanned"] != 2 || counts["infected"] != 1 {
@@ -329,7 +329,7 @@ func TestPrewarmInPlace(t *testing.T) {
 func TestPrewarmWaitsForClamd(t *testing.T) {
 	mounttest.Require(t)
 	sockDir, err := os.MkdirTemp("", "latecl") // short: sun_path is 108 bytes
-	mustOK(t, err)
+	mustDo(t, err)
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	sock := filepath.Join(sockDir, "clamd.sock") // no clamd there yet
 
@@ -341,12 +341,12 @@ func TestPrewarmWaitsForClamd(t *testing.T) {
 	for i := range files {
 		putFile(t, filepath.Join(src, fmt.Sprintf("f%d", i)), pseudoRandom(2000, uint64(8100+i)))
 	}
-	m := startMount(t, mounttest.Options{Source: src, Target: mnt, Config: prewarmConfig("unix:"+sock, "")})
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Config: prewarmConfig("unix:"+sock, "")})
 	m.WaitLogLines(t, logBound, "level=INFO", `msg="prewarm waits for clamd"`)
 
 	// clamd comes up: its socket appears at the configured path.
 	c := clamdtest.New(t, clamdtest.Options{})
-	mustOK(t, os.Symlink(strings.TrimPrefix(c.Address(), "unix:"), sock))
+	mustDo(t, os.Symlink(strings.TrimPrefix(c.Address(), "unix:"), sock))
 	counts, line := prewarmEnd(t, m)
 	if counts["scanned"] != files || counts["errors"] != 0 {
 		t.Errorf("prewarm end: %s; want scanned=%d errors=0", line, files)

@@ -53,10 +53,10 @@ func waitScanCount(t *testing.T, c *clamdtest.Clamd, want int, settle time.Durat
 // same bytes.
 func TestSoakConcurrentOpensOneScan(t *testing.T) {
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "60s"}})
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "60s"}})
 	for round, size := range []int{8 << 20, 64 << 10} {
 		name := fmt.Sprintf("shared-%d.bin", round)
-		data := pseudoBytes(size, uint64(round+10))
+		data := pseudoRandom(size, uint64(round+10))
 		mustDo(t, os.WriteFile(m.Backing(name), data, 0o644))
 		before := waitScanCount(t, clamd, 0, 0)
 		const n = 100
@@ -100,7 +100,7 @@ func TestSoakConcurrentOpensOneScan(t *testing.T) {
 // open of an infected file must be denied: zero exceptions either way.
 func TestSoakMixed(t *testing.T) {
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "60s"}})
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "60s"}})
 	const files = 8
 	marker := clamdtest.Marker()
 	content := func(rng *rand.Rand, infected bool) []byte {
@@ -234,11 +234,11 @@ func readProcStats(t *testing.T, pid int) procStats {
 // concurrency, and with bounded memory.
 func TestSoakResourcesStable(t *testing.T) {
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "60s"}})
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "60s"}})
 	pid := m.Cmd.Process.Pid
 	const nfiles = 50
 	for i := range nfiles {
-		data := pseudoBytes(1000+i*100, uint64(i))
+		data := pseudoRandom(1000+i*100, uint64(i))
 		if i%10 == 9 {
 			data = append(data, clamdtest.Marker()...)
 		}
@@ -277,7 +277,7 @@ func TestSoakResourcesStable(t *testing.T) {
 					default:
 						// A new file each time: written, then scanned.
 						p := m.Path(fmt.Sprintf("dir/new-%d", seq.Add(1)))
-						if err = os.WriteFile(p, pseudoBytes(5000, uint64(k)), 0o644); err == nil {
+						if err = os.WriteFile(p, pseudoRandom(5000, uint64(k)), 0o644); err == nil {
 							_, err = os.ReadFile(p)
 						}
 						os.Remove(p)
