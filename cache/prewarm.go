@@ -188,6 +188,9 @@ func (g *Gate) waitIdle(ctx context.Context) error {
 			return err
 		}
 		if wait := g.fresh.noCacheUntil.Load() - time.Now().UnixNano(); wait > 0 {
+			if h := g.hooks.idleWait; h != nil {
+				h()
+			}
 			t := time.NewTimer(time.Duration(wait))
 			select {
 			case <-t.C:
@@ -197,8 +200,12 @@ func (g *Gate) waitIdle(ctx context.Context) error {
 			}
 			continue
 		}
+		idle := g.demand.idle()
+		if h := g.hooks.idleWait; h != nil && idle != closedChan {
+			h()
+		}
 		select {
-		case <-g.demand.idle():
+		case <-idle:
 			if g.caching() {
 				return nil
 			}
