@@ -166,34 +166,64 @@ func (k *core) testClamZip(t *testing.T) {
 	wantSame(t, "backing clam.zip", slurp(t, k.m.Backing(rel)), data)
 }
 
-// testLargeFiles: clamfuse streams the whole file, so a detection in the
-// last 100 bytes of 50 MiB, or across the 1 MiB INSTREAM chunk boundary,
-// is found; and a large clean file reads byte-identical.
+// testLargeFiles: the whole file is judged, so a detection in the last
+// 100 bytes of 50 MiB is found whether clamd reads the file itself
+// (FILDES, the default on a unix socket) or clamfuse streams it
+// (INSTREAM); over INSTREAM, a detection across the boundary of the 1 MiB
+// chunks clamfuse sends is found too (a byte lost or doubled at the
+// boundary would break it); and a large clean file reads byte-identical.
+// clamd's log shows which transport judged each file: FILDES scans by the
+// file's path, INSTREAM ones as "instream(local)".
 func (k *core) testLargeFiles(t *testing.T) {
-	d := k.dir(t)
 	marker := clamdtest.Marker()
+	instream := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf(`
+[clamd]
+address = %q
+timeout = "60s"
+transport = "instream"
+`, k.clamd.Address())})
+	mounts := map[string]*mounttest.Mount{"fildes": k.m, "instream": instream}
 	for _, tc := range []struct {
-		name     string
-		size     int
-		markerAt int // -1: clean
+		name      string
+		transport string
+		size      int
+		markerAt  int // -1: clean
 	}{
-		{"50MiB marker in last 100 bytes", 50 << 20, 50<<20 - 100 + 20},
-		{"3MiB marker across first chunk boundary", 3 << 20, 1<<20 - len(marker)/2},
-		{"50MiB clean", 50 << 20, -1},
+		{"50MiB marker in last 100 bytes", "fildes", 50 << 20, 50<<20 - 100 + 20},
+		{"50MiB marker in last 100 bytes", "instream", 50 << 20, 50<<20 - 100 + 20},
+		{"3MiB marker across first chunk boundary", "instream", 3 << 20, 1<<20 - len(marker)/2},
+		{"3MiB marker across third chunk boundary", "instream", 3<<20 + 5, 3<<20 - len(marker) + 3},
+		{"50MiB clean", "fildes", 50 << 20, -1},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			rel := fmt.Sprintf("%s/big-%d", d, k.seq.Add(1))
+		t.Run(tc.transport+" "+tc.name, func(t *testing.T) {
+			m := mounts[tc.transport]
+			rel := fmt.Sprintf("big-%d", k.seq.Add(1))
 			data := pseudoRandom(tc.size, uint64(tc.size))
 			if tc.markerAt >= 0 {
 				copy(data[tc.markerAt:], marker)
 			}
-			putFile(t, k.m.Backing(rel), data)
-			if tc.markerAt >= 0 {
-				wantEACCES(t, k.m, k.m.Path(rel))
-				k.m.WaitLogLines(t, logBound, "level=WARN", "path="+rel+" ", "signature="+clamdtest.MarkerSignature)
+			putFile(t, m.Backing(rel), data)
+			if tc.markerAt < 0 {
+				wantSame(t, "read through the mount", readVia(t, m, m.Path(rel)), data)
 				return
 			}
-			wantSame(t, "read through the mount", readVia(t, k.m, k.m.Path(rel)), data)
+			found := " " + clamdtest.MarkerSignature + " FOUND"
+			byStream := linesContaining(t, k.clamd.LogFile, "instream(local):"+found)
+			wantEACCES(t, m, m.Path(rel))
+			m.WaitLogLines(t, logBound, "level=WARN", "path="+rel+" ", "signature="+clamdtest.MarkerSignature)
+			switch tc.transport {
+			case "fildes":
+				eventually(t, logBound, "clamd logging the scan of "+rel+" by its path", func() bool {
+					return linesContaining(t, k.clamd.LogFile, m.Backing(rel)+":"+found) == 1
+				})
+			case "instream":
+				eventually(t, logBound, "clamd logging a stream scan finding the marker", func() bool {
+					return linesContaining(t, k.clamd.LogFile, "instream(local):"+found) > byStream
+				})
+				if n := linesContaining(t, k.clamd.LogFile, m.Backing(rel)); n != 0 {
+					t.Errorf("clamd logged %s by its path: it was not streamed", rel)
+				}
+			}
 		})
 	}
 }
