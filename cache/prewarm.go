@@ -188,6 +188,7 @@ func (g *Gate) waitIdle(ctx context.Context) error {
 			return err
 		}
 		if wait := g.fresh.noCacheUntil.Load() - time.Now().UnixNano(); wait > 0 {
+			g.log.Debug("prewarm waits for the reload window to close", "wait", time.Duration(wait))
 			if h := g.hooks.idleWait; h != nil {
 				h()
 			}
@@ -201,8 +202,11 @@ func (g *Gate) waitIdle(ctx context.Context) error {
 			continue
 		}
 		idle := g.demand.idle()
-		if h := g.hooks.idleWait; h != nil && idle != closedChan {
-			h()
+		if idle != closedChan {
+			g.log.Debug("prewarm waits: opens wait for scans")
+			if h := g.hooks.idleWait; h != nil {
+				h()
+			}
 		}
 		select {
 		case <-idle:

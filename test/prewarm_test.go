@@ -5,11 +5,11 @@ package test
 // for a scan, so that first opens find a cached verdict.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -204,60 +204,124 @@ func TestPrewarm(t *testing.T) {
 	}
 }
 
-// TestPrewarmOpensFirst: opens made while the prewarm walks a larger
-// tree, with a single scan slot, are served as usual (each scan waits
-// behind at most the one prewarm scan running), and every file is scanned
-// exactly once, by the walk or by an open. It logs how long the opens
-// and the prewarm took; it asserts no timing.
+// TestPrewarmOpensFirst: with a single scan slot, an open that comes
+// while the prewarm walks the tree waits behind the one prewarm scan
+// already running, no more; and the walk, which moves on to its next file
+// meanwhile, waits for the opens' scans: a second open that comes while
+// the first one's scan runs is scanned before the walk's next file. A
+// proxy in front of clamd holds every scan, so the test knows which scan
+// runs when each open comes, and sees the order of the scans that follow.
+// The gate counts a miss once the open waits on its scan (the metrics
+// show it), and logs at debug level when the walk waits for the opens.
+// In the end every file is scanned exactly once, by the walk or an open.
 func TestPrewarmOpensFirst(t *testing.T) {
 	mounttest.Require(t)
 	c := clamdtest.New(t, clamdtest.Options{})
+	proxy := clamdtest.NewProxy(t, c)
+	proxy.Hold()
 	dir := t.TempDir()
 	src, mnt := filepath.Join(dir, "src"), filepath.Join(dir, "mnt")
 	mounttest.MustMkdir(t, src)
 	mounttest.MustMkdir(t, mnt)
-	const dirs, perDir = 20, 50
-	var last []string // files of the directory walked last, opened during the walk
+	const dirs, perDir = 5, 20
+	contents := map[string][]byte{} // backing path -> bytes
 	for i := range dirs {
 		d := fmt.Sprintf("d%02d", i)
 		mounttest.MustMkdir(t, filepath.Join(src, d))
 		for j := range perDir {
-			rel := fmt.Sprintf("%s/f%02d", d, j)
-			putFile(t, filepath.Join(src, rel), pseudoRandom(16<<10, uint64(9000+perDir*i+j)))
-			if i == dirs-1 && j < 20 {
-				last = append(last, rel)
-			}
+			p := filepath.Join(src, d, fmt.Sprintf("f%02d", j))
+			contents[p] = pseudoRandom(4<<10, uint64(9000+perDir*i+j))
+			putFile(t, p, contents[p])
 		}
 	}
 	addr := opsFreePort(t)
-	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Config: prewarmConfig(c.Address(),
-		fmt.Sprintf("max_concurrent = 1\n[metrics]\nlisten = %q\n", addr))})
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Args: []string{"--log-level", "debug"},
+		Config: prewarmConfig(proxy.Address(), fmt.Sprintf("max_concurrent = 1\n[metrics]\nlisten = %q\n", addr))})
+	misses := func() float64 { return opsScrape(t, "http://"+addr+"/metrics")["clamfuse_cache_misses_total"] }
+	const yields = "prewarm waits: opens wait for scans"
 
-	var took []time.Duration
-	during := 0
-	for _, rel := range last {
-		running := len(m.Log.Lines(`msg="prewarm done"`)) == 0
-		began := time.Now()
-		got := readVia(t, m, m.Path(rel))
-		took = append(took, time.Since(began))
-		if len(got) != 16<<10 {
-			t.Fatalf("read %s: %d bytes", rel, len(got))
+	scanned := map[string]bool{}
+	// unscanned is a file neither the walk nor an open has had scanned.
+	unscanned := func() string {
+		for i := dirs - 1; i >= 0; i-- {
+			for j := perDir - 1; j >= 0; j-- {
+				if p := filepath.Join(src, fmt.Sprintf("d%02d/f%02d", i, j)); !scanned[p] {
+					return p
+				}
+			}
 		}
-		if running && len(m.Log.Lines(`msg="prewarm done"`)) == 0 {
-			during++
+		t.Fatal("every file scanned already")
+		return ""
+	}
+	// open reads p through the mount in the background, once the
+	// number of opens waiting on scans shows it waits too.
+	opens := 0
+	open := func(p string) <-chan error {
+		rel, _ := filepath.Rel(src, p)
+		read := make(chan error, 1)
+		go func() {
+			b, err := os.ReadFile(m.Path(rel))
+			if err == nil && !bytes.Equal(b, contents[p]) {
+				err = fmt.Errorf("read %d bytes of %s, not the file's", len(b), rel)
+			}
+			read <- err
+		}()
+		opens++
+		eventually(t, logBound, "the open of "+rel+" waiting on its scan", func() bool { return misses() == float64(opens) })
+		scanned[p] = true
+		return read
+	}
+	next := func(want, what string) *clamdtest.Scan {
+		t.Helper()
+		s := proxy.Next(t, scanBound)
+		if want != "" && s.Path != want {
+			t.Fatalf("%s: clamd got a scan of %s; want %s", what, s.Path, want)
+		}
+		if want == "" && scanned[s.Path] {
+			t.Fatalf("%s: the walk scanned %s, which an open had judged", what, s.Path)
+		}
+		scanned[s.Path] = true
+		return s
+	}
+	done := func(read <-chan error) {
+		t.Helper()
+		select {
+		case err := <-read:
+			mustDo(t, err)
+		case <-time.After(scanBound):
+			m.Abort()
+			t.Fatal("an open did not return after its scan")
 		}
 	}
+
+	walk := next("", "the walk's first scan")
+	for round := range 2 {
+		// An open comes while a walk scan runs: it is next.
+		first := unscanned()
+		read1 := open(first)
+		waited := len(m.Log.Lines(yields))
+		walk.Release()
+		scan1 := next(first, fmt.Sprintf("round %d, after the walk scan the first open waited behind", round))
+		// The walk moves on, to wait for the open's scan; a second open
+		// comes now, and goes before the walk all the same.
+		m.WaitLogLinesAfter(t, logBound, waited, yields)
+		second := unscanned()
+		read2 := open(second)
+		scan1.Release()
+		done(read1)
+		scan2 := next(second, fmt.Sprintf("round %d, after the first open's scan, with a second open and the walk waiting", round))
+		scan2.Release()
+		done(read2)
+		walk = next("", fmt.Sprintf("round %d, the walk going on", round))
+	}
+	proxy.Release()
 	counts, line := prewarmEnd(t, m)
-	slices.Sort(took)
-	t.Logf("%d opens, %d of them during the prewarm: median %v, max %v; %d files: %s",
-		len(took), during, took[len(took)/2], took[len(took)-1], dirs*perDir, line)
-
-	if counts["scanned"]+counts["cached"] != dirs*perDir || counts["errors"] != 0 || counts["infected"] != 0 {
-		t.Errorf("prewarm counts %v; want scanned + cached = %d", counts, dirs*perDir)
+	t.Logf("%d files: %s", dirs*perDir, line)
+	if counts["scanned"]+counts["cached"] != dirs*perDir || counts["cached"] != opens || counts["errors"] != 0 || counts["infected"] != 0 {
+		t.Errorf("prewarm counts %v; want %d cached (the opens'), the rest scanned: %d in all", counts, opens, dirs*perDir)
 	}
-	s := opsScrape(t, "http://"+addr+"/metrics")
-	if got := s[`clamfuse_scans_total{result="clean"}`]; got != dirs*perDir {
-		t.Errorf("scans = %v; want %d: each file once, by the prewarm or by an open", got, dirs*perDir)
+	if n := proxy.Scans(); n != dirs*perDir {
+		t.Errorf("clamd got %d scans; want %d: each file once, by the prewarm or by an open", n, dirs*perDir)
 	}
 }
 

@@ -337,6 +337,14 @@ func MustMkdir(t testing.TB, dir string) {
 // reports, so tests poll for it rather than read it once.
 func (m *Mount) WaitLogLines(t testing.TB, d time.Duration, substrs ...string) []string {
 	t.Helper()
+	return m.WaitLogLinesAfter(t, d, 0, substrs...)
+}
+
+// WaitLogLinesAfter is WaitLogLines for more than n such lines: for an
+// event that logs the same line each time it happens, after the test
+// counted n of them.
+func (m *Mount) WaitLogLinesAfter(t testing.TB, d time.Duration, n int, substrs ...string) []string {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
 		var out []string
@@ -352,11 +360,11 @@ func (m *Mount) WaitLogLines(t testing.TB, d time.Duration, substrs ...string) [
 				out = append(out, l)
 			}
 		}
-		if len(out) > 0 {
+		if len(out) > n {
 			return out
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no clamfuse log line with all of %q after %v; log:\n%s", substrs, d, m.Log.String())
+			t.Fatalf("no more than %d clamfuse log lines with all of %q after %v; log:\n%s", n, substrs, d, m.Log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
