@@ -268,47 +268,47 @@ func TestFaultBackingFull(t *testing.T) {
 }
 
 // TestFaultSIGTERMBusy: SIGTERM while files are open through the mount,
-// one being written, and a 200 MiB scan in flight. clamfuse unmounts
-// (lazily, since the mount is busy) and exits 0 within seconds; the
-// opener waiting for the scan and the holders of open files get errors,
-// not a hang; what was written and closed before is in the backing
-// directory.
+// one being written, and an open waiting for a scan that clamd will not
+// finish (a proxy holds it). clamfuse unmounts (lazily, since the mount is
+// busy) and exits 0 within seconds; the open waiting for the scan gets
+// ECONNABORTED (the kernel's answer to a request pending when the
+// connection ends) and the holders of open files ENOTCONN, not a hang;
+// what was written and closed before is in the backing directory, and
+// the bytes written through the file still open too.
 func TestFaultSIGTERMBusy(t *testing.T) {
 	mounttest.Require(t)
-	c := clamdtest.New(t, clamdtest.Options{MaxFileSize: "400M", StreamMaxLength: "400M"})
-	// INSTREAM, so that the scan in flight shows as clamfuse's writes.
-	m := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf(`
-[clamd]
-address = %q
-timeout = "60s"
-transport = "instream"
-[scan]
-max_size = "400MiB"
-`, c.Address())})
-	bigClean(t, m.Backing("big.bin"), 200<<20)
+	c := clamdtest.New(t, clamdtest.Options{})
+	proxy := clamdtest.NewProxy(t, c)
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", proxy.Address(), "--timeout", "60s"}})
+	mustDo(t, os.WriteFile(m.Backing("pending.bin"), pseudoRandom(64<<10, 9), 0o644))
 	mustDo(t, os.WriteFile(m.Backing("small.txt"), []byte("small"), 0o644))
 	saved := []byte("written and closed before the signal\n")
 	mustDo(t, os.WriteFile(m.Path("saved.txt"), saved, 0o644))
 	reader, err := os.Open(m.Path("small.txt"))
 	mustDo(t, err)
 	defer reader.Close()
+	// Both scans so far (saved.txt's after its write, small.txt's at its
+	// open) have reached clamd; from now on scans wait.
+	eventually(t, logBound, "the scans of saved.txt and small.txt", func() bool { return proxy.Scans() == 2 })
+	proxy.Hold()
 	writer, err := os.Create(m.Path("open-writer.txt"))
 	mustDo(t, err)
 	defer writer.Close()
 	_, err = writer.Write([]byte("partial"))
 	mustDo(t, err)
 
-	pid := m.Cmd.Process.Pid
-	base := procIOWrite(t, pid)
 	done := make(chan error, 1)
 	go func() {
-		f, err := os.Open(m.Path("big.bin"))
+		f, err := os.Open(m.Path("pending.bin"))
 		if err == nil {
 			f.Close()
 		}
 		done <- err
 	}()
-	waitStreaming(t, pid, base, 8<<20, nil)
+	if s := proxy.Next(t, scanBound); s.Path != m.Backing("pending.bin") {
+		t.Fatalf("held a scan of %s; want pending.bin's", s.Path)
+	}
+	// The open now waits for a scan that will not end.
 	mustDo(t, m.Signal(syscall.SIGTERM))
 	code, err := m.ExitCode(20 * time.Second)
 	if err != nil || code != 0 {
@@ -316,9 +316,9 @@ max_size = "400MiB"
 	}
 	select {
 	case err := <-done:
-		// Either the scan ended (clean) within the grace clamfuse gives
-		// a busy mount, or the connection went away under it.
-		t.Logf("the opener waiting for the scan got: %v", err)
+		if !errors.Is(err, syscall.ECONNABORTED) {
+			t.Errorf("the open waiting for a scan when clamfuse exited: %v; want ECONNABORTED", err)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the open waiting for a scan still blocked 10s after clamfuse exited")
 	}
@@ -335,6 +335,7 @@ max_size = "400MiB"
 		t.Errorf("bytes written through a file still open at the exit: %q, %v", got, err)
 	}
 	m.WaitLogLines(t, 5*time.Second, "signal received")
+	m.WaitLogLines(t, 5*time.Second, "level=WARN", "files still open on the detached mount")
 }
 
 // TestFaultKilledAndRestarted: clamfuse killed with SIGKILL leaves a dead
