@@ -17,6 +17,7 @@ import (
 
 	"github.com/clamfuse/clamfuse/test/clamdtest"
 	"github.com/clamfuse/clamfuse/test/mounttest"
+	"golang.org/x/sys/unix"
 )
 
 // soakDuration is how long the mixed soak runs: 10 s, 30 s with
@@ -229,9 +230,11 @@ func readProcStats(t *testing.T, pid int) procStats {
 }
 
 // TestSoakResourcesStable: 10 000 opens (clean reads, cached and not,
-// denials of infected files, misses, directory listings) leave clamfuse
-// with the descriptors and threads it had after a warm-up with the same
-// concurrency, and with bounded memory.
+// denials of infected files, misses, directory listings, files written
+// and scanned after their write) leave clamfuse with the descriptors and
+// threads it had after a warm-up with the same concurrency, and with
+// bounded memory; and once the scans after write are over, clamfuse holds
+// no backing file open for reading or writing.
 func TestSoakResourcesStable(t *testing.T) {
 	clamd := clamdtest.New(t, clamdtest.Options{})
 	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "60s"}})
@@ -290,17 +293,30 @@ func TestSoakResourcesStable(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	m.Within(t, 5*time.Minute, "10 000 opens", func() {
-		work(2000) // warm-up: the same concurrency, so thread pools fill
-		time.Sleep(500 * time.Millisecond)
-	})
+	// Background scans of the files just written hold those files open
+	// until they end: wait for none to be held, which is also the check
+	// that none stays held (a leak).
+	idle := func(when string) {
+		t.Helper()
+		var held []string
+		deadline := time.Now().Add(30 * time.Second)
+		for held = heldFiles(t, pid, m.Source); len(held) > 0; held = heldFiles(t, pid, m.Source) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s, with nothing open through the mount, clamfuse still holds %d backing files open after 30s: %s", when, len(held), strings.Join(held, " "))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	m.Within(t, 5*time.Minute, "2 000 opens", func() { work(2000) }) // warm-up: the same concurrency, so thread pools fill
+	idle("after the warm-up")
 	before := readProcStats(t, pid)
 	start := time.Now()
 	m.Within(t, 5*time.Minute, "10 000 opens", func() { work(10000) })
 	elapsed := time.Since(start)
-	time.Sleep(time.Second) // background scans of new files finish
+	idle("after 10 000 opens")
 	after := readProcStats(t, pid)
 	t.Logf("before %+v, after 10 000 opens in %v: %+v", before, elapsed.Round(time.Millisecond), after)
+	t.Logf("clamfuse descriptors, idle: %s", strings.Join(fdTargets(t, pid), " "))
 	if n := unexpected.Load(); n > 0 {
 		t.Errorf("%d opens went wrong", n)
 	}
@@ -313,20 +329,54 @@ func TestSoakResourcesStable(t *testing.T) {
 	if after.rssKiB > before.rssKiB+64<<10 {
 		t.Errorf("clamfuse RSS grew from %d KiB to %d KiB over 10 000 opens", before.rssKiB, after.rssKiB)
 	}
-	// And with the mount idle, nothing open: the descriptors left are
-	// the fixed ones (root, /dev/fuse, clamd connections, logs).
-	listFDs(t, pid)
 }
 
-func listFDs(t *testing.T, pid int) {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return
-	}
-	var targets []string
+// fdTargets lists the descriptors of process pid as "N->target".
+func fdTargets(t *testing.T, pid int) []string {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	mustDo(t, err)
+	var out []string
 	for _, e := range ents {
-		l, _ := os.Readlink(filepath.Join(fmt.Sprintf("/proc/%d/fd", pid), e.Name()))
-		targets = append(targets, e.Name()+"->"+l)
+		l, _ := os.Readlink(filepath.Join(dir, e.Name()))
+		out = append(out, e.Name()+"->"+l)
 	}
-	t.Logf("clamfuse descriptors: %s", strings.Join(targets, " "))
+	return out
+}
+
+// heldFiles lists the descriptors of process pid open for reading or
+// writing (O_PATH ones, which can do neither, do not count) on regular
+// files under dir, deleted ones included: with nothing open through the
+// mount and no scan running, clamfuse should hold none.
+func heldFiles(t *testing.T, pid int, dir string) []string {
+	t.Helper()
+	fds := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(fds)
+	mustDo(t, err)
+	var out []string
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join(fds, e.Name()))
+		if err != nil || !strings.HasPrefix(strings.TrimSuffix(target, " (deleted)"), dir+"/") {
+			continue // closed meanwhile, or not a backing file
+		}
+		fi, err := os.Stat(filepath.Join(fds, e.Name()))
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		var flags uint64
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				flags, _ = strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+			}
+		}
+		if flags&unix.O_PATH == 0 {
+			out = append(out, e.Name()+"->"+target)
+		}
+	}
+	return out
 }
