@@ -2,7 +2,6 @@ package test
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -30,25 +29,15 @@ const (
 	logBound  = 15 * time.Second // a log line written just after an event
 )
 
-// Barrier signature: a body signature added to the private clamd so that
-// a test can tell its own scan apart in clamd's log (see settledScans).
-const (
-	barrierSigName   = "Clamfuse.Test.Barrier"
-	barrierSignature = barrierSigName + ".UNOFFICIAL"
-)
-
-// barrierBody is what the barrier signature detects; assembled from pieces
-// like clamdtest.Marker so that this file is not itself detected.
-func barrierBody() []byte {
-	return []byte(strings.Join([]string{"CLAMFUSE-", "BARRIER-", "4c1d7e0a", "93b25f68"}, ""))
-}
-
-// core is what TestCore's subtests share: one private clamd and one mount
-// (with --allow-other, so that other users can open files) in front of it.
+// core is what TestCore's subtests share: one private clamd behind a
+// proxy that counts its scans, and one mount (with --allow-other, so that
+// other users can open files) in front of them.
 type core struct {
-	clamd *clamdtest.Clamd
-	m     *mounttest.Mount
-	seq   atomic.Int64 // unique names
+	clamd   *clamdtest.Clamd
+	proxy   *clamdtest.Proxy
+	m       *mounttest.Mount
+	metrics string       // the mount's metrics address
+	seq     atomic.Int64 // unique names
 }
 
 // TestCore pins the behaviour of clamfuse that users rely on: what is
@@ -58,22 +47,17 @@ type core struct {
 func TestCore(t *testing.T) {
 	mounttest.Require(t)
 	c := clamdtest.New(t, clamdtest.Options{})
-	if err := c.AddNDBSignature(barrierSigName, hex.EncodeToString(barrierBody())); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Reload(); err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	traversableByAll(t, dir)
 	src, mnt := filepath.Join(dir, "src"), filepath.Join(dir, "mnt")
 	mounttest.MustMkdir(t, src)
 	mounttest.MustMkdir(t, mnt)
-	m := mounttest.Start(t, mounttest.Options{
+	k := &core{clamd: c, proxy: clamdtest.NewProxy(t, c), metrics: opsFreePort(t)}
+	k.m = mounttest.Start(t, mounttest.Options{
 		Source: src, Target: mnt,
-		Args: []string{"--clamd", c.Address(), "--timeout", "60s", "--allow-other"},
+		Config: fmt.Sprintf("[metrics]\nlisten = %q\n", k.metrics),
+		Args:   []string{"--clamd", k.proxy.Address(), "--timeout", "60s", "--allow-other"},
 	})
-	k := &core{clamd: c, m: m}
 
 	for _, tc := range []struct {
 		name string
@@ -411,7 +395,9 @@ func (k *core) testWrittenThroughMount(t *testing.T) {
 }
 
 // testCacheSavesScans: a clean verdict is reused (a second open costs no
-// scan), and concurrent opens of one uncached file share a single scan.
+// scan), and concurrent opens of one uncached file share a single scan:
+// the proxy holds that scan until the mount counts every open as waiting
+// on it, so all twenty provably come while it runs.
 func (k *core) testCacheSavesScans(t *testing.T) {
 	d := k.dir(t)
 
@@ -419,11 +405,11 @@ func (k *core) testCacheSavesScans(t *testing.T) {
 		rel := d + "/twice"
 		data := pseudoRandom(1<<20, 71)
 		putFile(t, k.m.Backing(rel), data)
-		base := k.settledScans(t)
+		base := k.proxy.Scans()
 		for range 2 {
 			wantSame(t, "read", readVia(t, k.m, k.m.Path(rel)), data)
 		}
-		if n := k.settledScans(t) - base - 1; n != 1 {
+		if n := k.proxy.Scans() - base; n != 1 {
 			t.Fatalf("two opens of one clean file cost %d clamd scans, want 1", n)
 		}
 	})
@@ -432,14 +418,14 @@ func (k *core) testCacheSavesScans(t *testing.T) {
 		rel := d + "/concurrent"
 		data := pseudoRandom(8<<20, 72)
 		putFile(t, k.m.Backing(rel), data)
-		base := k.settledScans(t)
+		base, missed := k.proxy.Scans(), k.misses(t)
 		const n = 20
 		errs := make([]error, n)
-		start := make(chan struct{})
 		var wg sync.WaitGroup
+		k.proxy.Hold()
+		defer k.proxy.Release()
 		for i := range n {
 			wg.Go(func() {
-				<-start
 				f, err := os.Open(k.m.Path(rel))
 				if err != nil {
 					errs[i] = err
@@ -456,42 +442,28 @@ func (k *core) testCacheSavesScans(t *testing.T) {
 				}
 			})
 		}
-		k.m.Within(t, scanBound, "20 concurrent opens", func() { close(start); wg.Wait() })
+		k.m.Within(t, scanBound, "20 concurrent opens", func() {
+			scan := k.proxy.Next(t, scanBound)
+			eventually(t, scanBound, "all 20 opens waiting on the scan", func() bool { return k.misses(t) == missed+n })
+			scan.Release()
+			wg.Wait()
+		})
 		for i, err := range errs {
 			if err != nil {
 				t.Errorf("open %d: %v", i, err)
 			}
 		}
-		if got := k.settledScans(t) - base - 1; got != 1 {
+		if got := k.proxy.Scans() - base; got != 1 {
 			t.Fatalf("%d concurrent opens of one uncached file cost %d clamd scans, want 1", n, got)
 		}
 	})
 }
 
-// settledScans returns clamd's scan count once every scan started before
-// the call has been logged. clamd logs a verdict just after replying, so
-// it opens a fresh file carrying the barrier signature through the mount
-// and waits for that detection in clamd's log: scans that replied before
-// it have been logged by then. The barrier costs one scan, counted in the
-// result.
-func (k *core) settledScans(t *testing.T) int {
+// misses is the main mount's count of opens that found no verdict
+// cached; an open is counted once it waits on a scan.
+func (k *core) misses(t *testing.T) float64 {
 	t.Helper()
-	want := linesContaining(t, k.clamd.LogFile, barrierSignature+" FOUND") + 1
-	rel := fmt.Sprintf("barrier-%d", k.seq.Add(1))
-	putFile(t, k.m.Backing(rel), append(pseudoRandom(4096, uint64(k.seq.Load())), barrierBody()...))
-	wantEACCES(t, k.m, k.m.Path(rel))
-	deadline := time.Now().Add(logBound)
-	for linesContaining(t, k.clamd.LogFile, barrierSignature+" FOUND") < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("clamd did not log the barrier scan within %v", logBound)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	n, err := k.clamd.ScanCount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return opsScrape(t, "http://"+k.metrics+"/metrics")["clamfuse_cache_misses_total"]
 }
 
 // testPosixMirror: every operation through the mount lands in the backing
@@ -1021,14 +993,14 @@ timeout = "60s"
 
 [scan]
 exclude = ["*.part"]
-`, k.clamd.Address())})
+`, k.proxy.Address())})
 	eicar := clamdtest.EICAR()
 	putFile(t, m.Backing("x.part"), eicar)
 	putFile(t, m.Backing("x.bin"), eicar)
 
-	base := k.settledScans(t)
+	base := k.proxy.Scans()
 	wantSame(t, "x.part (excluded)", readVia(t, m, m.Path("x.part")), eicar)
-	if n := k.settledScans(t) - base - 1; n != 0 {
+	if n := k.proxy.Scans() - base; n != 0 {
 		t.Errorf("reading an excluded file cost %d clamd scans, want 0", n)
 	}
 	wantEACCES(t, m, m.Path("x.bin"))

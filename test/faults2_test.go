@@ -161,7 +161,7 @@ max_size = "400MiB"
 		t.Fatalf("open with clamd back: %v", err)
 	}
 	f.Close()
-	if after := waitScanCount(t, c, before+1, 0); after != before+1 {
+	if after := waitScanCount(t, c, before+1); after != before+1 {
 		t.Errorf("open with clamd back: %d scans, want 1", after-before)
 	}
 }

@@ -29,55 +29,59 @@ func soakDuration() time.Duration {
 	return 10 * time.Second
 }
 
-// waitScanCount polls clamd's scan count until it reaches want (or 20 s
-// pass), then watches it for settle more to catch extra scans, and
-// returns the count.
-func waitScanCount(t *testing.T, c *clamdtest.Clamd, want int, settle time.Duration) int {
+// waitScanCount polls clamd's scan count (its log, written just after
+// each reply) until it reaches want, or 20 s pass, and returns it.
+func waitScanCount(t *testing.T, c *clamdtest.Clamd, want int) int {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		n, err := c.ScanCount()
 		mustDo(t, err)
 		if n >= want || time.Now().After(deadline) {
-			break
+			return n
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(settle)
-	n, err := c.ScanCount()
-	mustDo(t, err)
-	return n
 }
 
 // TestSoakConcurrentOpensOneScan: 100 opens of one file no verdict covers
 // yet, started together, cost exactly one clamd scan and all read the
-// same bytes.
+// same bytes. A proxy holds that scan until the mount counts all 100
+// opens as waiting on it, so none can come after it and scan again; and
+// the proxy counts the scans as they arrive, so no settling time is
+// needed to see an extra one.
 func TestSoakConcurrentOpensOneScan(t *testing.T) {
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "60s"}})
+	proxy := clamdtest.NewProxy(t, clamd)
+	addr := opsFreePort(t)
+	m := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf("[metrics]\nlisten = %q\n", addr),
+		Args: []string{"--clamd", proxy.Address(), "--timeout", "60s"}})
+	misses := func() float64 { return opsScrape(t, "http://"+addr+"/metrics")["clamfuse_cache_misses_total"] }
 	for round, size := range []int{8 << 20, 64 << 10} {
 		name := fmt.Sprintf("shared-%d.bin", round)
 		data := pseudoRandom(size, uint64(round+10))
 		mustDo(t, os.WriteFile(m.Backing(name), data, 0o644))
-		before := waitScanCount(t, clamd, 0, 0)
+		before, missed := proxy.Scans(), misses()
 		const n = 100
 		var wg sync.WaitGroup
-		start := make(chan struct{})
 		errs := make([]error, n)
+		proxy.Hold()
 		m.Within(t, time.Minute, "100 concurrent opens", func() {
 			for i := range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					<-start
+				wg.Go(func() {
 					b, err := os.ReadFile(m.Path(name))
 					if err == nil && !bytes.Equal(b, data) {
 						err = fmt.Errorf("read %d bytes, not the file's", len(b))
 					}
 					errs[i] = err
-				}()
+				})
 			}
-			close(start)
+			scan := proxy.Next(t, time.Minute)
+			eventually(t, time.Minute, "all 100 opens waiting on the scan", func() bool { return misses() == missed+n })
+			proxy.Release()
+			if scan.Path != m.Backing(name) {
+				t.Errorf("the scan held was of %s; want %s", scan.Path, m.Backing(name))
+			}
 			wg.Wait()
 		})
 		for i, err := range errs {
@@ -85,9 +89,8 @@ func TestSoakConcurrentOpensOneScan(t *testing.T) {
 				t.Fatalf("open %d of %d: %v", i, n, err)
 			}
 		}
-		after := waitScanCount(t, clamd, before+1, 500*time.Millisecond)
-		if after != before+1 {
-			t.Errorf("%d concurrent opens of an unscanned %d-byte file cost %d clamd scans, want 1", n, size, after-before)
+		if got := proxy.Scans() - before; got != 1 {
+			t.Errorf("%d concurrent opens of an unscanned %d-byte file cost %d clamd scans, want 1", n, size, got)
 		}
 	}
 }
