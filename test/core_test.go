@@ -423,7 +423,7 @@ func (k *core) testCacheSavesScans(t *testing.T) {
 		errs := make([]error, n)
 		var wg sync.WaitGroup
 		k.proxy.Hold()
-		defer k.proxy.Release()
+		defer k.proxy.Release() // if the test fails before it does
 		for i := range n {
 			wg.Go(func() {
 				f, err := os.Open(k.m.Path(rel))
@@ -445,7 +445,10 @@ func (k *core) testCacheSavesScans(t *testing.T) {
 		k.m.Within(t, scanBound, "20 concurrent opens", func() {
 			scan := k.proxy.Next(t, scanBound)
 			eventually(t, scanBound, "all 20 opens waiting on the scan", func() bool { return k.misses(t) == missed+n })
-			scan.Release()
+			k.proxy.Release()
+			if scan.Path != k.m.Backing(rel) {
+				t.Errorf("the scan held was of %s; want %s", scan.Path, k.m.Backing(rel))
+			}
 			wg.Wait()
 		})
 		for i, err := range errs {
