@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -174,14 +175,18 @@ func TestHostileDirSwappedForSymlink(t *testing.T) {
 			}
 		})
 	}
-	// Through the kernel's own path walk, after its dentries expired: a
-	// relative link is resolved by the kernel from the mount, which
-	// leads nowhere here.
-	time.Sleep(1500 * time.Millisecond)
+	// Through the kernel's own path walk, once its dentries expired and
+	// it sees the symlinks: a relative link is resolved by the kernel
+	// from the mount, which leads nowhere here.
 	for i, target := range targets {
 		if strings.HasPrefix(target, "/") {
 			continue // the kernel follows absolute links anywhere, natively too
 		}
+		d := h.m.Path(fmt.Sprintf("d%d", i))
+		eventually(t, logBound, "the kernel seeing d"+strconv.Itoa(i)+" as the symlink it now is", func() bool {
+			fi, err := os.Lstat(d)
+			return err == nil && fi.Mode()&os.ModeSymlink != 0
+		})
 		for _, p := range []string{"f", "sub/g"} {
 			b, err := os.ReadFile(h.m.Path(fmt.Sprintf("d%d/%s", i, p)))
 			if bytes.Contains(b, []byte("OUTSIDE")) {
@@ -228,9 +233,14 @@ func listFD(dfd int) ([]string, error) {
 	return names, err
 }
 
-// TestHostileFileSwappedForSymlink: a file the kernel has looked up is
-// replaced in the backing directory by a symlink out of the root. Opens, truncation, chmod, chown, times and xattrs through the
-// mount's cached entry must not reach the outside file.
+// TestHostileFileSwappedForSymlink: a file the kernel has looked up, and
+// a process holds (an O_PATH descriptor), is replaced in the backing
+// directory by a symlink out of the root. Opens, truncation, chmod,
+// chown, times and xattrs through that descriptor (/proc/self/fd/N, which
+// leads the kernel straight to clamfuse's node of the old file, never to
+// a fresh lookup of the name) must not reach the outside file. Through
+// the name instead, the kernel could look it up again, find the symlink
+// and follow it itself, and the test would say nothing about clamfuse.
 func TestHostileFileSwappedForSymlink(t *testing.T) {
 	h := newHostile(t)
 	ops := []struct {
@@ -253,19 +263,21 @@ func TestHostileFileSwappedForSymlink(t *testing.T) {
 		{"setxattr", func(p string) ([]byte, error) { return nil, unix.Setxattr(p, "user.hostile", []byte("x"), 0) }},
 	}
 	for i, o := range ops {
-		// A relative target only: an absolute one the kernel itself
-		// follows, in the caller's namespace, once it looks the name up
-		// again, exactly as on a local filesystem.
-		for j, target := range []string{"../outside/victim", "../../outside/victim/"} {
+		for j, target := range []string{"../outside/victim", "../../outside/victim/", filepath.Join(h.outside, "victim")} {
 			name := fmt.Sprintf("x%d-%d", i, j)
 			mustDo(t, os.WriteFile(filepath.Join(h.src, name), []byte(insideData), 0o644))
+			held, err := unix.Open(h.m.Path(name), unix.O_PATH|unix.O_CLOEXEC, 0)
+			mustDo(t, err)
 			var st unix.Stat_t
-			mustDo(t, unix.Stat(h.m.Path(name), &st)) // the kernel now caches the entry
+			mustDo(t, unix.Fstat(held, &st))
+			if st.Mode&unix.S_IFMT != unix.S_IFREG {
+				t.Fatalf("%s before the swap: mode %o, want a regular file", name, st.Mode)
+			}
 			mustDo(t, os.Rename(filepath.Join(h.src, name), filepath.Join(h.src, name+".old")))
 			mustDo(t, os.Symlink(target, filepath.Join(h.src, name)))
 			var b []byte
-			var err error
-			h.m.Within(t, time.Minute, o.name, func() { b, err = o.op(h.m.Path(name)) })
+			h.m.Within(t, time.Minute, o.name, func() { b, err = o.op(fmt.Sprintf("/proc/self/fd/%d", held)) })
+			unix.Close(held)
 			t.Logf("%s %s (-> %s): %s %q", o.name, name, target, errnoName(err), b)
 			if bytes.Contains(b, []byte("OUTSIDE")) {
 				t.Errorf("%s of %s read the outside file", o.name, name)
@@ -278,6 +290,11 @@ func TestHostileFileSwappedForSymlink(t *testing.T) {
 			}
 			if n, _ := unix.Getxattr(filepath.Join(h.outside, "victim"), "user.hostile", nil); n > 0 {
 				t.Errorf("%s of %s set an xattr on the outside file", o.name, name)
+			}
+			// The old file is inside the root: whatever the operation did
+			// there is allowed, but it never holds outside content.
+			if old, err := os.ReadFile(filepath.Join(h.src, name+".old")); err != nil || bytes.Contains(old, []byte("OUTSIDE")) {
+				t.Errorf("%s.old after %s: %q %v", name, o.name, old, err)
 			}
 		}
 	}
