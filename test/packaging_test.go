@@ -408,11 +408,19 @@ func (e *fstabEnv) checkMounted(t *testing.T, exe string) {
 		t.Errorf("reading eicar.com through the mount: %v; want permission denied", err)
 	}
 
-	// ExecReload sends SIGHUP, which must not end the daemon.
+	// ExecReload sends SIGHUP, which reloads the configuration and must
+	// not end the daemon: with eicar.com excluded now, it reads once the
+	// reload is done.
+	cfg, err := os.ReadFile(e.cfg)
+	mustDo(t, err)
+	mustDo(t, os.WriteFile(e.cfg, append(cfg, "[scan]\nexclude = [\"eicar.com\"]\n"...), 0o644))
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	eventually(t, 10*time.Second, "the daemon reloading its configuration on SIGHUP", func() bool {
+		_, err := os.ReadFile(filepath.Join(e.mnt, "eicar.com"))
+		return err == nil
+	})
 	if !running(pid) || !mounttest.IsFuseMount(e.mnt) {
 		t.Fatalf("SIGHUP ended the daemon or its mount")
 	}
