@@ -285,6 +285,7 @@ func TestFaultBackingFull(t *testing.T) {
 // what was written and closed before is in the backing directory, and
 // the bytes written through the file still open too.
 func TestFaultSIGTERMBusy(t *testing.T) {
+	t.Parallel() // mostly waits: for timeouts, for a busy mount
 	mounttest.Require(t)
 	c := clamdtest.New(t, clamdtest.Options{})
 	proxy := clamdtest.NewProxy(t, c)

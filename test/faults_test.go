@@ -93,6 +93,7 @@ on_error = "allow"
 // the mount keeps working (other operations, further denials, more
 // concurrent opens than scan slots) without a hang.
 func TestClamdNeverAnswers(t *testing.T) {
+	t.Parallel() // mostly waits: for timeouts, for a busy mount
 	mounttest.Require(t)
 	for _, tc := range []struct {
 		name  string
@@ -273,6 +274,7 @@ func newSilentClamd(t *testing.T, reads bool) *silent {
 // clamd closed (not left to clamd.timeout), and it starts again when the
 // writer closes the file.
 func TestWrittenAgainCancelsScan(t *testing.T) {
+	t.Parallel() // mostly waits: for timeouts, for a busy mount
 	mounttest.Require(t)
 	clamd := newSilentClamd(t, true)
 	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.addr, "--timeout", "5m", "--log-level", "debug"}})
@@ -320,6 +322,7 @@ func TestWrittenAgainCancelsScan(t *testing.T) {
 // than the server has request readers (fs/internal/fusefs) leave every
 // other operation working, and all of them are answered once clamd goes.
 func TestBlockedOpensDoNotStallTheMount(t *testing.T) {
+	t.Parallel() // mostly waits: for timeouts, for a busy mount
 	mounttest.Require(t)
 	addr, hangup := silentClamd(t, true)
 	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", addr, "--timeout", "5m"}})
@@ -378,6 +381,7 @@ func TestBlockedOpensDoNotStallTheMount(t *testing.T) {
 // behind when told to stop by a signal (also with a file held open, when
 // it detaches lazily) or when unmounted from outside.
 func TestStopUnmounts(t *testing.T) {
+	t.Parallel() // mostly waits: for timeouts, for a busy mount
 	mounttest.Require(t)
 	for _, tc := range []struct {
 		name     string

@@ -329,6 +329,7 @@ func TestPrewarmOpensFirst(t *testing.T) {
 // ends at once when clamfuse is told to stop, with its last line, and
 // does not hold up the unmount or the exit.
 func TestPrewarmStopped(t *testing.T) {
+	t.Parallel() // mostly waits: for timeouts, for a busy mount
 	mounttest.Require(t)
 	for _, tc := range []struct {
 		name string

@@ -148,6 +148,9 @@ func Start(t testing.TB, opts Options) *Mount {
 	m.Cmd.Stdout = m.Log
 	m.Cmd.Stderr = m.Log
 	m.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// The race runtime sleeps a second at exit by default, a second per
+	// mount torn down; its reports are written when found, not at exit.
+	m.Cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 "+os.Getenv("GORACE"))
 	if err := m.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
