@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -461,5 +462,49 @@ func TestProxy(t *testing.T) {
 	}
 	if n := p.Scans(); n != 5 {
 		t.Errorf("Scans = %d; want 5", n)
+	}
+}
+
+// TestProxyConcurrent: scans through the proxy at once, by descriptor and
+// by stream, each get their own reply; and a stream over clamd's limit
+// gets clamd's refusal, which clamd sends before it has read everything.
+// (A regression test: a zero-length write after a FILDES, failing with
+// EPIPE once clamd had answered and closed, lost the reply.)
+func TestProxyConcurrent(t *testing.T) {
+	c := New(t, Options{StreamMaxLength: "1M"})
+	p := NewProxy(t, c)
+	clean := filepath.Join(t.TempDir(), "clean")
+	if err := os.WriteFile(clean, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 8, 50
+	errs := make(chan string, workers*each)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				var got, want string
+				if (w+i)%2 == 0 {
+					got, want = fildes(t, p.Socket, clean), ": OK"
+				} else {
+					r, err := instream(p.Socket, EICAR())
+					got, want = fmt.Sprintf("%s %v", r, err), "stream: "+EICARSignature+" FOUND <nil>"
+				}
+				if !strings.HasSuffix(got, want) {
+					errs <- fmt.Sprintf("scan %d of worker %d: %q; want ...%q", i, w, got, want)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if got, err := instream(p.Socket, randomBytes(3<<20, 9)); err != nil || got != "INSTREAM size limit exceeded. ERROR" {
+		t.Errorf("INSTREAM over StreamMaxLength through the proxy = %q, %v", got, err)
+	}
+	if n := p.Scans(); n != workers*each+1 {
+		t.Errorf("Scans = %d; want %d", n, workers*each+1)
 	}
 }

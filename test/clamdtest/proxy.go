@@ -210,8 +210,12 @@ func (p *Proxy) serve(client *net.UnixConn) {
 		}
 		req = req[n:]
 	}
-	if _, err := backend.Write(req); err != nil {
-		return
+	if len(req) > 0 {
+		// clamd may answer before it has read everything (a stream over
+		// its limit) and close: the write then fails, and the reply
+		// still goes back below. (Nor is there a zero-length write: it
+		// fails with EPIPE once clamd has answered a FILDES and closed.)
+		backend.Write(req)
 	}
 	for _, fd := range fds {
 		unix.Close(fd)
