@@ -151,10 +151,25 @@ func Start(t testing.TB, opts Options) *Mount {
 	// The race runtime sleeps a second at exit by default, a second per
 	// mount torn down; its reports are written when found, not at exit.
 	m.Cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 "+os.Getenv("GORACE"))
-	if err := m.Cmd.Start(); err != nil {
+	// Start and reap clamfuse on one locked OS thread that lives exactly
+	// as long as clamfuse: Pdeathsig fires when the thread that forked
+	// the child exits, not the process, and the runtime ends a thread
+	// whose goroutine exits locked (as clamdtest's do when a clamd
+	// stops), which killed clamfuses forked on it earlier.
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with us
+		if err := m.Cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		m.exitErr = m.Cmd.Wait()
+		close(m.exited)
+	}()
+	if err := <-started; err != nil {
 		t.Fatal(err)
 	}
-	go func() { m.exitErr = m.Cmd.Wait(); close(m.exited) }()
 	liveMu.Lock()
 	live[m] = struct{}{}
 	liveMu.Unlock()

@@ -1,6 +1,9 @@
 package mounttest
 
-import "testing"
+import (
+	"runtime"
+	"testing"
+)
 
 func TestUnescapeMountinfo(t *testing.T) {
 	for in, want := range map[string]string{
@@ -29,4 +32,32 @@ func TestReadMounts(t *testing.T) {
 		}
 	}
 	t.Errorf("no root mount among %d: %+v", len(ms), ms)
+}
+
+// TestOutlivesThreads: clamfuse is not killed when threads of the test
+// process end. Its Pdeathsig fires when the thread that forked it exits,
+// and the Go runtime ends a thread whose goroutine exits while locked to
+// it (as clamdtest's do when a clamd stops): a regression test for
+// clamfuses killed that way mid-test.
+func TestOutlivesThreads(t *testing.T) {
+	Require(t)
+	var ms []*Mount
+	for range 10 {
+		ms = append(ms, Start(t, Options{Args: []string{"--clamd", "unix:/nonexistent/clamd.sock"}}))
+		for range 20 {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+			}()
+			<-done
+		}
+	}
+	for i, m := range ms {
+		select {
+		case <-m.Exited():
+			t.Errorf("clamfuse %d of %d died: %v", i+1, len(ms), m.exitErr)
+		default:
+		}
+	}
 }
