@@ -302,12 +302,31 @@ func traversableByAll(t testing.TB, dir string) {
 	}
 }
 
+// mountOptions returns the options of the mount at p.
+func mountOptions(t *testing.T, p string) string {
+	t.Helper()
+	on := mounttest.MountsOn(t, p)
+	if len(on) == 0 {
+		t.Fatalf("%s not in mountinfo", p)
+	}
+	return on[len(on)-1].Options
+}
+
 // Names kept so that branches written before the helpers were merged
-// still build; new code uses mounttest.Start, mustDo and pseudoRandom.
-// (The race check they added is in mounttest's teardown, for every mount.)
+// still build; new code uses what each forwards to. (The race check
+// startMount and startChecked added is in mounttest's teardown, for every
+// mount.)
 var (
 	startMount   = mounttest.Start
 	startChecked = mounttest.Start
 	mustOK       = mustDo
 	pseudoBytes  = pseudoRandom
+	opsPut       = putFile
 )
+
+func opsTmpfs(t *testing.T) string { t.Helper(); return mountTmpfs(t, "size=4m,mode=0700") }
+
+func opsEventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	eventually(t, opsBound, what, cond)
+}
