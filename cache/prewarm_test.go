@@ -348,8 +348,11 @@ func TestPrewarmReloadWindow(t *testing.T) {
 		if !g.Caching() {
 			t.Errorf("Prewarm scanned before the reload window closed")
 		}
-		if n := s.Calls(); n != 1 {
-			t.Errorf("%d scans; want 1, after the window", n)
+		// One scan, or two: when the window closes, its generation moves
+		// (a timer, just after caching resumes), and a scan that started
+		// in between judged a key that has passed, so it scans again.
+		if n := s.Calls(); n < 1 || n > 2 {
+			t.Errorf("%d scans after the window; want 1 (or 2, see above)", n)
 		}
 		return
 	}
