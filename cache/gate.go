@@ -122,6 +122,7 @@ type Gate struct {
 
 	prescans atomic.Int64 // background scans pending
 	demand   demand       // scans opens wait for; Prewarm waits for none (prewarm.go)
+	hooks    testHooks    // nil outside this package's tests
 
 	pendMu  sync.Mutex         // guards pending; a leaf
 	pending map[inode]*prescan // background scans not over yet, by file (see Modified)
@@ -238,7 +239,6 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 				return g.fromVerdict(key, judged{v, sum}, true)
 			}
 		}
-		g.misses.Add(1)
 		if deadline == nil {
 			timer := time.NewTimer(g.opts.Timeout + time.Second)
 			defer timer.Stop()
@@ -252,6 +252,7 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 		// or joined it.
 		src, err := reopen(f)
 		if err != nil {
+			g.misses.Add(1)
 			return g.onError(fmt.Errorf("%w: %v", clamav.ErrRead, err))
 		}
 		ch := make(chan singleflight.Result, 1)
@@ -260,10 +261,14 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 			defer src.Close()
 			defer g.demand.done()
 			// The openers' contexts do not cancel a shared scan.
-			v, err, shared := g.sf.Do(fmt.Sprint(key), func() (any, error) {
+			flight := g.sf.DoChan(fmt.Sprint(key), func() (any, error) {
 				return g.scan(context.Background(), src, key, since)
 			})
-			ch <- singleflight.Result{Val: v, Err: err, Shared: shared}
+			// The miss is counted once this open has started the scan of
+			// key or joined the one running: a count of n misses means n
+			// opens wait on scans (and are counted in demand).
+			g.misses.Add(1)
+			ch <- <-flight
 		}()
 		select {
 		case r := <-ch:
@@ -313,9 +318,7 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (j
 		if maxSize := g.pol().MaxSize; key.Size > maxSize && maxSize > 0 {
 			return judged{}, fmt.Errorf("%w: grew to %d bytes", clamav.ErrSizeLimit, key.Size)
 		}
-		select {
-		case g.sem <- struct{}{}:
-		case <-ctx.Done():
+		if !g.acquire(ctx) {
 			if superseded() {
 				return judged{}, errSuperseded
 			}
@@ -391,6 +394,33 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (j
 type judged struct {
 	v   Verdict
 	sum uint64
+}
+
+// acquire takes a scan slot, waiting for one until ctx is done; it
+// reports whether it got one.
+func (g *Gate) acquire(ctx context.Context) bool {
+	select {
+	case g.sem <- struct{}{}:
+		return true
+	default:
+	}
+	if h := g.hooks.slotWait; h != nil {
+		h()
+	}
+	select {
+	case g.sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// testHooks let this package's tests see a goroutine reach a state that
+// nothing else shows, instead of sleeping and hoping it did. They are nil
+// outside those tests, and cost a nil check.
+type testHooks struct {
+	slotWait func() // a scan found every scan slot taken, and waits for one
+	idleWait func() // Prewarm waits: for the opens' scans, or a reload window
 }
 
 // fromVerdict turns a verdict into a decision. key is the state the opener

@@ -176,8 +176,8 @@ func TestOpenSharesSupersededPrescan(t *testing.T) {
 			g.Prescan(openFile(t, p), someone)
 			waitFor(t, "the scan after write to start", func() bool { return s.Calls() == 1 })
 			opened := checkAsync(t.Context(), g, openFile(t, p), someone)
-			waitFor(t, "the open to miss the cache", func() bool { return g.Stats().Misses == 1 && waiting(g) == 2 })
-			time.Sleep(10 * time.Millisecond) // and to join the scan
+			// Counted once the open has joined the scan after write.
+			waitFor(t, "the open to join the scan", func() bool { return g.Stats().Misses == 1 && waiting(g) == 2 })
 
 			appendTo(t, p, tt.appended)
 			modify(t, g, p)

@@ -189,6 +189,10 @@ func (g *Gate) waitIdle(ctx context.Context) error {
 			return err
 		}
 		if wait := g.fresh.noCacheUntil.Load() - time.Now().UnixNano(); wait > 0 {
+			g.log.Debug("prewarm waits for the reload window to close", "wait", time.Duration(wait))
+			if h := g.hooks.idleWait; h != nil {
+				h()
+			}
 			t := time.NewTimer(time.Duration(wait))
 			select {
 			case <-t.C:
@@ -198,8 +202,15 @@ func (g *Gate) waitIdle(ctx context.Context) error {
 			}
 			continue
 		}
+		idle := g.demand.idle()
+		if idle != closedChan {
+			g.log.Debug("prewarm waits: opens wait for scans")
+			if h := g.hooks.idleWait; h != nil {
+				h()
+			}
+		}
 		select {
-		case <-g.demand.idle():
+		case <-idle:
 			if g.caching() {
 				return nil
 			}

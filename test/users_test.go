@@ -137,7 +137,7 @@ func TestUsers(t *testing.T) {
 		mustDo(t, os.Mkdir(d, 0o755))
 	}
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Source: src, Target: mnt,
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt,
 		Args: []string{"--allow-other", "--clamd", clamd.Address(), "--timeout", "30s"}})
 
 	// The same tree on both sides, made by root: on the native side
