@@ -69,13 +69,13 @@ type Node struct {
 	typ     uint32 // S_IFMT bits
 	writers int32  // open handles that can write; guarded by hmu
 	reading int32  // handles whose bytes served are not checked yet (served.go); guarded by hmu
+	slot    int32  // 1 + fd's slot in fsys.dirs, 0 for none; guarded by fsys.dirs.mu (here, it packs)
 
 	links linkSet // guarded by fsys.treeMu; empty for the root
 
 	fdMu      sync.RWMutex // guards fd, hasFD, forgotten, orphan, hasOrphan; read-held while fd or orphan is in use
 	fd        int32        // O_PATH descriptor of a directory node, when hasFD
 	orphan    int32        // O_PATH descriptor of a file that lost its last name through the mount, when hasOrphan (see keepOrphan)
-	slot      int32        // 1 + fd's slot in fsys.dirs, 0 for none; guarded by fsys.dirs.mu
 	used      atomic.Bool  // fd used since the clock last passed (see dirCache)
 	hasFD     bool
 	forgotten bool
