@@ -106,4 +106,3 @@ func (g *Gate) excludedOpener(p *Policy, who Opener) (Reason, bool) {
 }
 
 const msgExeReplaced = "opener runs a program at an excluded path that is not the file found there at the last (re)load; scanned (reload clamfuse after replacing the program)"
-
