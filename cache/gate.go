@@ -113,8 +113,9 @@ type Stats struct {
 	// Excluded counts opens that skipped the scan because of who opened
 	// (openers.go); Suppressed, log lines left out as repeats (repeat.go).
 	Excluded, Suppressed uint64
-	// Restored counts verdicts loaded from a state file (state.go).
-	Restored uint64
+	// Restored counts verdicts loaded from a state file, StateSaves the
+	// state files written, StateSaveErrors the failures to (state.go).
+	Restored, StateSaves, StateSaveErrors uint64
 }
 
 // Gate decides whether an open may read a file: from the cache of verdicts
@@ -197,6 +198,7 @@ func (g *Gate) Stats() Stats {
 		ScanErrors: g.scanErrors.Load(), Infected: g.infected.Load(), Denied: g.denied.Load(),
 		Changed: g.changed.Load(), Racy: g.racies.Load(), Uncached: g.uncached.Load(),
 		Excluded: g.excluded.Load(), Suppressed: g.repeats.suppressed.Load(), Restored: g.restored.Load(),
+		StateSaves: g.state.saves.Load(), StateSaveErrors: g.state.failed.Load(),
 	}
 }
 

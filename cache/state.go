@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -121,6 +122,8 @@ type restore struct {
 	mu      sync.Mutex // guards pending and saved; a leaf but for LRU.mu
 	pending *State
 	saved   savedMark // what the last save wrote
+
+	saves, failed atomic.Uint64 // state files written, and failures to
 }
 
 // savedMark is what the cache was like at the last save: a save with
@@ -162,8 +165,10 @@ func (g *Gate) SaveState(path string, root RootID) (n int, wrote bool, err error
 	}
 	data := encodeState(db, root, time.Now(), kept)
 	if err := writeFileAtomic(path, data); err != nil {
+		g.state.failed.Add(1)
 		return 0, false, err
 	}
+	g.state.saves.Add(1)
 	g.state.saved = mark
 	return len(kept), true, nil
 }
