@@ -16,10 +16,13 @@ import (
 // log.repeat_interval) for one file state and reason (a denial, an
 // allowance), or for one kind of error (lines about opens without a
 // verdict, whatever the file): the repeats within the interval are only
-// counted, and when the interval ends a line with the same message and
-// the first line's attributes says how many there were (suppressed=N).
-// The next repeat after that is logged at once again. Stats.Suppressed
-// counts the lines left out.
+// counted, and when the interval ends a line with the message and
+// attributes of the first one, the message followed by " (repeated)",
+// says how many there were (suppressed=N, interval). The next repeat
+// after that is logged at once again; when it comes before the timer
+// ended the interval, it carries the count itself (suppressed=N: so many
+// lines before it were left out). Stats.Suppressed counts the lines left
+// out.
 //
 // The memory is bounded: past maxRepeatKeys keys tracked at once, new
 // ones share one key per message.
@@ -41,6 +44,7 @@ type repeated struct {
 	until time.Time // the end of its interval
 	n     int       // repeats left out since
 	level slog.Level
+	every time.Duration
 	log   *slog.Logger
 	attrs []any // the line's, for the count at the end
 }
@@ -89,7 +93,7 @@ func (r *repeats) log(l *slog.Logger, every time.Duration, level slog.Level, k r
 	if e != nil && e.n > 0 {
 		attrs = append(attrs[:len(attrs):len(attrs)], slog.Int("suppressed", e.n))
 	}
-	r.m[k] = &repeated{until: now.Add(every), level: level, log: l, attrs: attrs}
+	r.m[k] = &repeated{until: now.Add(every), level: level, every: every, log: l, attrs: attrs}
 	if r.timer == nil {
 		r.timer = time.AfterFunc(every, r.tick)
 	}
@@ -132,8 +136,8 @@ func (r *repeats) end(now time.Time) time.Duration {
 	}
 	r.mu.Unlock()
 	for _, c := range counts {
-		c.e.log.Log(context.Background(), c.e.level, c.k.msg,
-			append(c.e.attrs[:len(c.e.attrs):len(c.e.attrs)], slog.Int("suppressed", c.e.n))...)
+		c.e.log.Log(context.Background(), c.e.level, c.k.msg+" (repeated)",
+			append(c.e.attrs[:len(c.e.attrs):len(c.e.attrs)], slog.Int("suppressed", c.e.n), slog.Duration("interval", c.e.every))...)
 	}
 	return next
 }

@@ -58,7 +58,8 @@ func TestGateRepeats(t *testing.T) {
 		t.Errorf("end: next %v; want none left", next)
 	}
 	lines = logLines(t, &buf)
-	if len(lines) != 1 || lines[0]["msg"] != "infected file denied" || lines[0]["suppressed"] != float64(4) {
+	if len(lines) != 1 || lines[0]["msg"] != "infected file denied (repeated)" || lines[0]["suppressed"] != float64(4) ||
+		lines[0]["path"] != someone.Path || lines[0]["interval"] != float64(time.Minute) {
 		t.Fatalf("at the end of the interval logged %v; want the count of the 4 left out", lines)
 	}
 	buf.Reset()
