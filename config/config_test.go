@@ -529,31 +529,38 @@ func TestValidateMount(t *testing.T) {
 		source, target string
 		wantErr        string
 		quarantine     string
+		state          string // cache.state_file when not ""
 	}{
-		{"/srv/in", "/mnt/in", "", ""},
-		{"/srv/in", "/srv/in", "", ""},
-		{"/srv/in/", "/srv/in", "", ""},
-		{"/srv/in", "/srv", "", ""},
-		{"/srv/in", "/srv/inbox", "", ""},
-		{"/srv/in", "/srv/..in", "", ""},
-		{"", "/mnt/in", `mount.source: must be set`, ""},
-		{"/srv/in", "", `mount.target: must be set`, ""},
-		{"srv/in", "/mnt/in", `mount.source: must be an absolute path, got "srv/in"`, ""},
-		{"/srv/in", "./in", `mount.target: must be an absolute path, got "./in"`, ""},
-		{"/srv/in\x00", "/mnt/in", `mount.source: must not contain a NUL byte, got "/srv/in\x00"`, ""},
-		{"/srv/in", "/srv/in/mnt", `mount.target: must not be inside mount.source ("/srv/in"), got "/srv/in/mnt"`, ""},
-		{"/", "/mnt", `mount.target: must not be inside mount.source ("/"), got "/mnt"`, ""},
-		{"/srv/in", "/srv/x/../in/mnt", `mount.target: must not be inside mount.source ("/srv/in"), got "/srv/x/../in/mnt"`, ""},
-		{"/srv/in", "/mnt/in", "", "/var/q"},
-		{"/srv/in", "/mnt/in", "", "/srv/inq"},
-		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.source ("/srv/in"), got "/srv/in/.q"`, "/srv/in/.q"},
-		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.source ("/srv/in"), got "/srv/in"`, "/srv/in"},
-		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.target ("/mnt/in"), got "/mnt/in/q"`, "/mnt/in/q"},
+		{"/srv/in", "/mnt/in", "", "", ""},
+		{"/srv/in", "/srv/in", "", "", ""},
+		{"/srv/in/", "/srv/in", "", "", ""},
+		{"/srv/in", "/srv", "", "", ""},
+		{"/srv/in", "/srv/inbox", "", "", ""},
+		{"/srv/in", "/srv/..in", "", "", ""},
+		{"", "/mnt/in", `mount.source: must be set`, "", ""},
+		{"/srv/in", "", `mount.target: must be set`, "", ""},
+		{"srv/in", "/mnt/in", `mount.source: must be an absolute path, got "srv/in"`, "", ""},
+		{"/srv/in", "./in", `mount.target: must be an absolute path, got "./in"`, "", ""},
+		{"/srv/in\x00", "/mnt/in", `mount.source: must not contain a NUL byte, got "/srv/in\x00"`, "", ""},
+		{"/srv/in", "/srv/in/mnt", `mount.target: must not be inside mount.source ("/srv/in"), got "/srv/in/mnt"`, "", ""},
+		{"/", "/mnt", `mount.target: must not be inside mount.source ("/"), got "/mnt"`, "", ""},
+		{"/srv/in", "/srv/x/../in/mnt", `mount.target: must not be inside mount.source ("/srv/in"), got "/srv/x/../in/mnt"`, "", ""},
+		{"/srv/in", "/mnt/in", "", "/var/q", ""},
+		{"/srv/in", "/mnt/in", "", "/srv/inq", ""},
+		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.source ("/srv/in"), got "/srv/in/.q"`, "/srv/in/.q", ""},
+		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.source ("/srv/in"), got "/srv/in"`, "/srv/in", ""},
+		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.target ("/mnt/in"), got "/mnt/in/q"`, "/mnt/in/q", ""},
+		{"/srv/in", "/mnt/in", "", "", "/var/lib/in.state"},
+		{"/srv/in", "/mnt/in", `cache.state_file: must not be inside mount.target ("/mnt/in"), got "/mnt/in/.state"`, "", "/mnt/in/.state"},
+		{"/srv/in", "/srv/in", `cache.state_file: must not be inside mount.source ("/srv/in"), got "/srv/in/x.state"`, "", "/srv/in/x.state"},
 	}
 	for _, tt := range tests {
 		c := Default()
 		c.Mount.Source, c.Mount.Target = tt.source, tt.target
 		c.Actions.QuarantineDir = tt.quarantine
+		if tt.state != "" {
+			c.Cache.StateFile = tt.state
+		}
 		err := c.ValidateMount()
 		if tt.wantErr == "" {
 			if err != nil {

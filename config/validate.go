@@ -296,14 +296,21 @@ func (c Config) ValidateMount() error {
 		return fieldErrorf("mount.target", "must not be inside mount.source (%q), got %q", c.Mount.Source, c.Mount.Target)
 	}
 	// Quarantined files must not be served (they would be scanned and
-	// moved again), and clamfuse must never write through its own mount.
-	if q := c.Actions.QuarantineDir; q != "" {
+	// moved again), and clamfuse must never write through its own mount
+	// (the quarantine, the state file).
+	for _, own := range []struct{ key, val string }{
+		{"actions.quarantine_dir", c.Actions.QuarantineDir},
+		{"cache.state_file", c.Cache.StateFile},
+	} {
+		if own.val == "" || own.val == "auto" {
+			continue
+		}
 		for _, p := range []struct{ key, val string }{
 			{"mount.source", c.Mount.Source},
 			{"mount.target", c.Mount.Target},
 		} {
-			if inside(q, p.val) {
-				return fieldErrorf("actions.quarantine_dir", "must not be inside %s (%q), got %q", p.key, p.val, q)
+			if inside(own.val, p.val) {
+				return fieldErrorf(own.key, "must not be inside %s (%q), got %q", p.key, p.val, own.val)
 			}
 		}
 	}
