@@ -276,3 +276,43 @@ func FuzzDecodeState(f *testing.F) {
 }
 
 func sha256Sum(b []byte) [32]byte { return sha256.Sum256(b) }
+
+// BenchmarkStateFile writes and reads back a state file of 100 000
+// verdicts, the default cache.max_entries.
+func BenchmarkStateFile(b *testing.B) {
+	dir := b.TempDir()
+	root := RootID{Dev: 42, Ino: 2, Fsid: 7}
+	g := NewGate(&fakeScanner{}, Options{MaxEntries: 100000, TTL: 24 * time.Hour, VerifyMaxSize: 1 << 20})
+	g.SetDatabase("ClamAV 1.4.6/27500/Mon Dec  1 09:00:00 2026")
+	for i := range 100000 {
+		g.lru.PutSum(Key{Dev: 42, Ino: uint64(1000 + i), Size: 2<<20 + int64(i), MtimeNs: 1764000000000000000 + int64(i)*1e6,
+			CtimeNs: 1764000000000000000 + int64(i)*1e6, DB: g.Database()}, Verdict{Backend: "unix:/run/clamav/clamd.ctl"}, 0)
+	}
+	path := filepath.Join(dir, "s.state")
+	b.Run("save", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			g.lru.PutSum(Key{Dev: 42, Ino: 1000, Size: 2 << 20, MtimeNs: 1764000000000000000, CtimeNs: 1764000000000000000,
+				DB: g.Database()}, Verdict{Backend: "unix:/run/clamav/clamd.ctl"}, 0) // a change, or the save is skipped
+			if n, wrote, err := g.SaveState(path, root); err != nil || !wrote || n != 100000 {
+				b.Fatalf("SaveState = %d, %v, %v", n, wrote, err)
+			}
+		}
+		if fi, err := os.Stat(path); err == nil {
+			b.ReportMetric(float64(fi.Size()), "file-bytes")
+		}
+	})
+	b.Run("read+restore", func(b *testing.B) {
+		for b.Loop() {
+			s, err := ReadState(path, root)
+			if err != nil {
+				b.Fatal(err)
+			}
+			g2 := NewGate(&fakeScanner{}, Options{MaxEntries: 100000, TTL: 24 * time.Hour, VerifyMaxSize: 1 << 20})
+			g2.SetDatabase(g.Database())
+			g2.Restore(s)
+			if g2.Cache().Len() != 100000 {
+				b.Fatalf("%d restored", g2.Cache().Len())
+			}
+		}
+	})
+}
