@@ -23,6 +23,20 @@ type Policy struct {
 	MaxSize       int64 // files larger than this are not streamed; 0 for no limit
 	AllowOversize bool  // on_oversize = "allow"
 	AllowOnError  bool  // on_error = "allow"
+
+	// Audit allows what would be denied, but for an interrupted open
+	// (scan.mode = "audit"; allow.go).
+	Audit bool
+	// AllowSHA256 (lower-case hex) and AllowSignatures are detections
+	// that do not deny (allow.go). Not changed once set.
+	AllowSHA256, AllowSignatures map[string]bool
+	// ExcludeUIDs and ExcludeExes are openers whose opens skip the scan
+	// (openers.go). Not changed once set.
+	ExcludeUIDs map[uint32]bool
+	ExcludeExes []Exe
+	// LogRepeat is the interval in which a line that repeats is logged
+	// once (repeat.go); 0 logs every one.
+	LogRepeat time.Duration
 }
 
 // SetPolicy replaces the scan policy; it applies to the next decision.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -181,7 +182,7 @@ func TestGateSetPolicy(t *testing.T) {
 	if d := decide(t, g, f); !d.Allow || d.Reason != cache.ReasonClean {
 		t.Fatalf("max_size 1MiB: %+v; want scanned clean", d)
 	}
-	if got := g.Policy(); got != (cache.Policy{MaxSize: 1 << 20}) {
+	if got := g.Policy(); !reflect.DeepEqual(got, cache.Policy{MaxSize: 1 << 20}) {
 		t.Errorf("Policy() = %+v", got)
 	}
 }

@@ -63,6 +63,16 @@ const (
 	ReasonError     Reason = "error"     // no verdict: clamd down, timeout, garbage...
 	ReasonUnstable  Reason = "unstable"  // the file kept changing while scanned
 	ReasonCancelled Reason = "cancelled" // the opener gave up
+	// Opens allowed in spite of the verdict (allow.go) or without asking
+	// for one (openers.go).
+	ReasonAuditInfected    Reason = "audit-infected"    // infected; allowed in audit mode
+	ReasonAuditError       Reason = "audit-error"       // no verdict; allowed in audit mode
+	ReasonAuditOversize    Reason = "audit-oversize"    // too large; allowed in audit mode
+	ReasonAuditUnstable    Reason = "audit-unstable"    // kept changing; allowed in audit mode
+	ReasonAllowedSHA256    Reason = "allowed-sha256"    // infected; its SHA-256 is in the allow list
+	ReasonAllowedSignature Reason = "allowed-signature" // infected; its signature is in the allow list
+	ReasonExcludedUID      Reason = "excluded-uid"      // opened by a user who skips the scan
+	ReasonExcludedExe      Reason = "excluded-exe"      // opened by a program that skips the scan
 )
 
 // Decision is the answer to one open.
@@ -100,6 +110,12 @@ type Stats struct {
 	// because the file's times were too recent (racy.go); Uncached,
 	// decisions asked of CheckUncached.
 	Changed, Racy, Uncached uint64
+	// Excluded counts opens that skipped the scan because of who opened
+	// (openers.go); Suppressed, log lines left out as repeats (repeat.go).
+	Excluded, Suppressed uint64
+	// Restored counts verdicts loaded from a state file, StateSaves the
+	// state files written, StateSaveErrors the failures to (state.go).
+	Restored, StateSaves, StateSaveErrors uint64
 }
 
 // Gate decides whether an open may read a file: from the cache of verdicts
@@ -119,6 +135,8 @@ type Gate struct {
 	fresh   freshness              // see Invalidate
 	writes  *writeGens             // see Modified
 	windows timeWindows            // see SetTimeGranularity
+	repeats repeats                // lines that repeat (repeat.go)
+	state   restore                // a state file waiting for the database version (state.go)
 
 	prescans atomic.Int64 // background scans pending
 	demand   demand       // scans opens wait for; Prewarm waits for none (prewarm.go)
@@ -129,6 +147,7 @@ type Gate struct {
 
 	hits, misses, scans, scanErrors, infected, denied atomic.Uint64
 	changed, racies, uncached                         atomic.Uint64
+	excluded, restored                                atomic.Uint64
 }
 
 // NewGate returns a Gate that scans with s.
@@ -159,7 +178,12 @@ func NewGate(s Scanner, opts Options) *Gate {
 
 // SetDatabase records the signature database version clamd runs; verdicts
 // made under another version no longer match.
-func (g *Gate) SetDatabase(version string) { g.db.Store(&version) }
+func (g *Gate) SetDatabase(version string) {
+	g.db.Store(&version)
+	if version != "" {
+		g.restorePending() // a state file read before the version was known
+	}
+}
 
 // Database is the version set by SetDatabase.
 func (g *Gate) Database() string { return *g.db.Load() }
@@ -173,6 +197,8 @@ func (g *Gate) Stats() Stats {
 		Hits: g.hits.Load(), Misses: g.misses.Load(), Scans: g.scans.Load(),
 		ScanErrors: g.scanErrors.Load(), Infected: g.infected.Load(), Denied: g.denied.Load(),
 		Changed: g.changed.Load(), Racy: g.racies.Load(), Uncached: g.uncached.Load(),
+		Excluded: g.excluded.Load(), Suppressed: g.repeats.suppressed.Load(), Restored: g.restored.Load(),
+		StateSaves: g.state.saves.Load(), StateSaveErrors: g.state.failed.Load(),
 	}
 }
 
@@ -207,8 +233,17 @@ func (g *Gate) CheckUncached(ctx context.Context, f *os.File, who Opener) Decisi
 }
 
 func (g *Gate) decide(ctx context.Context, f *os.File, who Opener, uncached bool) Decision {
-	d := g.check(ctx, f, uncached)
-	g.report(d, who)
+	p := g.pol()
+	if r, ok := g.excludedOpener(p, who); ok {
+		// Neither asked of nor told to the cache: what this opener reads
+		// stays unjudged for everyone else.
+		g.excluded.Add(1)
+		d := Decision{Allow: true, Reason: r}
+		g.report(p, d, who)
+		return d
+	}
+	d := allowances(p, g.check(ctx, f, uncached))
+	g.report(p, d, who)
 	if !d.Allow {
 		g.denied.Add(1)
 	}
@@ -230,7 +265,9 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 		case nothingToScan:
 			return Decision{Allow: true, Reason: ReasonEmpty}
 		case tooLarge:
-			return g.onOversize(fmt.Errorf("%d bytes is over max_size %d", st.Size, g.pol().MaxSize))
+			d := g.onOversize(fmt.Errorf("%d bytes is over max_size %d", st.Size, g.pol().MaxSize))
+			d.Key = g.keyOf(&st)
+			return d
 		}
 		key := g.keyOf(&st)
 		if !uncached {
@@ -279,7 +316,9 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 					continue
 				}
 				if errors.Is(r.Err, clamav.ErrSizeLimit) {
-					return g.onOversize(r.Err)
+					d := g.onOversize(r.Err)
+					d.Key = key
+					return d
 				}
 				if errors.Is(r.Err, ErrUnstable) {
 					return Decision{Reason: ReasonUnstable, Err: r.Err}
@@ -348,6 +387,15 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (j
 			g.scanErrors.Add(1)
 			return judged{}, err
 		}
+		var digest string
+		if res.Infected {
+			// Before the check below, which then covers it too: the
+			// digest is of the bytes clamd judged (allow.go).
+			if digest, err = sha256Of(file, key.Size); err != nil && !errors.Is(err, errShort) {
+				g.scanErrors.Add(1)
+				return judged{}, fmt.Errorf("%w: %v", clamav.ErrRead, err)
+			}
+		}
 		var st unix.Stat_t
 		after := time.Now().UnixNano()
 		if err := unix.Fstat(int(file.Fd()), &st); err != nil {
@@ -371,7 +419,7 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (j
 				continue
 			}
 		}
-		v := Verdict{Infected: res.Infected, Signature: res.Signature, Backend: res.Backend}
+		v := Verdict{Infected: res.Infected, Signature: res.Signature, Backend: res.Backend, SHA256: digest}
 		if v.Backend == "" {
 			v.Backend = g.scanner.String()
 		}
@@ -538,27 +586,60 @@ func (g *Gate) onError(err error) Decision {
 	return Decision{Allow: g.pol().AllowOnError, Reason: ReasonError, Err: err}
 }
 
-// report logs every denial, and every open let through without a clean
-// verdict, with who asked.
-func (g *Gate) report(d Decision, who Opener) {
-	if d.Allow && d.Reason != ReasonOversize && d.Reason != ReasonError &&
-		!g.log.Enabled(context.Background(), slog.LevelDebug) {
+// report logs every denial, every open allowed without a clean verdict
+// (by policy, in audit mode, by an allow list), with who asked; opens
+// decided clean, empty or by who asked only at debug. A line that repeats
+// is logged once per interval, with a count (repeat.go).
+func (g *Gate) report(p *Policy, d Decision, who Opener) {
+	quiet := d.Allow && (d.Reason == ReasonClean || d.Reason == ReasonEmpty ||
+		d.Reason == ReasonExcludedUID || d.Reason == ReasonExcludedExe) || d.Reason == ReasonCancelled
+	if quiet && !g.log.Enabled(context.Background(), slog.LevelDebug) {
 		return // the hot path: a clean open with debug logging off
 	}
 	attrs := []any{slog.String("path", who.Path), slog.Uint64("pid", uint64(who.Pid)), slog.Uint64("uid", uint64(who.Uid))}
-	switch {
-	case d.Reason == ReasonInfected:
-		g.log.Warn("infected file denied", append(attrs, slog.String("signature", d.Verdict.Signature),
-			slog.Bool("cached", d.Cached), slog.String("clamd", d.Verdict.Backend))...)
-	case d.Reason == ReasonCancelled:
+	var msg string
+	switch d.Reason {
+	case ReasonInfected:
+		msg = "infected file denied"
+	case ReasonAuditInfected:
+		msg = "infected file allowed (audit mode)"
+	case ReasonAllowedSHA256:
+		msg = "infected file allowed by scan.allow_sha256"
+	case ReasonAllowedSignature:
+		msg = "infected file allowed by scan.allow_signatures"
+	case ReasonAuditError, ReasonAuditOversize, ReasonAuditUnstable:
+		msg = "file allowed without a verdict (audit mode)"
+	case ReasonCancelled:
 		g.log.Debug("open interrupted while scanning", attrs...)
-	case d.Allow && (d.Reason == ReasonOversize || d.Reason == ReasonError):
-		g.log.Warn("file not scanned, allowed by policy", append(attrs, slog.String("reason", string(d.Reason)), slog.Any("err", d.Err))...)
-	case !d.Allow:
-		g.log.Warn("file denied without a verdict", append(attrs, slog.String("reason", string(d.Reason)), slog.Any("err", d.Err))...)
+		return
+	case ReasonExcludedUID, ReasonExcludedExe:
+		g.log.Debug("open by an excluded opener, not scanned", append(attrs, slog.String("reason", string(d.Reason)))...)
+		return
 	default:
-		g.log.Debug("open allowed", append(attrs, slog.String("reason", string(d.Reason)), slog.Bool("cached", d.Cached))...)
+		switch {
+		case d.Allow && (d.Reason == ReasonOversize || d.Reason == ReasonError):
+			msg = "file not scanned, allowed by policy"
+		case !d.Allow:
+			msg = "file denied without a verdict"
+		default:
+			g.log.Debug("open allowed", append(attrs, slog.String("reason", string(d.Reason)), slog.Bool("cached", d.Cached))...)
+			return
+		}
 	}
+	k := repeatKey{msg: msg}
+	if d.Verdict.Infected {
+		attrs = append(attrs, slog.String("signature", d.Verdict.Signature), slog.String("sha256", d.Verdict.SHA256),
+			slog.Bool("cached", d.Cached), slog.String("clamd", d.Verdict.Backend))
+	} else {
+		attrs = append(attrs, slog.String("reason", string(d.Reason)), slog.Any("err", d.Err))
+		// No verdict: a file state when there is one (over max_size),
+		// else the kind of error, whatever the file.
+		k.kind = string(d.Reason) + "/" + clamav.ErrorKind(d.Err)
+	}
+	if d.Key != (Key{}) {
+		k.kind, k.file = string(d.Reason), fileKeyOf(&d.Key)
+	}
+	g.repeats.log(g.log, p.LogRepeat, slog.LevelWarn, k, msg, attrs)
 }
 
 // reopen opens the inode behind f again for reading through /proc, so

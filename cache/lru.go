@@ -34,6 +34,9 @@ type Verdict struct {
 	Infected  bool
 	Signature string // set iff Infected
 	Backend   string // which clamd judged it
+	// SHA256 is, when Infected, the SHA-256 digest (lower-case hex) of
+	// the bytes judged, for scan.allow_sha256 and the log (allow.go).
+	SHA256 string
 }
 
 // Memory layout (issue #3: 100 000 verdicts in well under 48 MiB).
@@ -112,6 +115,7 @@ type LRU struct {
 	epoch    time.Time // the origin of node.expires, set by the first Put with a TTL
 	started  bool      // epoch is set
 	evict    uint64
+	mods     uint64 // changes of the entries: puts and removals
 }
 
 // NewLRU returns a cache of at most max entries, each valid for ttl.
@@ -134,6 +138,7 @@ func (c *LRU) reset() {
 	c.nodes, c.slots = nil, nil
 	c.head, c.tail, c.free = nilNode, nilNode, nilNode
 	c.count = 0
+	c.mods++
 	c.dbs = interner[string]{clone: strings.Clone}
 	c.verdicts = interner[Verdict]{clone: cloneVerdict}
 }
@@ -176,7 +181,25 @@ func (c *LRU) Put(k Key, v Verdict) { c.PutSum(k, v, 0) }
 func (c *LRU) PutSum(k Key, v Verdict, sum uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.put(k, v, sum, c.expiry())
+}
+
+// putFor is PutSum of an entry that expires in ttl, at most the cache's
+// TTL, instead of the cache's TTL from now (a verdict restored from a
+// state file, state.go).
+func (c *LRU) putFor(k Key, v Verdict, sum uint64, ttl time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	exp := c.expiry()
+	if c.ttl > 0 && ttl < c.ttl {
+		exp -= int64(c.ttl - ttl)
+	}
+	c.put(k, v, sum, exp)
+}
+
+// put stores v for k with expiry exp; c.mu is held.
+func (c *LRU) put(k Key, v Verdict, sum uint64, exp int64) {
+	c.mods++
 	fk := fileKeyOf(&k)
 	if db, ok := c.dbs.lookup(k.DB); ok {
 		if _, i := c.find(&fk, db); i != nilNode {
@@ -305,6 +328,45 @@ func (c *LRU) remove(slot int, i int32) {
 	*n = node{prev: nilNode, next: c.free}
 	c.free = i
 	c.count--
+	c.mods++
+}
+
+// Entry is one cached verdict, as Entries gives it.
+type Entry struct {
+	Key     Key
+	Verdict Verdict
+	Sum     uint64        // digest of the contents judged, 0 for none
+	TTL     time.Duration // left until it expires; 0 for never
+}
+
+// Entries returns the entries that have not expired, most recently used
+// first, and the count of changes made to the entries so far (it moves
+// at every put and removal).
+func (c *LRU) Entries() ([]Entry, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Entry, 0, c.count)
+	var now int64
+	if c.ttl > 0 {
+		now = int64(c.now().Sub(c.epoch))
+	}
+	for i := c.head; i != nilNode; i = c.nodes[i].next {
+		n := &c.nodes[i]
+		e := Entry{
+			Key: Key{Dev: n.key.dev, Ino: n.key.ino, Size: n.key.size, MtimeNs: n.key.mtime, CtimeNs: n.key.ctime,
+				DB: c.dbs.value(n.db), Gen: n.key.gen, Writes: n.key.writes},
+			Verdict: c.verdicts.value(n.verdict),
+			Sum:     n.sum,
+		}
+		if c.ttl > 0 {
+			if now > n.expires {
+				continue
+			}
+			e.TTL = time.Duration(n.expires - now)
+		}
+		out = append(out, e)
+	}
+	return out, c.mods
 }
 
 // The table of slots.
@@ -438,6 +500,6 @@ func (t *interner[T]) release(id uint32) {
 func (t *interner[T]) value(id uint32) T { return t.vals[id] }
 
 func cloneVerdict(v Verdict) Verdict {
-	v.Signature, v.Backend = strings.Clone(v.Signature), strings.Clone(v.Backend)
+	v.Signature, v.Backend, v.SHA256 = strings.Clone(v.Signature), strings.Clone(v.Backend), strings.Clone(v.SHA256)
 	return v
 }

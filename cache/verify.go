@@ -99,14 +99,14 @@ func (g *Gate) verifies(size int64) bool {
 	return g.opts.VerifyMaxSize > 0 && size <= g.opts.VerifyMaxSize
 }
 
-// lookup returns the verdict cached for key, when there is one and,
-// for a clean verdict of a file whose contents are verified, f still
-// holds the contents it judged. An infected verdict is not verified: it
-// denies, which is the safe side.
+// lookup returns the verdict cached for key, when there is one and, for
+// a file whose contents are verified, f still holds the contents it
+// judged. An infected verdict is verified too: in audit mode or by an
+// allow list it may allow (allow.go).
 // The digest of the contents comes with the verdict (0 for none).
 func (g *Gate) lookup(key Key, f *os.File) (Verdict, uint64, bool) {
 	v, sum, ok := g.lru.GetSum(key)
-	if !ok || v.Infected || !g.verifies(key.Size) {
+	if !ok || !g.verifies(key.Size) {
 		return v, sum, ok
 	}
 	now, err := contentSum(f, key.Size)

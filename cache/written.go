@@ -31,6 +31,7 @@ const writeSlots = 1 << 16
 type writeGens struct {
 	seed  maphash.Seed
 	slots [writeSlots]atomic.Uint32
+	total atomic.Uint64 // bumps so far, for SaveState
 }
 
 func (w *writeGens) slot(dev, ino uint64) *atomic.Uint32 {
@@ -41,7 +42,10 @@ func (w *writeGens) slot(dev, ino uint64) *atomic.Uint32 {
 func (w *writeGens) of(dev, ino uint64) uint64 { return uint64(w.slot(dev, ino).Load()) }
 
 // bump moves the generation of the file dev, ino.
-func (w *writeGens) bump(dev, ino uint64) { w.slot(dev, ino).Add(1) }
+func (w *writeGens) bump(dev, ino uint64) {
+	w.slot(dev, ino).Add(1)
+	w.total.Add(1)
+}
 
 // Modified says that the file dev, ino (those of its Key) was changed
 // through the mount: written, truncated, allocated or punched. The

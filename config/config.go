@@ -87,6 +87,23 @@ type Scan struct {
 	// is, never judged from the cache) or "deny" (refused with ETXTBSY,
 	// as are opens for writing while another process reads it).
 	WhileWritten string `toml:"while_written"`
+	// Mode is "enforce" (an infected file, or one without a verdict the
+	// policy denies, cannot be opened) or "audit" (everything is scanned,
+	// logged and counted as in enforce, but such opens are allowed, each
+	// logged as an audit allowance).
+	Mode string `toml:"mode"`
+	// AllowSHA256 lists SHA-256 digests (hex) of files that are allowed
+	// although clamd reports a detection (false positives); the digest
+	// is taken from the scanned descriptor on a detection only.
+	AllowSHA256 []string `toml:"allow_sha256"`
+	// AllowSignatures lists signature names (as clamd reports them) that
+	// are logged but do not deny.
+	AllowSignatures []string `toml:"allow_signatures"`
+	// ExcludeUIDs are users whose opens skip the scan (and the cache).
+	ExcludeUIDs []int64 `toml:"exclude_uids"`
+	// ExcludeExe are absolute paths of programs whose opens skip the scan
+	// (and the cache), checked through /proc/PID/exe of the opener.
+	ExcludeExe []string `toml:"exclude_exe"`
 }
 
 // Cache bounds the verdict cache.
@@ -98,6 +115,10 @@ type Cache struct {
 	// when it was scanned (writes outside the mount that leave size and
 	// times alone); 0 verifies nothing.
 	VerifyMaxSize Size `toml:"verify_max_size"`
+	// StateFile is where verdicts are kept across restarts: "auto" (a
+	// file per mount under $STATE_DIRECTORY or /var/lib/clamfuse), an
+	// absolute path, or "" for none.
+	StateFile string `toml:"state_file"`
 }
 
 // Actions say what to do, besides denying the open, when a file is found
@@ -122,6 +143,10 @@ type Metrics struct {
 type Log struct {
 	Level  string `toml:"level"`  // "debug", "info", "warn" or "error"
 	Format string `toml:"format"` // "text" or "json"
+	// RepeatInterval: a line that repeats (a denial of one file state, an
+	// error of one kind) is logged once per interval, with the count of
+	// those left out; 0 logs every one.
+	RepeatInterval Duration `toml:"repeat_interval"`
 }
 
 // Default returns the configuration used for every key a file leaves out.
@@ -143,19 +168,27 @@ func Default() Config {
 			OnError:      "deny",
 			Exclude:      []string{},
 			WhileWritten: "rescan",
+			Mode:         "enforce",
+
+			AllowSHA256:     []string{},
+			AllowSignatures: []string{},
+			ExcludeUIDs:     []int64{},
+			ExcludeExe:      []string{},
 		},
 		Cache: Cache{
 			MaxEntries:    100000,
 			TTL:           Duration(24 * time.Hour),
 			VerifyMaxSize: 1 << 20,
+			StateFile:     "auto",
 		},
 		Actions: Actions{
 			OnInfected:        []string{},
 			OnInfectedTimeout: Duration(30 * time.Second),
 		},
 		Log: Log{
-			Level:  "info",
-			Format: "text",
+			Level:          "info",
+			Format:         "text",
+			RepeatInterval: Duration(time.Minute),
 		},
 	}
 }
@@ -192,6 +225,14 @@ func (c Config) Encode() string {
 	if c.Actions.OnInfected == nil {
 		c.Actions.OnInfected = []string{}
 	}
+	for _, p := range []*[]string{&c.Scan.AllowSHA256, &c.Scan.AllowSignatures, &c.Scan.ExcludeExe} {
+		if *p == nil {
+			*p = []string{}
+		}
+	}
+	if c.Scan.ExcludeUIDs == nil {
+		c.Scan.ExcludeUIDs = []int64{}
+	}
 	var b strings.Builder
 	enc := toml.NewEncoder(&b)
 	enc.Indent = ""
@@ -214,6 +255,7 @@ const (
 	kindSize            // string or integer; checked by Size.UnmarshalTOML
 	kindDuration        // string; checked by Duration.UnmarshalText
 	kindStrings         // array of strings
+	kindInts            // array of integers
 	kindStringOrStrings // a string, or a non-empty array of strings
 )
 
@@ -237,18 +279,24 @@ var schema = map[string]kind{
 	"clamd.reload_window":  kindDuration,
 	"clamd.transport":      kindString,
 
-	"scan":               kindTable,
-	"scan.max_size":      kindSize,
-	"scan.on_oversize":   kindString,
-	"scan.on_error":      kindString,
-	"scan.exclude":       kindStrings,
-	"scan.prewarm":       kindBool,
-	"scan.while_written": kindString,
+	"scan":                  kindTable,
+	"scan.max_size":         kindSize,
+	"scan.on_oversize":      kindString,
+	"scan.on_error":         kindString,
+	"scan.exclude":          kindStrings,
+	"scan.prewarm":          kindBool,
+	"scan.while_written":    kindString,
+	"scan.mode":             kindString,
+	"scan.allow_sha256":     kindStrings,
+	"scan.allow_signatures": kindStrings,
+	"scan.exclude_uids":     kindInts,
+	"scan.exclude_exe":      kindStrings,
 
 	"cache":                 kindTable,
 	"cache.max_entries":     kindInt,
 	"cache.ttl":             kindDuration,
 	"cache.verify_max_size": kindSize,
+	"cache.state_file":      kindString,
 
 	"actions":                     kindTable,
 	"actions.quarantine_dir":      kindString,
@@ -258,9 +306,10 @@ var schema = map[string]kind{
 	"metrics":        kindTable,
 	"metrics.listen": kindString,
 
-	"log":        kindTable,
-	"log.level":  kindString,
-	"log.format": kindString,
+	"log":                 kindTable,
+	"log.level":           kindString,
+	"log.format":          kindString,
+	"log.repeat_interval": kindDuration,
 }
 
 // check returns what is wrong with v as a value of kind k, or "".
@@ -300,6 +349,16 @@ func (k kind) check(v any) string {
 		for i, e := range a {
 			if _, ok := e.(string); !ok {
 				return fmt.Sprintf("must be an array of strings, got %s at index %d", describe(e), i)
+			}
+		}
+	case kindInts:
+		a, ok := v.([]any)
+		if !ok {
+			return "must be an array of integers, got " + describe(v)
+		}
+		for i, e := range a {
+			if _, ok := e.(int64); !ok {
+				return fmt.Sprintf("must be an array of integers, got %s at index %d", describe(e), i)
 			}
 		}
 	case kindStringOrStrings:

@@ -36,13 +36,17 @@ func TestLoadGood(t *testing.T) {
 			Clamd: Clamd{Address: Addresses{"tcp://127.0.0.1:3310", "unix:/run/clamav/clamd.ctl"}, Timeout: Duration(90 * time.Second), MaxConcurrent: 8,
 				CheckInterval: Duration(5 * time.Second), DatabaseDir: "/var/lib/clamav", ReloadWindow: Duration(2 * time.Minute), Transport: "instream"},
 			Scan: Scan{MaxSize: 2 << 30, OnOversize: "allow", OnError: "allow", Exclude: []string{"*.iso", "tmp/*", "[Tt]humbs.db"}, Prewarm: true,
-				WhileWritten: "deny"},
-			Cache: Cache{MaxEntries: 5000, TTL: Duration(90 * time.Minute), VerifyMaxSize: 64 << 10},
+				WhileWritten: "deny", Mode: "audit",
+				AllowSHA256:     []string{"2C26B46B68FFC68FF99B453C1D30413413422D706483BFA0F98A5E886266E7AE"},
+				AllowSignatures: []string{"Win.Test.FalsePositive-1"},
+				ExcludeUIDs:     []int64{34, 998}, ExcludeExe: []string{"/usr/sbin/backup-agent"}},
+			Cache: Cache{MaxEntries: 5000, TTL: Duration(90 * time.Minute), VerifyMaxSize: 64 << 10,
+				StateFile: "/var/lib/clamfuse/incoming.state"},
 			Actions: Actions{QuarantineDir: "/var/lib/clamfuse/quarantine",
 				OnInfected:        []string{"/usr/local/bin/notify-admin", "--severity", "high"},
 				OnInfectedTimeout: Duration(10 * time.Second)},
 			Metrics: Metrics{Listen: "127.0.0.1:9323"},
-			Log:     Log{Level: "debug", Format: "json"},
+			Log:     Log{Level: "debug", Format: "json", RepeatInterval: Duration(5 * time.Minute)},
 		}},
 		{"minimal.toml", withMount("/srv/incoming", "/srv/incoming")},
 		{"empty.toml", Default()},
@@ -81,6 +85,8 @@ func TestLoadBad(t *testing.T) {
 		{"bad_address.toml", `testdata/bad_address.toml:2: clamd.address: clamd address "localhost:3310": want /path, unix:/path or tcp://host:port`},
 		{"bad_glob.toml", `testdata/bad_glob.toml:2: scan.exclude: invalid pattern "[a-": syntax error in pattern`},
 		{"bad_syntax.toml", `testdata/bad_syntax.toml:2: strings cannot contain newlines`},
+		{"bad_sha256.toml", `testdata/bad_sha256.toml:3: scan.allow_sha256: want 64 hexadecimal digits (sha256sum's output), got "d41d8cd98f00b204e9800998ecf8427e"`},
+		{"bad_uids.toml", `testdata/bad_uids.toml:2: scan.exclude_uids: must be an array of integers, got string "backup" at index 1`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -214,6 +220,7 @@ func TestSchemaMatchesConfig(t *testing.T) {
 		reflect.TypeFor[Size]():      kindSize,
 		reflect.TypeFor[Duration]():  kindDuration,
 		reflect.TypeFor[[]string]():  kindStrings,
+		reflect.TypeFor[[]int64]():   kindInts,
 		reflect.TypeFor[Addresses](): kindStringOrStrings,
 	}
 	fromTags := map[string]kind{}
@@ -467,6 +474,39 @@ func TestValidate(t *testing.T) {
 			`log.level: must be one of "debug", "info", "warn" or "error", got ""`},
 		{"log format", func(c *Config) { c.Log.Format = "xml" },
 			`log.format: must be "text" or "json", got "xml"`},
+		{"repeat_interval 0", func(c *Config) { c.Log.RepeatInterval = 0 }, ""},
+		{"repeat_interval negative", func(c *Config) { c.Log.RepeatInterval = Duration(-time.Second) },
+			`log.repeat_interval: must be between 0s and 1h, got -1s`},
+		{"mode audit", func(c *Config) { c.Scan.Mode = "audit" }, ""},
+		{"mode", func(c *Config) { c.Scan.Mode = "warn" },
+			`scan.mode: must be "enforce" or "audit", got "warn"`},
+		{"allow_sha256", func(c *Config) {
+			c.Scan.AllowSHA256 = []string{"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
+		}, ""},
+		{"allow_sha256 short", func(c *Config) { c.Scan.AllowSHA256 = []string{"e3b0c442"} },
+			`scan.allow_sha256: want 64 hexadecimal digits (sha256sum's output), got "e3b0c442"`},
+		{"allow_sha256 not hex", func(c *Config) {
+			c.Scan.AllowSHA256 = []string{"g3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
+		}, `scan.allow_sha256: want 64 hexadecimal digits (sha256sum's output), got "g3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"`},
+		{"allow_signatures", func(c *Config) { c.Scan.AllowSignatures = []string{"Eicar-Signature"} }, ""},
+		{"allow_signatures empty", func(c *Config) { c.Scan.AllowSignatures = []string{""} },
+			`scan.allow_signatures: want a signature name as clamd reports it, got ""`},
+		{"allow_signatures space", func(c *Config) { c.Scan.AllowSignatures = []string{"Eicar-Signature "} },
+			`scan.allow_signatures: want a signature name as clamd reports it, got "Eicar-Signature "`},
+		{"exclude_uids", func(c *Config) { c.Scan.ExcludeUIDs = []int64{0, 4294967294} }, ""},
+		{"exclude_uids -1", func(c *Config) { c.Scan.ExcludeUIDs = []int64{4294967295} },
+			`scan.exclude_uids: must be between 0 and 4294967294, got 4294967295`},
+		{"exclude_uids negative", func(c *Config) { c.Scan.ExcludeUIDs = []int64{-2} },
+			`scan.exclude_uids: must be between 0 and 4294967294, got -2`},
+		{"exclude_exe", func(c *Config) { c.Scan.ExcludeExe = []string{"/usr/bin/rsync"} }, ""},
+		{"exclude_exe relative", func(c *Config) { c.Scan.ExcludeExe = []string{"rsync"} },
+			`scan.exclude_exe: want the absolute path of a program, got "rsync"`},
+		{"exclude_exe unclean", func(c *Config) { c.Scan.ExcludeExe = []string{"/usr/bin/../bin/rsync"} },
+			`scan.exclude_exe: want a clean path (no "..", ".", "//" or trailing "/"), got "/usr/bin/../bin/rsync"`},
+		{"state_file none", func(c *Config) { c.Cache.StateFile = "" }, ""},
+		{"state_file path", func(c *Config) { c.Cache.StateFile = "/var/lib/clamfuse/x.state" }, ""},
+		{"state_file relative", func(c *Config) { c.Cache.StateFile = "x.state" },
+			`cache.state_file: want "auto", an absolute path or "" (none), got "x.state"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -489,31 +529,38 @@ func TestValidateMount(t *testing.T) {
 		source, target string
 		wantErr        string
 		quarantine     string
+		state          string // cache.state_file when not ""
 	}{
-		{"/srv/in", "/mnt/in", "", ""},
-		{"/srv/in", "/srv/in", "", ""},
-		{"/srv/in/", "/srv/in", "", ""},
-		{"/srv/in", "/srv", "", ""},
-		{"/srv/in", "/srv/inbox", "", ""},
-		{"/srv/in", "/srv/..in", "", ""},
-		{"", "/mnt/in", `mount.source: must be set`, ""},
-		{"/srv/in", "", `mount.target: must be set`, ""},
-		{"srv/in", "/mnt/in", `mount.source: must be an absolute path, got "srv/in"`, ""},
-		{"/srv/in", "./in", `mount.target: must be an absolute path, got "./in"`, ""},
-		{"/srv/in\x00", "/mnt/in", `mount.source: must not contain a NUL byte, got "/srv/in\x00"`, ""},
-		{"/srv/in", "/srv/in/mnt", `mount.target: must not be inside mount.source ("/srv/in"), got "/srv/in/mnt"`, ""},
-		{"/", "/mnt", `mount.target: must not be inside mount.source ("/"), got "/mnt"`, ""},
-		{"/srv/in", "/srv/x/../in/mnt", `mount.target: must not be inside mount.source ("/srv/in"), got "/srv/x/../in/mnt"`, ""},
-		{"/srv/in", "/mnt/in", "", "/var/q"},
-		{"/srv/in", "/mnt/in", "", "/srv/inq"},
-		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.source ("/srv/in"), got "/srv/in/.q"`, "/srv/in/.q"},
-		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.source ("/srv/in"), got "/srv/in"`, "/srv/in"},
-		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.target ("/mnt/in"), got "/mnt/in/q"`, "/mnt/in/q"},
+		{"/srv/in", "/mnt/in", "", "", ""},
+		{"/srv/in", "/srv/in", "", "", ""},
+		{"/srv/in/", "/srv/in", "", "", ""},
+		{"/srv/in", "/srv", "", "", ""},
+		{"/srv/in", "/srv/inbox", "", "", ""},
+		{"/srv/in", "/srv/..in", "", "", ""},
+		{"", "/mnt/in", `mount.source: must be set`, "", ""},
+		{"/srv/in", "", `mount.target: must be set`, "", ""},
+		{"srv/in", "/mnt/in", `mount.source: must be an absolute path, got "srv/in"`, "", ""},
+		{"/srv/in", "./in", `mount.target: must be an absolute path, got "./in"`, "", ""},
+		{"/srv/in\x00", "/mnt/in", `mount.source: must not contain a NUL byte, got "/srv/in\x00"`, "", ""},
+		{"/srv/in", "/srv/in/mnt", `mount.target: must not be inside mount.source ("/srv/in"), got "/srv/in/mnt"`, "", ""},
+		{"/", "/mnt", `mount.target: must not be inside mount.source ("/"), got "/mnt"`, "", ""},
+		{"/srv/in", "/srv/x/../in/mnt", `mount.target: must not be inside mount.source ("/srv/in"), got "/srv/x/../in/mnt"`, "", ""},
+		{"/srv/in", "/mnt/in", "", "/var/q", ""},
+		{"/srv/in", "/mnt/in", "", "/srv/inq", ""},
+		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.source ("/srv/in"), got "/srv/in/.q"`, "/srv/in/.q", ""},
+		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.source ("/srv/in"), got "/srv/in"`, "/srv/in", ""},
+		{"/srv/in", "/mnt/in", `actions.quarantine_dir: must not be inside mount.target ("/mnt/in"), got "/mnt/in/q"`, "/mnt/in/q", ""},
+		{"/srv/in", "/mnt/in", "", "", "/var/lib/in.state"},
+		{"/srv/in", "/mnt/in", `cache.state_file: must not be inside mount.target ("/mnt/in"), got "/mnt/in/.state"`, "", "/mnt/in/.state"},
+		{"/srv/in", "/srv/in", `cache.state_file: must not be inside mount.source ("/srv/in"), got "/srv/in/x.state"`, "", "/srv/in/x.state"},
 	}
 	for _, tt := range tests {
 		c := Default()
 		c.Mount.Source, c.Mount.Target = tt.source, tt.target
 		c.Actions.QuarantineDir = tt.quarantine
+		if tt.state != "" {
+			c.Cache.StateFile = tt.state
+		}
 		err := c.ValidateMount()
 		if tt.wantErr == "" {
 			if err != nil {

@@ -116,6 +116,10 @@ func (c Config) Validate() error {
 		}
 	}
 
+	if err := c.validateRollout(); err != nil {
+		return err
+	}
+
 	if c.Cache.MaxEntries < 1 {
 		return fieldErrorf("cache.max_entries", "must be at least 1, got %d", c.Cache.MaxEntries)
 	}
@@ -136,8 +140,66 @@ func (c Config) Validate() error {
 	if err := oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error"); err != nil {
 		return err
 	}
+	if d := c.Log.RepeatInterval; d < 0 || d > Duration(maxTimeout) {
+		return fieldErrorf("log.repeat_interval", "must be between 0s and %v, got %v", Duration(maxTimeout), d)
+	}
 	return oneOf("log.format", c.Log.Format, "text", "json")
 }
+
+// validateRollout checks the keys of a gradual rollout: the mode, the
+// allow lists, the openers that skip the scan, and the state file.
+func (c Config) validateRollout() error {
+	s := c.Scan
+	if err := oneOf("scan.mode", s.Mode, "enforce", "audit"); err != nil {
+		return err
+	}
+	for _, h := range s.AllowSHA256 {
+		if !isSHA256(h) {
+			return fieldErrorf("scan.allow_sha256", "want 64 hexadecimal digits (sha256sum's output), got %q", h)
+		}
+	}
+	for _, sig := range s.AllowSignatures {
+		if sig == "" || strings.TrimSpace(sig) != sig || strings.IndexFunc(sig, isControl) >= 0 {
+			return fieldErrorf("scan.allow_signatures", "want a signature name as clamd reports it, got %q", sig)
+		}
+	}
+	for _, uid := range s.ExcludeUIDs {
+		if uid < 0 || uid > maxUID {
+			return fieldErrorf("scan.exclude_uids", "must be between 0 and %d, got %d", maxUID, uid)
+		}
+	}
+	for _, p := range s.ExcludeExe {
+		if err := optionalAbsPath("scan.exclude_exe", p); err != nil || p == "" {
+			return fieldErrorf("scan.exclude_exe", "want the absolute path of a program, got %q", p)
+		}
+		if filepath.Clean(p) != p {
+			return fieldErrorf("scan.exclude_exe", "want a clean path (no \"..\", \".\", \"//\" or trailing \"/\"), got %q", p)
+		}
+	}
+	if f := c.Cache.StateFile; f != "auto" {
+		if err := optionalAbsPath("cache.state_file", f); err != nil {
+			return fieldErrorf("cache.state_file", "want \"auto\", an absolute path or \"\" (none), got %q", f)
+		}
+	}
+	return nil
+}
+
+// maxUID is the highest uid: (uid_t)-1 is no user.
+const maxUID = 1<<32 - 2
+
+func isSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, r := range s {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+func isControl(r rune) bool { return r < ' ' || r == 0x7f }
 
 func (c Config) validateActions() error {
 	a := c.Actions
@@ -234,14 +296,21 @@ func (c Config) ValidateMount() error {
 		return fieldErrorf("mount.target", "must not be inside mount.source (%q), got %q", c.Mount.Source, c.Mount.Target)
 	}
 	// Quarantined files must not be served (they would be scanned and
-	// moved again), and clamfuse must never write through its own mount.
-	if q := c.Actions.QuarantineDir; q != "" {
+	// moved again), and clamfuse must never write through its own mount
+	// (the quarantine, the state file).
+	for _, own := range []struct{ key, val string }{
+		{"actions.quarantine_dir", c.Actions.QuarantineDir},
+		{"cache.state_file", c.Cache.StateFile},
+	} {
+		if own.val == "" || own.val == "auto" {
+			continue
+		}
 		for _, p := range []struct{ key, val string }{
 			{"mount.source", c.Mount.Source},
 			{"mount.target", c.Mount.Target},
 		} {
-			if inside(q, p.val) {
-				return fieldErrorf("actions.quarantine_dir", "must not be inside %s (%q), got %q", p.key, p.val, q)
+			if inside(own.val, p.val) {
+				return fieldErrorf(own.key, "must not be inside %s (%q), got %q", p.key, p.val, own.val)
 			}
 		}
 	}

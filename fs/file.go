@@ -115,6 +115,11 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 			}
 			return nil, denied(d)
 		}
+		if d.Reason == cache.ReasonAuditInfected && n.fsys.opts.Actions != nil {
+			// Audit mode: the audit line and the command, never a
+			// quarantine (cache/actions).
+			n.fsys.opts.Actions.Infected(d, who, -1, "")
+		}
 		keep = d.Reason == cache.ReasonClean
 		h.sum, h.size = d.Sum, d.Key.Size
 		if keep && n.keepCache(d.Key, d.Sum) {

@@ -39,7 +39,9 @@ type Gate interface {
 
 // Actions act on an open denied because the file is infected, given the
 // backing directory descriptor and the name of the file in it (valid
-// until the call returns); *actions.Runner is one.
+// until the call returns), or allowed in audit mode (cache.
+// ReasonAuditInfected; then without them: -1, ""); *actions.Runner is
+// one.
 type Actions interface {
 	Infected(d cache.Decision, who cache.Opener, dirfd int, name string)
 }

@@ -21,9 +21,19 @@ func TestMain(m *testing.M) {
 			deadline = time.Now().Add(d)
 		}
 	}
+	// Every clamfuse the tests start (mounttest, the fstab forms) keeps
+	// its verdicts in its own state file, named for its mountpoint, in
+	// $STATE_DIRECTORY ("auto", as systemd's StateDirectory= sets it):
+	// here, not in the machine's /var/lib/clamfuse.
+	state, err := os.MkdirTemp("", "clamfuse-state")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("STATE_DIRECTORY", state)
 	stop := mounttest.Watchdog(deadline)
 	code := m.Run()
 	stop()
 	mounttest.AbortAll()
+	os.RemoveAll(state)
 	os.Exit(code)
 }

@@ -2,13 +2,20 @@
 // the open, when a file is found infected: write one audit line, move the
 // file to a quarantine directory, and run a command.
 //
-// The filesystem calls Runner.Infected for every open the gate denies as
+// The filesystem calls Runner.Infected for every open of a file found
 // infected, with the backing directory descriptor and name of the file;
 // the Runner acts at most once per file state (the cache key without the
 // database), so a file opened again and again is acted on once. The
 // quarantine is done before Infected returns (a rename, or a copy when
 // the quarantine is on another filesystem); the command runs in the
 // background, bounded in time and in number.
+//
+// In audit mode (the gate allowed the open as audit-infected) the audit
+// line is written and the command run, with the action "allowed (audit
+// mode)", but nothing is quarantined: an audit changes nothing for the
+// users. A file whose detection an allow list lets through
+// (scan.allow_sha256, scan.allow_signatures) is a false positive the
+// admin vouched for: nothing is done (the gate logs each such open).
 //
 // Nothing here ever deletes data that is not safely elsewhere: when any
 // step of a quarantine fails, the file stays where it was.
@@ -144,10 +151,14 @@ func (r *Runner) Close(grace time.Duration) {
 	r.kill()
 }
 
-// first reports whether the state k has not been acted on yet, and
-// records it.
-func (r *Runner) first(k cache.Key) bool {
+// first reports whether the state k has not been acted on yet in audit
+// mode (audit) or not, and records it: a file seen in audit mode is acted
+// on again once denied.
+func (r *Runner) first(k cache.Key, audit bool) bool {
 	k.DB, k.Gen = "", 0 // a new database judging the same bytes is no new detection
+	if audit {
+		k.Gen = 1
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.seen.Get(k); ok {
@@ -173,15 +184,21 @@ func (r *Runner) first(k cache.Key) bool {
 //	CLAMFUSE_CLAMD       the clamd that judged it
 //	CLAMFUSE_ACTION      what was done: the "action" of the audit line
 //	CLAMFUSE_QUARANTINE  the quarantined file, or "" if it was not moved
+//	CLAMFUSE_SHA256      the SHA-256 digest of the bytes judged
+//
+// dirfd and name are not used in audit mode.
 func (r *Runner) Infected(d cache.Decision, who cache.Opener, dirfd int, name string) {
-	if d.Reason != cache.ReasonInfected || !r.first(d.Key) {
+	audit := d.Reason == cache.ReasonAuditInfected
+	if d.Reason != cache.ReasonInfected && !audit || !r.first(d.Key, audit) {
 		return
 	}
 	o := r.opts.Load()
 	r.detections.Add(1)
 	action := "denied"
 	var qpath string
-	if o.QuarantineDir != "" {
+	if audit {
+		action = "allowed (audit mode)"
+	} else if o.QuarantineDir != "" {
 		q, err := quarantine(o, d, who, dirfd, name, time.Now())
 		if err != nil {
 			r.quarantineFailed.Add(1)
@@ -200,6 +217,7 @@ func (r *Runner) Infected(d cache.Decision, who cache.Opener, dirfd int, name st
 		slog.String("signature", d.Verdict.Signature),
 		slog.Uint64("pid", uint64(who.Pid)), slog.Uint64("uid", uint64(who.Uid)),
 		slog.String("clamd", d.Verdict.Backend),
+		slog.String("sha256", d.Verdict.SHA256),
 		slog.String("action", action),
 	}
 	if qpath != "" {
@@ -217,6 +235,7 @@ func (r *Runner) Infected(d cache.Decision, who cache.Opener, dirfd int, name st
 			"CLAMFUSE_CLAMD=" + d.Verdict.Backend,
 			"CLAMFUSE_ACTION=" + action,
 			"CLAMFUSE_QUARANTINE=" + qpath,
+			"CLAMFUSE_SHA256=" + d.Verdict.SHA256,
 		}, who.Path)
 	}
 }

@@ -321,6 +321,7 @@ func TestCommand(t *testing.T) {
 		"CLAMFUSE_PATH=/mnt/in/sub/eicar.com",
 		"CLAMFUSE_PID=4242",
 		"CLAMFUSE_QUARANTINE=",
+		"CLAMFUSE_SHA256=" + sha(clamdtest.EICAR()),
 		"CLAMFUSE_SIGNATURE=" + clamdtest.EICARSignature,
 		"CLAMFUSE_SOURCE=" + filepath.Join(e.src, "sub/eicar.com"),
 		"CLAMFUSE_UID=1001",
@@ -417,5 +418,55 @@ func TestClose(t *testing.T) {
 	}
 	if !strings.Contains(e.log.String(), "clamfuse is stopping") {
 		t.Errorf("no log line for the killed command:\n%s", e.log)
+	}
+}
+
+// TestAuditMode: a detection allowed in audit mode gets its audit line
+// and its command, but no quarantine; denied later (enforce again), the
+// same file state is acted on in full. A detection an allow list lets
+// through gets nothing.
+func TestAuditMode(t *testing.T) {
+	e := newEnv(t)
+	qdir := filepath.Join(t.TempDir(), "q")
+	if err := os.Mkdir(qdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	r := e.runner(actions.Options{QuarantineDir: qdir,
+		Command: []string{"/bin/sh", "-c", `echo "$CLAMFUSE_ACTION $CLAMFUSE_SHA256 $CLAMFUSE_QUARANTINE." >> ` + out}})
+
+	e.gate.SetPolicy(cache.Policy{AllowSHA256: map[string]bool{sha(clamdtest.EICAR()): true}})
+	d, dirfd := e.detect("eicar.com", clamdtest.EICAR())
+	if d.Reason != cache.ReasonAllowedSHA256 {
+		t.Fatalf("decision %+v; want allowed by its digest", d)
+	}
+	r.Infected(d, who("eicar.com"), dirfd, "eicar.com")
+	if st := r.Stats(); st.Detections != 0 {
+		t.Errorf("allowed by the list: Stats %+v; want nothing done", st)
+	}
+
+	e.gate.SetPolicy(cache.Policy{Audit: true})
+	d, dirfd = e.detect("eicar.com", clamdtest.EICAR())
+	if d.Reason != cache.ReasonAuditInfected || !d.Allow {
+		t.Fatalf("decision %+v; want allowed in audit mode", d)
+	}
+	r.Infected(d, who("eicar.com"), dirfd, "eicar.com")
+	r.Infected(d, who("eicar.com"), dirfd, "eicar.com") // once per file state
+	r.Wait()
+	e.checkIntact()
+	line := e.oneDetection("allowed (audit mode)")
+	if line["sha256"] != sha(clamdtest.EICAR()) {
+		t.Errorf("audit line sha256 = %v; want %s", line["sha256"], sha(clamdtest.EICAR()))
+	}
+	if got, _ := os.ReadFile(out); string(got) != "allowed (audit mode) "+sha(clamdtest.EICAR())+" .\n" {
+		t.Errorf("command wrote %q; want one run with the audit action and the digest", got)
+	}
+
+	e.gate.SetPolicy(cache.Policy{})
+	d, dirfd = e.detect("eicar.com", clamdtest.EICAR())
+	r.Infected(d, who("eicar.com"), dirfd, "eicar.com")
+	r.Wait()
+	if st := r.Stats(); st.Detections != 2 || st.Quarantined != 1 {
+		t.Errorf("Stats %+v; want the denied open acted on, quarantine included", st)
 	}
 }

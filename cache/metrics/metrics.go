@@ -56,6 +56,9 @@ var decisions = []struct {
 	{true, cache.ReasonEmpty}, {true, cache.ReasonClean}, {true, cache.ReasonOversize}, {true, cache.ReasonError},
 	{false, cache.ReasonInfected}, {false, cache.ReasonOversize}, {false, cache.ReasonError},
 	{false, cache.ReasonUnstable}, {false, cache.ReasonCancelled},
+	{true, cache.ReasonAuditInfected}, {true, cache.ReasonAuditError}, {true, cache.ReasonAuditOversize},
+	{true, cache.ReasonAuditUnstable}, {true, cache.ReasonAllowedSHA256}, {true, cache.ReasonAllowedSignature},
+	{true, cache.ReasonExcludedUID}, {true, cache.ReasonExcludedExe},
 }
 
 // New builds the metrics. The gate is built with m.Scanner, so the
@@ -65,7 +68,7 @@ func New() *Metrics {
 		reg: prometheus.NewRegistry(),
 		opens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "clamfuse_opens_total",
-			Help: "Opens the gate decided, by decision (allow, deny) and reason.",
+			Help: "Opens the gate decided, by decision (allow, deny) and reason (audit-* in audit mode, allowed-* by an allow list, excluded-* by who opened).",
 		}, []string{"decision", "reason"}),
 		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "clamfuse_denials_total",
@@ -198,10 +201,13 @@ var (
 	descEvictions   = prometheus.NewDesc("clamfuse_cache_evictions_total", "Verdicts dropped to make room.", nil, nil)
 	descInvalidated = prometheus.NewDesc("clamfuse_cache_invalidations_total", "Times every cached verdict was made stale (signature database changes).", nil, nil)
 	descCaching     = prometheus.NewDesc("clamfuse_cache_caching", "1 when new verdicts are cached, 0 during a reload window.", nil, nil)
-	descChanged     = prometheus.NewDesc("clamfuse_cache_changed_total", "Cached clean verdicts not used because the file's contents changed without changing its state (cache.verify_max_size).", nil, nil)
+	descChanged     = prometheus.NewDesc("clamfuse_cache_changed_total", "Cached verdicts not used because the file's contents changed without changing its state (cache.verify_max_size).", nil, nil)
 	descRacy        = prometheus.NewDesc("clamfuse_cache_racy_total", "Verdicts not cached because the file's times were too recent to tell a later change apart.", nil, nil)
 	descUncached    = prometheus.NewDesc("clamfuse_opens_while_written_total", "Opens for reading decided by a scan because another process had the file open for writing through the mount.", nil, nil)
-	descInfected    = prometheus.NewDesc("clamfuse_infected_total", "Opens denied because the file is infected (cached or scanned).", nil, nil)
+	descInfected    = prometheus.NewDesc("clamfuse_infected_total", "Opens of files found infected (cached or scanned): denied, or allowed in audit mode or by an allow list.", nil, nil)
+	descRestored    = prometheus.NewDesc("clamfuse_cache_restored_total", "Verdicts restored from the state file at start (cache.state_file).", nil, nil)
+	descStateSaves  = prometheus.NewDesc("clamfuse_state_saves_total", "State files written (cache.state_file), by result (ok, error).", []string{"result"}, nil)
+	descSuppressed  = prometheus.NewDesc("clamfuse_log_suppressed_total", "Log lines left out as repeats within log.repeat_interval (each interval's count is logged).", nil, nil)
 	descUp          = prometheus.NewDesc("clamfuse_clamd_up", "1 when the clamd backend answered its last check or scan.", []string{"backend"}, nil)
 	descBScans      = prometheus.NewDesc("clamfuse_clamd_scans_total", "Scans sent to the clamd backend.", []string{"backend"}, nil)
 	descBErrors     = prometheus.NewDesc("clamfuse_clamd_errors_total", "Failed scans and health checks of the clamd backend, by kind.", []string{"backend", "kind"}, nil)
@@ -217,7 +223,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHits, descMisses, descEntries, descEvictions, descInvalidated, descCaching,
-		descChanged, descRacy, descUncached,
+		descChanged, descRacy, descUncached, descRestored, descStateSaves, descSuppressed,
 		descInfected, descUp, descBScans, descBErrors, descInflight, descTransport, descDatabase,
 		descDetections, descQuarantined, descQFailed, descCommands, descCmdFailed} {
 		ch <- d
@@ -247,6 +253,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descChanged, st.Changed)
 		counter(descRacy, st.Racy)
 		counter(descUncached, st.Uncached)
+		counter(descRestored, st.Restored)
+		counter(descStateSaves, st.StateSaves, "ok")
+		counter(descStateSaves, st.StateSaveErrors, "error")
+		counter(descSuppressed, st.Suppressed)
 	}
 	if p := src.Pool; p != nil {
 		for _, b := range p.Status() {

@@ -35,6 +35,9 @@ type service struct {
 	runner  *actions.Runner
 	metrics *metrics.Metrics
 
+	state     stateFile     // set by openState, before the mount
+	stopSaves chan struct{} // closed by close: periodic saves of the state file end
+
 	mu          sync.Mutex      // guards the fields below
 	server      *metrics.Server // nil when metrics.listen = ""
 	stopWatch   context.CancelFunc
@@ -101,11 +104,53 @@ func clients(c config.Clamd) ([]*clamav.Client, error) {
 	return out, nil
 }
 
-func policy(c config.Config) cache.Policy {
-	return cache.Policy{
+// policy is the gate's policy under c. It finds the programs of
+// scan.exclude_exe now (a program replaced later counts again only after
+// a reload), and logs at WARN those it cannot find or should not trust.
+func (s *service) policy(c config.Config) cache.Policy {
+	p := cache.Policy{
 		MaxSize:       int64(c.Scan.MaxSize),
 		AllowOversize: c.Scan.OnOversize == "allow",
 		AllowOnError:  c.Scan.OnError == "allow",
+		Audit:         c.Scan.Mode == "audit",
+		LogRepeat:     time.Duration(c.Log.RepeatInterval),
+	}
+	if len(c.Scan.AllowSHA256) > 0 {
+		p.AllowSHA256 = map[string]bool{}
+		for _, h := range c.Scan.AllowSHA256 {
+			p.AllowSHA256[strings.ToLower(h)] = true
+		}
+	}
+	if len(c.Scan.AllowSignatures) > 0 {
+		p.AllowSignatures = map[string]bool{}
+		for _, sig := range c.Scan.AllowSignatures {
+			p.AllowSignatures[sig] = true
+		}
+	}
+	if len(c.Scan.ExcludeUIDs) > 0 {
+		p.ExcludeUIDs = map[uint32]bool{}
+		for _, uid := range c.Scan.ExcludeUIDs {
+			p.ExcludeUIDs[uint32(uid)] = true
+		}
+	}
+	for _, path := range c.Scan.ExcludeExe {
+		e, weak, err := cache.ResolveExe(path)
+		switch {
+		case err != nil:
+			s.log.Warn("scan.exclude_exe: no program found; it excludes nothing until a reload finds one", "exe", path, "err", err)
+		case weak != "":
+			s.log.Warn("scan.exclude_exe: a user other than root may replace or change this program, and so read unscanned files",
+				"exe", path, "file", e.Real, "why", weak)
+		}
+		p.ExcludeExes = append(p.ExcludeExes, e)
+	}
+	return p
+}
+
+// logMode says at WARN that nothing is denied in audit mode.
+func (s *service) logMode(c config.Config) {
+	if c.Scan.Mode == "audit" {
+		s.log.Warn("scan.mode is audit: files are scanned and detections logged, but no open is denied")
 	}
 }
 
@@ -153,6 +198,8 @@ func startService(cfg config.Config, src, dst string, log *slog.Logger, level *s
 		VerifyMaxSize: int64(cfg.Cache.VerifyMaxSize),
 		Logger:        log,
 	})
+	s.gate.SetPolicy(s.policy(cfg))
+	s.logMode(cfg)
 	s.runner = actions.New(actionOptions(cfg, log))
 	s.metrics.SetSources(metrics.Sources{Gate: s.gate, Pool: s.pool, Actions: s.runner})
 
@@ -173,7 +220,28 @@ func startService(cfg config.Config, src, dst string, log *slog.Logger, level *s
 	}
 	s.pool.Start()
 	s.watch(cfg.Clamd.DatabaseDir)
+	// After the first check: the verdicts are restored at once when a
+	// clamd told its signature version, else when one first does.
+	s.openState(statePath(cfg.Cache.StateFile, dst), src)
+	s.stopSaves = make(chan struct{})
+	if s.state.path != "" {
+		go s.saveEvery(stateInterval, s.stopSaves)
+	}
 	return s, nil
+}
+
+// saveEvery writes the state file every interval until stop is closed.
+func (s *service) saveEvery(interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			s.saveState()
+		}
+	}
 }
 
 // databaseChanged is the pool's OnChange: clamd reports another database
@@ -220,7 +288,7 @@ func (s *service) denyWhileWritten() bool { return s.cfg.Load().Scan.WhileWritte
 var notReloadable = map[string]bool{
 	"mount.source": true, "mount.target": true, "mount.allow_other": true, "mount.read_only": true, "mount.attr_timeout": true, "mount.max_open_per_user": true,
 	"clamd.timeout": true, "clamd.max_concurrent": true,
-	"scan.prewarm": true, "cache.max_entries": true, "cache.ttl": true, "cache.verify_max_size": true,
+	"scan.prewarm": true, "cache.max_entries": true, "cache.ttl": true, "cache.verify_max_size": true, "cache.state_file": true,
 	"log.format": true,
 }
 
@@ -271,7 +339,13 @@ func (s *service) reload(next config.Config) error {
 	}
 
 	setLevel(s.level, next.Log.Level)
-	s.gate.SetPolicy(policy(next))
+	s.gate.SetPolicy(s.policy(next))
+	if next.Scan.Mode != cur.Scan.Mode {
+		s.logMode(next)
+		if next.Scan.Mode == "enforce" {
+			s.log.Info("scan.mode is enforce: detections and opens without a verdict are denied again")
+		}
+	}
 	s.runner.SetOptions(actionOptions(next, s.log))
 	if !reflect.DeepEqual(cur.Clamd.Address, next.Clamd.Address) || cur.Clamd.Transport != next.Clamd.Transport {
 		if err := s.pool.SetBackends(cs); err != nil {
@@ -319,6 +393,12 @@ func changedKeys(a, b config.Config) []string {
 			if ys, ok := yv.([]string); ok && len(ys) == 0 {
 				yv = []string(nil)
 			}
+			if xs, ok := xv.([]int64); ok && len(xs) == 0 {
+				xv = []int64(nil)
+			}
+			if ys, ok := yv.([]int64); ok && len(ys) == 0 {
+				yv = []int64(nil)
+			}
 			if !reflect.DeepEqual(xv, yv) {
 				out = append(out, key)
 			}
@@ -337,6 +417,10 @@ func (s *service) close() {
 		return
 	}
 	s.closed = true
+	if s.stopSaves != nil {
+		close(s.stopSaves)
+	}
+	s.saveState()
 	s.pool.Close()
 	if s.stopWatch != nil {
 		s.stopWatch()

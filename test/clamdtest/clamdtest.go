@@ -622,7 +622,57 @@ func (c *Clamd) writeDB(sigtool string) error {
 			return fmt.Errorf("clamdtest: %w", err)
 		}
 	}
-	if err := os.Remove(filepath.Join(c.DBDir, "clamfuse-extra.ndb")); err != nil && !errors.Is(err, os.ErrNotExist) {
+	for _, name := range []string{"clamfuse-extra.ndb", "daily.cud"} {
+		if err := os.Remove(filepath.Join(c.DBDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("clamdtest: %w", err)
+		}
+	}
+	return nil
+}
+
+// SetDatabaseVersion puts in the database directory a daily database of
+// version n, unsigned (daily.cud, built with sigtool --build --unsigned),
+// holding one body signature that matches nothing a test writes. clamd
+// loads it at the next Reload or Restart, and its VERSION then reports n
+// as the signature version, "ClamAV 1.4.6/n/<build date>", as with an
+// official daily.cvd; the test database alone gives "ClamAV 1.4.6". So a
+// test can change the version clamfuse keys its verdicts on.
+func (c *Clamd) SetDatabaseVersion(n int) error {
+	sigtool, err := findTool("sigtool", "/usr/bin/sigtool", "/usr/local/bin/sigtool")
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp(c.Dir, "cud")
+	if err != nil {
+		return fmt.Errorf("clamdtest: %w", err)
+	}
+	defer os.RemoveAll(work)
+	empty := filepath.Join(work, "empty") // --datadir: no older daily to take the version from
+	body := hex.EncodeToString([]byte(fmt.Sprintf("clamfuse test daily database %d, never written by a test", n)))
+	files := []struct{ name, data string }{
+		{"COPYING", "Test signatures of clamfuse's tests.\n"},
+		{"daily.ndb", fmt.Sprintf("Clamfuse.Test.Daily%d:0:*:%s\n", n, body)},
+	}
+	if err := os.Mkdir(empty, 0o755); err != nil {
+		return fmt.Errorf("clamdtest: %w", err)
+	}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(work, f.name), []byte(f.data), 0o644); err != nil {
+			return fmt.Errorf("clamdtest: %w", err)
+		}
+	}
+	cmd := exec.Command(sigtool, "--build=daily.cud", "--unsigned", "--no-cdiff",
+		fmt.Sprintf("--cvd-version=%d", n), "--datadir="+empty)
+	cmd.Dir = work
+	cmd.Stdin = strings.NewReader("clamfuse tests\n") // the builder's name it asks for
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("clamdtest: sigtool --build: %w\n%s", err, out)
+	}
+	data, err := os.ReadFile(filepath.Join(work, "daily.cud"))
+	if err != nil {
+		return fmt.Errorf("clamdtest: sigtool --build made no daily.cud: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(c.DBDir, "daily.cud"), data, 0o644); err != nil {
 		return fmt.Errorf("clamdtest: %w", err)
 	}
 	return nil

@@ -249,6 +249,37 @@ func TestReload(t *testing.T) {
 	}
 }
 
+// TestSetDatabaseVersion: VERSION reports the version of the daily
+// database after a reload, and the test signatures still detect.
+func TestSetDatabaseVersion(t *testing.T) {
+	c := New(t, Options{})
+	version := func() string {
+		t.Helper()
+		v, err := command(c.Socket, "VERSION")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if v := version(); strings.Count(v, "/") != 0 {
+		t.Fatalf("VERSION = %q; want no database version before SetDatabaseVersion", v)
+	}
+	for _, n := range []int{7, 8} {
+		if err := c.SetDatabaseVersion(n); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if v := version(); !strings.Contains(v, fmt.Sprintf("/%d/", n)) {
+			t.Errorf("VERSION = %q; want database version %d", v, n)
+		}
+	}
+	if got, err := instream(c.Socket, EICAR()); err != nil || got != "stream: "+EICARSignature+" FOUND" {
+		t.Errorf("INSTREAM of EICAR = %q, %v", got, err)
+	}
+}
+
 func TestFindToolMissing(t *testing.T) {
 	_, err := findTool("clamfuse-no-such-tool", "/nonexistent/clamfuse-no-such-tool")
 	if !errors.Is(err, ErrNotInstalled) {

@@ -376,9 +376,10 @@ func (b *bench) writeClamfuseConfig(name string, c clamfuseConf) error {
 	if level == "" {
 		level = "warn"
 	}
-	cache := ""
+	// No state file: every run starts cold, whatever ran before.
+	cache := "\n[cache]\nstate_file = \"\"\n"
 	if c.verifyMaxSize != "" {
-		cache = fmt.Sprintf("\n[cache]\nverify_max_size = %q\n", c.verifyMaxSize)
+		cache += fmt.Sprintf("verify_max_size = %q\n", c.verifyMaxSize)
 	}
 	toml := fmt.Sprintf(`# Written by test/cmd/bench.
 [clamd]
