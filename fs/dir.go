@@ -24,8 +24,8 @@ func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 	if err := unix.Fstatat(dirfd, req.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, errno(err)
 	}
-	resp.EntryValid = n.fsys.opts.EntryValid
-	return n.fsys.node(&st, n, req.Name), nil
+	resp.EntryValid = n.fsys.entryValid(n)
+	return n.fsys.node(dirfd, &st, n, req.Name), nil
 }
 
 // entry stats a name just created in dirfd and returns its node.
@@ -35,10 +35,10 @@ func (n *Node) entry(dirfd int, name string, resp *fuse.LookupResponse) (*Node, 
 		return nil, err
 	}
 	if resp != nil {
-		resp.EntryValid = n.fsys.opts.EntryValid
-		fillAttr(&resp.Attr, &st, n.fsys.opts.AttrValid)
+		resp.EntryValid = n.fsys.entryValid(n)
+		fillAttr(&resp.Attr, &st, n.fsys.attrValid(&st))
 	}
-	return n.fsys.node(&st, n, name), nil
+	return n.fsys.node(dirfd, &st, n, name), nil
 }
 
 func (n *Node) writable() error {

@@ -205,6 +205,10 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		// A READ or WRITE of up to 1 MiB, not 128 KiB (FUSE_BIG_WRITES
 		// is always asked for).
 		fuse.RequestInitFlags(fuse.InitMaxPages),
+		// Names changed in the backing directory are expired, not
+		// dropped, so that nothing mounted on them is detached (see
+		// watch.go).
+		fuse.RequestInitFlags2(fuse.InitHasExpireOnly),
 	}
 	if opts.AllowOther {
 		mopts = append(mopts, fuse.AllowOther())
@@ -243,8 +247,10 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		}}
 	}
 	srv := fusefs.New(conn, cfg)
+	fsys.watch = newWatcher(fsys, srv, conn, opts.FS.Invalidation, opts.FS.WatchQueue)
 	go func() {
 		err := srv.Serve(fsys)
+		fsys.watch.stop()
 		conn.Close()
 		m.closeRoot()
 		m.done <- err
@@ -273,6 +279,10 @@ func (m *Mounted) dupRoot() (int, error) {
 	}
 	return unix.FcntlInt(uintptr(m.rootFD), unix.F_DUPFD_CLOEXEC, 0)
 }
+
+// Watching reports whether changes made directly in the backing directory
+// are watched and passed on to the kernel (Options.Invalidation).
+func (m *Mounted) Watching() bool { return m.fsys.watch.watching() }
 
 // Passthrough reports whether the kernel granted FUSE passthrough.
 func (m *Mounted) Passthrough() bool {

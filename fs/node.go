@@ -352,7 +352,7 @@ func (n *Node) Attr(ctx context.Context, a *fuse.Attr) error {
 	if err != nil {
 		return errno(err)
 	}
-	fillAttr(a, &st, n.fsys.opts.AttrValid)
+	fillAttr(a, &st, n.fsys.attrValid(&st))
 	return nil
 }
 
@@ -422,7 +422,7 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 	if err != nil {
 		return errno(err)
 	}
-	fillAttr(&resp.Attr, &st, n.fsys.opts.AttrValid)
+	fillAttr(&resp.Attr, &st, n.fsys.attrValid(&st))
 	return nil
 }
 
@@ -461,7 +461,7 @@ func (n *Node) setattrFD(fd int, req *fuse.SetattrRequest, resp *fuse.SetattrRes
 	if err := unix.Fstat(fd, &st); err != nil {
 		return errno(err)
 	}
-	fillAttr(&resp.Attr, &st, n.fsys.opts.AttrValid)
+	fillAttr(&resp.Attr, &st, n.fsys.attrValid(&st))
 	return nil
 }
 

@@ -1,0 +1,231 @@
+package fs
+
+// Tests of the watcher's reading side on the real backing filesystem (the
+// test's temporary directory): which changes queue which invalidations.
+// The notifications themselves are tested on real mounts (test/watch_test.go).
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+	"weak"
+
+	"golang.org/x/sys/unix"
+)
+
+// testWatcher is a watcher of a fresh directory with no mount: its
+// reader runs only when the test drains it, and nothing is sent.
+func testWatcher(t *testing.T, ownPID bool) (*FS, *watcher, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("fanotify tests need root in CI")
+		}
+		t.Skip("SKIPPING: fanotify (FAN_MARK_FILESYSTEM) needs root")
+	}
+	root := t.TempDir()
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	f, err := New(fd, Options{Logger: slog.New(slog.DiscardHandler), AttrValid: time.Second, EntryValid: time.Second, WatchedValid: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &watcher{
+		fsys: f, log: f.log, pid: -1,
+		byHandle: map[string]weak.Pointer[Node]{}, byNode: map[weak.Pointer[Node]]string{}, pruneAt: 1024,
+		limit: defaultWatchQueue, wake: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	if ownPID {
+		w.pid = int32(os.Getpid())
+	}
+	empty := map[uint64]*watchedFS{}
+	w.devs.Store(&empty)
+	w.resetQueue()
+	if err := w.startFanotify(); err != nil {
+		t.Skipf("SKIPPING: fanotify cannot watch %s here: %v", root, err)
+	}
+	f.watch = w
+	t.Cleanup(func() {
+		w.fan.Close()
+		for _, d := range *w.devs.Load() {
+			if d.fd >= 0 {
+				unix.Close(d.fd)
+			}
+		}
+	})
+	return f, w, root
+}
+
+// lookup hands out the node of rel (slash-separated, beneath root) the
+// way Lookup does, one component at a time.
+func lookup(t *testing.T, f *FS, rel string) *Node {
+	t.Helper()
+	n := f.rootN
+	dir, base := filepath.Split(rel)
+	if dir != "" {
+		n = lookup(t, f, filepath.Clean(dir))
+	}
+	fd, release, err := n.pathFD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	var st unix.Stat_t
+	if err := unix.Fstatat(fd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		t.Fatal(err)
+	}
+	return f.node(fd, &st, n, base)
+}
+
+// drain reads events until cond holds of the queue, or d passes.
+func drain(t *testing.T, w *watcher, d time.Duration, cond func() bool) bool {
+	t.Helper()
+	buf := make([]byte, 256<<10)
+	deadline := time.Now().Add(d)
+	for {
+		w.qMu.Lock()
+		ok := cond()
+		w.qMu.Unlock()
+		if ok {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		w.fan.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		if n, err := w.fan.Read(buf); err == nil {
+			w.parse(buf[:n])
+		}
+	}
+}
+
+func TestWatcherQueues(t *testing.T) {
+	f, w, root := testWatcher(t, false)
+	mustDo := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustDo(os.MkdirAll(filepath.Join(root, "d", "sub"), 0o755))
+	mustDo(os.WriteFile(filepath.Join(root, "d", "f"), []byte("x"), 0o644))
+	mustDo(os.Link(filepath.Join(root, "d", "f"), filepath.Join(root, "d", "h")))
+	d := lookup(t, f, "d")
+	sub := lookup(t, f, "d/sub")
+	file := lookup(t, f, "d/f")
+	w.take()
+
+	entry := func(dir *Node, name string) func() bool {
+		return func() bool { _, ok := w.entries[entryKey{dir, name}]; return ok }
+	}
+	child := func(dir *Node, name string) func() bool {
+		return func() bool { _, ok := w.children[entryKey{dir, name}]; return ok }
+	}
+	attr := func(n *Node) func() bool {
+		return func() bool { _, ok := w.attrs[n]; return ok }
+	}
+	tests := []struct {
+		what   string
+		change func()
+		want   func() bool
+	}{
+		{"create", func() { mustDo(os.WriteFile(filepath.Join(root, "d", "new"), nil, 0o644)) }, entry(d, "new")},
+		{"chmod", func() { mustDo(os.Chmod(filepath.Join(root, "d", "f"), 0o600)) }, child(d, "f")},
+		{"append", func() {
+			fh, err := os.OpenFile(filepath.Join(root, "d", "f"), os.O_WRONLY|os.O_APPEND, 0)
+			mustDo(err)
+			_, err = fh.WriteString("y")
+			mustDo(err)
+			mustDo(fh.Close())
+		}, child(d, "f")},
+		{"dir chmod", func() { mustDo(os.Chmod(filepath.Join(root, "d", "sub"), 0o700)) }, attr(sub)},
+		{"in a subdirectory", func() { mustDo(os.WriteFile(filepath.Join(root, "d", "sub", "x"), nil, 0o644)) }, entry(sub, "x")},
+		{"rename", func() { mustDo(os.Rename(filepath.Join(root, "d", "new"), filepath.Join(root, "d", "new2"))) },
+			func() bool { return entry(d, "new")() && entry(d, "new2")() }},
+		{"unlink of a second name", func() { mustDo(os.Remove(filepath.Join(root, "d", "h"))) },
+			func() bool { return entry(d, "h")() && len(w.fids) > 0 }},
+		{"dir renamed", func() { mustDo(os.Rename(filepath.Join(root, "d", "sub"), filepath.Join(root, "d", "sub2"))) },
+			func() bool { return entry(d, "sub")() && entry(d, "sub2")() && attr(sub)() }},
+	}
+	for _, tt := range tests {
+		tt.change()
+		if !drain(t, w, 5*time.Second, tt.want) {
+			w.qMu.Lock()
+			t.Errorf("%s: queued entries %v children %v attrs %v fids %d", tt.what, w.entries, w.children, w.attrs, len(w.fids))
+			w.qMu.Unlock()
+		}
+		b := w.take()
+		if tt.what == "unlink of a second name" {
+			for c := range b.fids {
+				if n := w.byFID(c); n != file {
+					t.Errorf("the file left with one name is found by handle as %v, want %v", n, file)
+				}
+			}
+		}
+	}
+	if !w.covers(d.id.dev) {
+		t.Error("the source's filesystem is not covered")
+	}
+	if got := f.attrValid(&unix.Stat_t{Dev: d.id.dev, Nlink: 1, Mode: unix.S_IFREG}); got != time.Hour {
+		t.Errorf("attrValid of a watched file: %v, want the watched timeout", got)
+	}
+	if got := f.attrValid(&unix.Stat_t{Dev: d.id.dev, Nlink: 2, Mode: unix.S_IFREG}); got != time.Second {
+		t.Errorf("attrValid of a file with two names: %v, want the short timeout", got)
+	}
+	if got := f.attrValid(&unix.Stat_t{Dev: d.id.dev + 12345, Nlink: 1, Mode: unix.S_IFREG}); got != time.Second {
+		t.Errorf("attrValid on a filesystem not watched: %v, want the short timeout", got)
+	}
+}
+
+// TestWatcherIgnoresOwnChanges: what clamfuse itself does on the backing
+// directory (its pid) queues nothing; another directory of the same
+// filesystem neither.
+func TestWatcherIgnoresOwnChanges(t *testing.T) {
+	f, w, root := testWatcher(t, true)
+	if err := os.Mkdir(filepath.Join(root, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lookup(t, f, "d")
+	other := t.TempDir()
+	w.take()
+	for i := range 20 {
+		os.WriteFile(filepath.Join(root, "d", "f"), []byte{byte(i)}, 0o644)
+		os.Chmod(filepath.Join(root, "d", "f"), 0o600)
+		os.Remove(filepath.Join(root, "d", "f"))
+	}
+	// Another process, in a directory the kernel knows nothing of.
+	if err := os.WriteFile(filepath.Join(other, "marker"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, w, 300*time.Millisecond, func() bool { return false })
+	b := w.take()
+	if len(b.entries)+len(b.children)+len(b.attrs)+len(b.fids) > 0 || b.broad != "" {
+		t.Errorf("queued %v %v %v %v %q", b.entries, b.children, b.attrs, b.fids, b.broad)
+	}
+}
+
+// TestWatcherOverflow: more pending work than the bound turns into one
+// invalidation of everything.
+func TestWatcherOverflow(t *testing.T) {
+	f, w, root := testWatcher(t, false)
+	w.limit = 4
+	if err := os.Mkdir(filepath.Join(root, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lookup(t, f, "d")
+	w.take()
+	for i := range 10 {
+		os.WriteFile(filepath.Join(root, "d", string(rune('a'+i))), nil, 0o644)
+	}
+	if !drain(t, w, 5*time.Second, func() bool { return w.broad != "" }) {
+		t.Fatal("no overflow")
+	}
+	if b := w.take(); len(b.entries)+len(b.attrs) != 0 {
+		t.Errorf("an overflow keeps %d entries and %d attributes queued", len(b.entries), len(b.attrs))
+	}
+}
