@@ -35,10 +35,16 @@ type Mount struct {
 	AllowOther bool   `toml:"allow_other"`
 	ReadOnly   bool   `toml:"read_only"`
 	// AttrTimeout is how long the kernel may trust names and attributes
-	// without asking: longer is faster, but changes made directly in the
-	// backing directory show up that much later (opens are always judged
-	// on the file's current state).
+	// without asking where changes made directly in the backing directory
+	// are not watched: longer is faster, but such changes show up that
+	// much later (opens are always judged on the file's current state).
 	AttrTimeout Duration `toml:"attr_timeout"`
+	// Invalidation is "auto" to watch the backing filesystem (fanotify)
+	// and tell the kernel of every change made there at once, where the
+	// kernel, clamfuse's privileges and the filesystem allow it, or "off".
+	Invalidation string `toml:"invalidation"`
+	// WatchedAttrTimeout replaces AttrTimeout where changes are watched.
+	WatchedAttrTimeout Duration `toml:"watched_attr_timeout"`
 }
 
 // Clamd says how to reach clamd.
@@ -111,7 +117,11 @@ type Log struct {
 // Mount.Source and Mount.Target are empty.
 func Default() Config {
 	return Config{
-		Mount: Mount{AttrTimeout: Duration(time.Second)},
+		Mount: Mount{
+			AttrTimeout:        Duration(time.Second),
+			Invalidation:       "auto",
+			WatchedAttrTimeout: Duration(time.Hour),
+		},
 		Clamd: Clamd{
 			Address:       Addresses{"/run/clamav/clamd.ctl"},
 			Timeout:       Duration(60 * time.Second),
@@ -207,6 +217,9 @@ var schema = map[string]kind{
 	"mount.allow_other":  kindBool,
 	"mount.read_only":    kindBool,
 	"mount.attr_timeout": kindDuration,
+	"mount.invalidation": kindString,
+
+	"mount.watched_attr_timeout": kindDuration,
 
 	"clamd":                kindTable,
 	"clamd.address":        kindStringOrStrings,

@@ -213,6 +213,7 @@ func (s *service) excluded(rel string) bool { return s.cfg.Load().IsExcluded(rel
 // notReloadable are the keys whose change needs a restart (or remount).
 var notReloadable = map[string]bool{
 	"mount.source": true, "mount.target": true, "mount.allow_other": true, "mount.read_only": true, "mount.attr_timeout": true,
+	"mount.invalidation": true, "mount.watched_attr_timeout": true,
 	"clamd.timeout": true, "clamd.max_concurrent": true,
 	"scan.prewarm": true, "cache.max_entries": true, "cache.ttl": true,
 	"log.format": true,
