@@ -118,6 +118,7 @@ type Options struct {
 	Source, Target string   // default: new dirs in t.TempDir()
 	Config         string   // TOML written to a file and passed with --config
 	Args           []string // extra mount arguments
+	Wrap           []string // a command line clamfuse runs under (e.g. setpriv ... --), if any
 	NoWait         bool     // do not wait for the mount (for tests of failures)
 }
 
@@ -145,6 +146,9 @@ func Start(t testing.TB, opts Options) *Mount {
 	args = append(args, opts.Source, opts.Target)
 	m := &Mount{Source: opts.Source, Target: opts.Target, Log: &syncBuffer{}, conn: -1, exited: make(chan struct{}), t: t}
 	m.Cmd = exec.Command(bin, args...)
+	if len(opts.Wrap) > 0 {
+		m.Cmd = exec.Command(opts.Wrap[0], append(append(opts.Wrap[1:len(opts.Wrap):len(opts.Wrap)], bin), args...)...)
+	}
 	m.Cmd.Stdout = m.Log
 	m.Cmd.Stderr = m.Log
 	m.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
