@@ -25,7 +25,9 @@ import (
 // kernel knows are registered by file handle as clamfuse hands them out
 // (FS.node); an event in any other directory, which is most of what a
 // whole filesystem reports, is dropped at once: the kernel has nothing
-// cached there.
+// cached there. (Measured, watch_test.go: registering costs about 4 µs
+// once per directory, a dropped event 30 to 50 ns; opening each event's
+// handle instead would cost 3 to 4 µs for every event on the filesystem.)
 //
 // Changes made through the mount are clamfuse's own system calls: the
 // kernel made them and knows their outcome, so their events (by
