@@ -491,3 +491,53 @@ func TestWatchQuarantine(t *testing.T) {
 		t.Fatalf("after the quarantine, the mount shows\n%s\nthe backing directory\n%s", got, want)
 	}
 }
+
+// TestWatchBackingKinds: on each kind of backing filesystem, a change
+// made directly in the backing directory shows through the mount within
+// watchBound: by invalidation where the filesystem can be watched, by the
+// 1 s attr_timeout where it cannot (the log says which).
+func TestWatchBackingKinds(t *testing.T) {
+	mounttest.Require(t)
+	for _, kind := range backingKinds() {
+		if kind.name == "ext4" || kind.name == "fuse-clamfuse" {
+			continue // the root filesystem here; TestWatchFallback
+		}
+		t.Run(kind.name, func(t *testing.T) {
+			requireBackingTools(t, kind)
+			base := openDir(t, "cfwk-"+kind.name)
+			clamd := clamdtest.New(t, clamdtest.Options{})
+			root := kind.mount(t, base, clamd)
+			t.Cleanup(func() { clamd.Stop() }) // before the unmount
+			src, mnt := filepath.Join(root, "src"), filepath.Join(base, "mnt")
+			mustDo(t, os.MkdirAll(filepath.Join(src, "d"), 0o755))
+			mustDo(t, os.Mkdir(mnt, 0o755))
+			putFile(t, filepath.Join(src, "d", "f"), []byte("first\n"))
+			paths := []string{"d", "d/f", "d/g"}
+			if kind.name == "btrfs" {
+				// A subvolume: another st_dev, the same superblock.
+				mustRun(t, "btrfs", "-q", "subvolume", "create", filepath.Join(src, "sv"))
+				putFile(t, filepath.Join(src, "sv", "f"), []byte("in a subvolume\n"))
+				paths = append(paths, "sv", "sv/f", "sv/g")
+			}
+			m := startChecked(t, mounttest.Options{Source: src, Target: mnt, Config: watchedConfig(clamd)})
+			mounted := m.WaitLogLines(t, 10*time.Second, "msg=mounted")
+			watching := strings.Contains(mounted[0], "invalidation=true")
+			t.Logf("%s: invalidation %v %v", kind.name, watching, m.Log.Lines("cannot be watched"))
+			if _, _, ok := waitView(t, m, ".", paths, false, watchBound); !ok {
+				t.Fatal("the mount does not show the setup")
+			}
+			pin(t, mnt, paths)
+			mustDo(t, os.Chmod(filepath.Join(src, "d", "f"), 0o600))
+			putFile(t, filepath.Join(src, "d", "g"), []byte("new\n"))
+			if kind.name == "btrfs" {
+				mustDo(t, os.Chmod(filepath.Join(src, "sv", "f"), 0o600))
+				putFile(t, filepath.Join(src, "sv", "g"), []byte("new\n"))
+			}
+			start := time.Now()
+			if got, want, ok := waitView(t, m, ".", paths, false, watchBound); !ok {
+				t.Fatalf("the mount still shows, %v after the change:\n%s\nthe backing directory:\n%s", watchBound, got, want)
+			}
+			t.Logf("%s: shown after %v; %v", kind.name, time.Since(start).Round(time.Millisecond), m.Log.Lines("cannot be watched"))
+		})
+	}
+}
