@@ -41,6 +41,13 @@ import (
 // EntryValid) for everything on it; so does a file with several names,
 // since one of them may be in a directory clamfuse does not know.
 //
+// A file written behind the mount has its attributes invalidated, not its
+// page cache (InvalidateNodeData): the next open drops that cache unless
+// the file is in the very state the cache holds (keepCache, file.go), and
+// a new size seen at the next stat makes the kernel drop the pages
+// itself; dropping them sooner would only make a descriptor opened
+// before the write read bytes no scan judged, sooner.
+//
 // Notifications are writes to /dev/fuse that wait for the kernel's locks
 // on the inode or its directory, which a FUSE request being served may
 // hold: they are only ever sent by the notifier goroutine, never by a
