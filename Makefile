@@ -1,9 +1,10 @@
 # clamfuse: build, test and demo targets. Each target says what it does.
 #
 #   make build   bin/clamfuse, version from git describe
-#   make test    vet, gofmt check, the race-enabled test suite, a short fuzz
-#                pass; as root (FUSE mounts), with the Debian packages of the
-#                README installed; under 10 minutes
+#   make test    vet, gofmt check, the race-enabled test suite (summarised by
+#                test/cmd/testreport: every skip listed with its reason), a
+#                short fuzz pass; as root (FUSE mounts), with the Debian
+#                packages of the README installed; under 10 minutes
 #   make fuzz    each fuzz target for FUZZTIME (default 30s)
 #   make check   gofmt, go vet and the layout greps (no root, no clamd)
 #   make demo    a private clamd and a live mount under demo/ (test/demo.sh)
@@ -59,8 +60,8 @@ test: require-root
 	$(GO) vet ./...
 	@echo "==> gofmt check"
 	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "not gofmt-ed:"; echo "$$out"; exit 1; fi
-	@echo "==> go test -race -count=1 -timeout 9m ./...$(if $(CI), (CI=$(CI): a skipped FUSE or clamd test fails),)"
-	$(GO) test -race -count=1 -timeout 9m ./...
+	@echo "==> go test -race -count=1 -timeout 9m -json ./... | testreport (failures as go test shows them; every skip with its reason at the end)$(if $(filter true,$(CI)), (CI=true: a skip is a failure),)"
+	$(GO) test -race -count=1 -timeout 9m -json ./... | $(GO) run ./test/cmd/testreport
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 # The long forms of the soak, the randomized differential exerciser, the

@@ -7,8 +7,13 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"sync/atomic"
 	"time"
 )
+
+// watchPolled, when set (by this package's tests only), is called after
+// each look WatchDir takes, once onChange has returned.
+var watchPolled atomic.Pointer[func()]
 
 // WatchDir polls the directory dir every interval until ctx is done and
 // calls onChange, from its own goroutine, whenever what it lists differs
@@ -51,6 +56,9 @@ func WatchDir(ctx context.Context, dir string, interval time.Duration, log *slog
 			if now != prev {
 				prev = now
 				onChange()
+			}
+			if h := watchPolled.Load(); h != nil {
+				(*h)()
 			}
 		}
 	}()

@@ -1,4 +1,4 @@
-package cache_test
+package cache
 
 import (
 	"os"
@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/clamfuse/clamfuse/cache"
 )
 
 // TestWatchDir: adding, growing, touching and removing an entry, and the
@@ -17,31 +15,42 @@ func TestWatchDir(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	var changes atomic.Int32
-	cache.WatchDir(t.Context(), dir, 10*time.Millisecond, nil, func() { changes.Add(1) })
-	// A step may be seen in more than one poll (a file created, then
-	// written), so each step must bring at least one change, and quiet
-	// polls none.
-	var last int32
-	expect := func(what string, _ int32) {
+	var changes, polls atomic.Int32
+	hook := func() { polls.Add(1) }
+	watchPolled.Store(&hook)
+	t.Cleanup(func() { watchPolled.Store(nil) })
+	WatchDir(t.Context(), dir, 10*time.Millisecond, nil, func() { changes.Add(1) })
+	// waitPolls waits until n more looks have been taken.
+	waitPolls := func(n int32) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for changes.Load() <= last {
+		target := polls.Load() + n
+		deadline := time.Now().Add(10 * time.Second)
+		for polls.Load() < target {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: no change seen", what)
+				t.Fatalf("WatchDir took %d looks in 10s; want %d more", polls.Load(), n)
 			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		for {
-			n := changes.Load()
-			time.Sleep(50 * time.Millisecond) // several quiet polls
-			if changes.Load() == n {
-				last = n
-				return
-			}
+			time.Sleep(time.Millisecond)
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
+	// A step may be seen in more than one look (a file created, then
+	// written), so each step must bring at least one change, and further
+	// looks none. The second look that ends after the step started after
+	// it, so it saw the step whole.
+	var last int32
+	expect := func(what string) {
+		t.Helper()
+		waitPolls(2)
+		n := changes.Load()
+		if n <= last {
+			t.Fatalf("%s: no change seen", what)
+		}
+		waitPolls(3)
+		if m := changes.Load(); m != n {
+			t.Fatalf("%s: %d more changes in quiet looks; want none", what, m-n)
+		}
+		last = n
+	}
+	waitPolls(3)
 	if n := changes.Load(); n != 0 {
 		t.Fatalf("nothing done: %d changes seen; want 0", n)
 	}
@@ -49,26 +58,26 @@ func TestWatchDir(t *testing.T) {
 	if err := os.WriteFile(f, []byte("a\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	expect("file added", 1)
+	expect("file added")
 	if err := os.WriteFile(f, []byte("a\nb\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	expect("file grown", 2)
+	expect("file grown")
 	later := time.Now().Add(time.Hour)
 	if err := os.Chtimes(f, later, later); err != nil {
 		t.Fatal(err)
 	}
-	expect("file touched", 3)
+	expect("file touched")
 	if err := os.Remove(f); err != nil {
 		t.Fatal(err)
 	}
-	expect("file removed", 4)
+	expect("file removed")
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)
 	}
-	expect("directory removed", 5)
+	expect("directory removed")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	expect("directory back", 6)
+	expect("directory back")
 }

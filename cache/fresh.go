@@ -44,10 +44,11 @@ type freshness struct {
 }
 
 // keyOf builds the cache key of a file state under the current database
-// and generation.
+// and generations.
 func (g *Gate) keyOf(st *unix.Stat_t) Key {
 	k := KeyOf(st, g.Database())
 	k.Gen = g.fresh.gen.Load()
+	k.Writes = g.writes.of(st.Dev, st.Ino)
 	return k
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"os"
 	"strconv"
@@ -36,6 +37,11 @@ type Options struct {
 	MaxSize       int64         // files larger than this are not streamed
 	AllowOversize bool          // on_oversize = "allow"
 	AllowOnError  bool          // on_error = "allow"
+	// VerifyMaxSize: a cached clean verdict of a file up to this size is
+	// used only while the file holds the contents it judged (verify.go).
+	// 0 verifies nothing; unlike the policy fields, its zero value is not
+	// the safe one, but the cheap one.
+	VerifyMaxSize int64
 	Logger        *slog.Logger
 }
 
@@ -66,7 +72,11 @@ type Decision struct {
 	Cached  bool    // decided from the cache, no scan
 	Verdict Verdict // when scanned or cached
 	Key     Key     // the file state the decision was made for, when clean or infected
-	Err     error   // when Reason is error, oversize (from clamd) or unstable
+	// Sum is the digest of the contents judged, when the Gate verifies
+	// the contents of files of that size (verify.go); else 0. The
+	// filesystem checks the bytes it serves against it (fs/served.go).
+	Sum uint64
+	Err error // when Reason is error, oversize (from clamd) or unstable
 }
 
 // ErrUnstable means the file changed during every scan attempt.
@@ -85,6 +95,11 @@ const maxAttempts = 20
 // Stats are counters for tests and metrics.
 type Stats struct {
 	Hits, Misses, Scans, ScanErrors, Infected, Denied uint64
+	// Changed counts cached verdicts not used because the file's contents
+	// were no longer those judged (verify.go); Racy, verdicts not cached
+	// because the file's times were too recent (racy.go); Uncached,
+	// decisions asked of CheckUncached.
+	Changed, Racy, Uncached uint64
 }
 
 // Gate decides whether an open may read a file: from the cache of verdicts
@@ -102,14 +117,18 @@ type Gate struct {
 	db      atomic.Pointer[string]
 	policy  atomic.Pointer[Policy] // see SetPolicy
 	fresh   freshness              // see Invalidate
+	writes  *writeGens             // see Modified
+	windows timeWindows            // see SetTimeGranularity
 
 	prescans atomic.Int64 // background scans pending
 	demand   demand       // scans opens wait for; Prewarm waits for none (prewarm.go)
+	hooks    testHooks    // nil outside this package's tests
 
 	pendMu  sync.Mutex         // guards pending; a leaf
 	pending map[inode]*prescan // background scans not over yet, by file (see Modified)
 
 	hits, misses, scans, scanErrors, infected, denied atomic.Uint64
+	changed, racies, uncached                         atomic.Uint64
 }
 
 // NewGate returns a Gate that scans with s.
@@ -130,6 +149,7 @@ func NewGate(s Scanner, opts Options) *Gate {
 		log:     opts.Logger,
 		sem:     make(chan struct{}, opts.MaxConcurrent),
 		pending: map[inode]*prescan{},
+		writes:  &writeGens{seed: maphash.MakeSeed()},
 	}
 	empty := ""
 	g.db.Store(&empty)
@@ -152,6 +172,7 @@ func (g *Gate) Stats() Stats {
 	return Stats{
 		Hits: g.hits.Load(), Misses: g.misses.Load(), Scans: g.scans.Load(),
 		ScanErrors: g.scanErrors.Load(), Infected: g.infected.Load(), Denied: g.denied.Load(),
+		Changed: g.changed.Load(), Racy: g.racies.Load(), Uncached: g.uncached.Load(),
 	}
 }
 
@@ -172,7 +193,21 @@ type outcome struct {
 // the reads: the scan reads that same open file, and its state is checked
 // again after the scan.
 func (g *Gate) Check(ctx context.Context, f *os.File, who Opener) Decision {
-	d := g.check(ctx, f)
+	return g.decide(ctx, f, who, false)
+}
+
+// CheckUncached is Check for a file that another process has open for
+// writing through the mount: it is never decided from the cache, but by
+// a scan of the file as it is now (which may be shared with opens of the
+// same state, and whose verdict is cached as usual). The filesystem first
+// has the kernel write that writer's dirty pages back.
+func (g *Gate) CheckUncached(ctx context.Context, f *os.File, who Opener) Decision {
+	g.uncached.Add(1)
+	return g.decide(ctx, f, who, true)
+}
+
+func (g *Gate) decide(ctx context.Context, f *os.File, who Opener, uncached bool) Decision {
+	d := g.check(ctx, f, uncached)
 	g.report(d, who)
 	if !d.Allow {
 		g.denied.Add(1)
@@ -180,13 +215,14 @@ func (g *Gate) Check(ctx context.Context, f *os.File, who Opener) Decision {
 	return d
 }
 
-func (g *Gate) check(ctx context.Context, f *os.File) Decision {
+func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 	// The open's own bound on its wait, from its first miss on: a scan it
 	// joined may end superseded (errSuperseded), and it then waits for
 	// another one.
 	var deadline <-chan time.Time
 	for {
 		var st unix.Stat_t
+		since := time.Now().UnixNano()
 		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 			return g.onError(fmt.Errorf("fstat: %w", err))
 		}
@@ -197,11 +233,12 @@ func (g *Gate) check(ctx context.Context, f *os.File) Decision {
 			return g.onOversize(fmt.Errorf("%d bytes is over max_size %d", st.Size, g.pol().MaxSize))
 		}
 		key := g.keyOf(&st)
-		if v, ok := g.lru.Get(key); ok {
-			g.hits.Add(1)
-			return g.fromVerdict(key, v, true)
+		if !uncached {
+			if v, sum, ok := g.lookup(key, f); ok {
+				g.hits.Add(1)
+				return g.fromVerdict(key, judged{v, sum}, true)
+			}
 		}
-		g.misses.Add(1)
 		if deadline == nil {
 			timer := time.NewTimer(g.opts.Timeout + time.Second)
 			defer timer.Stop()
@@ -215,6 +252,7 @@ func (g *Gate) check(ctx context.Context, f *os.File) Decision {
 		// or joined it.
 		src, err := reopen(f)
 		if err != nil {
+			g.misses.Add(1)
 			return g.onError(fmt.Errorf("%w: %v", clamav.ErrRead, err))
 		}
 		ch := make(chan singleflight.Result, 1)
@@ -223,10 +261,14 @@ func (g *Gate) check(ctx context.Context, f *os.File) Decision {
 			defer src.Close()
 			defer g.demand.done()
 			// The openers' contexts do not cancel a shared scan.
-			v, err, shared := g.sf.Do(fmt.Sprint(key), func() (any, error) {
-				return g.scan(context.Background(), src, key)
+			flight := g.sf.DoChan(fmt.Sprint(key), func() (any, error) {
+				return g.scan(context.Background(), src, key, since)
 			})
-			ch <- singleflight.Result{Val: v, Err: err, Shared: shared}
+			// The miss is counted once this open has started the scan of
+			// key or joined the one running: a count of n misses means n
+			// opens wait on scans (and are counted in demand).
+			g.misses.Add(1)
+			ch <- <-flight
 		}()
 		select {
 		case r := <-ch:
@@ -244,7 +286,7 @@ func (g *Gate) check(ctx context.Context, f *os.File) Decision {
 				}
 				return g.onError(r.Err)
 			}
-			return g.fromVerdict(key, r.Val.(Verdict), false)
+			return g.fromVerdict(key, r.Val.(judged), false)
 		case <-ctx.Done():
 			return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
 		case <-deadline:
@@ -258,76 +300,138 @@ func (g *Gate) check(ctx context.Context, f *os.File) Decision {
 // deadline: the openers' contexts do not cancel it; a scan after a write
 // is cancelled when it is superseded (Modified), and then returns
 // errSuperseded. file is the Gate's own descriptor (see reopen); scan does
-// not close it.
-func (g *Gate) scan(ctx context.Context, file *os.File, key Key) (Verdict, error) {
+// not close it. key is the state of file taken by an fstat made at or
+// after since (Unix ns; see racy).
+//
+// The verdict is cached when the state after the scan is key and, for a
+// file whose contents are verified, the contents are those before the
+// scan, and the state is not racy; else the file is scanned again (a
+// change), or the verdict is only returned (racy).
+func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (judged, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
 	defer cancel()
 	superseded := func() bool { return errors.Is(context.Cause(ctx), errSuperseded) }
 	for range maxAttempts {
 		if superseded() {
-			return Verdict{}, errSuperseded
+			return judged{}, errSuperseded
 		}
 		if maxSize := g.pol().MaxSize; key.Size > maxSize && maxSize > 0 {
-			return Verdict{}, fmt.Errorf("%w: grew to %d bytes", clamav.ErrSizeLimit, key.Size)
+			return judged{}, fmt.Errorf("%w: grew to %d bytes", clamav.ErrSizeLimit, key.Size)
 		}
-		select {
-		case g.sem <- struct{}{}:
-		case <-ctx.Done():
+		if !g.acquire(ctx) {
 			if superseded() {
-				return Verdict{}, errSuperseded
+				return judged{}, errSuperseded
 			}
 			g.scanErrors.Add(1)
-			return Verdict{}, fmt.Errorf("%w: waiting for a scan slot for %v", clamav.ErrTimeout, g.opts.Timeout)
+			return judged{}, fmt.Errorf("%w: waiting for a scan slot for %v", clamav.ErrTimeout, g.opts.Timeout)
 		}
 		g.scans.Add(1)
+		var sum uint64
+		if g.verifies(key.Size) {
+			var err error
+			sum, err = contentSum(file, key.Size)
+			if err != nil && !errors.Is(err, errShort) {
+				<-g.sem
+				g.scanErrors.Add(1)
+				return judged{}, fmt.Errorf("%w: %v", clamav.ErrRead, err)
+			}
+			// errShort: shrunk since the fstat; the check below sees it.
+		}
 		// The very descriptor checked below goes to clamd, or is read.
 		res, err := g.scanner.ScanFile(ctx, file, key.Size)
 		<-g.sem
 		if superseded() {
 			// Whatever clamd said, it was about a state that is gone.
-			return Verdict{}, errSuperseded
+			return judged{}, errSuperseded
 		}
 		if err != nil {
 			g.scanErrors.Add(1)
-			return Verdict{}, err
+			return judged{}, err
 		}
 		var st unix.Stat_t
+		after := time.Now().UnixNano()
 		if err := unix.Fstat(int(file.Fd()), &st); err != nil {
-			return Verdict{}, fmt.Errorf("%w: fstat: %v", clamav.ErrRead, err)
+			return judged{}, fmt.Errorf("%w: fstat: %v", clamav.ErrRead, err)
 		}
 		now := g.keyOf(&st)
 		if now != key {
 			// The bytes may not be the ones scanned, or the database
 			// changed under the scan (see Invalidate): scan again.
-			key = now
+			key, since = now, after
 			if st.Size == 0 {
-				return Verdict{}, nil
+				return judged{}, nil
 			}
 			continue
+		}
+		if sum != 0 {
+			if again, err := contentSum(file, key.Size); err != nil || again != sum {
+				// Changed under the scan without a trace in the key
+				// (see verify.go): scan again.
+				since = after
+				continue
+			}
 		}
 		v := Verdict{Infected: res.Infected, Signature: res.Signature, Backend: res.Backend}
 		if v.Backend == "" {
 			v.Backend = g.scanner.String()
 		}
-		if g.caching() {
+		switch {
+		case g.racy(&st, since):
+			// A change made now could keep this key (see racy.go).
+			g.racies.Add(1)
+		case g.caching():
 			// A verdict put under a key whose generation has passed
 			// meanwhile is never found again.
-			g.lru.Put(key, v)
+			g.lru.PutSum(key, v, sum)
 		}
-		return v, nil
+		return judged{v, sum}, nil
 	}
-	return Verdict{}, ErrUnstable
+	return judged{}, ErrUnstable
+}
+
+// judged is what a scan found: the verdict, and the digest of the
+// contents it judged (0 when they are not verified).
+type judged struct {
+	v   Verdict
+	sum uint64
+}
+
+// acquire takes a scan slot, waiting for one until ctx is done; it
+// reports whether it got one.
+func (g *Gate) acquire(ctx context.Context) bool {
+	select {
+	case g.sem <- struct{}{}:
+		return true
+	default:
+	}
+	if h := g.hooks.slotWait; h != nil {
+		h()
+	}
+	select {
+	case g.sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// testHooks let this package's tests see a goroutine reach a state that
+// nothing else shows, instead of sleeping and hoping it did. They are nil
+// outside those tests, and cost a nil check.
+type testHooks struct {
+	slotWait func() // a scan found every scan slot taken, and waits for one
+	idleWait func() // Prewarm waits: for the opens' scans, or a reload window
 }
 
 // fromVerdict turns a verdict into a decision. key is the state the opener
 // saw; a rescan may have judged a later state, which then simply does not
 // match key on the next open.
-func (g *Gate) fromVerdict(key Key, v Verdict, cached bool) Decision {
-	if v.Infected {
+func (g *Gate) fromVerdict(key Key, j judged, cached bool) Decision {
+	if j.v.Infected {
 		g.infected.Add(1)
-		return Decision{Reason: ReasonInfected, Verdict: v, Cached: cached, Key: key}
+		return Decision{Reason: ReasonInfected, Verdict: j.v, Cached: cached, Key: key}
 	}
-	return Decision{Allow: true, Reason: ReasonClean, Verdict: v, Cached: cached, Key: key}
+	return Decision{Allow: true, Reason: ReasonClean, Verdict: j.v, Cached: cached, Key: key, Sum: j.sum}
 }
 
 // maxPrescans bounds background scans waiting for a slot.
@@ -386,6 +490,12 @@ func (g *Gate) Prescan(f *os.File, who Opener) {
 			g.pendMu.Unlock()
 			cancel(nil)
 		}()
+		// A verdict of a file written a moment ago would not be cached
+		// (racy.go): wait until it would be. Opens meanwhile scan.
+		if err := g.waitSettled(ctx, int(src.Fd())); err != nil {
+			g.log.Debug("scan after write cancelled: written again", "path", who.Path)
+			return
+		}
 		g.demand.add()
 		defer g.demand.done()
 		r, v, err := g.settle(ctx, src, nil)
@@ -399,25 +509,6 @@ func (g *Gate) Prescan(f *os.File, who Opener) {
 				"pid", who.Pid, "uid", who.Uid, "clamd", v.Backend)
 		}
 	}()
-}
-
-// Modified says that the file dev, ino (those of its Key) is being
-// modified through the mount: a background scan of it (Prescan) still
-// running is cancelled, down to its exchange with clamd, and caches
-// nothing; opens that shared it look again. Cheap, and a no-op when no
-// such scan runs.
-func (g *Gate) Modified(dev, ino uint64) {
-	if g.prescans.Load() == 0 {
-		return
-	}
-	id := inode{dev, ino}
-	g.pendMu.Lock()
-	p := g.pending[id]
-	delete(g.pending, id)
-	g.pendMu.Unlock()
-	if p != nil {
-		p.cancel(errSuperseded)
-	}
 }
 
 // What a file state asks of the gate.

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -210,6 +211,17 @@ func keyOfPath(t *testing.T, p, db string) Key {
 		t.Fatal(err)
 	}
 	return KeyOf(&st, db)
+}
+
+// gateKey is the key g gives p's current state (its database and
+// generations included).
+func gateKey(t *testing.T, g *Gate, p string) Key {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return g.keyOf(&st)
 }
 
 // waitFor polls cond until it holds, failing the test after 5s.
@@ -463,10 +475,9 @@ func TestGateSingleflight(t *testing.T) {
 	for range openers {
 		results = append(results, checkAsync(t.Context(), g, openFile(t, p), someone))
 	}
-	waitFor(t, "every opener to miss the cache", func() bool { return g.Stats().Misses == openers })
-	// Misses is counted just before joining the flight: give the last
-	// ones a moment to join before the scan may finish.
-	time.Sleep(50 * time.Millisecond)
+	// A miss is counted once the open has started or joined the scan:
+	// when all are counted, all wait on the one held scan.
+	waitFor(t, "every opener to join the scan", func() bool { return g.Stats().Misses == openers })
 	release()
 	for i, ch := range results {
 		checkDecision(t, fmt.Sprintf("opener %d", i), recv(t, ch), expect{allow: true, reason: ReasonClean})
@@ -486,15 +497,17 @@ func TestGateMaxConcurrent(t *testing.T) {
 	s := &fakeScanner{}
 	release := s.hold(t)
 	g := NewGate(s, Options{MaxEntries: 16, MaxConcurrent: limit})
+	var queued atomic.Int32
+	g.hooks.slotWait = func() { queued.Add(1) }
 
 	var results []<-chan Decision
 	for i := range files {
 		f := openFile(t, writeFile(t, fmt.Sprintf("file %d", i)))
 		results = append(results, checkAsync(t.Context(), g, f, someone))
 	}
-	waitFor(t, "every file to miss the cache", func() bool { return g.Stats().Misses == files })
+	// Every scan past the limit finds the slots taken and waits.
+	waitFor(t, "the scans past the limit to queue for a slot", func() bool { return queued.Load() == files-limit })
 	waitFor(t, "the first scans to start", func() bool { return s.Calls() == limit })
-	time.Sleep(50 * time.Millisecond) // a third scan would start now if it could
 	if got := s.Calls(); got != limit {
 		t.Errorf("%d scans started while %d were held; want at most %d", got, limit, limit)
 	}
@@ -692,7 +705,7 @@ func TestGateCancelled(t *testing.T) {
 	leaver := checkAsync(ctx, g, openFile(t, p), someone)
 	waitFor(t, "the scan to start", func() bool { return s.Calls() == 1 })
 	stayer := checkAsync(t.Context(), g, openFile(t, p), someone)
-	waitFor(t, "the second opener to miss the cache", func() bool { return g.Stats().Misses == 2 })
+	waitFor(t, "the second opener to join the scan", func() bool { return g.Stats().Misses == 2 })
 
 	cancel()
 	checkDecision(t, "cancelled opener", recv(t, leaver), expect{reason: ReasonCancelled, err: context.Canceled})
@@ -728,8 +741,8 @@ func TestGateCloseAfterCancelledCheck(t *testing.T) {
 		checkDecision(t, "cancelled opener", g.Check(ctx, leaver, someone), expect{reason: ReasonCancelled, err: context.Canceled})
 		ch := checkAsync(t.Context(), g, stayer, someone)
 		leaver.Close()
-		waitFor(t, "the second opener to miss the cache", func() bool { return g.Stats().Misses == 2 })
-		time.Sleep(10 * time.Millisecond) // and to join the scan
+		// Counted once both have started or joined the one held scan.
+		waitFor(t, "the second opener to join the scan", func() bool { return g.Stats().Misses == 2 })
 		release()
 		checkDecision(t, fmt.Sprintf("round %d: waiting opener", i), recv(t, ch), expect{allow: true, reason: ReasonClean})
 		if got := s.Calls(); got != 1 {

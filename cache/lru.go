@@ -13,8 +13,11 @@ import (
 // Key identifies one state of one file under one signature database. Any
 // change of content (size, mtime), of metadata (ctime, which the kernel
 // updates on every write, chmod, rename or utimes and which nobody can set
-// back), or of identity (device, inode) gives a different key, so a verdict
-// never outlives the bytes it judged.
+// back), or of identity (device, inode) gives a different key, and so does
+// any change made through the mount (Writes), whatever the file's times
+// say, so a verdict never outlives the bytes it judged. Changes the times
+// cannot show (racy timestamps, writes through shared mappings outside the
+// mount) are the Gate's to catch: see racy.go and verify.go.
 type Key struct {
 	Dev     uint64
 	Ino     uint64
@@ -23,6 +26,7 @@ type Key struct {
 	CtimeNs int64
 	DB      string // signature database version the verdict was made with
 	Gen     uint64 // the Gate's generation (see Gate.Invalidate)
+	Writes  uint64 // the generation of the file's slot (see Gate.Modified)
 }
 
 // Verdict is what clamd said of one file state.
@@ -38,8 +42,9 @@ type Verdict struct {
 // pointers, so the garbage collector never scans it. A node keeps the
 // integer fields of its Key, the database version and the verdict as ids
 // into intern tables (there are a handful of database versions, backends
-// and signatures, whatever the number of files), the expiry as
-// nanoseconds, and its neighbours in the recency list as indexes. An open
+// and signatures, whatever the number of files), the digest of the
+// contents judged (verify.go), the expiry as nanoseconds, and its
+// neighbours in the recency list as indexes: 88 bytes. An open
 // addressing table of node indexes finds a node by key; it stores each
 // key once, in the node. Removed nodes are chained into a free list and
 // reused. Nothing is allocated ahead of use: the slices grow with the
@@ -49,11 +54,11 @@ type Verdict struct {
 type fileKey struct {
 	dev, ino           uint64
 	size, mtime, ctime int64
-	gen                uint64
+	gen, writes        uint64
 }
 
 func fileKeyOf(k *Key) fileKey {
-	return fileKey{dev: k.Dev, ino: k.Ino, size: k.Size, mtime: k.MtimeNs, ctime: k.CtimeNs, gen: k.Gen}
+	return fileKey{dev: k.Dev, ino: k.Ino, size: k.Size, mtime: k.MtimeNs, ctime: k.CtimeNs, gen: k.Gen, writes: k.Writes}
 }
 
 // hashKey is what a key hashes as: the database version by its id. It has
@@ -66,6 +71,7 @@ type hashKey struct {
 // node is one cached verdict, or a free slot of LRU.nodes.
 type node struct {
 	key     fileKey
+	sum     uint64 // digest of the contents judged, 0 for none (see PutSum)
 	expires int64  // nanoseconds since LRU.epoch; see LRU.expired
 	db      uint32 // id of Key.DB in LRU.dbs
 	verdict uint32 // id of the Verdict in LRU.verdicts
@@ -134,28 +140,40 @@ func (c *LRU) reset() {
 
 // Get returns the verdict for k if one is cached and not expired.
 func (c *LRU) Get(k Key) (Verdict, bool) {
+	v, _, ok := c.GetSum(k)
+	return v, ok
+}
+
+// GetSum is Get, and also returns the digest of the contents stored with
+// the verdict (0 for none).
+func (c *LRU) GetSum(k Key) (Verdict, uint64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	db, ok := c.dbs.lookup(k.DB)
 	if !ok {
-		return Verdict{}, false
+		return Verdict{}, 0, false
 	}
 	fk := fileKeyOf(&k)
 	slot, i := c.find(&fk, db)
 	if i == nilNode {
-		return Verdict{}, false
+		return Verdict{}, 0, false
 	}
 	n := &c.nodes[i]
 	if c.expired(n) {
 		c.remove(slot, i)
-		return Verdict{}, false
+		return Verdict{}, 0, false
 	}
 	c.toFront(i)
-	return c.verdicts.value(n.verdict), true
+	return c.verdicts.value(n.verdict), n.sum, true
 }
 
 // Put stores v for k, evicting the least recently used entry when full.
-func (c *LRU) Put(k Key, v Verdict) {
+func (c *LRU) Put(k Key, v Verdict) { c.PutSum(k, v, 0) }
+
+// PutSum is Put with a digest of the contents v judged (0 for none),
+// which GetSum returns with v; it replaces the digest of an entry
+// already there.
+func (c *LRU) PutSum(k Key, v Verdict, sum uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	exp := c.expiry()
@@ -164,7 +182,7 @@ func (c *LRU) Put(k Key, v Verdict) {
 		if _, i := c.find(&fk, db); i != nilNode {
 			n := &c.nodes[i]
 			old := n.verdict
-			n.verdict, n.expires = c.verdicts.acquire(v), exp
+			n.verdict, n.expires, n.sum = c.verdicts.acquire(v), exp, sum
 			c.verdicts.release(old)
 			c.toFront(i)
 			return
@@ -177,7 +195,7 @@ func (c *LRU) Put(k Key, v Verdict) {
 		c.evict++
 	}
 	i := c.alloc()
-	c.nodes[i] = node{key: fk, expires: exp, db: c.dbs.acquire(k.DB), verdict: c.verdicts.acquire(v), prev: nilNode, next: nilNode}
+	c.nodes[i] = node{key: fk, sum: sum, expires: exp, db: c.dbs.acquire(k.DB), verdict: c.verdicts.acquire(v), prev: nilNode, next: nilNode}
 	c.insert(i)
 	c.pushFront(i)
 	c.count++

@@ -147,13 +147,14 @@ func TestLRU(t *testing.T) {
 func TestLRUKeyFields(t *testing.T) {
 	base := testKey(1)
 	variants := map[string]func(*Key){
-		"dev":   func(k *Key) { k.Dev++ },
-		"ino":   func(k *Key) { k.Ino++ },
-		"size":  func(k *Key) { k.Size++ },
-		"mtime": func(k *Key) { k.MtimeNs++ },
-		"ctime": func(k *Key) { k.CtimeNs++ },
-		"db":    func(k *Key) { k.DB = "27001" },
-		"gen":   func(k *Key) { k.Gen++ },
+		"dev":    func(k *Key) { k.Dev++ },
+		"ino":    func(k *Key) { k.Ino++ },
+		"size":   func(k *Key) { k.Size++ },
+		"mtime":  func(k *Key) { k.MtimeNs++ },
+		"ctime":  func(k *Key) { k.CtimeNs++ },
+		"db":     func(k *Key) { k.DB = "27001" },
+		"gen":    func(k *Key) { k.Gen++ },
+		"writes": func(k *Key) { k.Writes++ },
 	}
 	c := NewLRU(16, 0)
 	c.Put(base, Verdict{Infected: true, Signature: "Eicar-Test-Signature"})
@@ -166,6 +167,31 @@ func TestLRUKeyFields(t *testing.T) {
 	}
 	if v, ok := c.Get(base); !ok || !v.Infected || v.Signature != "Eicar-Test-Signature" {
 		t.Errorf("Get(base) = %+v, %v; want the infected verdict", v, ok)
+	}
+}
+
+// A digest stored with a verdict comes back with it, is replaced with
+// it, and is 0 for a verdict put without one.
+func TestLRUSum(t *testing.T) {
+	c := NewLRU(16, 0)
+	clean := Verdict{Backend: "b"}
+	c.Put(testKey(1), clean)
+	if v, sum, ok := c.GetSum(testKey(1)); !ok || v != clean || sum != 0 {
+		t.Errorf("GetSum after Put = %+v, %#x, %v; want %+v, 0, true", v, sum, ok, clean)
+	}
+	c.PutSum(testKey(1), clean, 0xfeed)
+	if v, sum, ok := c.GetSum(testKey(1)); !ok || v != clean || sum != 0xfeed {
+		t.Errorf("GetSum after PutSum = %+v, %#x, %v; want %+v, 0xfeed, true", v, sum, ok, clean)
+	}
+	c.PutSum(testKey(2), clean, 0xbeef)
+	if _, sum, _ := c.GetSum(testKey(2)); sum != 0xbeef {
+		t.Errorf("GetSum of another key = %#x; want 0xbeef", sum)
+	}
+	if _, sum, _ := c.GetSum(testKey(1)); sum != 0xfeed {
+		t.Errorf("GetSum after another PutSum = %#x; want 0xfeed", sum)
+	}
+	if _, _, ok := c.GetSum(testKey(3)); ok {
+		t.Error("GetSum of a key never put: hit")
 	}
 }
 

@@ -97,7 +97,7 @@ func TestPrescanSuperseded(t *testing.T) {
 			if got := s.Calls(); got != tt.wantScans {
 				t.Errorf("%d scans; want %d", got, tt.wantScans)
 			}
-			if _, ok := g.Cache().Get(keyOfPath(t, p, "")); ok != tt.wantCached {
+			if _, ok := g.Cache().Get(gateKey(t, g, p)); ok != tt.wantCached {
 				t.Errorf("verdict cached: %v; want %v", ok, tt.wantCached)
 			}
 			if n := pendingScans(g); n != 0 {
@@ -116,24 +116,40 @@ func TestPrescanSuperseded(t *testing.T) {
 	}
 }
 
-// Modified costs nothing and changes nothing when no scan after a write
-// runs: not before any, not after one is over.
-func TestModifiedNothingPending(t *testing.T) {
+// Modified makes every verdict of the file stale at once, whether a scan
+// after a write runs or not, and no other file's: a write through the
+// mount may keep size and times (a same-size rewrite within one tick of
+// a coarse clock, issue #11), so the next open scans.
+func TestModifiedMakesVerdictsStale(t *testing.T) {
 	s := &fakeScanner{}
 	g := NewGate(s, Options{MaxEntries: 16})
-	p := writeFile(t, "download")
+	p, other := writeFile(t, "download"), writeFile(t, "other")
 	modify(t, g, p)
 	g.Prescan(openFile(t, p), someone)
 	waitFor(t, "the scan after write to end", func() bool { return g.prescans.Load() == 0 })
-	modify(t, g, p)
-	g.Modified(0, 0)
-	if _, ok := g.Cache().Get(keyOfPath(t, p, "")); !ok {
+	if _, ok := g.Cache().Get(gateKey(t, g, p)); !ok {
 		t.Error("no verdict cached by the scan after write")
 	}
+	checkDecision(t, "open of another file", g.Check(t.Context(), openFile(t, other), someone),
+		expect{allow: true, reason: ReasonClean})
+	checkDecision(t, "open after the scan after write", g.Check(t.Context(), openFile(t, p), someone),
+		expect{allow: true, reason: ReasonClean, cached: true})
+
+	stale := gateKey(t, g, p)
+	modify(t, g, p) // nothing pending: no scan to cancel
 	if n := pendingScans(g); n != 0 {
 		t.Errorf("%d background scans pending; want 0", n)
 	}
-	checkDecision(t, "open", g.Check(t.Context(), openFile(t, p), someone),
+	if k := gateKey(t, g, p); k == stale {
+		t.Fatalf("key after Modified = %+v, unchanged", k)
+	}
+	calls := s.Calls()
+	checkDecision(t, "open after Modified", g.Check(t.Context(), openFile(t, p), someone),
+		expect{allow: true, reason: ReasonClean})
+	if s.Calls() != calls+1 {
+		t.Errorf("%d scans for the open after Modified; want 1", s.Calls()-calls)
+	}
+	checkDecision(t, "open of the other file again", g.Check(t.Context(), openFile(t, other), someone),
 		expect{allow: true, reason: ReasonClean, cached: true})
 }
 
@@ -160,8 +176,8 @@ func TestOpenSharesSupersededPrescan(t *testing.T) {
 			g.Prescan(openFile(t, p), someone)
 			waitFor(t, "the scan after write to start", func() bool { return s.Calls() == 1 })
 			opened := checkAsync(t.Context(), g, openFile(t, p), someone)
-			waitFor(t, "the open to miss the cache", func() bool { return g.Stats().Misses == 1 && waiting(g) == 2 })
-			time.Sleep(10 * time.Millisecond) // and to join the scan
+			// Counted once the open has joined the scan after write.
+			waitFor(t, "the open to join the scan", func() bool { return g.Stats().Misses == 1 && waiting(g) == 2 })
 
 			appendTo(t, p, tt.appended)
 			modify(t, g, p)
@@ -176,7 +192,7 @@ func TestOpenSharesSupersededPrescan(t *testing.T) {
 			if _, ok := g.Cache().Get(before); ok {
 				t.Error("a verdict is cached for the state whose scan was cancelled")
 			}
-			if _, ok := g.Cache().Get(keyOfPath(t, p, "")); !ok {
+			if _, ok := g.Cache().Get(gateKey(t, g, p)); !ok {
 				t.Error("no verdict cached for the state the open judged")
 			}
 			waitFor(t, "the scan after write to end", func() bool { return g.prescans.Load() == 0 })

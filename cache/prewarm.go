@@ -145,6 +145,7 @@ func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error) (Pr
 	var err error
 	for range maxAttempts {
 		var st unix.Stat_t
+		since := time.Now().UnixNano()
 		if err := unix.Fstat(int(src.Fd()), &st); err != nil {
 			return PrewarmError, Verdict{}, fmt.Errorf("%w: fstat: %v", clamav.ErrRead, err)
 		}
@@ -152,7 +153,7 @@ func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error) (Pr
 			return PrewarmSkipped, Verdict{}, nil
 		}
 		key := g.keyOf(&st)
-		if v, ok := g.lru.Get(key); ok {
+		if v, _, ok := g.lookup(key, src); ok {
 			return PrewarmCached, v, nil
 		}
 		if !waited {
@@ -163,7 +164,7 @@ func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error) (Pr
 			continue
 		}
 		var v any
-		v, err, _ = g.sf.Do(fmt.Sprint(key), func() (any, error) { return g.scan(ctx, src, key) })
+		v, err, _ = g.sf.Do(fmt.Sprint(key), func() (any, error) { return g.scan(ctx, src, key, since) })
 		switch {
 		case errors.Is(err, errSuperseded) && ctx.Err() == nil:
 			continue // someone else's scan after a write
@@ -171,10 +172,10 @@ func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error) (Pr
 			return PrewarmSkipped, Verdict{}, err
 		case err != nil:
 			return PrewarmError, Verdict{}, err
-		case v.(Verdict).Infected:
-			return PrewarmInfected, v.(Verdict), nil
+		case v.(judged).v.Infected:
+			return PrewarmInfected, v.(judged).v, nil
 		}
-		return PrewarmClean, v.(Verdict), nil
+		return PrewarmClean, v.(judged).v, nil
 	}
 	return PrewarmError, Verdict{}, err
 }
@@ -188,6 +189,10 @@ func (g *Gate) waitIdle(ctx context.Context) error {
 			return err
 		}
 		if wait := g.fresh.noCacheUntil.Load() - time.Now().UnixNano(); wait > 0 {
+			g.log.Debug("prewarm waits for the reload window to close", "wait", time.Duration(wait))
+			if h := g.hooks.idleWait; h != nil {
+				h()
+			}
 			t := time.NewTimer(time.Duration(wait))
 			select {
 			case <-t.C:
@@ -197,8 +202,15 @@ func (g *Gate) waitIdle(ctx context.Context) error {
 			}
 			continue
 		}
+		idle := g.demand.idle()
+		if idle != closedChan {
+			g.log.Debug("prewarm waits: opens wait for scans")
+			if h := g.hooks.idleWait; h != nil {
+				h()
+			}
+		}
 		select {
-		case <-g.demand.idle():
+		case <-idle:
 			if g.caching() {
 				return nil
 			}

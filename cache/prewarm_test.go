@@ -1,39 +1,30 @@
 package cache
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/clamfuse/clamfuse/clamav"
+	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
-// lockedBuffer is a log sink safe for the gate's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+// lockedBuffer is a JSON log sink safe for the gate's goroutines.
+type lockedBuffer struct{ testenv.SyncBuffer }
 
 // lines decodes the JSON log lines written so far.
 func (b *lockedBuffer) lines(t *testing.T) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	dec := json.NewDecoder(bytes.NewReader(b.buf.Bytes()))
+	dec := json.NewDecoder(strings.NewReader(b.String()))
 	for dec.More() {
 		var m map[string]any
 		if err := dec.Decode(&m); err != nil {
@@ -189,11 +180,13 @@ func TestPrewarmYields(t *testing.T) {
 			s := &fakeScanner{}
 			release := s.hold(t)
 			g := NewGate(s, Options{MaxEntries: 16, MaxConcurrent: 4})
+			var yielded atomic.Int32
+			g.hooks.idleWait = func() { yielded.Add(1) }
 			done := tt.foreground(t, g, openFile(t, writeFile(t, "foreground")))
 			waitFor(t, "the foreground scan to start", func() bool { return s.Calls() == 1 })
 
 			pw := prewarmAsync(t.Context(), g, openFile(t, writeFile(t, "background")), "bg")
-			time.Sleep(50 * time.Millisecond) // the prewarm scan would start now if it could
+			waitFor(t, "the prewarm to wait for the foreground scan", func() bool { return yielded.Load() == 1 })
 			if got := s.Calls(); got != 1 {
 				t.Fatalf("%d scans while the foreground scan ran; want the prewarm to wait", got)
 			}
@@ -236,6 +229,8 @@ func TestPrewarmOpenNotStarved(t *testing.T) {
 	s := &fakeScanner{}
 	open := gates(t, s, 4)
 	g := NewGate(s, Options{MaxEntries: 16, MaxConcurrent: 1})
+	var yielded atomic.Int32
+	g.hooks.idleWait = func() { yielded.Add(1) }
 	p1 := prewarmAsync(t.Context(), g, openFile(t, writeFile(t, "prewarm 1")), "p1")
 	waitFor(t, "the first prewarm scan to start", func() bool { return s.Calls() == 1 })
 
@@ -248,7 +243,7 @@ func TestPrewarmOpenNotStarved(t *testing.T) {
 	waitFor(t, "the first open to scan", func() bool { return s.Calls() == 2 })
 	// The walk goes on at once.
 	p2 := prewarmAsync(t.Context(), g, openFile(t, writeFile(t, "prewarm 2")), "p2")
-	time.Sleep(50 * time.Millisecond) // the second prewarm would queue for the slot now if it could
+	waitFor(t, "the second prewarm to wait for the first open's scan", func() bool { return yielded.Load() == 1 })
 	o2 := checkAsync(t.Context(), g, openFile(t, writeFile(t, "open 2")), someone)
 	waitFor(t, "the second open to wait", func() bool { return waiting(g) == 2 })
 	for call := 2; call <= 4; call++ {
@@ -319,22 +314,49 @@ func TestPrewarmCancelled(t *testing.T) {
 }
 
 // No prewarm scan starts during a reload window, when its verdict could
-// not be cached; it starts once the window is over.
+// not be cached; it starts once the window is over. The prewarm must
+// reach the window while it is still open: when a slow machine let the
+// window pass first, the test tries again with a longer one.
 func TestPrewarmReloadWindow(t *testing.T) {
-	s := &fakeScanner{}
-	g := NewGate(s, Options{MaxEntries: 16})
-	g.Invalidate(300 * time.Millisecond)
-	pw := prewarmAsync(t.Context(), g, openFile(t, writeFile(t, "hello")), "x")
-	time.Sleep(50 * time.Millisecond)
-	if got := s.Calls(); got != 0 && !g.Caching() {
-		t.Errorf("%d scans during the reload window; want none", got)
+	for _, window := range []time.Duration{300 * time.Millisecond, 3 * time.Second, 20 * time.Second} {
+		s := &fakeScanner{}
+		g := NewGate(s, Options{MaxEntries: 16})
+		yielded := make(chan struct{})
+		g.hooks.idleWait = sync.OnceFunc(func() { close(yielded) })
+		g.Invalidate(window)
+		pw := prewarmAsync(t.Context(), g, openFile(t, writeFile(t, "hello")), "x")
+		var got prewarmed
+		select {
+		case <-yielded:
+			// The prewarm waits for the window: nothing may be scanned
+			// until it closes.
+			if n := s.Calls(); n != 0 {
+				t.Errorf("%d scans while the prewarm waits for the reload window; want none", n)
+			}
+			select {
+			case got = <-pw:
+			case <-time.After(window + 10*time.Second):
+				t.Fatalf("Prewarm did not return within %v of a %v window", window+10*time.Second, window)
+			}
+		case got = <-pw:
+			t.Logf("the %v reload window closed before the prewarm reached it; again with a longer one", window)
+			continue
+		}
+		if got.r != PrewarmClean || got.err != nil {
+			t.Errorf("Prewarm = %v, %v; want clean", got.r, got.err)
+		}
+		if !g.Caching() {
+			t.Errorf("Prewarm scanned before the reload window closed")
+		}
+		// One scan, or two: when the window closes, its generation moves
+		// (a timer, just after caching resumes), and a scan that started
+		// in between judged a key that has passed, so it scans again.
+		if n := s.Calls(); n < 1 || n > 2 {
+			t.Errorf("%d scans after the window; want 1 (or 2, see above)", n)
+		}
+		return
 	}
-	if got := recvPrewarm(t, pw); got.r != PrewarmClean || got.err != nil {
-		t.Errorf("Prewarm = %v, %v; want clean", got.r, got.err)
-	}
-	if !g.Caching() {
-		t.Errorf("Prewarm scanned before the reload window closed")
-	}
+	t.Fatal("the prewarm never reached an open reload window")
 }
 
 // A file written through the mount is still judged at once after it is

@@ -39,6 +39,12 @@ type Mount struct {
 	// are not watched: longer is faster, but such changes show up that
 	// much later (opens are always judged on the file's current state).
 	AttrTimeout Duration `toml:"attr_timeout"`
+	// MaxOpenPerUser is how many files and directories one user (uid,
+	// root included) may hold open through the mount at once; past it
+	// an open fails with EMFILE for that user alone. 0 derives it from
+	// RLIMIT_NOFILE: a quarter of the descriptors left for open files
+	// once clamfuse's reserve and its directory cache are set aside.
+	MaxOpenPerUser int `toml:"max_open_per_user"`
 	// Invalidation is "auto" to watch the backing filesystem (fanotify)
 	// and tell the kernel of every change made there at once, where the
 	// kernel, clamfuse's privileges and the filesystem allow it, or "off".
@@ -81,12 +87,23 @@ type Scan struct {
 	// only while no open waits for a scan, and caches the verdicts, so
 	// that first opens find them.
 	Prewarm bool `toml:"prewarm"`
+	// WhileWritten is what an open for reading gets while another
+	// process has the file open for writing through the mount: "rescan"
+	// (the writer's pages are written back and the file is scanned as it
+	// is, never judged from the cache) or "deny" (refused with ETXTBSY,
+	// as are opens for writing while another process reads it).
+	WhileWritten string `toml:"while_written"`
 }
 
 // Cache bounds the verdict cache.
 type Cache struct {
 	MaxEntries int      `toml:"max_entries"`
 	TTL        Duration `toml:"ttl"`
+	// VerifyMaxSize: a cached clean verdict of a file up to this size is
+	// used only while a digest of the file's contents is the one taken
+	// when it was scanned (writes outside the mount that leave size and
+	// times alone); 0 verifies nothing.
+	VerifyMaxSize Size `toml:"verify_max_size"`
 }
 
 // Actions say what to do, besides denying the open, when a file is found
@@ -131,14 +148,16 @@ func Default() Config {
 			Transport:     "auto",
 		},
 		Scan: Scan{
-			MaxSize:    100 << 20,
-			OnOversize: "deny",
-			OnError:    "deny",
-			Exclude:    []string{},
+			MaxSize:      100 << 20,
+			OnOversize:   "deny",
+			OnError:      "deny",
+			Exclude:      []string{},
+			WhileWritten: "rescan",
 		},
 		Cache: Cache{
-			MaxEntries: 100000,
-			TTL:        Duration(24 * time.Hour),
+			MaxEntries:    100000,
+			TTL:           Duration(24 * time.Hour),
+			VerifyMaxSize: 1 << 20,
 		},
 		Actions: Actions{
 			OnInfected:        []string{},
@@ -211,14 +230,14 @@ const (
 // schema lists every key a file may contain. TestSchemaMatchesConfig keeps it
 // in step with the toml tags of Config.
 var schema = map[string]kind{
-	"mount":              kindTable,
-	"mount.source":       kindString,
-	"mount.target":       kindString,
-	"mount.allow_other":  kindBool,
-	"mount.read_only":    kindBool,
-	"mount.attr_timeout": kindDuration,
-	"mount.invalidation": kindString,
-
+	"mount":                      kindTable,
+	"mount.source":               kindString,
+	"mount.target":               kindString,
+	"mount.allow_other":          kindBool,
+	"mount.read_only":            kindBool,
+	"mount.attr_timeout":         kindDuration,
+	"mount.max_open_per_user":    kindInt,
+	"mount.invalidation":         kindString,
 	"mount.watched_attr_timeout": kindDuration,
 
 	"clamd":                kindTable,
@@ -230,16 +249,18 @@ var schema = map[string]kind{
 	"clamd.reload_window":  kindDuration,
 	"clamd.transport":      kindString,
 
-	"scan":             kindTable,
-	"scan.max_size":    kindSize,
-	"scan.on_oversize": kindString,
-	"scan.on_error":    kindString,
-	"scan.exclude":     kindStrings,
-	"scan.prewarm":     kindBool,
+	"scan":               kindTable,
+	"scan.max_size":      kindSize,
+	"scan.on_oversize":   kindString,
+	"scan.on_error":      kindString,
+	"scan.exclude":       kindStrings,
+	"scan.prewarm":       kindBool,
+	"scan.while_written": kindString,
 
-	"cache":             kindTable,
-	"cache.max_entries": kindInt,
-	"cache.ttl":         kindDuration,
+	"cache":                 kindTable,
+	"cache.max_entries":     kindInt,
+	"cache.ttl":             kindDuration,
+	"cache.verify_max_size": kindSize,
 
 	"actions":                     kindTable,
 	"actions.quarantine_dir":      kindString,

@@ -65,6 +65,9 @@ func (c Config) Validate() error {
 	if c.Mount.AttrTimeout < 0 || c.Mount.AttrTimeout > Duration(time.Hour) {
 		return fieldErrorf("mount.attr_timeout", "must be between 0s and 1h, got %v", c.Mount.AttrTimeout)
 	}
+	if c.Mount.MaxOpenPerUser < 0 {
+		return fieldErrorf("mount.max_open_per_user", "must be 0 (derived from the descriptor limit) or more, got %d", c.Mount.MaxOpenPerUser)
+	}
 	if err := oneOf("mount.invalidation", c.Mount.Invalidation, "auto", "off"); err != nil {
 		return err
 	}
@@ -107,6 +110,9 @@ func (c Config) Validate() error {
 	if err := oneOf("scan.on_error", c.Scan.OnError, "deny", "allow"); err != nil {
 		return err
 	}
+	if err := oneOf("scan.while_written", c.Scan.WhileWritten, "rescan", "deny"); err != nil {
+		return err
+	}
 	for _, g := range c.Scan.Exclude {
 		switch {
 		case g == "":
@@ -124,6 +130,9 @@ func (c Config) Validate() error {
 	}
 	if c.Cache.TTL <= 0 {
 		return fieldErrorf("cache.ttl", "must be greater than 0, got %v", c.Cache.TTL)
+	}
+	if c.Cache.VerifyMaxSize < 0 {
+		return fieldErrorf("cache.verify_max_size", "must be at least 0, got %d", int64(c.Cache.VerifyMaxSize))
 	}
 
 	if err := c.validateActions(); err != nil {

@@ -6,14 +6,19 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clamfuse/clamfuse/fs/internal/caller"
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
 // Directory operations. Each resolves the directory beneath the root and
-// acts on one name in it with an *at call that does not follow symlinks.
+// acts on one name in it with an *at call that does not follow symlinks,
+// as the caller (package caller): the backing filesystem decides, as for
+// that user, whether the directory may be searched or changed (mode, ACLs,
+// the sticky bit), and what is created belongs to the caller.
 
-// Lookup finds name in the directory n.
+// Lookup finds name in the directory n, which the caller must be allowed
+// to search now.
 func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (fusefs.Node, error) {
 	dirfd, release, err := n.dirFD(unix.O_PATH)
 	if err != nil {
@@ -21,9 +26,10 @@ func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 	}
 	defer release()
 	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, req.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := caller.Fstatat(n.fsys.cred(&req.Header), dirfd, req.Name, &st); err != nil {
 		return nil, errno(err)
 	}
+	n.fsys.meet(dirfd, req.Name, &st)
 	resp.EntryValid = n.fsys.entryValid(n)
 	return n.fsys.node(dirfd, &st, n, req.Name), nil
 }
@@ -48,7 +54,7 @@ func (n *Node) writable() error {
 	return nil
 }
 
-// Mkdir creates a directory owned by the caller.
+// Mkdir creates a directory as the caller.
 func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fusefs.Node, error) {
 	if err := n.writable(); err != nil {
 		return nil, errno(err)
@@ -58,11 +64,9 @@ func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fusefs.Node, 
 		return nil, errno(err)
 	}
 	defer release()
-	if err := n.fsys.retryFull(func() error { return unix.Mkdirat(dirfd, req.Name, unixMode(req.Mode)) }); err != nil {
-		return nil, errno(err)
-	}
-	if err := n.fsys.ownNew(dirfd, req.Name, &req.Header, unixMode(req.Mode)); err != nil {
-		unix.Unlinkat(dirfd, req.Name, unix.AT_REMOVEDIR)
+	c := n.fsys.cred(&req.Header)
+	mode := newMode(dirfd, unixMode(req.Mode), unixMode(req.Umask))
+	if err := n.fsys.retryFull(func() error { return caller.Mkdirat(c, dirfd, req.Name, mode) }); err != nil {
 		return nil, errno(err)
 	}
 	child, err := n.entry(dirfd, req.Name, nil)
@@ -72,7 +76,7 @@ func (n *Node) Mkdir(ctx context.Context, req *fuse.MkdirRequest) (fusefs.Node, 
 	return child, nil
 }
 
-// Mknod creates a FIFO, socket or device node owned by the caller.
+// Mknod creates a FIFO, socket or device node as the caller.
 func (n *Node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fusefs.Node, error) {
 	if err := n.writable(); err != nil {
 		return nil, errno(err)
@@ -82,11 +86,8 @@ func (n *Node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fusefs.Node, 
 		return nil, errno(err)
 	}
 	defer release()
-	if err := unix.Mknodat(dirfd, req.Name, fileType(req.Mode)|unixMode(req.Mode)&^setID, int(req.Rdev)); err != nil {
-		return nil, errno(err)
-	}
-	if err := n.fsys.ownNew(dirfd, req.Name, &req.Header, unixMode(req.Mode)); err != nil {
-		unix.Unlinkat(dirfd, req.Name, 0)
+	mode := fileType(req.Mode) | newMode(dirfd, unixMode(req.Mode), unixMode(req.Umask))
+	if err := caller.Mknodat(n.fsys.cred(&req.Header), dirfd, req.Name, mode, int(req.Rdev)); err != nil {
 		return nil, errno(err)
 	}
 	child, err := n.entry(dirfd, req.Name, nil)
@@ -96,7 +97,7 @@ func (n *Node) Mknod(ctx context.Context, req *fuse.MknodRequest) (fusefs.Node, 
 	return child, nil
 }
 
-// Symlink creates a symlink owned by the caller.
+// Symlink creates a symlink as the caller.
 func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fusefs.Node, error) {
 	if err := n.writable(); err != nil {
 		return nil, errno(err)
@@ -106,11 +107,7 @@ func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fusefs.No
 		return nil, errno(err)
 	}
 	defer release()
-	if err := unix.Symlinkat(req.Target, dirfd, req.NewName); err != nil {
-		return nil, errno(err)
-	}
-	if err := n.fsys.ownNew(dirfd, req.NewName, &req.Header, keepMode); err != nil {
-		unix.Unlinkat(dirfd, req.NewName, 0)
+	if err := caller.Symlinkat(n.fsys.cred(&req.Header), req.Target, dirfd, req.NewName); err != nil {
 		return nil, errno(err)
 	}
 	child, err := n.entry(dirfd, req.NewName, nil)
@@ -120,7 +117,8 @@ func (n *Node) Symlink(ctx context.Context, req *fuse.SymlinkRequest) (fusefs.No
 	return child, nil
 }
 
-// Link makes a new name for the node old in the directory n.
+// Link makes a new name for the node old in the directory n, as the
+// caller: fs.protected_hardlinks applies as natively.
 func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fusefs.Node) (fusefs.Node, error) {
 	if err := n.writable(); err != nil {
 		return nil, errno(err)
@@ -129,29 +127,20 @@ func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fusefs.Node)
 	if !ok {
 		return nil, errno(syscall.EXDEV)
 	}
-	sdir, sname, _, srelease, err := src.at()
+	sfd, sst, err := src.inode()
 	if err != nil {
 		return nil, errno(err)
 	}
-	if sname == "" {
-		srelease()
+	defer unix.Close(sfd)
+	if sst.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return nil, errno(syscall.EPERM)
 	}
-	// sdir may be n's descriptor, read-locked: work on a copy, so as not
-	// to read-lock n twice (a Forget waiting for n's lock in between
-	// would deadlock).
-	sdir, err = unix.FcntlInt(uintptr(sdir), unix.F_DUPFD_CLOEXEC, 0)
-	srelease()
-	if err != nil {
-		return nil, errno(err)
-	}
-	defer unix.Close(sdir)
 	dirfd, release, err := n.dirFD(unix.O_PATH)
 	if err != nil {
 		return nil, errno(err)
 	}
 	defer release()
-	if err := unix.Linkat(sdir, sname, dirfd, req.NewName, 0); err != nil {
+	if err := caller.Link(n.fsys.cred(&req.Header), sfd, dirfd, req.NewName); err != nil {
 		return nil, errno(err)
 	}
 	child, err := n.entry(dirfd, req.NewName, nil)
@@ -161,7 +150,7 @@ func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fusefs.Node)
 	return child, nil
 }
 
-// Remove unlinks a file or removes an empty directory.
+// Remove unlinks a file or removes an empty directory, as the caller.
 func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 	if err := n.writable(); err != nil {
 		return errno(err)
@@ -173,9 +162,6 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 	defer release()
 	var st unix.Stat_t
 	victimErr := unix.Fstatat(dirfd, req.Name, &st, unix.AT_SYMLINK_NOFOLLOW)
-	if victimErr == nil && stickyForbids(dirfd, &st, req.Header.Uid) {
-		return errno(syscall.EPERM)
-	}
 	flags := 0
 	if req.Dir {
 		flags = unix.AT_REMOVEDIR
@@ -184,7 +170,7 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 	if victimErr == nil && !req.Dir {
 		keep = victimFD(dirfd, req.Name, &st)
 	}
-	if err := unix.Unlinkat(dirfd, req.Name, flags); err != nil {
+	if err := caller.Unlinkat(n.fsys.cred(&req.Header), dirfd, req.Name, flags); err != nil {
 		if keep >= 0 {
 			unix.Close(keep)
 		}
@@ -203,7 +189,8 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 	return nil
 }
 
-// Rename moves a name, replacing an existing target as rename(2) does.
+// Rename moves a name, replacing an existing target as rename(2) does,
+// as the caller.
 func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusefs.Node) error {
 	if err := n.writable(); err != nil {
 		return errno(err)
@@ -230,16 +217,12 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusef
 	var sst, dst unix.Stat_t
 	srcErr := unix.Fstatat(odir, req.OldName, &sst, unix.AT_SYMLINK_NOFOLLOW)
 	dstErr := unix.Fstatat(ndir, req.NewName, &dst, unix.AT_SYMLINK_NOFOLLOW)
-	if (srcErr == nil && stickyForbids(odir, &sst, req.Header.Uid)) ||
-		(dstErr == nil && stickyForbids(ndir, &dst, req.Header.Uid)) {
-		return errno(syscall.EPERM)
-	}
 	same := srcErr == nil && dstErr == nil && (inoKey{dst.Dev, dst.Ino} == inoKey{sst.Dev, sst.Ino})
 	keep := -1
 	if dstErr == nil && !same {
 		keep = victimFD(ndir, req.NewName, &dst)
 	}
-	if err := unix.Renameat(odir, req.OldName, ndir, req.NewName); err != nil {
+	if err := caller.Renameat(n.fsys.cred(&req.Header), odir, req.OldName, ndir, req.NewName); err != nil {
 		if keep >= 0 {
 			unix.Close(keep)
 		}
@@ -275,47 +258,4 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusef
 		n.fsys.treeMu.Unlock()
 	}
 	return nil
-}
-
-// stickyForbids reports whether the sticky bit of the directory dirfd
-// forbids uid to remove, or rename away or over, its entry st: only the
-// owner of the entry or of the directory (or root) may. The kernel checks
-// this too (default_permissions; fs/internal/fuse passes S_ISVTX on), but
-// clamfuse acts as root on the backing directory, so it does not rely on
-// the kernel alone.
-func stickyForbids(dirfd int, st *unix.Stat_t, uid uint32) bool {
-	if uid == 0 {
-		return false
-	}
-	var dst unix.Stat_t
-	if err := unix.Fstat(dirfd, &dst); err != nil {
-		return true
-	}
-	return dst.Mode&unix.S_ISVTX != 0 && uid != dst.Uid && uid != st.Uid
-}
-
-// dirHandle lists a directory once per open, so offsets stay stable.
-type dirHandle struct {
-	fd int
-}
-
-var (
-	_ fusefs.HandleReadDirAller = (*dirHandle)(nil)
-	_ fusefs.HandleReleaser     = (*dirHandle)(nil)
-)
-
-func (d *dirHandle) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
-	// bazil asks again after a rewind (offset 0): list from the start.
-	if _, err := unix.Seek(d.fd, 0, 0); err != nil {
-		return nil, errno(err)
-	}
-	ents, err := readDirents(d.fd)
-	if err != nil {
-		return nil, errno(err)
-	}
-	return ents, nil
-}
-
-func (d *dirHandle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
-	return errno(unix.Close(d.fd))
 }

@@ -9,21 +9,33 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/cache"
+	"github.com/clamfuse/clamfuse/fs/internal/caller"
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
 
-// Open is the gate of clamfuse: an open that can read a regular file is
-// allowed only when the gate says the very descriptor that will serve the
-// reads holds bytes judged clean.
-func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fusefs.Handle, error) {
+// openNode is the gate of clamfuse: an open that can read a regular file
+// is allowed only when the gate says the very descriptor that will serve
+// the reads holds bytes judged clean. The backing file (or directory) is
+// opened as the caller, so the backing filesystem checks the caller's
+// permission (mode, ACLs) as it is now, at every open. (Open, in
+// quota.go, calls it.)
+func (n *Node) openNode(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (fusefs.Handle, error) {
+	c := n.fsys.cred(&req.Header)
 	if req.Dir {
-		// A fresh descriptor (not O_PATH) that the handle owns.
-		fd, _, err := n.dirFD(unix.O_RDONLY)
+		// A fresh descriptor (not O_PATH) that the handle owns, opened
+		// through the directory's own descriptor: read permission on
+		// it is what opendir needs, not search.
+		pfd, release, err := n.dirFD(unix.O_PATH)
 		if err != nil {
 			return nil, errno(err)
 		}
-		return &dirHandle{fd: fd}, nil
+		fd, err := caller.Reopen(c, pfd, unix.O_RDONLY|unix.O_DIRECTORY)
+		release()
+		if err != nil {
+			return nil, errno(err)
+		}
+		return newDirHandle(n.fsys, fd, req.Uid), nil
 	}
 	flags := backingFlags(req.Flags) &^ unix.O_TRUNC
 	if n.fsys.opts.ReadOnly && flags&unix.O_ACCMODE != unix.O_RDONLY {
@@ -38,13 +50,13 @@ func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 		// ESTALE makes the kernel look the path up again and retry,
 		// and find the new file, or nothing.
 		if hfd := n.handleFD(); hfd >= 0 {
-			fd, err := openRegular(unix.AT_FDCWD, procPath(hfd), flags, &n.id)
+			fd, err := reopenRegular(c, hfd, flags, &n.id)
 			unix.Close(hfd)
 			if err == nil {
 				return n.gate(ctx, fd, flags, &req.Header, resp, -1, "")
 			}
 		}
-		if fd, err := n.openOrphan(flags); err == nil {
+		if fd, err := n.openOrphan(c, flags); err == nil {
 			return n.gate(ctx, fd, flags, &req.Header, resp, -1, "")
 		}
 		err = syscall.ESTALE
@@ -52,7 +64,7 @@ func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 	if err != nil {
 		return nil, errno(err)
 	}
-	fd, err := openRegular(dirfd, name, flags, &n.id)
+	fd, err := openRegular(c, dirfd, name, flags, &n.id)
 	if err != nil {
 		release()
 		return nil, errno(err)
@@ -72,52 +84,80 @@ func (n *Node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenR
 
 // gate asks the gate about fd when the open can read, and wraps fd in a
 // handle when allowed. It owns fd. fd was opened as name in dirfd, where
-// the actions on an infected file (quarantine) find it.
+// the actions on an infected file (quarantine) find it. While another
+// process writes the file through the mount, see writers.go.
 func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *fuse.OpenResponse, dirfd int, name string) (*Handle, error) {
 	rel := n.RelPath()
 	f := osFile(fd, rel)
+	who := cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}
+	h := &Handle{node: n, f: f, who: who,
+		readable: flags&unix.O_ACCMODE != unix.O_WRONLY, writable: flags&unix.O_ACCMODE != unix.O_RDONLY}
+	deny := n.fsys.denyWhileWritten()
+	if h.writable || deny {
+		h.process() // now, while the opener surely lives
+	}
 	keep := false
-	if flags&unix.O_ACCMODE != unix.O_WRONLY && !n.excluded() {
-		d := n.fsys.opts.Gate.Check(ctx, f, cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid})
+	if h.readable && !n.excluded() {
+		check := n.fsys.opts.Gate.Check
+		if n.otherWriters(h) {
+			if deny {
+				f.Close()
+				return nil, n.busy(h, true)
+			}
+			n.flushWriters()
+			check = n.fsys.opts.Gate.CheckUncached
+		}
+		d := check(ctx, f, who)
 		if !d.Allow {
 			f.Close()
 			if d.Reason == cache.ReasonInfected && n.fsys.opts.Actions != nil {
-				n.fsys.opts.Actions.Infected(d, cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}, dirfd, name)
+				n.fsys.opts.Actions.Infected(d, who, dirfd, name)
 				// A quarantine moved it away behind the kernel's back.
 				n.fsys.watch.changed(n)
 			}
 			return nil, denied(d)
 		}
 		keep = d.Reason == cache.ReasonClean
-		if keep && n.keepCache(d.Key) {
+		h.sum, h.size = d.Sum, d.Key.Size
+		if keep && n.keepCache(d.Key, d.Sum) {
 			// Same state as the last clean open: the kernel's page cache
 			// holds exactly the bytes judged clean; keep it.
 			resp.Flags |= fuse.OpenKeepCache
 		}
 	}
-	writable := flags&unix.O_ACCMODE != unix.O_RDONLY
-	h := &Handle{node: n, f: f, writable: writable, who: cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}}
-	n.addHandle(h)
-	if writable || !keep {
+	if o := n.addHandle(h, deny); o != nil {
+		f.Close()
+		return nil, n.busy(h, o.writable && h.readable)
+	}
+	if h.writable || !keep {
 		n.dropKeepCache()
 	}
-	if !writable && n.fsys.opts.passthroughReads {
+	if !h.writable && n.fsys.opts.passthroughReads {
 		h.passthrough(hdr.Conn, resp)
 	}
 	return h, nil
 }
 
 // keepCache records that the kernel's page cache will hold the bytes of
-// state k after this open, and reports whether it already did: only then
-// may the open keep the cache (FOPEN_KEEP_CACHE). Any change to the file,
-// through the mount or behind it, changes k.
-func (n *Node) keepCache(k cache.Key) bool {
-	d := stateDigest(k)
+// state k (contents sum, when verified) after this open, and reports
+// whether it already did: only then may the open keep the cache
+// (FOPEN_KEEP_CACHE). Any change to the file, through the mount or behind
+// it, changes k or sum; and the bytes other opens served are checked
+// (served.go).
+func (n *Node) keepCache(k cache.Key, sum uint64) bool {
+	d := stateDigest(k, sum)
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	ok := n.keep == d && n.writers == 0
+	ok := n.keep == d && n.writers == 0 && n.reading == 0
 	n.keep = d
 	return ok
+}
+
+// verifying counts handles whose bytes served are not checked yet.
+func (n *Node) verifying(delta int32) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	n.reading += delta
 }
 
 func (n *Node) dropKeepCache() {
@@ -129,13 +169,18 @@ func (n *Node) dropKeepCache() {
 // digestSeed keys stateDigest, afresh in every process.
 var digestSeed = maphash.MakeSeed()
 
-// stateDigest stands for a file state in a Node (8 bytes instead of a
-// cache.Key's 64, for every inode the kernel holds). It is never 0. The
-// seed is random and never leaves the process, so two states share a
-// digest by chance only, with probability 2^-64, and nobody can search
-// for a pair that does.
-func stateDigest(k cache.Key) uint64 {
-	if d := maphash.Comparable(digestSeed, k); d != 0 {
+// stateDigest stands for a file state and the digest of its contents
+// (0 when not verified) in a Node (8 bytes instead of a cache.Key's 72,
+// for every inode the kernel holds). It is never 0. The seed is random
+// and never leaves the process, so two states share a digest by chance
+// only, with probability 2^-64, and nobody can search for a pair that
+// does.
+func stateDigest(k cache.Key, sum uint64) uint64 {
+	type state struct {
+		k   cache.Key
+		sum uint64
+	}
+	if d := maphash.Comparable(digestSeed, state{k, sum}); d != 0 {
 		return d
 	}
 	return 1
@@ -163,10 +208,12 @@ func (n *Node) excluded() bool {
 	return len(paths) > 0
 }
 
-// Create makes and opens a new file owned by the caller. A new file is
-// empty and needs no scan; if the name already existed (made behind the
-// kernel's back) the gate judges it like any open.
-func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (fusefs.Node, fusefs.Handle, error) {
+// createNode makes and opens a new file as the caller. A new file is
+// empty and needs no scan. If the name exists (made behind the kernel's
+// back) and the request lacked O_EXCL, the existing file is opened as the
+// caller, with the permission checks of any open, and the gate judges it
+// like any open. (Create, in quota.go, calls it.)
+func (n *Node) createNode(ctx context.Context, req *fuse.CreateRequest, resp *fuse.CreateResponse) (fusefs.Node, fusefs.Handle, error) {
 	if err := n.writable(); err != nil {
 		return nil, nil, errno(err)
 	}
@@ -175,28 +222,35 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 		return nil, nil, errno(err)
 	}
 	defer release()
+	c := n.fsys.cred(&req.Header)
 	flags := backingFlags(req.Flags)
+	mode := newMode(dirfd, unixMode(req.Mode), unixMode(req.Umask))
 	created := true
 	var fd int
-	err = n.fsys.retryFull(func() (err error) {
-		fd, err = unix.Openat(dirfd, req.Name, flags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, unixMode(req.Mode)&^setID)
-		return err
-	})
-	if err == syscall.EEXIST && req.Flags&fuse.OpenFlags(unix.O_EXCL) == 0 {
+	for range 3 {
+		created = true
+		err = n.fsys.retryFull(func() (err error) {
+			fd, err = caller.Openat(c, dirfd, req.Name, flags|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, mode)
+			return err
+		})
+		if err != syscall.EEXIST || req.Flags&fuse.OpenFlags(unix.O_EXCL) != 0 {
+			break
+		}
 		// Made behind the kernel's back: open what is there, if it
-		// is a regular file (else the kernel looks it up and retries).
+		// is a regular file (else ESTALE: the kernel looks it up and
+		// retries, and follows a symlink itself).
 		created = false
-		fd, err = openRegular(dirfd, req.Name, flags, nil)
+		fd, err = openRegular(c, dirfd, req.Name, flags, nil)
+		if err == syscall.ELOOP {
+			err = syscall.ESTALE
+		}
+		if err != syscall.ENOENT {
+			break
+		}
+		// Gone again in between: try to create it once more.
 	}
 	if err != nil {
 		return nil, nil, errno(err)
-	}
-	if created {
-		if err := n.fsys.ownNew(dirfd, req.Name, &req.Header, unixMode(req.Mode)); err != nil {
-			unix.Close(fd)
-			unix.Unlinkat(dirfd, req.Name, 0)
-			return nil, nil, errno(err)
-		}
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -216,25 +270,36 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 	return child, h, nil
 }
 
-// openRegular opens name in dirfd with flags, never following a symlink
-// (but for AT_FDCWD, then name is a descriptor's /proc link) and never
-// blocking: a FIFO swapped in behind the kernel's back would
-// block a plain open for reading until a writer came. It returns the
-// descriptor only if it is a regular file and, when want is not nil, the
-// inode want names, since the name may have changed after the caller
-// looked it up; otherwise ESTALE, on which the kernel looks the path up
-// again and retries once.
-func openRegular(dirfd int, name string, flags int, want *inoKey) (int, error) {
-	nofollow := unix.O_NOFOLLOW
-	if dirfd == unix.AT_FDCWD {
-		nofollow = 0 // name is a /proc/self/fd link to the very inode
-	}
-	fd, err := unix.Openat(dirfd, name, flags|nofollow|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+// openRegular opens name in dirfd with flags as the caller c, never
+// following a symlink and never blocking: a FIFO swapped in behind the
+// kernel's back would block a plain open for reading until a writer
+// came. It returns the descriptor only if it is a regular file and,
+// when want is not nil, the inode want names, since the name may have
+// changed after the caller looked it up; otherwise ESTALE, on which the
+// kernel looks the path up again and retries once.
+func openRegular(c caller.Cred, dirfd int, name string, flags int, want *inoKey) (int, error) {
+	fd, err := caller.Openat(c, dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return -1, err
 	}
+	return checkRegular(fd, flags, want)
+}
+
+// reopenRegular is openRegular for the inode open as fd.
+func reopenRegular(c caller.Cred, fd int, flags int, want *inoKey) (int, error) {
+	nfd, err := caller.Reopen(c, fd, flags|unix.O_NONBLOCK)
+	if err != nil {
+		return -1, err
+	}
+	return checkRegular(nfd, flags, want)
+}
+
+// checkRegular returns fd if it is a regular file (and the inode want, if
+// not nil), with O_NONBLOCK cleared unless flags hold it; else it closes
+// fd.
+func checkRegular(fd int, flags int, want *inoKey) (int, error) {
 	var st unix.Stat_t
-	err = unix.Fstat(fd, &st)
+	err := unix.Fstat(fd, &st)
 	if err == nil && (st.Mode&unix.S_IFMT != unix.S_IFREG || (want != nil && (inoKey{st.Dev, st.Ino}) != *want)) {
 		err = syscall.ESTALE
 	}

@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/cache"
+	"github.com/clamfuse/clamfuse/fs/internal/caller"
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
@@ -21,12 +23,18 @@ import (
 // Gate decides opens; *cache.Gate is one.
 type Gate interface {
 	Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
+	// CheckUncached is Check for a file another process has open for
+	// writing through the mount: decided by a scan, never from the cache.
+	CheckUncached(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
 	// Prescan judges a file just written through the mount, in the
 	// background, when its last writer closes it.
 	Prescan(f *os.File, who cache.Opener)
-	// Modified says that the backing file dev, ino is being written to
-	// through the mount, which cancels its background scan.
+	// Modified says that the backing file dev, ino was changed through
+	// the mount; it is called after every change has reached the file.
 	Modified(dev, ino uint64)
+	// SetTimeGranularity says in what steps the backing filesystem of
+	// device dev stores file times (timegran.go).
+	SetTimeGranularity(dev uint64, gran time.Duration)
 }
 
 // Actions act on an open denied because the file is infected, given the
@@ -38,13 +46,21 @@ type Actions interface {
 
 // Options configure the filesystem.
 type Options struct {
-	Gate       Gate
-	Actions    Actions               // optional
-	Exclude    func(rel string) bool // paths never scanned
-	ReadOnly   bool
-	AttrValid  time.Duration // kernel attribute cache (0: none)
-	EntryValid time.Duration // kernel dentry cache (0: none)
-	Logger     *slog.Logger
+	Gate    Gate
+	Actions Actions               // optional
+	Exclude func(rel string) bool // paths never scanned
+	// DenyWhileWritten, when it reports true (scan.while_written =
+	// "deny"), makes reading and writing through the mount by different
+	// processes exclude each other; else an open for reading while
+	// another process writes is decided by a fresh scan (writers.go).
+	DenyWhileWritten func() bool
+	ReadOnly         bool
+	AttrValid        time.Duration // kernel attribute cache (0: none)
+	EntryValid       time.Duration // kernel dentry cache (0: none)
+	Logger           *slog.Logger
+	// Limits bound the descriptors held for callers (quota.go); the
+	// zero value derives them from the current RLIMIT_NOFILE.
+	Limits Limits
 
 	// Invalidation watches the backing filesystem (fanotify, see
 	// watch.go) and tells the kernel of every change made there; names
@@ -63,17 +79,28 @@ type Options struct {
 
 type inoKey struct{ dev, ino uint64 }
 
+// groupsTTL is how long a caller's supplementary groups are taken from
+// /proc/PID/status before it is read again (see caller.Cache).
+const groupsTTL = time.Second
+
 // FS mirrors the directory open at root.
 //
 // Lock order: FS.treeMu, then Node.hmu.
 type FS struct {
-	root  int // O_RDONLY|O_DIRECTORY descriptor of the backing root
-	opts  Options
-	log   *slog.Logger
-	chown bool // running as root: give new entries to the caller
+	root int // O_RDONLY|O_DIRECTORY descriptor of the backing root
+	opts Options
+	log  *slog.Logger
+	ids  *caller.Cache // callers' supplementary groups
 
 	orphanMu sync.Mutex         // guards orphans; taken after Node.fdMu
-	orphans  map[*Node]struct{} // nodes keeping an orphan descriptor
+	orphans  map[*Node]struct{} // nodes keeping an orphan descriptor, at most opts.Limits.Orphans
+
+	dirs  *dirCache    // the directory descriptors nodes keep (dirfd.go)
+	quota *quota       // descriptors held for each user's open handles (quota.go)
+	kept  atomic.Int64 // bytes of READDIR replies directory handles keep (readdir.go)
+
+	srv     *fusefs.Server // set by Mount before serving; for the inode invalidations of flushWriters
+	devices sync.Map       // uint64 device -> true: timestamp granularity found (timegran.go)
 
 	treeMu sync.Mutex       // guards nodes and every Node.links
 	nodes  map[inoKey]*Node // live nodes by backing identity
@@ -96,12 +123,20 @@ func New(rootFD int, opts Options) (*FS, error) {
 	if opts.Exclude == nil {
 		opts.Exclude = func(string) bool { return false }
 	}
+	if opts.Limits == (Limits{}) {
+		opts.Limits = currentLimits()
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(rootFD, &st); err != nil {
 		return nil, err
 	}
-	f := &FS{root: rootFD, opts: opts, log: opts.Logger, chown: os.Geteuid() == 0, nodes: map[inoKey]*Node{}}
+	f := &FS{root: rootFD, opts: opts, log: opts.Logger, ids: caller.NewCache(groupsTTL), nodes: map[inoKey]*Node{}}
+	f.dirs = newDirCache(opts.Limits.DirFDs)
+	f.quota = newQuota(opts.Limits, opts.Logger)
 	f.rootN = &Node{fsys: f, id: inoKey{st.Dev, st.Ino}, typ: unix.S_IFDIR}
+	if opts.Gate != nil {
+		f.learnDevice(rootFD, st.Dev)
+	}
 	return f, nil
 }
 
@@ -175,45 +210,30 @@ func (f *FS) forget(n *Node) {
 	}
 }
 
-// setID are the mode bits a new entry gets only once it belongs to its
-// caller (ownNew), never while root owns it.
-const setID = unix.S_ISUID | unix.S_ISGID
+// cred is who the request hdr acts for: its caller, with the caller's
+// supplementary groups.
+func (f *FS) cred(hdr *fuse.Header) caller.Cred {
+	return f.ids.Cred(hdr.Pid, hdr.Uid, hdr.Gid)
+}
 
-// keepMode tells ownNew to leave the mode alone (symlinks have none).
-const keepMode = ^uint32(0)
+// newMode is the mode for an entry the caller creates in dirfd with mode
+// and umask: clamfuse's own umask is 0 while it serves (see Mount), so
+// the caller's applies here, as on a local filesystem: unless the
+// directory has a default ACL, which then decides in its place (the
+// backing filesystem applies it). The kernel may have applied the umask
+// already (it does unless FUSE_DONT_MASK is negotiated, see Mount);
+// applying it twice changes nothing.
+func newMode(dirfd int, mode, umask uint32) uint32 {
+	if mode&^umask == mode || hasDefaultACL(dirfd) {
+		return mode
+	}
+	return mode &^ umask
+}
 
-// ownNew gives an entry just created as name in dir to the caller, as the
-// kernel would for a local filesystem: uid of the caller, gid of the
-// caller unless the directory is set-group-ID. Then it sets mode, the
-// permission bits the kernel asked for (already under the caller's
-// umask): clamfuse's own umask may have narrowed them, and a chown by
-// root clears the set-ID bits. A directory keeps the set-group-ID bit it
-// inherits from its parent.
-func (f *FS) ownNew(dirfd int, name string, hdr *fuse.Header, mode uint32) error {
-	if f.chown && (hdr.Uid != 0 || hdr.Gid != 0) {
-		gid := int(hdr.Gid)
-		var dst unix.Stat_t
-		if err := unix.Fstat(dirfd, &dst); err == nil && dst.Mode&unix.S_ISGID != 0 {
-			gid = -1
-		}
-		if err := unix.Fchownat(dirfd, name, int(hdr.Uid), gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return err
-		}
-	}
-	if mode == keepMode {
-		return nil
-	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return err
-	}
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		mode |= st.Mode & unix.S_ISGID
-	}
-	if st.Mode&0o7777 == mode {
-		return nil
-	}
-	return chmodAt(dirfd, name, mode)
+// hasDefaultACL reports whether the directory dirfd has a default ACL.
+func hasDefaultACL(dirfd int) bool {
+	k, err := unix.Getxattr(procPath(dirfd), aclDefault, nil)
+	return err == nil && k > 0
 }
 
 func ignoreEINTR(err error) error {
@@ -223,13 +243,19 @@ func ignoreEINTR(err error) error {
 	return err
 }
 
-func (f *FS) addOrphan(n *Node) {
+// addOrphan records that n keeps an orphan descriptor, and reports
+// whether it may: at most Limits.Orphans are kept at once.
+func (f *FS) addOrphan(n *Node) bool {
 	f.orphanMu.Lock()
 	defer f.orphanMu.Unlock()
+	if len(f.orphans) >= f.opts.Limits.Orphans {
+		return false
+	}
 	if f.orphans == nil {
 		f.orphans = map[*Node]struct{}{}
 	}
 	f.orphans[n] = struct{}{}
+	return true
 }
 
 func (f *FS) removeOrphan(n *Node) {

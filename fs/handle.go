@@ -19,9 +19,14 @@ import (
 type Handle struct {
 	node     *Node
 	f        *os.File
+	readable bool
 	writable bool
 	who      cache.Opener
-	wrote    atomic.Bool // a write (or fallocate) went through this handle; see modified
+	wrote    atomic.Bool  // a write (or fallocate) went through this handle; see modified
+	tgid     atomic.Int32 // the opener's process, 0 until read (see process), -1 if unknown
+	sum      uint64       // digest of the contents judged at the open, 0 if not verified (served.go)
+	size     int64        // size of the contents judged, with sum
+	served   served       // the check of the bytes served against sum
 
 	backingID int32 // the passthrough backing file of the open, or 0; see passthrough.go
 }
@@ -41,8 +46,13 @@ func (h *Handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.Rea
 		buf = make([]byte, req.Size)
 	}
 	buf = buf[:req.Size]
+	h.readStarts()
 	k, err := h.f.ReadAt(buf, req.Offset)
-	if err != nil && err != io.EOF {
+	if err == io.EOF {
+		err = nil
+	}
+	h.servedBytes(req.Offset, buf[:k], err)
+	if err != nil {
 		return errno(err)
 	}
 	resp.Data = buf[:k]
@@ -64,14 +74,15 @@ func (h *Handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.W
 	return nil
 }
 
-// modified marks h as having changed the file; the first time, a
-// background scan of the file still running is cancelled (its verdict
-// would be about a state that is gone), and the last writer's close
-// starts a new one.
+// modified says that a change through h reached the file: every verdict
+// of the file is stale from now on, a background scan of it still
+// running is cancelled (its verdict would be about a state that is
+// gone), and the last writer's close starts a new one.
 func (h *Handle) modified() {
-	if !h.wrote.Load() && h.wrote.CompareAndSwap(false, true) {
-		h.node.modified()
+	if !h.wrote.Load() {
+		h.wrote.Store(true)
 	}
+	h.node.modified()
 }
 
 // Flush is called on close(2). Writes go straight to the backing file and
@@ -87,7 +98,9 @@ func (h *Handle) Flush(ctx context.Context, req *fuse.FlushRequest) error {
 // the file is judged in the background, so a download is already judged
 // (and an infected one logged) when someone opens it.
 func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
+	defer h.node.fsys.quota.give(h.who.Uid, 1)
 	h.endPassthrough(req.Conn)
+	h.servedClose()
 	if h.node.dropHandle(h) && !h.node.excluded() {
 		h.node.fsys.opts.Gate.Prescan(h.f, h.who)
 	}
@@ -95,11 +108,9 @@ func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
 }
 
 // FAllocate reserves or punches space; that is a write, as far as the
-// scan after a write is concerned.
+// verdicts are concerned, even when it fails (it may have done part).
 func (h *Handle) FAllocate(ctx context.Context, req *fuse.FAllocateRequest) error {
-	if err := unix.Fallocate(int(h.f.Fd()), uint32(req.Mode), int64(req.Offset), int64(req.Length)); err != nil {
-		return errno(err)
-	}
+	err := unix.Fallocate(int(h.f.Fd()), uint32(req.Mode), int64(req.Offset), int64(req.Length))
 	h.modified()
-	return nil
+	return errno(err)
 }

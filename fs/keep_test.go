@@ -8,9 +8,13 @@ import (
 )
 
 func TestStateDigest(t *testing.T) {
-	base := cache.Key{Dev: 1, Ino: 2, Size: 3, MtimeNs: 4, CtimeNs: 5, DB: "ClamAV 1.4.6/27000", Gen: 6}
-	if stateDigest(base) != stateDigest(base) {
+	base := cache.Key{Dev: 1, Ino: 2, Size: 3, MtimeNs: 4, CtimeNs: 5, DB: "ClamAV 1.4.6/27000", Gen: 6, Writes: 7}
+	const sum = 8
+	if stateDigest(base, sum) != stateDigest(base, sum) {
 		t.Fatal("the same state has two digests")
+	}
+	if stateDigest(base, sum) == stateDigest(base, sum+1) || stateDigest(base, sum) == stateDigest(base, 0) {
+		t.Error("states differing in their contents have the same digest")
 	}
 	for _, tc := range []struct {
 		name   string
@@ -23,13 +27,14 @@ func TestStateDigest(t *testing.T) {
 		{"ctime", func(k *cache.Key) { k.CtimeNs++ }},
 		{"database", func(k *cache.Key) { k.DB += "1" }},
 		{"generation", func(k *cache.Key) { k.Gen++ }},
+		{"writes", func(k *cache.Key) { k.Writes++ }},
 		{"zero key", func(k *cache.Key) { *k = cache.Key{} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k := base
 			tc.change(&k)
-			d := stateDigest(k)
-			if d == stateDigest(base) {
+			d := stateDigest(k, sum)
+			if d == stateDigest(base, sum) {
 				t.Errorf("a state differing in %s has the same digest", tc.name)
 			}
 			if d == 0 {

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clamfuse/clamfuse/fs/internal/caller"
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
@@ -77,13 +78,15 @@ func CheckPaths(source, target string, log *slog.Logger) (string, string, error)
 		return "", "", badInput("mountpoint %s: %v", target, err)
 	}
 	if fstype, ok := MountedAt(dst); ok && strings.HasPrefix(fstype, "fuse") {
-		var st unix.Stat_t
-		if err := unix.Stat(dst, &st); err == syscall.ENOTCONN || err == syscall.ECONNABORTED {
+		switch err := deadFuse(dst); err {
+		case syscall.ENOTCONN, syscall.ECONNABORTED:
 			if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil {
 				return "", "", fmt.Errorf("mountpoint %s: clearing dead FUSE mount: %v", dst, err)
 			}
 			log.Warn("cleared a dead FUSE mount left on the mountpoint", "target", dst, "fstype", fstype)
-		} else {
+		case errNotAnswering:
+			return "", "", badInput("mountpoint %s: already a FUSE mount (%s), not answering", dst, fstype)
+		default:
 			return "", "", badInput("mountpoint %s: already a FUSE mount (%s)", dst, fstype)
 		}
 	}
@@ -99,6 +102,34 @@ func CheckPaths(source, target string, log *slog.Logger) (string, string, error)
 		}
 	}
 	return src, dst, nil
+}
+
+// errNotAnswering is deadFuse's answer for a mount whose server is alive
+// but does not answer.
+var errNotAnswering = errors.New("FUSE server not answering")
+
+// deadFuseWait bounds deadFuse: a live server answers statfs at once.
+const deadFuseWait = 5 * time.Second
+
+// deadFuse asks the FUSE mount on p for statfs, which the kernel always
+// sends to the server: ENOTCONN (or ECONNABORTED) means its server is gone.
+// A stat would not tell: the kernel answers it from its attribute cache,
+// for up to attr_timeout after the server died (a restart right after a
+// crash, as systemd's Restart= does). A server alive but stuck would
+// block the statfs: after deadFuseWait it is errNotAnswering (the
+// goroutine stays blocked until that server answers or dies).
+func deadFuse(p string) error {
+	done := make(chan error, 1)
+	go func() {
+		var s unix.Statfs_t
+		done <- unix.Statfs(p, &s)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(deadFuseWait):
+		return errNotAnswering
+	}
 }
 
 func checkDir(what, p string) (string, error) {
@@ -196,6 +227,20 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		unix.Close(rootFD)
 		return nil, err
 	}
+	// Entries are created as their callers with the mode newMode gives,
+	// the caller's umask applied: clamfuse's own must not narrow it
+	// further. Whatever clamfuse creates for itself (quarantine copies
+	// and records) it creates with explicit modes.
+	unix.Umask(0)
+	if ok, why := caller.Switching(); ok {
+		log.Info("acting on the backing directory as each caller (fsuid, fsgid, groups)")
+	} else if opts.AllowOther && os.Geteuid() == 0 {
+		// Every user would act as root on the backing directory.
+		unix.Close(rootFD)
+		return nil, badInput("allow_other: clamfuse runs as root but cannot act as each caller (%s); it needs CAP_SETUID and CAP_SETGID", why)
+	} else {
+		log.Warn("cannot act as each caller: every request acts with clamfuse's own credentials", "reason", why)
+	}
 	mopts := []fuse.MountOption{
 		fuse.FSName(opts.Source),
 		fuse.Subtype("clamfuse"),
@@ -205,6 +250,12 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		// A READ or WRITE of up to 1 MiB, not 128 KiB (FUSE_BIG_WRITES
 		// is always asked for).
 		fuse.RequestInitFlags(fuse.InitMaxPages),
+		// The kernel's own permission checks (default_permissions) then
+		// read POSIX ACLs through GETXATTR and enforce them, path walks
+		// through cached entries included, and grant what an ACL grants;
+		// and it leaves the umask to clamfuse (newMode), which must not
+		// apply it under a default ACL.
+		fuse.RequestInitFlags(fuse.InitPosixACL | fuse.InitDontMask),
 		// Names changed in the backing directory are expired, not
 		// dropped, so that nothing mounted on them is detached (see
 		// watch.go).
@@ -233,6 +284,12 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	// What the kernel granted (fuse.RequestInitFlags asks for more).
 	log.Debug("fuse init", "protocol", conn.Protocol().String(), "features", conn.Features().String(),
 		"features2", conn.Features2().String(), "max_pages", conn.MaxPages())
+	if f := conn.Features(); f&fuse.InitPosixACL != 0 {
+		log.Info("the kernel enforces POSIX ACLs on the mount (FUSE_POSIX_ACL granted)", "dont_mask", f&fuse.InitDontMask != 0)
+	} else {
+		log.Warn("the kernel does not enforce POSIX ACLs on the mount (FUSE_POSIX_ACL not granted): it checks mode bits only; clamfuse's calls as the caller still honour ACLs",
+			"dont_mask", f&fuse.InitDontMask != 0)
+	}
 	// The kernel reads ahead no more than its default (128 KiB) whatever
 	// INIT says; as root, raise it so a sequential read takes 1 MiB READs.
 	if err := fuse.SetReadahead(opts.Target, readahead); err != nil {
@@ -247,6 +304,7 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		}}
 	}
 	srv := fusefs.New(conn, cfg)
+	fsys.srv = srv
 	fsys.watch = newWatcher(fsys, srv, conn, opts.FS.Invalidation, opts.FS.WatchQueue)
 	go func() {
 		err := srv.Serve(fsys)

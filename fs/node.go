@@ -1,15 +1,19 @@
 package fs
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clamfuse/clamfuse/fs/internal/caller"
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
@@ -56,23 +60,28 @@ func (s *linkSet) reset() {
 // of the node's names beneath the root and checks the inode it finds.
 //
 // Lock order: FS.treeMu, then Node.hmu. Node.fdMu is never taken while
-// treeMu is held; it is read-held while an operation uses Node.fd.
+// treeMu is held; it is read-held while an operation uses Node.fd, and
+// taken for writing before dirCache.mu (see dirfd.go for why pathFD
+// only ever TryLocks it for writing).
 type Node struct {
 	fsys    *FS
 	id      inoKey
 	typ     uint32 // S_IFMT bits
 	writers int32  // open handles that can write; guarded by hmu
+	reading int32  // handles whose bytes served are not checked yet (served.go); guarded by hmu
+	slot    int32  // 1 + fd's slot in fsys.dirs, 0 for none; guarded by fsys.dirs.mu (here, it packs)
 
 	links linkSet // guarded by fsys.treeMu; empty for the root
 
 	fdMu      sync.RWMutex // guards fd, hasFD, forgotten, orphan, hasOrphan; read-held while fd or orphan is in use
 	fd        int32        // O_PATH descriptor of a directory node, when hasFD
 	orphan    int32        // O_PATH descriptor of a file that lost its last name through the mount, when hasOrphan (see keepOrphan)
+	used      atomic.Bool  // fd used since the clock last passed (see dirCache)
 	hasFD     bool
 	forgotten bool
 	hasOrphan bool
 
-	hmu     sync.Mutex           // guards handles, writers, keep
+	hmu     sync.Mutex           // guards handles, writers, reading, keep
 	handles map[*Handle]struct{} // open file handles, for fstat and fsync
 	keep    uint64               // stateDigest of the state the kernel's page cache holds, 0 for none (see keepCache)
 }
@@ -154,14 +163,16 @@ func (n *Node) dirFD(flags int) (int, func(), error) {
 
 // pathFD returns an O_PATH descriptor of the directory n. A directory
 // node keeps one while the kernel knows it, so most operations need no
-// path walk, and a directory renamed or moved stays the same directory.
-// The descriptor stays valid until release is called.
+// path walk, and a directory renamed or moved stays the same directory;
+// but only so many nodes at once (dirCache), the others resolve their
+// path again. The descriptor stays valid until release is called.
 func (n *Node) pathFD() (int, func(), error) {
 	if n.isRoot() {
 		return n.fsys.root, func() {}, nil
 	}
 	n.fdMu.RLock()
 	if n.hasFD {
+		n.touchFD()
 		return int(n.fd), n.fdMu.RUnlock, nil
 	}
 	n.fdMu.RUnlock()
@@ -181,8 +192,14 @@ func (n *Node) pathFD() (int, func(), error) {
 		unix.Close(fd)
 		return -1, nil, syscall.ENOENT
 	}
-	n.fdMu.Lock()
-	if !n.hasFD && !n.forgotten {
+	// TryLock, never Lock: the caller may hold another directory's
+	// descriptor, read-locked (Rename holds both of its directories),
+	// and waiting here could close a cycle of waits (see dirCache).
+	// When the lock is busy, this descriptor serves once.
+	if !n.fdMu.TryLock() {
+		return fd, func() { unix.Close(fd) }, nil
+	}
+	if !n.hasFD && !n.forgotten && n.fsys.dirs.add(n) { // bounded: dirfd.go
 		n.fd, n.hasFD = int32(fd), true
 		n.fdMu.Unlock()
 		n.fdMu.RLock()
@@ -281,12 +298,11 @@ func (n *Node) keepOrphan(fd int) {
 	n.fsys.treeMu.Unlock()
 	n.fdMu.Lock()
 	defer n.fdMu.Unlock()
-	if linked || named || n.forgotten || n.hasOrphan {
+	if linked || named || n.forgotten || n.hasOrphan || !n.fsys.addOrphan(n) {
 		unix.Close(fd)
 		return
 	}
 	n.orphan, n.hasOrphan = int32(fd), true
-	n.fsys.addOrphan(n)
 	// Should the kernel keep the node (its idea of the link count may
 	// be stale), the deleted file's space is not held for longer; and a
 	// write that runs out of space first lets go of every orphan (see
@@ -312,14 +328,15 @@ func (n *Node) dropOrphan(fd int) bool {
 // an unlink is microseconds behind it.
 const orphanLife = 500 * time.Millisecond
 
-// openOrphan opens n's inode through the descriptor keepOrphan kept.
-func (n *Node) openOrphan(flags int) (int, error) {
+// openOrphan opens n's inode through the descriptor keepOrphan kept, as
+// the caller c.
+func (n *Node) openOrphan(c caller.Cred, flags int) (int, error) {
 	n.fdMu.RLock()
 	defer n.fdMu.RUnlock()
 	if !n.hasOrphan {
 		return -1, syscall.ENOENT
 	}
-	return openRegular(unix.AT_FDCWD, procPath(int(n.orphan)), flags, &n.id)
+	return reopenRegular(c, int(n.orphan), flags, &n.id)
 }
 
 // victimFD returns an O_PATH descriptor of the regular file name in dirfd
@@ -339,6 +356,82 @@ func victimFD(dirfd int, name string, st *unix.Stat_t) int {
 		return -1
 	}
 	return fd
+}
+
+// inode returns an O_PATH descriptor of n's own inode and its stat: one
+// of n's names opened beneath its parent's descriptor without following
+// a symlink, and checked to be n (dev, ino), names that lead elsewhere
+// now being dropped (as at does); once n has no name left, a copy of an
+// open handle's or of the orphan's descriptor. Requests about n act on it,
+// never on a name resolved again after a check. The caller closes it.
+func (n *Node) inode() (int, unix.Stat_t, error) {
+	var st unix.Stat_t
+	if n.isRoot() {
+		fd, err := unix.FcntlInt(uintptr(n.fsys.root), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return -1, st, err
+		}
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return -1, st, err
+		}
+		return fd, st, nil
+	}
+	for {
+		n.fsys.treeMu.Lock()
+		var l link
+		found := false
+		if len(n.links) > 0 {
+			l, found = n.links[0], true
+		}
+		n.fsys.treeMu.Unlock()
+		if !found {
+			return n.unnamedFD()
+		}
+		pfd, release, err := l.parent.pathFD()
+		if err != nil {
+			if err == syscall.ENOENT || err == syscall.ENOTDIR || err == syscall.ELOOP || err == syscall.EXDEV {
+				n.dropLink(l.parent, l.name)
+				continue
+			}
+			return -1, st, err
+		}
+		fd, err := unix.Openat(pfd, l.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		release()
+		if err == nil {
+			if err = unix.Fstat(fd, &st); err == nil && (inoKey{st.Dev, st.Ino}) == n.id {
+				return fd, st, nil
+			}
+			unix.Close(fd)
+		}
+		if err != nil && err != syscall.ENOENT && err != syscall.ENOTDIR {
+			return -1, st, err
+		}
+		// The name is gone or leads to another inode now.
+		n.dropLink(l.parent, l.name)
+	}
+}
+
+// unnamedFD is inode for a node without a name: a copy of the descriptor
+// of an open handle, or of the orphan descriptor.
+func (n *Node) unnamedFD() (int, unix.Stat_t, error) {
+	var st unix.Stat_t
+	fd := n.handleFD()
+	if fd < 0 {
+		n.fdMu.RLock()
+		if n.hasOrphan {
+			fd, _ = unix.FcntlInt(uintptr(n.orphan), unix.F_DUPFD_CLOEXEC, 0)
+		}
+		n.fdMu.RUnlock()
+	}
+	if fd < 0 {
+		return -1, st, syscall.ENOENT
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, st, err
+	}
+	return fd, st, nil
 }
 
 // Attr fills a with the backing inode's attributes.
@@ -361,32 +454,29 @@ func (n *Node) Getattr(ctx context.Context, req *fuse.GetattrRequest, resp *fuse
 	return n.Attr(ctx, &resp.Attr)
 }
 
-// Setattr changes size, mode, owner and times, in that order, like
-// a local filesystem would for the same calls.
+// Setattr changes size, mode, owner and times, in that order, like a
+// local filesystem would for the same calls: on a descriptor of the
+// node's own inode, each as the caller, so that the backing filesystem
+// decides who may.
 func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse.SetattrResponse) error {
 	if n.fsys.opts.ReadOnly {
 		return errno(syscall.EROFS)
 	}
-	dirfd, name, st, release, err := n.at()
+	fd, st, err := n.inode()
 	if err != nil {
-		if err == syscall.ENOENT {
-			if fd := n.handleFD(); fd >= 0 {
-				defer unix.Close(fd)
-				return n.setattrFD(fd, req, resp)
-			}
-		}
 		return errno(err)
 	}
-	defer release()
+	defer unix.Close(fd)
+	c := n.fsys.cred(&req.Header)
 	v := req.Valid
 	if v.Size() {
-		if err := truncateAt(dirfd, name, int64(req.Size)); err != nil {
+		if err := n.truncate(c, fd, &st, req); err != nil {
 			return errno(err)
 		}
 		n.modified()
 	}
 	if v.Mode() {
-		if err := chmodAt(dirfd, name, unixMode(req.Mode)); err != nil {
+		if err := chmod(c, fd, &st, unixMode(req.Mode)); err != nil {
 			return errno(err)
 		}
 	}
@@ -398,66 +488,15 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 		if v.Gid() {
 			gid = int(req.Gid)
 		}
-		if err := unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW|emptyPath(name)); err != nil {
+		if err := caller.Chown(c, fd, uid, gid); err != nil {
 			return errno(err)
 		}
 	}
 	if v.Atime() || v.Mtime() || v.AtimeNow() || v.MtimeNow() {
-		ts := utimes(req)
-		var err error
-		if name == "" {
-			err = unix.UtimesNanoAt(unix.AT_FDCWD, procPath(dirfd), ts, 0)
-		} else {
-			err = unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
-		}
-		if err != nil {
+		if err := caller.Utimens(c, fd, utimes(req)); err != nil {
 			return errno(err)
 		}
 	}
-	if name == "" {
-		err = unix.Fstat(dirfd, &st)
-	} else {
-		err = unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
-	}
-	if err != nil {
-		return errno(err)
-	}
-	fillAttr(&resp.Attr, &st, n.fsys.attrValid(&st))
-	return nil
-}
-
-// setattrFD applies a Setattr to an open descriptor (the file is unlinked).
-func (n *Node) setattrFD(fd int, req *fuse.SetattrRequest, resp *fuse.SetattrResponse) error {
-	v := req.Valid
-	if v.Size() {
-		if err := unix.Ftruncate(fd, int64(req.Size)); err != nil {
-			return errno(err)
-		}
-		n.modified()
-	}
-	if v.Mode() {
-		if err := unix.Fchmod(fd, unixMode(req.Mode)); err != nil {
-			return errno(err)
-		}
-	}
-	if v.Uid() || v.Gid() {
-		uid, gid := -1, -1
-		if v.Uid() {
-			uid = int(req.Uid)
-		}
-		if v.Gid() {
-			gid = int(req.Gid)
-		}
-		if err := unix.Fchown(fd, uid, gid); err != nil {
-			return errno(err)
-		}
-	}
-	if v.Atime() || v.Mtime() || v.AtimeNow() || v.MtimeNow() {
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, procPath(fd), utimes(req), 0); err != nil {
-			return errno(err)
-		}
-	}
-	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return errno(err)
 	}
@@ -465,11 +504,53 @@ func (n *Node) setattrFD(fd int, req *fuse.SetattrRequest, resp *fuse.SetattrRes
 	return nil
 }
 
-func emptyPath(name string) int {
-	if name == "" {
-		return unix.AT_EMPTY_PATH
+// truncate sets the size of n, open as fd (stat st), as the caller, who
+// must be allowed to open the file for writing now. An ftruncate needs no
+// permission but a descriptor open for writing: when the request names an
+// open file (the kernel does for ftruncate and for a truncating open) and
+// that fails, it goes through an open handle of n that can write (the
+// kernel does not say which handle is the caller's).
+func (n *Node) truncate(c caller.Cred, fd int, st *unix.Stat_t, req *fuse.SetattrRequest) error {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+	case unix.S_IFDIR:
+		return syscall.EISDIR
+	default:
+		return syscall.EINVAL
 	}
-	return 0
+	err := caller.Truncate(c, fd, int64(req.Size))
+	if err != nil && req.Valid.Handle() {
+		// Not allowed any more, or the inode cannot be opened again at
+		// all (unlinked, on a backing FUSE filesystem that opens by
+		// path).
+		if hfd := n.writableHandleFD(); hfd >= 0 {
+			defer unix.Close(hfd)
+			err = unix.Ftruncate(hfd, int64(req.Size))
+		}
+	}
+	return err
+}
+
+// chmod sets the mode of the inode fd (stat st) as the caller. The kernel
+// also asks, in the caller's name, to clear the set-user-ID and
+// set-group-ID bits after a write or a truncation by a caller who may
+// write to the file but does not own it, which a chmod as that caller
+// cannot do: such a request (it clears those bits and changes nothing
+// else) is done as clamfuse, after checking that the caller may write
+// to the file now, since its own write would clear them natively.
+func chmod(c caller.Cred, fd int, st *unix.Stat_t, mode uint32) error {
+	err := caller.Chmod(c, fd, st.Mode&unix.S_IFMT == unix.S_IFLNK, mode)
+	if err == syscall.EPERM && clearsSetID(st.Mode&0o7777, mode) && caller.Access(c, fd, unix.W_OK) == nil {
+		err = unix.Chmod(procPath(fd), mode)
+	}
+	return err
+}
+
+// clearsSetID reports whether going from mode old to mode new only
+// clears set-user-ID or set-group-ID bits.
+func clearsSetID(old, new uint32) bool {
+	cleared := old &^ new
+	return new&^old == 0 && cleared != 0 && cleared&^(unix.S_ISUID|unix.S_ISGID) == 0
 }
 
 func utimes(req *fuse.SetattrRequest) []unix.Timespec {
@@ -495,40 +576,6 @@ func timespecOf(t time.Time) unix.Timespec {
 	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
 }
 
-// truncateAt truncates name in dirfd without following a symlink.
-func truncateAt(dirfd int, name string, size int64) error {
-	if name == "" {
-		return syscall.EISDIR
-	}
-	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return unix.Ftruncate(fd, size)
-}
-
-// chmodAt changes the mode of name in dirfd without following a symlink
-// (fchmodat cannot refuse to follow one on older kernels).
-func chmodAt(dirfd int, name string, mode uint32) error {
-	if name == "" {
-		return unix.Chmod(procPath(dirfd), mode)
-	}
-	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return err
-	}
-	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
-		return syscall.EOPNOTSUPP
-	}
-	return unix.Chmod(procPath(fd), mode)
-}
-
 // Forget drops the node from the table once the kernel forgets it.
 func (n *Node) Forget() {
 	if n.isRoot() {
@@ -538,8 +585,7 @@ func (n *Node) Forget() {
 	n.fdMu.Lock()
 	defer n.fdMu.Unlock()
 	if n.hasFD {
-		unix.Close(int(n.fd))
-		n.hasFD = false
+		n.fsys.dirs.drop(n)
 	}
 	if n.hasOrphan {
 		unix.Close(int(n.orphan))
@@ -553,14 +599,14 @@ func (n *Node) Forget() {
 
 // Readlink reads a symlink without following it.
 func (n *Node) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string, error) {
-	dirfd, name, _, release, err := n.at()
+	fd, _, err := n.inode()
 	if err != nil {
 		return "", errno(err)
 	}
-	defer release()
+	defer unix.Close(fd)
 	buf := make([]byte, unix.PathMax)
 	for {
-		k, err := unix.Readlinkat(dirfd, name, buf)
+		k, err := unix.Readlinkat(fd, "", buf)
 		if err != nil {
 			return "", errno(err)
 		}
@@ -580,57 +626,44 @@ func (n *Node) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
 		}
 		return errno(unix.Fsync(fd))
 	}
-	dirfd, name, _, release, err := n.at()
+	fd, st, err := n.inode()
 	if err != nil {
 		return errno(err)
 	}
-	defer release()
-	fd := dirfd
-	if name != "" {
-		fd, err = unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return errno(err)
-		}
-		defer unix.Close(fd)
+	defer unix.Close(fd)
+	if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG && t != unix.S_IFDIR {
+		return nil // nothing of clamfuse's to flush
 	}
-	return errno(unix.Fsync(fd))
-}
-
-// xattrPath names the node for the l*xattr calls, which do not follow a
-// final symlink. The root is named through its descriptor.
-func (n *Node) xattrPath() (string, func(), bool, error) {
-	dirfd, name, _, release, err := n.at()
+	sfd, err := unix.Open(procPath(fd), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", nil, false, err
+		return errno(err)
 	}
-	if name == "" {
-		return procPath(dirfd), release, true, nil
-	}
-	return procPath(dirfd) + "/" + name, release, false, nil
+	defer unix.Close(sfd)
+	return errno(unix.Fsync(sfd))
 }
 
-// Getxattr reads one extended attribute.
+// Getxattr reads one extended attribute, as the caller.
 func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
-	p, release, follow, err := n.xattrPath()
+	fd, _, err := n.inode()
 	if err != nil {
 		return errno(err)
 	}
-	defer release()
-	get := unix.Lgetxattr
-	if follow {
-		get = unix.Getxattr
+	defer unix.Close(fd)
+	c := n.fsys.cred(&req.Header)
+	get := func(buf []byte) (int, error) { return caller.Getxattr(c, fd, req.Name, buf) }
+	if freeToRead(req.Name) {
+		get = func(buf []byte) (int, error) { return unix.Getxattr(procPath(fd), req.Name, buf) }
 	}
-	size := int(req.Size)
-	if size == 0 {
-		k, err := get(p, req.Name, nil)
+	if req.Size == 0 {
+		k, err := get(nil)
 		if err != nil {
 			return errno(err)
 		}
 		resp.Xattr = make([]byte, k)
 		return nil
 	}
-	buf := make([]byte, size)
-	k, err := get(p, req.Name, buf)
+	buf := make([]byte, req.Size)
+	k, err := get(buf)
 	if err != nil {
 		return errno(err)
 	}
@@ -638,67 +671,102 @@ func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fu
 	return nil
 }
 
-// Listxattr lists extended attribute names.
+// The extended attributes that hold POSIX ACLs.
+const (
+	aclAccess  = "system.posix_acl_access"
+	aclDefault = "system.posix_acl_default"
+)
+
+// freeToRead reports whether anyone who reached a file may read its
+// extended attribute name natively, with no permission on the file: the
+// POSIX ACLs, and the security namespace (whose security module the
+// kernel has consulted for the caller already). Those are read as
+// clamfuse, without the cost of acting as the caller: `ls -l` reads two
+// for every file, and the kernel the ACLs for its own checks.
+func freeToRead(name string) bool {
+	return name == aclAccess || name == aclDefault || strings.HasPrefix(name, "security.")
+}
+
+// Listxattr lists extended attribute names. Listing needs no permission
+// on the file, natively: it runs as clamfuse, and names in the trusted
+// namespace are listed to root only, as natively (clamfuse, with
+// CAP_SYS_ADMIN, sees them).
 func (n *Node) Listxattr(ctx context.Context, req *fuse.ListxattrRequest, resp *fuse.ListxattrResponse) error {
-	p, release, follow, err := n.xattrPath()
+	fd, _, err := n.inode()
 	if err != nil {
 		return errno(err)
 	}
-	defer release()
-	list := unix.Llistxattr
-	if follow {
-		list = unix.Listxattr
+	defer unix.Close(fd)
+	p := procPath(fd)
+	var buf []byte
+	for {
+		k, err := unix.Listxattr(p, nil)
+		if err != nil {
+			return errno(err)
+		}
+		buf = make([]byte, k)
+		k, err = unix.Listxattr(p, buf)
+		if err == syscall.ERANGE {
+			continue // grew in between
+		}
+		if err != nil {
+			return errno(err)
+		}
+		buf = buf[:k]
+		break
 	}
-	k, err := list(p, nil)
-	if err != nil {
-		return errno(err)
+	if req.Header.Uid != 0 {
+		buf = dropTrusted(buf)
 	}
-	buf := make([]byte, k)
-	k, err = list(p, buf)
-	if err != nil {
-		return errno(err)
-	}
-	if req.Size != 0 && uint32(k) > req.Size {
+	if req.Size != 0 && uint32(len(buf)) > req.Size {
 		return errno(syscall.ERANGE)
 	}
 	if req.Size == 0 {
-		resp.Xattr = make([]byte, k)
+		resp.Xattr = make([]byte, len(buf))
 		return nil
 	}
-	resp.Xattr = buf[:k]
+	resp.Xattr = buf
 	return nil
 }
 
-// Setxattr sets one extended attribute.
+// dropTrusted removes the trusted.* names from a listxattr list.
+func dropTrusted(list []byte) []byte {
+	out := list[:0]
+	for len(list) > 0 {
+		name, rest, _ := bytes.Cut(list, []byte{0})
+		if !bytes.HasPrefix(name, []byte("trusted.")) {
+			out = append(out, name...)
+			out = append(out, 0)
+		}
+		list = rest
+	}
+	return out
+}
+
+// Setxattr sets one extended attribute, as the caller.
 func (n *Node) Setxattr(ctx context.Context, req *fuse.SetxattrRequest) error {
 	if n.fsys.opts.ReadOnly {
 		return errno(syscall.EROFS)
 	}
-	p, release, follow, err := n.xattrPath()
+	fd, _, err := n.inode()
 	if err != nil {
 		return errno(err)
 	}
-	defer release()
-	if follow {
-		return errno(unix.Setxattr(p, req.Name, req.Xattr, int(req.Flags)))
-	}
-	return errno(unix.Lsetxattr(p, req.Name, req.Xattr, int(req.Flags)))
+	defer unix.Close(fd)
+	return errno(caller.Setxattr(n.fsys.cred(&req.Header), fd, req.Name, req.Xattr, int(req.Flags)))
 }
 
-// Removexattr removes one extended attribute.
+// Removexattr removes one extended attribute, as the caller.
 func (n *Node) Removexattr(ctx context.Context, req *fuse.RemovexattrRequest) error {
 	if n.fsys.opts.ReadOnly {
 		return errno(syscall.EROFS)
 	}
-	p, release, follow, err := n.xattrPath()
+	fd, _, err := n.inode()
 	if err != nil {
 		return errno(err)
 	}
-	defer release()
-	if follow {
-		return errno(unix.Removexattr(p, req.Name))
-	}
-	return errno(unix.Lremovexattr(p, req.Name))
+	defer unix.Close(fd)
+	return errno(caller.Removexattr(n.fsys.cred(&req.Header), fd, req.Name))
 }
 
 // handleFD returns a duplicate of the descriptor of an open handle of n,
@@ -726,9 +794,32 @@ func (n *Node) handleFD() int {
 	return fd
 }
 
-func (n *Node) addHandle(h *Handle) {
+// writableHandleFD is handleFD for a handle that can write only.
+func (n *Node) writableHandleFD() int {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
+	for h := range n.handles {
+		if h.writable {
+			fd, err := unix.FcntlInt(h.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				return -1
+			}
+			return fd
+		}
+	}
+	return -1
+}
+
+// addHandle registers h, unless deny is set and a handle of another
+// process excludes it (writers.go): that handle is then returned.
+func (n *Node) addHandle(h *Handle, deny bool) *Handle {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	if deny {
+		if o := n.conflictLocked(h); o != nil {
+			return o
+		}
+	}
 	if n.handles == nil {
 		n.handles = map[*Handle]struct{}{}
 	}
@@ -736,6 +827,7 @@ func (n *Node) addHandle(h *Handle) {
 	if h.writable {
 		n.writers++
 	}
+	return nil
 }
 
 // dropHandle forgets h and reports whether it was the last writer of a
@@ -755,8 +847,9 @@ func (n *Node) dropHandle(h *Handle) (lastWriter bool) {
 }
 
 // modified tells the gate that n's contents changed through the mount
-// (a write, a truncation, fallocate): a background scan of it still
-// running judges a state that is gone.
+// (a write, a truncation, fallocate), after the change reached the
+// backing file: every verdict of n is stale, and a background scan of
+// it still running judges a state that is gone.
 func (n *Node) modified() { n.fsys.opts.Gate.Modified(n.id.dev, n.id.ino) }
 
 // osFile wraps a descriptor for the gate and the handle.

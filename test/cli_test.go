@@ -57,13 +57,17 @@ func wantOneLineError(t *testing.T, stderr string, want ...string) {
 }
 
 // wantNothingMounted checks that no mount has any of paths as mountpoint
-// or source; it clears one if the binary made it anyway.
+// or source; it clears one if the binary made it anyway. It fails t when
+// the mount table cannot be read.
 func wantNothingMounted(t *testing.T, paths ...string) {
 	t.Helper()
+	mounts := mounttest.Mounts(t)
 	for _, p := range paths {
-		if mounttest.MountedBy(p) {
-			t.Errorf("%s is mounted after a run that should have mounted nothing", p)
-			_ = unix.Unmount(p, unix.MNT_DETACH)
+		for _, m := range mounts {
+			if m.MountPoint == p || m.Source == p {
+				t.Errorf("%s is mounted (%s on %s, %s) after a run that should have mounted nothing", p, m.Source, m.MountPoint, m.FSType)
+				_ = unix.Unmount(m.MountPoint, unix.MNT_DETACH)
+			}
 		}
 	}
 }
@@ -75,7 +79,7 @@ func TestCLIBadInput(t *testing.T) {
 	dir := t.TempDir()
 	src, mnt := filepath.Join(dir, "src"), filepath.Join(dir, "mnt")
 	for _, d := range []string{src, mnt, filepath.Join(src, "inner"), filepath.Join(mnt, "inner")} {
-		mustOK(t, os.MkdirAll(d, 0o755))
+		mustDo(t, os.MkdirAll(d, 0o755))
 	}
 	file := filepath.Join(dir, "plain-file")
 	putFile(t, file, []byte("x"))
@@ -132,9 +136,9 @@ func TestCLIBadInput(t *testing.T) {
 	})
 
 	t.Run("mountpoint already a FUSE mount", func(t *testing.T) {
-		first := startMount(t, mounttest.Options{Args: []string{"--clamd", "unix:/nonexistent/clamd.sock"}})
+		first := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", "unix:/nonexistent/clamd.sock"}})
 		other := filepath.Join(t.TempDir(), "other")
-		mustOK(t, os.Mkdir(other, 0o755))
+		mustDo(t, os.Mkdir(other, 0o755))
 		code, _, stderr := cliRun(t, "mount", "--clamd", "unix:/nonexistent/clamd.sock", other, first.Target)
 		if code != 2 {
 			t.Errorf("exit code %d, want 2; stderr:\n%s", code, stderr)
@@ -161,7 +165,7 @@ func TestCLIBadInput(t *testing.T) {
 // Meanwhile unscanned files are denied.
 func TestCLIClamdUnreachableAtStart(t *testing.T) {
 	sock := "/nonexistent/clamd-for-clamfuse-test.sock"
-	m := startMount(t, mounttest.Options{Args: []string{"--clamd", "unix:" + sock, "--timeout", "2s"}})
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", "unix:" + sock, "--timeout", "2s"}})
 	m.WaitLogLines(t, logBound, "level=WARN", "clamd not reachable", sock)
 	putFile(t, m.Backing("file"), []byte("not empty"))
 	wantEACCES(t, m, m.Path("file"))

@@ -1,14 +1,10 @@
 package test
 
 import (
-	"bufio"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +20,7 @@ import (
 
 	"github.com/clamfuse/clamfuse/test/clamdtest"
 	"github.com/clamfuse/clamfuse/test/mounttest"
+	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
 // Bounds for operations that may wait on a scan. They are generous: they
@@ -33,25 +30,15 @@ const (
 	logBound  = 15 * time.Second // a log line written just after an event
 )
 
-// Barrier signature: a body signature added to the private clamd so that
-// a test can tell its own scan apart in clamd's log (see settledScans).
-const (
-	barrierSigName   = "Clamfuse.Test.Barrier"
-	barrierSignature = barrierSigName + ".UNOFFICIAL"
-)
-
-// barrierBody is what the barrier signature detects; assembled from pieces
-// like clamdtest.Marker so that this file is not itself detected.
-func barrierBody() []byte {
-	return []byte(strings.Join([]string{"CLAMFUSE-", "BARRIER-", "4c1d7e0a", "93b25f68"}, ""))
-}
-
-// core is what TestCore's subtests share: one private clamd and one mount
-// (with --allow-other, so that other users can open files) in front of it.
+// core is what TestCore's subtests share: one private clamd behind a
+// proxy that counts its scans, and one mount (with --allow-other, so that
+// other users can open files) in front of them.
 type core struct {
-	clamd *clamdtest.Clamd
-	m     *mounttest.Mount
-	seq   atomic.Int64 // unique names
+	clamd   *clamdtest.Clamd
+	proxy   *clamdtest.Proxy
+	m       *mounttest.Mount
+	metrics string       // the mount's metrics address
+	seq     atomic.Int64 // unique names
 }
 
 // TestCore pins the behaviour of clamfuse that users rely on: what is
@@ -61,22 +48,17 @@ type core struct {
 func TestCore(t *testing.T) {
 	mounttest.Require(t)
 	c := clamdtest.New(t, clamdtest.Options{})
-	if err := c.AddNDBSignature(barrierSigName, hex.EncodeToString(barrierBody())); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Reload(); err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	traversableByAll(t, dir)
 	src, mnt := filepath.Join(dir, "src"), filepath.Join(dir, "mnt")
 	mounttest.MustMkdir(t, src)
 	mounttest.MustMkdir(t, mnt)
-	m := startMount(t, mounttest.Options{
+	k := &core{clamd: c, proxy: clamdtest.NewProxy(t, c), metrics: opsFreePort(t)}
+	k.m = mounttest.Start(t, mounttest.Options{
 		Source: src, Target: mnt,
-		Args: []string{"--clamd", c.Address(), "--timeout", "60s", "--allow-other"},
+		Config: fmt.Sprintf("[metrics]\nlisten = %q\n", k.metrics),
+		Args:   []string{"--clamd", k.proxy.Address(), "--timeout", "60s", "--allow-other"},
 	})
-	k := &core{clamd: c, m: m}
 
 	for _, tc := range []struct {
 		name string
@@ -145,7 +127,7 @@ func (k *core) testInfectedDenied(t *testing.T) {
 
 	// Nor executed: execve opens the file for reading too. (Allowed, it
 	// would fail with ENOEXEC: EICAR is not an executable format.)
-	mustOK(t, os.Chmod(k.m.Backing(rel), 0o755))
+	mustDo(t, os.Chmod(k.m.Backing(rel), 0o755))
 	before = lstatT(t, k.m.Backing(rel))
 	k.m.Within(t, scanBound, "exec", func() { err = exec.Command(k.m.Path(rel)).Run() })
 	if !errors.Is(err, syscall.EACCES) {
@@ -169,34 +151,64 @@ func (k *core) testClamZip(t *testing.T) {
 	wantSame(t, "backing clam.zip", slurp(t, k.m.Backing(rel)), data)
 }
 
-// testLargeFiles: clamfuse streams the whole file, so a detection in the
-// last 100 bytes of 50 MiB, or across the 1 MiB INSTREAM chunk boundary,
-// is found; and a large clean file reads byte-identical.
+// testLargeFiles: the whole file is judged, so a detection in the last
+// 100 bytes of 50 MiB is found whether clamd reads the file itself
+// (FILDES, the default on a unix socket) or clamfuse streams it
+// (INSTREAM); over INSTREAM, a detection across the boundary of the 1 MiB
+// chunks clamfuse sends is found too (a byte lost or doubled at the
+// boundary would break it); and a large clean file reads byte-identical.
+// clamd's log shows which transport judged each file: FILDES scans by the
+// file's path, INSTREAM ones as "instream(local)".
 func (k *core) testLargeFiles(t *testing.T) {
-	d := k.dir(t)
 	marker := clamdtest.Marker()
+	instream := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf(`
+[clamd]
+address = %q
+timeout = "60s"
+transport = "instream"
+`, k.clamd.Address())})
+	mounts := map[string]*mounttest.Mount{"fildes": k.m, "instream": instream}
 	for _, tc := range []struct {
-		name     string
-		size     int
-		markerAt int // -1: clean
+		name      string
+		transport string
+		size      int
+		markerAt  int // -1: clean
 	}{
-		{"50MiB marker in last 100 bytes", 50 << 20, 50<<20 - 100 + 20},
-		{"3MiB marker across first chunk boundary", 3 << 20, 1<<20 - len(marker)/2},
-		{"50MiB clean", 50 << 20, -1},
+		{"50MiB marker in last 100 bytes", "fildes", 50 << 20, 50<<20 - 100 + 20},
+		{"50MiB marker in last 100 bytes", "instream", 50 << 20, 50<<20 - 100 + 20},
+		{"3MiB marker across first chunk boundary", "instream", 3 << 20, 1<<20 - len(marker)/2},
+		{"3MiB marker across third chunk boundary", "instream", 3<<20 + 5, 3<<20 - len(marker) + 3},
+		{"50MiB clean", "fildes", 50 << 20, -1},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			rel := fmt.Sprintf("%s/big-%d", d, k.seq.Add(1))
+		t.Run(tc.transport+" "+tc.name, func(t *testing.T) {
+			m := mounts[tc.transport]
+			rel := fmt.Sprintf("big-%d", k.seq.Add(1))
 			data := pseudoRandom(tc.size, uint64(tc.size))
 			if tc.markerAt >= 0 {
 				copy(data[tc.markerAt:], marker)
 			}
-			putFile(t, k.m.Backing(rel), data)
-			if tc.markerAt >= 0 {
-				wantEACCES(t, k.m, k.m.Path(rel))
-				k.m.WaitLogLines(t, logBound, "level=WARN", "path="+rel+" ", "signature="+clamdtest.MarkerSignature)
+			putFile(t, m.Backing(rel), data)
+			if tc.markerAt < 0 {
+				wantSame(t, "read through the mount", readVia(t, m, m.Path(rel)), data)
 				return
 			}
-			wantSame(t, "read through the mount", readVia(t, k.m, k.m.Path(rel)), data)
+			found := " " + clamdtest.MarkerSignature + " FOUND"
+			byStream := linesContaining(t, k.clamd.LogFile, "instream(local):"+found)
+			wantEACCES(t, m, m.Path(rel))
+			m.WaitLogLines(t, logBound, "level=WARN", "path="+rel+" ", "signature="+clamdtest.MarkerSignature)
+			switch tc.transport {
+			case "fildes":
+				eventually(t, logBound, "clamd logging the scan of "+rel+" by its path", func() bool {
+					return linesContaining(t, k.clamd.LogFile, m.Backing(rel)+":"+found) == 1
+				})
+			case "instream":
+				eventually(t, logBound, "clamd logging a stream scan finding the marker", func() bool {
+					return linesContaining(t, k.clamd.LogFile, "instream(local):"+found) > byStream
+				})
+				if n := linesContaining(t, k.clamd.LogFile, m.Backing(rel)); n != 0 {
+					t.Errorf("clamd logged %s by its path: it was not streamed", rel)
+				}
+			}
 		})
 	}
 }
@@ -384,7 +396,9 @@ func (k *core) testWrittenThroughMount(t *testing.T) {
 }
 
 // testCacheSavesScans: a clean verdict is reused (a second open costs no
-// scan), and concurrent opens of one uncached file share a single scan.
+// scan), and concurrent opens of one uncached file share a single scan:
+// the proxy holds that scan until the mount counts every open as waiting
+// on it, so all twenty provably come while it runs.
 func (k *core) testCacheSavesScans(t *testing.T) {
 	d := k.dir(t)
 
@@ -392,11 +406,12 @@ func (k *core) testCacheSavesScans(t *testing.T) {
 		rel := d + "/twice"
 		data := pseudoRandom(1<<20, 71)
 		putFile(t, k.m.Backing(rel), data)
-		base := k.settledScans(t)
+		waitTimesOld(t, k.m.Backing(rel), fineSettle) // else not cached: cache/racy.go
+		base := k.proxy.Scans()
 		for range 2 {
 			wantSame(t, "read", readVia(t, k.m, k.m.Path(rel)), data)
 		}
-		if n := k.settledScans(t) - base - 1; n != 1 {
+		if n := k.proxy.Scans() - base; n != 1 {
 			t.Fatalf("two opens of one clean file cost %d clamd scans, want 1", n)
 		}
 	})
@@ -405,14 +420,15 @@ func (k *core) testCacheSavesScans(t *testing.T) {
 		rel := d + "/concurrent"
 		data := pseudoRandom(8<<20, 72)
 		putFile(t, k.m.Backing(rel), data)
-		base := k.settledScans(t)
+		waitTimesOld(t, k.m.Backing(rel), fineSettle) // else not cached: cache/racy.go
+		base, missed := k.proxy.Scans(), k.misses(t)
 		const n = 20
 		errs := make([]error, n)
-		start := make(chan struct{})
 		var wg sync.WaitGroup
+		k.proxy.Hold()
+		defer k.proxy.Release() // if the test fails before it does
 		for i := range n {
 			wg.Go(func() {
-				<-start
 				f, err := os.Open(k.m.Path(rel))
 				if err != nil {
 					errs[i] = err
@@ -429,42 +445,31 @@ func (k *core) testCacheSavesScans(t *testing.T) {
 				}
 			})
 		}
-		k.m.Within(t, scanBound, "20 concurrent opens", func() { close(start); wg.Wait() })
+		k.m.Within(t, scanBound, "20 concurrent opens", func() {
+			scan := k.proxy.Next(t, scanBound)
+			eventually(t, scanBound, "all 20 opens waiting on the scan", func() bool { return k.misses(t) == missed+n })
+			k.proxy.Release()
+			if scan.Path != k.m.Backing(rel) {
+				t.Errorf("the scan held was of %s; want %s", scan.Path, k.m.Backing(rel))
+			}
+			wg.Wait()
+		})
 		for i, err := range errs {
 			if err != nil {
 				t.Errorf("open %d: %v", i, err)
 			}
 		}
-		if got := k.settledScans(t) - base - 1; got != 1 {
+		if got := k.proxy.Scans() - base; got != 1 {
 			t.Fatalf("%d concurrent opens of one uncached file cost %d clamd scans, want 1", n, got)
 		}
 	})
 }
 
-// settledScans returns clamd's scan count once every scan started before
-// the call has been logged. clamd logs a verdict just after replying, so
-// it opens a fresh file carrying the barrier signature through the mount
-// and waits for that detection in clamd's log: scans that replied before
-// it have been logged by then. The barrier costs one scan, counted in the
-// result.
-func (k *core) settledScans(t *testing.T) int {
+// misses is the main mount's count of opens that found no verdict
+// cached; an open is counted once it waits on a scan.
+func (k *core) misses(t *testing.T) float64 {
 	t.Helper()
-	want := linesContaining(t, k.clamd.LogFile, barrierSignature+" FOUND") + 1
-	rel := fmt.Sprintf("barrier-%d", k.seq.Add(1))
-	putFile(t, k.m.Backing(rel), append(pseudoRandom(4096, uint64(k.seq.Load())), barrierBody()...))
-	wantEACCES(t, k.m, k.m.Path(rel))
-	deadline := time.Now().Add(logBound)
-	for linesContaining(t, k.clamd.LogFile, barrierSignature+" FOUND") < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("clamd did not log the barrier scan within %v", logBound)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	n, err := k.clamd.ScanCount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return opsScrape(t, "http://"+k.metrics+"/metrics")["clamfuse_cache_misses_total"]
 }
 
 // testPosixMirror: every operation through the mount lands in the backing
@@ -504,13 +509,13 @@ func (k *core) testPosixMirror(t *testing.T) {
 func posixStat(t *testing.T, mnt, back string) {
 	f := filepath.Join(back, "f")
 	putFile(t, f, pseudoRandom(1234, 1))
-	mustOK(t, os.Chmod(f, 0o640))
-	mustOK(t, os.Chown(f, 1234, 5678))
-	mustOK(t, unix.UtimesNano(f, []unix.Timespec{{Sec: 1e9, Nsec: 111}, {Sec: 1.5e9, Nsec: 123456789}}))
-	mustOK(t, os.Mkdir(filepath.Join(back, "d"), 0o711))
-	mustOK(t, os.Mkdir(filepath.Join(back, "d", "sub"), 0o755))
-	mustOK(t, os.Symlink("f", filepath.Join(back, "l")))
-	mustOK(t, os.Link(f, filepath.Join(back, "f2")))
+	mustDo(t, os.Chmod(f, 0o640))
+	mustDo(t, os.Chown(f, 1234, 5678))
+	mustDo(t, unix.UtimesNano(f, []unix.Timespec{{Sec: 1e9, Nsec: 111}, {Sec: 1.5e9, Nsec: 123456789}}))
+	mustDo(t, os.Mkdir(filepath.Join(back, "d"), 0o711))
+	mustDo(t, os.Mkdir(filepath.Join(back, "d", "sub"), 0o755))
+	mustDo(t, os.Symlink("f", filepath.Join(back, "l")))
+	mustDo(t, os.Link(f, filepath.Join(back, "f2")))
 	for _, name := range []string{"f", "d", "l", "f2", "."} {
 		wantStatMirrors(t, filepath.Join(mnt, name), filepath.Join(back, name))
 	}
@@ -520,9 +525,9 @@ func posixReaddir(t *testing.T, mnt, back string) {
 	for _, name := range []string{"a", "b c", "ünï", ".hidden"} {
 		putFile(t, filepath.Join(back, name), []byte(name))
 	}
-	mustOK(t, os.Mkdir(filepath.Join(back, "dir"), 0o755))
-	mustOK(t, os.Symlink("/nowhere", filepath.Join(back, "link")))
-	mustOK(t, unix.Mkfifo(filepath.Join(back, "fifo"), 0o644))
+	mustDo(t, os.Mkdir(filepath.Join(back, "dir"), 0o755))
+	mustDo(t, os.Symlink("/nowhere", filepath.Join(back, "link")))
+	mustDo(t, unix.Mkfifo(filepath.Join(back, "fifo"), 0o644))
 	list := func(p string) []string {
 		ents, err := os.ReadDir(p)
 		if err != nil {
@@ -543,17 +548,17 @@ func posixReaddir(t *testing.T, mnt, back string) {
 func posixWrite(t *testing.T, mnt, back string) {
 	putFile(t, filepath.Join(back, "f"), []byte("hello world"))
 	f, err := os.OpenFile(filepath.Join(mnt, "f"), os.O_WRONLY, 0)
-	mustOK(t, err)
+	mustDo(t, err)
 	_, err = f.WriteAt([]byte("HELLO"), 0)
-	mustOK(t, err)
+	mustDo(t, err)
 	_, err = f.WriteAt([]byte("!!"), 20) // past the end: a hole
-	mustOK(t, err)
-	mustOK(t, f.Close())
+	mustDo(t, err)
+	mustDo(t, f.Close())
 	f, err = os.OpenFile(filepath.Join(mnt, "f"), os.O_WRONLY|os.O_APPEND, 0)
-	mustOK(t, err)
+	mustDo(t, err)
 	_, err = f.Write([]byte("?"))
-	mustOK(t, err)
-	mustOK(t, f.Close())
+	mustDo(t, err)
+	mustDo(t, f.Close())
 	want := []byte("HELLO world\x00\x00\x00\x00\x00\x00\x00\x00\x00!!?")
 	wantSame(t, "backing", slurp(t, filepath.Join(back, "f")), want)
 	wantStatMirrors(t, filepath.Join(mnt, "f"), filepath.Join(back, "f"))
@@ -561,10 +566,10 @@ func posixWrite(t *testing.T, mnt, back string) {
 
 func posixCreate(t *testing.T, mnt, back string) {
 	f, err := os.OpenFile(filepath.Join(mnt, "new"), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
-	mustOK(t, err)
+	mustDo(t, err)
 	_, err = f.Write([]byte("data"))
-	mustOK(t, err)
-	mustOK(t, f.Close())
+	mustDo(t, err)
+	mustDo(t, f.Close())
 	wantSame(t, "backing", slurp(t, filepath.Join(back, "new")), []byte("data"))
 	if st := lstatT(t, filepath.Join(back, "new")); st.Mode != unix.S_IFREG|0o600 {
 		t.Errorf("backing mode %o, want %o", st.Mode, unix.S_IFREG|0o600)
@@ -579,25 +584,25 @@ func posixCreate(t *testing.T, mnt, back string) {
 func posixTruncate(t *testing.T, mnt, back string) {
 	data := pseudoRandom(100, 3)
 	putFile(t, filepath.Join(back, "f"), data)
-	mustOK(t, os.Truncate(filepath.Join(mnt, "f"), 10))
+	mustDo(t, os.Truncate(filepath.Join(mnt, "f"), 10))
 	wantSame(t, "backing after truncate to 10", slurp(t, filepath.Join(back, "f")), data[:10])
-	mustOK(t, os.Truncate(filepath.Join(mnt, "f"), 50))
+	mustDo(t, os.Truncate(filepath.Join(mnt, "f"), 50))
 	wantSame(t, "backing after extend to 50", slurp(t, filepath.Join(back, "f")), append(slices.Clone(data[:10]), make([]byte, 40)...))
 	f, err := os.OpenFile(filepath.Join(mnt, "f"), os.O_WRONLY, 0)
-	mustOK(t, err)
-	mustOK(t, f.Truncate(5))
-	mustOK(t, f.Close())
+	mustDo(t, err)
+	mustDo(t, f.Truncate(5))
+	mustDo(t, f.Close())
 	wantSame(t, "backing after ftruncate to 5", slurp(t, filepath.Join(back, "f")), data[:5])
 	wantStatMirrors(t, filepath.Join(mnt, "f"), filepath.Join(back, "f"))
 }
 
 func posixMkdir(t *testing.T, mnt, back string) {
-	mustOK(t, os.Mkdir(filepath.Join(mnt, "d"), 0o750))
+	mustDo(t, os.Mkdir(filepath.Join(mnt, "d"), 0o750))
 	st := lstatT(t, filepath.Join(back, "d"))
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		t.Fatalf("backing d is not a directory: mode %o", st.Mode)
 	}
-	mustOK(t, os.MkdirAll(filepath.Join(mnt, "d", "e", "f"), 0o755))
+	mustDo(t, os.MkdirAll(filepath.Join(mnt, "d", "e", "f"), 0o755))
 	if fi, err := os.Stat(filepath.Join(back, "d", "e", "f")); err != nil || !fi.IsDir() {
 		t.Fatalf("backing d/e/f: %v", err)
 	}
@@ -608,10 +613,10 @@ func posixMkdir(t *testing.T, mnt, back string) {
 }
 
 func posixRmdir(t *testing.T, mnt, back string) {
-	mustOK(t, os.Mkdir(filepath.Join(back, "empty"), 0o755))
-	mustOK(t, os.Mkdir(filepath.Join(back, "full"), 0o755))
+	mustDo(t, os.Mkdir(filepath.Join(back, "empty"), 0o755))
+	mustDo(t, os.Mkdir(filepath.Join(back, "full"), 0o755))
 	putFile(t, filepath.Join(back, "full", "x"), []byte("x"))
-	mustOK(t, os.Remove(filepath.Join(mnt, "empty")))
+	mustDo(t, os.Remove(filepath.Join(mnt, "empty")))
 	wantNoEntry(t, filepath.Join(back, "empty"))
 	if err := unix.Rmdir(filepath.Join(mnt, "full")); !errors.Is(err, syscall.ENOTEMPTY) {
 		t.Errorf("rmdir of a non-empty directory: %v, want ENOTEMPTY", err)
@@ -621,11 +626,11 @@ func posixRmdir(t *testing.T, mnt, back string) {
 
 func posixUnlink(t *testing.T, mnt, back string) {
 	putFile(t, filepath.Join(back, "f"), []byte("f"))
-	mustOK(t, os.Symlink("f", filepath.Join(back, "l")))
-	mustOK(t, os.Remove(filepath.Join(mnt, "l")))
+	mustDo(t, os.Symlink("f", filepath.Join(back, "l")))
+	mustDo(t, os.Remove(filepath.Join(mnt, "l")))
 	wantNoEntry(t, filepath.Join(back, "l"))
 	wantSame(t, "symlink target", slurp(t, filepath.Join(back, "f")), []byte("f"))
-	mustOK(t, os.Remove(filepath.Join(mnt, "f")))
+	mustDo(t, os.Remove(filepath.Join(mnt, "f")))
 	wantNoEntry(t, filepath.Join(back, "f"))
 	if _, err := os.Lstat(filepath.Join(mnt, "f")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("lstat through the mount after unlink: %v, want ENOENT", err)
@@ -634,15 +639,15 @@ func posixUnlink(t *testing.T, mnt, back string) {
 
 func posixRename(t *testing.T, mnt, back string) {
 	putFile(t, filepath.Join(back, "a"), []byte("A"))
-	mustOK(t, os.Rename(filepath.Join(mnt, "a"), filepath.Join(mnt, "b")))
+	mustDo(t, os.Rename(filepath.Join(mnt, "a"), filepath.Join(mnt, "b")))
 	wantNoEntry(t, filepath.Join(back, "a"))
 	wantSame(t, "backing b", slurp(t, filepath.Join(back, "b")), []byte("A"))
 	wantSame(t, "b through the mount", readDirect(t, filepath.Join(mnt, "b")), []byte("A"))
 
-	mustOK(t, os.MkdirAll(filepath.Join(back, "d1", "sub"), 0o755))
+	mustDo(t, os.MkdirAll(filepath.Join(back, "d1", "sub"), 0o755))
 	putFile(t, filepath.Join(back, "d1", "sub", "x"), []byte("X"))
-	mustOK(t, os.Mkdir(filepath.Join(back, "d2"), 0o755))
-	mustOK(t, os.Rename(filepath.Join(mnt, "d1"), filepath.Join(mnt, "d2", "moved")))
+	mustDo(t, os.Mkdir(filepath.Join(back, "d2"), 0o755))
+	mustDo(t, os.Rename(filepath.Join(mnt, "d1"), filepath.Join(mnt, "d2", "moved")))
 	wantNoEntry(t, filepath.Join(back, "d1"))
 	wantSame(t, "backing d2/moved/sub/x", slurp(t, filepath.Join(back, "d2", "moved", "sub", "x")), []byte("X"))
 	wantSame(t, "d2/moved/sub/x through the mount", readDirect(t, filepath.Join(mnt, "d2", "moved", "sub", "x")), []byte("X"))
@@ -653,16 +658,16 @@ func posixRenameOver(t *testing.T, mnt, back string) {
 	putFile(t, filepath.Join(back, "dst"), []byte("old contents"))
 	// Let the kernel know both first, as an editor saving a file would.
 	wantSame(t, "dst before", readDirect(t, filepath.Join(mnt, "dst")), []byte("old contents"))
-	mustOK(t, os.Rename(filepath.Join(mnt, "src"), filepath.Join(mnt, "dst")))
+	mustDo(t, os.Rename(filepath.Join(mnt, "src"), filepath.Join(mnt, "dst")))
 	wantNoEntry(t, filepath.Join(back, "src"))
 	wantSame(t, "backing dst", slurp(t, filepath.Join(back, "dst")), []byte("new"))
 	wantSame(t, "dst through the mount", readDirect(t, filepath.Join(mnt, "dst")), []byte("new"))
 
-	mustOK(t, os.Mkdir(filepath.Join(back, "ed"), 0o755))
-	mustOK(t, os.Mkdir(filepath.Join(back, "sd"), 0o755))
+	mustDo(t, os.Mkdir(filepath.Join(back, "ed"), 0o755))
+	mustDo(t, os.Mkdir(filepath.Join(back, "sd"), 0o755))
 	putFile(t, filepath.Join(back, "sd", "y"), []byte("Y"))
 	// rename(2) itself: os.Rename refuses to replace a directory.
-	mustOK(t, unix.Rename(filepath.Join(mnt, "sd"), filepath.Join(mnt, "ed")))
+	mustDo(t, unix.Rename(filepath.Join(mnt, "sd"), filepath.Join(mnt, "ed")))
 	wantNoEntry(t, filepath.Join(back, "sd"))
 	wantSame(t, "backing ed/y", slurp(t, filepath.Join(back, "ed", "y")), []byte("Y"))
 }
@@ -670,7 +675,7 @@ func posixRenameOver(t *testing.T, mnt, back string) {
 func posixSymlink(t *testing.T, mnt, back string) {
 	for i, target := range []string{"some/relative/target", "/absolute/target", "../up", strings.Repeat("x", 1000)} {
 		name := fmt.Sprintf("l%d", i)
-		mustOK(t, os.Symlink(target, filepath.Join(mnt, name)))
+		mustDo(t, os.Symlink(target, filepath.Join(mnt, name)))
 		got, err := os.Readlink(filepath.Join(back, name))
 		if err != nil || got != target {
 			t.Errorf("backing readlink %s: %q, %v; want %q", name, got, err, target)
@@ -681,7 +686,7 @@ func posixSymlink(t *testing.T, mnt, back string) {
 		}
 		wantStatMirrors(t, filepath.Join(mnt, name), filepath.Join(back, name))
 	}
-	mustOK(t, os.Symlink("made/in/backing", filepath.Join(back, "lb")))
+	mustDo(t, os.Symlink("made/in/backing", filepath.Join(back, "lb")))
 	if got, err := os.Readlink(filepath.Join(mnt, "lb")); err != nil || got != "made/in/backing" {
 		t.Errorf("readlink of a backing symlink through the mount: %q, %v", got, err)
 	}
@@ -689,7 +694,7 @@ func posixSymlink(t *testing.T, mnt, back string) {
 
 func posixLink(t *testing.T, mnt, back string) {
 	putFile(t, filepath.Join(back, "f"), []byte("linked"))
-	mustOK(t, os.Link(filepath.Join(mnt, "f"), filepath.Join(mnt, "g")))
+	mustDo(t, os.Link(filepath.Join(mnt, "f"), filepath.Join(mnt, "g")))
 	a, b := lstatT(t, filepath.Join(back, "f")), lstatT(t, filepath.Join(back, "g"))
 	if a.Ino != b.Ino || a.Nlink != 2 {
 		t.Fatalf("backing f and g: inodes %d and %d, nlink %d; want one inode, nlink 2", a.Ino, b.Ino, a.Nlink)
@@ -701,7 +706,7 @@ func posixLink(t *testing.T, mnt, back string) {
 		wantStatMirrors(t, filepath.Join(mnt, name), filepath.Join(back, name))
 	}
 	wantSame(t, "g through the mount", readDirect(t, filepath.Join(mnt, "g")), []byte("linked"))
-	mustOK(t, os.Remove(filepath.Join(mnt, "f")))
+	mustDo(t, os.Remove(filepath.Join(mnt, "f")))
 	if st := lstatT(t, filepath.Join(mnt, "g")); st.Nlink != 1 {
 		t.Errorf("nlink of g after unlinking f: %d, want 1", st.Nlink)
 	}
@@ -709,7 +714,7 @@ func posixLink(t *testing.T, mnt, back string) {
 
 func posixChmod(t *testing.T, mnt, back string) {
 	putFile(t, filepath.Join(back, "f"), []byte("f"))
-	mustOK(t, os.Mkdir(filepath.Join(back, "d"), 0o755))
+	mustDo(t, os.Mkdir(filepath.Join(back, "d"), 0o755))
 	for _, tc := range []struct {
 		name string
 		mode os.FileMode
@@ -720,7 +725,7 @@ func posixChmod(t *testing.T, mnt, back string) {
 		{"f", 0o600, 0o600},
 		{"d", 0o700 | os.ModeSetgid, 0o2700},
 	} {
-		mustOK(t, os.Chmod(filepath.Join(mnt, tc.name), tc.mode))
+		mustDo(t, os.Chmod(filepath.Join(mnt, tc.name), tc.mode))
 		if st := lstatT(t, filepath.Join(back, tc.name)); st.Mode&0o7777 != tc.want {
 			t.Errorf("backing mode of %s after chmod %v: %o, want %o", tc.name, tc.mode, st.Mode&0o7777, tc.want)
 		}
@@ -729,10 +734,13 @@ func posixChmod(t *testing.T, mnt, back string) {
 }
 
 // posixSticky: the sticky bit set through the mount reaches the backing
-// directory, and the mount shows it.
+// directory, and the mount shows the rest of its mode. That stat through
+// the mount lacks the bit itself is a known limit of bazil.org/fuse,
+// pinned by TestPosixCompareLimits/sticky_bit_in_stat; clamfuse enforces
+// the sticky rule itself (StickyDirectoryEnforced).
 func posixSticky(t *testing.T, mnt, back string) {
-	mustOK(t, os.Mkdir(filepath.Join(back, "d"), 0o755))
-	mustOK(t, os.Chmod(filepath.Join(mnt, "d"), 0o777|os.ModeSticky))
+	mustDo(t, os.Mkdir(filepath.Join(back, "d"), 0o755))
+	mustDo(t, os.Chmod(filepath.Join(mnt, "d"), 0o777|os.ModeSticky))
 	if st := lstatT(t, filepath.Join(back, "d")); st.Mode&0o7777 != 0o1777 {
 		t.Fatalf("backing mode after chmod 1777: %o", st.Mode&0o7777)
 	}
@@ -744,16 +752,16 @@ func posixSticky(t *testing.T, mnt, back string) {
 
 func posixChown(t *testing.T, mnt, back string) {
 	putFile(t, filepath.Join(back, "f"), []byte("f"))
-	mustOK(t, os.Symlink("f", filepath.Join(back, "l")))
-	mustOK(t, os.Chown(filepath.Join(mnt, "f"), 4321, 8765))
+	mustDo(t, os.Symlink("f", filepath.Join(back, "l")))
+	mustDo(t, os.Chown(filepath.Join(mnt, "f"), 4321, 8765))
 	if st := lstatT(t, filepath.Join(back, "f")); st.Uid != 4321 || st.Gid != 8765 {
 		t.Errorf("backing owner after chown: %d:%d, want 4321:8765", st.Uid, st.Gid)
 	}
-	mustOK(t, os.Chown(filepath.Join(mnt, "f"), -1, 42))
+	mustDo(t, os.Chown(filepath.Join(mnt, "f"), -1, 42))
 	if st := lstatT(t, filepath.Join(back, "f")); st.Uid != 4321 || st.Gid != 42 {
 		t.Errorf("backing owner after chown -1:42: %d:%d, want 4321:42", st.Uid, st.Gid)
 	}
-	mustOK(t, os.Lchown(filepath.Join(mnt, "l"), 111, 222))
+	mustDo(t, os.Lchown(filepath.Join(mnt, "l"), 111, 222))
 	if st := lstatT(t, filepath.Join(back, "l")); st.Uid != 111 || st.Gid != 222 {
 		t.Errorf("backing symlink owner after lchown: %d:%d, want 111:222", st.Uid, st.Gid)
 	}
@@ -767,9 +775,9 @@ func posixChown(t *testing.T, mnt, back string) {
 
 func posixUtimens(t *testing.T, mnt, back string) {
 	putFile(t, filepath.Join(back, "f"), []byte("f"))
-	mustOK(t, os.Symlink("f", filepath.Join(back, "l")))
+	mustDo(t, os.Symlink("f", filepath.Join(back, "l")))
 	atime, mtime := time.Unix(1e9, 987654321), time.Unix(1.2e9, 123456789)
-	mustOK(t, os.Chtimes(filepath.Join(mnt, "f"), atime, mtime))
+	mustDo(t, os.Chtimes(filepath.Join(mnt, "f"), atime, mtime))
 	st := lstatT(t, filepath.Join(back, "f"))
 	if got := time.Unix(st.Atim.Unix()); !got.Equal(atime) {
 		t.Errorf("backing atime %v, want %v", got, atime)
@@ -781,7 +789,7 @@ func posixUtimens(t *testing.T, mnt, back string) {
 
 	// mtime alone (UTIME_OMIT for atime).
 	mtime2 := unix.Timespec{Sec: 1.3e9, Nsec: 5}
-	mustOK(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(mnt, "f"), []unix.Timespec{{Nsec: unix.UTIME_OMIT}, mtime2}, 0))
+	mustDo(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(mnt, "f"), []unix.Timespec{{Nsec: unix.UTIME_OMIT}, mtime2}, 0))
 	st2 := lstatT(t, filepath.Join(back, "f"))
 	if st2.Mtim != mtime2 || st2.Atim != st.Atim {
 		t.Errorf("backing times after setting mtime alone: atime %v mtime %v; want %v %v", st2.Atim, st2.Mtim, st.Atim, mtime2)
@@ -789,7 +797,7 @@ func posixUtimens(t *testing.T, mnt, back string) {
 
 	// A symlink's own times (AT_SYMLINK_NOFOLLOW), not its target's.
 	lt := unix.Timespec{Sec: 1.1e9, Nsec: 77}
-	mustOK(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(mnt, "l"), []unix.Timespec{lt, lt}, unix.AT_SYMLINK_NOFOLLOW))
+	mustDo(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(mnt, "l"), []unix.Timespec{lt, lt}, unix.AT_SYMLINK_NOFOLLOW))
 	if st3 := lstatT(t, filepath.Join(back, "l")); st3.Mtim != lt {
 		t.Errorf("backing symlink mtime %v, want %v", st3.Mtim, lt)
 	}
@@ -800,23 +808,23 @@ func posixUtimens(t *testing.T, mnt, back string) {
 
 func posixFsync(t *testing.T, mnt, back string) {
 	f, err := os.OpenFile(filepath.Join(mnt, "f"), os.O_CREATE|os.O_RDWR, 0o644)
-	mustOK(t, err)
+	mustDo(t, err)
 	defer f.Close()
 	_, err = f.Write([]byte("synced"))
-	mustOK(t, err)
-	mustOK(t, f.Sync())
-	mustOK(t, unix.Fdatasync(int(f.Fd())))
+	mustDo(t, err)
+	mustDo(t, f.Sync())
+	mustDo(t, unix.Fdatasync(int(f.Fd())))
 	wantSame(t, "backing before close", slurp(t, filepath.Join(back, "f")), []byte("synced"))
 	d, err := os.Open(mnt)
-	mustOK(t, err)
+	mustDo(t, err)
 	defer d.Close()
-	mustOK(t, d.Sync())
+	mustDo(t, d.Sync())
 }
 
 func posixStatfs(t *testing.T, mnt, back string) {
 	var a, b unix.Statfs_t
-	mustOK(t, unix.Statfs(mnt, &a))
-	mustOK(t, unix.Statfs(back, &b))
+	mustDo(t, unix.Statfs(mnt, &a))
+	mustDo(t, unix.Statfs(back, &b))
 	if a.Blocks != b.Blocks || a.Bsize != b.Bsize || a.Files != b.Files || a.Namelen != b.Namelen || a.Frsize != b.Frsize {
 		t.Errorf("statfs through the mount %+v, backing %+v", a, b)
 	}
@@ -827,19 +835,19 @@ func posixStatfs(t *testing.T, mnt, back string) {
 
 func posixXattr(t *testing.T, mnt, back string) {
 	putFile(t, filepath.Join(back, "f"), []byte("f"))
-	mustOK(t, os.Mkdir(filepath.Join(back, "d"), 0o755))
+	mustDo(t, os.Mkdir(filepath.Join(back, "d"), 0o755))
 	for _, name := range []string{"f", "d"} {
 		mp, bp := filepath.Join(mnt, name), filepath.Join(back, name)
 		if err := unix.Setxattr(mp, "user.clamfuse", []byte("v1"), 0); err != nil {
 			if errors.Is(err, syscall.EOPNOTSUPP) {
-				t.Skipf("backing filesystem has no user xattrs: %v", err)
+				testenv.Skip(t, "the backing filesystem (%s) has no user xattrs: %v", back, err)
 			}
 			t.Fatalf("setxattr %s: %v", name, err)
 		}
 		if got := xattrGet(t, bp, "user.clamfuse"); string(got) != "v1" {
 			t.Errorf("backing %s user.clamfuse = %q, want v1", name, got)
 		}
-		mustOK(t, unix.Setxattr(bp, "user.frombacking", []byte("v2"), 0))
+		mustDo(t, unix.Setxattr(bp, "user.frombacking", []byte("v2"), 0))
 		if got := xattrGet(t, mp, "user.frombacking"); string(got) != "v2" {
 			t.Errorf("%s user.frombacking through the mount = %q, want v2", name, got)
 		}
@@ -849,7 +857,7 @@ func posixXattr(t *testing.T, mnt, back string) {
 		if err := unix.Setxattr(mp, "user.clamfuse", []byte("v3"), unix.XATTR_CREATE); !errors.Is(err, syscall.EEXIST) {
 			t.Errorf("setxattr XATTR_CREATE of an existing name: %v, want EEXIST", err)
 		}
-		mustOK(t, unix.Removexattr(mp, "user.clamfuse"))
+		mustDo(t, unix.Removexattr(mp, "user.clamfuse"))
 		if _, err := unix.Getxattr(bp, "user.clamfuse", make([]byte, 64)); !errors.Is(err, unix.ENODATA) {
 			t.Errorf("backing %s user.clamfuse after removexattr: %v, want ENODATA", name, err)
 		}
@@ -867,7 +875,7 @@ func (k *core) testSymlinks(t *testing.T) {
 	d := k.dir(t)
 	for i, target := range []string{"/etc/passwd", "/", "../../../../../../etc/passwd"} {
 		rel := fmt.Sprintf("%s/link%d", d, i)
-		mustOK(t, os.Symlink(target, k.m.Backing(rel)))
+		mustDo(t, os.Symlink(target, k.m.Backing(rel)))
 		fi, err := os.Lstat(k.m.Path(rel))
 		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
 			t.Fatalf("lstat %s through the mount: %v, %v; want a symlink", rel, fi, err)
@@ -883,21 +891,25 @@ func (k *core) testSymlinks(t *testing.T) {
 	}
 	fake := []byte("not the real passwd\n")
 	evil := d + "/evil"
-	mustOK(t, os.MkdirAll(k.m.Backing(evil+"/etc"), 0o755))
+	mustDo(t, os.MkdirAll(k.m.Backing(evil+"/etc"), 0o755))
 	putFile(t, k.m.Backing(evil+"/etc/passwd"), fake)
 	wantSame(t, "evil/etc/passwd before", readVia(t, k.m, k.m.Path(evil+"/etc/passwd")), fake)
+	// The kernel releases the read's handle after close returns; while
+	// clamfuse has not served that RELEASE, an open of the same inode
+	// still finds it through that handle (Open), and reads the old file.
+	waitNoRequests(t, k.m)
 	// Hold the looked-up directories, so that the walks below start from
 	// clamfuse's nodes and not from a fresh lookup the kernel would
 	// resolve itself.
 	evilFD, err := unix.Open(k.m.Path(evil), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	mustOK(t, err)
+	mustDo(t, err)
 	defer unix.Close(evilFD)
 	etcFD, err := unix.Open(k.m.Path(evil+"/etc"), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	mustOK(t, err)
+	mustDo(t, err)
 	defer unix.Close(etcFD)
 
-	mustOK(t, os.RemoveAll(k.m.Backing(evil)))
-	mustOK(t, os.Symlink("/", k.m.Backing(evil)))
+	mustDo(t, os.RemoveAll(k.m.Backing(evil)))
+	mustDo(t, os.Symlink("/", k.m.Backing(evil)))
 
 	for _, tc := range []struct {
 		what string
@@ -954,12 +966,12 @@ func (k *core) testSticky(t *testing.T) {
 			for _, where := range []string{"native", "mount"} {
 				rel := fmt.Sprintf("%s/%s-%d", d, where, k.seq.Add(1))
 				back := k.m.Backing(rel)
-				mustOK(t, os.Mkdir(back, 0o755))
-				mustOK(t, unix.Chmod(back, 0o1777)) // os.Chmod would need os.ModeSticky
+				mustDo(t, os.Mkdir(back, 0o755))
+				mustDo(t, unix.Chmod(back, 0o1777)) // os.Chmod would need os.ModeSticky
 				putFile(t, filepath.Join(back, "roots"), []byte("root's"))
-				mustOK(t, os.Mkdir(filepath.Join(back, "rootsdir"), 0o755))
+				mustDo(t, os.Mkdir(filepath.Join(back, "rootsdir"), 0o755))
 				putFile(t, filepath.Join(back, "nobodys"), []byte("nobody's"))
-				mustOK(t, os.Chown(filepath.Join(back, "nobodys"), 65534, 65534))
+				mustDo(t, os.Chown(filepath.Join(back, "nobodys"), 65534, 65534))
 				cmd := exec.Command(tc.args[0], tc.args[1:]...)
 				cmd.Dir = back
 				if where == "mount" {
@@ -986,28 +998,28 @@ func (k *core) testSticky(t *testing.T) {
 // non-excluded one: a regression test for the exclude decision using an
 // arbitrary one of the file's names.
 func (k *core) testExclude(t *testing.T) {
-	m := startMount(t, mounttest.Options{Config: fmt.Sprintf(`
+	m := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf(`
 [clamd]
 address = %q
 timeout = "60s"
 
 [scan]
 exclude = ["*.part"]
-`, k.clamd.Address())})
+`, k.proxy.Address())})
 	eicar := clamdtest.EICAR()
 	putFile(t, m.Backing("x.part"), eicar)
 	putFile(t, m.Backing("x.bin"), eicar)
 
-	base := k.settledScans(t)
+	base := k.proxy.Scans()
 	wantSame(t, "x.part (excluded)", readVia(t, m, m.Path("x.part")), eicar)
-	if n := k.settledScans(t) - base - 1; n != 0 {
+	if n := k.proxy.Scans() - base; n != 0 {
 		t.Errorf("reading an excluded file cost %d clamd scans, want 0", n)
 	}
 	wantEACCES(t, m, m.Path("x.bin"))
 
 	// Two names of one infected inode, both known to the kernel.
 	putFile(t, m.Backing("y.bin"), eicar)
-	mustOK(t, os.Link(m.Backing("y.bin"), m.Backing("y.part")))
+	mustDo(t, os.Link(m.Backing("y.bin"), m.Backing("y.part")))
 	for range 20 {
 		for _, name := range []string{"y.part", "y.bin"} {
 			if _, err := os.Lstat(m.Path(name)); err != nil {
@@ -1024,7 +1036,7 @@ exclude = ["*.part"]
 func (k *core) testMaxSize(t *testing.T) {
 	for _, policy := range []string{"deny", "allow"} {
 		t.Run(policy, func(t *testing.T) {
-			m := startMount(t, mounttest.Options{Config: fmt.Sprintf(`
+			m := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf(`
 [clamd]
 address = %q
 timeout = "60s"
@@ -1059,7 +1071,7 @@ on_oversize = %q
 func (k *core) testTransports(t *testing.T) {
 	for _, tr := range []string{"fildes", "instream"} {
 		t.Run(tr, func(t *testing.T) {
-			m := startMount(t, mounttest.Options{Config: fmt.Sprintf(`
+			m := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf(`
 [clamd]
 address = %q
 timeout = "60s"
@@ -1096,16 +1108,16 @@ func (k *core) testInPlace(t *testing.T) {
 	eicar, clean := clamdtest.EICAR(), pseudoRandom(10000, 93)
 	putFile(t, filepath.Join(dir, "eicar.com"), eicar)
 	putFile(t, filepath.Join(dir, "clean.bin"), clean)
-	m := startMount(t, mounttest.Options{Source: dir, Target: dir, Args: []string{"--clamd", k.clamd.Address(), "--timeout", "60s"}})
+	m := mounttest.Start(t, mounttest.Options{Source: dir, Target: dir, Args: []string{"--clamd", k.clamd.Address(), "--timeout", "60s"}})
 
 	wantEACCES(t, m, filepath.Join(dir, "eicar.com"))
 	wantSame(t, "clean.bin", readVia(t, m, filepath.Join(dir, "clean.bin")), clean)
 	written := []byte("written through the in-place mount\n")
 	putFile(t, filepath.Join(dir, "new.txt"), written)
-	mustOK(t, os.Mkdir(filepath.Join(dir, "newdir"), 0o755))
+	mustDo(t, os.Mkdir(filepath.Join(dir, "newdir"), 0o755))
 	wantSame(t, "new.txt through the mount", readVia(t, m, filepath.Join(dir, "new.txt")), written)
 
-	mustOK(t, m.Signal(syscall.SIGTERM))
+	mustDo(t, m.Signal(syscall.SIGTERM))
 	code, err := m.ExitCode(20 * time.Second)
 	if err != nil || code != 0 {
 		t.Fatalf("clamfuse exit after SIGTERM: %d, %v; want 0", code, err)
@@ -1118,212 +1130,5 @@ func (k *core) testInPlace(t *testing.T) {
 	wantSame(t, "new.txt underneath", slurp(t, filepath.Join(dir, "new.txt")), written)
 	if fi, err := os.Stat(filepath.Join(dir, "newdir")); err != nil || !fi.IsDir() {
 		t.Errorf("newdir underneath: %v", err)
-	}
-}
-
-// ---- helpers shared by the end-to-end tests of this package ----
-
-// startMount is mounttest.Start plus a check, after the teardown, that the
-// race-enabled clamfuse reported no data race (it goes on serving after
-// one, so nothing else would notice).
-func startMount(t *testing.T, opts mounttest.Options) *mounttest.Mount {
-	t.Helper()
-	var m *mounttest.Mount
-	t.Cleanup(func() { // registered first, so it runs after Teardown
-		if m != nil && len(m.Log.Lines("WARNING: DATA RACE")) > 0 {
-			t.Errorf("clamfuse reported a data race:\n%s", m.Log.String())
-		}
-	})
-	m = mounttest.Start(t, opts)
-	return m
-}
-
-func mustOK(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// pseudoRandom returns n reproducible pseudo-random bytes.
-func pseudoRandom(n int, seed uint64) []byte {
-	var s [32]byte
-	for i := range 8 {
-		s[i] = byte(seed >> (8 * i))
-	}
-	b := make([]byte, n)
-	_, _ = rand.NewChaCha8(s).Read(b)
-	return b
-}
-
-func putFile(t testing.TB, p string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func slurp(t testing.TB, p string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func lstatT(t testing.TB, p string) unix.Stat_t {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
-// readVia reads p through the mount m, failing t if the read errs or
-// takes longer than scanBound (the connection is then aborted).
-func readVia(t testing.TB, m *mounttest.Mount, p string) []byte {
-	t.Helper()
-	var b []byte
-	var err error
-	m.Within(t, scanBound, "read "+p, func() { b, err = os.ReadFile(p) })
-	if err != nil {
-		t.Fatalf("read through the mount: %v", err)
-	}
-	return b
-}
-
-// readDirect is readVia for callers already inside Mount.Within.
-func readDirect(t testing.TB, p string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatalf("read through the mount: %v", err)
-	}
-	return b
-}
-
-// wantEACCES checks that opening p for reading through m fails with
-// EACCES, within scanBound.
-func wantEACCES(t testing.TB, m *mounttest.Mount, p string) {
-	t.Helper()
-	wantEACCESFlags(t, m, p, os.O_RDONLY)
-}
-
-func wantEACCESFlags(t testing.TB, m *mounttest.Mount, p string, flag int) {
-	t.Helper()
-	var err error
-	m.Within(t, scanBound, "open "+p, func() {
-		var f *os.File
-		if f, err = os.OpenFile(p, flag, 0); err == nil {
-			f.Close()
-		}
-	})
-	if !errors.Is(err, syscall.EACCES) {
-		t.Fatalf("open %s (flags %#x): %v; want EACCES", p, flag, err)
-	}
-}
-
-// wantSame compares contents by length and sha256, so that a mismatch
-// of megabytes prints one line.
-func wantSame(t testing.TB, what string, got, want []byte) {
-	t.Helper()
-	if bytes.Equal(got, want) {
-		return
-	}
-	short := func(b []byte) string {
-		if len(b) <= 64 {
-			return fmt.Sprintf("%q", b)
-		}
-		return fmt.Sprintf("%d bytes sha256 %x", len(b), sha256.Sum256(b))
-	}
-	t.Fatalf("%s: got %s, want %s", what, short(got), short(want))
-}
-
-func wantNoEntry(t testing.TB, p string) {
-	t.Helper()
-	if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("%s: %v; want it gone", p, err)
-	}
-}
-
-// wantStatMirrors compares what stat shows through the mount with the
-// backing file: type and mode, size, owner, mtime to the nanosecond, and
-// link count.
-func wantStatMirrors(t testing.TB, mnt, back string) {
-	t.Helper()
-	a, b := lstatT(t, mnt), lstatT(t, back)
-	type attrs struct {
-		Mode     uint32
-		Size     int64
-		Uid, Gid uint32
-		Mtime    int64
-		Nlink    uint64
-	}
-	ga := attrs{a.Mode, a.Size, a.Uid, a.Gid, a.Mtim.Nano(), uint64(a.Nlink)}
-	gb := attrs{b.Mode, b.Size, b.Uid, b.Gid, b.Mtim.Nano(), uint64(b.Nlink)}
-	if ga != gb {
-		t.Errorf("stat %s through the mount %+v, backing %+v", filepath.Base(mnt), ga, gb)
-	}
-}
-
-func xattrGet(t testing.TB, p, name string) []byte {
-	t.Helper()
-	buf := make([]byte, 256)
-	n, err := unix.Getxattr(p, name, buf)
-	if err != nil {
-		t.Fatalf("getxattr %s %s: %v", p, name, err)
-	}
-	return buf[:n]
-}
-
-// listxattr returns the user.* names on p, sorted.
-func xattrUserList(t testing.TB, p string) []string {
-	t.Helper()
-	buf := make([]byte, 4096)
-	n, err := unix.Listxattr(p, buf)
-	if err != nil {
-		t.Fatalf("listxattr %s: %v", p, err)
-	}
-	var out []string
-	for _, s := range strings.Split(string(buf[:n]), "\x00") {
-		if strings.HasPrefix(s, "user.") {
-			out = append(out, s)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-// linesContaining counts the lines of file p that contain substr.
-func linesContaining(t testing.TB, p, substr string) int {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	n := 0
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), substr) {
-			n++
-		}
-	}
-	return n
-}
-
-// traversableByAll makes dir and its parents up to the temporary directory
-// searchable by every user (t.TempDir makes them 0700), so that processes
-// of other users can reach a mount inside.
-func traversableByAll(t testing.TB, dir string) {
-	t.Helper()
-	tmp := filepath.Clean(os.TempDir())
-	for p := filepath.Clean(dir); p != tmp && p != "/" && strings.HasPrefix(p, tmp+"/"); p = filepath.Dir(p) {
-		if err := os.Chmod(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
 	}
 }

@@ -30,7 +30,7 @@ const denyBound = 15 * time.Second
 func TestClamdDownFailsClosed(t *testing.T) {
 	mounttest.Require(t)
 	c := clamdtest.New(t, clamdtest.Options{})
-	m := startMount(t, mounttest.Options{Config: fmt.Sprintf(`
+	m := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf(`
 [clamd]
 address = %q
 timeout = "2s"
@@ -38,9 +38,12 @@ timeout = "2s"
 	cached, uncached := pseudoRandom(100<<10, 131), pseudoRandom(100<<10, 132)
 	putFile(t, m.Backing("cached.bin"), cached)
 	putFile(t, m.Backing("uncached.bin"), uncached)
+	// A verdict is cached once the file's times are old enough to show
+	// a later change (cache/racy.go).
+	waitTimesOld(t, m.Backing("cached.bin"), fineSettle)
 	wantSame(t, "cached.bin with clamd up", readVia(t, m, m.Path("cached.bin")), cached)
 
-	mustOK(t, c.Stop())
+	mustDo(t, c.Stop())
 	wantSame(t, "cached.bin with clamd down", readVia(t, m, m.Path("cached.bin")), cached)
 	for range 2 {
 		var err error
@@ -53,7 +56,7 @@ timeout = "2s"
 	}
 	m.WaitLogLines(t, logBound, "level=WARN", "file denied without a verdict", "path=uncached.bin ", "reason=error")
 
-	mustOK(t, c.Restart())
+	mustDo(t, c.Restart())
 	wantSame(t, "uncached.bin after clamd restart", readVia(t, m, m.Path("uncached.bin")), uncached)
 	// And detections work again.
 	putFile(t, m.Backing("eicar.com"), clamdtest.EICAR())
@@ -65,7 +68,7 @@ timeout = "2s"
 func TestOnErrorAllow(t *testing.T) {
 	mounttest.Require(t)
 	c := clamdtest.New(t, clamdtest.Options{})
-	m := startMount(t, mounttest.Options{Config: fmt.Sprintf(`
+	m := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf(`
 [clamd]
 address = %q
 timeout = "2s"
@@ -75,7 +78,7 @@ on_error = "allow"
 `, c.Address())})
 	data := pseudoRandom(100<<10, 141)
 	putFile(t, m.Backing("unscanned.bin"), data)
-	mustOK(t, c.Stop())
+	mustDo(t, c.Stop())
 	var got []byte
 	var err error
 	m.Within(t, denyBound, "open with clamd down and on_error = allow", func() {
@@ -93,6 +96,7 @@ on_error = "allow"
 // the mount keeps working (other operations, further denials, more
 // concurrent opens than scan slots) without a hang.
 func TestClamdNeverAnswers(t *testing.T) {
+	t.Parallel() // mostly waits: for timeouts, for a busy mount
 	mounttest.Require(t)
 	for _, tc := range []struct {
 		name  string
@@ -104,7 +108,7 @@ func TestClamdNeverAnswers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, _ := silentClamd(t, tc.reads)
-			m := startMount(t, mounttest.Options{Args: []string{"--clamd", addr, "--timeout", "1s"}})
+			m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", addr, "--timeout", "1s"}})
 			for i := range 8 {
 				putFile(t, m.Backing(fmt.Sprintf("f%d", i)), pseudoRandom(tc.size, uint64(150+i)))
 			}
@@ -204,11 +208,11 @@ func isScan(head []byte) bool {
 func newSilentClamd(t *testing.T, reads bool) *silent {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "silentclamd") // short: sun_path is 108 bytes
-	mustOK(t, err)
+	mustDo(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock := filepath.Join(dir, "clamd.sock")
 	ln, err := net.Listen("unix", sock)
-	mustOK(t, err)
+	mustDo(t, err)
 	s := &silent{addr: "unix:" + sock}
 	var mu sync.Mutex // guards conns and hungUp
 	var conns []net.Conn
@@ -273,13 +277,14 @@ func newSilentClamd(t *testing.T, reads bool) *silent {
 // clamd closed (not left to clamd.timeout), and it starts again when the
 // writer closes the file.
 func TestWrittenAgainCancelsScan(t *testing.T) {
+	t.Parallel() // mostly waits: for timeouts, for a busy mount
 	mounttest.Require(t)
 	clamd := newSilentClamd(t, true)
-	m := startMount(t, mounttest.Options{Args: []string{"--clamd", clamd.addr, "--timeout", "5m", "--log-level", "debug"}})
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.addr, "--timeout", "5m", "--log-level", "debug"}})
 	data := pseudoRandom(256<<10, 401)
 	var err error
 	m.Within(t, denyBound, "writing a file through the mount", func() { err = os.WriteFile(m.Path("download.bin"), data, 0o644) })
-	mustOK(t, err)
+	mustDo(t, err)
 	m.Within(t, denyBound, "the scan after write reaching clamd", func() {
 		for clamd.Scans() < 1 {
 			time.Sleep(10 * time.Millisecond)
@@ -287,7 +292,7 @@ func TestWrittenAgainCancelsScan(t *testing.T) {
 	})
 
 	f, err := os.OpenFile(m.Path("download.bin"), os.O_WRONLY, 0)
-	mustOK(t, err)
+	mustDo(t, err)
 	defer f.Close()
 	m.Within(t, denyBound, "writing again while the scan after write runs", func() {
 		if _, err = f.WriteAt([]byte("more bytes"), int64(len(data))); err != nil {
@@ -297,13 +302,13 @@ func TestWrittenAgainCancelsScan(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	})
-	mustOK(t, err)
+	mustDo(t, err)
 	if n := clamd.Scans(); n != 1 {
 		t.Errorf("%d scans reached clamd while the file was open for writing; want 1", n)
 	}
 	m.WaitLogLines(t, logBound, "level=DEBUG", "scan after write cancelled: written again", "path=download.bin")
 
-	mustOK(t, f.Close())
+	mustDo(t, f.Close())
 	m.Within(t, denyBound, "the scan after the second write reaching clamd", func() {
 		for clamd.Scans() < 2 {
 			time.Sleep(10 * time.Millisecond)
@@ -320,9 +325,10 @@ func TestWrittenAgainCancelsScan(t *testing.T) {
 // than the server has request readers (fs/internal/fusefs) leave every
 // other operation working, and all of them are answered once clamd goes.
 func TestBlockedOpensDoNotStallTheMount(t *testing.T) {
+	t.Parallel() // mostly waits: for timeouts, for a busy mount
 	mounttest.Require(t)
 	addr, hangup := silentClamd(t, true)
-	m := startMount(t, mounttest.Options{Args: []string{"--clamd", addr, "--timeout", "5m"}})
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", addr, "--timeout", "5m"}})
 	const blocked = 40 // > fusefs.maxReaders (16)
 	for i := range blocked {
 		putFile(t, m.Backing(fmt.Sprintf("f%d", i)), pseudoRandom(4<<10, uint64(300+i)))
@@ -378,6 +384,7 @@ func TestBlockedOpensDoNotStallTheMount(t *testing.T) {
 // behind when told to stop by a signal (also with a file held open, when
 // it detaches lazily) or when unmounted from outside.
 func TestStopUnmounts(t *testing.T) {
+	t.Parallel() // mostly waits: for timeouts, for a busy mount
 	mounttest.Require(t)
 	for _, tc := range []struct {
 		name     string
@@ -391,11 +398,11 @@ func TestStopUnmounts(t *testing.T) {
 		{"umount", false, commandStop("umount")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := startMount(t, mounttest.Options{Args: []string{"--clamd", "unix:/nonexistent/clamd.sock"}})
+			m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", "unix:/nonexistent/clamd.sock"}})
 			putFile(t, m.Backing("empty"), nil)
 			if tc.holdOpen {
 				f, err := os.Open(m.Path("empty"))
-				mustOK(t, err)
+				mustDo(t, err)
 				defer f.Close()
 			}
 			tc.stop(t, m)
@@ -411,7 +418,7 @@ func TestStopUnmounts(t *testing.T) {
 }
 
 func signalStop(sig os.Signal) func(*testing.T, *mounttest.Mount) {
-	return func(t *testing.T, m *mounttest.Mount) { mustOK(t, m.Signal(sig)) }
+	return func(t *testing.T, m *mounttest.Mount) { mustDo(t, m.Signal(sig)) }
 }
 
 func commandStop(name string, args ...string) func(*testing.T, *mounttest.Mount) {

@@ -59,7 +59,7 @@ func TestFSX(t *testing.T) {
 	t.Logf("fsx seed %d, %d operations (replay: go test ./test/ -run TestFSX -fsx.seed=%d)", seed, nops, seed)
 
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "30s"}})
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "30s"}})
 	x := &fsx{
 		t:     t,
 		rng:   rand.New(rand.NewPCG(seed, seed^0x5eed)),

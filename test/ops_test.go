@@ -30,14 +30,6 @@ import (
 
 const opsBound = 10 * time.Second // for an asynchronous effect to show
 
-// opsPut writes a file in the backing directory.
-func opsPut(t *testing.T, p string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // opsRead reads p through the mount, bounded in time.
 func opsRead(t *testing.T, m *mounttest.Mount, p string) ([]byte, error) {
 	t.Helper()
@@ -75,25 +67,6 @@ func opsConfigPath(t *testing.T, m *mounttest.Mount) string {
 	return ""
 }
 
-// opsTmpfs mounts a small tmpfs for the test: a filesystem other than
-// the backing directory's.
-func opsTmpfs(t *testing.T) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "tmpfs")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=4m,mode=0700"); err != nil {
-		t.Fatalf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
 // opsJSONLines returns the JSON log lines with msg.
 func opsJSONLines(m *mounttest.Mount, msg string) []map[string]any {
 	var out []map[string]any
@@ -104,18 +77,6 @@ func opsJSONLines(m *mounttest.Mount, msg string) []map[string]any {
 		}
 	}
 	return out
-}
-
-// opsEventually polls cond every 100ms until it holds or opsBound passes.
-func opsEventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(opsBound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, opsBound)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // TestOpsFreshSignatures: a file read clean (and cached) is denied soon
@@ -132,7 +93,7 @@ timeout = "20s"
 database_dir = %q
 `, c.Address(), c.DBDir)})
 	body := []byte(fmt.Sprintf("innocent looking payload %d", time.Now().UnixNano()))
-	opsPut(t, m.Backing("payload.txt"), body)
+	putFile(t, m.Backing("payload.txt"), body)
 	opsWantRead(t, m, m.Path("payload.txt"), body)
 	opsWantRead(t, m, m.Path("payload.txt"), body) // cached
 
@@ -168,7 +129,7 @@ database_dir = %q
 func TestOpsQuarantine(t *testing.T) {
 	t.Parallel()
 	c := clamdtest.New(t, clamdtest.Options{})
-	q := opsTmpfs(t)
+	q := mountTmpfs(t, "size=4m,mode=0700")
 	envOut := filepath.Join(t.TempDir(), "env.out")
 	m := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf(`
 [clamd]
@@ -183,7 +144,7 @@ format = "json"
 	if err := os.Mkdir(m.Backing("in"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	opsPut(t, m.Backing("in/eicar.com"), clamdtest.EICAR())
+	putFile(t, m.Backing("in/eicar.com"), clamdtest.EICAR())
 	opsWantErrno(t, m, m.Path("in/eicar.com"), syscall.EACCES)
 
 	if _, err := os.Lstat(m.Backing("in/eicar.com")); !os.IsNotExist(err) {
@@ -207,18 +168,31 @@ format = "json"
 		t.Errorf("record = %v", rec)
 	}
 
-	opsEventually(t, "audit line", func() bool { return len(opsJSONLines(m, "detection")) > 0 })
+	eventually(t, opsBound, "audit line", func() bool { return len(opsJSONLines(m, "detection")) > 0 })
 	audit := opsJSONLines(m, "detection")
 	if len(audit) != 1 || audit[0]["level"] != "WARN" || audit[0]["path"] != "in/eicar.com" ||
 		audit[0]["signature"] != clamdtest.EICARSignature || audit[0]["clamd"] != c.Address() ||
 		audit[0]["action"] != "quarantined to "+qfile || audit[0]["pid"] == nil || audit[0]["uid"] != float64(os.Getuid()) {
 		t.Errorf("audit lines = %v", audit)
 	}
-	opsEventually(t, "command output", func() bool {
+	eventually(t, opsBound, "command output", func() bool {
 		b, _ := os.ReadFile(envOut)
 		return bytes.Contains(b, []byte("CLAMFUSE_UID="))
 	})
 	env, _ := os.ReadFile(envOut)
+	// clamfuse serves with umask 0; the command runs with the umask
+	// clamfuse started with (this test's), and clamfuse's own files have
+	// explicit modes.
+	testUmask := unix.Umask(0o022)
+	unix.Umask(testUmask)
+	if fi, err := os.Stat(envOut); err != nil || uint32(fi.Mode().Perm()) != 0o666&^uint32(testUmask) {
+		t.Errorf("file made by the command: mode %v %v, want %04o (the umask clamfuse started with)", fi.Mode(), err, 0o666&^testUmask)
+	}
+	for _, e := range entries {
+		if fi, err := e.Info(); err != nil || fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("quarantine entry %s: mode %v %v, want no access for group or others", e.Name(), fi.Mode(), err)
+		}
+	}
 	for _, want := range []string{
 		"CLAMFUSE_PATH=" + m.Path("in/eicar.com"), "CLAMFUSE_SOURCE=" + m.Backing("in/eicar.com"),
 		"CLAMFUSE_SIGNATURE=" + clamdtest.EICARSignature, "CLAMFUSE_UID=" + strconv.Itoa(os.Getuid()),
@@ -244,22 +218,35 @@ address = %q
 quarantine_dir = %q
 on_infected = ["/bin/sh", "-c", "echo run >> %s"]
 `, c.Address(), filepath.Join(t.TempDir(), "does-not-exist"), out)})
-	opsPut(t, m.Backing("eicar.com"), clamdtest.EICAR())
+	putFile(t, m.Backing("eicar.com"), clamdtest.EICAR())
 	for range 3 {
 		opsWantErrno(t, m, m.Path("eicar.com"), syscall.EACCES)
 	}
 	if data, err := os.ReadFile(m.Backing("eicar.com")); err != nil || !bytes.Equal(data, clamdtest.EICAR()) {
 		t.Fatalf("original: %q, %v; want it intact", data, err)
 	}
-	m.WaitLogLines(t, opsBound, "level=WARN", "msg=detection", "path=eicar.com", "quarantine failed")
-	opsEventually(t, "command run", func() bool { b, _ := os.ReadFile(out); return len(b) > 0 })
-	time.Sleep(300 * time.Millisecond)
-	if b, _ := os.ReadFile(out); string(b) != "run\n" {
-		t.Errorf("command ran %q; want once", b)
-	}
+	// The actions run within the open that is denied, before it returns:
+	// the audit line is written and the command started. A line logged
+	// after the three opens returned (logBarrier) comes after every
+	// audit line they wrote; a command started comes with one.
+	logBarrier(t, m)
 	if n := len(m.Log.Lines("msg=detection")); n != 1 {
 		t.Errorf("%d detection lines for 3 opens of one file; want 1", n)
 	}
+	m.WaitLogLines(t, opsBound, "on_infected command done")
+	if b, _ := os.ReadFile(out); string(b) != "run\n" {
+		t.Errorf("command ran %q; want once", b)
+	}
+}
+
+// logBarrier makes clamfuse log a line now (SIGHUP: it reloads its
+// configuration, unchanged) and waits for it: every line clamfuse wrote
+// before is then in m.Log, whose copy from clamfuse's stderr lags.
+func logBarrier(t *testing.T, m *mounttest.Mount) {
+	t.Helper()
+	n := len(m.Log.Lines("SIGHUP received"))
+	mustDo(t, m.Signal(syscall.SIGHUP))
+	m.WaitLogLinesAfter(t, opsBound, n, "SIGHUP received")
 }
 
 // opsFreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -309,8 +296,11 @@ listen = %q
 `, c.Address(), addr)})
 	m.WaitLogLines(t, opsBound, "serving metrics", addr)
 	clean := []byte("a clean file")
-	opsPut(t, m.Backing("clean.txt"), clean)
-	opsPut(t, m.Backing("eicar.com"), clamdtest.EICAR())
+	putFile(t, m.Backing("clean.txt"), clean)
+	putFile(t, m.Backing("eicar.com"), clamdtest.EICAR())
+	// Verdicts are cached once the files' times are old enough
+	// (cache/racy.go).
+	waitTimesOld(t, m.Backing("eicar.com"), fineSettle)
 	opsWantRead(t, m, m.Path("clean.txt"), clean)
 	opsWantRead(t, m, m.Path("clean.txt"), clean)
 	opsWantErrno(t, m, m.Path("eicar.com"), syscall.EACCES)
@@ -352,7 +342,7 @@ check_interval = "200ms"
 `, a.Address(), b.Address())})
 	file := func(name string) []byte {
 		data := []byte("content of " + name)
-		opsPut(t, m.Backing(name), data)
+		putFile(t, m.Backing(name), data)
 		return data
 	}
 	for i := range 4 {
@@ -366,7 +356,7 @@ check_interval = "200ms"
 		name := fmt.Sprintf("one-down-%d", i)
 		opsWantRead(t, m, m.Path(name), file(name))
 	}
-	opsPut(t, m.Backing("eicar.com"), clamdtest.EICAR())
+	putFile(t, m.Backing("eicar.com"), clamdtest.EICAR())
 	opsWantErrno(t, m, m.Path("eicar.com"), syscall.EACCES)
 	m.WaitLogLines(t, opsBound, "clamd backend down", a.Socket)
 
@@ -393,18 +383,18 @@ func TestOpsReload(t *testing.T) {
 	base := fmt.Sprintf("[clamd]\naddress = %q\n", c.Address())
 	m := mounttest.Start(t, mounttest.Options{Config: base})
 	cfgPath := opsConfigPath(t, m)
-	opsPut(t, m.Backing("sample.bin"), clamdtest.EICAR())
-	opsPut(t, m.Backing("plain.txt"), []byte("plain"))
+	putFile(t, m.Backing("sample.bin"), clamdtest.EICAR())
+	putFile(t, m.Backing("plain.txt"), []byte("plain"))
 	opsWantErrno(t, m, m.Path("sample.bin"), syscall.EACCES)
 
 	reloaded := func(n int) {
 		t.Helper()
-		opsEventually(t, "reload", func() bool {
+		eventually(t, opsBound, "reload", func() bool {
 			return len(m.Log.Lines("configuration reloaded"))+len(m.Log.Lines("configuration not reloaded")) >= n
 		})
 	}
 	// Exclude *.bin, debug logging, and a change that needs a remount.
-	opsPut(t, cfgPath, []byte(base+"[scan]\nexclude = [\"*.bin\"]\n[log]\nlevel = \"debug\"\n[mount]\nread_only = true\n"))
+	putFile(t, cfgPath, []byte(base+"[scan]\nexclude = [\"*.bin\"]\n[log]\nlevel = \"debug\"\n[mount]\nread_only = true\n"))
 	if err := m.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -419,7 +409,7 @@ func TestOpsReload(t *testing.T) {
 	}
 
 	// A bad file is rejected whole, with one line, and changes nothing.
-	opsPut(t, cfgPath, []byte(base+"[scan]\nexclude = []\nmax_size = \"lots\"\n"))
+	putFile(t, cfgPath, []byte(base+"[scan]\nexclude = []\nmax_size = \"lots\"\n"))
 	if err := m.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +426,7 @@ func TestOpsReload(t *testing.T) {
 	}
 
 	// Back to scanning everything.
-	opsPut(t, cfgPath, []byte(base))
+	putFile(t, cfgPath, []byte(base))
 	if err := m.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}

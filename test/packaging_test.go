@@ -22,14 +22,15 @@ import (
 
 	"github.com/clamfuse/clamfuse/test/clamdtest"
 	"github.com/clamfuse/clamfuse/test/mounttest"
+	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
 // Tests of what packaging/ ships: the .deb and .rpm (built once, with
 // `make deb rpm`), the systemd unit, the man pages, and the fstab form of
 // the command line with its detached daemon.
 
-// requireTools skips the test when a tool is missing, or fails it when CI
-// is set: CI installs them all (see .ci/run).
+// requireTools skips the test when a tool is missing, saying which
+// (testenv.Skip: with CI=true it fails; .ci/run installs them all).
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	var missing []string
@@ -41,23 +42,16 @@ func requireTools(t *testing.T, tools ...string) {
 	if len(missing) == 0 {
 		return
 	}
-	msg := fmt.Sprintf("needs %s (Debian packages: make, dpkg-dev, rpm, lintian, man-db, systemd)", strings.Join(missing, ", "))
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s; CI is set, so this is a failure", msg)
-	}
-	t.Skipf("SKIPPING: %s", msg)
+	testenv.Skip(t, "needs %s (Debian packages: make, dpkg-dev, rpm, lintian, man-db, systemd)", strings.Join(missing, ", "))
 }
 
-// requireRoot skips (or in CI fails) a test that changes the system.
+// requireRoot skips a test that changes the system when not root
+// (testenv.Skip: with CI=true it fails).
 func requireRoot(t *testing.T, what string) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "%s needs root", what)
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s needs root; CI is set, so this is a failure", what)
-	}
-	t.Skipf("SKIPPING: %s needs root", what)
 }
 
 func repoRoot(t *testing.T) string {
@@ -394,15 +388,10 @@ func newFstabEnv(t *testing.T, clamd *clamdtest.Clamd) *fstabEnv {
 	e := &fstabEnv{src: filepath.Join(dir, "src"), mnt: filepath.Join(dir, "mnt"), cfg: filepath.Join(dir, "fstab.toml")}
 	mounttest.MustMkdir(t, e.src)
 	mounttest.MustMkdir(t, e.mnt)
-	must := func(err error) {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.WriteFile(filepath.Join(e.src, "clean.txt"), []byte("clean\n"), 0o644))
-	must(os.WriteFile(filepath.Join(e.src, "eicar.com"), clamdtest.EICAR(), 0o644))
+	mustDo(t, os.WriteFile(filepath.Join(e.src, "clean.txt"), []byte("clean\n"), 0o644))
+	mustDo(t, os.WriteFile(filepath.Join(e.src, "eicar.com"), clamdtest.EICAR(), 0o644))
 	cfg := fmt.Sprintf("[clamd]\naddress = %q\ntimeout = \"20s\"\n", clamd.Address())
-	must(os.WriteFile(e.cfg, []byte(cfg), 0o644))
+	mustDo(t, os.WriteFile(e.cfg, []byte(cfg), 0o644))
 	t.Cleanup(func() { e.teardown(t) })
 	return e
 }
@@ -479,11 +468,19 @@ func (e *fstabEnv) checkMounted(t *testing.T, exe string) {
 		t.Errorf("reading eicar.com through the mount: %v; want permission denied", err)
 	}
 
-	// ExecReload sends SIGHUP, which must not end the daemon.
+	// ExecReload sends SIGHUP, which reloads the configuration and must
+	// not end the daemon: with eicar.com excluded now, it reads once the
+	// reload is done.
+	cfg, err := os.ReadFile(e.cfg)
+	mustDo(t, err)
+	mustDo(t, os.WriteFile(e.cfg, append(cfg, "[scan]\nexclude = [\"eicar.com\"]\n"...), 0o644))
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	eventually(t, 10*time.Second, "the daemon reloading its configuration on SIGHUP", func() bool {
+		_, err := os.ReadFile(filepath.Join(e.mnt, "eicar.com"))
+		return err == nil
+	})
 	if !running(pid) || !mounttest.IsFuseMount(e.mnt) {
 		t.Fatalf("SIGHUP ended the daemon or its mount")
 	}

@@ -2,7 +2,6 @@ package test
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/clamfuse/clamfuse/test/clamdtest"
 	"github.com/clamfuse/clamfuse/test/mounttest"
+	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
 // TestPosixCompare runs each case of posixCases twice, on a native
@@ -93,12 +93,14 @@ func posixCompare(t *testing.T, native string, m, big *mounttest.Mount, cases []
 // TestPosixCompareLimits pins the differences from a native filesystem
 // that come from bazil.org/fuse, not from clamfuse: it implements neither
 // FUSE_RENAME2 nor FUSE_TMPFILE, so the kernel answers EINVAL and
-// EOPNOTSUPP. Each subtest proves the native behaviour, then requires
-// exactly that errno on the mount and reports a skip, so a change of
-// library that lifts the limit shows up as a failure to update.
+// EOPNOTSUPP; it drops S_ISVTX from attributes; it encodes times through
+// UnixNano. Each subtest proves the native behaviour, then requires
+// exactly the documented difference on the mount, and passes, recording
+// the limit (testenv.KnownLimit: make test lists them); a change of
+// library that lifts a limit shows up as a failure to update.
 func TestPosixCompareLimits(t *testing.T) {
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "30s"}})
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "30s"}})
 	native := t.TempDir()
 	limits := []struct {
 		name string
@@ -135,24 +137,9 @@ func TestPosixCompareLimits(t *testing.T) {
 			if !errors.Is(err, l.want) {
 				t.Fatalf("mount: %v, want %v (the known bazil.org/fuse limit) or success: update this test", err, l.want)
 			}
-			t.Skipf("known limit: bazil.org/fuse lacks the FUSE opcode, the kernel answers %v on the mount (native: ok)", l.want)
+			testenv.KnownLimit(t, "bazil.org/fuse lacks the FUSE opcode of %s: the kernel answers %v on the mount (native: ok)", l.name, l.want)
 		})
 	}
-}
-
-// startChecked is mounttest.Start plus, after the teardown, a check that
-// the race-enabled clamfuse printed no data race report: it goes on
-// serving after one, so nothing else would notice.
-func startChecked(t *testing.T, opts mounttest.Options) *mounttest.Mount {
-	t.Helper()
-	var m *mounttest.Mount
-	t.Cleanup(func() { // registered first: runs after the teardown
-		if m != nil && len(m.Log.Lines("WARNING: DATA RACE")) > 0 {
-			t.Errorf("clamfuse reported a data race:\n%s", m.Log.String())
-		}
-	})
-	m = mounttest.Start(t, opts)
-	return m
 }
 
 type posixCase struct {
@@ -181,21 +168,6 @@ func (r *rec) val(label string, format string, args ...any) {
 
 func (r *rec) done() (string, error) { return r.b.String(), r.last }
 
-// errnoName names an errno ("EACCES"), "ok" for nil, or the message.
-func errnoName(err error) string {
-	if err == nil {
-		return "ok"
-	}
-	var e syscall.Errno
-	if errors.As(err, &e) {
-		if n := unix.ErrnoName(e); n != "" {
-			return n
-		}
-		return fmt.Sprintf("errno %d", int(e))
-	}
-	return err.Error()
-}
-
 // statLine describes what two trees must agree on about p: type,
 // permission bits, link count, size, owner, and rdev of devices.
 func statLine(p string) string {
@@ -220,43 +192,10 @@ func content(p string) string {
 	return describeBytes(b)
 }
 
-func describeBytes(b []byte) string {
-	if len(b) <= 64 {
-		return strconv.Quote(string(b))
-	}
-	return fmt.Sprintf("%d bytes sha256:%x", len(b), sha256.Sum256(b))
-}
-
 func mustWrite(p, s string) {
 	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
 		panic(err)
 	}
-}
-
-func mustDo(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// lineDiff shows the lines of got that differ from want, side by side.
-func lineDiff(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	var b strings.Builder
-	for i := 0; i < max(len(w), len(g)); i++ {
-		var a, c string
-		if i < len(w) {
-			a = w[i]
-		}
-		if i < len(g) {
-			c = g[i]
-		}
-		if a != c {
-			fmt.Fprintf(&b, "line %d:\n  native: %s\n  mount:  %s\n", i+1, a, c)
-		}
-	}
-	return b.String()
 }
 
 // withUmask runs fn under umask u. The umask is per process: the cases
@@ -344,17 +283,10 @@ func posixCases() []posixCase {
 		{name: "fcntl_locks", run: caseFcntlLocks},
 		{name: "mknod", run: caseMknod},
 		{name: "readdir_large", run: caseReaddirLarge},
+		{name: "readdir_changing", run: caseReaddirChanging},
 		{name: "odd_names", run: caseOddNames},
 		{name: "copy_file_range", run: caseCopyFileRange},
 	}
-}
-
-func openClose(p string, flags int, mode uint32) error {
-	fd, err := unix.Open(p, flags|unix.O_CLOEXEC, mode)
-	if err != nil {
-		return err
-	}
-	return unix.Close(fd)
 }
 
 func caseOpenExcl(root string) (string, error) {
@@ -542,7 +474,7 @@ func caseRWOffsets(root string) (string, error) {
 	r.val("offset", "%d", off)
 	r.val("file", "%s %s", statLine(f), content(f))
 	// A large write crossing page and FUSE max_write boundaries.
-	big := pseudoBytes(3<<20+777, 1)
+	big := pseudoRandom(3<<20+777, 1)
 	n, err = unix.Pwrite(fd, big, 4093)
 	r.do("pwrite 3 MiB at 4093", err)
 	r.val("wrote", "%d", n)
@@ -552,19 +484,6 @@ func caseRWOffsets(root string) (string, error) {
 	r.val("same", "%v (%d)", bytes.Equal(got[:max(n, 0)], big), n)
 	r.val("file", "%s %s", statLine(f), content(f))
 	return r.done()
-}
-
-// pseudoBytes returns n reproducible bytes that carry no signature.
-func pseudoBytes(n int, seed uint64) []byte {
-	b := make([]byte, n)
-	x := seed*0x9E3779B97F4A7C15 + 1
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		b[i] = byte(x)
-	}
-	return b
 }
 
 func caseSparse(root string) (string, error) {
@@ -694,7 +613,7 @@ func caseFallocate(root string) (string, error) {
 func caseMmap(root string) (string, error) {
 	var r rec
 	f := filepath.Join(root, "f")
-	data := pseudoBytes(3*4096+123, 2)
+	data := pseudoRandom(3*4096+123, 2)
 	mustDoP(os.WriteFile(f, data, 0o644))
 	fd, err := unix.Open(f, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if r.do("open rdonly", err) {
@@ -1554,7 +1473,7 @@ func caseOddNames(root string) (string, error) {
 func caseCopyFileRange(root string) (string, error) {
 	var r rec
 	src, dst := filepath.Join(root, "src"), filepath.Join(root, "dst")
-	data := pseudoBytes(300000, 3)
+	data := pseudoRandom(300000, 3)
 	mustDoP(os.WriteFile(src, data, 0o644))
 	in, err := unix.Open(src, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if !r.do("open src", err) {

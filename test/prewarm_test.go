@@ -5,11 +5,11 @@ package test
 // for a scan, so that first opens find a cached verdict.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,7 +54,7 @@ func setOldAtimes(t *testing.T, tops ...string) map[string]int64 {
 	t.Helper()
 	var paths []string
 	for _, top := range tops {
-		mustOK(t, filepath.Walk(top, func(p string, _ os.FileInfo, err error) error {
+		mustDo(t, filepath.Walk(top, func(p string, _ os.FileInfo, err error) error {
 			paths = append(paths, p)
 			return err
 		}))
@@ -62,7 +62,7 @@ func setOldAtimes(t *testing.T, tops ...string) map[string]int64 {
 	old := unix.NsecToTimespec(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	out := map[string]int64{}
 	for _, p := range paths {
-		mustOK(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{old, {Nsec: unix.UTIME_OMIT}}, unix.AT_SYMLINK_NOFOLLOW))
+		mustDo(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, []unix.Timespec{old, {Nsec: unix.UTIME_OMIT}}, unix.AT_SYMLINK_NOFOLLOW))
 		st := lstatT(t, p)
 		out[p] = st.Atim.Nano()
 	}
@@ -92,7 +92,7 @@ func TestPrewarm(t *testing.T) {
 	for i := range 4 {
 		for j := range 3 {
 			d := fmt.Sprintf("d%d/e%d", i, j)
-			mustOK(t, os.MkdirAll(filepath.Join(src, d), 0o755))
+			mustDo(t, os.MkdirAll(filepath.Join(src, d), 0o755))
 			for k := range 4 {
 				rel := fmt.Sprintf("%s/f%d.bin", d, k)
 				clean[rel] = pseudoRandom(1000+100*k+10*j+i, uint64(7000+100*i+10*j+k))
@@ -107,15 +107,15 @@ func TestPrewarm(t *testing.T) {
 	putFile(t, filepath.Join(src, eicarRel), clamdtest.EICAR())
 	putFile(t, filepath.Join(src, "empty"), nil)
 	putFile(t, filepath.Join(src, "d0/notes.skip"), clamdtest.Marker()) // excluded: never scanned
-	mustOK(t, os.Symlink(filepath.Join(outside, "secret.txt"), filepath.Join(src, "escape.txt")))
-	mustOK(t, os.Symlink("../outside", filepath.Join(src, "escape-dir")))
-	mustOK(t, os.Symlink(outside, filepath.Join(src, "d2/abs-dir")))
-	mustOK(t, unix.Mkfifo(filepath.Join(src, "d0/fifo"), 0o644))
+	mustDo(t, os.Symlink(filepath.Join(outside, "secret.txt"), filepath.Join(src, "escape.txt")))
+	mustDo(t, os.Symlink("../outside", filepath.Join(src, "escape-dir")))
+	mustDo(t, os.Symlink(outside, filepath.Join(src, "d2/abs-dir")))
+	mustDo(t, unix.Mkfifo(filepath.Join(src, "d0/fifo"), 0o644))
 	const skipped = 6 // empty, notes.skip, three symlinks, the FIFO
 	atimes := setOldAtimes(t, src, outside)
 
 	addr := opsFreePort(t)
-	m := startMount(t, mounttest.Options{Source: src, Target: mnt, Config: prewarmConfig(c.Address(),
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Config: prewarmConfig(c.Address(),
 		fmt.Sprintf("[metrics]\nlisten = %q\n", addr)) + "exclude = [\"*.skip\"]\n"})
 	m.WaitLogLines(t, logBound, "level=INFO", `msg="prewarm started"`)
 	counts, line := prewarmEnd(t, m)
@@ -195,69 +195,133 @@ func TestPrewarm(t *testing.T) {
 	// A file changed behind the mount after the prewarm is scanned again
 	// at its next open (here: found infected).
 	f, err := os.OpenFile(filepath.Join(src, "top.txt"), os.O_WRONLY|os.O_APPEND, 0)
-	mustOK(t, err)
+	mustDo(t, err)
 	_, err = f.Write(clamdtest.Marker())
-	mustOK(t, errors.Join(err, f.Close()))
+	mustDo(t, errors.Join(err, f.Close()))
 	wantEACCES(t, m, m.Path("top.txt"))
 	if got := scans(opsScrape(t, "http://"+addr+"/metrics")); got != scans(before)+1 {
 		t.Errorf("scans = %v after opening a file changed behind the mount; want %v", got, scans(before)+1)
 	}
 }
 
-// TestPrewarmOpensFirst: opens made while the prewarm walks a larger
-// tree, with a single scan slot, are served as usual (each scan waits
-// behind at most the one prewarm scan running), and every file is scanned
-// exactly once, by the walk or by an open. It logs how long the opens
-// and the prewarm took; it asserts no timing.
+// TestPrewarmOpensFirst: with a single scan slot, an open that comes
+// while the prewarm walks the tree waits behind the one prewarm scan
+// already running, no more; and the walk, which moves on to its next file
+// meanwhile, waits for the opens' scans: a second open that comes while
+// the first one's scan runs is scanned before the walk's next file. A
+// proxy in front of clamd holds every scan, so the test knows which scan
+// runs when each open comes, and sees the order of the scans that follow.
+// The gate counts a miss once the open waits on its scan (the metrics
+// show it), and logs at debug level when the walk waits for the opens.
+// In the end every file is scanned exactly once, by the walk or an open.
 func TestPrewarmOpensFirst(t *testing.T) {
 	mounttest.Require(t)
 	c := clamdtest.New(t, clamdtest.Options{})
+	proxy := clamdtest.NewProxy(t, c)
+	proxy.Hold()
 	dir := t.TempDir()
 	src, mnt := filepath.Join(dir, "src"), filepath.Join(dir, "mnt")
 	mounttest.MustMkdir(t, src)
 	mounttest.MustMkdir(t, mnt)
-	const dirs, perDir = 20, 50
-	var last []string // files of the directory walked last, opened during the walk
+	const dirs, perDir = 5, 20
+	contents := map[string][]byte{} // backing path -> bytes
 	for i := range dirs {
 		d := fmt.Sprintf("d%02d", i)
 		mounttest.MustMkdir(t, filepath.Join(src, d))
 		for j := range perDir {
-			rel := fmt.Sprintf("%s/f%02d", d, j)
-			putFile(t, filepath.Join(src, rel), pseudoRandom(16<<10, uint64(9000+perDir*i+j)))
-			if i == dirs-1 && j < 20 {
-				last = append(last, rel)
-			}
+			p := filepath.Join(src, d, fmt.Sprintf("f%02d", j))
+			contents[p] = pseudoRandom(4<<10, uint64(9000+perDir*i+j))
+			putFile(t, p, contents[p])
 		}
 	}
 	addr := opsFreePort(t)
-	m := startMount(t, mounttest.Options{Source: src, Target: mnt, Config: prewarmConfig(c.Address(),
-		fmt.Sprintf("max_concurrent = 1\n[metrics]\nlisten = %q\n", addr))})
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Args: []string{"--log-level", "debug"},
+		Config: prewarmConfig(proxy.Address(), fmt.Sprintf("max_concurrent = 1\n[metrics]\nlisten = %q\n", addr))})
+	misses := func() float64 { return opsScrape(t, "http://"+addr+"/metrics")["clamfuse_cache_misses_total"] }
+	const yields = "prewarm waits: opens wait for scans"
 
-	var took []time.Duration
-	during := 0
-	for _, rel := range last {
-		running := len(m.Log.Lines(`msg="prewarm done"`)) == 0
-		began := time.Now()
-		got := readVia(t, m, m.Path(rel))
-		took = append(took, time.Since(began))
-		if len(got) != 16<<10 {
-			t.Fatalf("read %s: %d bytes", rel, len(got))
+	scanned := map[string]bool{}
+	// unscanned is a file neither the walk nor an open has had scanned.
+	unscanned := func() string {
+		for i := dirs - 1; i >= 0; i-- {
+			for j := perDir - 1; j >= 0; j-- {
+				if p := filepath.Join(src, fmt.Sprintf("d%02d/f%02d", i, j)); !scanned[p] {
+					return p
+				}
+			}
 		}
-		if running && len(m.Log.Lines(`msg="prewarm done"`)) == 0 {
-			during++
+		t.Fatal("every file scanned already")
+		return ""
+	}
+	// open reads p through the mount in the background, once the
+	// number of opens waiting on scans shows it waits too.
+	opens := 0
+	open := func(p string) <-chan error {
+		rel, _ := filepath.Rel(src, p)
+		read := make(chan error, 1)
+		go func() {
+			b, err := os.ReadFile(m.Path(rel))
+			if err == nil && !bytes.Equal(b, contents[p]) {
+				err = fmt.Errorf("read %d bytes of %s, not the file's", len(b), rel)
+			}
+			read <- err
+		}()
+		opens++
+		eventually(t, logBound, "the open of "+rel+" waiting on its scan", func() bool { return misses() == float64(opens) })
+		scanned[p] = true
+		return read
+	}
+	next := func(want, what string) *clamdtest.Scan {
+		t.Helper()
+		s := proxy.Next(t, scanBound)
+		if want != "" && s.Path != want {
+			t.Fatalf("%s: clamd got a scan of %s; want %s", what, s.Path, want)
+		}
+		if want == "" && scanned[s.Path] {
+			t.Fatalf("%s: the walk scanned %s, which an open had judged", what, s.Path)
+		}
+		scanned[s.Path] = true
+		return s
+	}
+	done := func(read <-chan error) {
+		t.Helper()
+		select {
+		case err := <-read:
+			mustDo(t, err)
+		case <-time.After(scanBound):
+			m.Abort()
+			t.Fatal("an open did not return after its scan")
 		}
 	}
+
+	walk := next("", "the walk's first scan")
+	for round := range 2 {
+		// An open comes while a walk scan runs: it is next.
+		first := unscanned()
+		read1 := open(first)
+		waited := len(m.Log.Lines(yields))
+		walk.Release()
+		scan1 := next(first, fmt.Sprintf("round %d, after the walk scan the first open waited behind", round))
+		// The walk moves on, to wait for the open's scan; a second open
+		// comes now, and goes before the walk all the same.
+		m.WaitLogLinesAfter(t, logBound, waited, yields)
+		second := unscanned()
+		read2 := open(second)
+		scan1.Release()
+		done(read1)
+		scan2 := next(second, fmt.Sprintf("round %d, after the first open's scan, with a second open and the walk waiting", round))
+		scan2.Release()
+		done(read2)
+		walk = next("", fmt.Sprintf("round %d, the walk going on", round))
+	}
+	proxy.Release()
 	counts, line := prewarmEnd(t, m)
-	slices.Sort(took)
-	t.Logf("%d opens, %d of them during the prewarm: median %v, max %v; %d files: %s",
-		len(took), during, took[len(took)/2], took[len(took)-1], dirs*perDir, line)
-
-	if counts["scanned"]+counts["cached"] != dirs*perDir || counts["errors"] != 0 || counts["infected"] != 0 {
-		t.Errorf("prewarm counts %v; want scanned + cached = %d", counts, dirs*perDir)
+	t.Logf("%d files: %s", dirs*perDir, line)
+	if counts["scanned"]+counts["cached"] != dirs*perDir || counts["cached"] != opens || counts["errors"] != 0 || counts["infected"] != 0 {
+		t.Errorf("prewarm counts %v; want %d cached (the opens'), the rest scanned: %d in all", counts, opens, dirs*perDir)
 	}
-	s := opsScrape(t, "http://"+addr+"/metrics")
-	if got := s[`clamfuse_scans_total{result="clean"}`]; got != dirs*perDir {
-		t.Errorf("scans = %v; want %d: each file once, by the prewarm or by an open", got, dirs*perDir)
+	if n := proxy.Scans(); n != dirs*perDir {
+		t.Errorf("clamd got %d scans; want %d: each file once, by the prewarm or by an open", n, dirs*perDir)
 	}
 }
 
@@ -265,6 +329,7 @@ func TestPrewarmOpensFirst(t *testing.T) {
 // ends at once when clamfuse is told to stop, with its last line, and
 // does not hold up the unmount or the exit.
 func TestPrewarmStopped(t *testing.T) {
+	t.Parallel() // mostly waits: for timeouts, for a busy mount
 	mounttest.Require(t)
 	for _, tc := range []struct {
 		name string
@@ -280,7 +345,7 @@ func TestPrewarmStopped(t *testing.T) {
 			for i := range 20 { // 2 s each: the walk lasts far longer than the test
 				putFile(t, filepath.Join(src, fmt.Sprintf("f%02d", i)), []byte("never judged"))
 			}
-			m := startMount(t, mounttest.Options{Source: src, Config: prewarmConfig(addr, `timeout = "2s"`)})
+			m := mounttest.Start(t, mounttest.Options{Source: src, Config: prewarmConfig(addr, `timeout = "2s"`)})
 			m.WaitLogLines(t, logBound, `msg="prewarm started"`)
 			tc.stop(t, m)
 			code, err := m.ExitCode(30 * time.Second)
@@ -308,7 +373,7 @@ func TestPrewarmInPlace(t *testing.T) {
 	putFile(t, filepath.Join(dir, "clean.txt"), []byte("clean"))
 	putFile(t, filepath.Join(dir, "eicar.com"), clamdtest.EICAR())
 	addr := opsFreePort(t)
-	m := startMount(t, mounttest.Options{Source: dir, Target: dir, Config: prewarmConfig(c.Address(),
+	m := mounttest.Start(t, mounttest.Options{Source: dir, Target: dir, Config: prewarmConfig(c.Address(),
 		fmt.Sprintf("[metrics]\nlisten = %q\n", addr))})
 	counts, line := prewarmEnd(t, m)
 	if counts["scanned"] != 2 || counts["infected"] != 1 {
@@ -329,7 +394,7 @@ func TestPrewarmInPlace(t *testing.T) {
 func TestPrewarmWaitsForClamd(t *testing.T) {
 	mounttest.Require(t)
 	sockDir, err := os.MkdirTemp("", "latecl") // short: sun_path is 108 bytes
-	mustOK(t, err)
+	mustDo(t, err)
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
 	sock := filepath.Join(sockDir, "clamd.sock") // no clamd there yet
 
@@ -341,12 +406,12 @@ func TestPrewarmWaitsForClamd(t *testing.T) {
 	for i := range files {
 		putFile(t, filepath.Join(src, fmt.Sprintf("f%d", i)), pseudoRandom(2000, uint64(8100+i)))
 	}
-	m := startMount(t, mounttest.Options{Source: src, Target: mnt, Config: prewarmConfig("unix:"+sock, "")})
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Config: prewarmConfig("unix:"+sock, "")})
 	m.WaitLogLines(t, logBound, "level=INFO", `msg="prewarm waits for clamd"`)
 
 	// clamd comes up: its socket appears at the configured path.
 	c := clamdtest.New(t, clamdtest.Options{})
-	mustOK(t, os.Symlink(strings.TrimPrefix(c.Address(), "unix:"), sock))
+	mustDo(t, os.Symlink(strings.TrimPrefix(c.Address(), "unix:"), sock))
 	counts, line := prewarmEnd(t, m)
 	if counts["scanned"] != files || counts["errors"] != 0 {
 		t.Errorf("prewarm end: %s; want scanned=%d errors=0", line, files)

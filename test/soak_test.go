@@ -17,6 +17,7 @@ import (
 
 	"github.com/clamfuse/clamfuse/test/clamdtest"
 	"github.com/clamfuse/clamfuse/test/mounttest"
+	"golang.org/x/sys/unix"
 )
 
 // soakDuration is how long the mixed soak runs: 10 s, 30 s with
@@ -28,55 +29,62 @@ func soakDuration() time.Duration {
 	return 10 * time.Second
 }
 
-// waitScanCount polls clamd's scan count until it reaches want (or 20 s
-// pass), then watches it for settle more to catch extra scans, and
-// returns the count.
-func waitScanCount(t *testing.T, c *clamdtest.Clamd, want int, settle time.Duration) int {
+// waitScanCount polls clamd's scan count (its log, written just after
+// each reply) until it reaches want, or 20 s pass, and returns it.
+func waitScanCount(t *testing.T, c *clamdtest.Clamd, want int) int {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		n, err := c.ScanCount()
 		mustDo(t, err)
 		if n >= want || time.Now().After(deadline) {
-			break
+			return n
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(settle)
-	n, err := c.ScanCount()
-	mustDo(t, err)
-	return n
 }
 
 // TestSoakConcurrentOpensOneScan: 100 opens of one file no verdict covers
 // yet, started together, cost exactly one clamd scan and all read the
-// same bytes.
+// same bytes. A proxy holds that scan until the mount counts all 100
+// opens as waiting on it, so none can come after it and scan again; and
+// the proxy counts the scans as they arrive, so no settling time is
+// needed to see an extra one.
 func TestSoakConcurrentOpensOneScan(t *testing.T) {
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "60s"}})
+	proxy := clamdtest.NewProxy(t, clamd)
+	addr := opsFreePort(t)
+	m := mounttest.Start(t, mounttest.Options{Config: fmt.Sprintf("[metrics]\nlisten = %q\n", addr),
+		Args: []string{"--clamd", proxy.Address(), "--timeout", "60s"}})
+	misses := func() float64 { return opsScrape(t, "http://"+addr+"/metrics")["clamfuse_cache_misses_total"] }
 	for round, size := range []int{8 << 20, 64 << 10} {
 		name := fmt.Sprintf("shared-%d.bin", round)
-		data := pseudoBytes(size, uint64(round+10))
+		data := pseudoRandom(size, uint64(round+10))
 		mustDo(t, os.WriteFile(m.Backing(name), data, 0o644))
-		before := waitScanCount(t, clamd, 0, 0)
+		// Opens that come after the shared scan find its verdict cached
+		// only once the file's times are old enough (cache/racy.go).
+		waitTimesOld(t, m.Backing(name), fineSettle)
+		before, missed := proxy.Scans(), misses()
 		const n = 100
 		var wg sync.WaitGroup
-		start := make(chan struct{})
 		errs := make([]error, n)
+		proxy.Hold()
 		m.Within(t, time.Minute, "100 concurrent opens", func() {
 			for i := range n {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					<-start
+				wg.Go(func() {
 					b, err := os.ReadFile(m.Path(name))
 					if err == nil && !bytes.Equal(b, data) {
 						err = fmt.Errorf("read %d bytes, not the file's", len(b))
 					}
 					errs[i] = err
-				}()
+				})
 			}
-			close(start)
+			scan := proxy.Next(t, time.Minute)
+			eventually(t, time.Minute, "all 100 opens waiting on the scan", func() bool { return misses() == missed+n })
+			proxy.Release()
+			if scan.Path != m.Backing(name) {
+				t.Errorf("the scan held was of %s; want %s", scan.Path, m.Backing(name))
+			}
 			wg.Wait()
 		})
 		for i, err := range errs {
@@ -84,9 +92,8 @@ func TestSoakConcurrentOpensOneScan(t *testing.T) {
 				t.Fatalf("open %d of %d: %v", i, n, err)
 			}
 		}
-		after := waitScanCount(t, clamd, before+1, 500*time.Millisecond)
-		if after != before+1 {
-			t.Errorf("%d concurrent opens of an unscanned %d-byte file cost %d clamd scans, want 1", n, size, after-before)
+		if got := proxy.Scans() - before; got != 1 {
+			t.Errorf("%d concurrent opens of an unscanned %d-byte file cost %d clamd scans, want 1", n, size, got)
 		}
 	}
 }
@@ -100,7 +107,7 @@ func TestSoakConcurrentOpensOneScan(t *testing.T) {
 // open of an infected file must be denied: zero exceptions either way.
 func TestSoakMixed(t *testing.T) {
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "60s"}})
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "60s"}})
 	const files = 8
 	marker := clamdtest.Marker()
 	content := func(rng *rand.Rand, infected bool) []byte {
@@ -229,16 +236,18 @@ func readProcStats(t *testing.T, pid int) procStats {
 }
 
 // TestSoakResourcesStable: 10 000 opens (clean reads, cached and not,
-// denials of infected files, misses, directory listings) leave clamfuse
-// with the descriptors and threads it had after a warm-up with the same
-// concurrency, and with bounded memory.
+// denials of infected files, misses, directory listings, files written
+// and scanned after their write) leave clamfuse with the descriptors and
+// threads it had after a warm-up with the same concurrency, and with
+// bounded memory; and once the scans after write are over, clamfuse holds
+// no backing file open for reading or writing.
 func TestSoakResourcesStable(t *testing.T) {
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "60s"}})
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "60s"}})
 	pid := m.Cmd.Process.Pid
 	const nfiles = 50
 	for i := range nfiles {
-		data := pseudoBytes(1000+i*100, uint64(i))
+		data := pseudoRandom(1000+i*100, uint64(i))
 		if i%10 == 9 {
 			data = append(data, clamdtest.Marker()...)
 		}
@@ -277,7 +286,7 @@ func TestSoakResourcesStable(t *testing.T) {
 					default:
 						// A new file each time: written, then scanned.
 						p := m.Path(fmt.Sprintf("dir/new-%d", seq.Add(1)))
-						if err = os.WriteFile(p, pseudoBytes(5000, uint64(k)), 0o644); err == nil {
+						if err = os.WriteFile(p, pseudoRandom(5000, uint64(k)), 0o644); err == nil {
 							_, err = os.ReadFile(p)
 						}
 						os.Remove(p)
@@ -290,17 +299,30 @@ func TestSoakResourcesStable(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	m.Within(t, 5*time.Minute, "10 000 opens", func() {
-		work(2000) // warm-up: the same concurrency, so thread pools fill
-		time.Sleep(500 * time.Millisecond)
-	})
+	// Background scans of the files just written hold those files open
+	// until they end: wait for none to be held, which is also the check
+	// that none stays held (a leak).
+	idle := func(when string) {
+		t.Helper()
+		var held []string
+		deadline := time.Now().Add(30 * time.Second)
+		for held = heldFiles(t, pid, m.Source); len(held) > 0; held = heldFiles(t, pid, m.Source) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s, with nothing open through the mount, clamfuse still holds %d backing files open after 30s: %s", when, len(held), strings.Join(held, " "))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	m.Within(t, 5*time.Minute, "2 000 opens", func() { work(2000) }) // warm-up: the same concurrency, so thread pools fill
+	idle("after the warm-up")
 	before := readProcStats(t, pid)
 	start := time.Now()
 	m.Within(t, 5*time.Minute, "10 000 opens", func() { work(10000) })
 	elapsed := time.Since(start)
-	time.Sleep(time.Second) // background scans of new files finish
+	idle("after 10 000 opens")
 	after := readProcStats(t, pid)
 	t.Logf("before %+v, after 10 000 opens in %v: %+v", before, elapsed.Round(time.Millisecond), after)
+	t.Logf("clamfuse descriptors, idle: %s", strings.Join(fdTargets(t, pid), " "))
 	if n := unexpected.Load(); n > 0 {
 		t.Errorf("%d opens went wrong", n)
 	}
@@ -313,20 +335,54 @@ func TestSoakResourcesStable(t *testing.T) {
 	if after.rssKiB > before.rssKiB+64<<10 {
 		t.Errorf("clamfuse RSS grew from %d KiB to %d KiB over 10 000 opens", before.rssKiB, after.rssKiB)
 	}
-	// And with the mount idle, nothing open: the descriptors left are
-	// the fixed ones (root, /dev/fuse, clamd connections, logs).
-	listFDs(t, pid)
 }
 
-func listFDs(t *testing.T, pid int) {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return
-	}
-	var targets []string
+// fdTargets lists the descriptors of process pid as "N->target".
+func fdTargets(t *testing.T, pid int) []string {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	mustDo(t, err)
+	var out []string
 	for _, e := range ents {
-		l, _ := os.Readlink(filepath.Join(fmt.Sprintf("/proc/%d/fd", pid), e.Name()))
-		targets = append(targets, e.Name()+"->"+l)
+		l, _ := os.Readlink(filepath.Join(dir, e.Name()))
+		out = append(out, e.Name()+"->"+l)
 	}
-	t.Logf("clamfuse descriptors: %s", strings.Join(targets, " "))
+	return out
+}
+
+// heldFiles lists the descriptors of process pid open for reading or
+// writing (O_PATH ones, which can do neither, do not count) on regular
+// files under dir, deleted ones included: with nothing open through the
+// mount and no scan running, clamfuse should hold none.
+func heldFiles(t *testing.T, pid int, dir string) []string {
+	t.Helper()
+	fds := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(fds)
+	mustDo(t, err)
+	var out []string
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join(fds, e.Name()))
+		if err != nil || !strings.HasPrefix(strings.TrimSuffix(target, " (deleted)"), dir+"/") {
+			continue // closed meanwhile, or not a backing file
+		}
+		fi, err := os.Stat(filepath.Join(fds, e.Name()))
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		var flags uint64
+		for _, line := range strings.Split(string(info), "\n") {
+			if v, ok := strings.CutPrefix(line, "flags:"); ok {
+				flags, _ = strconv.ParseUint(strings.TrimSpace(v), 8, 64)
+			}
+		}
+		if flags&unix.O_PATH == 0 {
+			out = append(out, e.Name()+"->"+target)
+		}
+	}
+	return out
 }

@@ -31,7 +31,9 @@ type testUser struct {
 // newTestUser creates a real user and three groups with useradd and
 // groupadd (removed at cleanup). Without those tools it falls back to
 // numeric ids no account uses, which the kernel accepts all the same.
-func newTestUser(t *testing.T) testUser {
+// extra are more supplementary groups for the user (see newTestGroup),
+// so that two users can share one.
+func newTestUser(t *testing.T, extra ...uint32) testUser {
 	t.Helper()
 	suffix := fmt.Sprintf("%06d", rand.IntN(1000000))
 	u := testUser{name: "cfu" + suffix}
@@ -43,8 +45,12 @@ func newTestUser(t *testing.T) testUser {
 			}
 			t.Cleanup(func() { exec.Command("groupdel", g).Run() })
 		}
+		supp := []string{groups[1]}
+		for _, g := range extra {
+			supp = append(supp, strconv.FormatUint(uint64(g), 10))
+		}
 		if out, err := exec.Command("useradd", "-M", "-N", "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
-			"-g", groups[0], "-G", groups[1], u.name).CombinedOutput(); err != nil {
+			"-g", groups[0], "-G", strings.Join(supp, ","), u.name).CombinedOutput(); err != nil {
 			t.Fatalf("useradd: %v\n%s", err, out)
 		}
 		// userdel runs before the groupdels (cleanups run last first).
@@ -69,9 +75,28 @@ func newTestUser(t *testing.T) testUser {
 		base := uint32(60000 + rand.IntN(4000))
 		u.uid, u.ga, u.gb, u.gc = base, base, base+1, base+2
 	}
-	u.cred = &syscall.Credential{Uid: u.uid, Gid: u.ga, Groups: []uint32{u.ga, u.gb}}
-	t.Logf("test user %s uid=%d groups A=%d B=%d, not in C=%d", u.name, u.uid, u.ga, u.gb, u.gc)
+	u.cred = &syscall.Credential{Uid: u.uid, Gid: u.ga, Groups: append([]uint32{u.ga, u.gb}, extra...)}
+	t.Logf("test user %s uid=%d groups A=%d B=%d %v, not in C=%d", u.name, u.uid, u.ga, u.gb, extra, u.gc)
 	return u
+}
+
+// newTestGroup creates a group (removed at cleanup) for newTestUser's
+// extra groups; without groupadd, a numeric id no group uses.
+func newTestGroup(t *testing.T) uint32 {
+	t.Helper()
+	name := fmt.Sprintf("cfgs%06d", rand.IntN(1000000))
+	if _, err := exec.LookPath("groupadd"); err != nil {
+		return uint32(64000 + rand.IntN(1000))
+	}
+	if out, err := exec.Command("groupadd", name).CombinedOutput(); err != nil {
+		t.Fatalf("groupadd %s: %v\n%s", name, err, out)
+	}
+	t.Cleanup(func() { exec.Command("groupdel", name).Run() })
+	gr, err := user.LookupGroup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return atou(t, gr.Gid)
 }
 
 func atou(t *testing.T, s string) uint32 {
@@ -112,7 +137,7 @@ func TestUsers(t *testing.T) {
 		mustDo(t, os.Mkdir(d, 0o755))
 	}
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Source: src, Target: mnt,
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt,
 		Args: []string{"--allow-other", "--clamd", clamd.Address(), "--timeout", "30s"}})
 
 	// The same tree on both sides, made by root: on the native side

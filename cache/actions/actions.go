@@ -42,6 +42,11 @@ type Options struct {
 	// CommandTimeout bounds a command; it is then killed with its
 	// process group. Default 30s.
 	CommandTimeout time.Duration
+	// Launcher, if set, is put before Command when it runs: an argv
+	// that sets up the process and then executes the rest (clamfuse
+	// serves with umask 0, and its launcher gives the command the umask
+	// clamfuse started with).
+	Launcher []string
 	// Source and MountPoint are the backing directory and the mountpoint,
 	// for CLAMFUSE_SOURCE, CLAMFUSE_PATH and the quarantine record.
 	Source, MountPoint string

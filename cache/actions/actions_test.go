@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/clamfuse/clamfuse/cache/actions"
 	"github.com/clamfuse/clamfuse/clamav"
 	"github.com/clamfuse/clamfuse/test/clamdtest"
+	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
 // env is a backing directory, a gate on a real clamd, and a log.
@@ -28,7 +28,7 @@ type env struct {
 	clamd *clamdtest.Clamd
 	gate  *cache.Gate
 	src   string // backing root
-	log   *syncBuffer
+	log   *testenv.SyncBuffer
 }
 
 func newEnv(t *testing.T) *env {
@@ -51,7 +51,7 @@ func newEnv(t *testing.T) *env {
 	if err := os.MkdirAll(filepath.Join(src, "sub"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, clamd: c, gate: cache.NewGate(p, cache.Options{MaxEntries: 64}), src: src, log: &syncBuffer{}}
+	return &env{t: t, clamd: c, gate: cache.NewGate(p, cache.Options{MaxEntries: 64}), src: src, log: &testenv.SyncBuffer{}}
 }
 
 func (e *env) logger() *slog.Logger {
@@ -222,10 +222,7 @@ func mustGlob(t *testing.T, dir, pattern string) string {
 func tmpfs(t *testing.T, opts string, flags uintptr) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("mounting a tmpfs needs root, and CI runs as root")
-		}
-		t.Skip("SKIPPING: mounting a tmpfs needs root")
+		testenv.Skip(t, "mounting a tmpfs needs root")
 	}
 	dir := filepath.Join(t.TempDir(), "tmpfs")
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -350,6 +347,23 @@ func TestCommand(t *testing.T) {
 	}
 }
 
+// TestCommandLauncher: the launcher's argv runs first, with the command's
+// after it.
+func TestCommandLauncher(t *testing.T) {
+	e := newEnv(t)
+	out := filepath.Join(t.TempDir(), "out")
+	r := e.runner(actions.Options{
+		Launcher: []string{"/usr/bin/env", "LAUNCHED=yes"},
+		Command:  []string{"/bin/sh", "-c", "echo $LAUNCHED > " + out},
+	})
+	d, dirfd := e.detect("eicar.com", clamdtest.EICAR())
+	r.Infected(d, who("eicar.com"), dirfd, "eicar.com")
+	r.Wait()
+	if got, err := os.ReadFile(out); err != nil || string(got) != "yes\n" {
+		t.Errorf("command through the launcher wrote %q, %v; want \"yes\\n\"", got, err)
+	}
+}
+
 func TestCommandTimeout(t *testing.T) {
 	e := newEnv(t)
 	r := e.runner(actions.Options{Command: []string{"/bin/sh", "-c", "sleep 30 & sleep 30"}, CommandTimeout: 200 * time.Millisecond})
@@ -384,24 +398,6 @@ func TestSetOptionsForgets(t *testing.T) {
 	if st := r.Stats(); st.Detections != 2 || st.Quarantined != 1 {
 		t.Errorf("Stats = %+v; want the file acted on again and quarantined", st)
 	}
-}
-
-// syncBuffer is a goroutine-safe bytes.Buffer.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestClose: commands still running at Close are killed after the grace

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,7 +36,8 @@ func (r *Runner) start(o *Options, env []string, rel string) {
 func (r *Runner) run(o *Options, env []string, rel string) {
 	ctx, cancel := context.WithTimeout(r.base, o.CommandTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, o.Command[0], o.Command[1:]...)
+	argv := append(slices.Clone(o.Launcher), o.Command...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = "/"
 	var out tailBuffer

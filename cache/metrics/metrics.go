@@ -133,8 +133,10 @@ func (m *Metrics) Handler() http.Handler {
 // GateChecker is the gate as the filesystem sees it (fs.Gate).
 type GateChecker interface {
 	Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
+	CheckUncached(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
 	Prescan(f *os.File, who cache.Opener)
 	Modified(dev, ino uint64)
+	SetTimeGranularity(dev uint64, gran time.Duration)
 }
 
 // Gate wraps g so that every decision is counted.
@@ -146,7 +148,14 @@ type countingGate struct {
 }
 
 func (c *countingGate) Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision {
-	d := c.GateChecker.Check(ctx, f, who)
+	return c.count(c.GateChecker.Check(ctx, f, who))
+}
+
+func (c *countingGate) CheckUncached(ctx context.Context, f *os.File, who cache.Opener) cache.Decision {
+	return c.count(c.GateChecker.CheckUncached(ctx, f, who))
+}
+
+func (c *countingGate) count(d cache.Decision) cache.Decision {
 	c.m.opens.WithLabelValues(decisionLabel(d.Allow), string(d.Reason)).Inc()
 	if !d.Allow {
 		c.m.denials.WithLabelValues(string(d.Reason)).Inc()
@@ -189,6 +198,9 @@ var (
 	descEvictions   = prometheus.NewDesc("clamfuse_cache_evictions_total", "Verdicts dropped to make room.", nil, nil)
 	descInvalidated = prometheus.NewDesc("clamfuse_cache_invalidations_total", "Times every cached verdict was made stale (signature database changes).", nil, nil)
 	descCaching     = prometheus.NewDesc("clamfuse_cache_caching", "1 when new verdicts are cached, 0 during a reload window.", nil, nil)
+	descChanged     = prometheus.NewDesc("clamfuse_cache_changed_total", "Cached clean verdicts not used because the file's contents changed without changing its state (cache.verify_max_size).", nil, nil)
+	descRacy        = prometheus.NewDesc("clamfuse_cache_racy_total", "Verdicts not cached because the file's times were too recent to tell a later change apart.", nil, nil)
+	descUncached    = prometheus.NewDesc("clamfuse_opens_while_written_total", "Opens for reading decided by a scan because another process had the file open for writing through the mount.", nil, nil)
 	descInfected    = prometheus.NewDesc("clamfuse_infected_total", "Opens denied because the file is infected (cached or scanned).", nil, nil)
 	descUp          = prometheus.NewDesc("clamfuse_clamd_up", "1 when the clamd backend answered its last check or scan.", []string{"backend"}, nil)
 	descBScans      = prometheus.NewDesc("clamfuse_clamd_scans_total", "Scans sent to the clamd backend.", []string{"backend"}, nil)
@@ -205,6 +217,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHits, descMisses, descEntries, descEvictions, descInvalidated, descCaching,
+		descChanged, descRacy, descUncached,
 		descInfected, descUp, descBScans, descBErrors, descInflight, descTransport, descDatabase,
 		descDetections, descQuarantined, descQFailed, descCommands, descCmdFailed} {
 		ch <- d
@@ -231,6 +244,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descEvictions, g.Cache().Evictions())
 		counter(descInvalidated, g.Generation())
 		gauge(descCaching, b2f(g.Caching()))
+		counter(descChanged, st.Changed)
+		counter(descRacy, st.Racy)
+		counter(descUncached, st.Uncached)
 	}
 	if p := src.Pool; p != nil {
 		for _, b := range p.Status() {
@@ -298,7 +314,7 @@ func (m *Metrics) Listen(addr string) (*Server, error) {
 	}}
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(limitConns(ln, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			_ = err // Serve only fails when the listener does; Close reports nothing more.
 		}
 	}()

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/clamfuse/clamfuse/cache"
 	"github.com/clamfuse/clamfuse/cache/actions"
 	"github.com/clamfuse/clamfuse/cache/metrics"
@@ -73,11 +75,22 @@ func TestMetrics(t *testing.T) {
 	defer srv.Close()
 
 	dir := t.TempDir()
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	gate.SetTimeGranularity(st.Dev, time.Nanosecond)
 	open := func(name string, content []byte) cache.Decision {
 		p := filepath.Join(dir, name)
 		if content != nil {
 			if err := os.WriteFile(p, content, 0o644); err != nil {
 				t.Fatal(err)
+			}
+			// A verdict is cached once the file's times are old
+			// enough (cache/racy.go).
+			settled := time.Now().Add(g.TimeWindow(st.Dev))
+			for time.Now().Before(settled) {
+				time.Sleep(time.Millisecond)
 			}
 		}
 		f, err := os.Open(p)
@@ -119,6 +132,9 @@ func TestMetrics(t *testing.T) {
 		`clamfuse_cache_entries`:                                                          2,
 		`clamfuse_cache_evictions_total`:                                                  0,
 		`clamfuse_cache_caching`:                                                          1,
+		`clamfuse_cache_changed_total`:                                                    0,
+		`clamfuse_cache_racy_total`:                                                       0,
+		`clamfuse_opens_while_written_total`:                                              0,
 		`clamfuse_clamd_up{backend="` + c.Address() + `"}`:                                1,
 		`clamfuse_clamd_up{backend="` + dead.String() + `"}`:                              0,
 		`clamfuse_clamd_scans_total{backend="` + c.Address() + `"}`:                       2,

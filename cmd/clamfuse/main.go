@@ -39,6 +39,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var err error
 	switch args[0] {
+	case launcherCmd:
+		return runLauncher(args[1:], stderr)
 	case "mount":
 		err = cmdMount(args[1:], stderr)
 	case "check-config":

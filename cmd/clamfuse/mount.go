@@ -128,6 +128,11 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 		return pathError(err)
 	}
 
+	limits, err := descriptorLimits(cfg.Mount.MaxOpenPerUser, log)
+	if err != nil {
+		return err
+	}
+
 	// The clamd pool, the gate, the actions, metrics (ops.go).
 	svc, err := startService(cfg, src, dst, log, level)
 	if err != nil {
@@ -139,13 +144,15 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 		Source: src, Target: dst,
 		AllowOther: cfg.Mount.AllowOther, ReadOnly: cfg.Mount.ReadOnly,
 		FS: fs.Options{
-			Gate:       svc.metrics.Gate(svc.gate),
-			Actions:    svc.runner,
-			Exclude:    svc.excluded,
-			ReadOnly:   cfg.Mount.ReadOnly,
-			AttrValid:  time.Duration(cfg.Mount.AttrTimeout),
-			EntryValid: time.Duration(cfg.Mount.AttrTimeout),
-			Logger:     log,
+			Gate:             svc.metrics.Gate(svc.gate),
+			Actions:          svc.runner,
+			Exclude:          svc.excluded,
+			DenyWhileWritten: svc.denyWhileWritten,
+			ReadOnly:         cfg.Mount.ReadOnly,
+			AttrValid:        time.Duration(cfg.Mount.AttrTimeout),
+			EntryValid:       time.Duration(cfg.Mount.AttrTimeout),
+			Logger:           log,
+			Limits:           limits,
 
 			Invalidation: cfg.Mount.Invalidation == "auto",
 			WatchedValid: time.Duration(cfg.Mount.WatchedAttrTimeout),
@@ -158,6 +165,11 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 	log.Info("mounted", "source", src, "target", dst, "clamd", svc.pool.String(),
 		"timeout", timeout, "read_only", cfg.Mount.ReadOnly, "allow_other", cfg.Mount.AllowOther,
 		"invalidation", m.Watching())
+	if why := fs.OutsideWriters(src, dst); why != "" {
+		log.Warn("the backing directory can be written outside the mount; verdicts of files over "+
+			"cache.verify_max_size trust the file's state (mount in place, source = target, to keep every writer inside the mount)",
+			"source", src, "why", why, "verify_max_size", cfg.Cache.VerifyMaxSize.String())
+	}
 
 	notifyReady(log, h, src, dst)
 	stopPrewarm, waitPrewarm := startPrewarm(cfg.Scan.Prewarm, m, svc)
@@ -244,4 +256,22 @@ func pathError(err error) error {
 		return usageError{errors.Unwrap(err)}
 	}
 	return err
+}
+
+// descriptorLimits raises RLIMIT_NOFILE to its hard limit and derives
+// from it the descriptor limits of the mount (fs.DeriveLimits), with
+// mount.max_open_per_user when set; it logs them at INFO.
+func descriptorLimits(perUser int, log *slog.Logger) (fs.Limits, error) {
+	nofile, err := fs.RaiseNoFile()
+	if err != nil {
+		return fs.Limits{}, fmt.Errorf("RLIMIT_NOFILE: %v", err)
+	}
+	l := fs.DeriveLimits(nofile, perUser)
+	log.Info("descriptor limits", "nofile", l.NoFile, "reserve", l.Reserve, "dir_fds", l.DirFDs,
+		"orphans", l.Orphans, "max_open", l.MaxOpen, "max_open_per_user", l.MaxOpenPerUser)
+	if l.MaxOpenPerUser > l.MaxOpen {
+		log.Warn("mount.max_open_per_user is more than the descriptor limit leaves for open files; raise LimitNOFILE",
+			"max_open_per_user", l.MaxOpenPerUser, "max_open", l.MaxOpen, "nofile", l.NoFile)
+	}
+	return l, nil
 }

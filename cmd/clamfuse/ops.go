@@ -114,6 +114,7 @@ func actionOptions(c config.Config, log *slog.Logger) actions.Options {
 		QuarantineDir:  c.Actions.QuarantineDir,
 		Command:        c.Actions.OnInfected,
 		CommandTimeout: time.Duration(c.Actions.OnInfectedTimeout),
+		Launcher:       launcher(),
 		Source:         c.Mount.Source,
 		MountPoint:     c.Mount.Target,
 		Logger:         log,
@@ -149,6 +150,7 @@ func startService(cfg config.Config, src, dst string, log *slog.Logger, level *s
 		MaxSize:       int64(cfg.Scan.MaxSize),
 		AllowOversize: cfg.Scan.OnOversize == "allow",
 		AllowOnError:  cfg.Scan.OnError == "allow",
+		VerifyMaxSize: int64(cfg.Cache.VerifyMaxSize),
 		Logger:        log,
 	})
 	s.runner = actions.New(actionOptions(cfg, log))
@@ -210,12 +212,16 @@ func (s *service) watch(dir string) {
 // excluded is the filesystem's Exclude, under the configuration in force.
 func (s *service) excluded(rel string) bool { return s.cfg.Load().IsExcluded(rel) }
 
+// denyWhileWritten is the filesystem's DenyWhileWritten, under the
+// configuration in force (scan.while_written).
+func (s *service) denyWhileWritten() bool { return s.cfg.Load().Scan.WhileWritten == "deny" }
+
 // notReloadable are the keys whose change needs a restart (or remount).
 var notReloadable = map[string]bool{
-	"mount.source": true, "mount.target": true, "mount.allow_other": true, "mount.read_only": true, "mount.attr_timeout": true,
+	"mount.source": true, "mount.target": true, "mount.allow_other": true, "mount.read_only": true, "mount.attr_timeout": true, "mount.max_open_per_user": true,
 	"mount.invalidation": true, "mount.watched_attr_timeout": true,
 	"clamd.timeout": true, "clamd.max_concurrent": true,
-	"scan.prewarm": true, "cache.max_entries": true, "cache.ttl": true,
+	"scan.prewarm": true, "cache.max_entries": true, "cache.ttl": true, "cache.verify_max_size": true,
 	"log.format": true,
 }
 

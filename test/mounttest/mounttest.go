@@ -6,10 +6,6 @@
 package mounttest
 
 import (
-	cffs "github.com/clamfuse/clamfuse/fs"
-
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -24,6 +20,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	cffs "github.com/clamfuse/clamfuse/fs"
+	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
 const fusectl = "/sys/fs/fuse/connections"
@@ -51,15 +50,12 @@ func Available() string {
 	return ""
 }
 
-// Require skips the test when FUSE is missing, or fails it when CI is set:
-// in CI a skipped mounted test is a failure.
+// Require skips the test when FUSE mounts cannot run here, saying why
+// (testenv.Skip: with CI=true it fails the test instead).
 func Require(t testing.TB) {
 	t.Helper()
 	if why := Available(); why != "" {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("FUSE tests required in CI: %s", why)
-		}
-		t.Skipf("SKIPPING mounted test: %s", why)
+		testenv.Skip(t, "mounted test: %s", why)
 	}
 	if err := ensureFusectl(); err != nil {
 		t.Fatalf("fusectl: %v", err)
@@ -105,8 +101,8 @@ func Binary(t testing.TB) string {
 type Mount struct {
 	Source, Target string
 	Cmd            *exec.Cmd
-	Log            *syncBuffer
-	conn           int // fusectl connection number, -1 if unknown
+	Log            *testenv.SyncBuffer // clamfuse's stdout and stderr
+	conn           int                 // fusectl connection number, -1 if unknown
 	exited         chan struct{}
 	exitErr        error
 	t              testing.TB
@@ -120,9 +116,14 @@ type Options struct {
 	Args           []string // extra mount arguments
 	Wrap           []string // a command line clamfuse runs under (e.g. setpriv ... --), if any
 	NoWait         bool     // do not wait for the mount (for tests of failures)
+	// NoFile, when not 0, is clamfuse's RLIMIT_NOFILE (soft and hard),
+	// set with prlimit(1) before it starts, for tests of its limits.
+	NoFile int
 }
 
-// Start runs `clamfuse mount` and waits until the mount is live.
+// Start runs `clamfuse mount` and waits until the mount is live. The
+// mount is torn down when t ends (Teardown), and t fails if the
+// race-enabled clamfuse reported a data race meanwhile.
 func Start(t testing.TB, opts Options) *Mount {
 	t.Helper()
 	Require(t)
@@ -130,30 +131,62 @@ func Start(t testing.TB, opts Options) *Mount {
 	dir := t.TempDir()
 	if opts.Source == "" {
 		opts.Source = filepath.Join(dir, "src")
-		must(t, os.Mkdir(opts.Source, 0o755))
+		MustMkdir(t, opts.Source)
 	}
 	if opts.Target == "" {
 		opts.Target = filepath.Join(dir, "mnt")
-		must(t, os.Mkdir(opts.Target, 0o755))
+		MustMkdir(t, opts.Target)
 	}
 	args := []string{"mount"}
 	if opts.Config != "" {
 		cfg := filepath.Join(dir, "clamfuse.toml")
-		must(t, os.WriteFile(cfg, []byte(opts.Config), 0o644))
+		if err := os.WriteFile(cfg, []byte(opts.Config), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		args = append(args, "--config", cfg)
 	}
 	args = append(args, opts.Args...)
 	args = append(args, opts.Source, opts.Target)
-	m := &Mount{Source: opts.Source, Target: opts.Target, Log: &syncBuffer{}, conn: -1, exited: make(chan struct{}), t: t}
+	m := &Mount{Source: opts.Source, Target: opts.Target, Log: &testenv.SyncBuffer{}, conn: -1, exited: make(chan struct{}), t: t}
 	m.Cmd = exec.Command(bin, args...)
+	// Wrap runs first (e.g. setpriv ... --), then prlimit if NoFile is
+	// set; both exec the next, so the process (and its pid) ends as
+	// clamfuse's.
+	cmdline := append([]string{bin}, args...)
+	if opts.NoFile > 0 {
+		cmdline = append([]string{"prlimit", fmt.Sprintf("--nofile=%d:%d", opts.NoFile, opts.NoFile), "--"}, cmdline...)
+	}
 	if len(opts.Wrap) > 0 {
-		m.Cmd = exec.Command(opts.Wrap[0], append(append(opts.Wrap[1:len(opts.Wrap):len(opts.Wrap)], bin), args...)...)
+		cmdline = append(append([]string{}, opts.Wrap...), cmdline...)
+	}
+	if len(cmdline) > 1+len(args) {
+		m.Cmd = exec.Command(cmdline[0], cmdline[1:]...)
 	}
 	m.Cmd.Stdout = m.Log
 	m.Cmd.Stderr = m.Log
 	m.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	must(t, m.Cmd.Start())
-	go func() { m.exitErr = m.Cmd.Wait(); close(m.exited) }()
+	// The race runtime sleeps a second at exit by default, a second per
+	// mount torn down; its reports are written when found, not at exit.
+	m.Cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0 "+os.Getenv("GORACE"))
+	// Start and reap clamfuse on one locked OS thread that lives exactly
+	// as long as clamfuse: Pdeathsig fires when the thread that forked
+	// the child exits, not the process, and the runtime ends a thread
+	// whose goroutine exits locked (as clamdtest's do when a clamd
+	// stops), which killed clamfuses forked on it earlier.
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with us
+		if err := m.Cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		m.exitErr = m.Cmd.Wait()
+		close(m.exited)
+	}()
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
 	liveMu.Lock()
 	live[m] = struct{}{}
 	liveMu.Unlock()
@@ -178,13 +211,6 @@ func Start(t testing.TB, opts Options) *Mount {
 		m.conn = int(unix.Minor(st.Dev))
 	}
 	return m
-}
-
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // Mounted reports whether a clamfuse mount is on Target.
@@ -247,8 +273,14 @@ func (m *Mount) Waiting() int {
 	return n
 }
 
+// raceReport is how the race detector starts a report.
+const raceReport = "WARNING: DATA RACE"
+
 // Teardown stops clamfuse and makes sure nothing stays mounted: SIGTERM,
-// then abort and lazy unmount if it does not go away.
+// then abort and lazy unmount if it does not go away. Then it fails the
+// test if clamfuse, built with -race, reported a data race: it goes on
+// serving after one, so nothing else would notice. Start registers it
+// with t.Cleanup; calling it earlier is fine.
 func (m *Mount) Teardown() {
 	m.once.Do(func() {
 		defer func() {
@@ -272,6 +304,9 @@ func (m *Mount) Teardown() {
 		if m.Mounted() {
 			m.Abort()
 			_ = unix.Unmount(m.Target, unix.MNT_DETACH)
+		}
+		if n := len(m.Log.Lines(raceReport)); n > 0 {
+			m.t.Errorf("clamfuse reported %d data race(s) (%q in its output)", n, raceReport)
 		}
 		if m.t.Failed() {
 			m.t.Logf("clamfuse log:\n%s", m.Log.String())
@@ -323,36 +358,6 @@ func Watchdog(deadline time.Time) func() {
 	return func() { timer.Stop() }
 }
 
-// syncBuffer is a goroutine-safe log buffer.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// Lines returns the log lines containing substr.
-func (b *syncBuffer) Lines(substr string) []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(b.String()))
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), substr) {
-			out = append(out, sc.Text())
-		}
-	}
-	return out
-}
-
 // MustMkdir makes dir or fails the test.
 func MustMkdir(t testing.TB, dir string) {
 	t.Helper()
@@ -366,6 +371,14 @@ func MustMkdir(t testing.TB, dir string) {
 // none shows up in time. The log is written just after the event it
 // reports, so tests poll for it rather than read it once.
 func (m *Mount) WaitLogLines(t testing.TB, d time.Duration, substrs ...string) []string {
+	t.Helper()
+	return m.WaitLogLinesAfter(t, d, 0, substrs...)
+}
+
+// WaitLogLinesAfter is WaitLogLines for more than n such lines: for an
+// event that logs the same line each time it happens, after the test
+// counted n of them.
+func (m *Mount) WaitLogLinesAfter(t testing.TB, d time.Duration, n int, substrs ...string) []string {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -382,36 +395,113 @@ func (m *Mount) WaitLogLines(t testing.TB, d time.Duration, substrs ...string) [
 				out = append(out, l)
 			}
 		}
-		if len(out) > 0 {
+		if len(out) > n {
 			return out
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no clamfuse log line with all of %q after %v; log:\n%s", substrs, d, m.Log.String())
+			t.Fatalf("no more than %d clamfuse log lines with all of %q after %v; log:\n%s", n, substrs, d, m.Log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// MountedBy reports whether any mount in this namespace has p as its
-// mountpoint or as its source (the FUSE fsname clamfuse sets), for tests
-// that check that nothing got mounted.
-func MountedBy(p string) bool {
+// MountInfo is one mount of this mount namespace, from a line of
+// /proc/self/mountinfo (proc(5)).
+type MountInfo struct {
+	MountPoint string // unescaped
+	Options    string // the per-mount options: "rw,nosuid,nodev,relatime"
+	FSType     string // "fuse.clamfuse", "tmpfs", ...
+	Source     string // unescaped; clamfuse's FUSE fsname is its source directory
+}
+
+// ReadMounts parses /proc/self/mountinfo.
+func ReadMounts() ([]MountInfo, error) {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return false
+		return nil, err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
+	var out []MountInfo
+	for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
 		f := strings.Fields(line)
-		if len(f) < 7 {
-			continue
-		}
-		if f[4] == p {
-			return true
-		}
-		for i, x := range f {
-			if x == "-" && i+2 < len(f) && f[i+2] == p {
-				return true
+		sep := -1
+		for i := 6; i < len(f); i++ {
+			if f[i] == "-" {
+				sep = i
+				break
 			}
+		}
+		if len(f) < 7 || sep < 0 || sep+2 >= len(f) {
+			return nil, fmt.Errorf("/proc/self/mountinfo: malformed line %q", line)
+		}
+		out = append(out, MountInfo{
+			MountPoint: unescapeMountinfo(f[4]),
+			Options:    f[5],
+			FSType:     f[sep+1],
+			Source:     unescapeMountinfo(f[sep+2]),
+		})
+	}
+	return out, nil
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space, \011,
+// \012, \134) of mountinfo's fields.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// Mounts returns this namespace's mounts, failing t when mountinfo
+// cannot be read: a test that checks what is (not) mounted must not pass
+// for want of looking.
+func Mounts(t testing.TB) []MountInfo {
+	t.Helper()
+	ms, err := ReadMounts()
+	if err != nil {
+		t.Fatalf("reading the mount table: %v", err)
+	}
+	return ms
+}
+
+// MountsOn returns the mounts whose mountpoint is p, bottom first (the
+// last one is what p shows).
+func MountsOn(t testing.TB, p string) []MountInfo {
+	t.Helper()
+	var out []MountInfo
+	for _, m := range Mounts(t) {
+		if m.MountPoint == p {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// MountedBy reports whether any mount in this namespace has p as its
+// mountpoint or as its source (the FUSE fsname clamfuse sets), for tests
+// that check that nothing got mounted. When the mount table cannot be
+// read it reports true: it cannot say that nothing is. Tests with a t
+// should use Mounts, which fails t instead.
+func MountedBy(p string) bool {
+	ms, err := ReadMounts()
+	if err != nil {
+		return true
+	}
+	for _, m := range ms {
+		if m.MountPoint == p || m.Source == p {
+			return true
 		}
 	}
 	return false

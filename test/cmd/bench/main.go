@@ -3,7 +3,9 @@
 // no FUSE) on the workloads of issue #3, then the two clamd transports
 // (INSTREAM and FILDES) against each other on the first-open scans, then
 // first opens after the prewarm walk (scan.prewarm) against those without
-// it, and writes the tables of medians to bench/RESULTS.md:
+// it, then the cost of the freshness rules of issue #11 (content digests of
+// small files on cached re-opens, the racy rule on opens right after a
+// write), and writes the tables of medians to bench/RESULTS.md:
 //
 //	go run ./test/cmd/bench [-quick] [-dir /var/tmp/clamfuse-bench]
 //
@@ -55,6 +57,7 @@ type options struct {
 	noClamFS     bool
 	allowTmpfs   bool
 	perfDir      string
+	asUID        int // -1: as root
 }
 
 func main() {
@@ -72,6 +75,7 @@ func run() int {
 	flag.DurationVar(&o.runTimeout, "run-timeout", 0, "abort one run after this long (default 5m, 1m with -quick)")
 	flag.StringVar(&o.only, "only", "", "comma-separated workload ids to run (default all): "+strings.Join(workloadIDs(), ","))
 	flag.BoolVar(&o.noClamFS, "no-clamfs", false, "skip ClamFS")
+	flag.IntVar(&o.asUID, "as-uid", -1, "run the timed reads and commands as this uid (gid the same), through a clamfuse mount with allow_other, so that clamfuse acts as that user; skips ClamFS; for the reading workloads (-only cached-small,ls-warm,...)")
 	flag.StringVar(&o.perfDir, "perf", "", "record `perf record -g` of clamfuse during its last run of each workload into this directory (that run is then perturbed)")
 	flag.BoolVar(&o.allowTmpfs, "allow-tmpfs", false, "allow a -dir on tmpfs (cold-cache figures are then meaningless)")
 	flag.Usage = func() {
@@ -82,6 +86,10 @@ func run() int {
 	if flag.NArg() != 0 {
 		flag.Usage()
 		return 2
+	}
+	if o.asUID >= 0 {
+		o.noClamFS = true
+		asUser = &syscall.Credential{Uid: uint32(o.asUID), Gid: uint32(o.asUID)}
 	}
 	if o.runs == 0 {
 		o.runs = 5
@@ -167,6 +175,7 @@ type bench struct {
 	rss     *rssResult
 	trans   []*transportRow
 	pre     []*prewarmRow
+	fresh   []*freshRow
 	info    machineInfo
 	started time.Time
 	notes   []string // paragraphs at the end of the report
@@ -217,6 +226,9 @@ func (b *bench) main() error {
 	}
 	if b.selected("prewarm") {
 		b.pre = b.runPrewarm()
+	}
+	if b.selected("freshness") {
+		b.fresh = b.runFreshness()
 	}
 	if err := b.ctx.Err(); err != nil {
 		return err

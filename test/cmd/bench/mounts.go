@@ -126,6 +126,9 @@ func (s *system) start() (*mount, error) {
 		}
 		cmd = exec.Command(b.bin, "mount", "--config", config,
 			"--clamd", b.clamd.Address(), src, s.mnt)
+		if asUser != nil {
+			cmd.Args = append(cmd.Args[:2], append([]string{"--allow-other"}, cmd.Args[2:]...)...)
+		}
 	case kindClamFS:
 		cmd = exec.Command("clamfs", filepath.Join(b.opts.dir, "clamfs.xml"))
 	default:
@@ -406,9 +409,10 @@ func (b *bench) setupSystems() error {
 // clamfuseConf is what a clamfuse config of the bench sets beyond the
 // main table's.
 type clamfuseConf struct {
-	transport string // clamd.transport; "" for the default (auto)
-	prewarm   bool   // scan.prewarm
-	logLevel  string // log.level; "" for info (the mount's INFO lines say which timeouts are in effect)
+	transport     string // clamd.transport; "" for the default (auto)
+	prewarm       bool   // scan.prewarm
+	logLevel      string // log.level; "" for info (the mount's INFO lines say which timeouts are in effect)
+	verifyMaxSize string // cache.verify_max_size; "" for the default (1MiB)
 }
 
 // writeClamfuseConfig writes clamfuse's config to name in the work
@@ -423,6 +427,10 @@ func (b *bench) writeClamfuseConfig(name string, c clamfuseConf) error {
 	if level == "" {
 		level = "info"
 	}
+	cache := ""
+	if c.verifyMaxSize != "" {
+		cache = fmt.Sprintf("\n[cache]\nverify_max_size = %q\n", c.verifyMaxSize)
+	}
 	toml := fmt.Sprintf(`# Written by test/cmd/bench.
 [clamd]
 address = %q
@@ -431,10 +439,10 @@ timeout = "10m"
 [scan]
 max_size = "2000MiB"
 prewarm = %t
-
+%s
 [log]
 level = %q
-`, b.clamd.Address(), tr, c.prewarm, level)
+`, b.clamd.Address(), tr, c.prewarm, cache, level)
 	return os.WriteFile(filepath.Join(b.opts.dir, name), []byte(toml), 0o644)
 }
 

@@ -459,6 +459,7 @@ func (b *bench) report() string {
 
 	b.reportTransports(p)
 	b.reportPrewarm(p)
+	b.reportFreshness(p)
 
 	p("## How each figure is measured\n\n")
 	p("- Every figure is the median wall time of the workload alone; mounting, priming and dropping caches are not timed. Runs alternate between systems (native, clamfuse, ClamFS, bare clamd, then again). Before each run the bench waits until clamd and the FUSE servers are idle (clamfuse scans files written through it in the background after they are closed).\n")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -222,7 +223,7 @@ func workloadIDs() []string {
 	for _, w := range workloads {
 		ids = append(ids, w.id)
 	}
-	return append(ids, "rss", "transports", "prewarm")
+	return append(ids, "rss", "transports", "prewarm", "freshness")
 }
 
 func workloadByID(id string) *workload {
@@ -231,7 +232,7 @@ func workloadByID(id string) *workload {
 			return w
 		}
 	}
-	if id == "rss" || id == "transports" || id == "prewarm" {
+	if id == "rss" || id == "transports" || id == "prewarm" || id == "freshness" {
 		return &workload{id: id}
 	}
 	return nil
@@ -492,6 +493,19 @@ func readAll(ctx context.Context, s *system, files []string, readers int) error 
 	errs := make([]error, readers)
 	for i := range readers {
 		wg.Go(func() {
+			if asUser != nil {
+				// This thread only, until the goroutine is done. The
+				// thread must not end with it (runtime.Goexit while
+				// locked): a FUSE server started from that thread would
+				// get its Pdeathsig.
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				defer becomeUser(&syscall.Credential{})
+				if err := becomeUser(asUser); err != nil {
+					errs[i] = err
+					return
+				}
+			}
 			buf := make([]byte, readBuf)
 			for {
 				j := int(next.Add(1)) - 1
@@ -544,6 +558,9 @@ func runFindStat(ctx context.Context, b *bench, s *system) error {
 // standard error with a failure.
 func runQuiet(ctx context.Context, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
+	if asUser != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: asUser}
+	}
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return err
@@ -670,4 +687,23 @@ func (b *bench) quiesce() {
 	if d := time.Since(start); d > time.Second {
 		logf("  waited %v for background work to finish", d.Round(100*time.Millisecond))
 	}
+}
+
+// asUser, when set (-as-uid), is who the timed reads and commands run as.
+var asUser *syscall.Credential
+
+// becomeUser gives the calling (locked) thread, and only it, c's
+// filesystem ids and no supplementary groups: the FUSE requests it makes
+// carry them. A zero c is root again (the bench runs as root, with no
+// supplementary groups of its own that matter here).
+func becomeUser(c *syscall.Credential) error {
+	if _, _, e := syscall.RawSyscall(syscall.SYS_SETGROUPS, 0, 0, 0); e != 0 {
+		return fmt.Errorf("setgroups: %v", e)
+	}
+	syscall.RawSyscall(syscall.SYS_SETFSGID, uintptr(c.Gid), 0, 0)
+	syscall.RawSyscall(syscall.SYS_SETFSUID, uintptr(c.Uid), 0, 0)
+	if got, _, _ := syscall.RawSyscall(syscall.SYS_SETFSUID, ^uintptr(0)&0xffffffff, 0, 0); uint32(got) != c.Uid {
+		return fmt.Errorf("setfsuid(%d): still %d", c.Uid, got)
+	}
+	return nil
 }

@@ -11,6 +11,7 @@
 //
 // Operations (MODE is octal, SIZE and offsets decimal):
 //
+//	open PATH                 open O_RDONLY and close, reading nothing
 //	read PATH                 open O_RDONLY and read it all: "ok LEN"
 //	cat PATH                  same, result is the content, %q-quoted
 //	write PATH DATA           open O_WRONLY|O_TRUNC, write DATA
@@ -38,15 +39,50 @@
 //	getlk PATH r|w START LEN  open O_RDWR, fcntl(F_GETLK): "ok unlck" or
 //	                          "ok w START LEN" (the conflicting lock)
 //	ofd-setlk PATH r|w START LEN   fcntl(F_OFD_SETLK)
+//	hold PATH COUNT           open O_RDONLY up to COUNT times, print
+//	                          "held N" or "held N ERRNO", keep them open
+//	                          until standard input ends
+//	holddir PATH COUNT BUFSIZE  the same with O_DIRECTORY, reading
+//	                          BUFSIZE bytes of entries from each
+//	list PATH                 the names in the directory, sorted, comma-separated
+//	creat-read PATH           open O_CREAT|O_RDONLY (0644) and read: the
+//	                          content, %q-quoted
+//	creat-trunc PATH          open O_CREAT|O_WRONLY|O_TRUNC (0644)
+//	churn PATH                create PATH (O_EXCL, 0600) and unlink it, then
+//	                          mkdir PATH (0700) and rmdir it
+//	with-umask MASK OP ARGS...   OP with the umask MASK (octal)
+//	repeat N MS OP ARGS...    OP up to N times or for MS milliseconds: the
+//	                          count of each distinct outcome, in order of
+//	                          first appearance: "ok tries=T [OUTCOME]=C ..."
+//
+// fsop session keeps descriptors and mappings across operations (the
+// hostile tests of issue #11: one user holds a file open or mapped while
+// another opens it). It reads one command a line from standard input and
+// prints one outcome line for each, until end of input; besides every
+// operation above, it knows (ID names a descriptor of the session, DATA
+// is hexadecimal):
+//
+//	open ID PATH r|w|rw|rwc   open O_RDONLY, O_WRONLY, O_RDWR, O_RDWR|O_CREAT
+//	mmap ID LEN               mmap(MAP_SHARED), writable if ID is
+//	poke ID OFF DATA          store DATA into the mapping of ID at OFF
+//	msync ID                  msync(MS_SYNC) the mapping of ID
+//	pwrite ID OFF DATA        pwrite DATA to ID at OFF
+//	pread ID                  pread all of ID from offset 0, %q-quoted
+//	fstat ID                  "ok size=N mtime=SEC.NSEC ctime=SEC.NSEC"
+//	close ID                  munmap (if mapped) and close ID
 package main
 
 import (
+	"bufio"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -57,15 +93,152 @@ func main() {
 	if len(os.Args) < 2 {
 		usage()
 	}
-	res, err := run(os.Args[1], os.Args[2:])
+	if op := os.Args[1]; op == "hold" || op == "holddir" {
+		hold(op, os.Args[2:])
+		return
+	}
+	if os.Args[1] == "session" {
+		session()
+		return
+	}
+	fmt.Println(outcome(run(os.Args[1], os.Args[2:])))
+}
+
+func outcome(res string, err error) string {
 	switch {
 	case err == nil && res == "":
-		fmt.Println("ok")
+		return "ok"
 	case err == nil:
-		fmt.Println("ok " + res)
+		return "ok " + res
 	default:
-		fmt.Println(errName(err))
+		return errName(err)
 	}
+}
+
+// session serves commands from standard input; see the package
+// documentation.
+func session() {
+	type desc struct {
+		fd int
+		m  []byte
+	}
+	descs := map[string]*desc{}
+	get := func(id string) (*desc, error) {
+		if d, ok := descs[id]; ok {
+			return d, nil
+		}
+		return nil, syscall.EBADF
+	}
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		res, err := func() (string, error) {
+			a := f[1:]
+			switch f[0] {
+			case "open":
+				nargs(a, 3)
+				flags := map[string]int{"r": unix.O_RDONLY, "w": unix.O_WRONLY, "rw": unix.O_RDWR, "rwc": unix.O_RDWR | unix.O_CREAT}[a[2]]
+				fd, err := open(a[1], flags|unix.O_CLOEXEC, 0o644)
+				if err != nil {
+					return "", err
+				}
+				descs[a[0]] = &desc{fd: fd}
+				return "", nil
+			case "mmap":
+				nargs(a, 2)
+				d, err := get(a[0])
+				if err != nil {
+					return "", err
+				}
+				prot := unix.PROT_READ
+				if fl, _ := unix.FcntlInt(uintptr(d.fd), unix.F_GETFL, 0); fl&unix.O_ACCMODE == unix.O_RDWR {
+					prot |= unix.PROT_WRITE
+				}
+				d.m, err = unix.Mmap(d.fd, 0, int(num(a[1])), prot, unix.MAP_SHARED)
+				return "", err
+			case "poke":
+				nargs(a, 3)
+				d, err := get(a[0])
+				if err != nil {
+					return "", err
+				}
+				data := unhex(a[2])
+				if d.m == nil || int(num(a[1]))+len(data) > len(d.m) {
+					return "", syscall.EINVAL
+				}
+				copy(d.m[num(a[1]):], data)
+				return "", nil
+			case "msync":
+				nargs(a, 1)
+				d, err := get(a[0])
+				if err != nil {
+					return "", err
+				}
+				return "", unix.Msync(d.m, unix.MS_SYNC)
+			case "pwrite":
+				nargs(a, 3)
+				d, err := get(a[0])
+				if err != nil {
+					return "", err
+				}
+				_, err = unix.Pwrite(d.fd, unhex(a[2]), num(a[1]))
+				return "", err
+			case "pread":
+				nargs(a, 1)
+				d, err := get(a[0])
+				if err != nil {
+					return "", err
+				}
+				var b []byte
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := unix.Pread(d.fd, buf, int64(len(b)))
+					if err != nil {
+						return "", err
+					}
+					if n == 0 {
+						return strconv.Quote(string(b)), nil
+					}
+					b = append(b, buf[:n]...)
+				}
+			case "fstat":
+				nargs(a, 1)
+				d, err := get(a[0])
+				if err != nil {
+					return "", err
+				}
+				var st unix.Stat_t
+				if err := unix.Fstat(d.fd, &st); err != nil {
+					return "", err
+				}
+				return fmt.Sprintf("size=%d mtime=%d.%09d ctime=%d.%09d", st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec), nil
+			case "close":
+				nargs(a, 1)
+				d, err := get(a[0])
+				if err != nil {
+					return "", err
+				}
+				delete(descs, a[0])
+				if d.m != nil {
+					unix.Munmap(d.m)
+				}
+				return "", unix.Close(d.fd)
+			}
+			return run(f[0], a)
+		}()
+		fmt.Println(outcome(res, err))
+	}
+}
+
+func unhex(s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		usage()
+	}
+	return b
 }
 
 func usage() {
@@ -119,6 +292,89 @@ func lockType(s string) int16 {
 
 func run(op string, a []string) (string, error) {
 	switch op {
+	case "list":
+		nargs(a, 1)
+		ents, err := os.ReadDir(a[0])
+		if err != nil {
+			return "", err
+		}
+		names := make([]string, len(ents))
+		for i, e := range ents {
+			names[i] = e.Name()
+		}
+		return strings.Join(names, ","), nil
+	case "creat-read":
+		nargs(a, 1)
+		fd, err := unix.Open(a[0], unix.O_CREAT|unix.O_RDONLY|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return "", err
+		}
+		f := os.NewFile(uintptr(fd), a[0])
+		defer f.Close()
+		b, err := io.ReadAll(f)
+		return strconv.Quote(string(b)), err
+	case "creat-trunc":
+		nargs(a, 1)
+		fd, err := unix.Open(a[0], unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			return "", err
+		}
+		return "", unix.Close(fd)
+	case "open":
+		nargs(a, 1)
+		fd, err := open(a[0], unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", err
+		}
+		return "", unix.Close(fd)
+	case "churn":
+		nargs(a, 1)
+		fd, err := unix.Open(a[0], unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return "", err
+		}
+		unix.Close(fd)
+		if err := unix.Unlink(a[0]); err != nil {
+			return "", err
+		}
+		if err := unix.Mkdir(a[0], 0o700); err != nil {
+			return "", err
+		}
+		return "", unix.Rmdir(a[0])
+	case "with-umask":
+		if len(a) < 2 {
+			usage()
+		}
+		unix.Umask(int(mode(a[0])))
+		return run(a[1], a[2:])
+	case "repeat":
+		if len(a) < 3 {
+			usage()
+		}
+		n, budget := num(a[0]), time.Duration(num(a[1]))*time.Millisecond
+		counts := map[string]int{}
+		var order []string
+		began := time.Now()
+		tries := int64(0)
+		for ; tries < n && time.Since(began) < budget; tries++ {
+			res, err := run(a[2], a[3:])
+			out := "ok"
+			switch {
+			case err != nil:
+				out = errName(err)
+			case res != "":
+				out = "ok " + res
+			}
+			if counts[out] == 0 {
+				order = append(order, out)
+			}
+			counts[out]++
+		}
+		parts := []string{fmt.Sprintf("tries=%d", tries)}
+		for _, o := range order {
+			parts = append(parts, fmt.Sprintf("[%s]=%d", o, counts[o]))
+		}
+		return strings.Join(parts, " "), nil
 	case "read", "cat":
 		nargs(a, 1)
 		b, err := readAll(a[0])
@@ -251,8 +507,20 @@ func run(op string, a []string) (string, error) {
 	return "", nil
 }
 
+// open is open(2), tried again when a signal interrupts it, as os.Open
+// does: the Go runtime's own signals (preemption) interrupt an open that
+// waits for a scan.
+func open(p string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Open(p, flags, mode)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
 func readAll(p string) ([]byte, error) {
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,118 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"os"
+	"sync"
+)
+
+// Contents the Key cannot show.
+//
+// Some writes leave size, mtime and ctime as they were: a process that
+// writes through a shared mapping of the backing file (outside the mount,
+// or made before an in-place mount) into a page that is already dirty
+// causes no page fault, and so no time update; on tmpfs only the first
+// write to each page of a mapping updates the times. For files up to
+// Options.VerifyMaxSize the Gate therefore keeps, with each verdict, a
+// keyed digest of the contents it judged, taken from the scanned
+// descriptor before and after the scan (when they differ the file changed
+// under the scan, and it is scanned again), and uses a cached clean
+// verdict only when a digest of the opener's descriptor, read now (from
+// the page cache, which such writes update), is the same. The digest is
+// maphash's, with a seed made at start that never leaves the process:
+// fast, and nobody can search for two contents that share a digest.
+
+var sumSeed = maphash.MakeSeed()
+
+// Digest computes, over the bytes written to it in order, the digest the
+// Gate keeps of the contents it judged (Decision.Sum): the filesystem
+// checks the bytes it serves with it.
+type Digest struct{ h maphash.Hash }
+
+// NewDigest returns an empty Digest.
+func NewDigest() *Digest {
+	d := new(Digest)
+	d.h.SetSeed(sumSeed)
+	return d
+}
+
+// Write adds p to the bytes digested.
+func (d *Digest) Write(p []byte) { d.h.Write(p) }
+
+// Sum is the digest of the bytes written so far; never 0.
+func (d *Digest) Sum() uint64 {
+	if s := d.h.Sum64(); s != 0 {
+		return s
+	}
+	return 1
+}
+
+// sumBufs are read buffers for contentSum.
+var sumBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// errShort means a file held fewer bytes than its size said: it changed.
+var errShort = errors.New("file shorter than its size")
+
+// contentSum is the digest of the first size bytes of f, read with pread
+// (f's offset does not move). It is never 0.
+func contentSum(f *os.File, size int64) (uint64, error) {
+	bp := sumBufs.Get().(*[]byte)
+	defer sumBufs.Put(bp)
+	buf := *bp
+	if size <= int64(len(buf)) {
+		// Most files: one read, one call (maphash.Bytes is the digest of
+		// a Hash written the same bytes, so Digest agrees).
+		n, err := f.ReadAt(buf[:size], 0)
+		switch {
+		case int64(n) == size:
+		case err == nil || err == io.EOF:
+			return 0, errShort
+		default:
+			return 0, fmt.Errorf("reading for the content digest: %w", err)
+		}
+		if s := maphash.Bytes(sumSeed, buf[:size]); s != 0 {
+			return s, nil
+		}
+		return 1, nil
+	}
+	h := NewDigest()
+	for off := int64(0); off < size; {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		h.Write(buf[:n])
+		off += int64(n)
+		if err == io.EOF && off < size {
+			return 0, errShort
+		}
+		if err != nil && err != io.EOF {
+			return 0, fmt.Errorf("reading for the content digest: %w", err)
+		}
+	}
+	return h.Sum(), nil
+}
+
+// verifies reports whether the verdicts of files of size bytes carry a
+// digest of their contents.
+func (g *Gate) verifies(size int64) bool {
+	return g.opts.VerifyMaxSize > 0 && size <= g.opts.VerifyMaxSize
+}
+
+// lookup returns the verdict cached for key, when there is one and,
+// for a clean verdict of a file whose contents are verified, f still
+// holds the contents it judged. An infected verdict is not verified: it
+// denies, which is the safe side.
+// The digest of the contents comes with the verdict (0 for none).
+func (g *Gate) lookup(key Key, f *os.File) (Verdict, uint64, bool) {
+	v, sum, ok := g.lru.GetSum(key)
+	if !ok || v.Infected || !g.verifies(key.Size) {
+		return v, sum, ok
+	}
+	now, err := contentSum(f, key.Size)
+	if err != nil || now != sum {
+		g.changed.Add(1)
+		return Verdict{}, 0, false
+	}
+	return v, sum, true
+}
