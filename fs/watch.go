@@ -50,11 +50,13 @@ import (
 //
 // Notifications are writes to /dev/fuse that wait for the kernel's locks
 // on the inode or its directory, which a FUSE request being served may
-// hold: they are only ever sent by the notifier goroutine, never by a
-// request handler. The reader goroutine only reads, filters and queues,
-// so that the kernel's event queue is drained even while notifications
-// wait. The queue is deduplicated and bounded; when it (or the kernel's
-// queue) overflows, everything the kernel may cache is invalidated.
+// hold: the watcher's are only ever sent by its notifier goroutine, never
+// by a request handler (flushWriters, writers.go, is the one notification
+// sent while a request is served, of a file's data). The reader goroutine
+// only reads, filters and queues, so that the kernel's event queue is
+// drained even while notifications wait. The queue is deduplicated and
+// bounded; when it (or the kernel's queue) overflows, everything the
+// kernel may cache is invalidated.
 
 // defaultWatchQueue bounds the pending invalidations (distinct names and
 // nodes) before the watcher gives up on them and invalidates everything.
