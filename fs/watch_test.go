@@ -13,6 +13,8 @@ import (
 	"weak"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
 // testWatcher is a watcher of a fresh directory with no mount: its
@@ -20,10 +22,7 @@ import (
 func testWatcher(t *testing.T, ownPID bool) (*FS, *watcher, string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("fanotify tests need root in CI")
-		}
-		t.Skip("SKIPPING: fanotify (FAN_MARK_FILESYSTEM) needs root")
+		testenv.Skip(t, "fanotify (FAN_MARK_FILESYSTEM) needs root")
 	}
 	root := t.TempDir()
 	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -47,7 +46,7 @@ func testWatcher(t *testing.T, ownPID bool) (*FS, *watcher, string) {
 	w.devs.Store(&empty)
 	w.resetQueue()
 	if err := w.startFanotify(); err != nil {
-		t.Skipf("SKIPPING: fanotify cannot watch %s here: %v", root, err)
+		testenv.Skip(t, "fanotify cannot watch %s here: %v", root, err)
 	}
 	f.watch = w
 	t.Cleanup(func() {
@@ -62,7 +61,7 @@ func testWatcher(t *testing.T, ownPID bool) (*FS, *watcher, string) {
 }
 
 // lookup hands out the node of rel (slash-separated, beneath root) the
-// way Lookup does, one component at a time.
+// way Lookup does, one component at a time (lookupNode, dirfd_test.go).
 func lookup(t *testing.T, f *FS, rel string) *Node {
 	t.Helper()
 	n := f.rootN
@@ -70,16 +69,7 @@ func lookup(t *testing.T, f *FS, rel string) *Node {
 	if dir != "" {
 		n = lookup(t, f, filepath.Clean(dir))
 	}
-	fd, release, err := n.pathFD()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer release()
-	var st unix.Stat_t
-	if err := unix.Fstatat(fd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		t.Fatal(err)
-	}
-	return f.node(fd, &st, n, base)
+	return lookupNode(t, f, n, base)
 }
 
 // drain reads events until cond holds of the queue, or d passes.
@@ -265,7 +255,7 @@ func BenchmarkWatchRegisterDir(b *testing.B) {
 
 func BenchmarkWatchOpenByHandle(b *testing.B) {
 	if os.Geteuid() != 0 {
-		b.Skip("SKIPPING: open_by_handle_at needs CAP_DAC_READ_SEARCH")
+		testenv.Skip(b, "open_by_handle_at needs CAP_DAC_READ_SEARCH")
 	}
 	dir := b.TempDir()
 	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, dir, 0)
