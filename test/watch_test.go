@@ -49,7 +49,7 @@ func watchPair(t *testing.T, args ...string) (clamd *clamdtest.Clamd, watched, u
 		src, mnt := filepath.Join(base, name+"-src"), filepath.Join(base, name+"-mnt")
 		mustDo(t, os.Mkdir(src, 0o755))
 		mustDo(t, os.Mkdir(mnt, 0o755))
-		return startChecked(t, mounttest.Options{Source: src, Target: mnt, Config: config, Args: args})
+		return mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Config: config, Args: args})
 	}
 	watched = mk("watched", watchedConfig(clamd))
 	unwatched = mk("unwatched", unwatchedConfig(clamd))
@@ -323,7 +323,7 @@ func TestWatchPermissionsFollow(t *testing.T) {
 func TestWatchBurst(t *testing.T) {
 	mounttest.Require(t)
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := startChecked(t, mounttest.Options{Config: watchedConfig(clamd)})
+	m := mounttest.Start(t, mounttest.Options{Config: watchedConfig(clamd)})
 	m.WaitLogLines(t, 10*time.Second, "watching the backing filesystem")
 	mustDo(t, os.Mkdir(m.Backing("burst"), 0o755))
 	putFile(t, m.Backing("probe"), []byte("probe\n"))
@@ -382,7 +382,7 @@ func TestWatchQueueOverflow(t *testing.T) {
 	mounttest.Require(t)
 	clamd := clamdtest.New(t, clamdtest.Options{})
 	t.Setenv("CLAMFUSE_TEST_WATCH_QUEUE", "4")
-	m := startChecked(t, mounttest.Options{Config: watchedConfig(clamd)})
+	m := mounttest.Start(t, mounttest.Options{Config: watchedConfig(clamd)})
 	m.WaitLogLines(t, 10*time.Second, "watching the backing filesystem")
 	const n = 200
 	var paths []string
@@ -419,7 +419,7 @@ func TestWatchSubmount(t *testing.T) {
 	mustDo(t, unix.Mount("tmpfs", filepath.Join(src, "sub"), "tmpfs", 0, "size=16m,mode=0755"))
 	unmountAtCleanup(t, filepath.Join(src, "sub")) // after clamfuse stops
 	putFile(t, filepath.Join(src, "sub", "f"), []byte("on tmpfs\n"))
-	m := startChecked(t, mounttest.Options{Source: src, Target: mnt, Config: watchedConfig(clamd)})
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Config: watchedConfig(clamd)})
 	m.WaitLogLines(t, 10*time.Second, "watching the backing filesystem")
 	paths := []string{"sub", "sub/f"}
 	if _, _, ok := waitView(t, m, ".", paths, false, watchBound); !ok {
@@ -449,7 +449,7 @@ func TestWatchFallback(t *testing.T) {
 	mustDo(t, os.Mkdir(mnt, 0o755))
 	putFile(t, filepath.Join(src, "f"), []byte("on FUSE\n"))
 	config := fmt.Sprintf("[clamd]\naddress = %q\n[mount]\nattr_timeout = \"1s\"\nwatched_attr_timeout = \"1h\"\n", clamd.Address())
-	m := startChecked(t, mounttest.Options{Source: src, Target: mnt, Config: config})
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Config: config})
 	m.WaitLogLines(t, 10*time.Second, "level=INFO", "within mount.attr_timeout", "cannot be watched", "fanotify_mark")
 	m.WaitLogLines(t, 10*time.Second, "msg=mounted", "invalidation=false")
 	if _, _, ok := waitView(t, m, ".", []string{"f"}, false, watchBound); !ok {
@@ -476,7 +476,7 @@ func TestWatchQuarantine(t *testing.T) {
 	q := filepath.Join(base, "quarantine")
 	mustDo(t, os.Mkdir(q, 0o700))
 	config := watchedConfig(clamd) + fmt.Sprintf("[actions]\nquarantine_dir = %q\n", q)
-	m := startChecked(t, mounttest.Options{Config: config})
+	m := mounttest.Start(t, mounttest.Options{Config: config})
 	m.WaitLogLines(t, 10*time.Second, "watching the backing filesystem")
 	mustDo(t, os.Mkdir(m.Backing("d"), 0o755))
 	putFile(t, m.Backing("d/eicar.com"), clamdtest.EICAR())
@@ -519,7 +519,7 @@ func TestWatchBackingKinds(t *testing.T) {
 				putFile(t, filepath.Join(src, "sv", "f"), []byte("in a subvolume\n"))
 				paths = append(paths, "sv", "sv/f", "sv/g")
 			}
-			m := startChecked(t, mounttest.Options{Source: src, Target: mnt, Config: watchedConfig(clamd)})
+			m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Config: watchedConfig(clamd)})
 			mounted := m.WaitLogLines(t, 10*time.Second, "msg=mounted")
 			watching := strings.Contains(mounted[0], "invalidation=true")
 			t.Logf("%s: invalidation %v %v", kind.name, watching, m.Log.Lines("cannot be watched"))
