@@ -3,8 +3,9 @@ package test
 // The packaged systemd unit (packaging/systemd/clamfuse@.service) against
 // what clamfuse needs: run under the unit's capability bounding set, with
 // every system call recorded (strace), clamfuse must still watch the
-// backing filesystem, and every system call it made must be one the
-// unit's SystemCallFilter allows, as systemd-analyze expands it.
+// backing filesystem and act as each caller, and every system call it
+// made must be one the unit's SystemCallFilter allows, as systemd-analyze
+// expands it.
 
 import (
 	"bufio"
@@ -119,22 +120,22 @@ func straceCalls(t *testing.T, p string) []string {
 }
 
 // TestUnitAllowsWhatClamfuseUses runs clamfuse under the unit's
-// capabilities with strace counting its system calls, through a workload
-// that reaches the watcher's every system call (a directory met, a name
-// changed, a file that loses one of two names), and checks that each call
-// is in the unit's SystemCallFilter, and that the watcher ran.
+// capabilities (unitCaps, underCaps) with strace counting its system
+// calls, through a workload that reaches the watcher's every system call
+// (a directory met, a name changed, a file that loses one of two names)
+// and acting as a caller (another user's requests through an allow_other
+// mount: setfsuid, setfsgid, setgroups on a locked thread), and checks
+// that each call is in the unit's SystemCallFilter, and that the watcher
+// ran and clamfuse acted as each caller.
 func TestUnitAllowsWhatClamfuseUses(t *testing.T) {
 	mounttest.Require(t)
 	requireTools(t, "systemd-analyze", "strace", "setpriv")
+	fsopBinary(t)
 	allowed := unitAllowedSyscalls(t)
-	caps := unitValues(t, "CapabilityBoundingSet")
-	if len(caps) != 1 {
+	if caps := unitValues(t, "CapabilityBoundingSet"); len(caps) != 1 {
 		t.Fatalf("CapabilityBoundingSet lines: %q, want one", caps)
 	}
-	set := "-all"
-	for _, c := range strings.Fields(caps[0]) {
-		set += ",+" + strings.ToLower(strings.TrimPrefix(c, "CAP_"))
-	}
+	user := newTestUser(t)
 
 	clamd := clamdtest.New(t, clamdtest.Options{})
 	base := openDir(t, "cfunit")
@@ -142,13 +143,16 @@ func TestUnitAllowsWhatClamfuseUses(t *testing.T) {
 	mustDo(t, os.Mkdir(src, 0o755))
 	mustDo(t, os.Mkdir(mnt, 0o755))
 	mustDo(t, os.Mkdir(filepath.Join(src, "d"), 0o755))
+	mustDo(t, os.Mkdir(filepath.Join(src, "u"), 0o755))
+	mustDo(t, os.Chown(filepath.Join(src, "u"), int(user.uid), int(user.ga)))
 	putFile(t, filepath.Join(src, "d", "f"), []byte("clean\n"))
-	m := startChecked(t, mounttest.Options{
-		Source: src, Target: mnt, Config: watchedConfig(clamd),
-		Wrap: []string{"setpriv", "--bounding-set", set, "--inh-caps", "-all", "--",
-			"strace", "-f", "-qq", "-c", "-o", summary, "--"},
+	traversableByAll(t, src)
+	m := mounttest.Start(t, mounttest.Options{
+		Source: src, Target: mnt, Config: watchedConfig(clamd), Args: []string{"--allow-other"},
+		Wrap: append(underCaps(t, unitCaps(t)), "strace", "-f", "-qq", "-c", "-o", summary, "--"),
 	})
 	m.WaitLogLines(t, 30*time.Second, "watching the backing filesystem")
+	m.WaitLogLines(t, 30*time.Second, "acting on the backing directory as each caller")
 
 	// Through the mount: a directory, a read (a scan), a file written
 	// and removed.
@@ -160,6 +164,17 @@ func TestUnitAllowsWhatClamfuseUses(t *testing.T) {
 		mustDo(t, os.WriteFile(m.Path("d/w"), []byte("written\n"), 0o644))
 		mustDo(t, os.Remove(m.Path("d/w")))
 	})
+	// As another user, whose supplementary groups are not clamfuse's:
+	// clamfuse acts as that user (caller.Cred.do).
+	for _, op := range [][]string{
+		{"create", m.Path("u/mine"), "0644"},
+		{"read", m.Path("d/f")},
+		{"unlink", m.Path("u/mine")},
+	} {
+		if got := fsop(user.cred, op...); !strings.HasPrefix(got, "ok") {
+			t.Fatalf("%v as %s: %s", op, user.name, got)
+		}
+	}
 	// Behind it: a new name, a second name of f then that one removed
 	// (the watcher finds f by handle: open_by_handle_at).
 	mustDo(t, os.Link(filepath.Join(src, "d", "f"), filepath.Join(src, "d", "h")))
@@ -179,9 +194,13 @@ func TestUnitAllowsWhatClamfuseUses(t *testing.T) {
 	}
 	calls := straceCalls(t, summary)
 	t.Logf("clamfuse made %d kinds of system calls: %s", len(calls), strings.Join(calls, " "))
-	for _, need := range []string{"fanotify_init", "fanotify_mark", "name_to_handle_at", "open_by_handle_at", "ioctl"} {
+	for _, need := range []string{
+		"fanotify_init", "fanotify_mark", "name_to_handle_at", "open_by_handle_at", // the watcher
+		"setfsuid", "setfsgid", "setgroups", // acting as each caller
+		"ioctl", // passthrough, where the kernel has it
+	} {
 		if !slices.Contains(calls, need) && need != "ioctl" {
-			t.Errorf("the workload did not reach %s: the test does not cover the watcher", need)
+			t.Errorf("the workload did not reach %s: the test does not cover what needs it", need)
 		}
 		if !allowed[need] {
 			t.Errorf("the unit's SystemCallFilter does not allow %s, which clamfuse needs", need)
