@@ -56,7 +56,10 @@ import (
 // only reads, filters and queues, so that the kernel's event queue is
 // drained even while notifications wait. The queue is deduplicated and
 // bounded; when it (or the kernel's queue) overflows, everything the
-// kernel may cache is invalidated.
+// kernel may cache is invalidated: every name of every node in clamfuse's
+// tree, and the names clamfuse has dropped from its tree since the last
+// batch because they lead elsewhere now (forgotten), which the kernel may
+// still cache, their own invalidation lost.
 
 // defaultWatchQueue bounds the pending invalidations (distinct names and
 // nodes) before the watcher gives up on them and invalidates everything.
@@ -113,6 +116,10 @@ type watcher struct {
 	nodes    map[*Node]struct{} // changed by clamfuse itself: attributes and every name
 	broad    string             // why everything must be invalidated, or ""
 	limit    int
+	// forgot holds names clamfuse dropped from its tree (forgotten):
+	// kept apart from the rest, since invalidating everything goes by
+	// the tree and would not reach them; an overflow does not clear it.
+	forgot map[entryKey]struct{}
 
 	wake chan struct{} // a token when work is pending
 	done chan struct{} // closed by stop
@@ -145,6 +152,7 @@ func newWatcher(fsys *FS, srv *fusefs.Server, conn *fuse.Conn, watch bool, queue
 	empty := map[uint64]*watchedFS{}
 	w.devs.Store(&empty)
 	w.resetQueue()
+	w.forgot = map[entryKey]struct{}{}
 	if watch {
 		if err := w.startFanotify(); err != nil {
 			w.log.Info("changes made directly in the backing directory show through the mount within mount.attr_timeout: they cannot be watched",
@@ -340,6 +348,22 @@ func (w *watcher) changed(n *Node) {
 	w.signal()
 }
 
+// forgotten queues the expiry of name in dir, a name that clamfuse has
+// found to lead elsewhere than the node it handed out for it, or nowhere,
+// and dropped from its tree (Node.dropStaleLink): the kernel may cache it
+// still (its invalidation lost to an overflow, or not yet passed on), and
+// invalidateAll, which goes by the tree, would not reach it. Safe to call
+// from a request handler: it only queues.
+func (w *watcher) forgotten(dir *Node, name string) {
+	if w == nil || w.fan == nil {
+		return // names are trusted for attr_timeout only
+	}
+	w.qMu.Lock()
+	w.forgot[entryKey{dir, name}] = struct{}{}
+	w.qMu.Unlock()
+	w.signal()
+}
+
 // queueEntry queues a name created, removed or renamed in dir.
 func (w *watcher) queueEntry(dir *Node, name string) {
 	w.qMu.Lock()
@@ -431,14 +455,16 @@ type batch struct {
 	fids     map[childFID]struct{}
 	nodes    map[*Node]struct{}
 	broad    string
+	forgot   map[entryKey]struct{}
 }
 
 func (w *watcher) take() batch {
 	w.qMu.Lock()
 	defer w.qMu.Unlock()
-	b := batch{w.entries, w.attrs, w.children, w.fids, w.nodes, w.broad}
+	b := batch{w.entries, w.attrs, w.children, w.fids, w.nodes, w.broad, w.forgot}
 	w.broad = ""
 	w.resetQueue()
+	w.forgot = map[entryKey]struct{}{}
 	return b
 }
 
@@ -452,6 +478,9 @@ func (w *watcher) notifier() {
 		case <-w.wake:
 		}
 		b := w.take()
+		for k := range b.forgot {
+			w.entry(k.dir, k.name)
+		}
 		if b.broad != "" {
 			w.invalidateAll(b.broad)
 			continue

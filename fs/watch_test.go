@@ -45,6 +45,7 @@ func testWatcher(t *testing.T, ownPID bool) (*FS, *watcher, string) {
 	empty := map[uint64]*watchedFS{}
 	w.devs.Store(&empty)
 	w.resetQueue()
+	w.forgot = map[entryKey]struct{}{}
 	if err := w.startFanotify(); err != nil {
 		testenv.Skip(t, "fanotify cannot watch %s here: %v", root, err)
 	}
@@ -217,6 +218,37 @@ func TestWatcherOverflow(t *testing.T) {
 	}
 	if b := w.take(); len(b.entries)+len(b.attrs) != 0 {
 		t.Errorf("an overflow keeps %d entries and %d attributes queued", len(b.entries), len(b.attrs))
+	}
+}
+
+// TestWatcherForgottenName: a name that no longer leads to the node
+// clamfuse handed out for it, found when a request looks for the node's
+// names, is dropped from the tree and queued for expiry apart from the
+// rest: an overflow, whose invalidation of everything goes by the tree,
+// keeps it queued.
+func TestWatcherForgottenName(t *testing.T) {
+	f, w, root := testWatcher(t, false)
+	w.limit = 4
+	for _, name := range []string{"a", "b"} {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := lookup(t, f, "a")
+	if err := unix.Renameat2(unix.AT_FDCWD, filepath.Join(root, "a"), unix.AT_FDCWD, filepath.Join(root, "b"), unix.RENAME_EXCHANGE); err != nil {
+		t.Fatal(err)
+	}
+	a.stat() // the name a leads to another inode now: dropped
+	if got := a.linksSnapshot(); len(got) != 0 {
+		t.Fatalf("a's names after the exchange: %v, want none known", got)
+	}
+	w.queueAll("a test overflow")
+	got := w.take()
+	if got.broad == "" {
+		t.Fatal("no overflow")
+	}
+	if _, ok := got.forgot[entryKey{f.rootN, "a"}]; !ok || len(got.forgot) != 1 {
+		t.Errorf("forgotten names queued: %v, want the name a in the root", got.forgot)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -540,4 +542,87 @@ func TestWatchBackingKinds(t *testing.T) {
 			t.Logf("%s: shown after %v; %v", kind.name, time.Since(start).Round(time.Millisecond), m.Log.Lines("cannot be watched"))
 		})
 	}
+}
+
+// TestWatchOverflowRace: two names exchanged directly in the backing
+// directory again and again while processes open them through the mount,
+// with a queue of 4 pending invalidations, so that the watcher keeps
+// giving up on precise invalidation and invalidates everything it knows.
+// Meanwhile each open has clamfuse look for the node's names, and forget
+// those that lead elsewhere now, though the kernel may still cache them
+// (their invalidation lost to the overflow): those must be expired too.
+// Once the exchanges stop, the mount shows the backing directory within
+// watchBound, round after round. (TestHostileSwapToFIFO found this: its
+// readers stayed parked on a FIFO that no name led to any more.)
+func TestWatchOverflowRace(t *testing.T) {
+	mounttest.Require(t)
+	clamd := clamdtest.New(t, clamdtest.Options{})
+	t.Setenv("CLAMFUSE_TEST_WATCH_QUEUE", "4")
+	m := mounttest.Start(t, mounttest.Options{Config: watchedConfig(clamd)})
+	m.WaitLogLines(t, 10*time.Second, "watching the backing filesystem")
+	putFile(t, m.Backing("a"), nil) // empty: no scans
+	putFile(t, m.Backing("b"), []byte{})
+	mustDo(t, os.Chmod(m.Backing("b"), 0o640))
+	paths := []string{"a", "b"}
+	if _, _, ok := waitView(t, m, ".", paths, false, watchBound); !ok {
+		t.Fatal("the mount does not show the setup")
+	}
+	pin(t, m.Target, paths)
+	const rounds = 5
+	var swaps, ops atomic.Int64
+	for round := 1; round <= rounds; round++ {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				mustDo(t, unix.Renameat2(unix.AT_FDCWD, m.Backing("a"), unix.AT_FDCWD, m.Backing("b"), unix.RENAME_EXCHANGE))
+				swaps.Add(1)
+			}
+		})
+		// Readers of a, and a writer of b now and then, as in
+		// TestHostileSwapToFIFO: each open has clamfuse look for the
+		// node's name, and drop those that lead elsewhere now.
+		for range 6 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if fd, err := unix.Open(m.Path("a"), unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+						unix.Close(fd)
+					}
+					ops.Add(1)
+				}
+			})
+		}
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond):
+				}
+				if fd, err := unix.Open(m.Path("b"), unix.O_WRONLY|unix.O_CLOEXEC, 0); err == nil {
+					unix.Close(fd)
+				}
+				ops.Add(1)
+			}
+		})
+		m.Within(t, time.Minute, "racing", func() {
+			time.Sleep(time.Second) // the length of the race, not a wait for an event
+			close(stop)
+			wg.Wait()
+		})
+		if got, want, ok := waitView(t, m, ".", paths, false, watchBound); !ok {
+			t.Fatalf("round %d: %v after the exchanges stopped, the mount shows\n%s\nthe backing directory\n%s", round, watchBound, got, want)
+		}
+	}
+	t.Logf("%d exchanges, %d opens through the mount in %d rounds", swaps.Load(), ops.Load(), rounds)
 }
