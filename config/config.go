@@ -35,9 +35,9 @@ type Mount struct {
 	AllowOther bool   `toml:"allow_other"`
 	ReadOnly   bool   `toml:"read_only"`
 	// AttrTimeout is how long the kernel may trust names and attributes
-	// without asking: longer is faster, but changes made directly in the
-	// backing directory show up that much later (opens are always judged
-	// on the file's current state).
+	// without asking where changes made directly in the backing directory
+	// are not watched: longer is faster, but such changes show up that
+	// much later (opens are always judged on the file's current state).
 	AttrTimeout Duration `toml:"attr_timeout"`
 	// MaxOpenPerUser is how many files and directories one user (uid,
 	// root included) may hold open through the mount at once; past it
@@ -45,6 +45,12 @@ type Mount struct {
 	// RLIMIT_NOFILE: a quarter of the descriptors left for open files
 	// once clamfuse's reserve and its directory cache are set aside.
 	MaxOpenPerUser int `toml:"max_open_per_user"`
+	// Invalidation is "auto" to watch the backing filesystem (fanotify)
+	// and tell the kernel of every change made there at once, where the
+	// kernel, clamfuse's privileges and the filesystem allow it, or "off".
+	Invalidation string `toml:"invalidation"`
+	// WatchedAttrTimeout replaces AttrTimeout where changes are watched.
+	WatchedAttrTimeout Duration `toml:"watched_attr_timeout"`
 }
 
 // Clamd says how to reach clamd.
@@ -153,7 +159,11 @@ type Log struct {
 // Mount.Source and Mount.Target are empty.
 func Default() Config {
 	return Config{
-		Mount: Mount{AttrTimeout: Duration(time.Second)},
+		Mount: Mount{
+			AttrTimeout:        Duration(time.Second),
+			Invalidation:       "auto",
+			WatchedAttrTimeout: Duration(time.Hour),
+		},
 		Clamd: Clamd{
 			Address:       Addresses{"/run/clamav/clamd.ctl"},
 			Timeout:       Duration(60 * time.Second),
@@ -262,13 +272,15 @@ const (
 // schema lists every key a file may contain. TestSchemaMatchesConfig keeps it
 // in step with the toml tags of Config.
 var schema = map[string]kind{
-	"mount":                   kindTable,
-	"mount.source":            kindString,
-	"mount.target":            kindString,
-	"mount.allow_other":       kindBool,
-	"mount.read_only":         kindBool,
-	"mount.attr_timeout":      kindDuration,
-	"mount.max_open_per_user": kindInt,
+	"mount":                      kindTable,
+	"mount.source":               kindString,
+	"mount.target":               kindString,
+	"mount.allow_other":          kindBool,
+	"mount.read_only":            kindBool,
+	"mount.attr_timeout":         kindDuration,
+	"mount.max_open_per_user":    kindInt,
+	"mount.invalidation":         kindString,
+	"mount.watched_attr_timeout": kindDuration,
 
 	"clamd":                kindTable,
 	"clamd.address":        kindStringOrStrings,

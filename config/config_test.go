@@ -32,7 +32,8 @@ func TestLoadGood(t *testing.T) {
 		want Config
 	}{
 		{"good.toml", Config{
-			Mount: Mount{Source: "/srv/incoming", Target: "/mnt/incoming", AllowOther: true, ReadOnly: true, AttrTimeout: Duration(2 * time.Second), MaxOpenPerUser: 1000},
+			Mount: Mount{Source: "/srv/incoming", Target: "/mnt/incoming", AllowOther: true, ReadOnly: true, AttrTimeout: Duration(2 * time.Second), MaxOpenPerUser: 1000,
+				Invalidation: "off", WatchedAttrTimeout: Duration(10 * time.Minute)},
 			Clamd: Clamd{Address: Addresses{"tcp://127.0.0.1:3310", "unix:/run/clamav/clamd.ctl"}, Timeout: Duration(90 * time.Second), MaxConcurrent: 8,
 				CheckInterval: Duration(5 * time.Second), DatabaseDir: "/var/lib/clamav", ReloadWindow: Duration(2 * time.Minute), Transport: "instream"},
 			Scan: Scan{MaxSize: 2 << 30, OnOversize: "allow", OnError: "allow", Exclude: []string{"*.iso", "tmp/*", "[Tt]humbs.db"}, Prewarm: true,
@@ -390,7 +391,14 @@ func TestValidate(t *testing.T) {
 		change  func(*Config)
 		wantErr string // "" for valid
 	}{
-		{"empty mount is fine", func(c *Config) { c.Mount = Mount{} }, ""},
+		{"empty mount is fine", func(c *Config) { c.Mount.Source, c.Mount.Target = "", "" }, ""},
+		{"invalidation off", func(c *Config) { c.Mount.Invalidation = "off" }, ""},
+		{"invalidation unknown", func(c *Config) { c.Mount.Invalidation = "on" },
+			`mount.invalidation: must be "auto" or "off", got "on"`},
+		{"watched_attr_timeout 0", func(c *Config) { c.Mount.WatchedAttrTimeout = 0 }, ""},
+		{"watched_attr_timeout 24h", func(c *Config) { c.Mount.WatchedAttrTimeout = Duration(24 * time.Hour) }, ""},
+		{"watched_attr_timeout over 24h", func(c *Config) { c.Mount.WatchedAttrTimeout = Duration(25 * time.Hour) },
+			`mount.watched_attr_timeout: must be between 0s and 24h, got 25h`},
 		{"tcp address", func(c *Config) { c.Clamd.Address = Addresses{"tcp://[::1]:3310"} }, ""},
 		{"bad address", func(c *Config) { c.Clamd.Address = Addresses{"clamd.sock"} },
 			`clamd.address: clamd address "clamd.sock": want /path, unix:/path or tcp://host:port`},

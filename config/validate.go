@@ -14,11 +14,14 @@ import (
 
 // Limits enforced by Validate.
 const (
-	maxTimeout       = time.Hour
-	maxMaxConcurrent = 256
-	maxSocketPath    = 107 // sun_path is 108 bytes including the NUL
-	maxBackends      = 32
-	minCheckInterval = 100 * time.Millisecond
+	maxTimeout = time.Hour
+	// maxWatchedTimeout bounds mount.watched_attr_timeout: should an event
+	// ever be lost, a stale name or attribute lasts no longer.
+	maxWatchedTimeout = 24 * time.Hour
+	maxMaxConcurrent  = 256
+	maxSocketPath     = 107 // sun_path is 108 bytes including the NUL
+	maxBackends       = 32
+	minCheckInterval  = 100 * time.Millisecond
 )
 
 // fieldError is a problem with the value of one key. Parse uses key to find
@@ -64,6 +67,12 @@ func (c Config) Validate() error {
 	}
 	if c.Mount.MaxOpenPerUser < 0 {
 		return fieldErrorf("mount.max_open_per_user", "must be 0 (derived from the descriptor limit) or more, got %d", c.Mount.MaxOpenPerUser)
+	}
+	if err := oneOf("mount.invalidation", c.Mount.Invalidation, "auto", "off"); err != nil {
+		return err
+	}
+	if d := c.Mount.WatchedAttrTimeout; d < 0 || d > Duration(maxWatchedTimeout) {
+		return fieldErrorf("mount.watched_attr_timeout", "must be between 0s and %v, got %v", Duration(maxWatchedTimeout), d)
 	}
 	if c.Clamd.Timeout > Duration(maxTimeout) {
 		return fieldErrorf("clamd.timeout", "must be at most %v, got %v", Duration(maxTimeout), c.Clamd.Timeout)

@@ -30,8 +30,8 @@ func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 		return nil, errno(err)
 	}
 	n.fsys.meet(dirfd, req.Name, &st)
-	resp.EntryValid = n.fsys.opts.EntryValid
-	return n.fsys.node(&st, n, req.Name), nil
+	resp.EntryValid = n.fsys.entryValid(n)
+	return n.fsys.node(dirfd, &st, n, req.Name), nil
 }
 
 // entry stats a name just created in dirfd and returns its node.
@@ -41,10 +41,10 @@ func (n *Node) entry(dirfd int, name string, resp *fuse.LookupResponse) (*Node, 
 		return nil, err
 	}
 	if resp != nil {
-		resp.EntryValid = n.fsys.opts.EntryValid
-		fillAttr(&resp.Attr, &st, n.fsys.opts.AttrValid)
+		resp.EntryValid = n.fsys.entryValid(n)
+		fillAttr(&resp.Attr, &st, n.fsys.attrValid(&st))
 	}
-	return n.fsys.node(&st, n, name), nil
+	return n.fsys.node(dirfd, &st, n, name), nil
 }
 
 func (n *Node) writable() error {

@@ -43,7 +43,7 @@ func lookupNode(t *testing.T, fsys *FS, parent *Node, name string) *Node {
 	defer release()
 	var st unix.Stat_t
 	mustNoErr(t, unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW))
-	return fsys.node(&st, parent, name)
+	return fsys.node(fd, &st, parent, name)
 }
 
 // checkFD fails t unless fd is the directory n.

@@ -112,6 +112,8 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 			f.Close()
 			if d.Reason == cache.ReasonInfected && n.fsys.opts.Actions != nil {
 				n.fsys.opts.Actions.Infected(d, who, dirfd, name)
+				// A quarantine moved it away behind the kernel's back.
+				n.fsys.watch.changed(n)
 			}
 			return nil, denied(d)
 		}
@@ -260,12 +262,12 @@ func (n *Node) createNode(ctx context.Context, req *fuse.CreateRequest, resp *fu
 		unix.Close(fd)
 		return nil, nil, errno(err)
 	}
-	child := n.fsys.node(&st, n, req.Name)
+	child := n.fsys.node(dirfd, &st, n, req.Name)
 	if !created && flags&unix.O_TRUNC != 0 {
 		child.modified()
 	}
-	fillAttr(&resp.Attr, &st, n.fsys.opts.AttrValid)
-	resp.EntryValid = n.fsys.opts.EntryValid
+	fillAttr(&resp.Attr, &st, n.fsys.attrValid(&st))
+	resp.EntryValid = n.fsys.entryValid(n)
 	h, err := child.gate(ctx, fd, flags, &req.Header, &resp.OpenResponse, dirfd, req.Name)
 	if err != nil {
 		return nil, nil, err

@@ -64,6 +64,16 @@ type Options struct {
 	// zero value derives them from the current RLIMIT_NOFILE.
 	Limits Limits
 
+	// Invalidation watches the backing filesystem (fanotify, see
+	// watch.go) and tells the kernel of every change made there; names
+	// and attributes on a filesystem so watched are then trusted for
+	// WatchedValid instead of AttrValid and EntryValid.
+	Invalidation bool
+	WatchedValid time.Duration
+	// WatchQueue bounds the invalidations pending at once (0 for the
+	// default); more, and everything is invalidated. For tests.
+	WatchQueue int
+
 	// passthroughReads, set only by tests, passes read-only opens the
 	// gate allowed through to the kernel (see passthrough.go).
 	passthroughReads bool
@@ -97,6 +107,8 @@ type FS struct {
 	treeMu sync.Mutex       // guards nodes and every Node.links
 	nodes  map[inoKey]*Node // live nodes by backing identity
 	rootN  *Node
+
+	watch *watcher // set by Mount before serving; nil methods do nothing
 }
 
 var (
@@ -150,9 +162,19 @@ func (f *FS) Statfs(ctx context.Context, req *fuse.StatfsRequest, resp *fuse.Sta
 	return nil
 }
 
-// node returns the node for the backing inode st, reached as name in
-// parent, creating it if needed, and records that link.
-func (f *FS) node(st *unix.Stat_t, parent *Node, name string) *Node {
+// node returns the node for the backing inode st, found as name in the
+// directory parent open at dirfd, creating it if needed, and records that
+// link. A directory is registered with the watcher before the kernel can
+// cache anything of it (see watch.go).
+func (f *FS) node(dirfd int, st *unix.Stat_t, parent *Node, name string) *Node {
+	n := f.linkNode(st, parent, name)
+	if n.typ == unix.S_IFDIR {
+		f.watch.register(n, dirfd, name)
+	}
+	return n
+}
+
+func (f *FS) linkNode(st *unix.Stat_t, parent *Node, name string) *Node {
 	k := inoKey{st.Dev, st.Ino}
 	typ := st.Mode & unix.S_IFMT
 	f.treeMu.Lock()

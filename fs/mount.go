@@ -256,6 +256,10 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		// and it leaves the umask to clamfuse (newMode), which must not
 		// apply it under a default ACL.
 		fuse.RequestInitFlags(fuse.InitPosixACL | fuse.InitDontMask),
+		// Names changed in the backing directory are expired, not
+		// dropped, so that nothing mounted on them is detached (see
+		// watch.go).
+		fuse.RequestInitFlags2(fuse.InitHasExpireOnly),
 	}
 	if opts.AllowOther {
 		mopts = append(mopts, fuse.AllowOther())
@@ -301,8 +305,10 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	}
 	srv := fusefs.New(conn, cfg)
 	fsys.srv = srv
+	fsys.watch = newWatcher(fsys, srv, conn, opts.FS.Invalidation, opts.FS.WatchQueue)
 	go func() {
 		err := srv.Serve(fsys)
+		fsys.watch.stop()
 		conn.Close()
 		m.closeRoot()
 		m.done <- err
@@ -331,6 +337,10 @@ func (m *Mounted) dupRoot() (int, error) {
 	}
 	return unix.FcntlInt(uintptr(m.rootFD), unix.F_DUPFD_CLOEXEC, 0)
 }
+
+// Watching reports whether changes made directly in the backing directory
+// are watched and passed on to the kernel (Options.Invalidation).
+func (m *Mounted) Watching() bool { return m.fsys.watch.watching() }
 
 // Passthrough reports whether the kernel granted FUSE passthrough.
 func (m *Mounted) Passthrough() bool {

@@ -146,6 +146,15 @@ func (n *Node) dropLink(parent *Node, name string) {
 	n.links.remove(link{parent, name})
 }
 
+// dropStaleLink forgets the name parent/name of n, which was found to
+// lead elsewhere now, or nowhere: it changed behind the kernel's back.
+// The kernel may still cache that name, and once clamfuse has forgotten
+// it nothing else would expire it (watcher.forgotten).
+func (n *Node) dropStaleLink(parent *Node, name string) {
+	n.dropLink(parent, name)
+	n.fsys.watch.forgotten(parent, name)
+}
+
 // dirFD opens the directory n beneath the root (O_PATH unless flags say
 // otherwise). The returned release closes it or lets go of it.
 func (n *Node) dirFD(flags int) (int, func(), error) {
@@ -235,7 +244,7 @@ func (n *Node) at() (dirfd int, name string, st unix.Stat_t, release func(), err
 		fd, close, err := l.parent.pathFD()
 		if err != nil {
 			if err == syscall.ENOENT || err == syscall.ENOTDIR || err == syscall.ELOOP || err == syscall.EXDEV {
-				n.dropLink(l.parent, l.name)
+				n.dropStaleLink(l.parent, l.name)
 				continue
 			}
 			return -1, "", st, nil, err
@@ -249,7 +258,7 @@ func (n *Node) at() (dirfd int, name string, st unix.Stat_t, release func(), err
 			return -1, "", st, nil, err
 		}
 		// The name is gone or names another inode now.
-		n.dropLink(l.parent, l.name)
+		n.dropStaleLink(l.parent, l.name)
 	}
 }
 
@@ -391,7 +400,7 @@ func (n *Node) inode() (int, unix.Stat_t, error) {
 		pfd, release, err := l.parent.pathFD()
 		if err != nil {
 			if err == syscall.ENOENT || err == syscall.ENOTDIR || err == syscall.ELOOP || err == syscall.EXDEV {
-				n.dropLink(l.parent, l.name)
+				n.dropStaleLink(l.parent, l.name)
 				continue
 			}
 			return -1, st, err
@@ -408,7 +417,7 @@ func (n *Node) inode() (int, unix.Stat_t, error) {
 			return -1, st, err
 		}
 		// The name is gone or leads to another inode now.
-		n.dropLink(l.parent, l.name)
+		n.dropStaleLink(l.parent, l.name)
 	}
 }
 
@@ -445,7 +454,7 @@ func (n *Node) Attr(ctx context.Context, a *fuse.Attr) error {
 	if err != nil {
 		return errno(err)
 	}
-	fillAttr(a, &st, n.fsys.opts.AttrValid)
+	fillAttr(a, &st, n.fsys.attrValid(&st))
 	return nil
 }
 
@@ -500,7 +509,7 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 	if err := unix.Fstat(fd, &st); err != nil {
 		return errno(err)
 	}
-	fillAttr(&resp.Attr, &st, n.fsys.opts.AttrValid)
+	fillAttr(&resp.Attr, &st, n.fsys.attrValid(&st))
 	return nil
 }
 

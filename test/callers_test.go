@@ -512,7 +512,7 @@ func TestUsersOthersFiles(t *testing.T) {
 // CapabilityBoundingSet, as setpriv spells them ("sys_admin").
 func unitCaps(t *testing.T) []string {
 	t.Helper()
-	b, err := os.ReadFile("../packaging/systemd/clamfuse@.service")
+	b, err := os.ReadFile(unitPath)
 	mustDo(t, err)
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "CapabilityBoundingSet="); ok {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -152,13 +153,18 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 			EntryValid:       time.Duration(cfg.Mount.AttrTimeout),
 			Logger:           log,
 			Limits:           limits,
+
+			Invalidation: cfg.Mount.Invalidation == "auto",
+			WatchedValid: time.Duration(cfg.Mount.WatchedAttrTimeout),
+			WatchQueue:   watchQueueForTests(),
 		},
 	})
 	if err != nil {
 		return pathError(err)
 	}
 	log.Info("mounted", "source", src, "target", dst, "clamd", svc.pool.String(),
-		"timeout", timeout, "read_only", cfg.Mount.ReadOnly, "allow_other", cfg.Mount.AllowOther)
+		"timeout", timeout, "read_only", cfg.Mount.ReadOnly, "allow_other", cfg.Mount.AllowOther,
+		"invalidation", m.Watching())
 	if why := fs.OutsideWriters(src, dst); why != "" {
 		log.Warn("the backing directory can be written outside the mount; verdicts of files over "+
 			"cache.verify_max_size trust the file's state (mount in place, source = target, to keep every writer inside the mount)",
@@ -235,6 +241,14 @@ func reload(svc *service, args []string, log *slog.Logger) {
 	if err != nil {
 		log.Error("configuration not reloaded; keeping the current one", "err", err)
 	}
+}
+
+// watchQueueForTests is CLAMFUSE_TEST_WATCH_QUEUE, a bound on the
+// invalidations pending at once that tests set tiny to make the queue
+// overflow (0, the default, otherwise).
+func watchQueueForTests() int {
+	n, _ := strconv.Atoi(os.Getenv("CLAMFUSE_TEST_WATCH_QUEUE"))
+	return n
 }
 
 func pathError(err error) error {

@@ -135,7 +135,57 @@ func (s *system) start() (*mount, error) {
 		return nil, fmt.Errorf("%s is not mounted", s.name)
 	}
 	clearStaleMount(s.mnt)
-	return startMount(cmd, s.mnt, logPath, s.kind == kindClamFS)
+	m, err := startMount(cmd, s.mnt, logPath, s.kind == kindClamFS)
+	if err == nil && s.kind == kindClamfuse {
+		m.caching = clamfuseCaching(logPath)
+		b.note("clamfuse's kernel caches: " + m.caching.String() + ".")
+	}
+	return m, err
+}
+
+// caching is how long a clamfuse mount lets the kernel trust names and
+// attributes, from its log.
+type caching struct {
+	known    bool
+	watching bool   // invalidation: changes behind the mount are passed on
+	watched  string // watched_attr_timeout, when watching
+}
+
+func (c caching) String() string {
+	switch {
+	case !c.known:
+		return "not known (no \"mounted\" line in its log at level info)"
+	case c.watching:
+		return "invalidation on (fanotify): names and attributes trusted for " + c.watched +
+			" (mount.watched_attr_timeout), so the warm rows are served from the kernel's cache, as a user sees them; " +
+			"a change made directly in the backing directory would still show within milliseconds"
+	}
+	return "invalidation off or unavailable: names and attributes trusted for mount.attr_timeout (1s), " +
+		"which the warm rows wait out before each run"
+}
+
+// clamfuseCaching reads the mount's INFO lines: "mounted" says whether
+// invalidation runs, the watcher's line its timeout. The mount is live
+// when they are written; wait a moment for them.
+func clamfuseCaching(logPath string) caching {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		b, _ := os.ReadFile(logPath)
+		var c caching
+		for _, line := range strings.Split(string(b), "\n") {
+			if i := strings.Index(line, "watched_attr_timeout="); i >= 0 {
+				c.watched = strings.Fields(line[i+len("watched_attr_timeout="):])[0]
+			}
+			if strings.Contains(line, "msg=mounted") {
+				c.known = true
+				c.watching = strings.Contains(line, "invalidation=true")
+			}
+		}
+		if c.known || time.Now().After(deadline) {
+			return c
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // mount is a running FUSE server and its mount.
@@ -148,6 +198,7 @@ type mount struct {
 	exitErr       error
 	useFusermount bool
 	aborted       atomic.Bool
+	caching       caching // clamfuse's, from its log
 
 	once sync.Once
 	err  error
@@ -360,7 +411,7 @@ func (b *bench) setupSystems() error {
 type clamfuseConf struct {
 	transport     string // clamd.transport; "" for the default (auto)
 	prewarm       bool   // scan.prewarm
-	logLevel      string // log.level; "" for warn
+	logLevel      string // log.level; "" for info (the mount's INFO lines say which timeouts are in effect)
 	verifyMaxSize string // cache.verify_max_size; "" for the default (1MiB)
 }
 
@@ -374,7 +425,7 @@ func (b *bench) writeClamfuseConfig(name string, c clamfuseConf) error {
 	}
 	level := c.logLevel
 	if level == "" {
-		level = "warn"
+		level = "info"
 	}
 	// No state file: every run starts cold, whatever ran before.
 	cache := "\n[cache]\nstate_file = \"\"\n"

@@ -1,0 +1,358 @@
+package fs
+
+// Tests of the watcher's reading side on the real backing filesystem (the
+// test's temporary directory): which changes queue which invalidations.
+// The notifications themselves are tested on real mounts (test/watch_test.go).
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+	"weak"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/test/testenv"
+)
+
+// testWatcher is a watcher of a fresh directory with no mount: its
+// reader runs only when the test drains it, and nothing is sent.
+func testWatcher(t *testing.T, ownPID bool) (*FS, *watcher, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "fanotify (FAN_MARK_FILESYSTEM) needs root")
+	}
+	root := t.TempDir()
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	f, err := New(fd, Options{Logger: slog.New(slog.DiscardHandler), AttrValid: time.Second, EntryValid: time.Second, WatchedValid: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &watcher{
+		fsys: f, log: f.log, pid: -1,
+		byHandle: map[string]weak.Pointer[Node]{}, byNode: map[weak.Pointer[Node]]string{}, pruneAt: 1024,
+		limit: defaultWatchQueue, wake: make(chan struct{}, 1), done: make(chan struct{}),
+	}
+	if ownPID {
+		w.pid = int32(os.Getpid())
+	}
+	empty := map[uint64]*watchedFS{}
+	w.devs.Store(&empty)
+	w.resetQueue()
+	w.forgot = map[entryKey]struct{}{}
+	if err := w.startFanotify(); err != nil {
+		testenv.Skip(t, "fanotify cannot watch %s here: %v", root, err)
+	}
+	f.watch = w
+	t.Cleanup(func() {
+		w.fan.Close()
+		for _, d := range *w.devs.Load() {
+			if d.fd >= 0 {
+				unix.Close(d.fd)
+			}
+		}
+	})
+	return f, w, root
+}
+
+// lookup hands out the node of rel (slash-separated, beneath root) the
+// way Lookup does, one component at a time (lookupNode, dirfd_test.go).
+func lookup(t *testing.T, f *FS, rel string) *Node {
+	t.Helper()
+	n := f.rootN
+	dir, base := filepath.Split(rel)
+	if dir != "" {
+		n = lookup(t, f, filepath.Clean(dir))
+	}
+	return lookupNode(t, f, n, base)
+}
+
+// drain reads events until cond holds of the queue, or d passes.
+func drain(t *testing.T, w *watcher, d time.Duration, cond func() bool) bool {
+	t.Helper()
+	buf := make([]byte, 256<<10)
+	deadline := time.Now().Add(d)
+	for {
+		w.qMu.Lock()
+		ok := cond()
+		w.qMu.Unlock()
+		if ok {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		w.fan.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+		if n, err := w.fan.Read(buf); err == nil {
+			w.parse(buf[:n])
+		}
+	}
+}
+
+func TestWatcherQueues(t *testing.T) {
+	f, w, root := testWatcher(t, false)
+	mustDo := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustDo(os.MkdirAll(filepath.Join(root, "d", "sub"), 0o755))
+	mustDo(os.WriteFile(filepath.Join(root, "d", "f"), []byte("x"), 0o644))
+	mustDo(os.Link(filepath.Join(root, "d", "f"), filepath.Join(root, "d", "h")))
+	d := lookup(t, f, "d")
+	sub := lookup(t, f, "d/sub")
+	file := lookup(t, f, "d/f")
+	w.take()
+
+	entry := func(dir *Node, name string) func() bool {
+		return func() bool { _, ok := w.entries[entryKey{dir, name}]; return ok }
+	}
+	child := func(dir *Node, name string) func() bool {
+		return func() bool { _, ok := w.children[entryKey{dir, name}]; return ok }
+	}
+	attr := func(n *Node) func() bool {
+		return func() bool { _, ok := w.attrs[n]; return ok }
+	}
+	tests := []struct {
+		what   string
+		change func()
+		want   func() bool
+	}{
+		{"create", func() { mustDo(os.WriteFile(filepath.Join(root, "d", "new"), nil, 0o644)) }, entry(d, "new")},
+		{"chmod", func() { mustDo(os.Chmod(filepath.Join(root, "d", "f"), 0o600)) }, child(d, "f")},
+		{"append", func() {
+			fh, err := os.OpenFile(filepath.Join(root, "d", "f"), os.O_WRONLY|os.O_APPEND, 0)
+			mustDo(err)
+			_, err = fh.WriteString("y")
+			mustDo(err)
+			mustDo(fh.Close())
+		}, child(d, "f")},
+		{"dir chmod", func() { mustDo(os.Chmod(filepath.Join(root, "d", "sub"), 0o700)) }, attr(sub)},
+		{"in a subdirectory", func() { mustDo(os.WriteFile(filepath.Join(root, "d", "sub", "x"), nil, 0o644)) }, entry(sub, "x")},
+		{"rename", func() { mustDo(os.Rename(filepath.Join(root, "d", "new"), filepath.Join(root, "d", "new2"))) },
+			func() bool { return entry(d, "new")() && entry(d, "new2")() }},
+		{"unlink of a second name", func() { mustDo(os.Remove(filepath.Join(root, "d", "h"))) },
+			func() bool { return entry(d, "h")() && len(w.fids) > 0 }},
+		{"dir renamed", func() { mustDo(os.Rename(filepath.Join(root, "d", "sub"), filepath.Join(root, "d", "sub2"))) },
+			func() bool { return entry(d, "sub")() && entry(d, "sub2")() && attr(sub)() }},
+	}
+	for _, tt := range tests {
+		tt.change()
+		if !drain(t, w, 5*time.Second, tt.want) {
+			w.qMu.Lock()
+			t.Errorf("%s: queued entries %v children %v attrs %v fids %d", tt.what, w.entries, w.children, w.attrs, len(w.fids))
+			w.qMu.Unlock()
+		}
+		b := w.take()
+		if tt.what == "unlink of a second name" {
+			for c := range b.fids {
+				if n := w.byFID(c); n != file {
+					t.Errorf("the file left with one name is found by handle as %v, want %v", n, file)
+				}
+			}
+		}
+	}
+	if !w.covers(d.id.dev) {
+		t.Error("the source's filesystem is not covered")
+	}
+	if got := f.attrValid(&unix.Stat_t{Dev: d.id.dev, Nlink: 1, Mode: unix.S_IFREG}); got != time.Hour {
+		t.Errorf("attrValid of a watched file: %v, want the watched timeout", got)
+	}
+	if got := f.attrValid(&unix.Stat_t{Dev: d.id.dev, Nlink: 2, Mode: unix.S_IFREG}); got != time.Second {
+		t.Errorf("attrValid of a file with two names: %v, want the short timeout", got)
+	}
+	if got := f.attrValid(&unix.Stat_t{Dev: d.id.dev + 12345, Nlink: 1, Mode: unix.S_IFREG}); got != time.Second {
+		t.Errorf("attrValid on a filesystem not watched: %v, want the short timeout", got)
+	}
+}
+
+// TestWatcherIgnoresOwnChanges: what clamfuse itself does on the backing
+// directory (its pid) queues nothing; another directory of the same
+// filesystem neither.
+func TestWatcherIgnoresOwnChanges(t *testing.T) {
+	f, w, root := testWatcher(t, true)
+	if err := os.Mkdir(filepath.Join(root, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lookup(t, f, "d")
+	other := t.TempDir()
+	w.take()
+	for i := range 20 {
+		os.WriteFile(filepath.Join(root, "d", "f"), []byte{byte(i)}, 0o644)
+		os.Chmod(filepath.Join(root, "d", "f"), 0o600)
+		os.Remove(filepath.Join(root, "d", "f"))
+	}
+	// Another process, in a directory the kernel knows nothing of.
+	if err := os.WriteFile(filepath.Join(other, "marker"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, w, 300*time.Millisecond, func() bool { return false })
+	b := w.take()
+	if len(b.entries)+len(b.children)+len(b.attrs)+len(b.fids) > 0 || b.broad != "" {
+		t.Errorf("queued %v %v %v %v %q", b.entries, b.children, b.attrs, b.fids, b.broad)
+	}
+}
+
+// TestWatcherOverflow: more pending work than the bound turns into one
+// invalidation of everything.
+func TestWatcherOverflow(t *testing.T) {
+	f, w, root := testWatcher(t, false)
+	w.limit = 4
+	if err := os.Mkdir(filepath.Join(root, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lookup(t, f, "d")
+	w.take()
+	for i := range 10 {
+		os.WriteFile(filepath.Join(root, "d", string(rune('a'+i))), nil, 0o644)
+	}
+	if !drain(t, w, 5*time.Second, func() bool { return w.broad != "" }) {
+		t.Fatal("no overflow")
+	}
+	if b := w.take(); len(b.entries)+len(b.attrs) != 0 {
+		t.Errorf("an overflow keeps %d entries and %d attributes queued", len(b.entries), len(b.attrs))
+	}
+}
+
+// TestWatcherForgottenName: a name that no longer leads to the node
+// clamfuse handed out for it, found when a request looks for the node's
+// names, is dropped from the tree and queued for expiry apart from the
+// rest: an overflow, whose invalidation of everything goes by the tree,
+// keeps it queued.
+func TestWatcherForgottenName(t *testing.T) {
+	f, w, root := testWatcher(t, false)
+	w.limit = 4
+	for _, name := range []string{"a", "b"} {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := lookup(t, f, "a")
+	if err := unix.Renameat2(unix.AT_FDCWD, filepath.Join(root, "a"), unix.AT_FDCWD, filepath.Join(root, "b"), unix.RENAME_EXCHANGE); err != nil {
+		t.Fatal(err)
+	}
+	a.stat() // the name a leads to another inode now: dropped
+	if got := a.linksSnapshot(); len(got) != 0 {
+		t.Fatalf("a's names after the exchange: %v, want none known", got)
+	}
+	w.queueAll("a test overflow")
+	got := w.take()
+	if got.broad == "" {
+		t.Fatal("no overflow")
+	}
+	if _, ok := got.forgot[entryKey{f.rootN, "a"}]; !ok || len(got.forgot) != 1 {
+		t.Errorf("forgotten names queued: %v, want the name a in the root", got.forgot)
+	}
+}
+
+// The two ways to map an event's directory handle to a node: register
+// each directory by handle as the kernel meets it (what the watcher does:
+// one open, fstat, name_to_handle_at and close per directory, then a map
+// lookup per event), or open every event's handle (open_by_handle_at,
+// fstat and close per event, most of them for directories elsewhere on
+// the filesystem).
+
+func BenchmarkWatchRegisterDir(b *testing.B) {
+	dir := b.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "d"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(dfd)
+	for b.Loop() {
+		fd, err := unix.Openat(dfd, "d", unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH); err != nil {
+			b.Fatal(err)
+		}
+		unix.Close(fd)
+	}
+}
+
+func BenchmarkWatchOpenByHandle(b *testing.B) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(b, "open_by_handle_at needs CAP_DAC_READ_SEARCH")
+	}
+	dir := b.TempDir()
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, dir, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(mfd)
+	for b.Loop() {
+		fd, err := unix.OpenByHandleAt(mfd, h, unix.O_PATH|unix.O_CLOEXEC)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			b.Fatal(err)
+		}
+		unix.Close(fd)
+	}
+}
+
+// BenchmarkWatchParseElsewhere is the cost of an event in a directory the
+// kernel does not know: parsed and dropped after one map lookup.
+func BenchmarkWatchParseElsewhere(b *testing.B) {
+	w := &watcher{byHandle: map[string]weak.Pointer[Node]{}, pid: -1}
+	for i := range 10000 {
+		w.byHandle[handleKey([]byte("fsidfsid"), 1, []byte{byte(i), byte(i >> 8), 0, 0, 1, 2, 3, 4})] = weak.Pointer[Node]{}
+	}
+	// One FAN_MODIFY event: metadata, a DFID_NAME record (fsid, an
+	// 8-byte handle of type 1, "name\0" padded) and an FID record.
+	ev := make([]byte, 0, 128)
+	rec := func(typ byte, name string) []byte {
+		r := []byte{typ, 0, 0, 0}
+		r = append(r, "fsidfsid"...)
+		r = append(r, 8, 0, 0, 0, 1, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9)
+		if name != "" {
+			r = append(r, name...)
+			r = append(r, 0)
+		}
+		for len(r)%4 != 0 {
+			r = append(r, 0)
+		}
+		r[2] = byte(len(r))
+		return r
+	}
+	body := append(rec(fanInfoDFIDName, "name"), rec(fanInfoFID, "")...)
+	ev = append(ev, make([]byte, fanMetaSize)...)
+	ev = append(ev, body...)
+	ev[0] = byte(len(ev))
+	ev[4] = 3 // FANOTIFY_METADATA_VERSION
+	ev[6] = fanMetaSize
+	ev[8] = byte(unix.FAN_MODIFY)
+	ev[20] = 1 // pid
+	buf := make([]byte, 0, len(ev)*100)
+	for range 100 {
+		buf = append(buf, ev...)
+	}
+	b.SetBytes(int64(len(ev)))
+	for b.Loop() {
+		if w.parse(buf) {
+			b.Fatal("queued an event of an unknown directory")
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/event")
+}
