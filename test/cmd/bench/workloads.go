@@ -72,13 +72,13 @@ var workloads = []*workload{
 		title: func(z sizes) string {
 			return fmt.Sprintf("first open, %d x %d KiB files, sequential cat", z.smallFiles, z.smallSize>>10)
 		},
-		target: "<= 1.1x bare clamd",
+		target: "<= 1.25x bare clamd",
 		cold:   true, fresh: true,
 		bare: func(b *bench) (int, []string) { return 1, []string{b.data.small} },
 		measure: func(ctx context.Context, b *bench, s *system, _ int) (time.Duration, time.Duration, error) {
 			return timeRead(ctx, s, b.data.smallF, 1)
 		},
-		eval: ratioTo(kindBare, 1.1),
+		eval: ratioTo(kindBare, 1.25),
 	},
 	{
 		id: "first-par",
@@ -96,55 +96,55 @@ var workloads = []*workload{
 	{
 		id:     "first-big",
 		title:  func(z sizes) string { return fmt.Sprintf("first open, %s random file", human(z.bigSize)) },
-		target: "<= 1.15x bare clamd (ClamFS ~11x)",
+		target: "<= 1.10x bare clamd (ClamFS ~11x)",
 		cold:   true, fresh: true,
 		bare: func(b *bench) (int, []string) { return 1, []string{b.data.big} },
 		measure: func(ctx context.Context, b *bench, s *system, _ int) (time.Duration, time.Duration, error) {
 			return timeRead(ctx, s, []string{b.data.big}, 1)
 		},
-		eval: ratioTo(kindBare, 1.15),
+		eval: ratioTo(kindBare, 1.10),
 	},
 	{
 		id:     "cached-big",
 		title:  func(z sizes) string { return fmt.Sprintf("cached re-read, %s", human(z.bigSize)) },
-		target: "<= 1.5x native (ClamFS 53x)",
+		target: "<= 1.05x native (ClamFS 53x)",
 		prime:  func(b *bench, s *system) error { return readAll(context.Background(), s, []string{b.data.big}, 1) },
 		measure: func(ctx context.Context, b *bench, s *system, _ int) (time.Duration, time.Duration, error) {
 			return timeRead(ctx, s, []string{b.data.big}, 1)
 		},
-		eval: ratioTo(kindNative, 1.5),
+		eval: ratioTo(kindNative, 1.05),
 	},
 	{
 		id:     "cached-small",
 		title:  func(z sizes) string { return fmt.Sprintf("cached re-open + read, %d small files", z.smallFiles) },
-		target: "<= 2x native",
+		target: "<= 3x native",
 		prime:  func(b *bench, s *system) error { return readAll(context.Background(), s, b.data.smallF, 1) },
 		measure: func(ctx context.Context, b *bench, s *system, _ int) (time.Duration, time.Duration, error) {
 			return timeRead(ctx, s, b.data.smallF, 1)
 		},
-		eval: ratioTo(kindNative, 2),
+		eval: ratioTo(kindNative, 3),
 	},
 	{
 		id:     "ls-warm",
 		title:  func(z sizes) string { return fmt.Sprintf("`ls -lR` on %d files, warm", z.treeFiles) },
-		target: "<= 3x native (ClamFS 22x)",
+		target: "<= 2x native (ClamFS 22x)",
 		expire: true,
 		prime:  func(b *bench, s *system) error { return runLs(context.Background(), b, s) },
 		measure: func(ctx context.Context, b *bench, s *system, _ int) (time.Duration, time.Duration, error) {
 			return timeIt(func() error { return runLs(ctx, b, s) })
 		},
-		eval: ratioTo(kindNative, 3),
+		eval: ratioTo(kindNative, 2),
 	},
 	{
 		id:     "stat-warm",
 		title:  func(z sizes) string { return fmt.Sprintf("`find -type f | xargs stat` on %d files, warm", z.treeFiles) },
-		target: "<= 3x native (ClamFS 22x)",
+		target: "<= 1.5x native",
 		expire: true,
 		prime:  func(b *bench, s *system) error { return runFindStat(context.Background(), b, s) },
 		measure: func(ctx context.Context, b *bench, s *system, _ int) (time.Duration, time.Duration, error) {
 			return timeIt(func() error { return runFindStat(ctx, b, s) })
 		},
-		eval: ratioTo(kindNative, 3),
+		eval: ratioTo(kindNative, 1.5),
 	},
 	{
 		id:     "ls-cold",
@@ -159,19 +159,19 @@ var workloads = []*workload{
 	{
 		id:     "stat-cold",
 		title:  func(z sizes) string { return fmt.Sprintf("`find -type f | xargs stat` on %d files, cold", z.treeFiles) },
-		target: "<= 3x native (ClamFS 22x)",
+		target: "<= 2x native",
 		cold:   true,
 		measure: func(ctx context.Context, b *bench, s *system, _ int) (time.Duration, time.Duration, error) {
 			return timeIt(func() error { return runFindStat(ctx, b, s) })
 		},
-		eval: ratioTo(kindNative, 3),
+		eval: ratioTo(kindNative, 2),
 	},
 	{
 		id: "write",
 		title: func(z sizes) string {
 			return fmt.Sprintf("write %s through the mount (`dd bs=1M conv=fsync`)", human(z.writeSize))
 		},
-		target: "<= 1.5x native",
+		target: "<= 1.2x native",
 		cold:   true, // also flushes the previous run's file
 		prepare: func(b *bench, s *system, _ int) error {
 			// Through the system itself, so that a FUSE mount does not
@@ -190,7 +190,7 @@ var workloads = []*workload{
 			})
 		},
 		cleanup: func(b *bench) { _ = os.Remove(filepath.Join(b.data.scratch, "dd.out")) },
-		eval:    ratioTo(kindNative, 1.5),
+		eval:    ratioTo(kindNative, 1.2),
 	},
 	{
 		id: "after-write",
