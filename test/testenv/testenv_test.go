@@ -1,8 +1,12 @@
 package testenv
 
 import (
+	"bytes"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -75,5 +79,55 @@ func TestSyncBufferLines(t *testing.T) {
 	}
 	if got := b.Lines(""); len(got) != 3 {
 		t.Errorf("Lines(\"\") = %q; want 3 lines", got)
+	}
+}
+
+// TestOneWayToSkip reads every Go file of the module: only this package
+// looks at CI, and no test skips but through Skip (or, for a difference
+// it does not compare, a named quirk in test/backing_test.go), so that no
+// test can skip silently in CI again.
+func TestOneWayToSkip(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("module root not found from %s: %v", root, err)
+	}
+	skip := regexp.MustCompile(`\bt\.Skip(f|Now)?\(`)
+	allowedSkip := map[string]bool{"test/backing_test.go": true}
+	var files int
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "testdata" || d.Name() == "vendor") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, path)
+		if rel == "test/testenv/testenv.go" || rel == "test/testenv/testenv_test.go" {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		if bytes.Contains(b, []byte(`Getenv("CI")`)) {
+			t.Errorf("%s reads CI itself: use testenv.Skip or testenv.CI", rel)
+		}
+		if !allowedSkip[rel] && skip.Match(b) {
+			t.Errorf("%s skips with t.Skip: use testenv.Skip, which says why and fails in CI", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 50 {
+		t.Fatalf("read only %d Go files under %s", files, root)
 	}
 }
