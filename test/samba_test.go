@@ -194,7 +194,10 @@ func TestSamba(t *testing.T) {
 		m.Within(t, 2*time.Minute, "smbclient ls", func() { out = s.client(t, u2.name, "scan", `cd many; ls`) })
 		n := len(regexp.MustCompile(`(?m)^  f\d{5}\.txt +[A-Z]* +0 `).FindAllString(out, -1))
 		if n != manyFiles {
-			t.Errorf("smbclient ls of many/ listed %d files; want %d", n, manyFiles)
+			if len(out) > 2000 {
+				out = "..." + out[len(out)-2000:]
+			}
+			t.Errorf("smbclient ls of many/ listed %d files; want %d; smbclient said:\n%s", n, manyFiles, out)
 		}
 		t.Logf("smbclient ls of %d files: %v", n, time.Since(start).Round(time.Millisecond))
 	})
@@ -343,13 +346,18 @@ func (s *smbd) clientArgs(user, share string) []string {
 		"--user=" + user + "%" + s.passwords[user]}
 }
 
+// smbclientTimeout: smbclient gives up on an operation after 20 s by
+// default, and a listing of 10 000 files on two busy cores can take
+// longer; the tests bound every command themselves (client, m.Within).
+const smbclientTimeout = "--timeout=120"
+
 // client runs smbclient -c cmds as user on share and returns its output;
 // a command's failure is in the output, for the caller to judge.
 func (s *smbd) client(t *testing.T, user, share, cmds string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "smbclient", append(s.clientArgs(user, share), "--command="+cmds)...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "smbclient", append(s.clientArgs(user, share), smbclientTimeout, "--command="+cmds)...).CombinedOutput()
 	if ctx.Err() != nil {
 		t.Fatalf("smbclient -c %q as %s: no end after 2 minutes\n%s", cmds, user, out)
 	}
@@ -370,7 +378,7 @@ type smbSession struct {
 
 func (s *smbd) session(t *testing.T, user, share string) *smbSession {
 	t.Helper()
-	ss := &smbSession{cmd: exec.Command("smbclient", s.clientArgs(user, share)...), out: &bytes.Buffer{}}
+	ss := &smbSession{cmd: exec.Command("smbclient", append(s.clientArgs(user, share), smbclientTimeout)...), out: &bytes.Buffer{}}
 	ss.cmd.Stdout, ss.cmd.Stderr = ss.out, ss.out
 	var err error
 	ss.stdin, err = ss.cmd.StdinPipe()
