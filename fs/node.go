@@ -103,6 +103,7 @@ var (
 	_ fusefs.NodeMkdirer         = (*Node)(nil)
 	_ fusefs.NodeRemover         = (*Node)(nil)
 	_ fusefs.NodeRenamer         = (*Node)(nil)
+	_ fusefs.NodeRenameFlagger   = (*Node)(nil)
 	_ fusefs.NodeSymlinker       = (*Node)(nil)
 	_ fusefs.NodeLinker          = (*Node)(nil)
 	_ fusefs.NodeMknoder         = (*Node)(nil)

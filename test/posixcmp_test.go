@@ -91,10 +91,9 @@ func posixCompare(t *testing.T, native string, m, big *mounttest.Mount, cases []
 }
 
 // TestPosixCompareLimits pins the differences from a native filesystem
-// that come from bazil.org/fuse, not from clamfuse: it implements neither
-// FUSE_RENAME2 nor FUSE_TMPFILE, so the kernel answers EINVAL and
-// EOPNOTSUPP; it drops S_ISVTX from attributes; it encodes times through
-// UnixNano. Each subtest proves the native behaviour, then requires
+// that come from bazil.org/fuse, not from clamfuse: it does not implement
+// FUSE_TMPFILE, so the kernel answers EOPNOTSUPP. (renameat2's flags
+// are in posixCases now: caseRenameat2.) Each subtest proves the native behaviour, then requires
 // exactly the documented difference on the mount, and passes, recording
 // the limit (testenv.KnownLimit: make test lists them); a change of
 // library that lifts a limit shows up as a failure to update.
@@ -107,15 +106,6 @@ func TestPosixCompareLimits(t *testing.T) {
 		want syscall.Errno
 		op   func(root string) error
 	}{
-		{"renameat2_noreplace", unix.EINVAL, func(root string) error {
-			mustWrite(filepath.Join(root, "a"), "a")
-			return unix.Renameat2(unix.AT_FDCWD, filepath.Join(root, "a"), unix.AT_FDCWD, filepath.Join(root, "b"), unix.RENAME_NOREPLACE)
-		}},
-		{"renameat2_exchange", unix.EINVAL, func(root string) error {
-			mustWrite(filepath.Join(root, "a"), "a")
-			mustWrite(filepath.Join(root, "b"), "b")
-			return unix.Renameat2(unix.AT_FDCWD, filepath.Join(root, "a"), unix.AT_FDCWD, filepath.Join(root, "b"), unix.RENAME_EXCHANGE)
-		}},
 		{"o_tmpfile", unix.EOPNOTSUPP, func(root string) error {
 			fd, err := unix.Open(root, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
 			if err == nil {
@@ -270,6 +260,7 @@ func posixCases() []posixCase {
 		{name: "mmap", run: caseMmap},
 		{name: "rename", run: caseRename},
 		{name: "rename_tracking", run: caseRenameTracking},
+		{name: "renameat2", run: caseRenameat2},
 		{name: "hard_links", run: caseHardLinks},
 		{name: "unlinked_open", run: caseUnlinkedOpen},
 		{name: "symlinks", run: caseSymlinks},
