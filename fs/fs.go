@@ -197,6 +197,21 @@ func (f *FS) linkNode(st *unix.Stat_t, parent *Node, name string) *Node {
 	return n
 }
 
+// unnamedNode returns the node for the backing inode st, which has no
+// name (O_TMPFILE, tmpfile.go), creating it if needed.
+func (f *FS) unnamedNode(st *unix.Stat_t) *Node {
+	k := inoKey{st.Dev, st.Ino}
+	typ := st.Mode & unix.S_IFMT
+	f.treeMu.Lock()
+	defer f.treeMu.Unlock()
+	n, ok := f.nodes[k]
+	if !ok || n.typ != typ {
+		n = &Node{fsys: f, id: k, typ: typ}
+		f.nodes[k] = n
+	}
+	return n
+}
+
 // lookupID returns the live node for a backing identity, if any.
 func (f *FS) lookupID(st *unix.Stat_t) *Node {
 	f.treeMu.Lock()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -110,5 +111,91 @@ func TestRenameExchangeVerdicts(t *testing.T) {
 	})
 	if b, _ := os.ReadFile(m.Backing("bad")); !bytes.Equal(b, clamdtest.EICAR()) {
 		t.Errorf("the infected file changed")
+	}
+}
+
+// TestHostileTmpfile (issue #12): O_TMPFILE through the mount is the
+// caller's: in a directory A may not write to it fails with EACCES (and
+// leaves nothing), in one A may it makes a file of A's, mode per A's
+// umask, that A can name.
+func TestHostileTmpfile(t *testing.T) {
+	l := newShared(t, "")
+	mkDir(t, filepath.Join(l.src, "closed"), 0o755, l.b.uid, l.b.ga)
+	mkDir(t, filepath.Join(l.src, "open"), 0o1777, 0, 0)
+	var outs [4]string
+	l.m.Within(t, time.Minute, "tmpfiles as A", func() {
+		outs[0] = fsop(l.a.cred, "tmpfile", l.m.Path("closed"), "0600", "A's", l.m.Path("closed/a"))
+		outs[1] = fsop(l.a.cred, "tmpfile", l.m.Path("closed"), "0600", "A's", "-")
+		outs[2] = fsop(l.a.cred, "with-umask", "027", "tmpfile", l.m.Path("open"), "0666", "A's data", l.m.Path("open/a"))
+		// Named where A may not write: the link fails, as natively.
+		outs[3] = fsop(l.a.cred, "tmpfile", l.m.Path("open"), "0600", "A's", l.m.Path("closed/b"))
+	})
+	for i, w := range []string{"EACCES", "EACCES", "ok", "EACCES"} {
+		if outs[i] != w {
+			t.Errorf("step %d: A got %q, want %q", i, outs[i], w)
+		}
+	}
+	if ents, _ := os.ReadDir(filepath.Join(l.src, "closed")); len(ents) != 0 {
+		t.Errorf("B's directory has %d entries after A's tmpfiles", len(ents))
+	}
+	var st unix.Stat_t
+	mustDo(t, unix.Lstat(filepath.Join(l.src, "open/a"), &st))
+	if st.Uid != l.a.uid || st.Gid != l.a.ga || st.Mode&0o7777 != 0o640 {
+		t.Errorf("A's tmpfile: uid %d gid %d mode %04o, want %d %d 0640", st.Uid, st.Gid, st.Mode&0o7777, l.a.uid, l.a.ga)
+	}
+	if b, err := os.ReadFile(filepath.Join(l.src, "open/a")); err != nil || string(b) != "A's data" {
+		t.Errorf("A's tmpfile holds %q, %v", b, err)
+	}
+}
+
+// TestTmpfileScanned (issue #12): what is written to an O_TMPFILE file
+// through the mount is judged at the first open for reading after the
+// file was named, while the tmpfile is still open for writing and after
+// it was closed; never served unscanned.
+func TestTmpfileScanned(t *testing.T) {
+	mounttest.Require(t)
+	clamd := clamdtest.New(t, clamdtest.Options{})
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "30s"}})
+	read := func(name string) string {
+		var b []byte
+		var err error
+		m.Within(t, scanBound, "read "+name, func() { b, err = os.ReadFile(m.Path(name)) })
+		if err != nil {
+			return errnoName(err)
+		}
+		return string(b)
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"clean", []byte("clean tmpfile"), "clean tmpfile"},
+		{"infected", clamdtest.EICAR(), "EACCES"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var fd int
+			var err error
+			m.Within(t, time.Minute, "tmpfile", func() {
+				if fd, err = unix.Open(m.Target, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644); err != nil {
+					return
+				}
+				if _, err = unix.Write(fd, c.data[:len(c.data)/2]); err != nil {
+					return
+				}
+				if err = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, m.Path(c.name), unix.AT_SYMLINK_FOLLOW); err != nil {
+					return
+				}
+				_, err = unix.Write(fd, c.data[len(c.data)/2:])
+			})
+			mustDo(t, err)
+			if got := read(c.name); got != c.want {
+				t.Errorf("named, still open for writing: %q, want %q", got, c.want)
+			}
+			unix.Close(fd)
+			if got := read(c.name); got != c.want {
+				t.Errorf("named and closed: %q, want %q", got, c.want)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package test
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -56,6 +57,70 @@ func caseRenameat2(root string) (string, error) {
 	r.val("b", "%s", statLine(p("b")))
 	r.val("w", "%s", content(p("w")))
 	r.do("whiteout and exchange", rename2("w", "l", unix.RENAME_WHITEOUT|unix.RENAME_EXCHANGE))
+	r.val("tree", "%s", treeLine(root))
+	return r.done()
+}
+
+// tmpfile opens an O_TMPFILE file in dir with flags (besides O_TMPFILE)
+// and mode, writes data to it, and links it as name ("" for none).
+func tmpfile(dir string, flags int, mode uint32, data, name string) error {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|flags|unix.O_CLOEXEC, mode)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, []byte(data)); err != nil {
+		return err
+	}
+	if name == "" {
+		return nil
+	}
+	return unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, name, unix.AT_SYMLINK_FOLLOW)
+}
+
+func caseTmpfile(root string) (string, error) {
+	var r rec
+	p := func(s string) string { return filepath.Join(root, s) }
+	mustDoP(os.Mkdir(p("d"), 0o755))
+	withUmask(0o022, func() {
+		r.do("tmpfile linked", tmpfile(root, unix.O_RDWR, 0o666, "T1", p("t1")))
+		r.do("tmpfile write-only linked", tmpfile(p("d"), unix.O_WRONLY, 0o640, "T2", p("d/t2")))
+		r.do("tmpfile unlinked", tmpfile(root, unix.O_RDWR, 0o600, "gone", ""))
+		r.do("tmpfile O_EXCL linked", tmpfile(root, unix.O_RDWR|unix.O_EXCL, 0o600, "X", p("x")))
+		r.do("tmpfile read-only", tmpfile(root, unix.O_RDONLY, 0o600, "", ""))
+		r.do("tmpfile in missing dir", tmpfile(p("nodir"), unix.O_RDWR, 0o600, "", ""))
+		r.do("tmpfile in a file", tmpfile(p("t1"), unix.O_RDWR, 0o600, "", ""))
+		r.do("tmpfile linked over existing", tmpfile(root, unix.O_RDWR, 0o600, "Y", p("t1")))
+	})
+	withUmask(0o077, func() {
+		r.do("tmpfile umask 077", tmpfile(root, unix.O_RDWR, 0o666, "T3", p("t3")))
+	})
+	r.val("t1", "%s %s", statLine(p("t1")), content(p("t1")))
+	r.val("d/t2", "%s %s", statLine(p("d/t2")), content(p("d/t2")))
+	r.val("t3", "%s %s", statLine(p("t3")), content(p("t3")))
+	// Written and read back through its descriptor, linked twice.
+	fd, err := unix.Open(root, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
+	if r.do("tmpfile open", err) {
+		_, err = unix.Pwrite(fd, []byte("hello tmpfile"), 0)
+		r.do("pwrite", err)
+		buf := make([]byte, 64)
+		k, err := unix.Pread(fd, buf, 6)
+		r.do("pread", err)
+		r.val("pread", "%q", buf[:max(k, 0)])
+		var st unix.Stat_t
+		r.do("fstat", unix.Fstat(fd, &st))
+		r.val("fstat", "size=%d nlink=%d mode=%04o", st.Size, st.Nlink, st.Mode&0o7777)
+		self := "/proc/self/fd/" + strconv.Itoa(fd)
+		r.do("link", unix.Linkat(unix.AT_FDCWD, self, unix.AT_FDCWD, p("t4"), unix.AT_SYMLINK_FOLLOW))
+		r.do("link again", unix.Linkat(unix.AT_FDCWD, self, unix.AT_FDCWD, p("d/t4"), unix.AT_SYMLINK_FOLLOW))
+		r.do("fstat", unix.Fstat(fd, &st))
+		r.val("fstat", "size=%d nlink=%d", st.Size, st.Nlink)
+		_, err = unix.Pwrite(fd, []byte("!"), 13)
+		r.do("pwrite after link", err)
+		r.val("t4 while open", "%s", content(p("t4")))
+		unix.Close(fd)
+	}
+	r.val("t4", "%s %s", statLine(p("t4")), content(p("t4")))
 	r.val("tree", "%s", treeLine(root))
 	return r.done()
 }
