@@ -183,10 +183,14 @@ func (f *FS) linkNode(st *unix.Stat_t, parent *Node, name string) *Node {
 		return f.rootN
 	}
 	n, ok := f.nodes[k]
-	if !ok || n.typ != typ {
-		// New, or the inode number now names an entry of another type:
-		// the kernel must see a new node.
-		n = &Node{fsys: f, id: k, typ: typ}
+	var target uint64
+	if typ == unix.S_IFLNK {
+		target = symlinkDigest(st)
+	}
+	if !ok || n.typ != typ || (typ == unix.S_IFLNK && n.keep != target) {
+		// New, or the inode number now names an entry of another type,
+		// or another symlink: the kernel must see a new node.
+		n = &Node{fsys: f, id: k, typ: typ, keep: target}
 		f.nodes[k] = n
 	}
 	if typ == unix.S_IFDIR {
@@ -195,6 +199,21 @@ func (f *FS) linkNode(st *unix.Stat_t, parent *Node, name string) *Node {
 	}
 	n.links.add(link{parent, name})
 	return n
+}
+
+// symlinkDigest stands for the symlink st as made: the kernel caches a
+// symlink's target (FUSE_CACHE_SYMLINKS, see Mount) with its node, and
+// a target never changes but with a new inode, whose number may be that
+// of one just removed (ext4 and tmpfs reuse them at once). Its change
+// time tells them apart: set when the link was made, and changed with
+// its owner, name or attributes since (a new node then too, which costs
+// one READLINK). It is never 0.
+func symlinkDigest(st *unix.Stat_t) uint64 {
+	d := uint64(st.Ctim.Sec)*1_000_000_007 ^ uint64(st.Ctim.Nsec)<<1 ^ uint64(st.Size)<<44
+	if d == 0 {
+		return 1
+	}
+	return d
 }
 
 // unnamedNode returns the node for the backing inode st, which has no
