@@ -5,6 +5,7 @@ package fs
 
 import (
 	"context"
+	"hash/maphash"
 	"log/slog"
 	"os"
 	"sync"
@@ -167,14 +168,20 @@ func (f *FS) Statfs(ctx context.Context, req *fuse.StatfsRequest, resp *fuse.Sta
 // link. A directory is registered with the watcher before the kernel can
 // cache anything of it (see watch.go).
 func (f *FS) node(dirfd int, st *unix.Stat_t, parent *Node, name string) *Node {
-	n := f.linkNode(st, parent, name)
+	var target uint64
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		target = symlinkDigest(dirfd, name, st)
+	}
+	n := f.linkNode(st, target, parent, name)
 	if n.typ == unix.S_IFDIR {
 		f.watch.register(n, dirfd, name)
 	}
 	return n
 }
 
-func (f *FS) linkNode(st *unix.Stat_t, parent *Node, name string) *Node {
+// linkNode is node without the watcher; target is a symlink's
+// symlinkDigest.
+func (f *FS) linkNode(st *unix.Stat_t, target uint64, parent *Node, name string) *Node {
 	k := inoKey{st.Dev, st.Ino}
 	typ := st.Mode & unix.S_IFMT
 	f.treeMu.Lock()
@@ -183,11 +190,7 @@ func (f *FS) linkNode(st *unix.Stat_t, parent *Node, name string) *Node {
 		return f.rootN
 	}
 	n, ok := f.nodes[k]
-	var target uint64
-	if typ == unix.S_IFLNK {
-		target = symlinkDigest(st)
-	}
-	if !ok || n.typ != typ || (typ == unix.S_IFLNK && n.keep != target) {
+	if !ok || n.typ != typ || (typ == unix.S_IFLNK && (target == 0 || n.keep != target)) {
 		// New, or the inode number now names an entry of another type,
 		// or another symlink: the kernel must see a new node.
 		n = &Node{fsys: f, id: k, typ: typ, keep: target}
@@ -201,19 +204,30 @@ func (f *FS) linkNode(st *unix.Stat_t, parent *Node, name string) *Node {
 	return n
 }
 
-// symlinkDigest stands for the symlink st as made: the kernel caches a
-// symlink's target (FUSE_CACHE_SYMLINKS, see Mount) with its node, and
-// a target never changes but with a new inode, whose number may be that
-// of one just removed (ext4 and tmpfs reuse them at once). Its change
-// time tells them apart: set when the link was made, and changed with
-// its owner, name or attributes since (a new node then too, which costs
-// one READLINK). It is never 0.
-func symlinkDigest(st *unix.Stat_t) uint64 {
-	d := uint64(st.Ctim.Sec)*1_000_000_007 ^ uint64(st.Ctim.Nsec)<<1 ^ uint64(st.Size)<<44
-	if d == 0 {
-		return 1
+// symlinkDigest stands for the target of the symlink st, name in dirfd:
+// the kernel caches a symlink's target (FUSE_CACHE_SYMLINKS, see Mount)
+// with its node, and a target never changes but with a new inode, whose
+// number may be that of one just removed (ext4 and tmpfs reuse them at
+// once): a node whose digest differs is replaced by a new one. The
+// target is read through a descriptor of the very inode st (0 if that
+// fails: a new node, which costs one READLINK). Never 0 otherwise. The
+// hash's seed is random and never leaves the process.
+func symlinkDigest(dirfd int, name string, st *unix.Stat_t) uint64 {
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0
 	}
-	return d
+	defer unix.Close(fd)
+	var got unix.Stat_t
+	if unix.Fstat(fd, &got) != nil || got.Dev != st.Dev || got.Ino != st.Ino {
+		return 0
+	}
+	buf := make([]byte, unix.PathMax)
+	k, err := unix.Readlinkat(fd, "", buf)
+	if err != nil {
+		return 0
+	}
+	return maphash.Bytes(digestSeed, buf[:k]) | 1
 }
 
 // unnamedNode returns the node for the backing inode st, which has no

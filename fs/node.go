@@ -83,7 +83,7 @@ type Node struct {
 
 	hmu     sync.Mutex           // guards handles, writers, reading, keep
 	handles map[*Handle]struct{} // open file handles, for fstat and fsync
-	keep    uint64               // a file's: stateDigest of the state the kernel's page cache holds, 0 for none (see keepCache); a symlink's: symlinkDigest, set when the node is made and never changed
+	keep    uint64               // a file's: stateDigest of the state the kernel's page cache holds, 0 for none (see keepCache); a symlink's: symlinkDigest of its target, set when the node is made and never changed
 }
 
 var (
