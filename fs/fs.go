@@ -75,6 +75,10 @@ type Options struct {
 	// default); more, and everything is invalidated. For tests.
 	WatchQueue int
 
+	// ReaddirPlus is when the kernel is asked for READDIRPLUS
+	// (readdirplus.go).
+	ReaddirPlus ReaddirPlus
+
 	// passthroughReads, set only by tests, passes read-only opens the
 	// gate allowed through to the kernel (see passthrough.go).
 	passthroughReads bool

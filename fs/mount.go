@@ -267,6 +267,7 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		// another symlink is expired by the watcher.
 		fuse.CacheSymlinks(),
 	}
+	mopts = append(mopts, opts.FS.ReaddirPlus.mountOptions()...)
 	if opts.AllowOther {
 		mopts = append(mopts, fuse.AllowOther())
 	}

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,13 +25,22 @@ import (
 // requests records the READ and WRITE requests a mount serves.
 type requests struct {
 	mu     sync.Mutex
-	reads  []int // sizes asked for
-	writes []int // sizes carried
+	reads  []int          // sizes asked for
+	writes []int          // sizes carried
+	ops    map[string]int // requests of each type (%T), since the last takeOps
 }
 
 func (r *requests) observe(req fuse.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.ops == nil {
+		r.ops = map[string]int{}
+	}
+	op := strings.TrimPrefix(fmt.Sprintf("%T", req), "*fuse.")
+	if x, ok := req.(*fuse.GetxattrRequest); ok {
+		op += " " + x.Name
+	}
+	r.ops[op]++
 	switch req := req.(type) {
 	case *fuse.ReadRequest:
 		if !req.Dir {
@@ -47,6 +57,16 @@ func (r *requests) take() (reads, writes []int) {
 	defer r.mu.Unlock()
 	reads, writes, r.reads, r.writes = r.reads, r.writes, nil, nil
 	return reads, writes
+}
+
+// takeOps returns the count of requests of each type since the last
+// takeOps.
+func (r *requests) takeOps() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ops := r.ops
+	r.ops = nil
+	return ops
 }
 
 // testMount mounts clamfuse over a fresh backing directory, judged by a

@@ -1,7 +1,10 @@
 package test
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -63,5 +66,48 @@ func TestSymlinkCacheReplaced(t *testing.T) {
 	mustDo(t, os.WriteFile(m.Backing("fourth/f"), []byte("4"), 0o644))
 	if b, err := os.ReadFile(m.Path("l/f")); err != nil || string(b) != "4" {
 		t.Errorf("read l/f: %q, %v", b, err)
+	}
+}
+
+// TestReaddirPlusWatched (issue #12): names and attributes the kernel got
+// from READDIRPLUS (mount.readdirplus "on" and "auto") are trusted for
+// long as looked-up ones are, so their directories must be watched as
+// looked-up ones are: a change made directly in the backing directory,
+// in a subdirectory known only from a listing, shows within watchBound.
+func TestReaddirPlusWatched(t *testing.T) {
+	mounttest.Require(t)
+	clamd := clamdtest.New(t, clamdtest.Options{})
+	for _, mode := range []string{"on", "auto"} {
+		t.Run(mode, func(t *testing.T) {
+			m := mounttest.Start(t, mounttest.Options{
+				Args:   []string{"--clamd", clamd.Address(), "--timeout", "30s"},
+				Config: fmt.Sprintf("[mount]\nreaddirplus = %q\n", mode),
+			})
+			mustDo(t, os.MkdirAll(m.Backing("d/sub"), 0o755))
+			mustDo(t, os.WriteFile(m.Backing("d/x"), []byte("x"), 0o644))
+			mustDo(t, os.WriteFile(m.Backing("d/sub/y"), []byte("y"), 0o644))
+			var out []byte
+			var err error
+			m.Within(t, time.Minute, "ls -lR", func() { out, err = exec.Command("ls", "-lR", m.Target).CombinedOutput() })
+			if err != nil {
+				t.Fatalf("ls -lR: %v\n%s", err, out)
+			}
+			lstat := func(name string) (unix.Stat_t, error) {
+				var st unix.Stat_t
+				var err error
+				m.Within(t, time.Minute, "lstat "+name, func() { err = unix.Lstat(m.Path(name), &st) })
+				return st, err
+			}
+			mustDo(t, os.Chmod(m.Backing("d/sub/y"), 0o600))
+			mustDo(t, os.Rename(m.Backing("d/x"), m.Backing("d/x2")))
+			eventually(t, watchBound, "chmod of d/sub/y shows", func() bool {
+				st, err := lstat("d/sub/y")
+				return err == nil && st.Mode&0o777 == 0o600
+			})
+			eventually(t, watchBound, "rename of d/x shows", func() bool {
+				_, err := lstat("d/x")
+				return errors.Is(err, unix.ENOENT)
+			})
+		})
 	}
 }
