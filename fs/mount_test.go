@@ -72,7 +72,7 @@ func (r *requests) takeOps() map[string]int {
 // testMount mounts clamfuse over a fresh backing directory, judged by a
 // private clamd, with mo's other fields, and unmounts it at cleanup (the
 // connection is aborted if that hangs).
-func testMount(t *testing.T, mo MountOptions) (backing string, m *Mounted, seen *requests) {
+func testMount(t testing.TB, mo MountOptions) (backing string, m *Mounted, seen *requests) {
 	t.Helper()
 	if why := mountUnavailable(); why != "" {
 		if os.Getenv("CI") != "" {
@@ -131,7 +131,7 @@ func mountUnavailable() string {
 }
 
 // abortMount aborts the FUSE connection mounted on dir through fusectl.
-func abortMount(t *testing.T, dir string) {
+func abortMount(t testing.TB, dir string) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		t.Logf("abort: %v", err)
