@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -197,5 +198,36 @@ func TestTmpfileScanned(t *testing.T) {
 				t.Errorf("named and closed: %q, want %q", got, c.want)
 			}
 		})
+	}
+}
+
+// TestHostileReaddirPlusUnsearchable (issue #12): READDIRPLUS hands the
+// kernel nodes and attributes only where the caller could look the names
+// up: A may list B's directory (r) but not search it (no x), as natively
+// A gets the names and no attributes: stat of an entry fails with EACCES,
+// after A's own listing and after root's (which made the nodes known).
+func TestHostileReaddirPlusUnsearchable(t *testing.T) {
+	l := newShared(t, "[mount]\nreaddirplus = \"on\"\n")
+	dir := filepath.Join(l.src, "listonly")
+	mkDir(t, dir, 0o744, l.b.uid, l.b.ga)
+	mkFile(t, filepath.Join(dir, "f"), bSecret, 0o644, l.b.uid, l.b.ga)
+	var outs [4]string
+	l.m.Within(t, time.Minute, "A lists and stats", func() {
+		outs[0] = fsop(l.a.cred, "list", l.m.Path("listonly"))
+		outs[1] = fsop(l.a.cred, "lstat", l.m.Path("listonly/f"))
+		if _, err := os.ReadDir(l.m.Path("listonly")); err != nil {
+			t.Errorf("root lists: %v", err)
+		}
+		outs[2] = fsop(l.a.cred, "list", l.m.Path("listonly"))
+		outs[3] = fsop(l.a.cred, "cat", l.m.Path("listonly/f"))
+	})
+	t.Logf("A: %q", outs)
+	if !strings.Contains(outs[0], "f") || !strings.Contains(outs[2], "f") {
+		t.Errorf("A cannot list the names: %q, %q", outs[0], outs[2])
+	}
+	for _, i := range []int{1, 3} {
+		if outs[i] != "EACCES" {
+			t.Errorf("A through an unsearchable directory: %q, want EACCES", outs[i])
+		}
 	}
 }

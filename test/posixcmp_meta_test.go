@@ -1,11 +1,16 @@
 package test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/test/clamdtest"
+	"github.com/clamfuse/clamfuse/test/mounttest"
 )
 
 // Cases of the differential suite (posixCases) for renameat2's flags and
@@ -123,4 +128,18 @@ func caseTmpfile(root string) (string, error) {
 	r.val("t4", "%s %s", statLine(p("t4")), content(p("t4")))
 	r.val("tree", "%s", treeLine(root))
 	return r.done()
+}
+
+// TestPosixCompareReaddirPlus is TestPosixCompare with READDIRPLUS asked
+// for every listing, and never (the default, "auto", is TestPosixCompare's).
+func TestPosixCompareReaddirPlus(t *testing.T) {
+	mounttest.Require(t)
+	fsopBinary(t)
+	clamd := clamdtest.New(t, clamdtest.Options{})
+	for _, mode := range []string{"on", "off"} {
+		t.Run(mode, func(t *testing.T) {
+			m, big := posixMounts(t, clamd, mounttest.Options{Config: fmt.Sprintf("[mount]\nreaddirplus = %q\n", mode)}, mounttest.Options{})
+			posixCompare(t, t.TempDir(), m, big, posixCases())
+		})
+	}
 }
