@@ -51,6 +51,10 @@ type Mount struct {
 	Invalidation string `toml:"invalidation"`
 	// WatchedAttrTimeout replaces AttrTimeout where changes are watched.
 	WatchedAttrTimeout Duration `toml:"watched_attr_timeout"`
+	// ReaddirPlus is when the kernel gets a directory's entries with
+	// their attributes in one reply (READDIRPLUS): "auto" (the kernel's
+	// heuristics), "on" (every listing) or "off".
+	ReaddirPlus string `toml:"readdirplus"`
 }
 
 // Clamd says how to reach clamd.
@@ -163,6 +167,7 @@ func Default() Config {
 			AttrTimeout:        Duration(time.Second),
 			Invalidation:       "auto",
 			WatchedAttrTimeout: Duration(time.Hour),
+			ReaddirPlus:        "auto",
 		},
 		Clamd: Clamd{
 			Address:       Addresses{"/run/clamav/clamd.ctl"},
@@ -281,6 +286,7 @@ var schema = map[string]kind{
 	"mount.max_open_per_user":    kindInt,
 	"mount.invalidation":         kindString,
 	"mount.watched_attr_timeout": kindDuration,
+	"mount.readdirplus":          kindString,
 
 	"clamd":                kindTable,
 	"clamd.address":        kindStringOrStrings,

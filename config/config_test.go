@@ -33,7 +33,7 @@ func TestLoadGood(t *testing.T) {
 	}{
 		{"good.toml", Config{
 			Mount: Mount{Source: "/srv/incoming", Target: "/mnt/incoming", AllowOther: true, ReadOnly: true, AttrTimeout: Duration(2 * time.Second), MaxOpenPerUser: 1000,
-				Invalidation: "off", WatchedAttrTimeout: Duration(10 * time.Minute)},
+				Invalidation: "off", WatchedAttrTimeout: Duration(10 * time.Minute), ReaddirPlus: "off"},
 			Clamd: Clamd{Address: Addresses{"tcp://127.0.0.1:3310", "unix:/run/clamav/clamd.ctl"}, Timeout: Duration(90 * time.Second), MaxConcurrent: 8,
 				CheckInterval: Duration(5 * time.Second), DatabaseDir: "/var/lib/clamav", ReloadWindow: Duration(2 * time.Minute), Transport: "instream"},
 			Scan: Scan{MaxSize: 2 << 30, OnOversize: "allow", OnError: "allow", Exclude: []string{"*.iso", "tmp/*", "[Tt]humbs.db"}, Prewarm: true,
@@ -396,6 +396,9 @@ func TestValidate(t *testing.T) {
 		{"invalidation unknown", func(c *Config) { c.Mount.Invalidation = "on" },
 			`mount.invalidation: must be "auto" or "off", got "on"`},
 		{"watched_attr_timeout 0", func(c *Config) { c.Mount.WatchedAttrTimeout = 0 }, ""},
+		{"readdirplus on", func(c *Config) { c.Mount.ReaddirPlus = "on" }, ""},
+		{"readdirplus bad", func(c *Config) { c.Mount.ReaddirPlus = "always" },
+			`mount.readdirplus: must be one of "auto", "on" or "off", got "always"`},
 		{"watched_attr_timeout 24h", func(c *Config) { c.Mount.WatchedAttrTimeout = Duration(24 * time.Hour) }, ""},
 		{"watched_attr_timeout over 24h", func(c *Config) { c.Mount.WatchedAttrTimeout = Duration(25 * time.Hour) },
 			`mount.watched_attr_timeout: must be between 0s and 24h, got 25h`},

@@ -71,6 +71,9 @@ func (c Config) Validate() error {
 	if err := oneOf("mount.invalidation", c.Mount.Invalidation, "auto", "off"); err != nil {
 		return err
 	}
+	if err := oneOf("mount.readdirplus", c.Mount.ReaddirPlus, "auto", "on", "off"); err != nil {
+		return err
+	}
 	if d := c.Mount.WatchedAttrTimeout; d < 0 || d > Duration(maxWatchedTimeout) {
 		return fieldErrorf("mount.watched_attr_timeout", "must be between 0s and %v, got %v", Duration(maxWatchedTimeout), d)
 	}

@@ -189,8 +189,22 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 	return nil
 }
 
+// RenameFlags are the renameat2(2) flags Rename handles: all of them,
+// each left to the backing filesystem to do as the caller, or to refuse.
+func (n *Node) RenameFlags() fuse.RenameFlags {
+	return fuse.RenameNoReplace | fuse.RenameExchange | fuse.RenameWhiteout
+}
+
 // Rename moves a name, replacing an existing target as rename(2) does,
-// as the caller.
+// as the caller, with renameat2(2)'s flags on the two directories'
+// descriptors: RENAME_NOREPLACE fails with EEXIST where the new name
+// exists, RENAME_EXCHANGE swaps the two names' inodes, RENAME_WHITEOUT
+// leaves a whiteout at the old name. The backing filesystem decides each
+// for the caller (the sticky bit, for an exchange both names). The
+// kernel moves (or swaps) its own dentries when the call succeeds; the
+// verdicts, kept by inode and state, go with the inodes: an exchange
+// leaves an infected file denied under its new name, and a name that
+// now leads to it denied at its next open.
 func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusefs.Node) error {
 	if err := n.writable(); err != nil {
 		return errno(err)
@@ -214,27 +228,40 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusef
 		}
 	}
 	defer nrelease()
+	exchange := req.Flags&fuse.RenameExchange != 0
 	var sst, dst unix.Stat_t
 	srcErr := unix.Fstatat(odir, req.OldName, &sst, unix.AT_SYMLINK_NOFOLLOW)
 	dstErr := unix.Fstatat(ndir, req.NewName, &dst, unix.AT_SYMLINK_NOFOLLOW)
 	same := srcErr == nil && dstErr == nil && (inoKey{dst.Dev, dst.Ino} == inoKey{sst.Dev, sst.Ino})
 	keep := -1
-	if dstErr == nil && !same {
+	if dstErr == nil && !same && !exchange && req.Flags&fuse.RenameNoReplace == 0 {
 		keep = victimFD(ndir, req.NewName, &dst)
 	}
-	if err := caller.Renameat(n.fsys.cred(&req.Header), odir, req.OldName, ndir, req.NewName); err != nil {
+	if err := caller.Renameat(n.fsys.cred(&req.Header), odir, req.OldName, ndir, req.NewName, uint(req.Flags)); err != nil {
 		if keep >= 0 {
 			unix.Close(keep)
 		}
 		return errno(err)
 	}
 	if same {
-		// Two names of one inode: rename(2) leaves both in place.
+		// Two names of one inode: rename(2) leaves both in place, and
+		// an exchange of them changes nothing.
 		return nil
 	}
 	var src *Node
 	if srcErr == nil {
 		src = n.fsys.lookupID(&sst)
+	}
+	if exchange {
+		var other *Node
+		if dstErr == nil {
+			other = n.fsys.lookupID(&dst)
+		}
+		n.fsys.treeMu.Lock()
+		moveLinkLocked(src, link{n, req.OldName}, link{nd, req.NewName})
+		moveLinkLocked(other, link{nd, req.NewName}, link{n, req.OldName})
+		n.fsys.treeMu.Unlock()
+		return nil
 	}
 	if dstErr == nil {
 		if victim := n.fsys.lookupID(&dst); victim != nil {
@@ -246,16 +273,22 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusef
 	if keep >= 0 {
 		unix.Close(keep)
 	}
-	if src != nil {
-		n.fsys.treeMu.Lock()
-		if !src.isRoot() {
-			src.links.remove(link{n, req.OldName})
-			if src.typ == unix.S_IFDIR {
-				src.links.reset()
-			}
-			src.links.add(link{nd, req.NewName})
-		}
-		n.fsys.treeMu.Unlock()
-	}
+	n.fsys.treeMu.Lock()
+	moveLinkLocked(src, link{n, req.OldName}, link{nd, req.NewName})
+	n.fsys.treeMu.Unlock()
 	return nil
+}
+
+// moveLinkLocked records that the name from of x (nil: a node the kernel
+// does not know) is to now; a directory has that one name. The caller
+// holds treeMu.
+func moveLinkLocked(x *Node, from, to link) {
+	if x == nil || x.isRoot() {
+		return
+	}
+	x.links.remove(from)
+	if x.typ == unix.S_IFDIR {
+		x.links.reset()
+	}
+	x.links.add(to)
 }

@@ -5,6 +5,7 @@ package fs
 
 import (
 	"context"
+	"hash/maphash"
 	"log/slog"
 	"os"
 	"sync"
@@ -73,6 +74,10 @@ type Options struct {
 	// WatchQueue bounds the invalidations pending at once (0 for the
 	// default); more, and everything is invalidated. For tests.
 	WatchQueue int
+
+	// ReaddirPlus is when the kernel is asked for READDIRPLUS
+	// (readdirplus.go).
+	ReaddirPlus ReaddirPlus
 
 	// passthroughReads, set only by tests, passes read-only opens the
 	// gate allowed through to the kernel (see passthrough.go).
@@ -167,14 +172,20 @@ func (f *FS) Statfs(ctx context.Context, req *fuse.StatfsRequest, resp *fuse.Sta
 // link. A directory is registered with the watcher before the kernel can
 // cache anything of it (see watch.go).
 func (f *FS) node(dirfd int, st *unix.Stat_t, parent *Node, name string) *Node {
-	n := f.linkNode(st, parent, name)
+	var target uint64
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		target = symlinkDigest(dirfd, name, st)
+	}
+	n := f.linkNode(st, target, parent, name)
 	if n.typ == unix.S_IFDIR {
 		f.watch.register(n, dirfd, name)
 	}
 	return n
 }
 
-func (f *FS) linkNode(st *unix.Stat_t, parent *Node, name string) *Node {
+// linkNode is node without the watcher; target is a symlink's
+// symlinkDigest.
+func (f *FS) linkNode(st *unix.Stat_t, target uint64, parent *Node, name string) *Node {
 	k := inoKey{st.Dev, st.Ino}
 	typ := st.Mode & unix.S_IFMT
 	f.treeMu.Lock()
@@ -183,10 +194,10 @@ func (f *FS) linkNode(st *unix.Stat_t, parent *Node, name string) *Node {
 		return f.rootN
 	}
 	n, ok := f.nodes[k]
-	if !ok || n.typ != typ {
-		// New, or the inode number now names an entry of another type:
-		// the kernel must see a new node.
-		n = &Node{fsys: f, id: k, typ: typ}
+	if !ok || n.typ != typ || (typ == unix.S_IFLNK && (target == 0 || n.keep != target)) {
+		// New, or the inode number now names an entry of another type,
+		// or another symlink: the kernel must see a new node.
+		n = &Node{fsys: f, id: k, typ: typ, keep: target}
 		f.nodes[k] = n
 	}
 	if typ == unix.S_IFDIR {
@@ -194,6 +205,47 @@ func (f *FS) linkNode(st *unix.Stat_t, parent *Node, name string) *Node {
 		n.links.reset()
 	}
 	n.links.add(link{parent, name})
+	return n
+}
+
+// symlinkDigest stands for the target of the symlink st, name in dirfd:
+// the kernel caches a symlink's target (FUSE_CACHE_SYMLINKS, see Mount)
+// with its node, and a target never changes but with a new inode, whose
+// number may be that of one just removed (ext4 and tmpfs reuse them at
+// once): a node whose digest differs is replaced by a new one. The
+// target is read through a descriptor of the very inode st (0 if that
+// fails: a new node, which costs one READLINK). Never 0 otherwise. The
+// hash's seed is random and never leaves the process.
+func symlinkDigest(dirfd int, name string, st *unix.Stat_t) uint64 {
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(fd)
+	var got unix.Stat_t
+	if unix.Fstat(fd, &got) != nil || got.Dev != st.Dev || got.Ino != st.Ino {
+		return 0
+	}
+	buf := make([]byte, unix.PathMax)
+	k, err := unix.Readlinkat(fd, "", buf)
+	if err != nil {
+		return 0
+	}
+	return maphash.Bytes(digestSeed, buf[:k]) | 1
+}
+
+// unnamedNode returns the node for the backing inode st, which has no
+// name (O_TMPFILE, tmpfile.go), creating it if needed.
+func (f *FS) unnamedNode(st *unix.Stat_t) *Node {
+	k := inoKey{st.Dev, st.Ino}
+	typ := st.Mode & unix.S_IFMT
+	f.treeMu.Lock()
+	defer f.treeMu.Unlock()
+	n, ok := f.nodes[k]
+	if !ok || n.typ != typ {
+		n = &Node{fsys: f, id: k, typ: typ}
+		f.nodes[k] = n
+	}
 	return n
 }
 

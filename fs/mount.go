@@ -260,7 +260,14 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		// dropped, so that nothing mounted on them is detached (see
 		// watch.go).
 		fuse.RequestInitFlags2(fuse.InitHasExpireOnly),
+		// The kernel keeps a symlink's target with its node rather than
+		// ask READLINK at every path walk through it: a target never
+		// changes but with a new inode, which gets a new node if its
+		// target differs (see symlinkDigest), and a name the backing directory points at
+		// another symlink is expired by the watcher.
+		fuse.CacheSymlinks(),
 	}
+	mopts = append(mopts, opts.FS.ReaddirPlus.mountOptions()...)
 	if opts.AllowOther {
 		mopts = append(mopts, fuse.AllowOther())
 	}

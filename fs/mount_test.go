@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,13 +27,22 @@ import (
 // requests records the READ and WRITE requests a mount serves.
 type requests struct {
 	mu     sync.Mutex
-	reads  []int // sizes asked for
-	writes []int // sizes carried
+	reads  []int          // sizes asked for
+	writes []int          // sizes carried
+	ops    map[string]int // requests of each type (%T), since the last takeOps
 }
 
 func (r *requests) observe(req fuse.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.ops == nil {
+		r.ops = map[string]int{}
+	}
+	op := strings.TrimPrefix(fmt.Sprintf("%T", req), "*fuse.")
+	if x, ok := req.(*fuse.GetxattrRequest); ok {
+		op += " " + x.Name
+	}
+	r.ops[op]++
 	switch req := req.(type) {
 	case *fuse.ReadRequest:
 		if !req.Dir {
@@ -51,10 +61,20 @@ func (r *requests) take() (reads, writes []int) {
 	return reads, writes
 }
 
+// takeOps returns the count of requests of each type since the last
+// takeOps.
+func (r *requests) takeOps() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ops := r.ops
+	r.ops = nil
+	return ops
+}
+
 // testMount mounts clamfuse over a fresh backing directory, judged by a
 // private clamd, with mo's other fields, and unmounts it at cleanup (the
 // connection is aborted if that hangs).
-func testMount(t *testing.T, mo MountOptions) (backing string, m *Mounted, seen *requests) {
+func testMount(t testing.TB, mo MountOptions) (backing string, m *Mounted, seen *requests) {
 	t.Helper()
 	if why := mountUnavailable(); why != "" {
 		testenv.Skip(t, "mounted test: %s", why)
@@ -110,7 +130,7 @@ func mountUnavailable() string {
 }
 
 // abortMount aborts the FUSE connection mounted on dir through fusectl.
-func abortMount(t *testing.T, dir string) {
+func abortMount(t testing.TB, dir string) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		t.Logf("abort: %v", err)

@@ -83,7 +83,7 @@ type Node struct {
 
 	hmu     sync.Mutex           // guards handles, writers, reading, keep
 	handles map[*Handle]struct{} // open file handles, for fstat and fsync
-	keep    uint64               // stateDigest of the state the kernel's page cache holds, 0 for none (see keepCache)
+	keep    uint64               // a file's: stateDigest of the state the kernel's page cache holds, 0 for none (see keepCache); a symlink's: symlinkDigest of its target, set when the node is made and never changed
 }
 
 var (
@@ -103,6 +103,7 @@ var (
 	_ fusefs.NodeMkdirer         = (*Node)(nil)
 	_ fusefs.NodeRemover         = (*Node)(nil)
 	_ fusefs.NodeRenamer         = (*Node)(nil)
+	_ fusefs.NodeRenameFlagger   = (*Node)(nil)
 	_ fusefs.NodeSymlinker       = (*Node)(nil)
 	_ fusefs.NodeLinker          = (*Node)(nil)
 	_ fusefs.NodeMknoder         = (*Node)(nil)

@@ -31,8 +31,7 @@ import (
 // the offsets it gives, sending the entries that fit the request: the
 // handle returns only entries that fit, so that its descriptor never
 // stands past an entry the kernel was not sent. It returns entries without
-// their nodes: a READDIRPLUS (which clamfuse does not ask the kernel for)
-// would list them without lookups.
+// their nodes, which a READDIRPLUS then adds (readdirplus.go).
 
 // dirHandle is an open directory.
 type dirHandle struct {
@@ -81,6 +80,15 @@ func (d *dirHandle) ReadDirPlus(ctx context.Context, req fusefs.DirRead) ([]fuse
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	ents, err := d.list(req, size)
+	if err == nil && req.Plus && d.fsys.opts.ReaddirPlus != ReaddirPlusOff {
+		d.addNodes(req, ents)
+	}
+	return ents, err
+}
+
+// list is ReadDirPlus without the nodes; d.mu is held.
+func (d *dirHandle) list(req fusefs.DirRead, size func(string) int) ([]fusefs.DirentPlus, error) {
 	r := reply{size: size, room: req.Size, collect: req.Size <= keptReplyMax}
 	switch rest := d.keptAfter(req.Offset); {
 	case req.Offset == d.pos && req.Offset != 0:

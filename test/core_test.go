@@ -736,7 +736,7 @@ func posixChmod(t *testing.T, mnt, back string) {
 // posixSticky: the sticky bit set through the mount reaches the backing
 // directory, and the mount shows the rest of its mode. That stat through
 // the mount lacks the bit itself is a known limit of bazil.org/fuse,
-// pinned by TestPosixCompareLimits/sticky_bit_in_stat; clamfuse enforces
+// once pinned by TestPosixCompareLimits (gone); clamfuse enforces
 // the sticky rule itself (StickyDirectoryEnforced).
 func posixSticky(t *testing.T, mnt, back string) {
 	mustDo(t, os.Mkdir(filepath.Join(back, "d"), 0o755))

@@ -25,8 +25,6 @@ import (
 // says: known limits, each pinned here (a check that passes on the mount
 // again fails this test, to be updated).
 var posixMountSkips = map[string]string{
-	// bazil.org/fuse has no FUSE_TMPFILE (TestPosixCompareLimits/o_tmpfile).
-	"Tmpfile": "FS does not support O_TMPFILE",
 	// An open directory renamed away behind its descriptor: fstat of it
 	// through the mount fails with ESTALE (go-fuse's own posixtest
 	// calls it a known limitation, hanwen/go-fuse#55).

@@ -21,7 +21,6 @@ import (
 
 	"github.com/clamfuse/clamfuse/test/clamdtest"
 	"github.com/clamfuse/clamfuse/test/mounttest"
-	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
 // TestPosixCompare runs each case of posixCases twice, on a native
@@ -86,58 +85,6 @@ func posixCompare(t *testing.T, native string, m, big *mounttest.Mount, cases []
 					t.Logf("native:\n%s\nmount:\n%s", want, got)
 				}
 			}
-		})
-	}
-}
-
-// TestPosixCompareLimits pins the differences from a native filesystem
-// that come from bazil.org/fuse, not from clamfuse: it implements neither
-// FUSE_RENAME2 nor FUSE_TMPFILE, so the kernel answers EINVAL and
-// EOPNOTSUPP; it drops S_ISVTX from attributes; it encodes times through
-// UnixNano. Each subtest proves the native behaviour, then requires
-// exactly the documented difference on the mount, and passes, recording
-// the limit (testenv.KnownLimit: make test lists them); a change of
-// library that lifts a limit shows up as a failure to update.
-func TestPosixCompareLimits(t *testing.T) {
-	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "30s"}})
-	native := t.TempDir()
-	limits := []struct {
-		name string
-		want syscall.Errno
-		op   func(root string) error
-	}{
-		{"renameat2_noreplace", unix.EINVAL, func(root string) error {
-			mustWrite(filepath.Join(root, "a"), "a")
-			return unix.Renameat2(unix.AT_FDCWD, filepath.Join(root, "a"), unix.AT_FDCWD, filepath.Join(root, "b"), unix.RENAME_NOREPLACE)
-		}},
-		{"renameat2_exchange", unix.EINVAL, func(root string) error {
-			mustWrite(filepath.Join(root, "a"), "a")
-			mustWrite(filepath.Join(root, "b"), "b")
-			return unix.Renameat2(unix.AT_FDCWD, filepath.Join(root, "a"), unix.AT_FDCWD, filepath.Join(root, "b"), unix.RENAME_EXCHANGE)
-		}},
-		{"o_tmpfile", unix.EOPNOTSUPP, func(root string) error {
-			fd, err := unix.Open(root, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-			if err == nil {
-				unix.Close(fd)
-			}
-			return err
-		}},
-	}
-	for _, l := range limits {
-		t.Run(l.name, func(t *testing.T) {
-			nroot, mroot := filepath.Join(native, l.name), m.Path(l.name)
-			mustDo(t, os.Mkdir(nroot, 0o755))
-			mustDo(t, os.Mkdir(mroot, 0o755))
-			if err := l.op(nroot); err != nil {
-				t.Fatalf("native: %v; the limit is not demonstrated", err)
-			}
-			var err error
-			m.Within(t, time.Minute, l.name, func() { err = l.op(mroot) })
-			if !errors.Is(err, l.want) {
-				t.Fatalf("mount: %v, want %v (the known bazil.org/fuse limit) or success: update this test", err, l.want)
-			}
-			testenv.KnownLimit(t, "bazil.org/fuse lacks the FUSE opcode of %s: the kernel answers %v on the mount (native: ok)", l.name, l.want)
 		})
 	}
 }
@@ -270,6 +217,8 @@ func posixCases() []posixCase {
 		{name: "mmap", run: caseMmap},
 		{name: "rename", run: caseRename},
 		{name: "rename_tracking", run: caseRenameTracking},
+		{name: "renameat2", run: caseRenameat2},
+		{name: "tmpfile", run: caseTmpfile},
 		{name: "hard_links", run: caseHardLinks},
 		{name: "unlinked_open", run: caseUnlinkedOpen},
 		{name: "symlinks", run: caseSymlinks},

@@ -157,6 +157,7 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 			Invalidation: cfg.Mount.Invalidation == "auto",
 			WatchedValid: time.Duration(cfg.Mount.WatchedAttrTimeout),
 			WatchQueue:   watchQueueForTests(),
+			ReaddirPlus:  readdirPlus(cfg.Mount.ReaddirPlus),
 		},
 	})
 	if err != nil {
@@ -164,7 +165,7 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 	}
 	log.Info("mounted", "source", src, "target", dst, "clamd", svc.pool.String(),
 		"timeout", timeout, "read_only", cfg.Mount.ReadOnly, "allow_other", cfg.Mount.AllowOther,
-		"invalidation", m.Watching())
+		"invalidation", m.Watching(), "readdirplus", cfg.Mount.ReaddirPlus)
 	if why := fs.OutsideWriters(src, dst); why != "" {
 		log.Warn("the backing directory can be written outside the mount; verdicts of files over "+
 			"cache.verify_max_size trust the file's state (mount in place, source = target, to keep every writer inside the mount)",
@@ -274,4 +275,13 @@ func descriptorLimits(perUser int, log *slog.Logger) (fs.Limits, error) {
 			"max_open_per_user", l.MaxOpenPerUser, "max_open", l.MaxOpen, "nofile", l.NoFile)
 	}
 	return l, nil
+}
+
+// readdirPlus is mount.readdirplus, which Validate has checked.
+func readdirPlus(s string) fs.ReaddirPlus {
+	r, err := fs.ParseReaddirPlus(s)
+	if err != nil {
+		return fs.ReaddirPlusAuto
+	}
+	return r
 }

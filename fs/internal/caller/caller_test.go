@@ -166,7 +166,7 @@ func TestCredentialsApplied(t *testing.T) {
 			t.Errorf("%s made as %d:%d is owned by %d:%d", name, userA, groupA, st.Uid, st.Gid)
 		}
 	}
-	if err := Renameat(a, dfd, "new", dfd, "renamed"); err != nil {
+	if err := Renameat(a, dfd, "new", dfd, "renamed", 0); err != nil {
 		t.Errorf("A renames its file in a 0777 directory: %v", err)
 	}
 	if err := Unlinkat(a, dfd, "renamed", 0); err != nil {

@@ -72,9 +72,15 @@ func Unlinkat(c Cred, dirfd int, name string, flags int) error {
 	return c.do(func() error { return unix.Unlinkat(dirfd, name, flags) })
 }
 
-// Renameat renames oldname in olddirfd to newname in newdirfd.
-func Renameat(c Cred, olddirfd int, oldname string, newdirfd int, newname string) error {
-	return c.do(func() error { return unix.Renameat(olddirfd, oldname, newdirfd, newname) })
+// Renameat renames oldname in olddirfd to newname in newdirfd, with
+// renameat2(2)'s flags (0 for rename(2)): RENAME_NOREPLACE,
+// RENAME_EXCHANGE, RENAME_WHITEOUT (which needs CAP_MKNOD, dropped with a
+// non-zero fsuid, and a backing filesystem that has whiteouts).
+func Renameat(c Cred, olddirfd int, oldname string, newdirfd int, newname string, flags uint) error {
+	if flags == 0 {
+		return c.do(func() error { return unix.Renameat(olddirfd, oldname, newdirfd, newname) })
+	}
+	return c.do(func() error { return unix.Renameat2(olddirfd, oldname, newdirfd, newname, flags) })
 }
 
 // Chmod sets the mode of the inode fd. It refuses a symlink (EOPNOTSUPP,

@@ -35,6 +35,9 @@ type DirRead struct {
 	// Dirent and Offset are sent: Node, EntryValid and Attr may be left
 	// out.
 	Plus bool
+	// Dir is the directory's node, and Header the request's (who asks).
+	Dir    Node
+	Header *fuse.Header
 }
 
 // A DirentPlus is an entry a HandleReadDirPluser lists.
@@ -66,7 +69,7 @@ func (c *Server) readDirPlus(ctx context.Context, snode *serveNode, r *fuse.Read
 	var data []byte
 	switch h := shandle.handle.(type) {
 	case HandleReadDirPluser:
-		ents, err := h.ReadDirPlus(ctx, DirRead{Offset: r.Offset, Size: r.Size, Plus: true})
+		ents, err := h.ReadDirPlus(ctx, DirRead{Offset: r.Offset, Size: r.Size, Plus: true, Dir: snode.node, Header: &r.Header})
 		if err != nil {
 			return err
 		}
@@ -173,7 +176,7 @@ func (c *Server) readDirAllPlus(ctx context.Context, snode *serveNode, shandle *
 
 // readDirPlain answers the READDIR r from h, at h's offsets.
 func (c *Server) readDirPlain(ctx context.Context, snode *serveNode, r *fuse.ReadRequest, h HandleReadDirPluser, done func(resp interface{})) error {
-	ents, err := h.ReadDirPlus(ctx, DirRead{Offset: r.Offset, Size: r.Size})
+	ents, err := h.ReadDirPlus(ctx, DirRead{Offset: r.Offset, Size: r.Size, Dir: snode.node, Header: &r.Header})
 	if err != nil {
 		return err
 	}

@@ -432,8 +432,12 @@ func (b *bench) writeClamfuseConfig(name string, c clamfuseConf) error {
 	if c.verifyMaxSize != "" {
 		cache += fmt.Sprintf("verify_max_size = %q\n", c.verifyMaxSize)
 	}
+	mount := ""
+	if b.opts.readdirPlus != "" {
+		mount = fmt.Sprintf("[mount]\nreaddirplus = %q\n", b.opts.readdirPlus)
+	}
 	toml := fmt.Sprintf(`# Written by test/cmd/bench.
-[clamd]
+%s[clamd]
 address = %q
 timeout = "10m"
 %s
@@ -443,7 +447,7 @@ prewarm = %t
 %s
 [log]
 level = %q
-`, b.clamd.Address(), tr, c.prewarm, cache, level)
+`, mount, b.clamd.Address(), tr, c.prewarm, cache, level)
 	return os.WriteFile(filepath.Join(b.opts.dir, name), []byte(toml), 0o644)
 }
 

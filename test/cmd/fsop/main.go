@@ -25,6 +25,8 @@
 //	unlink PATH
 //	rmdir PATH
 //	rename OLD NEW
+//	rename-noreplace OLD NEW, rename-exchange OLD NEW (renameat2)
+//	tmpfile DIR MODE DATA NAME (O_TMPFILE, written, linked as NAME; "-": none)
 //	chmod PATH MODE
 //	chown PATH UID GID        lchown; -1 leaves an id
 //	truncate PATH SIZE
@@ -429,6 +431,29 @@ func run(op string, a []string) (string, error) {
 	case "rename":
 		nargs(a, 2)
 		return "", unix.Rename(a[0], a[1])
+	case "rename-noreplace", "rename-exchange":
+		nargs(a, 2)
+		fl := uint(unix.RENAME_NOREPLACE)
+		if op == "rename-exchange" {
+			fl = unix.RENAME_EXCHANGE
+		}
+		return "", unix.Renameat2(unix.AT_FDCWD, a[0], unix.AT_FDCWD, a[1], fl)
+	case "tmpfile":
+		// tmpfile DIR MODE DATA NAME: an O_TMPFILE file in DIR, DATA
+		// written to it, then linked as NAME ("-": left unnamed).
+		nargs(a, 4)
+		fd, err := unix.Open(a[0], unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, mode(a[1]))
+		if err != nil {
+			return "", err
+		}
+		defer unix.Close(fd)
+		if _, err := unix.Write(fd, []byte(a[2])); err != nil {
+			return "", err
+		}
+		if a[3] == "-" {
+			return "", nil
+		}
+		return "", unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, a[3], unix.AT_SYMLINK_FOLLOW)
 	case "chmod":
 		nargs(a, 2)
 		return "", unix.Chmod(a[0], mode(a[1]))
