@@ -424,8 +424,10 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (j
 			v.Backend = g.scanner.String()
 		}
 		switch {
-		case g.racy(&st, since):
-			// A change made now could keep this key (see racy.go).
+		case sum == 0 && g.racy(&st, since):
+			// A change made now could keep this key (see racy.go); a
+			// verdict whose contents are verified (sum) is used only
+			// while the file holds them, which catches that change too.
 			g.racies.Add(1)
 		case g.caching():
 			// A verdict put under a key whose generation has passed
