@@ -300,3 +300,64 @@ func TestSessionsRealClamd(t *testing.T) {
 	_, err = scan(t, c, clean)
 	wantKind(t, err, ErrUnavailable)
 }
+
+// Through clamdtest.Proxy, which the mounted tests count and hold scans
+// with, scans in a session are seen one by one, can be held, and get
+// their verdicts.
+func TestSessionsThroughProxy(t *testing.T) {
+	cd := clamdtest.New(t, clamdtest.Options{})
+	p := clamdtest.NewProxy(t, cd)
+	dir := t.TempDir()
+	clean, marked := filepath.Join(dir, "clean"), filepath.Join(dir, "marked")
+	if err := os.WriteFile(clean, []byte("clean bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(marked, clamdtest.Marker(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tr := range []Transport{TransportFildes, TransportInstream} {
+		t.Run(string(tr), func(t *testing.T) {
+			c, err := New(Options{Network: "unix", Address: p.Socket, Timeout: 30 * time.Second, Transport: tr, Sessions: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			scan := func(path string) (Result, error) {
+				f, err := os.Open(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				st, _ := f.Stat()
+				return c.ScanFile(t.Context(), f, st.Size())
+			}
+			before := p.Scans()
+			for i, path := range []string{clean, clean, marked, clean} {
+				if res, err := scan(path); err != nil || res.Infected != (path == marked) {
+					t.Fatalf("scan %d: %+v, %v", i, res, err)
+				}
+			}
+			if n := p.Scans() - before; n != 4 {
+				t.Errorf("the proxy saw %d scans; want 4", n)
+			}
+			p.Hold()
+			type answer struct {
+				res Result
+				err error
+			}
+			ch := make(chan answer, 1)
+			go func() {
+				res, err := scan(clean)
+				ch <- answer{res, err}
+			}()
+			s := p.Next(t, 10*time.Second)
+			p.Release()
+			s.Release()
+			if a := <-ch; a.err != nil || a.res.Infected {
+				t.Fatalf("held scan: %+v, %v", a.res, a.err)
+			}
+			if res, err := scan(marked); err != nil || !res.Infected {
+				t.Fatalf("scan after the held one: %+v, %v", res, err)
+			}
+		})
+	}
+}
