@@ -31,7 +31,10 @@ import (
 // used again only within sessionIdle (well inside clamd's IdleTimeout,
 // 30 s by default) and when clamd has not closed it meanwhile (a peek
 // that must find nothing to read): else it is closed and a new one
-// dialed. A reply without the request's id is never a verdict: it is
+// dialed. Should clamd still close it just as it is taken, a FILDES
+// request that got no byte of reply is sent once more on a new
+// connection (a stream is not: it may have been read in part). A reply
+// without the request's id is never a verdict: it is
 // ErrProtocol, or clamd's own ERROR; a clamd that answers a new session
 // so is scanned without sessions from then on.
 

@@ -134,7 +134,7 @@ func TestSessionFaults(t *testing.T) {
 		{"wrong id later", func(_, req int) string { return itoa(max(req, 2)-1) + ": fd[5]: OK" }, ErrProtocol, false},
 		{"no id", func(_, _ int) string { return "fd[5]: OK" }, ErrProtocol, true},
 		{"error without id", func(_, _ int) string { return "UNKNOWN COMMAND ERROR" }, ErrClamd, true},
-		{"closed without a reply", func(_, req int) string { return map[int]string{1: "1: fd[5]: OK"}[req] }, ErrProtocol, false},
+		{"closed without a reply", func(conn, req int) string { return map[int]string{1: "1: fd[5]: OK"}[req*conn] }, ErrProtocol, false},
 		{"stalls", func(_, req int) string { return map[int]string{1: "1: fd[5]: OK", 2: "stall"}[req] }, ErrTimeout, false},
 	}
 	for _, tt := range tests {
@@ -163,6 +163,21 @@ func TestSessionFaults(t *testing.T) {
 			}
 		})
 	}
+	t.Run("closed as it was taken", func(t *testing.T) {
+		// The server closes a session without a reply to its second
+		// request, as when clamd ends an idle session just as it is
+		// taken: the FILDES request is sent again on a new connection.
+		f, conns, _ := sessionFake(t, func(_, req int) string { return map[int]string{1: "1: fd[5]: OK"}[req] })
+		c := f.clientWith(t, Options{Timeout: 5 * time.Second, Sessions: 2})
+		for i := range 3 {
+			if res, err := scanTemp(t, c, t.Context()); err != nil || res.Infected {
+				t.Fatalf("scan %d: %+v, %v", i, res, err)
+			}
+		}
+		if n := conns.Load(); n != 3 {
+			t.Errorf("%d connections; want 3", n)
+		}
+	})
 	t.Run("closed while idle", func(t *testing.T) {
 		// clamd's IdleTimeout: the server closes an idle session.
 		f, conns, _ := sessionFake(t, func(conn, req int) string {
