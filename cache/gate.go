@@ -298,7 +298,7 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 			defer src.Close()
 			defer g.demand.done()
 			// The openers' contexts do not cancel a shared scan.
-			flight := g.sf.DoChan(fmt.Sprint(key), func() (any, error) {
+			flight := g.sf.DoChan(key.flight(), func() (any, error) {
 				return g.scan(context.Background(), src, key, since)
 			})
 			// The miss is counted once this open has started the scan of
@@ -424,8 +424,10 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (j
 			v.Backend = g.scanner.String()
 		}
 		switch {
-		case g.racy(&st, since):
-			// A change made now could keep this key (see racy.go).
+		case sum == 0 && g.racy(&st, since):
+			// A change made now could keep this key (see racy.go); a
+			// verdict whose contents are verified (sum) is used only
+			// while the file holds them, which catches that change too.
 			g.racies.Add(1)
 		case g.caching():
 			// A verdict put under a key whose generation has passed
@@ -640,6 +642,16 @@ func (g *Gate) report(p *Policy, d Decision, who Opener) {
 		k.kind, k.file = string(d.Reason), fileKeyOf(&d.Key)
 	}
 	g.repeats.log(g.log, p.LogRepeat, slog.LevelWarn, k, msg, attrs)
+}
+
+// flight names the scans of key's state in the Gate's singleflight.
+func (k *Key) flight() string {
+	b := make([]byte, 0, 128+len(k.DB))
+	for _, n := range []uint64{k.Dev, k.Ino, uint64(k.Size), uint64(k.MtimeNs), uint64(k.CtimeNs), k.Gen, k.Writes} {
+		b = strconv.AppendUint(b, n, 16)
+		b = append(b, ' ')
+	}
+	return string(append(b, k.DB...))
 }
 
 // reopen opens the inode behind f again for reading through /proc, so

@@ -164,7 +164,7 @@ func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error) (Pr
 			continue
 		}
 		var v any
-		v, err, _ = g.sf.Do(fmt.Sprint(key), func() (any, error) { return g.scan(ctx, src, key, since) })
+		v, err, _ = g.sf.Do(key.flight(), func() (any, error) { return g.scan(ctx, src, key, since) })
 		switch {
 		case errors.Is(err, errSuperseded) && ctx.Err() == nil:
 			continue // someone else's scan after a write

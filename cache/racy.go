@@ -28,6 +28,16 @@ import (
 // until the times are old enough. A scan after a write (Prescan) first
 // waits until they are.
 //
+// None of this applies to a file whose contents the Gate verifies (up to
+// Options.VerifyMaxSize, verify.go): its verdict carries a digest of the
+// bytes judged, taken before and after the scan, and a cached verdict is
+// used only when the opener's descriptor holds those very bytes now. A
+// change that keeps the Key after the scan, racy or not, through the
+// mount or behind it, changes the contents, so the digest misses and the
+// file is scanned again. Such a verdict is cached at once, and the scan
+// after a write starts at once, so that opens right after the writer's
+// last close share it instead of scanning on their own.
+//
 // The filesystem reports the granularity of each backing filesystem
 // (SetTimeGranularity); a device it did not report is taken as
 // unknownGranularity. Times in the future (a clock set back, an mtime
@@ -84,11 +94,15 @@ func (g *Gate) racy(st *unix.Stat_t, since int64) bool { return since < g.settle
 
 // waitSettled waits until a state of the file fd taken now would not be
 // racy, or until ctx is done. It waits at most one window: a file whose
-// times are in the future is scanned at once (and not cached).
+// times are in the future is scanned at once (and not cached). It does
+// not wait for a file whose contents are verified (see above).
 func (g *Gate) waitSettled(ctx context.Context, fd int) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return err
+	}
+	if g.verifies(st.Size) {
+		return nil
 	}
 	wait := time.Duration(g.settledAt(&st) - time.Now().UnixNano())
 	if wait <= 0 || wait > g.TimeWindow(st.Dev)+time.Millisecond {

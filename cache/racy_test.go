@@ -126,3 +126,68 @@ func statT(t *testing.T, p string) unix.Stat_t {
 	}
 	return st
 }
+
+// A file whose contents are verified has its verdict cached even while
+// its times are racy: a change that keeps the key afterwards (here a
+// write to a dirty page of a shared mapping, which stamps no time, as a
+// write in the same clock tick would not) changes the contents, and the
+// digest taken at the next open sees it (issue #12, "first open right
+// after a write").
+func TestGateRacyVerifiedCached(t *testing.T) {
+	s := &fakeScanner{judge: infectedIf("EICAR")}
+	g := NewGate(s, Options{MaxEntries: 16, VerifyMaxSize: 1 << 20})
+	p := pageFile(t)
+	m := sharedMapping(t, p, "clean")
+	st := statT(t, p)
+	g.SetTimeGranularity(st.Dev, time.Hour) // racy for the whole test
+	checkDecision(t, "open while racy", g.Check(t.Context(), openFile(t, p), someone),
+		expect{allow: true, reason: ReasonClean})
+	checkDecision(t, "open again", g.Check(t.Context(), openFile(t, p), someone),
+		expect{allow: true, reason: ReasonClean, cached: true})
+	before := gateKey(t, g, p)
+	copy(m, "EICAR")
+	if after := gateKey(t, g, p); after != before {
+		t.Fatalf("a write to the dirty page changed the key (%+v, was %+v): nothing to test", after, before)
+	}
+	checkDecision(t, "open after a change that kept the key", g.Check(t.Context(), openFile(t, p), someone),
+		expect{reason: ReasonInfected, sig: eicarSig})
+	if n, st := s.Calls(), g.Stats(); n != 2 || st.Racy != 0 || st.Changed != 1 {
+		t.Errorf("%d scans, %d racy, %d changed; want 2, 0, 1", n, st.Racy, st.Changed)
+	}
+	// Beyond verify_max_size the racy rule holds as before.
+	g = NewGate(s, Options{MaxEntries: 16, VerifyMaxSize: 16})
+	g.SetTimeGranularity(st.Dev, time.Hour)
+	p = writeFile(t, "larger than sixteen bytes, not verified")
+	for range 2 {
+		checkDecision(t, "open of an unverified racy file", g.Check(t.Context(), openFile(t, p), someone),
+			expect{allow: true, reason: ReasonClean})
+	}
+	if r := g.Stats().Racy; r != 2 {
+		t.Errorf("%d racy; want 2", r)
+	}
+}
+
+// The scan after a write of a file whose contents are verified starts at
+// once, without waiting for its times to settle, and an open right after
+// the writer's close shares it instead of scanning on its own; its
+// verdict is cached.
+func TestPrescanVerifiedStartsAtOnce(t *testing.T) {
+	s := &fakeScanner{}
+	release := s.hold(t)
+	g := NewGate(s, Options{MaxEntries: 16, MaxConcurrent: 4, Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+	p := writeFile(t, "download")
+	st := statT(t, p)
+	g.SetTimeGranularity(st.Dev, time.Hour) // a wait would outlast the test
+	g.Prescan(openFile(t, p), someone)
+	waitFor(t, "the scan after write to start", func() bool { return s.Inflight() == 1 })
+	ch := checkAsync(t.Context(), g, openFile(t, p), someone)
+	waitFor(t, "the open to join it", func() bool { return g.Stats().Misses == 1 })
+	release()
+	checkDecision(t, "open during the scan after write", recv(t, ch), expect{allow: true, reason: ReasonClean})
+	waitFor(t, "the scan after write to end", func() bool { return g.prescans.Load() == 0 })
+	checkDecision(t, "open after it", g.Check(t.Context(), openFile(t, p), someone),
+		expect{allow: true, reason: ReasonClean, cached: true})
+	if n := s.Calls(); n != 1 {
+		t.Errorf("%d scans; want 1", n)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Contents the Key cannot show.
@@ -109,10 +111,34 @@ func (g *Gate) lookup(key Key, f *os.File) (Verdict, uint64, bool) {
 	if !ok || !g.verifies(key.Size) {
 		return v, sum, ok
 	}
-	now, err := contentSum(f, key.Size)
+	var now uint64
+	var err error
+	noatime(f, func() { now, err = contentSum(f, key.Size) })
 	if err != nil || now != sum {
 		g.changed.Add(1)
 		return Verdict{}, 0, false
 	}
 	return v, sum, true
+}
+
+// noatime runs read, which reads f, with O_NOATIME set on f's open file
+// description, and then puts f's flags back: the digest of a cached
+// verdict, read through the opener's own descriptor, leaves the file's
+// access time as a plain open that reads nothing would (as the scans
+// do, on a descriptor of their own opened with O_NOATIME; see reopen).
+// f must not be in use elsewhere meanwhile: it is the descriptor of an
+// open not yet answered. Where O_NOATIME cannot be set, read runs as is.
+func noatime(f *os.File, read func()) {
+	fd := int(f.Fd())
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil || flags&unix.O_NOATIME != 0 {
+		read()
+		return
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags|unix.O_NOATIME); err != nil {
+		read()
+		return
+	}
+	defer unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags)
+	read()
 }

@@ -176,3 +176,37 @@ func TestDigestAgrees(t *testing.T) {
 		}
 	}
 }
+
+// Verifying a cached verdict reads the opener's descriptor, and leaves
+// the file's access time alone (O_NOATIME for the read), as scans do: an
+// open that reads nothing keeps atime as a plain open does. Here atime is
+// older than mtime, so a plain read would move it (relatime).
+func TestGateVerifyKeepsAtime(t *testing.T) {
+	g := NewGate(&fakeScanner{}, Options{MaxEntries: 16, VerifyMaxSize: 1 << 20})
+	p := writeFile(t, "verified contents")
+	st := statT(t, p)
+	old := time.Unix(0, st.Mtim.Nano()).Add(-time.Hour)
+	if err := os.Chtimes(p, old, time.Unix(0, st.Mtim.Nano())); err != nil {
+		t.Fatal(err)
+	}
+	before := statT(t, p)
+	checkDecision(t, "first open", g.Check(t.Context(), openFile(t, p), someone),
+		expect{allow: true, reason: ReasonClean})
+	f := openFile(t, p)
+	flags, _ := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	checkDecision(t, "cached open", g.Check(t.Context(), f, someone),
+		expect{allow: true, reason: ReasonClean, cached: true})
+	if after := statT(t, p); after.Atim != before.Atim {
+		t.Errorf("atime moved from %v to %v", time.Unix(0, before.Atim.Nano()), time.Unix(0, after.Atim.Nano()))
+	}
+	if got, _ := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0); got != flags {
+		t.Errorf("the opener's descriptor has flags %#x after the open; want %#x as before", got, flags)
+	}
+	// A read of the opener's own does move it: the test can tell.
+	if _, err := f.ReadAt(make([]byte, 1), 0); err != nil {
+		t.Fatal(err)
+	}
+	if after := statT(t, p); after.Atim == before.Atim {
+		t.Log("atime not moved by a plain read either (noatime mount?): the check above proved nothing")
+	}
+}

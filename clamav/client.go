@@ -34,6 +34,10 @@ type Options struct {
 	Timeout   time.Duration // whole operation: connect+stream+reply; required > 0
 	ChunkSize int           // INSTREAM chunk size, default 1 MiB when 0
 	Transport Transport     // how ScanFile reaches clamd; TransportAuto when ""
+	// Sessions is how many connections to keep open between scans, in
+	// clamd sessions (IDSESSION; see session.go); 0 dials clamd anew
+	// for every scan.
+	Sessions int
 }
 
 // Transport is how ScanFile gets a file's contents to clamd.
@@ -56,7 +60,8 @@ const (
 )
 
 // Client talks to one clamd. It is safe for concurrent use; every operation
-// opens its own connection, so concurrency is bounded only by the caller
+// has a connection of its own (a new one, or with Options.Sessions an idle
+// one of an earlier scan), so concurrency is bounded only by the caller
 // (and by clamd's MaxThreads/MaxQueue).
 type Client struct {
 	network   string
@@ -69,6 +74,12 @@ type Client struct {
 	// refused: in auto mode, clamd turned a descriptor down (see
 	// ScanFile), so ScanFile streams from then on. Set once, never cleared.
 	refused atomic.Bool
+
+	// idle holds connections in a session between scans (session.go),
+	// nil without Options.Sessions; noSessions: clamd answered a new
+	// session without request ids, so scans dial anew from then on.
+	idle       chan *session
+	noSessions atomic.Bool
 
 	// bufs holds *[]byte INSTREAM buffers of bufSize(chunkSize) bytes. A
 	// buffer belongs to one Scan between Get and Put; nothing else is shared.
@@ -110,6 +121,12 @@ func New(opts Options) (*Client, error) {
 		timeout:   opts.Timeout,
 		chunkSize: cs,
 		transport: tr,
+	}
+	if opts.Sessions < 0 {
+		return nil, fmt.Errorf("clamav: sessions must be >= 0, got %d", opts.Sessions)
+	}
+	if opts.Sessions > 0 {
+		c.idle = make(chan *session, opts.Sessions)
 	}
 	c.bufs.New = func() any {
 		b := make([]byte, bufSize(cs))

@@ -53,15 +53,35 @@ func (c *Client) Scan(ctx context.Context, r io.Reader) (Result, error) {
 	return res, err
 }
 
-// exchange runs one scan on its own connection: dial, send (which writes
-// the request and returns an error made by k), then read and parse the
-// one reply, under k's deadline and ctx. fildes says which name the reply
-// carries ("fd[N]: " rather than "stream: "). It returns clamd's reply as
-// read, "" when none arrived.
+// exchange runs one scan: dial (or, with sessions, take an idle
+// connection), send (which writes the request and returns an error made
+// by k), then read and parse the one reply, under k's deadline and ctx.
+// fildes says which name the reply carries ("fd[N]: " rather than
+// "stream: "). It returns clamd's reply as read (without a session's
+// id), "" when none arrived.
 func (c *Client) exchange(ctx context.Context, k *call, fildes bool, send func(net.Conn) error) (Result, string, error) {
 	cctx, cancel := context.WithDeadline(ctx, k.deadline)
 	defer cancel()
 
+	sessions := c.idle != nil && !c.noSessions.Load()
+	if sessions {
+		if s := c.takeSession(); s != nil {
+			res, reply, err, keep, gone := c.round(cctx, k, s.conn, s.id, fildes, send)
+			if keep {
+				s.id++
+				c.putSession(s)
+			} else {
+				s.conn.Close()
+			}
+			if !fildes || !gone {
+				return res, reply, err
+			}
+			// Closed without a word: clamd ended the idle session just
+			// as it was taken (or died: then dialing fails). No verdict
+			// came; a FILDES request can be sent again as it was, once,
+			// on a new connection. (A stream may be half read.)
+		}
+	}
 	var d net.Dialer
 	conn, err := d.DialContext(cctx, c.network, c.address)
 	if err != nil {
@@ -70,43 +90,90 @@ func (c *Client) exchange(ctx context.Context, k *call, fildes bool, send func(n
 		}
 		return Result{}, "", k.fail(ErrUnavailable, err, ": "+err.Error())
 	}
-	defer conn.Close()
+	id := 0
+	if sessions {
+		id = 1
+	}
+	res, reply, err, keep, _ := c.round(cctx, k, conn, id, fildes, send)
+	if keep && sessions {
+		c.putSession(&session{conn: conn, id: id + 1})
+	} else {
+		conn.Close()
+	}
+	return res, reply, err
+}
+
+// round runs one request on conn: in a session when id > 0 (the id of
+// this request, 1 on a new connection, which then first starts the
+// session). keep reports whether conn may serve another request: the
+// exchange ended with a clean verdict, whole, within its deadline. gone
+// reports that clamd closed conn without a byte of reply, before its
+// deadline: no verdict, nor any word from clamd.
+func (c *Client) round(ctx context.Context, k *call, conn net.Conn, id int, fildes bool, send func(net.Conn) error) (res Result, reply string, err error, keep, gone bool) {
 	if err := conn.SetDeadline(k.deadline); err != nil {
-		return Result{}, "", k.fail(ErrUnavailable, err, ": "+err.Error())
+		return Result{}, "", k.fail(ErrUnavailable, err, ": "+err.Error()), false, false
 	}
 	// Registered after SetDeadline, so an already-canceled ctx still wins.
-	stop := context.AfterFunc(cctx, func() { conn.SetDeadline(aLongTimeAgo) })
-	defer stop()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(aLongTimeAgo) })
+	defer func() {
+		if !stop() {
+			keep = false // its deadline was pulled in: never again
+		}
+	}()
 
+	if id == 1 {
+		if _, err := conn.Write([]byte(sessionCmd)); err != nil {
+			if e := k.ioFailed("while sending", err); e != nil {
+				return Result{}, "", e, false, false
+			}
+			return Result{}, "", k.fail(ErrUnavailable, err, ": starting a session: "+err.Error()), false, false
+		}
+	}
 	if err := send(conn); err != nil {
-		return Result{}, "", err
+		// A write that failed as clamd had closed conn: ErrProtocol
+		// (writeFailed) with no reply read.
+		return Result{}, "", err, false, errors.Is(err, ErrProtocol) && k.interrupted("") == nil
 	}
 
 	reply, trailing, err := readReply(conn)
 	if err != nil {
 		if e := k.ioFailed("waiting for reply", err); e != nil {
-			return Result{}, reply, e
+			return Result{}, reply, e, false, false
 		}
 		switch {
 		case errors.Is(err, errReplyTooLong):
-			return Result{}, reply, k.fail(ErrProtocol, nil, fmt.Sprintf(": no NUL in the first %d bytes of the reply: %s", maxReplyLen, quoteReply(reply)))
+			return Result{}, reply, k.fail(ErrProtocol, nil, fmt.Sprintf(": no NUL in the first %d bytes of the reply: %s", maxReplyLen, quoteReply(reply))), false, false
 		case reply == "":
-			return Result{}, reply, k.fail(ErrProtocol, err, ": connection closed without a reply: "+err.Error())
+			return Result{}, reply, k.fail(ErrProtocol, err, ": connection closed without a reply: "+err.Error()), false, true
 		default:
-			return Result{}, reply, k.fail(ErrProtocol, err, ": reply not NUL-terminated: "+quoteReply(reply))
+			return Result{}, reply, k.fail(ErrProtocol, err, ": reply not NUL-terminated: "+quoteReply(reply)), false, false
+		}
+	}
+	if id > 0 {
+		var serr error
+		if reply, serr = sessionReply(reply, id); serr != nil {
+			if id == 1 {
+				c.noSessions.Store(true) // no ids: a clamd without sessions
+			}
+			// Not returned as the reply: it says nothing of the
+			// descriptor (see ScanFile's fallback).
+			if _, kind, msg := parseReply(reply, fildes); kind == ErrClamd || kind == ErrSizeLimit {
+				return Result{}, "", k.fail(kind, nil, msg), false, false
+			}
+			return Result{}, "", k.fail(ErrProtocol, nil, fmt.Sprintf(": reply without the session's request id %d: %s", id, quoteReply(reply))), false, false
 		}
 	}
 	res, kind, msg := parseReply(reply, fildes)
 	if kind != nil {
-		return Result{}, reply, k.fail(kind, nil, msg)
+		return Result{}, reply, k.fail(kind, nil, msg), false, false
 	}
 	if trailing && !res.Infected {
 		// Only ever one reply per scan; never call extra data clean.
 		// (Infected stays infected: with AllMatchScanning clamd may send
 		// one FOUND reply per signature.)
-		return Result{}, reply, k.fail(ErrProtocol, nil, ": unexpected data after reply "+quoteReply(reply))
+		return Result{}, reply, k.fail(ErrProtocol, nil, ": unexpected data after reply "+quoteReply(reply)), false, false
 	}
-	return res, reply, nil
+	return res, reply, nil, !trailing && !res.Infected, false
 }
 
 // send writes the INSTREAM command, all of r in chunks, and the end marker.

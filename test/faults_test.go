@@ -199,6 +199,9 @@ func (s *silent) Dropped() int {
 // scanHead is how long a head isScan needs.
 const scanHead = len("zFILDES\x00")
 
+// sessionHead starts a clamd session, before the first request.
+const sessionHead = "zIDSESSION\x00"
+
 // isScan says whether head, the first scanHead bytes a client sent, begin
 // a scan: zFILDES or zINSTREAM.
 func isScan(head []byte) bool {
@@ -236,6 +239,14 @@ func newSilentClamd(t *testing.T, reads bool) *silent {
 				wg.Go(func() {
 					head := make([]byte, scanHead)
 					k, err := io.ReadFull(c, head)
+					if string(head[:k]) == sessionHead[:scanHead] {
+						// A session (clamav.Options.Sessions): its first
+						// request follows.
+						rest := make([]byte, len(sessionHead)-scanHead)
+						if _, err = io.ReadFull(c, rest); err == nil {
+							k, err = io.ReadFull(c, head)
+						}
+					}
 					scan := isScan(head[:k])
 					if scan {
 						s.mu.Lock()

@@ -94,8 +94,10 @@ func clients(c config.Clamd) ([]*clamav.Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("clamd.address: %v", err)
 		}
+		// As many connections kept open between scans as scans may run
+		// at once (clamav.Options.Sessions).
 		cl, err := clamav.New(clamav.Options{Network: network, Address: addr, Timeout: time.Duration(c.Timeout),
-			Transport: clamav.Transport(c.Transport)})
+			Transport: clamav.Transport(c.Transport), Sessions: max(c.MaxConcurrent, 1)})
 		if err != nil {
 			return nil, err
 		}

@@ -126,8 +126,10 @@ func cmdScan(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{fmt.Errorf("clamd.address: %v", err)}
 	}
+	// One connection per job, kept open between its scans, as the mount
+	// does (clamav.Options.Sessions).
 	client, err := clamav.New(clamav.Options{Network: network, Address: addr, Timeout: time.Duration(cfg.Clamd.Timeout),
-		Transport: clamav.Transport(cfg.Clamd.Transport)})
+		Transport: clamav.Transport(cfg.Clamd.Transport), Sessions: max(cfg.Clamd.MaxConcurrent, 1)})
 	if err != nil {
 		return usageError{err}
 	}

@@ -3,6 +3,7 @@ package clamdtest
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -151,22 +152,52 @@ func (p *Proxy) Next(t testing.TB, within time.Duration) *Scan {
 	return s
 }
 
-// serve passes one client connection through to clamd.
+// sessionCmd starts a clamd session (IDSESSION): the client then sends
+// request after request on the connection, and each reply carries the
+// request's number, from 1 ("1: fd[12]: OK").
+const sessionCmd = "zIDSESSION\x00"
+
+// serve passes one client connection through to clamd. A session is
+// served request by request, each on a connection of its own to clamd,
+// and each reply given the request's number: so every scan in it is
+// seen, counted and can be held like a scan on a connection of its own.
 func (p *Proxy) serve(client *net.UnixConn) {
 	defer client.Close()
-	req, fds, err := readRequest(client)
+	r := &requestReader{c: client}
+	defer r.closeFds()
+	req, fds, err := r.next()
+	if err != nil && len(req) == 0 {
+		return
+	}
+	if string(req) != sessionCmd {
+		p.pass(client, r, req, fds, err, 0)
+		return
+	}
+	for id := 1; ; id++ {
+		req, fds, err := r.next()
+		if len(req) == 0 || string(req) == "zEND\x00" {
+			return
+		}
+		if !p.pass(client, r, req, fds, err, id) {
+			return
+		}
+	}
+}
+
+// pass passes one request through to clamd on a connection of its own,
+// and clamd's reply back; in a session (id > 0) the reply, one
+// NUL-terminated part at a time, with "<id>: " before it. It reports
+// whether the client may go on.
+func (p *Proxy) pass(client *net.UnixConn, r *requestReader, req []byte, fds []int, err error, id int) bool {
 	defer func() {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
 	}()
-	if err != nil && len(req) == 0 {
-		return
-	}
 	cmd := scanCommand(req)
 	if cmd != "" {
 		if err != nil {
-			return // the client gave up before its request was whole
+			return false // the client gave up before its request was whole
 		}
 		s := &Scan{Command: cmd, release: make(chan struct{})}
 		if cmd == "INSTREAM" {
@@ -183,22 +214,13 @@ func (p *Proxy) serve(client *net.UnixConn) {
 			p.waitNext.Broadcast()
 		}
 		p.mu.Unlock()
-		if hold {
-			gone := make(chan struct{})
-			go func() { // the client closes its end when it gives up
-				io.Copy(io.Discard, client)
-				close(gone)
-			}()
-			select {
-			case <-s.release:
-			case <-gone:
-				return
-			}
+		if hold && !r.waitRelease(s) {
+			return false // the client closes its end when it gives up
 		}
 	}
 	backend, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: p.backend, Net: "unix"})
 	if err != nil {
-		return // the client sees its connection closed without a reply
+		return false // the client sees its connection closed without a reply
 	}
 	defer backend.Close()
 	if len(fds) > 0 {
@@ -206,7 +228,7 @@ func (p *Proxy) serve(client *net.UnixConn) {
 		// came; sendmsg may send less than all, so the rest follows.
 		n, _, err := backend.WriteMsgUnix(req, unix.UnixRights(fds...), nil)
 		if err != nil {
-			return
+			return false
 		}
 		req = req[n:]
 	}
@@ -221,72 +243,156 @@ func (p *Proxy) serve(client *net.UnixConn) {
 		unix.Close(fd)
 	}
 	fds = nil
-	if cmd == "" {
-		// Not a scan: whatever else the client says goes through too.
-		go func() {
-			io.Copy(backend, client)
-			backend.CloseWrite()
-		}()
+	if id == 0 {
+		if cmd == "" {
+			// Not a scan: whatever else the client says goes through too.
+			backend.Write(r.buf)
+			r.buf = nil
+			go func() {
+				io.Copy(backend, client)
+				backend.CloseWrite()
+			}()
+		}
+		io.Copy(client, backend)
+		return false
 	}
-	io.Copy(client, backend)
+	reply, _ := io.ReadAll(backend)
+	var out []byte
+	for part := range bytes.SplitAfterSeq(reply, []byte{0}) {
+		if len(part) > 0 {
+			out = append(append(out, strconv.Itoa(id)+": "...), part...)
+		}
+	}
+	if _, err := client.Write(out); err != nil || len(reply) == 0 || reply[len(reply)-1] != 0 {
+		return false // clamd closed without a whole reply: so does the proxy
+	}
+	return true
 }
 
-// readRequest reads a client's request with the descriptors that come
-// with it: for a scan, all of it (FILDES: the command and its byte;
-// INSTREAM: up to the zero-length chunk); for anything else, the command.
-func readRequest(c *net.UnixConn) (req []byte, fds []int, err error) {
+// requestReader reads a client's requests one at a time, with the
+// descriptors that come with them.
+type requestReader struct {
+	c   *net.UnixConn
+	buf []byte // read, not yet returned
+	fds []int  // received, not yet returned
+}
+
+// next returns the next request: for a scan, all of it (FILDES: the
+// command and its byte; INSTREAM: up to the zero-length chunk); for
+// anything else, the command. The descriptors received while it was
+// read come with it, and the caller closes them.
+func (r *requestReader) next() (req []byte, fds []int, err error) {
 	buf := make([]byte, 64<<10)
 	oob := make([]byte, unix.CmsgSpace(16*4))
 	for {
-		if done, _ := requestDone(req); done {
+		if n := requestLen(r.buf); n > 0 {
+			req, r.buf = r.buf[:n:n], r.buf[n:]
+			if string(req) == sessionCmd {
+				return req, nil, nil // descriptors go with what follows
+			}
+			fds, r.fds = r.fds, nil
 			return req, fds, nil
 		}
-		n, oobn, _, _, rerr := c.ReadMsgUnix(buf, oob)
+		n, oobn, _, _, rerr := r.c.ReadMsgUnix(buf, oob)
 		if oobn > 0 {
 			if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
 				for _, m := range msgs {
 					if rights, err := unix.ParseUnixRights(&m); err == nil {
-						fds = append(fds, rights...)
+						r.fds = append(r.fds, rights...)
 					}
 				}
 			}
 		}
-		req = append(req, buf[:n]...)
+		if n > 0 {
+			r.buf = append(r.buf, buf[:n]...)
+		}
 		if rerr != nil {
-			if done, _ := requestDone(req); done {
-				return req, fds, nil
+			if n := requestLen(r.buf); n > 0 {
+				continue
 			}
+			req, r.buf = r.buf, nil
+			fds, r.fds = r.fds, nil
 			return req, fds, rerr
 		}
 	}
 }
 
-// requestDone reports whether req holds a whole request.
-func requestDone(req []byte) (bool, error) {
-	end := bytes.IndexAny(req, "\x00\n")
-	if end < 0 {
-		return false, nil
-	}
-	switch scanCommand(req) {
-	case "FILDES":
-		return len(req) > end+1, nil // the byte the descriptor rides with
-	case "INSTREAM":
-		rest := req[end+1:]
+// waitRelease waits until s is released, and reports true, or until the
+// client closes its connection (it gave up), and reports false. A client
+// sends nothing while it waits for a reply; what it sends anyway is kept
+// for next.
+func (r *requestReader) waitRelease(s *Scan) bool {
+	gone := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b := make([]byte, 4096)
 		for {
-			if len(rest) < 4 {
-				return false, nil
+			n, err := r.c.Read(b)
+			r.buf = append(r.buf, b[:n]...)
+			if err != nil {
+				if !errors.Is(err, os.ErrDeadlineExceeded) {
+					close(gone)
+				}
+				return
 			}
-			n := int(binary.BigEndian.Uint32(rest))
+		}
+	}()
+	select {
+	case <-s.release:
+		r.c.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		r.c.SetReadDeadline(time.Time{})
+		select {
+		case <-gone:
+			return false
+		default:
+			return true
+		}
+	case <-gone:
+		<-done
+		return false
+	}
+}
+
+func (r *requestReader) closeFds() {
+	for _, fd := range r.fds {
+		unix.Close(fd)
+	}
+	r.fds = nil
+}
+
+// requestLen is the length of the whole request at the start of buf, or
+// 0 when buf does not hold one yet.
+func requestLen(buf []byte) int {
+	end := bytes.IndexAny(buf, "\x00\n")
+	if end < 0 {
+		return 0
+	}
+	switch scanCommand(buf) {
+	case "FILDES":
+		if len(buf) > end+1 {
+			return end + 2 // the byte the descriptor rides with
+		}
+		return 0
+	case "INSTREAM":
+		off := end + 1
+		for {
+			if len(buf) < off+4 {
+				return 0
+			}
+			n := int(binary.BigEndian.Uint32(buf[off:]))
+			off += 4
 			if n == 0 {
-				return true, nil
+				return off
 			}
-			if len(rest) < 4+n {
-				return false, nil
+			if len(buf) < off+n {
+				return 0
 			}
-			rest = rest[4+n:]
+			off += n
 		}
 	}
-	return true, nil
+	return end + 1
 }
 
 // scanCommand names the scan req asks for ("INSTREAM", "FILDES"), or ""
