@@ -7,7 +7,6 @@ import (
 	"path"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -76,7 +75,7 @@ type Node struct {
 	fdMu      sync.RWMutex // guards fd, hasFD, forgotten, orphan, hasOrphan; read-held while fd or orphan is in use
 	fd        int32        // O_PATH descriptor of a directory node, when hasFD
 	orphan    int32        // O_PATH descriptor of a file that lost its last name through the mount, when hasOrphan (see keepOrphan)
-	used      atomic.Bool  // fd used since the clock last passed (see dirCache)
+	serveID   uint32       // the kernel's NodeID, 0 for none; guarded by the FUSE server's lock (see ServeID)
 	hasFD     bool
 	forgotten bool
 	hasOrphan bool
@@ -106,7 +105,13 @@ var (
 	_ fusefs.NodeSymlinker       = (*Node)(nil)
 	_ fusefs.NodeLinker          = (*Node)(nil)
 	_ fusefs.NodeMknoder         = (*Node)(nil)
+	_ fusefs.NodeIDKeeper        = (*Node)(nil)
 )
+
+// ServeID and SetServeID keep the NodeID the kernel knows n by, in place
+// of an entry per node in the FUSE server's map (fusefs.NodeIDKeeper).
+func (n *Node) ServeID() uint32      { return n.serveID }
+func (n *Node) SetServeID(id uint32) { n.serveID = id }
 
 func (n *Node) isRoot() bool { return n == n.fsys.rootN }
 
