@@ -5,6 +5,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,35 +108,137 @@ type rssResult struct {
 	estimateKiB          int64 // rssKiB, or extrapolated to rssTarget
 	extrapolated         bool
 	forgotKiB            int64 // after the kernel forgot the inodes
+	heap                 heapStats
+	heapTop              string // the heap profile's top entries (go tool pprof -top)
+	heapProfile          string // where the heap profile is saved
+	dropped              bool   // someone dropped the kernel's caches during the opens
 
 	err string
+}
+
+// heapStats are the Go runtime's figures of the heap profile's debug=1
+// form, in bytes.
+type heapStats struct {
+	heapAlloc, heapInuse, heapIdle, heapReleased, nextGC int64
+}
+
+// vmstat returns a counter of /proc/vmstat, -1 if it cannot be read.
+func vmstat(name string) int64 {
+	data, err := os.ReadFile("/proc/vmstat")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// freePort returns a TCP port of 127.0.0.1 free a moment ago.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// fetchHeap saves clamfuse's heap profile (served on its metrics
+// address) to path and returns the runtime's heap figures and the
+// profile's top entries.
+func (b *bench) fetchHeap(addr, path string) (heapStats, string, error) {
+	var hs heapStats
+	get := func(url string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("%s: %s", url, resp.Status)
+		}
+		return io.ReadAll(resp.Body)
+	}
+	text, err := get("http://" + addr + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		return hs, "", err
+	}
+	for _, l := range strings.Split(string(text), "\n") {
+		for name, p := range map[string]*int64{"HeapAlloc": &hs.heapAlloc, "HeapInuse": &hs.heapInuse,
+			"HeapIdle": &hs.heapIdle, "HeapReleased": &hs.heapReleased, "NextGC": &hs.nextGC} {
+			if v, ok := strings.CutPrefix(l, "# "+name+" = "); ok {
+				*p, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			}
+		}
+	}
+	prof, err := get("http://" + addr + "/debug/pprof/heap")
+	if err != nil {
+		return hs, "", err
+	}
+	if err := os.WriteFile(path, prof, 0o644); err != nil {
+		return hs, "", err
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=10", "-sample_index=inuse_space", b.bin, path).Output()
+	if err != nil {
+		return hs, "", fmt.Errorf("go tool pprof: %v", err)
+	}
+	var top []string
+	started := false
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "flat") {
+			started = true
+		}
+		if started && strings.TrimSpace(l) != "" {
+			top = append(top, l)
+		}
+	}
+	return hs, strings.Join(top, "\n"), nil
 }
 
 // runRSS opens every file of the "many" set once through a fresh
 // clamfuse mount (8 readers), then reads clamfuse's VmRSS.
 func (b *bench) runRSS() *rssResult {
 	r := &rssResult{files: b.sizes.rssFiles}
-	var cf *system
-	for _, s := range b.systems {
-		if s.kind == kindClamfuse {
-			cf = s
-		}
+	// The table's config, and the metrics address for the heap profile.
+	addr, err := freePort()
+	if err != nil {
+		r.err = err.Error()
+		return r
 	}
+	cf, err := b.extraClamfuse("rss", "", clamfuseConf{logLevel: "warn", metricsListen: addr})
+	if err != nil {
+		r.err = err.Error()
+		return r
+	}
+	defer b.dropExtra()
 	logf("resident memory: opening %d files once through a fresh clamfuse mount", r.files)
 	if err := cf.ensure(true); err != nil {
 		r.err = "mount: " + err.Error()
 		b.clamfuseFailed = true
 		return r
 	}
-	defer cf.teardown()
 	pid := cf.current().pid()
 	time.Sleep(200 * time.Millisecond)
-	var err error
 	if r.baseKiB, err = procStatusKiB(pid, "VmRSS"); err != nil {
 		r.err = err.Error()
 		return r
 	}
 	timeout := 4 * b.opts.runTimeout
+	drops := vmstat("drop_slab")
 	start := time.Now()
 	err = withTimeout(b.ctx, timeout, cf, func(ctx context.Context) error {
 		return readAll(ctx, cf, b.data.manyF, parallelReaders)
@@ -150,6 +255,17 @@ func (b *bench) runRSS() *rssResult {
 	}
 	r.hwm, _ = procStatusKiB(pid, "VmHWM")
 	r.estimateKiB = r.rssKiB
+	// Another process's drop_caches (of another bench, a test) makes the
+	// kernel forget inodes, and clamfuse its nodes: the figure is then
+	// too low to mean anything.
+	r.dropped = vmstat("drop_slab") != drops
+	r.heapProfile = filepath.Join(b.logDir, "rss-heap.pb.gz")
+	if hs, top, err := b.fetchHeap(addr, r.heapProfile); err != nil {
+		logf("  heap profile: %v", err)
+		r.heapProfile = ""
+	} else {
+		r.heap, r.heapTop = hs, top
+	}
 	// For the reading of the figure: how much of it is the nodes of the
 	// inodes the kernel still holds, rather than the verdicts. Dropping
 	// dentries and inodes makes the kernel send FORGET for each.
@@ -163,6 +279,9 @@ func (b *bench) runRSS() *rssResult {
 	}
 	logf("  VmRSS %d KiB after mount, %d KiB after %d files (%v, %.0f files/s), %d KiB after the kernel forgot the inodes",
 		r.baseKiB, r.rssKiB, r.files, r.took.Round(time.Millisecond), float64(r.files)/r.took.Seconds(), r.forgotKiB)
+	if r.dropped {
+		logf("  WARNING: the kernel's caches were dropped during the opens (another process): the figure is too low")
+	}
 	return r
 }
 
@@ -449,6 +568,10 @@ func (b *bench) report() string {
 				val = fmt.Sprintf("%s (%s after mount)", val, mib(r.baseKiB))
 			}
 			met = yesNo(r.estimateKiB <= 48<<10)
+			if r.dropped {
+				val += " " + note("another process dropped the kernel's caches during the opens, so the kernel forgot inodes and clamfuse its nodes: too low, run again")
+				met = "n/a"
+			}
 		}
 		p("| %s | - | %s | not measured | - | - | - | <= 48 MiB | VmRSS of clamfuse | %s | - |\n", title, val, met)
 	}
@@ -477,6 +600,13 @@ func (b *bench) report() string {
 		p(" Opening them took %v (%.0f first opens/s). VmRSS was %s after mount, %s after the opens (peak %s), and %s 2 s after `echo 2 > drop_caches` made the kernel forget the inodes (clamfuse then drops its nodes; the Go runtime returns freed memory to the OS only gradually).",
 			b.rss.took.Round(time.Millisecond), float64(b.rss.files)/b.rss.took.Seconds(),
 			mib(b.rss.baseKiB), mib(b.rss.rssKiB), mib(b.rss.hwm), mib(b.rss.forgotKiB))
+		if h := b.rss.heap; h.nextGC > 0 {
+			p(" The Go heap after the opens: %s allocated (live and not yet collected), %s in use, %s idle of which %s returned to the OS, next collection at %s (GOGC lets the heap grow to twice what the last collection found live, and the runtime keeps about that much mapped).",
+				mib(h.heapAlloc>>10), mib(h.heapInuse>>10), mib(h.heapIdle>>10), mib(h.heapReleased>>10), mib(h.nextGC>>10))
+		}
+		if b.rss.heapTop != "" {
+			p(" The heap profile (%s, sampled, live at the last collection), top entries:\n\n```\n%s\n```\n", b.rss.heapProfile, b.rss.heapTop)
+		}
 	}
 	p("\n")
 	if len(b.pre) > 0 {
