@@ -202,7 +202,7 @@ func (b *bench) runRSS() *rssResult {
 		r.err = err.Error()
 		return r
 	}
-	cf, err := b.extraClamfuse("rss", "", clamfuseConf{logLevel: "warn", metricsListen: addr})
+	cf, err := b.extraClamfuse("rss", "", clamfuseConf{metricsListen: addr})
 	if err != nil {
 		r.err = err.Error()
 		return r
