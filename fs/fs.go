@@ -104,8 +104,8 @@ type FS struct {
 	srv     *fusefs.Server // set by Mount before serving; for the inode invalidations of flushWriters
 	devices sync.Map       // uint64 device -> true: timestamp granularity found (timegran.go)
 
-	treeMu sync.Mutex       // guards nodes and every Node.links
-	nodes  map[inoKey]*Node // live nodes by backing identity
+	treeMu sync.Mutex // guards nodes and every Node.links
+	nodes  nodeTable  // live nodes by backing identity (nodetable.go)
 	rootN  *Node
 
 	watch *watcher // set by Mount before serving; nil methods do nothing
@@ -132,7 +132,7 @@ func New(rootFD int, opts Options) (*FS, error) {
 	if err := unix.Fstat(rootFD, &st); err != nil {
 		return nil, err
 	}
-	f := &FS{root: rootFD, opts: opts, log: opts.Logger, ids: caller.NewCache(groupsTTL), nodes: map[inoKey]*Node{}}
+	f := &FS{root: rootFD, opts: opts, log: opts.Logger, ids: caller.NewCache(groupsTTL), nodes: newNodeTable()}
 	f.dirs = newDirCache(opts.Limits.DirFDs)
 	f.quota = newQuota(opts.Limits, opts.Logger)
 	f.rootN = &Node{fsys: f, id: inoKey{st.Dev, st.Ino}, typ: unix.S_IFDIR}
@@ -182,12 +182,12 @@ func (f *FS) linkNode(st *unix.Stat_t, parent *Node, name string) *Node {
 	if k == f.rootN.id {
 		return f.rootN
 	}
-	n, ok := f.nodes[k]
-	if !ok || n.typ != typ {
+	n := f.nodes.get(k)
+	if n == nil || n.typ != typ {
 		// New, or the inode number now names an entry of another type:
 		// the kernel must see a new node.
 		n = &Node{fsys: f, id: k, typ: typ}
-		f.nodes[k] = n
+		f.nodes.set(n)
 	}
 	if typ == unix.S_IFDIR {
 		// A directory has exactly one name.
@@ -201,15 +201,13 @@ func (f *FS) linkNode(st *unix.Stat_t, parent *Node, name string) *Node {
 func (f *FS) lookupID(st *unix.Stat_t) *Node {
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
-	return f.nodes[inoKey{st.Dev, st.Ino}]
+	return f.nodes.get(inoKey{st.Dev, st.Ino})
 }
 
 func (f *FS) forget(n *Node) {
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
-	if f.nodes[n.id] == n {
-		delete(f.nodes, n.id)
-	}
+	f.nodes.delete(n)
 }
 
 // cred is who the request hdr acts for: its caller, with the caller's

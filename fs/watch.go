@@ -616,9 +616,9 @@ type nodeLinks struct {
 func (f *FS) snapshot() []nodeLinks {
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
-	out := make([]nodeLinks, 0, len(f.nodes)+1)
+	out := make([]nodeLinks, 0, f.nodes.len()+1)
 	out = append(out, nodeLinks{node: f.rootN})
-	for _, n := range f.nodes {
+	for n := range f.nodes.all() {
 		out = append(out, nodeLinks{n, append([]link(nil), n.links...)})
 	}
 	return out
