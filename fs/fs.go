@@ -104,9 +104,10 @@ type FS struct {
 	srv     *fusefs.Server // set by Mount before serving; for the inode invalidations of flushWriters
 	devices sync.Map       // uint64 device -> true: timestamp granularity found (timegran.go)
 
-	treeMu sync.Mutex // guards nodes and every Node.links
-	nodes  nodeTable  // live nodes by backing identity (nodetable.go)
-	rootN  *Node
+	treeMu    sync.Mutex          // guards nodes, moreLinks and every Node.links
+	moreLinks map[*linkSet][]link // the names of a node past its first (see linkSet)
+	nodes     nodeTable           // live nodes by backing identity (nodetable.go)
+	rootN     *Node
 
 	watch *watcher // set by Mount before serving; nil methods do nothing
 }
@@ -208,6 +209,10 @@ func (f *FS) forget(n *Node) {
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
 	f.nodes.delete(n)
+	// The kernel forgets no node an operation still uses, but keep the
+	// first name for one that might; the others would keep the node
+	// itself alive, in moreLinks.
+	delete(f.moreLinks, &n.links)
 }
 
 // cred is who the request hdr acts for: its caller, with the caller's

@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"context"
+	"iter"
 	"os"
 	"path"
 	"strings"
@@ -23,35 +24,118 @@ type link struct {
 	name   string
 }
 
-// linkSet is the names of a node: almost always one (more for hard
-// links), so a slice costs far less than a map per node.
-type linkSet []link
+// linkSet is the names of a node: almost always one, which it holds
+// itself; the others (hard links) are in the FS's moreLinks, so that a
+// node with one name costs no allocation for it (issue #12). The zero
+// value is no name. Guarded by FS.treeMu, as moreLinks is.
+type linkSet struct {
+	first link // parent nil for none; set whenever there is a name
+}
+
+// fsOf is the FS of s's names, nil if s has none.
+func (s *linkSet) fsOf() *FS {
+	if s.first.parent == nil {
+		return nil
+	}
+	return s.first.parent.fsys
+}
+
+// len is the number of names.
+func (s *linkSet) len() int {
+	f := s.fsOf()
+	if f == nil {
+		return 0
+	}
+	return 1 + len(f.moreLinks[s])
+}
 
 func (s *linkSet) add(l link) {
-	for _, x := range *s {
+	if s.first.parent == nil {
+		s.first = l
+		return
+	}
+	if s.first == l {
+		return
+	}
+	f := s.fsOf()
+	more := f.moreLinks[s]
+	for _, x := range more {
 		if x == l {
 			return
 		}
 	}
-	*s = append(*s, l)
+	if f.moreLinks == nil {
+		f.moreLinks = map[*linkSet][]link{}
+	}
+	f.moreLinks[s] = append(more, l)
 }
 
 func (s *linkSet) remove(l link) {
-	for i, x := range *s {
-		if x == l {
-			last := len(*s) - 1
-			(*s)[i] = (*s)[last]
-			(*s)[last] = link{} // drop the parent pointer
-			*s = (*s)[:last]
+	f := s.fsOf()
+	if f == nil {
+		return
+	}
+	more := f.moreLinks[s]
+	i := -1
+	if s.first != l {
+		for j, x := range more {
+			if x == l {
+				i = j
+				break
+			}
+		}
+		if i < 0 {
 			return
 		}
+	}
+	last := len(more) - 1
+	if last < 0 {
+		s.first = link{} // l was the only name
+		return
+	}
+	if i < 0 {
+		s.first = more[last] // l was the first
+	} else {
+		more[i] = more[last]
+	}
+	more[last] = link{} // drop the parent pointer
+	if last == 0 {
+		delete(f.moreLinks, s)
+	} else {
+		f.moreLinks[s] = more[:last]
 	}
 }
 
 // reset forgets every name.
 func (s *linkSet) reset() {
-	clear(*s)
-	*s = (*s)[:0]
+	if f := s.fsOf(); f != nil {
+		delete(f.moreLinks, s)
+	}
+	s.first = link{}
+}
+
+// all yields every name, the first first.
+func (s *linkSet) all() iter.Seq[link] {
+	return func(yield func(link) bool) {
+		f := s.fsOf()
+		if f == nil || !yield(s.first) {
+			return
+		}
+		for _, l := range f.moreLinks[s] {
+			if !yield(l) {
+				return
+			}
+		}
+	}
+}
+
+// slice is a copy of every name.
+func (s *linkSet) slice() []link {
+	var out []link
+	for l := range s.all() {
+		out = append(out, l)
+	}
+	return out
 }
 
 // Node is one backing inode (file, directory, symlink or special file) as
@@ -120,7 +204,7 @@ func (n *Node) relPathLocked() (string, bool) {
 	if n.isRoot() {
 		return "", true
 	}
-	for _, l := range n.links {
+	for l := range n.links.all() {
 		p, ok := l.parent.relPathLocked()
 		if ok {
 			return path.Join(p, l.name), true
@@ -239,8 +323,8 @@ func (n *Node) at() (dirfd int, name string, st unix.Stat_t, release func(), err
 		n.fsys.treeMu.Lock()
 		var l link
 		found := false
-		if len(n.links) > 0 {
-			l, found = n.links[0], true
+		if n.links.len() > 0 {
+			l, found = n.links.first, true
 		}
 		n.fsys.treeMu.Unlock()
 		if !found {
@@ -308,7 +392,7 @@ func (n *Node) keepOrphan(fd int) {
 	var st unix.Stat_t
 	linked := unix.Fstat(fd, &st) != nil || st.Nlink > 0
 	n.fsys.treeMu.Lock()
-	named := len(n.links) > 0
+	named := n.links.len() > 0
 	n.fsys.treeMu.Unlock()
 	n.fdMu.Lock()
 	defer n.fdMu.Unlock()
@@ -395,8 +479,8 @@ func (n *Node) inode() (int, unix.Stat_t, error) {
 		n.fsys.treeMu.Lock()
 		var l link
 		found := false
-		if len(n.links) > 0 {
-			l, found = n.links[0], true
+		if n.links.len() > 0 {
+			l, found = n.links.first, true
 		}
 		n.fsys.treeMu.Unlock()
 		if !found {

@@ -619,7 +619,7 @@ func (f *FS) snapshot() []nodeLinks {
 	out := make([]nodeLinks, 0, f.nodes.len()+1)
 	out = append(out, nodeLinks{node: f.rootN})
 	for n := range f.nodes.all() {
-		out = append(out, nodeLinks{n, append([]link(nil), n.links...)})
+		out = append(out, nodeLinks{n, n.links.slice()})
 	}
 	return out
 }
@@ -628,5 +628,5 @@ func (f *FS) snapshot() []nodeLinks {
 func (n *Node) linksSnapshot() []link {
 	n.fsys.treeMu.Lock()
 	defer n.fsys.treeMu.Unlock()
-	return append([]link(nil), n.links...)
+	return n.links.slice()
 }
