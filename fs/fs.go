@@ -110,6 +110,7 @@ type FS struct {
 	rootN     *Node
 
 	watch *watcher // set by Mount before serving; nil methods do nothing
+	trim  *trimmer // gives memory back after many forgets (trim.go)
 }
 
 var (
@@ -133,7 +134,7 @@ func New(rootFD int, opts Options) (*FS, error) {
 	if err := unix.Fstat(rootFD, &st); err != nil {
 		return nil, err
 	}
-	f := &FS{root: rootFD, opts: opts, log: opts.Logger, ids: caller.NewCache(groupsTTL), nodes: newNodeTable()}
+	f := &FS{root: rootFD, opts: opts, log: opts.Logger, ids: caller.NewCache(groupsTTL), nodes: newNodeTable(), trim: newTrimmer()}
 	f.dirs = newDirCache(opts.Limits.DirFDs)
 	f.quota = newQuota(opts.Limits, opts.Logger)
 	f.rootN = &Node{fsys: f, id: inoKey{st.Dev, st.Ino}, typ: unix.S_IFDIR}

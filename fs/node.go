@@ -680,6 +680,7 @@ func (n *Node) Forget() {
 		return
 	}
 	n.fsys.forget(n)
+	n.fsys.trim.forgotten()
 	n.fdMu.Lock()
 	defer n.fdMu.Unlock()
 	if n.hasFD {
