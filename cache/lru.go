@@ -50,8 +50,10 @@ type Verdict struct {
 // neighbours in the recency list as indexes: 88 bytes. An open
 // addressing table of node indexes finds a node by key; it stores each
 // key once, in the node. Removed nodes are chained into a free list and
-// reused. Nothing is allocated ahead of use: the slices grow with the
-// number of entries, and Purge gives their memory back.
+// reused. Nothing is allocated ahead of use: the nodes grow by chunks of
+// 1024 with the number of entries, the table by doubling, and Purge gives
+// their memory back. Both live outside the Go heap (offheap.go, issue #12):
+// in it, each byte cost about two of resident memory.
 
 // fileKey is a Key without its database version.
 type fileKey struct {
@@ -104,8 +106,8 @@ type LRU struct {
 	// mu guards every field below. It is a leaf: nothing else is locked
 	// while it is held.
 	mu       sync.Mutex
-	nodes    []node  // entries and free nodes; never shrinks but in Purge
-	slots    []int32 // open addressing, linear probing: node index + 1, 0 if empty
+	mem      *lruMem // the nodes, entries and free ones, and the slots (offheap.go)
+	nodes    int     // nodes allocated, free ones included; never shrinks but in Purge
 	head     int32   // most recently used node, or nilNode
 	tail     int32   // least recently used node, or nilNode
 	free     int32   // first free node, or nilNode
@@ -135,7 +137,13 @@ func NewLRU(max int, ttl time.Duration) *LRU {
 
 // reset empties the cache and lets go of its memory.
 func (c *LRU) reset() {
-	c.nodes, c.slots = nil, nil
+	if c.mem == nil {
+		c.mem = &lruMem{}
+		trackMem(c)
+	} else {
+		c.mem.free()
+	}
+	c.nodes = 0
 	c.head, c.tail, c.free = nilNode, nilNode, nilNode
 	c.count = 0
 	c.mods++
@@ -163,7 +171,7 @@ func (c *LRU) GetSum(k Key) (Verdict, uint64, bool) {
 	if i == nilNode {
 		return Verdict{}, 0, false
 	}
-	n := &c.nodes[i]
+	n := c.mem.at(i)
 	if c.expired(n) {
 		c.remove(slot, i)
 		return Verdict{}, 0, false
@@ -203,7 +211,7 @@ func (c *LRU) put(k Key, v Verdict, sum uint64, exp int64) {
 	fk := fileKeyOf(&k)
 	if db, ok := c.dbs.lookup(k.DB); ok {
 		if _, i := c.find(&fk, db); i != nilNode {
-			n := &c.nodes[i]
+			n := c.mem.at(i)
 			old := n.verdict
 			n.verdict, n.expires, n.sum = c.verdicts.acquire(v), exp, sum
 			c.verdicts.release(old)
@@ -218,7 +226,7 @@ func (c *LRU) put(k Key, v Verdict, sum uint64, exp int64) {
 		c.evict++
 	}
 	i := c.alloc()
-	c.nodes[i] = node{key: fk, sum: sum, expires: exp, db: c.dbs.acquire(k.DB), verdict: c.verdicts.acquire(v), prev: nilNode, next: nilNode}
+	*c.mem.at(i) = node{key: fk, sum: sum, expires: exp, db: c.dbs.acquire(k.DB), verdict: c.verdicts.acquire(v), prev: nilNode, next: nilNode}
 	c.insert(i)
 	c.pushFront(i)
 	c.count++
@@ -273,10 +281,10 @@ func (c *LRU) expired(n *node) bool {
 // The recency list.
 
 func (c *LRU) pushFront(i int32) {
-	n := &c.nodes[i]
+	n := c.mem.at(i)
 	n.prev, n.next = nilNode, c.head
 	if c.head != nilNode {
-		c.nodes[c.head].prev = i
+		c.mem.at(c.head).prev = i
 	} else {
 		c.tail = i
 	}
@@ -284,14 +292,14 @@ func (c *LRU) pushFront(i int32) {
 }
 
 func (c *LRU) unlink(i int32) {
-	n := &c.nodes[i]
+	n := c.mem.at(i)
 	if n.prev != nilNode {
-		c.nodes[n.prev].next = n.next
+		c.mem.at(n.prev).next = n.next
 	} else {
 		c.head = n.next
 	}
 	if n.next != nilNode {
-		c.nodes[n.next].prev = n.prev
+		c.mem.at(n.next).prev = n.prev
 	} else {
 		c.tail = n.prev
 	}
@@ -310,11 +318,15 @@ func (c *LRU) toFront(i int32) {
 // alloc returns a free node, reused or new.
 func (c *LRU) alloc() int32 {
 	if i := c.free; i != nilNode {
-		c.free = c.nodes[i].next
+		c.free = c.mem.at(i).next
 		return i
 	}
-	c.nodes = append(c.nodes, node{})
-	return int32(len(c.nodes) - 1)
+	if c.nodes == c.mem.cap() {
+		c.mem.addChunk()
+	}
+	i := int32(c.nodes)
+	c.nodes++
+	return i
 }
 
 // remove drops node i, found at slot, from the table, the list and the
@@ -322,7 +334,7 @@ func (c *LRU) alloc() int32 {
 func (c *LRU) remove(slot int, i int32) {
 	c.unslot(slot)
 	c.unlink(i)
-	n := &c.nodes[i]
+	n := c.mem.at(i)
 	c.dbs.release(n.db)
 	c.verdicts.release(n.verdict)
 	*n = node{prev: nilNode, next: c.free}
@@ -350,8 +362,8 @@ func (c *LRU) Entries() ([]Entry, uint64) {
 	if c.ttl > 0 {
 		now = int64(c.now().Sub(c.epoch))
 	}
-	for i := c.head; i != nilNode; i = c.nodes[i].next {
-		n := &c.nodes[i]
+	for i := c.head; i != nilNode; i = c.mem.at(i).next {
+		n := c.mem.at(i)
 		e := Entry{
 			Key: Key{Dev: n.key.dev, Ino: n.key.ino, Size: n.key.size, MtimeNs: n.key.mtime, CtimeNs: n.key.ctime,
 				DB: c.dbs.value(n.db), Gen: n.key.gen, Writes: n.key.writes},
@@ -377,21 +389,21 @@ func (c *LRU) hash(fk *fileKey, db uint32) uint64 {
 
 // home is the slot where probing for node i starts.
 func (c *LRU) home(i int32) int {
-	n := &c.nodes[i]
-	return int(c.hash(&n.key, n.db) & uint64(len(c.slots)-1))
+	n := c.mem.at(i)
+	return int(c.hash(&n.key, n.db) & uint64(len(c.mem.slots)-1))
 }
 
 // find returns the node of (fk, db) and its slot, or nilNode.
 func (c *LRU) find(fk *fileKey, db uint32) (slot int, i int32) {
-	if len(c.slots) == 0 {
+	if len(c.mem.slots) == 0 {
 		return 0, nilNode
 	}
-	mask := len(c.slots) - 1
+	mask := len(c.mem.slots) - 1
 	for s := int(c.hash(fk, db)) & mask; ; s = (s + 1) & mask {
-		switch j := c.slots[s] - 1; {
+		switch j := c.mem.slots[s] - 1; {
 		case j == nilNode:
 			return s, nilNode
-		case c.nodes[j].key == *fk && c.nodes[j].db == db:
+		case c.mem.at(j).key == *fk && c.mem.at(j).db == db:
 			return s, j
 		}
 	}
@@ -399,9 +411,9 @@ func (c *LRU) find(fk *fileKey, db uint32) (slot int, i int32) {
 
 // slotOf returns the slot of node i, which is in the table.
 func (c *LRU) slotOf(i int32) int {
-	mask := len(c.slots) - 1
+	mask := len(c.mem.slots) - 1
 	s := c.home(i)
-	for c.slots[s]-1 != i {
+	for c.mem.slots[s]-1 != i {
 		s = (s + 1) & mask
 	}
 	return s
@@ -409,25 +421,25 @@ func (c *LRU) slotOf(i int32) int {
 
 // insert puts node i, whose key is not in the table, in the table.
 func (c *LRU) insert(i int32) {
-	if (c.count+1)*4 > len(c.slots)*3 {
+	if (c.count+1)*4 > len(c.mem.slots)*3 {
 		c.grow()
 	}
 	c.place(i)
 }
 
 func (c *LRU) place(i int32) {
-	mask := len(c.slots) - 1
+	mask := len(c.mem.slots) - 1
 	s := c.home(i)
-	for c.slots[s] != 0 {
+	for c.mem.slots[s] != 0 {
 		s = (s + 1) & mask
 	}
-	c.slots[s] = i + 1
+	c.mem.slots[s] = i + 1
 }
 
 // grow doubles the table.
 func (c *LRU) grow() {
-	c.slots = make([]int32, max(2*len(c.slots), minSlots))
-	for i := c.head; i != nilNode; i = c.nodes[i].next {
+	c.mem.setSlots(max(2*len(c.mem.slots), minSlots))
+	for i := c.head; i != nilNode; i = c.mem.at(i).next {
 		c.place(i)
 	}
 }
@@ -435,18 +447,18 @@ func (c *LRU) grow() {
 // unslot empties slot s, moving back the entries after it that probing
 // would no longer reach (Knuth's algorithm R: no tombstones).
 func (c *LRU) unslot(s int) {
-	mask := len(c.slots) - 1
+	mask := len(c.mem.slots) - 1
 	hole := s
-	for t := (s + 1) & mask; c.slots[t] != 0; t = (t + 1) & mask {
-		h := c.home(c.slots[t] - 1)
+	for t := (s + 1) & mask; c.mem.slots[t] != 0; t = (t + 1) & mask {
+		h := c.home(c.mem.slots[t] - 1)
 		// The entry at t stays if its home is cyclically in (hole, t].
 		if hole <= t && hole < h && h <= t || hole > t && (hole < h || h <= t) {
 			continue
 		}
-		c.slots[hole] = c.slots[t]
+		c.mem.slots[hole] = c.mem.slots[t]
 		hole = t
 	}
-	c.slots[hole] = 0
+	c.mem.slots[hole] = 0
 }
 
 // interner numbers the distinct values in use, counting the uses of each,

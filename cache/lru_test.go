@@ -330,9 +330,9 @@ func checkLRU(c *LRU) error {
 	inList := make(map[int32]bool)
 	dbRefs, verdictRefs := make(map[uint32]uint32), make(map[uint32]uint32)
 	prev := int32(nilNode)
-	for i := c.head; i != nilNode; i = c.nodes[i].next {
-		n := &c.nodes[i]
-		if inList[i] || len(inList) > len(c.nodes) {
+	for i := c.head; i != nilNode; i = c.mem.at(i).next {
+		n := c.mem.at(i)
+		if inList[i] || len(inList) > c.nodes {
 			return fmt.Errorf("node %d: the list loops", i)
 		}
 		inList[i] = true
@@ -353,7 +353,7 @@ func checkLRU(c *LRU) error {
 		return fmt.Errorf("%d nodes in the list; count %d", len(inList), c.count)
 	}
 	used := 0
-	for s, v := range c.slots {
+	for s, v := range c.mem.slots {
 		if v == 0 {
 			continue
 		}
@@ -365,18 +365,18 @@ func checkLRU(c *LRU) error {
 	if used != c.count {
 		return fmt.Errorf("%d slots used; count %d", used, c.count)
 	}
-	if len(c.slots) > 0 && c.count*4 > len(c.slots)*3 {
-		return fmt.Errorf("%d entries in %d slots", c.count, len(c.slots))
+	if len(c.mem.slots) > 0 && c.count*4 > len(c.mem.slots)*3 {
+		return fmt.Errorf("%d entries in %d slots", c.count, len(c.mem.slots))
 	}
 	free := 0
-	for i := c.free; i != nilNode; i = c.nodes[i].next {
-		if inList[i] || free > len(c.nodes) {
+	for i := c.free; i != nilNode; i = c.mem.at(i).next {
+		if inList[i] || free > c.nodes {
 			return fmt.Errorf("free node %d is in use, or the free list loops", i)
 		}
 		free++
 	}
-	if free+c.count != len(c.nodes) {
-		return fmt.Errorf("%d free + %d used nodes; %d nodes", free, c.count, len(c.nodes))
+	if free+c.count != c.nodes {
+		return fmt.Errorf("%d free + %d used nodes; %d nodes", free, c.count, c.nodes)
 	}
 	if err := checkInterner(&c.dbs, dbRefs); err != nil {
 		return fmt.Errorf("databases: %v", err)
@@ -488,8 +488,8 @@ func TestLRUForgetsValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Purge()
-	if len(c.nodes) != 0 || len(c.slots) != 0 || len(c.dbs.vals) != 0 || len(c.verdicts.vals) != 0 {
-		t.Errorf("after Purge: %d nodes, %d slots, %d databases, %d verdicts; want none", len(c.nodes), len(c.slots), len(c.dbs.vals), len(c.verdicts.vals))
+	if c.nodes != 0 || len(c.mem.slots) != 0 || len(c.dbs.vals) != 0 || len(c.verdicts.vals) != 0 {
+		t.Errorf("after Purge: %d nodes, %d slots, %d databases, %d verdicts; want none", c.nodes, len(c.mem.slots), len(c.dbs.vals), len(c.verdicts.vals))
 	}
 }
 

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,12 +36,17 @@ import (
 type dirCache struct {
 	mu   sync.Mutex // guards the fields below and every Node.slot
 	ring []*Node    // the cached nodes, nil in free slots
-	free []int32    // free slots
-	hand int        // the next slot the clock looks at
+	// used[i] is set when ring[i]'s descriptor was used since the
+	// clock last passed; written without mu (touchFD). It lives here,
+	// not in the Node, as only the nodes holding a descriptor need it.
+	used []atomic.Bool
+	free []int32 // free slots
+	hand int     // the next slot the clock looks at
 }
 
 func newDirCache(size int) *dirCache {
 	c := &dirCache{ring: make([]*Node, max(size, 1))}
+	c.used = make([]atomic.Bool, len(c.ring))
 	c.free = make([]int32, len(c.ring))
 	for i := range c.free {
 		c.free[i] = int32(len(c.ring) - 1 - i)
@@ -66,7 +72,7 @@ func (c *dirCache) add(n *Node) bool {
 	}
 	c.ring[slot] = n
 	n.slot = int32(slot) + 1
-	n.used.Store(true)
+	c.used[slot].Store(true)
 	return true
 }
 
@@ -77,7 +83,7 @@ func (c *dirCache) evictLocked() int {
 		i := c.hand
 		c.hand = (c.hand + 1) % len(c.ring)
 		v := c.ring[i]
-		if v == nil || v.used.Swap(false) {
+		if v == nil || c.used[i].Swap(false) {
 			continue // a second chance
 		}
 		if !v.fdMu.TryLock() {
@@ -116,9 +122,14 @@ func (c *dirCache) cached() int {
 
 // touchFD marks n's cached descriptor as just used. It writes only when
 // the bit is clear, so that lookups in one busy directory do not all
-// write to the same cache line.
+// write to the same cache line. The caller holds n.fdMu (read) and n has
+// a descriptor, so n.slot is set and stays so (it changes only with
+// n.fdMu held for writing).
 func (n *Node) touchFD() {
-	if !n.used.Load() {
-		n.used.Store(true)
+	if n.slot <= 0 {
+		return
+	}
+	if u := &n.fsys.dirs.used[n.slot-1]; !u.Load() {
+		u.Store(true)
 	}
 }

@@ -199,7 +199,7 @@ func stateDigest(k cache.Key, sum uint64) uint64 {
 func (n *Node) excluded() bool {
 	n.fsys.treeMu.Lock()
 	var paths []string
-	for _, l := range n.links {
+	for l := range n.links.all() {
 		if p, ok := l.parent.relPathLocked(); ok {
 			paths = append(paths, path.Join(p, l.name))
 		}

@@ -109,11 +109,13 @@ type FS struct {
 	srv     *fusefs.Server // set by Mount before serving; for the inode invalidations of flushWriters
 	devices sync.Map       // uint64 device -> true: timestamp granularity found (timegran.go)
 
-	treeMu sync.Mutex       // guards nodes and every Node.links
-	nodes  map[inoKey]*Node // live nodes by backing identity
-	rootN  *Node
+	treeMu    sync.Mutex          // guards nodes, moreLinks and every Node.links
+	moreLinks map[*linkSet][]link // the names of a node past its first (see linkSet)
+	nodes     nodeTable           // live nodes by backing identity (nodetable.go)
+	rootN     *Node
 
 	watch *watcher // set by Mount before serving; nil methods do nothing
+	trim  *trimmer // gives memory back after many forgets (trim.go)
 }
 
 var (
@@ -137,7 +139,7 @@ func New(rootFD int, opts Options) (*FS, error) {
 	if err := unix.Fstat(rootFD, &st); err != nil {
 		return nil, err
 	}
-	f := &FS{root: rootFD, opts: opts, log: opts.Logger, ids: caller.NewCache(groupsTTL), nodes: map[inoKey]*Node{}}
+	f := &FS{root: rootFD, opts: opts, log: opts.Logger, ids: caller.NewCache(groupsTTL), nodes: newNodeTable(), trim: newTrimmer()}
 	f.dirs = newDirCache(opts.Limits.DirFDs)
 	f.quota = newQuota(opts.Limits, opts.Logger)
 	f.rootN = &Node{fsys: f, id: inoKey{st.Dev, st.Ino}, typ: unix.S_IFDIR}
@@ -193,12 +195,12 @@ func (f *FS) linkNode(st *unix.Stat_t, target uint64, parent *Node, name string)
 	if k == f.rootN.id {
 		return f.rootN
 	}
-	n, ok := f.nodes[k]
-	if !ok || n.typ != typ || (typ == unix.S_IFLNK && (target == 0 || n.keep != target)) {
+	n := f.nodes.get(k)
+	if n == nil || n.typ != typ || (typ == unix.S_IFLNK && (target == 0 || n.keep != target)) {
 		// New, or the inode number now names an entry of another type,
 		// or another symlink: the kernel must see a new node.
 		n = &Node{fsys: f, id: k, typ: typ, keep: target}
-		f.nodes[k] = n
+		f.nodes.set(n)
 	}
 	if typ == unix.S_IFDIR {
 		// A directory has exactly one name.
@@ -241,10 +243,10 @@ func (f *FS) unnamedNode(st *unix.Stat_t) *Node {
 	typ := st.Mode & unix.S_IFMT
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
-	n, ok := f.nodes[k]
-	if !ok || n.typ != typ {
+	n := f.nodes.get(k)
+	if n == nil || n.typ != typ {
 		n = &Node{fsys: f, id: k, typ: typ}
-		f.nodes[k] = n
+		f.nodes.set(n)
 	}
 	return n
 }
@@ -253,15 +255,17 @@ func (f *FS) unnamedNode(st *unix.Stat_t) *Node {
 func (f *FS) lookupID(st *unix.Stat_t) *Node {
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
-	return f.nodes[inoKey{st.Dev, st.Ino}]
+	return f.nodes.get(inoKey{st.Dev, st.Ino})
 }
 
 func (f *FS) forget(n *Node) {
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
-	if f.nodes[n.id] == n {
-		delete(f.nodes, n.id)
-	}
+	f.nodes.delete(n)
+	// The kernel forgets no node an operation still uses, but keep the
+	// first name for one that might; the others would keep the node
+	// itself alive, in moreLinks.
+	delete(f.moreLinks, &n.links)
 }
 
 // cred is who the request hdr acts for: its caller, with the caller's

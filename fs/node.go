@@ -3,11 +3,11 @@ package fs
 import (
 	"bytes"
 	"context"
+	"iter"
 	"os"
 	"path"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,35 +24,118 @@ type link struct {
 	name   string
 }
 
-// linkSet is the names of a node: almost always one (more for hard
-// links), so a slice costs far less than a map per node.
-type linkSet []link
+// linkSet is the names of a node: almost always one, which it holds
+// itself; the others (hard links) are in the FS's moreLinks, so that a
+// node with one name costs no allocation for it (issue #12). The zero
+// value is no name. Guarded by FS.treeMu, as moreLinks is.
+type linkSet struct {
+	first link // parent nil for none; set whenever there is a name
+}
+
+// fsOf is the FS of s's names, nil if s has none.
+func (s *linkSet) fsOf() *FS {
+	if s.first.parent == nil {
+		return nil
+	}
+	return s.first.parent.fsys
+}
+
+// len is the number of names.
+func (s *linkSet) len() int {
+	f := s.fsOf()
+	if f == nil {
+		return 0
+	}
+	return 1 + len(f.moreLinks[s])
+}
 
 func (s *linkSet) add(l link) {
-	for _, x := range *s {
+	if s.first.parent == nil {
+		s.first = l
+		return
+	}
+	if s.first == l {
+		return
+	}
+	f := s.fsOf()
+	more := f.moreLinks[s]
+	for _, x := range more {
 		if x == l {
 			return
 		}
 	}
-	*s = append(*s, l)
+	if f.moreLinks == nil {
+		f.moreLinks = map[*linkSet][]link{}
+	}
+	f.moreLinks[s] = append(more, l)
 }
 
 func (s *linkSet) remove(l link) {
-	for i, x := range *s {
-		if x == l {
-			last := len(*s) - 1
-			(*s)[i] = (*s)[last]
-			(*s)[last] = link{} // drop the parent pointer
-			*s = (*s)[:last]
+	f := s.fsOf()
+	if f == nil {
+		return
+	}
+	more := f.moreLinks[s]
+	i := -1
+	if s.first != l {
+		for j, x := range more {
+			if x == l {
+				i = j
+				break
+			}
+		}
+		if i < 0 {
 			return
 		}
+	}
+	last := len(more) - 1
+	if last < 0 {
+		s.first = link{} // l was the only name
+		return
+	}
+	if i < 0 {
+		s.first = more[last] // l was the first
+	} else {
+		more[i] = more[last]
+	}
+	more[last] = link{} // drop the parent pointer
+	if last == 0 {
+		delete(f.moreLinks, s)
+	} else {
+		f.moreLinks[s] = more[:last]
 	}
 }
 
 // reset forgets every name.
 func (s *linkSet) reset() {
-	clear(*s)
-	*s = (*s)[:0]
+	if f := s.fsOf(); f != nil {
+		delete(f.moreLinks, s)
+	}
+	s.first = link{}
+}
+
+// all yields every name, the first first.
+func (s *linkSet) all() iter.Seq[link] {
+	return func(yield func(link) bool) {
+		f := s.fsOf()
+		if f == nil || !yield(s.first) {
+			return
+		}
+		for _, l := range f.moreLinks[s] {
+			if !yield(l) {
+				return
+			}
+		}
+	}
+}
+
+// slice is a copy of every name.
+func (s *linkSet) slice() []link {
+	var out []link
+	for l := range s.all() {
+		out = append(out, l)
+	}
+	return out
 }
 
 // Node is one backing inode (file, directory, symlink or special file) as
@@ -76,7 +159,7 @@ type Node struct {
 	fdMu      sync.RWMutex // guards fd, hasFD, forgotten, orphan, hasOrphan; read-held while fd or orphan is in use
 	fd        int32        // O_PATH descriptor of a directory node, when hasFD
 	orphan    int32        // O_PATH descriptor of a file that lost its last name through the mount, when hasOrphan (see keepOrphan)
-	used      atomic.Bool  // fd used since the clock last passed (see dirCache)
+	serveID   uint32       // the kernel's NodeID, 0 for none; guarded by the FUSE server's lock (see ServeID)
 	hasFD     bool
 	forgotten bool
 	hasOrphan bool
@@ -107,7 +190,13 @@ var (
 	_ fusefs.NodeSymlinker       = (*Node)(nil)
 	_ fusefs.NodeLinker          = (*Node)(nil)
 	_ fusefs.NodeMknoder         = (*Node)(nil)
+	_ fusefs.NodeIDKeeper        = (*Node)(nil)
 )
+
+// ServeID and SetServeID keep the NodeID the kernel knows n by, in place
+// of an entry per node in the FUSE server's map (fusefs.NodeIDKeeper).
+func (n *Node) ServeID() uint32      { return n.serveID }
+func (n *Node) SetServeID(id uint32) { n.serveID = id }
 
 func (n *Node) isRoot() bool { return n == n.fsys.rootN }
 
@@ -116,7 +205,7 @@ func (n *Node) relPathLocked() (string, bool) {
 	if n.isRoot() {
 		return "", true
 	}
-	for _, l := range n.links {
+	for l := range n.links.all() {
 		p, ok := l.parent.relPathLocked()
 		if ok {
 			return path.Join(p, l.name), true
@@ -235,8 +324,8 @@ func (n *Node) at() (dirfd int, name string, st unix.Stat_t, release func(), err
 		n.fsys.treeMu.Lock()
 		var l link
 		found := false
-		if len(n.links) > 0 {
-			l, found = n.links[0], true
+		if n.links.len() > 0 {
+			l, found = n.links.first, true
 		}
 		n.fsys.treeMu.Unlock()
 		if !found {
@@ -304,7 +393,7 @@ func (n *Node) keepOrphan(fd int) {
 	var st unix.Stat_t
 	linked := unix.Fstat(fd, &st) != nil || st.Nlink > 0
 	n.fsys.treeMu.Lock()
-	named := len(n.links) > 0
+	named := n.links.len() > 0
 	n.fsys.treeMu.Unlock()
 	n.fdMu.Lock()
 	defer n.fdMu.Unlock()
@@ -391,8 +480,8 @@ func (n *Node) inode() (int, unix.Stat_t, error) {
 		n.fsys.treeMu.Lock()
 		var l link
 		found := false
-		if len(n.links) > 0 {
-			l, found = n.links[0], true
+		if n.links.len() > 0 {
+			l, found = n.links.first, true
 		}
 		n.fsys.treeMu.Unlock()
 		if !found {
@@ -592,6 +681,7 @@ func (n *Node) Forget() {
 		return
 	}
 	n.fsys.forget(n)
+	n.fsys.trim.forgotten()
 	n.fdMu.Lock()
 	defer n.fdMu.Unlock()
 	if n.hasFD {

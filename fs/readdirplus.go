@@ -85,8 +85,7 @@ func (r ReaddirPlus) mountOptions() []fuse.MountOption {
 func (f *FS) known(k inoKey) bool {
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
-	_, ok := f.nodes[k]
-	return ok || k == f.rootN.id
+	return f.nodes.get(k) != nil || k == f.rootN.id
 }
 
 // addNodes gives the entries ents of the READDIRPLUS req, just read from

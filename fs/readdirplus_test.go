@@ -14,7 +14,7 @@ import (
 func (f *FS) liveNodes() int {
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
-	return len(f.nodes)
+	return f.nodes.len()
 }
 
 // TestReaddirPlusLookups (issue #12): with READDIRPLUS, `ls -l` gets the

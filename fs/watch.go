@@ -616,10 +616,10 @@ type nodeLinks struct {
 func (f *FS) snapshot() []nodeLinks {
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
-	out := make([]nodeLinks, 0, len(f.nodes)+1)
+	out := make([]nodeLinks, 0, f.nodes.len()+1)
 	out = append(out, nodeLinks{node: f.rootN})
-	for _, n := range f.nodes {
-		out = append(out, nodeLinks{n, append([]link(nil), n.links...)})
+	for n := range f.nodes.all() {
+		out = append(out, nodeLinks{n, n.links.slice()})
 	}
 	return out
 }
@@ -628,5 +628,5 @@ func (f *FS) snapshot() []nodeLinks {
 func (n *Node) linksSnapshot() []link {
 	n.fsys.treeMu.Lock()
 	defer n.fsys.treeMu.Unlock()
-	return append([]link(nil), n.links...)
+	return n.links.slice()
 }

@@ -46,6 +46,9 @@
 //     WRITE), but one that fits in 4 KiB is copied into a small buffer
 //     and the big one reused at once, so requests held long (an OPEN
 //     waiting for its scan) do not hold 1 MiB each (clamfuse_buffer.go).
+//     The big buffers are mapped outside the Go heap: they cost only
+//     the pages the kernel writes into, and do not count toward the
+//     heap the garbage collector lets grow to twice its live size.
 //   - fuse_kernel.go, "protocol minor": protocol 7.40 (upstream: 7.33).
 //     From 7.34 to 7.40 the kernel changed no message this package reads
 //     unless the server asks, by an INIT flag, for what changes it

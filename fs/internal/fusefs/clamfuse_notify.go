@@ -14,7 +14,7 @@ import "github.com/clamfuse/clamfuse/fs/internal/fuse"
 // entry.
 func (s *Server) ExpireEntry(parent Node, name string) error {
 	s.meta.Lock()
-	id, ok := s.nodeRef[parent]
+	id, ok := s.nodeID(parent)
 	if ok {
 		snode := s.node[id]
 		snode.wg.Add(1)

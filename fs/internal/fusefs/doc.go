@@ -19,6 +19,10 @@
 //   - InvalidateNodeAttr invalidates the attributes only (upstream's
 //     offset 0 dropped the data too); ExpireEntry expires a cached entry
 //     without dropping it (clamfuse_notify.go).
+//   - A Node that implements NodeIDKeeper keeps the NodeID the server
+//     gave it, in place of upstream's map entry from Node to NodeID, one
+//     per inode the kernel caches (clamfuse_nodeid.go; blocks "root id",
+//     "save node id", "drop node id" and the notifications' "... id").
 //
 // serve.go is upstream's file at the version go.mod pins, changed only in
 // blocks between "// clamfuse: begin NAME" and "// clamfuse: end NAME"

@@ -507,7 +507,9 @@ func (s *Server) Serve(fs FS) error {
 	}
 	// Recognize the root node if it's ever returned from Lookup,
 	// passed to Invalidate, etc.
-	s.nodeRef[root] = 1
+	// clamfuse: begin root id
+	s.setNodeID(root, 1)
+	// clamfuse: end root id
 	s.node = append(s.node, nil, &serveNode{
 		inode:      1,
 		generation: s.nodeGen,
@@ -647,7 +649,9 @@ func (c *Server) saveNode(inode uint64, node Node) (id fuse.NodeID, gen uint64) 
 	c.meta.Lock()
 	defer c.meta.Unlock()
 
-	if id, ok := c.nodeRef[node]; ok {
+	// clamfuse: begin save node id
+	if id, ok := c.nodeID(node); ok {
+		// clamfuse: end save node id
 		sn := c.node[id]
 		sn.refs++
 		return id, sn.generation
@@ -664,7 +668,9 @@ func (c *Server) saveNode(inode uint64, node Node) (id fuse.NodeID, gen uint64) 
 		c.node = append(c.node, sn)
 	}
 	sn.generation = c.nodeGen
-	c.nodeRef[node] = id
+	// clamfuse: begin save node record id
+	c.setNodeID(node, id)
+	// clamfuse: end save node record id
 	return id, sn.generation
 }
 
@@ -721,7 +727,9 @@ func (c *Server) dropNode(id fuse.NodeID, n uint64) (node Node, forget bool) {
 	if snode.refs == 0 {
 		snode.wg.Wait()
 		c.node[id] = nil
-		delete(c.nodeRef, snode.node)
+		// clamfuse: begin drop node id
+		c.deleteNodeID(snode.node, id)
+		// clamfuse: end drop node id
 		c.freeNode = append(c.freeNode, id)
 		return snode.node, true
 	}
@@ -1829,7 +1837,9 @@ func errstr(err error) string {
 
 func (s *Server) invalidateNode(node Node, off int64, size int64) error {
 	s.meta.Lock()
-	id, ok := s.nodeRef[node]
+	// clamfuse: begin invalidate node id
+	id, ok := s.nodeID(node)
+	// clamfuse: end invalidate node id
 	if ok {
 		snode := s.node[id]
 		snode.wg.Add(1)
@@ -1909,7 +1919,9 @@ func (i invalidateEntryDetail) String() string {
 // node.
 func (s *Server) InvalidateEntry(parent Node, name string) error {
 	s.meta.Lock()
-	id, ok := s.nodeRef[parent]
+	// clamfuse: begin invalidate entry id
+	id, ok := s.nodeID(parent)
+	// clamfuse: end invalidate entry id
 	if ok {
 		snode := s.node[id]
 		snode.wg.Add(1)
@@ -1961,7 +1973,9 @@ func (i notifyDeleteDetail) String() string {
 // [Linux kernel commit `451d0f599934fd97faf54a5d7954b518e66192cb`]: https://git.kernel.org/pub/scm/linux/kernel/git/torvalds/linux.git/commit/?id=451d0f599934fd97faf54a5d7954b518e66192cb
 func (s *Server) NotifyDelete(parent Node, child Node, name string) error {
 	s.meta.Lock()
-	parentID, parentOk := s.nodeRef[parent]
+	// clamfuse: begin notify delete parent id
+	parentID, parentOk := s.nodeID(parent)
+	// clamfuse: end notify delete parent id
 	var childID fuse.NodeID = 0
 	childOk := true
 	if parentOk {
@@ -1970,7 +1984,9 @@ func (s *Server) NotifyDelete(parent Node, child Node, name string) error {
 		defer snode.wg.Done()
 
 		if child != nil {
-			childID, childOk = s.nodeRef[child]
+			// clamfuse: begin notify delete child id
+			childID, childOk = s.nodeID(child)
+			// clamfuse: end notify delete child id
 			if childOk {
 				snode := s.node[childID]
 				snode.wg.Add(1)
@@ -2020,7 +2036,9 @@ func (i notifyRetrieveReplyDetail) String() string {
 // the node.
 func (s *Server) NotifyStore(node Node, offset uint64, data []byte) error {
 	s.meta.Lock()
-	id, ok := s.nodeRef[node]
+	// clamfuse: begin notify store id
+	id, ok := s.nodeID(node)
+	// clamfuse: end notify store id
 	if ok {
 		snode := s.node[id]
 		snode.wg.Add(1)
@@ -2054,7 +2072,9 @@ func (s *Server) NotifyStore(node Node, offset uint64, data []byte) error {
 // the node.
 func (s *Server) NotifyRetrieve(node Node, offset uint64, size uint32) ([]byte, error) {
 	s.meta.Lock()
-	id, ok := s.nodeRef[node]
+	// clamfuse: begin notify retrieve id
+	id, ok := s.nodeID(node)
+	// clamfuse: end notify retrieve id
 	if ok {
 		snode := s.node[id]
 		snode.wg.Add(1)

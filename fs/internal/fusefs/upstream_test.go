@@ -10,10 +10,21 @@ import (
 // replaced records the upstream text each marked block of serve.go
 // replaces.
 var replaced = map[string]string{
-	"package":      "package fs // import \"bazil.org/fuse/fs\"\n",
-	"requests":     "",
-	"readdir":      "",
-	"rename flags": "",
+	// A node that keeps its own NodeID (clamfuse_nodeid.go).
+	"root id":                 "\ts.nodeRef[root] = 1\n",
+	"save node id":            "\tif id, ok := c.nodeRef[node]; ok {\n",
+	"save node record id":     "\tc.nodeRef[node] = id\n",
+	"drop node id":            "\t\tdelete(c.nodeRef, snode.node)\n",
+	"invalidate node id":      "\tid, ok := s.nodeRef[node]\n",
+	"invalidate entry id":     "\tid, ok := s.nodeRef[parent]\n",
+	"notify delete parent id": "\tparentID, parentOk := s.nodeRef[parent]\n",
+	"notify delete child id":  "\t\t\tchildID, childOk = s.nodeRef[child]\n",
+	"notify store id":         "\tid, ok := s.nodeRef[node]\n",
+	"notify retrieve id":      "\tid, ok := s.nodeRef[node]\n",
+	"package":                 "package fs // import \"bazil.org/fuse/fs\"\n",
+	"requests":                "",
+	"readdir":                 "",
+	"rename flags":            "",
 	// InvalidateNodeAttr: upstream's offset 0 invalidated the data too.
 	"invalidate attr": "\treturn s.invalidateNode(node, 0, 0)\n",
 	"imports":         "\t\"bazil.org/fuse\"\n\t\"bazil.org/fuse/fuseutil\"\n",

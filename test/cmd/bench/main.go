@@ -62,6 +62,9 @@ type options struct {
 }
 
 func main() {
+	if os.Getenv(pinEnv) != "" {
+		os.Exit(pinMain())
+	}
 	os.Exit(run())
 }
 

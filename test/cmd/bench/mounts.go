@@ -413,6 +413,7 @@ type clamfuseConf struct {
 	prewarm       bool   // scan.prewarm
 	logLevel      string // log.level; "" for info (the mount's INFO lines say which timeouts are in effect)
 	verifyMaxSize string // cache.verify_max_size; "" for the default (1MiB)
+	metricsListen string // metrics.listen; "" for none
 }
 
 // writeClamfuseConfig writes clamfuse's config to name in the work
@@ -431,6 +432,9 @@ func (b *bench) writeClamfuseConfig(name string, c clamfuseConf) error {
 	cache := "\n[cache]\nstate_file = \"\"\n"
 	if c.verifyMaxSize != "" {
 		cache += fmt.Sprintf("verify_max_size = %q\n", c.verifyMaxSize)
+	}
+	if c.metricsListen != "" {
+		cache += fmt.Sprintf("\n[metrics]\nlisten = %q\n", c.metricsListen)
 	}
 	mount := ""
 	if b.opts.readdirPlus != "" {

@@ -5,6 +5,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,35 +108,129 @@ type rssResult struct {
 	estimateKiB          int64 // rssKiB, or extrapolated to rssTarget
 	extrapolated         bool
 	forgotKiB            int64 // after the kernel forgot the inodes
+	pinnedKiB            int64 // after looking the files up (pinFiles), before opening them
+	heap                 heapStats
+	heapTop              string // the heap profile's top entries (go tool pprof -top)
+	heapProfile          string // where the heap profile is saved
 
 	err string
+}
+
+// heapStats are the Go runtime's figures of the heap profile's debug=1
+// form, in bytes.
+type heapStats struct {
+	heapAlloc, heapInuse, heapIdle, heapReleased, nextGC int64
+}
+
+// freePort returns a TCP port of 127.0.0.1 free a moment ago.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// fetchHeap saves clamfuse's heap profile (served on its metrics
+// address) to path and returns the runtime's heap figures and the
+// profile's top entries.
+func (b *bench) fetchHeap(addr, path string) (heapStats, string, error) {
+	var hs heapStats
+	get := func(url string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("%s: %s", url, resp.Status)
+		}
+		return io.ReadAll(resp.Body)
+	}
+	text, err := get("http://" + addr + "/debug/pprof/heap?debug=1")
+	if err != nil {
+		return hs, "", err
+	}
+	for _, l := range strings.Split(string(text), "\n") {
+		for name, p := range map[string]*int64{"HeapAlloc": &hs.heapAlloc, "HeapInuse": &hs.heapInuse,
+			"HeapIdle": &hs.heapIdle, "HeapReleased": &hs.heapReleased, "NextGC": &hs.nextGC} {
+			if v, ok := strings.CutPrefix(l, "# "+name+" = "); ok {
+				*p, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			}
+		}
+	}
+	prof, err := get("http://" + addr + "/debug/pprof/heap")
+	if err != nil {
+		return hs, "", err
+	}
+	if err := os.WriteFile(path, prof, 0o644); err != nil {
+		return hs, "", err
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=10", "-sample_index=inuse_space", b.bin, path).Output()
+	if err != nil {
+		return hs, "", fmt.Errorf("go tool pprof: %v", err)
+	}
+	var top []string
+	started := false
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "flat") {
+			started = true
+		}
+		if started && strings.TrimSpace(l) != "" {
+			top = append(top, l)
+		}
+	}
+	return hs, strings.Join(top, "\n"), nil
 }
 
 // runRSS opens every file of the "many" set once through a fresh
 // clamfuse mount (8 readers), then reads clamfuse's VmRSS.
 func (b *bench) runRSS() *rssResult {
 	r := &rssResult{files: b.sizes.rssFiles}
-	var cf *system
-	for _, s := range b.systems {
-		if s.kind == kindClamfuse {
-			cf = s
-		}
+	// The table's config, and the metrics address for the heap profile.
+	addr, err := freePort()
+	if err != nil {
+		r.err = err.Error()
+		return r
 	}
+	cf, err := b.extraClamfuse("rss", "", clamfuseConf{metricsListen: addr})
+	if err != nil {
+		r.err = err.Error()
+		return r
+	}
+	defer b.dropExtra()
 	logf("resident memory: opening %d files once through a fresh clamfuse mount", r.files)
 	if err := cf.ensure(true); err != nil {
 		r.err = "mount: " + err.Error()
 		b.clamfuseFailed = true
 		return r
 	}
-	defer cf.teardown()
 	pid := cf.current().pid()
 	time.Sleep(200 * time.Millisecond)
-	var err error
 	if r.baseKiB, err = procStatusKiB(pid, "VmRSS"); err != nil {
 		r.err = err.Error()
 		return r
 	}
 	timeout := 4 * b.opts.runTimeout
+	pins, err := pinFiles(cf.root(), b.data.manyF)
+	if err != nil {
+		r.err = err.Error()
+		return r
+	}
+	defer pins.release()
+	if r.pinnedKiB, err = procStatusKiB(pid, "VmRSS"); err != nil {
+		r.err = err.Error()
+		return r
+	}
 	start := time.Now()
 	err = withTimeout(b.ctx, timeout, cf, func(ctx context.Context) error {
 		return readAll(ctx, cf, b.data.manyF, parallelReaders)
@@ -150,9 +247,17 @@ func (b *bench) runRSS() *rssResult {
 	}
 	r.hwm, _ = procStatusKiB(pid, "VmHWM")
 	r.estimateKiB = r.rssKiB
+	r.heapProfile = filepath.Join(b.logDir, "rss-heap.pb.gz")
+	if hs, top, err := b.fetchHeap(addr, r.heapProfile); err != nil {
+		logf("  heap profile: %v", err)
+		r.heapProfile = ""
+	} else {
+		r.heap, r.heapTop = hs, top
+	}
 	// For the reading of the figure: how much of it is the nodes of the
 	// inodes the kernel still holds, rather than the verdicts. Dropping
 	// dentries and inodes makes the kernel send FORGET for each.
+	pins.release()
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err == nil {
 		time.Sleep(2 * time.Second)
 		r.forgotKiB, _ = procStatusKiB(pid, "VmRSS")
@@ -163,6 +268,7 @@ func (b *bench) runRSS() *rssResult {
 	}
 	logf("  VmRSS %d KiB after mount, %d KiB after %d files (%v, %.0f files/s), %d KiB after the kernel forgot the inodes",
 		r.baseKiB, r.rssKiB, r.files, r.took.Round(time.Millisecond), float64(r.files)/r.took.Seconds(), r.forgotKiB)
+
 	return r
 }
 
@@ -469,14 +575,21 @@ func (b *bench) report() string {
 	p("- **ls / stat** rows: warm = the tree was listed once through the same mount before and nothing is dropped, but each run on a FUSE system starts at least 1.2 s after that system last served the tree, so the kernel's FUSE entry and attribute timeouts (1 s in clamfuse and ClamFS) have expired and the FUSE server is asked (otherwise a warm figure depends on whether the previous run ended less than a second before); cold = the page cache, dentries and inodes are dropped before each run (no remount).\n")
 	p("- **write**: `dd if=/dev/zero bs=1M conv=fsync` to a new file; the previous file is removed and caches dropped before each run.\n")
 	p("- **first open right after write**: the files are written (created, written, closed) through the mount, untimed; then all are opened and read (first figure), then again (the cached open it is compared with).\n")
-	p("- **resident memory**: VmRSS from /proc/PID/status of a fresh clamfuse after opening %d distinct non-empty files once (8 readers); one measurement.", b.sizes.rssFiles)
+	p("- **resident memory**: VmRSS from /proc/PID/status of a fresh clamfuse (the table's config, and a metrics listener for the heap profile) after opening %d distinct non-empty files once (8 readers); one measurement. Before the opens every file is looked up and held with an O_PATH descriptor (no OPEN, no handle in clamfuse) by helper processes until the opens are measured, so that the kernel keeps every inode, as it does on an idle machine, whatever `drop_caches` other processes run meanwhile (on a shared machine they made the kernel forget inodes, and clamfuse its nodes, halfway through).", b.sizes.rssFiles)
 	if b.rss != nil && b.rss.extrapolated {
 		p(" With QUICK the figure is extrapolated linearly: RSS after mount + (measured growth) x %d / %d.", b.sizes.rssTarget, b.sizes.rssFiles)
 	}
 	if b.rss != nil && b.rss.err == "" {
-		p(" Opening them took %v (%.0f first opens/s). VmRSS was %s after mount, %s after the opens (peak %s), and %s 2 s after `echo 2 > drop_caches` made the kernel forget the inodes (clamfuse then drops its nodes; the Go runtime returns freed memory to the OS only gradually).",
+		p(" Opening them took %v (%.0f first opens/s). VmRSS was %s after mount, %s once the files were looked up, %s after the opens (peak %s), and %s 2 s after the descriptors were closed and `echo 2 > drop_caches` made the kernel forget the inodes (clamfuse then drops its nodes; the Go runtime returns freed memory to the OS only gradually).",
 			b.rss.took.Round(time.Millisecond), float64(b.rss.files)/b.rss.took.Seconds(),
-			mib(b.rss.baseKiB), mib(b.rss.rssKiB), mib(b.rss.hwm), mib(b.rss.forgotKiB))
+			mib(b.rss.baseKiB), mib(b.rss.pinnedKiB), mib(b.rss.rssKiB), mib(b.rss.hwm), mib(b.rss.forgotKiB))
+		if h := b.rss.heap; h.nextGC > 0 {
+			p(" The Go heap after the opens: %s allocated (live and not yet collected), %s in use, %s idle of which %s returned to the OS, next collection at %s (GOGC lets the heap grow to twice what the last collection found live, and the runtime keeps about that much mapped).",
+				mib(h.heapAlloc>>10), mib(h.heapInuse>>10), mib(h.heapIdle>>10), mib(h.heapReleased>>10), mib(h.nextGC>>10))
+		}
+		if b.rss.heapTop != "" {
+			p(" The heap profile (%s, sampled, live at the last collection), top entries:\n\n```\n%s\n```\n", b.rss.heapProfile, b.rss.heapTop)
+		}
 	}
 	p("\n")
 	if len(b.pre) > 0 {
