@@ -51,6 +51,10 @@ type Mount struct {
 	Invalidation string `toml:"invalidation"`
 	// WatchedAttrTimeout replaces AttrTimeout where changes are watched.
 	WatchedAttrTimeout Duration `toml:"watched_attr_timeout"`
+	// Passthrough is "auto" to have the kernel read, write and map the
+	// files the gate allowed itself (FUSE passthrough, Linux 6.9+),
+	// where the kernel and the backing filesystem allow it, or "off".
+	Passthrough string `toml:"passthrough"`
 }
 
 // Clamd says how to reach clamd.
@@ -163,6 +167,7 @@ func Default() Config {
 			AttrTimeout:        Duration(time.Second),
 			Invalidation:       "auto",
 			WatchedAttrTimeout: Duration(time.Hour),
+			Passthrough:        "auto",
 		},
 		Clamd: Clamd{
 			Address:       Addresses{"/run/clamav/clamd.ctl"},
@@ -281,6 +286,7 @@ var schema = map[string]kind{
 	"mount.max_open_per_user":    kindInt,
 	"mount.invalidation":         kindString,
 	"mount.watched_attr_timeout": kindDuration,
+	"mount.passthrough":          kindString,
 
 	"clamd":                kindTable,
 	"clamd.address":        kindStringOrStrings,

@@ -73,10 +73,6 @@ type Options struct {
 	// WatchQueue bounds the invalidations pending at once (0 for the
 	// default); more, and everything is invalidated. For tests.
 	WatchQueue int
-
-	// passthroughReads, set only by tests, passes read-only opens the
-	// gate allowed through to the kernel (see passthrough.go).
-	passthroughReads bool
 }
 
 type inoKey struct{ dev, ino uint64 }
@@ -101,8 +97,12 @@ type FS struct {
 	quota *quota       // descriptors held for each user's open handles (quota.go)
 	kept  atomic.Int64 // bytes of READDIR replies directory handles keep (readdir.go)
 
-	srv     *fusefs.Server // set by Mount before serving; for the inode invalidations of flushWriters
-	devices sync.Map       // uint64 device -> true: timestamp granularity found (timegran.go)
+	srv *fusefs.Server // set by Mount before serving; for the inode invalidations of flushWriters
+	// passthrough: the kernel granted FUSE passthrough and it was asked
+	// for; set by Mount before serving (passthrough.go).
+	passthrough bool
+	ptRefused   sync.Map // error text -> true: reasons the kernel refused a backing file, logged once
+	devices     sync.Map // uint64 device -> true: timestamp granularity found (timegran.go)
 
 	treeMu sync.Mutex       // guards nodes and every Node.links
 	nodes  map[inoKey]*Node // live nodes by backing identity

@@ -13,7 +13,7 @@ import (
 )
 
 // TestPassthroughReads proves FUSE passthrough on clamfuse's own mount,
-// with the test-only Options.passthroughReads: a clean file opened for
+// mount.passthrough on (MountOptions.Passthrough): a clean file opened for
 // reading is read by the kernel from the descriptor the gate judged, no
 // READ reaching clamfuse; an infected one is still denied at open. Without
 // passthrough granted the same opens fall back to READs.
@@ -24,8 +24,8 @@ func TestPassthroughReads(t *testing.T) {
 		mo     MountOptions
 		passed bool
 	}{
-		{"granted", MountOptions{Passthrough: true, FS: Options{passthroughReads: true}}, true},
-		{"not asked", MountOptions{FS: Options{passthroughReads: true}}, false},
+		{"granted", MountOptions{Passthrough: true}, true},
+		{"off", MountOptions{}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			backing, m, seen := testMount(t, tc.mo)
