@@ -6,8 +6,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/cache"
 
 	"github.com/clamfuse/clamfuse/test/clamdtest"
 )
@@ -60,4 +65,172 @@ func TestPassthroughReads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countingGate counts what the filesystem tells the gate.
+type countingGate struct {
+	Gate
+	checks, uncached, prescans, modified atomic.Int32
+}
+
+func (g *countingGate) Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision {
+	g.checks.Add(1)
+	return g.Gate.Check(ctx, f, who)
+}
+
+func (g *countingGate) CheckUncached(ctx context.Context, f *os.File, who cache.Opener) cache.Decision {
+	g.uncached.Add(1)
+	return g.Gate.CheckUncached(ctx, f, who)
+}
+
+func (g *countingGate) Prescan(f *os.File, who cache.Opener) {
+	g.prescans.Add(1)
+	g.Gate.Prescan(f, who)
+}
+
+func (g *countingGate) Modified(dev, ino uint64) {
+	g.modified.Add(1)
+	g.Gate.Modified(dev, ino)
+}
+
+// TestPassthroughWriters: a writer in passthrough mode sends clamfuse no
+// WRITE, yet every verdict of the file is stale at its open and at its
+// release, the scan after the last writer's close still happens, and the
+// file it changed is judged again at the next open (an infected one
+// denied). A reader opened while it writes is judged by a scan, and reads
+// with no READ either. Without passthrough, the same outcomes, with the
+// WRITEs and READs served by clamfuse.
+func TestPassthroughWriters(t *testing.T) {
+	clean := strings.Repeat("clean bytes, written through the mount\n", 20000)
+	for _, tc := range []struct {
+		name   string
+		mo     MountOptions
+		passed bool
+	}{
+		{"granted", MountOptions{Passthrough: true}, true},
+		{"off", MountOptions{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &countingGate{}
+			tc.mo.FS.Gate = g
+			backing, m, seen := testMount(t, tc.mo)
+			if m.Passthrough() != tc.passed {
+				t.Fatalf("passthrough granted: %v, want %v", m.Passthrough(), tc.passed)
+			}
+			tmp := t.TempDir()
+			mustWrite(t, filepath.Join(tmp, "clean"), []byte(clean))
+			mustWrite(t, filepath.Join(tmp, "infected"), clamdtest.EICAR())
+			mustWrite(t, filepath.Join(backing, "f"), []byte("old\n"))
+			f := filepath.Join(m.Target, "f")
+			if got := runOn(t, m, "cat", f); got != "old\n" {
+				t.Fatalf("cat: %q", got)
+			}
+
+			// A clean copy over it: one writer, open to close.
+			seen.take()
+			mod := g.modified.Load()
+			runOn(t, m, "cp", filepath.Join(tmp, "clean"), f)
+			waitFor(t, "the scan after the writer's close", func() bool { return g.prescans.Load() == 1 })
+			reads, writes := seen.take()
+			t.Logf("cp: %d WRITEs, %d READs; the gate told of %d changes", len(writes), len(reads), g.modified.Load()-mod)
+			if tc.passed {
+				if len(writes) != 0 {
+					t.Errorf("%d WRITEs reached clamfuse from a writer in passthrough", len(writes))
+				}
+				if d := g.modified.Load() - mod; d < 2 {
+					t.Errorf("the gate was told of %d changes; want one at the writer's open and one at its release", d)
+				}
+			} else if len(writes) == 0 {
+				t.Error("no WRITE reached clamfuse, yet nothing was passed through")
+			}
+			if got := runOn(t, m, "cat", f); got != clean {
+				t.Fatalf("cat after the copy: %d bytes, want %d", len(got), len(clean))
+			}
+			if reads, _ := seen.take(); tc.passed && len(reads) != 0 {
+				t.Errorf("%d READs reached clamfuse for a passed-through file", len(reads))
+			}
+
+			// A reader while a writer holds the file open: judged by a
+			// scan, never from the cache; its reads pass through too.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			holder := exec.CommandContext(ctx, "sh", "-c", "exec 3>>"+f+"; read x; exit 0")
+			in, err := holder.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := holder.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the writer's open", func() bool {
+				return openWriters(t, m, filepath.Join(backing, "f")) == 1
+			})
+			unc := g.uncached.Load()
+			if got := runOn(t, m, "cat", f); got != clean {
+				t.Fatalf("cat while written: %d bytes", len(got))
+			}
+			if g.uncached.Load() != unc+1 {
+				t.Errorf("an open for reading while the file is open for writing was decided without a scan")
+			}
+			if reads, _ := seen.take(); tc.passed && len(reads) != 0 {
+				t.Errorf("%d READs reached clamfuse for a reader beside a writer in passthrough", len(reads))
+			}
+			in.Close()
+			if err := holder.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			want := int32(1)
+			if tc.passed {
+				// It wrote nothing, but clamfuse cannot tell.
+				want++
+				waitFor(t, "the scan after the second writer's close", func() bool { return g.prescans.Load() == want })
+			}
+
+			// The infected copy: denied at the next open.
+			runOn(t, m, "cp", filepath.Join(tmp, "infected"), f)
+			want++
+			waitFor(t, "the scan after the third writer's close", func() bool { return g.prescans.Load() == want })
+			out, err := exec.CommandContext(ctx, "cat", f).CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "Permission denied") {
+				t.Errorf("cat of the file a writer made infected: %v, %q; want Permission denied", err, out)
+			}
+		})
+	}
+}
+
+func mustWrite(t *testing.T, p string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond until it holds, for up to a minute.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within a minute", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// openWriters is the number of handles open for writing of the node of
+// backing file p.
+func openWriters(t *testing.T, m *Mounted, p string) int32 {
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	m.fsys.treeMu.Lock()
+	n := m.fsys.nodes[inoKey{st.Dev, st.Ino}]
+	m.fsys.treeMu.Unlock()
+	if n == nil {
+		return 0
+	}
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	return n.writers
 }
