@@ -57,7 +57,8 @@ type options struct {
 	noClamFS     bool
 	allowTmpfs   bool
 	perfDir      string
-	asUID        int // -1: as root
+	asUID        int    // -1: as root
+	passthrough  string // mount.passthrough of the clamfuse mounts
 }
 
 func main() {
@@ -77,6 +78,7 @@ func run() int {
 	flag.BoolVar(&o.noClamFS, "no-clamfs", false, "skip ClamFS")
 	flag.IntVar(&o.asUID, "as-uid", -1, "run the timed reads and commands as this uid (gid the same), through a clamfuse mount with allow_other, so that clamfuse acts as that user; skips ClamFS; for the reading workloads (-only cached-small,ls-warm,...)")
 	flag.StringVar(&o.perfDir, "perf", "", "record `perf record -g` of clamfuse during its last run of each workload into this directory (that run is then perturbed)")
+	flag.StringVar(&o.passthrough, "passthrough", "auto", "mount.passthrough of the clamfuse mounts: auto (FUSE passthrough where the kernel grants it) or off")
 	flag.BoolVar(&o.allowTmpfs, "allow-tmpfs", false, "allow a -dir on tmpfs (cold-cache figures are then meaningless)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./test/cmd/bench [flags]\n")

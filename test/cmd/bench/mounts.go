@@ -149,9 +149,24 @@ type caching struct {
 	known    bool
 	watching bool   // invalidation: changes behind the mount are passed on
 	watched  string // watched_attr_timeout, when watching
+	// passthrough: the kernel granted FUSE passthrough (and
+	// mount.passthrough asked for it): opens the gate allowed are read
+	// and written by the kernel itself.
+	passthrough bool
 }
 
 func (c caching) String() string {
+	if !c.known {
+		return c.names()
+	}
+	pt := "FUSE passthrough granted: no (clamfuse serves reads and writes)"
+	if c.passthrough {
+		pt = "FUSE passthrough granted: yes (the kernel reads, writes and maps the files judged itself)"
+	}
+	return c.names() + "; " + pt
+}
+
+func (c caching) names() string {
 	switch {
 	case !c.known:
 		return "not known (no \"mounted\" line in its log at level info)"
@@ -179,6 +194,7 @@ func clamfuseCaching(logPath string) caching {
 			if strings.Contains(line, "msg=mounted") {
 				c.known = true
 				c.watching = strings.Contains(line, "invalidation=true")
+				c.passthrough = strings.Contains(line, "passthrough=true")
 			}
 		}
 		if c.known || time.Now().After(deadline) {
@@ -432,7 +448,13 @@ func (b *bench) writeClamfuseConfig(name string, c clamfuseConf) error {
 	if c.verifyMaxSize != "" {
 		cache += fmt.Sprintf("verify_max_size = %q\n", c.verifyMaxSize)
 	}
+	pt := b.opts.passthrough
+	if pt == "" {
+		pt = "auto"
+	}
 	toml := fmt.Sprintf(`# Written by test/cmd/bench.
+[mount]
+passthrough = %q
 [clamd]
 address = %q
 timeout = "10m"
@@ -443,7 +465,7 @@ prewarm = %t
 %s
 [log]
 level = %q
-`, b.clamd.Address(), tr, c.prewarm, cache, level)
+`, pt, b.clamd.Address(), tr, c.prewarm, cache, level)
 	return os.WriteFile(filepath.Join(b.opts.dir, name), []byte(toml), 0o644)
 }
 
