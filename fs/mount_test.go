@@ -71,7 +71,10 @@ func testMount(t *testing.T, mo MountOptions) (backing string, m *Mounted, seen 
 	} else {
 		mo.FS.Gate = real
 	}
-	backing, target := t.TempDir(), t.TempDir()
+	backing, target := mo.Source, t.TempDir()
+	if backing == "" {
+		backing = t.TempDir()
+	}
 	mo.Source, mo.Target = backing, target
 	seen = &requests{}
 	mo.observe = seen.observe

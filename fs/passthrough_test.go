@@ -2,10 +2,13 @@ package fs
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -233,4 +236,68 @@ func openWriters(t *testing.T, m *Mounted, p string) int32 {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
 	return n.writers
+}
+
+// TestPassthroughRefused: on a backing filesystem that stacks (overlayfs)
+// the kernel refuses backing files (stack depth); every open falls back
+// to clamfuse's READs, logged once at DEBUG for the reason, and mixed
+// opens of one file (one refused, then more) all work.
+func TestPassthroughRefused(t *testing.T) {
+	base := t.TempDir()
+	lower, upper, work, ovl := filepath.Join(base, "lower"), filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "ovl")
+	for _, d := range []string{lower, upper, work, ovl} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("overlay", ovl, "overlay", 0, "lowerdir="+lower+",upperdir="+upper+",workdir="+work); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("overlayfs: %v", err)
+		}
+		t.Skipf("SKIPPING: no overlayfs to stack under the mount: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(ovl, unix.MNT_DETACH) })
+	var logs strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	_, m, seen := testMount(t, MountOptions{Source: ovl, Passthrough: true, FS: Options{Logger: log}})
+	if !m.Passthrough() {
+		t.Fatal("passthrough not granted")
+	}
+	content := strings.Repeat("clean, on overlayfs\n", 1000)
+	mustWrite(t, filepath.Join(ovl, "f"), []byte(content))
+	f := filepath.Join(m.Target, "f")
+	seen.take()
+	for range 3 {
+		if got := runOn(t, m, "cat", f); got != content {
+			t.Fatalf("cat: %d bytes, want %d", len(got), len(content))
+		}
+	}
+	// Held open for writing, then read beside it: no EIO from mixing.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "sh", "-c", "exec 3>>"+f+"; exec 4<"+f+"; cat <&4 >/dev/null; cat "+f+" >/dev/null").CombinedOutput(); err != nil {
+		t.Fatalf("opens beside a writer: %v %s", err, out)
+	}
+	if reads, _ := seen.take(); len(reads) == 0 {
+		t.Error("no READ reached clamfuse, yet the kernel refuses backing files on overlayfs")
+	}
+	mu.Lock()
+	refused := strings.Count(logs.String(), "passthrough refused")
+	mu.Unlock()
+	if refused != 1 {
+		t.Errorf("%d DEBUG lines about the refused backing files; want one for the one reason:\n%s", refused, logs.String())
+	}
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
