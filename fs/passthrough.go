@@ -1,6 +1,10 @@
 package fs
 
 import (
+	"os"
+
+	"golang.org/x/sys/unix"
+
 	"github.com/clamfuse/clamfuse/fs/internal/caller"
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 )
@@ -37,7 +41,11 @@ import (
 // credentials recorded when it was registered, for every open that
 // shares it; clamfuse registers it as nobody (caller.AsNobody), so that
 // no write through it keeps a set-user-ID bit or uses root's reserved
-// blocks. Permissions were checked at each open, as its caller.
+// blocks. Permissions were checked at each open, as its caller. Root
+// keeps a set-ID bit when it writes a file natively: an open for writing
+// of a file with one is not passthrough when it decides the mode (it is
+// when the file has passthrough opens already; then, or if the bit is set
+// while it is open, a write by root clears it: README, Passthrough).
 //
 // Writes no longer reach clamfuse one by one: an open for writing in
 // passthrough mode makes every verdict of the inode stale at its open
@@ -55,6 +63,14 @@ func (n *Node) passthroughLocked(h *Handle, conn *fuse.Conn) {
 		h.backingID = o.backingID
 		return
 	}
+	if h.writable && setID(h.f) {
+		// A write through the backing file runs as nobody and clears
+		// the set-user-ID and set-group-ID bits even for root, who
+		// keeps them on the backing filesystem: a writer of such a file
+		// is served by clamfuse (and the opens beside it), where the
+		// kernel clears them as for the writer itself.
+		return
+	}
 	var id int32
 	err := caller.AsNobody(func() (err error) {
 		id, err = conn.BackingOpen(int(h.f.Fd()))
@@ -65,6 +81,12 @@ func (n *Node) passthroughLocked(h *Handle, conn *fuse.Conn) {
 		return
 	}
 	h.backingID = id
+}
+
+// setID reports whether f has a set-user-ID or set-group-ID bit.
+func setID(f *os.File) bool {
+	var st unix.Stat_t
+	return unix.Fstat(int(f.Fd()), &st) != nil || st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0
 }
 
 // noPassthrough logs, once for each reason, that an open falls back to

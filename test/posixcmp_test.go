@@ -105,7 +105,9 @@ func posixCompare(t *testing.T, native string, m, big *mounttest.Mount, cases []
 // native line, the mount's, and why.
 var passthroughDiffs = map[string][3]string{
 	"chmod_chown": {"f = reg 4755 nlink=1 size=1 uid=9 gid=9", "f = reg 0755 nlink=1 size=1 uid=9 gid=9",
-		"the kernel writes with the credentials the backing file was registered with, nobody's, for every open that shares it: a write by root clears the set-user-ID bit, as one by any user does"},
+		"the kernel writes with the credentials the backing file was registered with, nobody's, for every open that shares it: a write by root clears the set-user-ID bit when the file still has a passthrough open (the RELEASE of the descriptor closed just before comes later), as one by any user does"},
+	"setid_write_held": {"f = reg 6755 nlink=1 size=2 uid=0 gid=0", "f = reg 0755 nlink=1 size=2 uid=0 gid=0",
+		"the kernel writes with the credentials the backing file was registered with, nobody's, for every open that shares it: a write by root through a descriptor opened before the file had set-ID bits clears them, as one by any user does"},
 }
 
 // mountPassthrough reports whether m serves opens in passthrough mode.
@@ -299,6 +301,7 @@ func posixCases() []posixCase {
 		{name: "symlinks", run: caseSymlinks},
 		{name: "mkdir_rmdir", run: caseMkdirRmdir},
 		{name: "chmod_chown", run: caseChmodChown},
+		{name: "setid_write_held", run: caseSetIDWriteHeld},
 		{name: "utimens", run: caseUtimens},
 		{name: "xattrs", run: caseXattrs},
 		{name: "statfs", run: caseStatfs},
@@ -1007,6 +1010,24 @@ func caseChmodChown(root string) (string, error) {
 	r.do("chmod f 04755", unix.Chmod(p("f"), 0o4755))
 	r.do("write f", os.WriteFile(p("f"), []byte("w"), 0))
 	r.val("f", "%s", statLine(p("f")))
+	return r.done()
+}
+
+// caseSetIDWriteHeld: root writes through a descriptor opened before the
+// file had its set-ID bits; they stay (root has CAP_FSETID).
+func caseSetIDWriteHeld(root string) (string, error) {
+	var r rec
+	p := filepath.Join(root, "f")
+	mustWrite(p, "f")
+	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if !r.do("open for writing", err) {
+		return r.done()
+	}
+	defer unix.Close(fd)
+	r.do("chmod 06755", unix.Chmod(p, 0o6755))
+	_, err = unix.Pwrite(fd, []byte("w"), 1)
+	r.do("pwrite through it", err)
+	r.val("f", "%s", statLine(p))
 	return r.done()
 }
 
