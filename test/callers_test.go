@@ -159,9 +159,8 @@ func attack(u testUser, tries int, budget time.Duration, op ...string) string {
 // (O_RDONLY, and O_WRONLY|O_TRUNC) over and over. When the CREATE finds
 // the name taken, clamfuse must open the existing file as A, so A never
 // reads B's bytes and never truncates root's file.
-func TestHostileCreateExistingRace(t *testing.T) { inPtModes(t, testHostileCreateExistingRace) }
-
-func testHostileCreateExistingRace(t *testing.T, pm ptMode) {
+func TestHostileCreateExistingRace(t *testing.T) {
+	pm := ptModes[0] // passthrough (auto), the default; make test's time
 	l := newShared(t, "[mount]\n"+pm.toml+"\n")
 	pm.check(t, l.m)
 	shared := filepath.Join(l.src, "shared")
@@ -365,9 +364,8 @@ func requirePosixACL(t *testing.T, l *sharedLayout) {
 // ACL decides the mode of what is created in its directory in place of
 // the umask; and an ACL A sets through the mount on its own file grants B
 // access.
-func TestUsersACLGrant(t *testing.T) { inPtModes(t, testUsersACLGrant) }
-
-func testUsersACLGrant(t *testing.T, pm ptMode) {
+func TestUsersACLGrant(t *testing.T) {
+	pm := ptModes[0] // passthrough (auto), the default; make test's time
 	l := newShared(t, "[mount]\n"+pm.toml+"\n")
 	pm.check(t, l.m)
 	requirePosixACL(t, l)
