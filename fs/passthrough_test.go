@@ -104,7 +104,7 @@ func (g *countingGate) Modified(dev, ino uint64) {
 // with no READ either. Without passthrough, the same outcomes, with the
 // WRITEs and READs served by clamfuse.
 func TestPassthroughWriters(t *testing.T) {
-	clean := strings.Repeat("clean bytes, written through the mount\n", 20000)
+	clean := strings.Repeat("clean bytes, written through the mount\n", 40000) // over passthroughMinRead
 	for _, tc := range []struct {
 		name   string
 		mo     MountOptions
@@ -264,7 +264,7 @@ func TestPassthroughRefused(t *testing.T) {
 	if !m.Passthrough() {
 		t.Fatal("passthrough not granted")
 	}
-	content := strings.Repeat("clean, on overlayfs\n", 1000)
+	content := strings.Repeat("clean, on overlayfs\n", 60000) // over passthroughMinRead
 	mustWrite(t, filepath.Join(ovl, "f"), []byte(content))
 	f := filepath.Join(m.Target, "f")
 	seen.take()
