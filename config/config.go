@@ -55,6 +55,10 @@ type Mount struct {
 	// their attributes in one reply (READDIRPLUS): "auto" (the kernel's
 	// heuristics), "on" (every listing) or "off".
 	ReaddirPlus string `toml:"readdirplus"`
+	// Passthrough is "auto" to have the kernel read, write and map the
+	// files the gate allowed itself (FUSE passthrough, Linux 6.9+),
+	// where the kernel and the backing filesystem allow it, or "off".
+	Passthrough string `toml:"passthrough"`
 }
 
 // Clamd says how to reach clamd.
@@ -168,6 +172,7 @@ func Default() Config {
 			Invalidation:       "auto",
 			WatchedAttrTimeout: Duration(time.Hour),
 			ReaddirPlus:        "auto",
+			Passthrough:        "auto",
 		},
 		Clamd: Clamd{
 			Address:       Addresses{"/run/clamav/clamd.ctl"},
@@ -287,6 +292,7 @@ var schema = map[string]kind{
 	"mount.invalidation":         kindString,
 	"mount.watched_attr_timeout": kindDuration,
 	"mount.readdirplus":          kindString,
+	"mount.passthrough":          kindString,
 
 	"clamd":                kindTable,
 	"clamd.address":        kindStringOrStrings,

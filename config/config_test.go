@@ -33,7 +33,7 @@ func TestLoadGood(t *testing.T) {
 	}{
 		{"good.toml", Config{
 			Mount: Mount{Source: "/srv/incoming", Target: "/mnt/incoming", AllowOther: true, ReadOnly: true, AttrTimeout: Duration(2 * time.Second), MaxOpenPerUser: 1000,
-				Invalidation: "off", WatchedAttrTimeout: Duration(10 * time.Minute), ReaddirPlus: "off"},
+				Invalidation: "off", WatchedAttrTimeout: Duration(10 * time.Minute), ReaddirPlus: "off", Passthrough: "off"},
 			Clamd: Clamd{Address: Addresses{"tcp://127.0.0.1:3310", "unix:/run/clamav/clamd.ctl"}, Timeout: Duration(90 * time.Second), MaxConcurrent: 8,
 				CheckInterval: Duration(5 * time.Second), DatabaseDir: "/var/lib/clamav", ReloadWindow: Duration(2 * time.Minute), Transport: "instream"},
 			Scan: Scan{MaxSize: 2 << 30, OnOversize: "allow", OnError: "allow", Exclude: []string{"*.iso", "tmp/*", "[Tt]humbs.db"}, Prewarm: true,
@@ -393,6 +393,9 @@ func TestValidate(t *testing.T) {
 	}{
 		{"empty mount is fine", func(c *Config) { c.Mount.Source, c.Mount.Target = "", "" }, ""},
 		{"invalidation off", func(c *Config) { c.Mount.Invalidation = "off" }, ""},
+		{"passthrough off", func(c *Config) { c.Mount.Passthrough = "off" }, ""},
+		{"passthrough unknown", func(c *Config) { c.Mount.Passthrough = "on" },
+			`mount.passthrough: must be "auto" or "off", got "on"`},
 		{"invalidation unknown", func(c *Config) { c.Mount.Invalidation = "on" },
 			`mount.invalidation: must be "auto" or "off", got "on"`},
 		{"watched_attr_timeout 0", func(c *Config) { c.Mount.WatchedAttrTimeout = 0 }, ""},

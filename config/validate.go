@@ -68,6 +68,9 @@ func (c Config) Validate() error {
 	if c.Mount.MaxOpenPerUser < 0 {
 		return fieldErrorf("mount.max_open_per_user", "must be 0 (derived from the descriptor limit) or more, got %d", c.Mount.MaxOpenPerUser)
 	}
+	if err := oneOf("mount.passthrough", c.Mount.Passthrough, "auto", "off"); err != nil {
+		return err
+	}
 	if err := oneOf("mount.invalidation", c.Mount.Invalidation, "auto", "off"); err != nil {
 		return err
 	}

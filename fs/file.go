@@ -106,6 +106,10 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 			}
 			n.flushWriters()
 			check = n.fsys.opts.Gate.CheckUncached
+		} else if n.writtenUnseen() {
+			// The opener's own process writes it in passthrough mode:
+			// no verdict made since that writer's open is sure.
+			check = n.fsys.opts.Gate.CheckUncached
 		}
 		d := check(ctx, f, who)
 		if !d.Allow {
@@ -130,15 +134,19 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 			resp.Flags |= fuse.OpenKeepCache
 		}
 	}
-	if o := n.addHandle(h, deny); o != nil {
+	var conn *fuse.Conn
+	if n.fsys.passthrough {
+		conn = hdr.Conn
+	}
+	if o := n.addHandle(h, deny, conn); o != nil {
 		f.Close()
 		return nil, n.busy(h, o.writable && h.readable)
 	}
 	if h.writable || !keep {
 		n.dropKeepCache()
 	}
-	if !h.writable && n.fsys.opts.passthroughReads {
-		h.passthrough(hdr.Conn, resp)
+	if h.backingID != 0 {
+		h.passthroughOpen(resp)
 	}
 	return h, nil
 }

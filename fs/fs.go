@@ -78,10 +78,6 @@ type Options struct {
 	// ReaddirPlus is when the kernel is asked for READDIRPLUS
 	// (readdirplus.go).
 	ReaddirPlus ReaddirPlus
-
-	// passthroughReads, set only by tests, passes read-only opens the
-	// gate allowed through to the kernel (see passthrough.go).
-	passthroughReads bool
 }
 
 type inoKey struct{ dev, ino uint64 }
@@ -106,8 +102,12 @@ type FS struct {
 	quota *quota       // descriptors held for each user's open handles (quota.go)
 	kept  atomic.Int64 // bytes of READDIR replies directory handles keep (readdir.go)
 
-	srv     *fusefs.Server // set by Mount before serving; for the inode invalidations of flushWriters
-	devices sync.Map       // uint64 device -> true: timestamp granularity found (timegran.go)
+	srv *fusefs.Server // set by Mount before serving; for the inode invalidations of flushWriters
+	// passthrough: the kernel granted FUSE passthrough and it was asked
+	// for; set by Mount before serving (passthrough.go).
+	passthrough bool
+	ptRefused   sync.Map // error text -> true: reasons the kernel refused a backing file, logged once
+	devices     sync.Map // uint64 device -> true: timestamp granularity found (timegran.go)
 
 	treeMu    sync.Mutex          // guards nodes, moreLinks and every Node.links
 	moreLinks map[*linkSet][]link // the names of a node past its first (see linkSet)

@@ -28,7 +28,7 @@ type Handle struct {
 	size     int64        // size of the contents judged, with sum
 	served   served       // the check of the bytes served against sum
 
-	backingID int32 // the passthrough backing file of the open, or 0; see passthrough.go
+	backingID int32 // the passthrough backing file of the open, shared by every handle of the node, or 0; see passthrough.go
 }
 
 var (
@@ -99,9 +99,15 @@ func (h *Handle) Flush(ctx context.Context, req *fuse.FlushRequest) error {
 // (and an infected one logged) when someone opens it.
 func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
 	defer h.node.fsys.quota.give(h.who.Uid, 1)
-	h.endPassthrough(req.Conn)
+	if h.writable && h.backingID != 0 {
+		// Its writes, unseen, reached the file before the kernel
+		// released the open: verdicts made while it was open are stale.
+		h.modified()
+	}
 	h.servedClose()
-	if h.node.dropHandle(h) && !h.node.excluded() {
+	last, closeID := h.node.dropHandle(h)
+	h.endPassthrough(req.Conn, closeID)
+	if last && !h.node.excluded() {
 		h.node.fsys.opts.Gate.Prescan(h.f, h.who)
 	}
 	return errno(h.f.Close())

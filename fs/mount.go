@@ -33,8 +33,8 @@ type MountOptions struct {
 	ReadOnly   bool
 	FS         Options
 	// Passthrough asks the kernel for FUSE passthrough (Linux 6.9 and
-	// later; Mounted.Passthrough says whether it was granted). Opens do
-	// not use it yet (see passthrough.go).
+	// later; Mounted.Passthrough says whether it was granted) and, when
+	// granted, uses it for the opens the gate allowed (passthrough.go).
 	Passthrough bool
 
 	// observe, set only by tests, sees every request before it is served.
@@ -312,6 +312,10 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	}
 	srv := fusefs.New(conn, cfg)
 	fsys.srv = srv
+	fsys.passthrough = opts.Passthrough && m.Passthrough()
+	if opts.Passthrough {
+		log.Info("fuse passthrough", "granted", fsys.passthrough)
+	}
 	fsys.watch = newWatcher(fsys, srv, conn, opts.FS.Invalidation, opts.FS.WatchQueue)
 	go func() {
 		err := srv.Serve(fsys)

@@ -84,8 +84,16 @@ func testMount(t testing.TB, mo MountOptions) (backing string, m *Mounted, seen 
 	if err != nil {
 		t.Fatal(err)
 	}
-	mo.FS.Gate = cache.NewGate(client, cache.Options{MaxEntries: 100, TTL: time.Hour, Timeout: time.Minute})
-	backing, target := t.TempDir(), t.TempDir()
+	real := cache.NewGate(client, cache.Options{MaxEntries: 100, TTL: time.Hour, Timeout: time.Minute})
+	if g, ok := mo.FS.Gate.(*countingGate); ok {
+		g.Gate = real
+	} else {
+		mo.FS.Gate = real
+	}
+	backing, target := mo.Source, t.TempDir()
+	if backing == "" {
+		backing = t.TempDir()
+	}
 	mo.Source, mo.Target = backing, target
 	seen = &requests{}
 	mo.observe = seen.observe

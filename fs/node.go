@@ -911,14 +911,18 @@ func (n *Node) writableHandleFD() int {
 }
 
 // addHandle registers h, unless deny is set and a handle of another
-// process excludes it (writers.go): that handle is then returned.
-func (n *Node) addHandle(h *Handle, deny bool) *Handle {
+// process excludes it (writers.go): that handle is then returned. With
+// conn (passthrough granted), it decides h's mode (passthrough.go).
+func (n *Node) addHandle(h *Handle, deny bool, conn *fuse.Conn) *Handle {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
 	if deny {
 		if o := n.conflictLocked(h); o != nil {
 			return o
 		}
+	}
+	if conn != nil {
+		n.passthroughLocked(h, conn)
 	}
 	if n.handles == nil {
 		n.handles = map[*Handle]struct{}{}
@@ -931,19 +935,21 @@ func (n *Node) addHandle(h *Handle, deny bool) *Handle {
 }
 
 // dropHandle forgets h and reports whether it was the last writer of a
-// file written through it.
-func (n *Node) dropHandle(h *Handle) (lastWriter bool) {
+// file written through it, and the passthrough backing id to close if h
+// was the last handle sharing it (passthrough.go), or 0.
+func (n *Node) dropHandle(h *Handle) (lastWriter bool, closeID int32) {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
 	delete(n.handles, h)
 	if len(n.handles) == 0 {
 		n.handles = nil // a node the kernel keeps costs no map while closed
+		closeID = h.backingID
 	}
 	if h.writable {
 		n.writers--
-		return n.writers == 0 && h.wrote.Load()
+		return n.writers == 0 && h.wrote.Load(), closeID
 	}
-	return false
+	return false, closeID
 }
 
 // modified tells the gate that n's contents changed through the mount

@@ -2,18 +2,28 @@ package fs
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/clamfuse/clamfuse/test/testenv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/cache"
 
 	"github.com/clamfuse/clamfuse/test/clamdtest"
 )
 
 // TestPassthroughReads proves FUSE passthrough on clamfuse's own mount,
-// with the test-only Options.passthroughReads: a clean file opened for
+// mount.passthrough on (MountOptions.Passthrough): a clean file opened for
 // reading is read by the kernel from the descriptor the gate judged, no
 // READ reaching clamfuse; an infected one is still denied at open. Without
 // passthrough granted the same opens fall back to READs.
@@ -24,8 +34,8 @@ func TestPassthroughReads(t *testing.T) {
 		mo     MountOptions
 		passed bool
 	}{
-		{"granted", MountOptions{Passthrough: true, FS: Options{passthroughReads: true}}, true},
-		{"not asked", MountOptions{FS: Options{passthroughReads: true}}, false},
+		{"granted", MountOptions{Passthrough: true}, true},
+		{"off", MountOptions{}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			backing, m, seen := testMount(t, tc.mo)
@@ -60,4 +70,233 @@ func TestPassthroughReads(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countingGate counts what the filesystem tells the gate.
+type countingGate struct {
+	Gate
+	checks, uncached, prescans, modified atomic.Int32
+}
+
+func (g *countingGate) Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision {
+	g.checks.Add(1)
+	return g.Gate.Check(ctx, f, who)
+}
+
+func (g *countingGate) CheckUncached(ctx context.Context, f *os.File, who cache.Opener) cache.Decision {
+	g.uncached.Add(1)
+	return g.Gate.CheckUncached(ctx, f, who)
+}
+
+func (g *countingGate) Prescan(f *os.File, who cache.Opener) {
+	g.prescans.Add(1)
+	g.Gate.Prescan(f, who)
+}
+
+func (g *countingGate) Modified(dev, ino uint64) {
+	g.modified.Add(1)
+	g.Gate.Modified(dev, ino)
+}
+
+// TestPassthroughWriters: a writer in passthrough mode sends clamfuse no
+// WRITE, yet every verdict of the file is stale at its open and at its
+// release, the scan after the last writer's close still happens, and the
+// file it changed is judged again at the next open (an infected one
+// denied). A reader opened while it writes is judged by a scan, and reads
+// with no READ either. Without passthrough, the same outcomes, with the
+// WRITEs and READs served by clamfuse.
+func TestPassthroughWriters(t *testing.T) {
+	clean := strings.Repeat("clean bytes, written through the mount\n", 40000) // over passthroughMinRead
+	for _, tc := range []struct {
+		name   string
+		mo     MountOptions
+		passed bool
+	}{
+		{"granted", MountOptions{Passthrough: true}, true},
+		{"off", MountOptions{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &countingGate{}
+			tc.mo.FS.Gate = g
+			backing, m, seen := testMount(t, tc.mo)
+			if m.Passthrough() != tc.passed {
+				t.Fatalf("passthrough granted: %v, want %v", m.Passthrough(), tc.passed)
+			}
+			tmp := t.TempDir()
+			mustWrite(t, filepath.Join(tmp, "clean"), []byte(clean))
+			mustWrite(t, filepath.Join(tmp, "infected"), clamdtest.EICAR())
+			mustWrite(t, filepath.Join(backing, "f"), []byte("old\n"))
+			f := filepath.Join(m.Target, "f")
+			if got := runOn(t, m, "cat", f); got != "old\n" {
+				t.Fatalf("cat: %q", got)
+			}
+
+			// A clean copy over it: one writer, open to close.
+			seen.take()
+			mod := g.modified.Load()
+			runOn(t, m, "cp", filepath.Join(tmp, "clean"), f)
+			waitFor(t, "the scan after the writer's close", func() bool { return g.prescans.Load() == 1 })
+			reads, writes := seen.take()
+			t.Logf("cp: %d WRITEs, %d READs; the gate told of %d changes", len(writes), len(reads), g.modified.Load()-mod)
+			if tc.passed {
+				if len(writes) != 0 {
+					t.Errorf("%d WRITEs reached clamfuse from a writer in passthrough", len(writes))
+				}
+				if d := g.modified.Load() - mod; d < 2 {
+					t.Errorf("the gate was told of %d changes; want one at the writer's open and one at its release", d)
+				}
+			} else if len(writes) == 0 {
+				t.Error("no WRITE reached clamfuse, yet nothing was passed through")
+			}
+			if got := runOn(t, m, "cat", f); got != clean {
+				t.Fatalf("cat after the copy: %d bytes, want %d", len(got), len(clean))
+			}
+			if reads, _ := seen.take(); tc.passed && len(reads) != 0 {
+				t.Errorf("%d READs reached clamfuse for a passed-through file", len(reads))
+			}
+
+			// A reader while a writer holds the file open: judged by a
+			// scan, never from the cache; its reads pass through too.
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			holder := exec.CommandContext(ctx, "sh", "-c", "exec 3>>"+f+"; read x; exit 0")
+			in, err := holder.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := holder.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the writer's open", func() bool {
+				return openWriters(t, m, filepath.Join(backing, "f")) == 1
+			})
+			unc := g.uncached.Load()
+			if got := runOn(t, m, "cat", f); got != clean {
+				t.Fatalf("cat while written: %d bytes", len(got))
+			}
+			if g.uncached.Load() != unc+1 {
+				t.Errorf("an open for reading while the file is open for writing was decided without a scan")
+			}
+			if reads, _ := seen.take(); tc.passed && len(reads) != 0 {
+				t.Errorf("%d READs reached clamfuse for a reader beside a writer in passthrough", len(reads))
+			}
+			in.Close()
+			if err := holder.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			want := int32(1)
+			if tc.passed {
+				// It wrote nothing, but clamfuse cannot tell.
+				want++
+				waitFor(t, "the scan after the second writer's close", func() bool { return g.prescans.Load() == want })
+			}
+
+			// The infected copy: denied at the next open.
+			runOn(t, m, "cp", filepath.Join(tmp, "infected"), f)
+			want++
+			waitFor(t, "the scan after the third writer's close", func() bool { return g.prescans.Load() == want })
+			out, err := exec.CommandContext(ctx, "cat", f).CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "Permission denied") {
+				t.Errorf("cat of the file a writer made infected: %v, %q; want Permission denied", err, out)
+			}
+		})
+	}
+}
+
+func mustWrite(t *testing.T, p string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond until it holds, for up to a minute.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within a minute", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// openWriters is the number of handles open for writing of the node of
+// backing file p.
+func openWriters(t *testing.T, m *Mounted, p string) int32 {
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	m.fsys.treeMu.Lock()
+	n := m.fsys.nodes.get(inoKey{st.Dev, st.Ino})
+	m.fsys.treeMu.Unlock()
+	if n == nil {
+		return 0
+	}
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	return n.writers
+}
+
+// TestPassthroughRefused: on a backing filesystem that stacks (overlayfs)
+// the kernel refuses backing files (stack depth); every open falls back
+// to clamfuse's READs, logged once at DEBUG for the reason, and mixed
+// opens of one file (one refused, then more) all work.
+func TestPassthroughRefused(t *testing.T) {
+	base := t.TempDir()
+	lower, upper, work, ovl := filepath.Join(base, "lower"), filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "ovl")
+	for _, d := range []string{lower, upper, work, ovl} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("overlay", ovl, "overlay", 0, "lowerdir="+lower+",upperdir="+upper+",workdir="+work); err != nil {
+		testenv.Skip(t, "no overlayfs to stack under the mount: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(ovl, unix.MNT_DETACH) })
+	var logs strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	_, m, seen := testMount(t, MountOptions{Source: ovl, Passthrough: true, FS: Options{Logger: log}})
+	if !m.Passthrough() {
+		t.Fatal("passthrough not granted")
+	}
+	content := strings.Repeat("clean, on overlayfs\n", 60000) // over passthroughMinRead
+	mustWrite(t, filepath.Join(ovl, "f"), []byte(content))
+	f := filepath.Join(m.Target, "f")
+	seen.take()
+	for range 3 {
+		if got := runOn(t, m, "cat", f); got != content {
+			t.Fatalf("cat: %d bytes, want %d", len(got), len(content))
+		}
+	}
+	// Held open for writing, then read beside it: no EIO from mixing.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "sh", "-c", "exec 3>>"+f+"; exec 4<"+f+"; cat <&4 >/dev/null; cat "+f+" >/dev/null").CombinedOutput(); err != nil {
+		t.Fatalf("opens beside a writer: %v %s", err, out)
+	}
+	if reads, _ := seen.take(); len(reads) == 0 {
+		t.Error("no READ reached clamfuse, yet the kernel refuses backing files on overlayfs")
+	}
+	mu.Lock()
+	refused := strings.Count(logs.String(), "passthrough refused")
+	mu.Unlock()
+	if refused != 1 {
+		t.Errorf("%d DEBUG lines about the refused backing files; want one for the one reason:\n%s", refused, logs.String())
+	}
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

@@ -22,6 +22,11 @@ import (
 // the next open. While a handle is between its first READ and that check,
 // no open keeps the page cache either (Node.verifying).
 //
+// A passthrough open (passthrough.go) serves no READ and fills no FUSE
+// page cache: the kernel reads the backing file's own. It has nothing to
+// check here; it drops the node's kept state instead (Node.keep), so the
+// next open served by clamfuse does not keep pages from before it.
+//
 // Lock order: Handle.smu, then Node.hmu.
 
 // served is a handle's check of the bytes it served.

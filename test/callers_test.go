@@ -160,7 +160,9 @@ func attack(u testUser, tries int, budget time.Duration, op ...string) string {
 // the name taken, clamfuse must open the existing file as A, so A never
 // reads B's bytes and never truncates root's file.
 func TestHostileCreateExistingRace(t *testing.T) {
-	l := newShared(t, "")
+	pm := ptModes[0] // passthrough (auto), the default; make test's time
+	l := newShared(t, "[mount]\n"+pm.toml+"\n")
+	pm.check(t, l.m)
 	shared := filepath.Join(l.src, "shared")
 	mkDir(t, shared, 0o777, 0, 0)
 	vic, rootf := filepath.Join(shared, "vic"), filepath.Join(shared, "rootfile")
@@ -363,7 +365,9 @@ func requirePosixACL(t *testing.T, l *sharedLayout) {
 // the umask; and an ACL A sets through the mount on its own file grants B
 // access.
 func TestUsersACLGrant(t *testing.T) {
-	l := newShared(t, "")
+	pm := ptModes[0] // passthrough (auto), the default; make test's time
+	l := newShared(t, "[mount]\n"+pm.toml+"\n")
+	pm.check(t, l.m)
 	requirePosixACL(t, l)
 	a := strconv.FormatUint(uint64(l.a.uid), 10)
 	b := strconv.FormatUint(uint64(l.b.uid), 10)
@@ -469,8 +473,11 @@ func TestUsersBackingChangesSeenAtOnce(t *testing.T) {
 // what it may do natively: no hard link to a file it can neither read and
 // write (fs.protected_hardlinks), no chmod or chown, no truncation, and
 // the umask of the caller applies to what it creates.
-func TestUsersOthersFiles(t *testing.T) {
-	l := newShared(t, "")
+func TestUsersOthersFiles(t *testing.T) { inPtModes(t, testUsersOthersFiles) }
+
+func testUsersOthersFiles(t *testing.T, pm ptMode) {
+	l := newShared(t, "[mount]\n"+pm.toml+"\n")
+	pm.check(t, l.m)
 	if b, _ := os.ReadFile("/proc/sys/fs/protected_hardlinks"); strings.TrimSpace(string(b)) != "1" {
 		t.Logf("fs.protected_hardlinks is %q here: the native side decides either way", strings.TrimSpace(string(b)))
 	}

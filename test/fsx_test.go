@@ -37,7 +37,14 @@ var (
 // compared that way, and every 200 all contents.
 //
 // The seed is logged; replay with -fsx.seed=N or CLAMFUSE_FSX_SEED=N.
-func TestFSX(t *testing.T) {
+//
+// It runs in both passthrough modes (ptMode), with the same operations;
+// in passthrough mode a chmod leaves the set-ID bits out: a write by root
+// through a descriptor in passthrough clears them (README, Passthrough),
+// which TestPosixCompare pins.
+func TestFSX(t *testing.T) { inPtModes(t, testFSX) }
+
+func testFSX(t *testing.T, pm ptMode) {
 	seed := *fsxSeedFlag
 	if s := os.Getenv("CLAMFUSE_FSX_SEED"); s != "" && seed == 0 {
 		v, err := strconv.ParseUint(s, 10, 64)
@@ -59,12 +66,14 @@ func TestFSX(t *testing.T) {
 	t.Logf("fsx seed %d, %d operations (replay: go test ./test/ -run TestFSX -fsx.seed=%d)", seed, nops, seed)
 
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "30s"}})
+	m := mounttest.Start(t, mounttest.Options{Config: "[mount]\n" + pm.toml + "\n", Args: []string{"--clamd", clamd.Address(), "--timeout", "30s"}})
+	pm.check(t, m)
 	x := &fsx{
-		t:     t,
-		rng:   rand.New(rand.NewPCG(seed, seed^0x5eed)),
-		roots: [2]string{filepath.Join(t.TempDir(), "fsx"), m.Path("fsx")},
-		seed:  seed,
+		noSetID: pm.on,
+		t:       t,
+		rng:     rand.New(rand.NewPCG(seed, seed^0x5eed)),
+		roots:   [2]string{filepath.Join(t.TempDir(), "fsx"), m.Path("fsx")},
+		seed:    seed,
 	}
 	for _, r := range x.roots {
 		mustDo(t, os.Mkdir(r, 0o755))
@@ -83,6 +92,7 @@ func TestFSX(t *testing.T) {
 }
 
 type fsx struct {
+	noSetID  bool // chmod leaves S_ISUID and S_ISGID out
 	t        *testing.T
 	rng      *rand.Rand
 	roots    [2]string // native, mount
@@ -259,6 +269,9 @@ func (x *fsx) step(i int) {
 	case k < 15:
 		p := x.pick(all)
 		mode := []uint32{0o644, 0o600, 0o755, 0o700, 0o444, 0o4755, 0o2750}[x.rng.IntN(7)]
+		if x.noSetID {
+			mode &^= unix.S_ISUID | unix.S_ISGID
+		}
 		desc = fmt.Sprintf("chmod %s %04o", p, mode)
 		x.paths = append(x.paths, p)
 		op = func(root string, _ int) (string, error) { return "", unix.Chmod(filepath.Join(root, p), mode) }

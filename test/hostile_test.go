@@ -44,7 +44,9 @@ type hostileLayout struct {
 	clamd                   *clamdtest.Clamd
 }
 
-func newHostile(t *testing.T) *hostileLayout {
+// newHostile mounts the layout, in passthrough mode pm if given (else
+// with the default, "auto").
+func newHostile(t *testing.T, pm ...ptMode) *hostileLayout {
 	t.Helper()
 	mounttest.Require(t)
 	h := &hostileLayout{base: t.TempDir()}
@@ -58,8 +60,15 @@ func newHostile(t *testing.T) *hostileLayout {
 		mustDo(t, os.WriteFile(filepath.Join(h.outside, p), []byte(outsideData), 0o644))
 	}
 	h.clamd = clamdtest.New(t, clamdtest.Options{})
-	h.m = mounttest.Start(t, mounttest.Options{Source: h.src, Target: h.mnt,
+	cfg := ""
+	if len(pm) > 0 {
+		cfg = "[mount]\n" + pm[0].toml + "\n"
+	}
+	h.m = mounttest.Start(t, mounttest.Options{Source: h.src, Target: h.mnt, Config: cfg,
 		Args: []string{"--clamd", h.clamd.Address(), "--timeout", "30s"}})
+	if len(pm) > 0 {
+		pm[0].check(t, h.m)
+	}
 	return h
 }
 
@@ -243,8 +252,10 @@ func listFD(dfd int) ([]string, error) {
 // a fresh lookup of the name) must not reach the outside file. Through
 // the name instead, the kernel could look it up again, find the symlink
 // and follow it itself, and the test would say nothing about clamfuse.
-func TestHostileFileSwappedForSymlink(t *testing.T) {
-	h := newHostile(t)
+func TestHostileFileSwappedForSymlink(t *testing.T) { inPtModes(t, testHostileFileSwappedForSymlink) }
+
+func testHostileFileSwappedForSymlink(t *testing.T, pm ptMode) {
+	h := newHostile(t, pm)
 	ops := []struct {
 		name string
 		op   func(p string) ([]byte, error)
@@ -309,8 +320,10 @@ func TestHostileFileSwappedForSymlink(t *testing.T) {
 // reads the infected bytes or outside content; clamfuse must survive and
 // keep serving. Meanwhile a rename loop through the mount moves a
 // directory back and forth under readers of the file inside it.
-func TestHostileRenameRace(t *testing.T) {
-	h := newHostile(t)
+func TestHostileRenameRace(t *testing.T) { inPtModes(t, testHostileRenameRace) }
+
+func testHostileRenameRace(t *testing.T, pm ptMode) {
+	h := newHostile(t, pm)
 	clean := []byte("a clean file that swaps places with an infected one\n")
 	// The test database knows EICAR by its exact MD5: anything added
 	// to it is clean. The marker is found at any offset.
@@ -472,8 +485,10 @@ func TestHostileRenameRace(t *testing.T) {
 // FIFO counts clamfuse's own opens of it, which happen only when a swap
 // falls between its check of the name and its open (O_PATH opens do not
 // count; nothing else opens the FIFO meanwhile): each must be closed.
-func TestHostileSwapToFIFO(t *testing.T) {
-	h := newHostile(t)
+func TestHostileSwapToFIFO(t *testing.T) { inPtModes(t, testHostileSwapToFIFO) }
+
+func testHostileSwapToFIFO(t *testing.T, pm ptMode) {
+	h := newHostile(t, pm)
 	// Empty: an empty file needs no scan, so opens come fast, and the
 	// exchanges (which change ctime) do not make every scan unstable.
 	var data []byte
@@ -722,8 +737,10 @@ func TestHostileSpecialFiles(t *testing.T) {
 // kernel has cached. What the already open descriptor and an existing
 // mapping then read is the limit of on-open scanning, logged here and
 // documented in the README, not promised either way.
-func TestHostileWritesBehindOpenFiles(t *testing.T) {
-	h := newHostile(t)
+func TestHostileWritesBehindOpenFiles(t *testing.T) { inPtModes(t, testHostileWritesBehindOpenFiles) }
+
+func testHostileWritesBehindOpenFiles(t *testing.T, pm ptMode) {
+	h := newHostile(t, pm)
 	clean := bytes.Repeat([]byte("clean page "), 1000)
 	p := filepath.Join(h.src, "f")
 	mustDo(t, os.WriteFile(p, clean, 0o644))

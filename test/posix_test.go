@@ -38,7 +38,7 @@ var posixMountSkips = map[string]string{
 // runs are child processes of this test binary (go tool test2json reports
 // their outcomes), which run this very test with CLAMFUSE_POSIX_DIR set.
 //
-// A check that passes on the mount passes (some, such as OpenSymlinkRace,
+// It runs in both passthrough modes (ptMode). A check that passes on the mount passes (some, such as OpenSymlinkRace,
 // cannot pass natively: a native open follows the symlink it races). One
 // that fails natively too says nothing about clamfuse; one that skips
 // itself natively and on the mount alike (the backing filesystem lacks
@@ -57,8 +57,17 @@ func TestPosixSuite(t *testing.T) {
 	}
 	mounttest.Require(t)
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", clamd.Address(), "--timeout", "20s"}})
 	native := posixChild(t, t.TempDir())
+	inPtModes(t, func(t *testing.T, pm ptMode) {
+		m := mounttest.Start(t, mounttest.Options{Config: "[mount]\n" + pm.toml + "\n", Args: []string{"--clamd", clamd.Address(), "--timeout", "20s"}})
+		pm.check(t, m)
+		posixSuiteOn(t, m, native)
+	})
+}
+
+// posixSuiteOn runs posixtest on m and compares each check's outcome with
+// native's.
+func posixSuiteOn(t *testing.T, m *mounttest.Mount, native map[string]posixOutcome) {
 	var mount map[string]posixOutcome
 	m.Within(t, 5*time.Minute, "posixtest on the mount", func() { mount = posixChild(t, m.Target) })
 	for _, name := range posixNames() {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/clamfuse/clamfuse/test/clamdtest"
 	"github.com/clamfuse/clamfuse/test/mounttest"
+	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
 // TestPosixCompare runs each case of posixCases twice, on a native
@@ -29,12 +30,17 @@ import (
 // step. A case is a func(root string) (string, error): it works beneath
 // root and describes what it saw (never inode numbers or times that
 // differ between two trees); the error is that of its last step.
+// It runs in both passthrough modes (ptMode).
 func TestPosixCompare(t *testing.T) {
 	mounttest.Require(t)
 	fsopBinary(t)
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m, big := posixMounts(t, clamd, mounttest.Options{}, mounttest.Options{})
-	posixCompare(t, t.TempDir(), m, big, posixCases())
+	inPtModes(t, func(t *testing.T, pm ptMode) {
+		mount := "[mount]\n" + pm.toml + "\n"
+		m, big := posixMounts(t, clamd, mounttest.Options{Config: mount}, mounttest.Options{Config: mount})
+		pm.check(t, m)
+		posixCompare(t, t.TempDir(), m, big, posixCases())
+	})
 }
 
 // posixMounts starts the two mounts posixCompare compares with: m, and
@@ -46,7 +52,7 @@ func posixMounts(t *testing.T, clamd *clamdtest.Clamd, mopts, bopts mounttest.Op
 	t.Helper()
 	mopts.Args = append(mopts.Args, "--clamd", clamd.Address(), "--timeout", "30s")
 	m = startChecked(t, mopts)
-	bopts.Config = fmt.Sprintf(`
+	bopts.Config += fmt.Sprintf(`
 [clamd]
 address = %q
 timeout = "30s"
@@ -78,6 +84,11 @@ func posixCompare(t *testing.T, native string, m, big *mounttest.Mount, cases []
 			mnt.Within(t, 2*time.Minute, c.name, func() { got, gerr = c.run(mroot) })
 			want = strings.ReplaceAll(want, nroot, "ROOT")
 			got = strings.ReplaceAll(got, mroot, "ROOT")
+			if d, ok := passthroughDiffs[c.name]; ok && got != want && got == strings.Replace(want, d[0], d[1], 1) &&
+				errnoName(gerr) == errnoName(werr) && mountPassthrough(mnt) {
+				testenv.KnownLimit(t, "passthrough: %s; natively %q, on the mount %q", d[2], d[0], d[1])
+				return
+			}
 			if got != want || errnoName(gerr) != errnoName(werr) {
 				t.Errorf("mount differs from native (last step: native %s, mount %s); differing lines:\n%s",
 					errnoName(werr), errnoName(gerr), lineDiff(want, got))
@@ -87,6 +98,22 @@ func posixCompare(t *testing.T, native string, m, big *mounttest.Mount, cases []
 			}
 		})
 	}
+}
+
+// passthroughDiffs are the differences from native that a mount in
+// passthrough mode makes on purpose (README, Passthrough): by case, the
+// native line, the mount's, and why.
+var passthroughDiffs = map[string][3]string{
+	"chmod_chown": {"f = reg 4755 nlink=1 size=1 uid=9 gid=9", "f = reg 0755 nlink=1 size=1 uid=9 gid=9",
+		"the kernel writes with the credentials the backing file was registered with, nobody's, for every open that shares it: a write by root clears the set-user-ID bit when the file still has a passthrough open (the RELEASE of the descriptor closed just before comes later), as one by any user does"},
+	"setid_write_held": {"f = reg 6755 nlink=1 size=2 uid=0 gid=0", "f = reg 0755 nlink=1 size=2 uid=0 gid=0",
+		"the kernel writes with the credentials the backing file was registered with, nobody's, for every open that shares it: a write by root through a descriptor opened before the file had set-ID bits clears them, as one by any user does"},
+}
+
+// mountPassthrough reports whether m serves opens in passthrough mode.
+func mountPassthrough(m *mounttest.Mount) bool {
+	lines := m.Log.Lines("msg=mounted")
+	return len(lines) > 0 && strings.Contains(lines[0], "passthrough=true")
 }
 
 type posixCase struct {
@@ -224,6 +251,7 @@ func posixCases() []posixCase {
 		{name: "symlinks", run: caseSymlinks},
 		{name: "mkdir_rmdir", run: caseMkdirRmdir},
 		{name: "chmod_chown", run: caseChmodChown},
+		{name: "setid_write_held", run: caseSetIDWriteHeld},
 		{name: "utimens", run: caseUtimens},
 		{name: "xattrs", run: caseXattrs},
 		{name: "statfs", run: caseStatfs},
@@ -932,6 +960,24 @@ func caseChmodChown(root string) (string, error) {
 	r.do("chmod f 04755", unix.Chmod(p("f"), 0o4755))
 	r.do("write f", os.WriteFile(p("f"), []byte("w"), 0))
 	r.val("f", "%s", statLine(p("f")))
+	return r.done()
+}
+
+// caseSetIDWriteHeld: root writes through a descriptor opened before the
+// file had its set-ID bits; they stay (root has CAP_FSETID).
+func caseSetIDWriteHeld(root string) (string, error) {
+	var r rec
+	p := filepath.Join(root, "f")
+	mustWrite(p, "f")
+	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if !r.do("open for writing", err) {
+		return r.done()
+	}
+	defer unix.Close(fd)
+	r.do("chmod 06755", unix.Chmod(p, 0o6755))
+	_, err = unix.Pwrite(fd, []byte("w"), 1)
+	r.do("pwrite through it", err)
+	r.val("f", "%s", statLine(p))
 	return r.done()
 }
 

@@ -127,7 +127,10 @@ func openDir(t *testing.T, prefix string) string {
 // permissions are enforced as the backing modes say, and what the user
 // creates is the user's, with the group a set-group-ID directory gives,
 // never root's.
-func TestUsers(t *testing.T) {
+// It runs in both passthrough modes (ptMode).
+func TestUsers(t *testing.T) { inPtModes(t, testUsers) }
+
+func testUsers(t *testing.T, pm ptMode) {
 	mounttest.Require(t)
 	fsopBinary(t)
 	u := newTestUser(t)
@@ -137,8 +140,9 @@ func TestUsers(t *testing.T) {
 		mustDo(t, os.Mkdir(d, 0o755))
 	}
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt,
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Config: "[mount]\n" + pm.toml + "\n",
 		Args: []string{"--allow-other", "--clamd", clamd.Address(), "--timeout", "30s"}})
+	pm.check(t, m)
 
 	// The same tree on both sides, made by root: on the native side
 	// directly, on the other through the mount.

@@ -143,6 +143,7 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 	m, err := fs.Mount(fs.MountOptions{
 		Source: src, Target: dst,
 		AllowOther: cfg.Mount.AllowOther, ReadOnly: cfg.Mount.ReadOnly,
+		Passthrough: cfg.Mount.Passthrough == "auto",
 		FS: fs.Options{
 			Gate:             svc.metrics.Gate(svc.gate),
 			Actions:          svc.runner,
@@ -165,7 +166,7 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 	}
 	log.Info("mounted", "source", src, "target", dst, "clamd", svc.pool.String(),
 		"timeout", timeout, "read_only", cfg.Mount.ReadOnly, "allow_other", cfg.Mount.AllowOther,
-		"invalidation", m.Watching(), "readdirplus", cfg.Mount.ReaddirPlus)
+		"invalidation", m.Watching(), "readdirplus", cfg.Mount.ReaddirPlus, "passthrough", m.Passthrough())
 	if why := fs.OutsideWriters(src, dst); why != "" {
 		log.Warn("the backing directory can be written outside the mount; verdicts of files over "+
 			"cache.verify_max_size trust the file's state (mount in place, source = target, to keep every writer inside the mount)",

@@ -289,7 +289,7 @@ func (s *service) denyWhileWritten() bool { return s.cfg.Load().Scan.WhileWritte
 // notReloadable are the keys whose change needs a restart (or remount).
 var notReloadable = map[string]bool{
 	"mount.source": true, "mount.target": true, "mount.allow_other": true, "mount.read_only": true, "mount.attr_timeout": true, "mount.max_open_per_user": true,
-	"mount.invalidation": true, "mount.watched_attr_timeout": true, "mount.readdirplus": true,
+	"mount.invalidation": true, "mount.watched_attr_timeout": true, "mount.readdirplus": true, "mount.passthrough": true,
 	"clamd.timeout": true, "clamd.max_concurrent": true,
 	"scan.prewarm": true, "cache.max_entries": true, "cache.ttl": true, "cache.verify_max_size": true, "cache.state_file": true,
 	"log.format": true,

@@ -59,6 +59,7 @@ type options struct {
 	perfDir      string
 	asUID        int    // -1: as root
 	readdirPlus  string // mount.readdirplus of clamfuse; "" for its default
+	passthrough  string // mount.passthrough of the clamfuse mounts
 }
 
 func main() {
@@ -82,6 +83,7 @@ func run() int {
 	flag.IntVar(&o.asUID, "as-uid", -1, "run the timed reads and commands as this uid (gid the same), through a clamfuse mount with allow_other, so that clamfuse acts as that user; skips ClamFS; for the reading workloads (-only cached-small,ls-warm,...)")
 	flag.StringVar(&o.perfDir, "perf", "", "record `perf record -g` of clamfuse during its last run of each workload into this directory (that run is then perturbed)")
 	flag.StringVar(&o.readdirPlus, "readdirplus", "", "clamfuse's mount.readdirplus (auto, on, off; default clamfuse's)")
+	flag.StringVar(&o.passthrough, "passthrough", "auto", "mount.passthrough of the clamfuse mounts: auto (FUSE passthrough where the kernel grants it) or off")
 	flag.BoolVar(&o.allowTmpfs, "allow-tmpfs", false, "allow a -dir on tmpfs (cold-cache figures are then meaningless)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./test/cmd/bench [flags]\n")

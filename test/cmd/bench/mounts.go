@@ -149,9 +149,24 @@ type caching struct {
 	known    bool
 	watching bool   // invalidation: changes behind the mount are passed on
 	watched  string // watched_attr_timeout, when watching
+	// passthrough: the kernel granted FUSE passthrough (and
+	// mount.passthrough asked for it): opens the gate allowed are read
+	// and written by the kernel itself.
+	passthrough bool
 }
 
 func (c caching) String() string {
+	if !c.known {
+		return c.names()
+	}
+	pt := "FUSE passthrough granted: no (clamfuse serves reads and writes)"
+	if c.passthrough {
+		pt = "FUSE passthrough granted: yes (the kernel reads, writes and maps the files judged itself)"
+	}
+	return c.names() + "; " + pt
+}
+
+func (c caching) names() string {
 	switch {
 	case !c.known:
 		return "not known (no \"mounted\" line in its log at level info)"
@@ -179,6 +194,7 @@ func clamfuseCaching(logPath string) caching {
 			if strings.Contains(line, "msg=mounted") {
 				c.known = true
 				c.watching = strings.Contains(line, "invalidation=true")
+				c.passthrough = strings.Contains(line, "passthrough=true")
 			}
 		}
 		if c.known || time.Now().After(deadline) {
@@ -436,9 +452,13 @@ func (b *bench) writeClamfuseConfig(name string, c clamfuseConf) error {
 	if c.metricsListen != "" {
 		cache += fmt.Sprintf("\n[metrics]\nlisten = %q\n", c.metricsListen)
 	}
-	mount := ""
+	pt := b.opts.passthrough
+	if pt == "" {
+		pt = "auto"
+	}
+	mount := fmt.Sprintf("[mount]\npassthrough = %q\n", pt)
 	if b.opts.readdirPlus != "" {
-		mount = fmt.Sprintf("[mount]\nreaddirplus = %q\n", b.opts.readdirPlus)
+		mount += fmt.Sprintf("readdirplus = %q\n", b.opts.readdirPlus)
 	}
 	toml := fmt.Sprintf(`# Written by test/cmd/bench.
 %s[clamd]

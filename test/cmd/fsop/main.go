@@ -64,7 +64,9 @@
 // operation above, it knows (ID names a descriptor of the session, DATA
 // is hexadecimal):
 //
-//	open ID PATH r|w|rw|rwc   open O_RDONLY, O_WRONLY, O_RDWR, O_RDWR|O_CREAT
+//	open ID PATH r|w|rw|rwc   open O_RDONLY, O_WRONLY, O_RDWR, O_RDWR|O_CREAT;
+//	                          a suffix d adds O_DIRECT (rd, wd, rwd), wt is
+//	                          O_WRONLY|O_TRUNC
 //	mmap ID LEN               mmap(MAP_SHARED), writable if ID is
 //	poke ID OFF DATA          store DATA into the mapping of ID at OFF
 //	msync ID                  msync(MS_SYNC) the mapping of ID
@@ -142,7 +144,12 @@ func session() {
 			switch f[0] {
 			case "open":
 				nargs(a, 3)
-				flags := map[string]int{"r": unix.O_RDONLY, "w": unix.O_WRONLY, "rw": unix.O_RDWR, "rwc": unix.O_RDWR | unix.O_CREAT}[a[2]]
+				flags, ok := map[string]int{"r": unix.O_RDONLY, "w": unix.O_WRONLY, "rw": unix.O_RDWR, "rwc": unix.O_RDWR | unix.O_CREAT,
+					"rd": unix.O_RDONLY | unix.O_DIRECT, "wd": unix.O_WRONLY | unix.O_DIRECT, "rwd": unix.O_RDWR | unix.O_DIRECT,
+					"wt": unix.O_WRONLY | unix.O_TRUNC}[a[2]]
+				if !ok {
+					usage()
+				}
 				fd, err := open(a[1], flags|unix.O_CLOEXEC, 0o644)
 				if err != nil {
 					return "", err
