@@ -484,7 +484,7 @@ func testHostileRenameRace(t *testing.T, pm ptMode) {
 // by a writer opened through the mount). An inotify watch on the backing
 // FIFO counts clamfuse's own opens of it, which happen only when a swap
 // falls between its check of the name and its open (O_PATH opens do not
-// count; nothing else opens the FIFO meanwhile): each must be closed.
+// count; nothing else opens the FIFO meanwhile): each must be closed, which a non-blocking writer then shows.
 func TestHostileSwapToFIFO(t *testing.T) { inPtModes(t, testHostileSwapToFIFO) }
 
 func testHostileSwapToFIFO(t *testing.T, pm ptMode) {
@@ -633,8 +633,11 @@ func testHostileSwapToFIFO(t *testing.T, pm ptMode) {
 	outcomes.Range(func(k, _ any) bool { seen = append(seen, k.(string)); return true })
 	t.Logf("%d swaps, %d opens (%v): %d of the file, %d of the FIFO by the kernel; clamfuse opened the backing FIFO %d times",
 		swaps.Load(), opens.Load(), seen, regular.Load(), kernelFIFO.Load(), fifoOpens)
-	if fifoCloses != fifoOpens {
-		t.Errorf("clamfuse opened the backing FIFO %d times and closed it %d times", fifoOpens, fifoCloses)
+	// inotify merges an event with an identical one queued just before
+	// it, so the two counts need not match; what clamfuse opened, it
+	// closed if nothing holds the FIFO open now.
+	if fifoOpens > 0 && fifoCloses == 0 {
+		t.Errorf("clamfuse opened the backing FIFO (%d events) and never closed it", fifoOpens)
 	}
 	if backingReaderOpen(t, fifo) {
 		t.Errorf("something holds the backing FIFO open for reading after the race")
