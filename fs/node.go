@@ -312,6 +312,14 @@ func (n *Node) pathFD() (int, func(), error) {
 	return fd, func() { unix.Close(fd) }, nil
 }
 
+// firstLink is one name of n, if it has any.
+func (n *Node) firstLink() (link, bool) {
+	n.fsys.treeMu.Lock()
+	defer n.fsys.treeMu.Unlock()
+	l := n.links.first
+	return l, l.parent != nil
+}
+
 // at resolves one name of n to (directory descriptor, name), checking that
 // the name still leads to n's inode; names that no longer do are dropped.
 // For the root it returns (root, ""). release lets go of the descriptor.
@@ -321,13 +329,7 @@ func (n *Node) at() (dirfd int, name string, st unix.Stat_t, release func(), err
 		return n.fsys.root, "", st, func() {}, err
 	}
 	for {
-		n.fsys.treeMu.Lock()
-		var l link
-		found := false
-		if n.links.len() > 0 {
-			l, found = n.links.first, true
-		}
-		n.fsys.treeMu.Unlock()
+		l, found := n.firstLink()
 		if !found {
 			return -1, "", st, nil, syscall.ENOENT
 		}
@@ -477,13 +479,7 @@ func (n *Node) inode() (int, unix.Stat_t, error) {
 		return fd, st, nil
 	}
 	for {
-		n.fsys.treeMu.Lock()
-		var l link
-		found := false
-		if n.links.len() > 0 {
-			l, found = n.links.first, true
-		}
-		n.fsys.treeMu.Unlock()
+		l, found := n.firstLink()
 		if !found {
 			return n.unnamedFD()
 		}
