@@ -12,6 +12,8 @@
 // Operations (MODE is octal, SIZE and offsets decimal):
 //
 //	open PATH                 open O_RDONLY and close, reading nothing
+//	open-once PATH            the same, but an EINTR is the outcome, not
+//	                          retried (every other op retries it)
 //	read PATH                 open O_RDONLY and read it all: "ok LEN"
 //	cat PATH                  same, result is the content, %q-quoted
 //	write PATH DATA           open O_WRONLY|O_TRUNC, write DATA
@@ -332,6 +334,13 @@ func run(op string, a []string) (string, error) {
 	case "open":
 		nargs(a, 1)
 		fd, err := open(a[0], unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", err
+		}
+		return "", unix.Close(fd)
+	case "open-once":
+		nargs(a, 1)
+		fd, err := unix.Open(a[0], unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return "", err
 		}

@@ -1,0 +1,148 @@
+package test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/test/clamdtest"
+	"github.com/clamfuse/clamfuse/test/mounttest"
+)
+
+// TestInterruptedOpen: an open waiting for its scan is interrupted by the
+// kernel at every signal its process gets. A caught signal (SA_RESTART)
+// must not fail the open with EINTR, which open(2) of a regular file
+// never returns on a local filesystem and most programs do not retry
+// (fsx met it under the Go runtime's preemption signals): the open waits
+// on and gets its verdict. An opener that dies (SIGKILL, or a signal it
+// does not catch) gives up the wait at once, while the scan still runs,
+// instead of staying unkillable until clamd.timeout.
+func TestInterruptedOpen(t *testing.T) {
+	mounttest.Require(t)
+	c := clamdtest.New(t, clamdtest.Options{})
+	proxy := clamdtest.NewProxy(t, c)
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", proxy.Address(), "--timeout", "120s", "--log-level", "debug"}})
+	for i, name := range []string{"caught.bin", "killed.bin", "terminated.bin"} {
+		putFile(t, m.Backing(name), pseudoRandom(32<<10, uint64(7100+i)))
+	}
+	fsop := fsopBinary(t)
+	proxy.Hold()
+
+	t.Run("caught", func(t *testing.T) {
+		var out bytes.Buffer
+		cmd := exec.Command(fsop, "open-once", m.Path("caught.bin"))
+		cmd.Stdout, cmd.Stderr = &out, &out
+		mustDo(t, cmd.Start())
+		done := waitChan(cmd)
+		scan := proxy.Next(t, scanBound)
+		// SIGURG: the Go runtime's own preemption signal, caught with
+		// SA_RESTART. Signal until clamfuse saw an interrupt of the open.
+		interrupted := func() bool {
+			for _, l := range m.Log.Lines("open interrupted while it waits") {
+				if strings.Contains(l, "pid=") {
+					return true
+				}
+			}
+			return false
+		}
+		eventually(t, logBound, "an interrupt of the waiting open", func() bool {
+			select {
+			case err := <-done:
+				t.Fatalf("open returned while its scan was held, at a caught signal: %v: %q", err, out.String())
+			default:
+			}
+			signalThreads(cmd.Process.Pid, unix.SIGURG)
+			return interrupted()
+		})
+		for range 20 {
+			signalThreads(cmd.Process.Pid, unix.SIGURG)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("open returned while its scan was held, after caught signals: %v: %q", err, out.String())
+		default:
+		}
+		scan.Release()
+		select {
+		case err := <-done:
+			if err != nil || strings.TrimSpace(out.String()) != "ok" {
+				t.Fatalf("interrupted open after its scan: %v: %q; want ok", err, out.String())
+			}
+		case <-time.After(scanBound):
+			t.Fatalf("open still waiting %v after its scan was released", scanBound)
+		}
+	})
+
+	for _, tc := range []struct {
+		name, file string
+		sig        syscall.Signal
+		argv       []string
+	}{
+		// fsop (Go) catches every signal but SIGKILL.
+		{"SIGKILL", "killed.bin", syscall.SIGKILL, []string{fsop, "open-once"}},
+		// cat does not catch SIGTERM: the kernel makes it fatal.
+		{"uncaught SIGTERM", "terminated.bin", syscall.SIGTERM, []string{"cat"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(tc.argv[0], append(tc.argv[1:], m.Path(tc.file))...)
+			mustDo(t, cmd.Start())
+			done := waitChan(cmd)
+			scan := proxy.Next(t, scanBound)
+			defer scan.Release()
+			mustDo(t, cmd.Process.Signal(tc.sig))
+			select {
+			case err := <-done:
+				var ee *exec.ExitError
+				if ws, ok := exitStatus(err, &ee); !ok || !ws.Signaled() || ws.Signal() != tc.sig {
+					t.Fatalf("opener after %v: %v; want killed by it", tc.sig, err)
+				}
+			case <-time.After(logBound):
+				t.Fatalf("opener sent %v still alive %v later while its scan is held", tc.sig, logBound)
+			}
+			m.WaitLogLines(t, logBound, "opener dying", "pid="+strconv.Itoa(cmd.Process.Pid))
+		})
+	}
+	proxy.Release()
+	// The scans held for the dead openers went on: their files read.
+	for _, name := range []string{"killed.bin", "terminated.bin"} {
+		if _, err := os.ReadFile(m.Path(name)); err != nil {
+			t.Errorf("read %s after its opener died: %v", name, err)
+		}
+	}
+}
+
+func waitChan(cmd *exec.Cmd) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- cmd.Wait() }()
+	return ch
+}
+
+func exitStatus(err error, ee **exec.ExitError) (syscall.WaitStatus, bool) {
+	if err == nil || !errors.As(err, ee) {
+		return 0, false
+	}
+	ws, ok := (*ee).Sys().(syscall.WaitStatus)
+	return ws, ok
+}
+
+// signalThreads sends sig to every thread of process pid (tgkill): the
+// one blocked in the open gets it, whichever it is. A process gone gets
+// nothing.
+func signalThreads(pid int, sig unix.Signal) {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, e := range tasks {
+		tid, err := strconv.Atoi(e.Name())
+		if err == nil {
+			unix.Tgkill(pid, tid, sig)
+		}
+	}
+}
