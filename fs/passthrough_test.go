@@ -300,3 +300,31 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(b)
 }
+
+// TestPollAskedOnce: the kernel asks clamfuse about readiness (FUSE_POLL)
+// once per mount, not at every poll of every file: bash's `read -t 0`
+// selects on the file it redirected, each time a new open.
+func TestPollAskedOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mo   MountOptions
+	}{
+		{"passthrough", MountOptions{Passthrough: true}},
+		{"cached", MountOptions{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backing, m, seen := testMount(t, tc.mo)
+			mustWrite(t, filepath.Join(backing, "polled"), []byte("ready\n"))
+			seen.takeOps()
+			f := filepath.Join(m.Target, "polled")
+			runOn(t, m, "bash", "-c", `for i in 1 2 3 4 5; do read -t 0 < "$1" || exit 1; done`, "bash", f)
+			ops := seen.takeOps()
+			if ops["OpenRequest"] == 0 {
+				t.Fatalf("no OPEN reached clamfuse: %v", ops)
+			}
+			if got := ops["PollRequest"]; got != 1 {
+				t.Errorf("%d POLL requests for 5 selects of files open through the mount, want 1: %v", got, ops)
+			}
+		})
+	}
+}

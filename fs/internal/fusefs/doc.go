@@ -6,6 +6,9 @@
 //     per request, about 40% of clamfuse's CPU went to the Go scheduler and
 //     each request cost ~85 µs; serving inline roughly halves `ls -lR` and
 //     cached re-open times (bench/RESULTS.md).
+//   - FUSE_POLL is answered ENOSYS by the request loop, so the kernel
+//     stops asking and polls every file as ready itself
+//     (clamfuse_poll.go).
 //   - READDIRPLUS is served (clamfuse_readdirplus.go): from a
 //     HandleReadDirPluser, which lists with the entries' nodes, counted as
 //     Lookup counts them (but for "." and ".."), and serves READDIR at

@@ -573,6 +573,12 @@ func (l *readLoop) read() {
 			l.mu.Unlock()
 			return
 		}
+		if p, ok := req.(*fuse.PollRequest); ok {
+			l.idle++
+			l.mu.Unlock()
+			l.s.pollUnsupported(p)
+			continue
+		}
 		if l.idle == 0 && l.total >= maxReaders {
 			l.idle++
 			l.mu.Unlock()
