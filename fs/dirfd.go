@@ -29,10 +29,9 @@ import (
 // writing only with TryLock: with eviction a node loses and regains its
 // descriptor all the time, and a goroutine holding directory A's
 // descriptor (read lock) while it waited to cache B's could wait for one
-// holding B's while it waited for A's. The only fdMu writers that wait
-// are Forget (the kernel forgets no directory an operation is using)
-// and the orphan bookkeeping of file nodes, which hold no descriptor
-// of a directory.
+// holding B's while it waited for A's. The only fdMu writer that waits
+// is Forget (the kernel forgets no directory an operation is using); a
+// file's orphan descriptor is guarded by Node.hmu, not by an fdMu.
 type dirCache struct {
 	mu   sync.Mutex   // guards the fields below and every nodeState.slot
 	ring []*nodeState // the directories' cached states, nil in free slots
