@@ -1,10 +1,14 @@
 package fs
 
 import (
+	"bufio"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -155,5 +159,56 @@ func wantState(t *testing.T, n *Node, want bool, when string) {
 	n.hmu.Unlock()
 	if got != want {
 		t.Errorf("%s: node state present %v, want %v", when, got, want)
+	}
+}
+
+// TestNodeStateMounted: through a mount, a file's node gets its state at
+// an open and loses it once the kernel releases the last handle, and gets
+// it again at the next open (issue #12: a node the kernel keeps costs no
+// open state).
+func TestNodeStateMounted(t *testing.T) {
+	backing, m, _ := testMount(t, MountOptions{})
+	mustNoErr(t, os.WriteFile(filepath.Join(backing, "f"), []byte("hello"), 0o644))
+	var st unix.Stat_t
+	mustNoErr(t, unix.Stat(filepath.Join(backing, "f"), &st))
+	path := filepath.Join(m.Target, "f")
+	stateWithin := func(want bool, when string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			n := m.fsys.lookupID(&st)
+			if n != nil {
+				n.hmu.Lock()
+				got := n.st.Load() != nil
+				n.hmu.Unlock()
+				if got == want {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: node %v, state present not %v within 30 s", when, n != nil, want)
+			}
+			time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+		}
+	}
+	for i := range 2 {
+		// A process that holds the file open until its stdin closes.
+		cmd := exec.Command("sh", "-c", `exec 3<"$1" && cat <&3 >/dev/null && echo open && read x`, "sh", path)
+		stdin, err := cmd.StdinPipe()
+		mustNoErr(t, err)
+		stdout, err := cmd.StdoutPipe()
+		mustNoErr(t, err)
+		mustNoErr(t, cmd.Start())
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err != nil || line != "open\n" {
+			stdin.Close()
+			cmd.Wait()
+			t.Fatalf("open %d: %q, %v", i, line, err)
+		}
+		stateWithin(true, fmt.Sprintf("open %d, held", i))
+		stdin.Write([]byte("\n"))
+		stdin.Close()
+		mustNoErr(t, cmd.Wait())
+		stateWithin(false, fmt.Sprintf("open %d, released", i))
 	}
 }
