@@ -44,9 +44,9 @@ EXAMPLE := packaging/examples/clamfuse.toml.example
 .PHONY: build test fuzz soak check demo clean require-root
 
 build:
-	@echo "==> go build -o bin/clamfuse ./cmd/clamfuse (version $(VERSION))"
+	@echo "==> go build -o bin/clamfuse ./cmd/clamfuse (version $(VERSION), pure Go as packaged)"
 	@mkdir -p bin
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/clamfuse ./cmd/clamfuse
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/clamfuse ./cmd/clamfuse
 
 require-root:
 	@if [ "$$(id -u)" != 0 ]; then \

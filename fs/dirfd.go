@@ -19,8 +19,8 @@ import (
 // next needed, checking that it still leads to the same inode, as it
 // does when it never had a descriptor.
 //
-// Lock order: Node.fdMu (for writing), then dirCache.mu. The hand takes
-// a victim's fdMu only with TryLock, and passes over a node it cannot
+// Lock order: nodeState.fdMu (for writing), then dirCache.mu. The hand
+// takes a victim's fdMu only with TryLock, and passes over a node it cannot
 // lock at once (in use, or being cached or forgotten by another
 // goroutine): it never waits for a node while holding mu, never for one
 // its caller holds, and never closes a descriptor in use. If every
@@ -29,13 +29,12 @@ import (
 // writing only with TryLock: with eviction a node loses and regains its
 // descriptor all the time, and a goroutine holding directory A's
 // descriptor (read lock) while it waited to cache B's could wait for one
-// holding B's while it waited for A's. The only fdMu writers that wait
-// are Forget (the kernel forgets no directory an operation is using)
-// and the orphan bookkeeping of file nodes, which hold no descriptor
-// of a directory.
+// holding B's while it waited for A's. The only fdMu writer that waits
+// is Forget (the kernel forgets no directory an operation is using); a
+// file's orphan descriptor is guarded by Node.hmu, not by an fdMu.
 type dirCache struct {
-	mu   sync.Mutex // guards the fields below and every Node.slot
-	ring []*Node    // the cached nodes, nil in free slots
+	mu   sync.Mutex   // guards the fields below and every nodeState.slot
+	ring []*nodeState // the directories' cached states, nil in free slots
 	// used[i] is set when ring[i]'s descriptor was used since the
 	// clock last passed; written without mu (touchFD). It lives here,
 	// not in the Node, as only the nodes holding a descriptor need it.
@@ -45,7 +44,7 @@ type dirCache struct {
 }
 
 func newDirCache(size int) *dirCache {
-	c := &dirCache{ring: make([]*Node, max(size, 1))}
+	c := &dirCache{ring: make([]*nodeState, max(size, 1))}
 	c.used = make([]atomic.Bool, len(c.ring))
 	c.free = make([]int32, len(c.ring))
 	for i := range c.free {
@@ -54,10 +53,10 @@ func newDirCache(size int) *dirCache {
 	return c
 }
 
-// add makes room for n's descriptor, closing another node's if need be,
-// and reports whether n may cache one. The caller holds n.fdMu for
-// writing and n has no descriptor.
-func (c *dirCache) add(n *Node) bool {
+// add makes room for the descriptor of a directory's state s, closing
+// another's if need be, and reports whether s may cache one. The caller
+// holds s.fdMu for writing and s has no descriptor.
+func (c *dirCache) add(s *nodeState) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	slot := -1
@@ -70,8 +69,8 @@ func (c *dirCache) add(n *Node) bool {
 			return false
 		}
 	}
-	c.ring[slot] = n
-	n.slot = int32(slot) + 1
+	c.ring[slot] = s
+	s.slot = int32(slot) + 1
 	c.used[slot].Store(true)
 	return true
 }
@@ -99,17 +98,17 @@ func (c *dirCache) evictLocked() int {
 	return -1
 }
 
-// drop closes n's descriptor and frees its slot. The caller holds n.fdMu
-// for writing and n has a descriptor.
-func (c *dirCache) drop(n *Node) {
-	unix.Close(int(n.fd))
-	n.hasFD = false
+// drop closes s's descriptor and frees its slot. The caller holds
+// s.fdMu for writing and s has a descriptor.
+func (c *dirCache) drop(s *nodeState) {
+	unix.Close(int(s.fd))
+	s.hasFD = false
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if n.slot > 0 {
-		c.ring[n.slot-1] = nil
-		c.free = append(c.free, n.slot-1)
-		n.slot = 0
+	if s.slot > 0 {
+		c.ring[s.slot-1] = nil
+		c.free = append(c.free, s.slot-1)
+		s.slot = 0
 	}
 }
 
@@ -120,16 +119,16 @@ func (c *dirCache) cached() int {
 	return len(c.ring) - len(c.free)
 }
 
-// touchFD marks n's cached descriptor as just used. It writes only when
+// touchFD marks s's cached descriptor as just used. It writes only when
 // the bit is clear, so that lookups in one busy directory do not all
-// write to the same cache line. The caller holds n.fdMu (read) and n has
-// a descriptor, so n.slot is set and stays so (it changes only with
-// n.fdMu held for writing).
-func (n *Node) touchFD() {
-	if n.slot <= 0 {
+// write to the same cache line. The caller holds s.fdMu (read) and s has
+// a descriptor, so s.slot is set and stays so (it changes only with
+// s.fdMu held for writing).
+func (s *nodeState) touchFD(c *dirCache) {
+	if s.slot <= 0 {
 		return
 	}
-	if u := &n.fsys.dirs.used[n.slot-1]; !u.Load() {
+	if u := &c.used[s.slot-1]; !u.Load() {
 		u.Store(true)
 	}
 }

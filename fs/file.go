@@ -163,7 +163,7 @@ func (n *Node) keepCache(k cache.Key, sum uint64) bool {
 	d := stateDigest(k, sum)
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	ok := n.keep == d && n.writers == 0 && n.reading == 0
+	ok := n.keep == d && n.writersLocked() == 0 && n.readingLocked() == 0
 	n.keep = d
 	return ok
 }
@@ -172,7 +172,8 @@ func (n *Node) keepCache(k cache.Key, sum uint64) bool {
 func (n *Node) verifying(delta int32) {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	n.reading += delta
+	n.stateLocked().reading += delta
+	n.releaseStateLocked()
 }
 
 func (n *Node) dropKeepCache() {

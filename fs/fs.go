@@ -95,7 +95,7 @@ type FS struct {
 	log  *slog.Logger
 	ids  *caller.Cache // callers' supplementary groups
 
-	orphanMu sync.Mutex         // guards orphans; taken after Node.fdMu
+	orphanMu sync.Mutex         // guards orphans; taken after Node.hmu
 	orphans  map[*Node]struct{} // nodes keeping an orphan descriptor, at most opts.Limits.Orphans
 
 	dirs  *dirCache    // the directory descriptors nodes keep (dirfd.go)
@@ -196,10 +196,10 @@ func (f *FS) linkNode(st *unix.Stat_t, target uint64, parent *Node, name string)
 		return f.rootN
 	}
 	n := f.nodes.get(k)
-	if n == nil || n.typ != typ || (typ == unix.S_IFLNK && (target == 0 || n.keep != target)) {
+	if n == nil || uint32(n.typ) != typ || (typ == unix.S_IFLNK && (target == 0 || n.keep != target)) {
 		// New, or the inode number now names an entry of another type,
 		// or another symlink: the kernel must see a new node.
-		n = &Node{fsys: f, id: k, typ: typ, keep: target}
+		n = &Node{fsys: f, id: k, typ: uint16(typ), keep: target}
 		f.nodes.set(n)
 	}
 	if typ == unix.S_IFDIR {
@@ -244,8 +244,8 @@ func (f *FS) unnamedNode(st *unix.Stat_t) *Node {
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
 	n := f.nodes.get(k)
-	if n == nil || n.typ != typ {
-		n = &Node{fsys: f, id: k, typ: typ}
+	if n == nil || uint32(n.typ) != typ {
+		n = &Node{fsys: f, id: k, typ: uint16(typ)}
 		f.nodes.set(n)
 	}
 	return n

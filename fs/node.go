@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -142,31 +143,117 @@ func (s *linkSet) slice() []link {
 // the kernel knows it. It holds no descriptor: each operation resolves one
 // of the node's names beneath the root and checks the inode it finds.
 //
-// Lock order: FS.treeMu, then Node.hmu. Node.fdMu is never taken while
-// treeMu is held; it is read-held while an operation uses Node.fd, and
-// taken for writing before dirCache.mu (see dirfd.go for why pathFD
-// only ever TryLocks it for writing).
+// A Node is what every inode the kernel caches costs (issue #12), so it
+// holds only what a node no one has open needs: identity, type, first
+// name, the kept page-cache state and the kernel's NodeID, in an 80-byte
+// allocation (TestNodeSize). What only an open file or a directory in use
+// needs (handles, counts, descriptors) is in a nodeState, allocated with
+// the first handle and freed with the last (see nodeState).
+//
+// Lock order: FS.treeMu, then Node.hmu. A directory's nodeState.fdMu is
+// never taken while treeMu or hmu is held; it is read-held while an
+// operation uses the directory's descriptor, and taken for writing before
+// hmu and before dirCache.mu (see dirfd.go for why pathFD only ever
+// TryLocks it for writing).
 type Node struct {
-	fsys    *FS
-	id      inoKey
-	typ     uint32 // S_IFMT bits
-	writers int32  // open handles that can write; guarded by hmu
-	reading int32  // handles whose bytes served are not checked yet (served.go); guarded by hmu
-	slot    int32  // 1 + fd's slot in fsys.dirs, 0 for none; guarded by fsys.dirs.mu (here, it packs)
-
+	fsys  *FS
+	id    inoKey
 	links linkSet // guarded by fsys.treeMu; empty for the root
+	keep  uint64  // guarded by hmu; a file's: stateDigest of the state the kernel's page cache holds, 0 for none (see keepCache); a symlink's: symlinkDigest of its target, set when the node is made and never changed
 
-	fdMu      sync.RWMutex // guards fd, hasFD, forgotten, orphan, hasOrphan; read-held while fd or orphan is in use
-	fd        int32        // O_PATH descriptor of a directory node, when hasFD
-	orphan    int32        // O_PATH descriptor of a file that lost its last name through the mount, when hasOrphan (see keepOrphan)
-	serveID   uint32       // the kernel's NodeID, 0 for none; guarded by the FUSE server's lock (see ServeID)
-	hasFD     bool
-	forgotten bool
+	// st is the state of an open file or of a directory in use, nil for
+	// none. It is stored (made or dropped) with hmu held, and read
+	// without a lock only for a directory, whose state once made stays
+	// until the node is gone (its fdMu guards a descriptor that may be in
+	// use); a regular file's lives while it has handles, handles counted
+	// in reading, or an orphan descriptor (releaseStateLocked), and is
+	// read with hmu held.
+	st  atomic.Pointer[nodeState]
+	hmu sync.Mutex // guards st (see there), keep, forgotten, and nodeState's fields but a directory's descriptor
+
+	serveID   uint32 // the kernel's NodeID, 0 for none; guarded by the FUSE server's lock (see ServeID)
+	typ       uint16 // S_IFMT bits
+	forgotten bool   // the kernel forgot the node; guarded by hmu
+}
+
+// nodeState is what a node needs only while a file is open or a
+// directory's descriptor is cached: a node the kernel keeps but no one
+// has open costs none (issue #12, TestNodeStateFreed).
+type nodeState struct {
+	// A directory's descriptor (dirfd.go).
+	fdMu  sync.RWMutex // guards fd and hasFD; read-held while fd is in use
+	fd    int32        // O_PATH descriptor of a directory node, when hasFD
+	slot  int32        // 1 + fd's slot in fsys.dirs, 0 for none; guarded by fsys.dirs.mu
+	hasFD bool
+
+	// A regular file's, guarded by Node.hmu.
 	hasOrphan bool
+	orphan    int32                // O_PATH descriptor of a file that lost its last name through the mount, when hasOrphan (see keepOrphan)
+	writers   int32                // open handles that can write
+	reading   int32                // handles whose bytes served are not checked yet (served.go)
+	handles   map[*Handle]struct{} // open file handles, for fstat and fsync
+}
 
-	hmu     sync.Mutex           // guards handles, writers, reading, keep
-	handles map[*Handle]struct{} // open file handles, for fstat and fsync
-	keep    uint64               // a file's: stateDigest of the state the kernel's page cache holds, 0 for none (see keepCache); a symlink's: symlinkDigest of its target, set when the node is made and never changed
+// stateLocked returns n's state, making it if need be; hmu is held.
+func (n *Node) stateLocked() *nodeState {
+	s := n.st.Load()
+	if s == nil {
+		s = &nodeState{}
+		n.st.Store(s)
+	}
+	return s
+}
+
+// releaseStateLocked drops the state of a regular file that no longer
+// needs it: no handle, none reading, no orphan descriptor. A directory's
+// stays (see Node.st). hmu is held.
+func (n *Node) releaseStateLocked() {
+	s := n.st.Load()
+	if s != nil && n.typ == unix.S_IFREG && len(s.handles) == 0 && s.reading == 0 && !s.hasOrphan {
+		n.st.Store(nil)
+	}
+}
+
+// dirState is the state of the directory n, made if need be.
+func (n *Node) dirState() *nodeState {
+	if s := n.st.Load(); s != nil {
+		return s
+	}
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	return n.stateLocked()
+}
+
+// handlesLocked is n's open handles (nil for none); hmu is held.
+func (n *Node) handlesLocked() map[*Handle]struct{} {
+	if s := n.st.Load(); s != nil {
+		return s.handles
+	}
+	return nil
+}
+
+// writersLocked is the number of n's handles that can write; hmu is held.
+func (n *Node) writersLocked() int32 {
+	if s := n.st.Load(); s != nil {
+		return s.writers
+	}
+	return 0
+}
+
+// readingLocked is the number of n's handles whose bytes served are not
+// checked yet; hmu is held.
+func (n *Node) readingLocked() int32 {
+	if s := n.st.Load(); s != nil {
+		return s.reading
+	}
+	return 0
+}
+
+// isForgotten reports whether the kernel forgot n.
+func (n *Node) isForgotten() bool {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	return n.forgotten
 }
 
 var (
@@ -269,12 +356,15 @@ func (n *Node) pathFD() (int, func(), error) {
 	if n.isRoot() {
 		return n.fsys.root, func() {}, nil
 	}
-	n.fdMu.RLock()
-	if n.hasFD {
-		n.touchFD()
-		return int(n.fd), n.fdMu.RUnlock, nil
+	s := n.st.Load()
+	if s != nil {
+		s.fdMu.RLock()
+		if s.hasFD {
+			s.touchFD(n.fsys.dirs)
+			return int(s.fd), s.fdMu.RUnlock, nil
+		}
+		s.fdMu.RUnlock()
 	}
-	n.fdMu.RUnlock()
 	n.fsys.treeMu.Lock()
 	p, ok := n.relPathLocked()
 	n.fsys.treeMu.Unlock()
@@ -291,24 +381,27 @@ func (n *Node) pathFD() (int, func(), error) {
 		unix.Close(fd)
 		return -1, nil, syscall.ENOENT
 	}
+	if s == nil {
+		s = n.dirState()
+	}
 	// TryLock, never Lock: the caller may hold another directory's
 	// descriptor, read-locked (Rename holds both of its directories),
 	// and waiting here could close a cycle of waits (see dirCache).
 	// When the lock is busy, this descriptor serves once.
-	if !n.fdMu.TryLock() {
+	if !s.fdMu.TryLock() {
 		return fd, func() { unix.Close(fd) }, nil
 	}
-	if !n.hasFD && !n.forgotten && n.fsys.dirs.add(n) { // bounded: dirfd.go
-		n.fd, n.hasFD = int32(fd), true
-		n.fdMu.Unlock()
-		n.fdMu.RLock()
-		if n.hasFD {
-			return int(n.fd), n.fdMu.RUnlock, nil
+	if !s.hasFD && !n.isForgotten() && n.fsys.dirs.add(s) { // bounded: dirfd.go
+		s.fd, s.hasFD = int32(fd), true
+		s.fdMu.Unlock()
+		s.fdMu.RLock()
+		if s.hasFD {
+			return int(s.fd), s.fdMu.RUnlock, nil
 		}
-		n.fdMu.RUnlock()
+		s.fdMu.RUnlock()
 		return n.pathFD()
 	}
-	n.fdMu.Unlock()
+	s.fdMu.Unlock()
 	return fd, func() { unix.Close(fd) }, nil
 }
 
@@ -369,11 +462,11 @@ func (n *Node) stat() (unix.Stat_t, error) {
 			return hst, nil
 		}
 	}
-	n.fdMu.RLock()
-	defer n.fdMu.RUnlock()
-	if n.hasOrphan {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	if s := n.st.Load(); s != nil && s.hasOrphan {
 		var ost unix.Stat_t
-		if oerr := unix.Fstat(int(n.orphan), &ost); oerr == nil {
+		if oerr := unix.Fstat(int(s.orphan), &ost); oerr == nil {
 			return ost, nil
 		}
 	}
@@ -397,13 +490,19 @@ func (n *Node) keepOrphan(fd int) {
 	n.fsys.treeMu.Lock()
 	named := n.links.len() > 0
 	n.fsys.treeMu.Unlock()
-	n.fdMu.Lock()
-	defer n.fdMu.Unlock()
-	if linked || named || n.forgotten || n.hasOrphan || !n.fsys.addOrphan(n) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	if linked || named || n.forgotten {
 		unix.Close(fd)
 		return
 	}
-	n.orphan, n.hasOrphan = int32(fd), true
+	s := n.stateLocked()
+	if s.hasOrphan || !n.fsys.addOrphan(n) {
+		unix.Close(fd)
+		n.releaseStateLocked()
+		return
+	}
+	s.orphan, s.hasOrphan = int32(fd), true
 	// Should the kernel keep the node (its idea of the link count may
 	// be stale), the deleted file's space is not held for longer; and a
 	// write that runs out of space first lets go of every orphan (see
@@ -414,14 +513,16 @@ func (n *Node) keepOrphan(fd int) {
 // dropOrphan closes the orphan descriptor fd if n still keeps it, and
 // reports whether it did.
 func (n *Node) dropOrphan(fd int) bool {
-	n.fdMu.Lock()
-	defer n.fdMu.Unlock()
-	if !n.hasOrphan || (fd >= 0 && int(n.orphan) != fd) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	s := n.st.Load()
+	if s == nil || !s.hasOrphan || (fd >= 0 && int(s.orphan) != fd) {
 		return false
 	}
-	unix.Close(int(n.orphan))
-	n.hasOrphan = false
+	unix.Close(int(s.orphan))
+	s.hasOrphan = false
 	n.fsys.removeOrphan(n)
+	n.releaseStateLocked()
 	return true
 }
 
@@ -432,12 +533,28 @@ const orphanLife = 500 * time.Millisecond
 // openOrphan opens n's inode through the descriptor keepOrphan kept, as
 // the caller c.
 func (n *Node) openOrphan(c caller.Cred, flags int) (int, error) {
-	n.fdMu.RLock()
-	defer n.fdMu.RUnlock()
-	if !n.hasOrphan {
+	fd := n.orphanFD()
+	if fd < 0 {
 		return -1, syscall.ENOENT
 	}
-	return reopenRegular(c, int(n.orphan), flags, &n.id)
+	defer unix.Close(fd)
+	return reopenRegular(c, fd, flags, &n.id)
+}
+
+// orphanFD returns a duplicate of the orphan descriptor keepOrphan kept,
+// or -1. The caller closes it.
+func (n *Node) orphanFD() int {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	s := n.st.Load()
+	if s == nil || !s.hasOrphan {
+		return -1
+	}
+	fd, err := unix.FcntlInt(uintptr(s.orphan), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
 }
 
 // victimFD returns an O_PATH descriptor of the regular file name in dirfd
@@ -513,11 +630,7 @@ func (n *Node) unnamedFD() (int, unix.Stat_t, error) {
 	var st unix.Stat_t
 	fd := n.handleFD()
 	if fd < 0 {
-		n.fdMu.RLock()
-		if n.hasOrphan {
-			fd, _ = unix.FcntlInt(uintptr(n.orphan), unix.F_DUPFD_CLOEXEC, 0)
-		}
-		n.fdMu.RUnlock()
+		fd = n.orphanFD()
 	}
 	if fd < 0 {
 		return -1, st, syscall.ENOENT
@@ -678,19 +791,26 @@ func (n *Node) Forget() {
 	}
 	n.fsys.forget(n)
 	n.fsys.trim.forgotten()
-	n.fdMu.Lock()
-	defer n.fdMu.Unlock()
-	if n.hasFD {
-		n.fsys.dirs.drop(n)
-	}
-	if n.hasOrphan {
-		unix.Close(int(n.orphan))
-		n.hasOrphan = false
-		n.fsys.removeOrphan(n)
-	}
 	// A lookup racing this Forget may hand the node out again: it then
-	// works by path, without a cached descriptor.
+	// works by path, without a cached descriptor (pathFD caches none once
+	// forgotten is set).
+	n.hmu.Lock()
 	n.forgotten = true
+	s := n.st.Load()
+	if s != nil && s.hasOrphan {
+		unix.Close(int(s.orphan))
+		s.hasOrphan = false
+		n.fsys.removeOrphan(n)
+		n.releaseStateLocked()
+	}
+	n.hmu.Unlock()
+	if s != nil {
+		s.fdMu.Lock()
+		defer s.fdMu.Unlock()
+		if s.hasFD {
+			n.fsys.dirs.drop(s)
+		}
+	}
 }
 
 // Readlink reads a symlink without following it.
@@ -874,7 +994,7 @@ func (n *Node) handleFD() int {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
 	var found *Handle
-	for h := range n.handles {
+	for h := range n.handlesLocked() {
 		found = h
 		if h.writable {
 			break
@@ -894,7 +1014,7 @@ func (n *Node) handleFD() int {
 func (n *Node) writableHandleFD() int {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	for h := range n.handles {
+	for h := range n.handlesLocked() {
 		if h.writable {
 			fd, err := unix.FcntlInt(h.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 			if err != nil {
@@ -920,32 +1040,36 @@ func (n *Node) addHandle(h *Handle, deny bool, conn *fuse.Conn) *Handle {
 	if conn != nil {
 		n.passthroughLocked(h, conn)
 	}
-	if n.handles == nil {
-		n.handles = map[*Handle]struct{}{}
+	s := n.stateLocked()
+	if s.handles == nil {
+		s.handles = map[*Handle]struct{}{}
 	}
-	n.handles[h] = struct{}{}
+	s.handles[h] = struct{}{}
 	if h.writable {
-		n.writers++
+		s.writers++
 	}
 	return nil
 }
 
 // dropHandle forgets h and reports whether it was the last writer of a
 // file written through it, and the passthrough backing id to close if h
-// was the last handle sharing it (passthrough.go), or 0.
+// was the last handle sharing it (passthrough.go), or 0. The node's state
+// goes with its last handle (a node the kernel keeps costs no state while
+// closed).
 func (n *Node) dropHandle(h *Handle) (lastWriter bool, closeID int32) {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	delete(n.handles, h)
-	if len(n.handles) == 0 {
-		n.handles = nil // a node the kernel keeps costs no map while closed
+	s := n.stateLocked()
+	delete(s.handles, h)
+	if len(s.handles) == 0 {
 		closeID = h.backingID
 	}
 	if h.writable {
-		n.writers--
-		return n.writers == 0 && h.wrote.Load(), closeID
+		s.writers--
+		lastWriter = s.writers == 0 && h.wrote.Load()
 	}
-	return false, closeID
+	n.releaseStateLocked()
+	return lastWriter, closeID
 }
 
 // modified tells the gate that n's contents changed through the mount

@@ -60,7 +60,7 @@ import (
 // handles, a new one for h's descriptor when n has no handle, or none
 // (cached mode, today's path). n.hmu is held.
 func (n *Node) passthroughLocked(h *Handle, conn *fuse.Conn) {
-	for o := range n.handles {
+	for o := range n.handlesLocked() {
 		// All handles of n share one mode: the first says which.
 		h.backingID = o.backingID
 		return
@@ -140,10 +140,10 @@ func (h *Handle) endPassthrough(conn *fuse.Conn, id int32) {
 func (n *Node) writtenUnseen() bool {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	if n.writers == 0 {
+	if n.writersLocked() == 0 {
 		return false
 	}
-	for o := range n.handles {
+	for o := range n.handlesLocked() {
 		if o.writable && o.backingID != 0 {
 			return true
 		}

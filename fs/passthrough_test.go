@@ -237,7 +237,7 @@ func openWriters(t *testing.T, m *Mounted, p string) int32 {
 	}
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	return n.writers
+	return n.writersLocked()
 }
 
 // TestPassthroughRefused: on a backing filesystem that stacks (overlayfs)

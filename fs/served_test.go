@@ -48,12 +48,12 @@ func TestServed(t *testing.T) {
 				h.readStarts()
 				h.servedBytes(r.off, r.data, r.err)
 			}
-			if n.reading != tt.wantReading {
-				t.Errorf("reading = %d before the close; want %d", n.reading, tt.wantReading)
+			if r := n.readingLocked(); r != tt.wantReading {
+				t.Errorf("reading = %d before the close; want %d", r, tt.wantReading)
 			}
 			h.servedClose()
-			if n.reading != 0 {
-				t.Errorf("reading = %d after the close; want 0", n.reading)
+			if r := n.readingLocked(); r != 0 {
+				t.Errorf("reading = %d after the close; want 0", r)
 			}
 			if got := n.keepCache(cacheKey, h.sum); got != tt.wantKeep {
 				t.Errorf("next open keeps the page cache: %v; want %v", got, tt.wantKeep)
@@ -71,7 +71,7 @@ func TestServedUnverified(t *testing.T) {
 	n.keepCache(cacheKey, 0)
 	h.readStarts()
 	h.servedBytes(2, []byte("xx"), nil)
-	if n.reading != 0 || !n.keepCache(cacheKey, 0) {
-		t.Errorf("reading %d, keep lost: an unverified handle changed the node", n.reading)
+	if r := n.readingLocked(); r != 0 || !n.keepCache(cacheKey, 0) {
+		t.Errorf("reading %d, keep lost: an unverified handle changed the node", r)
 	}
 }

@@ -85,7 +85,7 @@ func (h *Handle) process() int32 {
 // handle is writable, before hmu is taken.
 func (n *Node) otherWriters(h *Handle) bool {
 	n.hmu.Lock()
-	writers := n.writers
+	writers := n.writersLocked()
 	n.hmu.Unlock()
 	if writers == 0 {
 		return false
@@ -93,7 +93,7 @@ func (n *Node) otherWriters(h *Handle) bool {
 	tgid := h.process()
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	for o := range n.handles {
+	for o := range n.handlesLocked() {
 		if o.writable && !sameProcess(o.process(), tgid) {
 			return true
 		}
@@ -116,7 +116,7 @@ func (n *Node) busy(h *Handle, writes bool) error {
 // by a handle of another process (scan.while_written = "deny"). n.hmu is
 // held.
 func (n *Node) conflictLocked(h *Handle) *Handle {
-	for o := range n.handles {
+	for o := range n.handlesLocked() {
 		if (h.readable && o.writable || h.writable && o.readable) && !sameProcess(o.process(), h.process()) {
 			return o
 		}

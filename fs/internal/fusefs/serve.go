@@ -635,7 +635,9 @@ type serveNode struct {
 	//
 	//     - hold Server.meta while calling wg.Add, then unlock
 	//     - do NOT try to reacquire Server.meta
-	wg sync.WaitGroup
+	// clamfuse: begin serve node wait group
+	wg nodeWaitGroup
+	// clamfuse: end serve node wait group
 }
 
 func (sn *serveNode) attr(ctx context.Context, attr *fuse.Attr) error {

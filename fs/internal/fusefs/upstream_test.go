@@ -47,6 +47,8 @@ var replaced = map[string]string{
 	return nil
 }
 `,
+	// A serveNode's wait group in 8 bytes (clamfuse_waitgroup.go).
+	"serve node wait group": "\twg sync.WaitGroup\n",
 }
 
 // TestSameAsUpstream checks that serve.go is bazil.org/fuse/fs/serve.go of

@@ -584,7 +584,7 @@ func (b *bench) report() string {
 			b.rss.took.Round(time.Millisecond), float64(b.rss.files)/b.rss.took.Seconds(),
 			mib(b.rss.baseKiB), mib(b.rss.pinnedKiB), mib(b.rss.rssKiB), mib(b.rss.hwm), mib(b.rss.forgotKiB))
 		if h := b.rss.heap; h.nextGC > 0 {
-			p(" The Go heap after the opens: %s allocated (live and not yet collected), %s in use, %s idle of which %s returned to the OS, next collection at %s (GOGC lets the heap grow to twice what the last collection found live, and the runtime keeps about that much mapped).",
+			p(" The Go heap after the opens: %s allocated (live and not yet collected), %s in use, %s idle of which %s returned to the OS, next collection at %s (clamfuse paces the collector to let the heap grow by a quarter of what the last collection found live once that is over 4 MiB, by as much below, unless GOGC is set; the runtime keeps about that much mapped).",
 				mib(h.heapAlloc>>10), mib(h.heapInuse>>10), mib(h.heapIdle>>10), mib(h.heapReleased>>10), mib(h.nextGC>>10))
 		}
 		if b.rss.heapTop != "" {
