@@ -100,3 +100,24 @@ func total(ops map[string]int) int {
 	}
 	return n
 }
+
+// TestLsAsksLabelOnce: `ls -l` asks for the SELinux label of every file
+// it lists (security.selinux, which the kernel never caches for FUSE);
+// clamfuse answers a missing label EOPNOTSUPP, as a filesystem without
+// labels, and ls stops asking for the rest of the mount (issue #12: it
+// was one round trip per file, most of `ls -lR`'s requests).
+func TestLsAsksLabelOnce(t *testing.T) {
+	const files = 50
+	backing, m, seen := testMount(t, MountOptions{FS: Options{AttrValid: time.Second, EntryValid: time.Second}})
+	for i := range files {
+		if err := os.WriteFile(filepath.Join(backing, fmt.Sprintf("f%02d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen.takeOps()
+	runAs(t, m, 0, "ls -lR --color=never "+m.Target+" >/dev/null")
+	ops := seen.takeOps()
+	if got := ops["GetxattrRequest "+selinuxLabel]; got < 1 || got > 2 {
+		t.Errorf("ls -lR of %d files asked for %s %d times, want once (twice at most): %v", files, selinuxLabel, got, ops)
+	}
+}

@@ -873,7 +873,7 @@ func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fu
 	if req.Size == 0 {
 		k, err := get(nil)
 		if err != nil {
-			return errno(err)
+			return errno(unlabelled(req.Name, err))
 		}
 		resp.Xattr = make([]byte, k)
 		return nil
@@ -881,10 +881,29 @@ func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fu
 	buf := make([]byte, req.Size)
 	k, err := get(buf)
 	if err != nil {
-		return errno(err)
+		return errno(unlabelled(req.Name, err))
 	}
 	resp.Xattr = buf[:k]
 	return nil
+}
+
+// selinuxLabel is the attribute that holds a file's SELinux label.
+const selinuxLabel = "security.selinux"
+
+// unlabelled turns a missing SELinux label (ENODATA) into "not supported"
+// (EOPNOTSUPP), which is what the mount is: the request reaches clamfuse
+// only when no security module answered it in the kernel (SELinux, when
+// enabled, serves security.selinux of every file itself, and labels a
+// FUSE mount on its own). `ls -l` asks for the label of every file it
+// lists; on EOPNOTSUPP it stops asking for the rest of the filesystem,
+// where ENODATA made it ask again for each file, a FUSE round trip that
+// the kernel never caches (issue #12: most of `ls -lR`'s requests). A
+// label stored on the backing file is still read.
+func unlabelled(name string, err error) error {
+	if name == selinuxLabel && err == unix.ENODATA {
+		return unix.EOPNOTSUPP
+	}
+	return err
 }
 
 // The extended attributes that hold POSIX ACLs.
