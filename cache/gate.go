@@ -292,23 +292,32 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 			g.misses.Add(1)
 			return g.onError(fmt.Errorf("%w: %v", clamav.ErrRead, err))
 		}
-		ch := make(chan singleflight.Result, 1)
+		// The opener joins the flight itself: no goroutine of its own
+		// between it and the scan's, since each hand-off costs a wake-up
+		// on a busy machine. If it leaves before the scan is over (leave),
+		// a goroutine waits for the end of the scan to close src.
 		g.demand.add()
-		go func() {
-			defer src.Close()
-			defer g.demand.done()
-			// The openers' contexts do not cancel a shared scan.
-			flight := g.sf.DoChan(key.flight(), func() (any, error) {
-				return g.scan(context.Background(), src, key, since)
-			})
-			// The miss is counted once this open has started the scan of
-			// key or joined the one running: a count of n misses means n
-			// opens wait on scans (and are counted in demand).
-			g.misses.Add(1)
-			ch <- <-flight
-		}()
+		// The openers' contexts do not cancel a shared scan.
+		flight := g.sf.DoChan(key.flight(), func() (any, error) {
+			return g.scan(context.Background(), src, key, since)
+		})
+		// The miss is counted once this open has started the scan of
+		// key or joined the one running: a count of n misses means n
+		// opens wait on scans (and are counted in demand).
+		g.misses.Add(1)
+		finish := func() {
+			src.Close()
+			g.demand.done()
+		}
+		leave := func() {
+			go func() {
+				<-flight
+				finish()
+			}()
+		}
 		select {
-		case r := <-ch:
+		case r := <-flight:
+			finish()
 			if r.Err != nil {
 				if errors.Is(r.Err, errSuperseded) {
 					// A scan after a write, joined and then cancelled
@@ -327,8 +336,10 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 			}
 			return g.fromVerdict(key, r.Val.(judged), false)
 		case <-ctx.Done():
+			leave()
 			return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
 		case <-deadline:
+			leave()
 			return g.onError(fmt.Errorf("%w: no verdict within %v", clamav.ErrTimeout, g.opts.Timeout))
 		}
 	}
