@@ -83,3 +83,36 @@ func BenchmarkSmallOpenRoundTrips(b *testing.B) {
 		step("after-write-cached", cat)
 	}
 }
+
+// TestCloseSendsFlushOnce: Handle.Flush answers ENOSYS, after which the
+// kernel sends no FLUSH on any close of the mount (fc->no_flush): at most
+// the first close of the mount makes one, and a read-only close never
+// waits for clamfuse. POSIX and flock locks stay the kernel's own (the
+// mount asks for neither FUSE_POSIX_LOCKS nor FUSE_FLOCK_LOCKS), so
+// no lock owner needs the FLUSH: the kernel drops a process's record
+// locks at any close of the file itself (TestPosixCompare's fcntl-locks
+// case checks that against a native directory).
+func TestCloseSendsFlushOnce(t *testing.T) {
+	backing, m, seen := testMount(t, MountOptions{})
+	var names []string
+	for i := range 5 {
+		name := fmt.Sprintf("f%d", i)
+		if err := os.WriteFile(filepath.Join(backing, name), []byte("clean "+name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	cat := "cd " + m.Target + " && cat " + strings.Join(names, " ") + " >/dev/null"
+	seen.takeOps()
+	runAs(t, m, 0, cat)
+	first := seen.takeOps()
+	runAs(t, m, 0, cat)
+	runAs(t, m, 0, "cd "+m.Target+" && echo more >> f0")
+	again := seen.takeOps()
+	if first["OpenRequest"] != len(names) || first["FlushRequest"] > 1 {
+		t.Errorf("first opens and closes: %v; want %d OPEN, at most one FLUSH", first, len(names))
+	}
+	if again["FlushRequest"] != 0 {
+		t.Errorf("later closes, for reading and for writing: %v; want no FLUSH", again)
+	}
+}
