@@ -116,6 +116,10 @@ type Stats struct {
 	// Restored counts verdicts loaded from a state file, StateSaves the
 	// state files written, StateSaveErrors the failures to (state.go).
 	Restored, StateSaves, StateSaveErrors uint64
+	// Prescans counts the scans after a write started (Prescan);
+	// PrescansSkipped, those not started because maxPrescans were
+	// pending already (the next open of such a file scans it).
+	Prescans, PrescansSkipped uint64
 }
 
 // Gate decides whether an open may read a file: from the cache of verdicts
@@ -148,6 +152,7 @@ type Gate struct {
 	hits, misses, scans, scanErrors, infected, denied atomic.Uint64
 	changed, racies, uncached                         atomic.Uint64
 	excluded, restored                                atomic.Uint64
+	prescanned, prescansSkipped                       atomic.Uint64
 }
 
 // NewGate returns a Gate that scans with s.
@@ -199,6 +204,7 @@ func (g *Gate) Stats() Stats {
 		Changed: g.changed.Load(), Racy: g.racies.Load(), Uncached: g.uncached.Load(),
 		Excluded: g.excluded.Load(), Suppressed: g.repeats.suppressed.Load(), Restored: g.restored.Load(),
 		StateSaves: g.state.saves.Load(), StateSaveErrors: g.state.failed.Load(),
+		Prescans: g.prescanned.Load(), PrescansSkipped: g.prescansSkipped.Load(),
 	}
 }
 
@@ -517,6 +523,8 @@ type prescan struct {
 func (g *Gate) Prescan(f *os.File, who Opener) {
 	if g.prescans.Add(1) > maxPrescans {
 		g.prescans.Add(-1)
+		g.prescansSkipped.Add(1)
+		g.log.Debug("scan after write skipped: too many pending; the next open scans", "path", who.Path, "pending", maxPrescans)
 		return
 	}
 	src, err := reopen(f)
@@ -531,6 +539,7 @@ func (g *Gate) Prescan(f *os.File, who Opener) {
 		return
 	}
 	id := inode{st.Dev, st.Ino}
+	g.prescanned.Add(1)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	p := &prescan{cancel: cancel}
 	g.pendMu.Lock()
