@@ -1459,8 +1459,8 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 		}
 		handle := shandle.handle
 
-		s := &fuse.ReadResponse{}
 		// clamfuse: begin read in place
+		s := &fuse.ReadResponse{}
 		if r.Dir {
 			s.Data = make([]byte, 0, r.Size)
 		} else {
