@@ -163,8 +163,9 @@ type Node struct {
 	hasFD     bool
 	forgotten bool
 	hasOrphan bool
+	unscanned bool // a writer that wrote was released while other writers were open; guarded by hmu (see dropHandle)
 
-	hmu     sync.Mutex           // guards handles, writers, reading, keep
+	hmu     sync.Mutex           // guards handles, writers, reading, keep, unscanned
 	handles map[*Handle]struct{} // open file handles, for fstat and fsync
 	keep    uint64               // a file's: stateDigest of the state the kernel's page cache holds, 0 for none (see keepCache); a symlink's: symlinkDigest of its target, set when the node is made and never changed
 }
@@ -931,8 +932,9 @@ func (n *Node) addHandle(h *Handle, deny bool, conn *fuse.Conn) *Handle {
 }
 
 // dropHandle forgets h and reports whether it was the last writer of a
-// file written through it, and the passthrough backing id to close if h
-// was the last handle sharing it (passthrough.go), or 0.
+// file written through the mount since the last writer's close before
+// (through h or another handle), and the passthrough backing id to close
+// if h was the last handle sharing it (passthrough.go), or 0.
 func (n *Node) dropHandle(h *Handle) (lastWriter bool, closeID int32) {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
@@ -943,7 +945,14 @@ func (n *Node) dropHandle(h *Handle) (lastWriter bool, closeID int32) {
 	}
 	if h.writable {
 		n.writers--
-		return n.writers == 0 && h.wrote.Load(), closeID
+		// The scan after a write starts when the last writer goes,
+		// whether that one wrote or another before it: a writer that
+		// wrote may be released before one that wrote nothing (a
+		// RELEASE is sent in the background, and served by any of the
+		// request goroutines).
+		written := h.wrote.Load() || n.unscanned
+		n.unscanned = written && n.writers > 0
+		return written && n.writers == 0, closeID
 	}
 	return false, closeID
 }
