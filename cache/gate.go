@@ -116,6 +116,10 @@ type Stats struct {
 	// Restored counts verdicts loaded from a state file, StateSaves the
 	// state files written, StateSaveErrors the failures to (state.go).
 	Restored, StateSaves, StateSaveErrors uint64
+	// Prescans counts the scans after a write started (Prescan);
+	// PrescansSkipped, those not started because maxPrescans were
+	// pending already (the next open of such a file scans it).
+	Prescans, PrescansSkipped uint64
 }
 
 // Gate decides whether an open may read a file: from the cache of verdicts
@@ -148,6 +152,7 @@ type Gate struct {
 	hits, misses, scans, scanErrors, infected, denied atomic.Uint64
 	changed, racies, uncached                         atomic.Uint64
 	excluded, restored                                atomic.Uint64
+	prescanned, prescansSkipped                       atomic.Uint64
 }
 
 // NewGate returns a Gate that scans with s.
@@ -199,6 +204,7 @@ func (g *Gate) Stats() Stats {
 		Changed: g.changed.Load(), Racy: g.racies.Load(), Uncached: g.uncached.Load(),
 		Excluded: g.excluded.Load(), Suppressed: g.repeats.suppressed.Load(), Restored: g.restored.Load(),
 		StateSaves: g.state.saves.Load(), StateSaveErrors: g.state.failed.Load(),
+		Prescans: g.prescanned.Load(), PrescansSkipped: g.prescansSkipped.Load(),
 	}
 }
 
@@ -292,23 +298,32 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 			g.misses.Add(1)
 			return g.onError(fmt.Errorf("%w: %v", clamav.ErrRead, err))
 		}
-		ch := make(chan singleflight.Result, 1)
+		// The opener joins the flight itself: no goroutine of its own
+		// between it and the scan's, since each hand-off costs a wake-up
+		// on a busy machine. If it leaves before the scan is over (leave),
+		// a goroutine waits for the end of the scan to close src.
 		g.demand.add()
-		go func() {
-			defer src.Close()
-			defer g.demand.done()
-			// The openers' contexts do not cancel a shared scan.
-			flight := g.sf.DoChan(key.flight(), func() (any, error) {
-				return g.scan(context.Background(), src, key, since)
-			})
-			// The miss is counted once this open has started the scan of
-			// key or joined the one running: a count of n misses means n
-			// opens wait on scans (and are counted in demand).
-			g.misses.Add(1)
-			ch <- <-flight
-		}()
+		// The openers' contexts do not cancel a shared scan.
+		flight := g.sf.DoChan(key.flight(), func() (any, error) {
+			return g.scan(context.Background(), src, key, since)
+		})
+		// The miss is counted once this open has started the scan of
+		// key or joined the one running: a count of n misses means n
+		// opens wait on scans (and are counted in demand).
+		g.misses.Add(1)
+		finish := func() {
+			src.Close()
+			g.demand.done()
+		}
+		leave := func() {
+			go func() {
+				<-flight
+				finish()
+			}()
+		}
 		select {
-		case r := <-ch:
+		case r := <-flight:
+			finish()
 			if r.Err != nil {
 				if errors.Is(r.Err, errSuperseded) {
 					// A scan after a write, joined and then cancelled
@@ -327,8 +342,10 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 			}
 			return g.fromVerdict(key, r.Val.(judged), false)
 		case <-ctx.Done():
+			leave()
 			return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
 		case <-deadline:
+			leave()
 			return g.onError(fmt.Errorf("%w: no verdict within %v", clamav.ErrTimeout, g.opts.Timeout))
 		}
 	}
@@ -506,6 +523,8 @@ type prescan struct {
 func (g *Gate) Prescan(f *os.File, who Opener) {
 	if g.prescans.Add(1) > maxPrescans {
 		g.prescans.Add(-1)
+		g.prescansSkipped.Add(1)
+		g.log.Debug("scan after write skipped: too many pending; the next open scans", "path", who.Path, "pending", maxPrescans)
 		return
 	}
 	src, err := reopen(f)
@@ -520,6 +539,7 @@ func (g *Gate) Prescan(f *os.File, who Opener) {
 		return
 	}
 	id := inode{st.Dev, st.Ino}
+	g.prescanned.Add(1)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	p := &prescan{cancel: cancel}
 	g.pendMu.Lock()

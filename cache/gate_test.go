@@ -718,6 +718,56 @@ func TestGateCancelled(t *testing.T) {
 	}
 }
 
+// The gate's own descriptor of a file (the one the scan reads) and the
+// open's count in demand go with the scan: already gone when Check returns
+// to an opener that waited for the verdict (the opener joins the scan
+// itself, with no goroutine of its own left to clean up after it), and
+// gone once the scan is over for one that left before.
+func TestGateLetsGoOfScans(t *testing.T) {
+	s := &fakeScanner{}
+	release := s.hold(t)
+	g := NewGate(s, Options{MaxEntries: 16, Timeout: 5 * time.Second})
+	p := writeFile(t, "left")
+	leaver, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	ch := checkAsync(ctx, g, leaver, someone)
+	waitFor(t, "the scan to start", func() bool { return s.Calls() == 1 })
+	cancel()
+	checkDecision(t, "cancelled opener", recv(t, ch), expect{reason: ReasonCancelled, err: context.Canceled})
+	leaver.Close()
+	if n, w := descriptorsOf(t, p), waiting(g); n != 1 || w != 1 {
+		t.Errorf("while the abandoned scan runs: %d descriptors of the file, %d scans waited for; want 1, 1", n, w)
+	}
+	release()
+	waitFor(t, "the abandoned scan to let go of the file", func() bool { return descriptorsOf(t, p) == 0 && waiting(g) == 0 })
+
+	q := writeFile(t, "waited for")
+	d := g.Check(t.Context(), openFile(t, q), someone)
+	checkDecision(t, "waiting opener", d, expect{allow: true, reason: ReasonClean})
+	if n, w := descriptorsOf(t, q), waiting(g); n != 1 || w != 0 {
+		t.Errorf("when Check returned: %d descriptors of the file, %d scans waited for; want 1 (the opener's), 0", n, w)
+	}
+}
+
+// descriptorsOf counts this process's descriptors open on path p.
+func descriptorsOf(t *testing.T, p string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && target == p {
+			n++
+		}
+	}
+	return n
+}
+
 // Regression: the shared scan reopened the opener's *os.File in its own
 // goroutine, after Check may have returned. An opener cancelled at once
 // (fs/ closes the descriptor on any denial, this one included) left the

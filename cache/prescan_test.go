@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -200,5 +201,32 @@ func TestOpenSharesSupersededPrescan(t *testing.T) {
 				t.Errorf("ScanErrors = %d; a cancelled scan is no failure", st.ScanErrors)
 			}
 		})
+	}
+}
+
+// Scans after a write are bounded: past maxPrescans pending, one is
+// skipped (and counted), caches nothing, and the next open of that file
+// scans it; the ones started are counted too.
+func TestPrescanSkippedWhenTooMany(t *testing.T) {
+	s := &fakeScanner{}
+	release := s.hold(t)
+	g := NewGate(s, Options{MaxEntries: maxPrescans + 16, MaxConcurrent: 4, Timeout: time.Minute})
+	for i := range maxPrescans {
+		g.Prescan(openFile(t, writeFile(t, fmt.Sprintf("download %d", i))), someone)
+	}
+	skipped := writeFile(t, "one too many")
+	g.Prescan(openFile(t, skipped), someone)
+	if st := g.Stats(); st.Prescans != maxPrescans || st.PrescansSkipped != 1 {
+		t.Errorf("Prescans = %d, PrescansSkipped = %d; want %d, 1", st.Prescans, st.PrescansSkipped, maxPrescans)
+	}
+	release()
+	waitFor(t, "the scans after write to end", func() bool { return g.prescans.Load() == 0 })
+	if got := s.Calls(); got != maxPrescans {
+		t.Errorf("%d scans; want %d", got, maxPrescans)
+	}
+	d := g.Check(t.Context(), openFile(t, skipped), someone)
+	checkDecision(t, "open of the file skipped", d, expect{allow: true, reason: ReasonClean})
+	if got := s.Calls(); got != maxPrescans+1 {
+		t.Errorf("%d scans after the open; want %d (the open scanned)", got, maxPrescans+1)
 	}
 }

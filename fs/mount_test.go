@@ -76,6 +76,12 @@ func (r *requests) takeOps() map[string]int {
 // connection is aborted if that hangs).
 func testMount(t testing.TB, mo MountOptions) (backing string, m *Mounted, seen *requests) {
 	t.Helper()
+	return testMountGate(t, mo, cache.Options{MaxEntries: 100, TTL: time.Hour, Timeout: time.Minute})
+}
+
+// testMountGate is testMount with a gate of options gopts.
+func testMountGate(t testing.TB, mo MountOptions, gopts cache.Options) (backing string, m *Mounted, seen *requests) {
+	t.Helper()
 	if why := mountUnavailable(); why != "" {
 		testenv.Skip(t, "mounted test: %s", why)
 	}
@@ -84,7 +90,7 @@ func testMount(t testing.TB, mo MountOptions) (backing string, m *Mounted, seen 
 	if err != nil {
 		t.Fatal(err)
 	}
-	real := cache.NewGate(client, cache.Options{MaxEntries: 100, TTL: time.Hour, Timeout: time.Minute})
+	real := cache.NewGate(client, gopts)
 	if g, ok := mo.FS.Gate.(*countingGate); ok {
 		g.Gate = real
 	} else {

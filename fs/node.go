@@ -192,6 +192,7 @@ type nodeState struct {
 	writers   int32                // open handles that can write
 	reading   int32                // handles whose bytes served are not checked yet (served.go)
 	handles   map[*Handle]struct{} // open file handles, for fstat and fsync
+	unscanned bool                 // a writer that wrote was released while other writers were open (see dropHandle)
 }
 
 // stateLocked returns n's state, making it if need be; hmu is held.
@@ -1071,10 +1072,11 @@ func (n *Node) addHandle(h *Handle, deny bool, conn *fuse.Conn) *Handle {
 }
 
 // dropHandle forgets h and reports whether it was the last writer of a
-// file written through it, and the passthrough backing id to close if h
-// was the last handle sharing it (passthrough.go), or 0. The node's state
-// goes with its last handle (a node the kernel keeps costs no state while
-// closed).
+// file written through the mount since the last writer's close before
+// (through h or another handle), and the passthrough backing id to close
+// if h was the last handle sharing it (passthrough.go), or 0. The node's
+// state goes with its last handle (a node the kernel keeps costs no state
+// while closed).
 func (n *Node) dropHandle(h *Handle) (lastWriter bool, closeID int32) {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
@@ -1085,7 +1087,14 @@ func (n *Node) dropHandle(h *Handle) (lastWriter bool, closeID int32) {
 	}
 	if h.writable {
 		s.writers--
-		lastWriter = s.writers == 0 && h.wrote.Load()
+		// The scan after a write starts when the last writer goes,
+		// whether that one wrote or another before it: a writer that
+		// wrote may be released before one that wrote nothing (a
+		// RELEASE is sent in the background, and served by any of the
+		// request goroutines).
+		written := h.wrote.Load() || s.unscanned
+		s.unscanned = written && s.writers > 0
+		lastWriter = written && s.writers == 0
 	}
 	n.releaseStateLocked()
 	return lastWriter, closeID

@@ -86,3 +86,50 @@ func TestOpenRegularNeverBlocks(t *testing.T) {
 		t.Errorf("a reader of the FIFO is left open")
 	}
 }
+
+// TestOpenRegularKeepsStatusFlags: checkRegular clears the O_NONBLOCK
+// that openRegular adds by setting the flags asked for (no F_GETFL), so
+// each status flag the caller asked for must still be there afterwards,
+// and none it did not ask for, whether opened by name or reopened
+// through a descriptor.
+func TestOpenRegularKeepsStatusFlags(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "file"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dirfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dirfd)
+	const status = unix.O_APPEND | unix.O_NOATIME | unix.O_NONBLOCK | unix.O_ASYNC | unix.O_DIRECT
+	for _, flags := range []int{
+		unix.O_RDONLY,
+		unix.O_RDONLY | unix.O_NOATIME,
+		unix.O_RDONLY | unix.O_NONBLOCK,
+		unix.O_RDONLY | unix.O_NOATIME | unix.O_NONBLOCK,
+		unix.O_WRONLY | unix.O_APPEND,
+		unix.O_RDWR | unix.O_APPEND | unix.O_NOATIME,
+		unix.O_RDWR | unix.O_DSYNC,
+	} {
+		fd, err := openRegular(caller.Cred{}, dirfd, "file", flags|unix.O_CLOEXEC, nil)
+		if err != nil {
+			t.Fatalf("openRegular(%#o): %v", flags, err)
+		}
+		again, err := reopenRegular(caller.Cred{}, fd, flags|unix.O_CLOEXEC, nil)
+		if err != nil {
+			t.Fatalf("reopenRegular(%#o): %v", flags, err)
+		}
+		for name, d := range map[string]int{"opened": fd, "reopened": again} {
+			fl, err := unix.FcntlInt(uintptr(d), unix.F_GETFL, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fl&status != flags&status || fl&unix.O_ACCMODE != flags&unix.O_ACCMODE {
+				t.Errorf("%s with %#o: status flags %#o, want %#o", name, flags, fl&status, flags&status)
+			}
+		}
+		unix.Close(again)
+		unix.Close(fd)
+	}
+}

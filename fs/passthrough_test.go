@@ -328,3 +328,27 @@ func TestPollAskedOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestScanAfterTheLastWriter: the scan after a write starts when the last
+// writer of the file is released, whichever of the writers wrote. The
+// RELEASE of a writer that wrote may be served before that of one that
+// wrote nothing (both are sent in the background); the scan was then
+// never started (TestPassthroughWriters/off timed out waiting for it on a
+// loaded machine), and the next open had to scan.
+func TestScanAfterTheLastWriter(t *testing.T) {
+	g := &countingGate{}
+	backing, m, _ := testMount(t, MountOptions{FS: Options{Gate: g}})
+	mustWrite(t, filepath.Join(backing, "f"), []byte("old\n"))
+	f := filepath.Join(m.Target, "f")
+	for i, tc := range []struct{ name, script string }{
+		{"the writer that wrote closes first", "exec 3>>" + f + "; exec 4>>" + f + "; echo new >&4; exec 4>&-; exec 3>&-"},
+		{"the writer that wrote closes last", "exec 3>>" + f + "; exec 4>>" + f + "; echo new >&4; exec 3>&-; exec 4>&-"},
+		{"neither wrote", "exec 3>>" + f + "; exec 4>>" + f + "; exec 4>&-; exec 3>&-; echo again >>" + f},
+	} {
+		runAs(t, m, 0, tc.script)
+		waitFor(t, tc.name+": the scan after the last writer's close", func() bool { return g.prescans.Load() == int32(i+1) })
+	}
+	if got := g.prescans.Load(); got != 3 {
+		t.Errorf("%d scans after a write; want 3, one per script", got)
+	}
+}

@@ -207,6 +207,7 @@ var (
 	descInfected    = prometheus.NewDesc("clamfuse_infected_total", "Opens of files found infected (cached or scanned): denied, or allowed in audit mode or by an allow list.", nil, nil)
 	descRestored    = prometheus.NewDesc("clamfuse_cache_restored_total", "Verdicts restored from the state file at start (cache.state_file).", nil, nil)
 	descStateSaves  = prometheus.NewDesc("clamfuse_state_saves_total", "State files written (cache.state_file), by result (ok, error).", []string{"result"}, nil)
+	descPrescans    = prometheus.NewDesc("clamfuse_scans_after_write_total", "Scans after the last writer's close of a file written through the mount, by result: started, or skipped because 64 were pending already (the next open of the file scans it).", []string{"result"}, nil)
 	descSuppressed  = prometheus.NewDesc("clamfuse_log_suppressed_total", "Log lines left out as repeats within log.repeat_interval (each interval's count is logged).", nil, nil)
 	descUp          = prometheus.NewDesc("clamfuse_clamd_up", "1 when the clamd backend answered its last check or scan.", []string{"backend"}, nil)
 	descBScans      = prometheus.NewDesc("clamfuse_clamd_scans_total", "Scans sent to the clamd backend.", []string{"backend"}, nil)
@@ -223,7 +224,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHits, descMisses, descEntries, descEvictions, descInvalidated, descCaching,
-		descChanged, descRacy, descUncached, descRestored, descStateSaves, descSuppressed,
+		descChanged, descRacy, descUncached, descRestored, descStateSaves, descSuppressed, descPrescans,
 		descInfected, descUp, descBScans, descBErrors, descInflight, descTransport, descDatabase,
 		descDetections, descQuarantined, descQFailed, descCommands, descCmdFailed} {
 		ch <- d
@@ -257,6 +258,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descStateSaves, st.StateSaves, "ok")
 		counter(descStateSaves, st.StateSaveErrors, "error")
 		counter(descSuppressed, st.Suppressed)
+		counter(descPrescans, st.Prescans, "started")
+		counter(descPrescans, st.PrescansSkipped, "skipped")
 	}
 	if p := src.Pool; p != nil {
 		for _, b := range p.Status() {

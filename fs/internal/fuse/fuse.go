@@ -1993,6 +1993,9 @@ type ReadRequest struct {
 	Flags     ReadFlags
 	LockOwner LockOwner
 	FileFlags OpenFlags
+	// clamfuse: begin read in place field
+	out buffer // the reply's buffer, when ResponseData made one
+	// clamfuse: end read in place field
 }
 
 var _ Request = (*ReadRequest)(nil)
@@ -2003,6 +2006,12 @@ func (r *ReadRequest) String() string {
 
 // Respond replies to the request with the given response.
 func (r *ReadRequest) Respond(resp *ReadResponse) {
+	// clamfuse: begin read in place respond
+	if buf := r.inPlace(resp.Data); buf != nil {
+		r.respond(buf)
+		return
+	}
+	// clamfuse: end read in place respond
 	buf := newBuffer(uintptr(len(resp.Data)))
 	buf = append(buf, resp.Data...)
 	r.respond(buf)

@@ -26,6 +26,10 @@ var replaced = map[string]map[string]string{
 		"open backing id":   "",
 		"create backing id": "",
 		"open response":     "",
+		// A READ's reply sent from the buffer its data was read into
+		// (clamfuse_read.go).
+		"read in place field":   "",
+		"read in place respond": "",
 		"read buffer": `	m := getMessage(c)
 	c.rio.RLock()
 	n, err := syscall.Read(c.fd(), m.buf)

@@ -1467,7 +1467,14 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 		}
 		handle := shandle.handle
 
-		s := &fuse.ReadResponse{Data: make([]byte, 0, r.Size)}
+		// clamfuse: begin read in place
+		s := &fuse.ReadResponse{}
+		if r.Dir {
+			s.Data = make([]byte, 0, r.Size)
+		} else {
+			s.Data = r.ResponseData() // sent without a copy (fuse/clamfuse_read.go)
+		}
+		// clamfuse: end read in place
 		if r.Dir {
 			// clamfuse: begin readdir
 			if h, ok := handle.(HandleReadDirPluser); ok {
