@@ -111,9 +111,9 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 			// no verdict made since that writer's open is sure.
 			check = n.fsys.opts.Gate.CheckUncached
 		}
-		wait, stop := n.fsys.untilDying(ctx, hdr.Pid)
+		wait := n.fsys.untilDying(ctx, hdr.Pid)
 		d := check(wait, f, who)
-		stop()
+		wait.end()
 		if !d.Allow {
 			f.Close()
 			if d.Reason == cache.ReasonInfected && n.fsys.opts.Actions != nil {

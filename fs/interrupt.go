@@ -3,8 +3,11 @@ package fs
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -30,29 +33,68 @@ const interruptPoll = 20 * time.Millisecond
 
 // untilDying returns the context an open of thread tid waits for its
 // verdict under: done once ctx is (the request was interrupted) and the
-// opener is dying. Call stop when the wait ends.
-func (f *FS) untilDying(ctx context.Context, tid uint32) (_ context.Context, stop func()) {
-	wait, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	after := context.AfterFunc(ctx, func() {
-		f.log.Debug("open interrupted while it waits for a verdict; it waits on unless the opener dies", "pid", tid)
+// opener is dying. Call end when the gate has decided. It costs one
+// allocation until something waits on it: an open decided from the cache
+// never does (the gate selects on Done only to wait for a scan).
+func (f *FS) untilDying(ctx context.Context, tid uint32) *waitCtx {
+	return &waitCtx{Context: ctx, log: f.log, tid: tid, dying: dying}
+}
+
+// waitCtx is the context of untilDying. Its channel, and the watch of the
+// request's context, are made at the first Done.
+type waitCtx struct {
+	context.Context // the request's: its values and deadline
+	log             *slog.Logger
+	tid             uint32
+	dying           func(tid uint32) bool
+
+	once  sync.Once
+	done  chan struct{} // closed when the opener is dying
+	ended chan struct{} // closed by end
+	stop  func() bool   // the watch of the request's context
+	gone  atomic.Bool   // done is closed
+}
+
+func (c *waitCtx) Done() <-chan struct{} {
+	c.once.Do(c.start)
+	return c.done
+}
+
+func (c *waitCtx) Err() error {
+	if c.gone.Load() {
+		return context.Canceled
+	}
+	return nil
+}
+
+func (c *waitCtx) start() {
+	c.done, c.ended = make(chan struct{}), make(chan struct{})
+	c.stop = context.AfterFunc(c.Context, func() {
+		c.log.Debug("open interrupted while it waits for a verdict; it waits on unless the opener dies", "pid", c.tid)
 		t := time.NewTicker(interruptPoll)
 		defer t.Stop()
 		for {
-			if dying(tid) {
-				f.log.Debug("opener dying: its open gives up the wait", "pid", tid)
-				cancel()
+			if c.dying(c.tid) {
+				c.log.Debug("opener dying: its open gives up the wait", "pid", c.tid)
+				c.gone.Store(true)
+				close(c.done)
 				return
 			}
 			select {
-			case <-wait.Done():
+			case <-c.ended:
 				return
 			case <-t.C:
 			}
 		}
 	})
-	return wait, func() {
-		after()
-		cancel()
+}
+
+// end ends the watch, if Done started one; nothing may wait on c after.
+func (c *waitCtx) end() {
+	c.once.Do(func() {}) // no watch starts from now on
+	if c.stop != nil {
+		c.stop()
+		close(c.ended)
 	}
 }
 

@@ -1,8 +1,13 @@
 package fs
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"os"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestProcSignals(t *testing.T) {
@@ -55,4 +60,77 @@ func TestFatalPending(t *testing.T) {
 			t.Errorf("%s: fatalPending = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+// TestWaitCtx: the wait of an open ends only when its request was
+// interrupted and the opener is dying; it costs nothing until waited on;
+// end stops the watch.
+func TestWaitCtx(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		name        string
+		interrupted bool
+		dying       bool
+		wantDone    bool
+	}{
+		{"not interrupted, dying", false, true, false},
+		{"interrupted, not dying", true, false, false},
+		{"interrupted, dying", true, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var looks atomic.Int32
+			c := &waitCtx{Context: req, log: log, tid: 1, dying: func(uint32) bool { looks.Add(1); return tc.dying }}
+			done := c.Done()
+			if tc.interrupted {
+				cancel()
+			}
+			if tc.wantDone {
+				select {
+				case <-done:
+				case <-time.After(time.Minute):
+					t.Fatal("the wait of a dying opener did not end")
+				}
+				if c.Err() != context.Canceled {
+					t.Errorf("Err = %v, want context.Canceled", c.Err())
+				}
+			} else {
+				if tc.interrupted {
+					// Looked at least twice: still waiting after a look.
+					deadline := time.Now().Add(time.Minute)
+					for looks.Load() < 2 && time.Now().Before(deadline) {
+						time.Sleep(interruptPoll)
+					}
+				}
+				select {
+				case <-done:
+					t.Fatal("the wait ended; want it to go on")
+				default:
+				}
+				if c.Err() != nil {
+					t.Errorf("Err = %v, want nil", c.Err())
+				}
+			}
+			c.end()
+			select {
+			case <-c.ended: // what the watch's loop ends on
+			default:
+				t.Error("end left the watch running")
+			}
+			if !tc.interrupted && c.stop() {
+				t.Error("end left the watch of the request's context armed")
+			}
+		})
+	}
+	t.Run("never waited on", func(t *testing.T) {
+		c := &waitCtx{Context: context.Background(), log: log, dying: func(uint32) bool { t.Error("looked"); return true }}
+		c.end()
+		if c.done != nil || c.stop != nil {
+			t.Error("end of a context never waited on made a watch")
+		}
+		if c.Err() != nil {
+			t.Errorf("Err = %v", c.Err())
+		}
+	})
 }
