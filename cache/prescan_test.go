@@ -202,4 +202,3 @@ func TestOpenSharesSupersededPrescan(t *testing.T) {
 		})
 	}
 }
-
