@@ -116,10 +116,12 @@ type Stats struct {
 	// Restored counts verdicts loaded from a state file, StateSaves the
 	// state files written, StateSaveErrors the failures to (state.go).
 	Restored, StateSaves, StateSaveErrors uint64
-	// Prescans counts the scans after a write started (Prescan);
-	// PrescansSkipped, those not started because maxPrescans were
-	// pending already (the next open of such a file scans it).
-	Prescans, PrescansSkipped uint64
+	// Prescans counts the scans after a write started (Prescan), at
+	// once or from the queue; PrescansQueued, those that waited in the
+	// queue because maxPrescans ran already; PrescansDropped, those
+	// thrown out of a full queue, oldest first (the next open of such
+	// a file scans it). See prescan.go.
+	Prescans, PrescansQueued, PrescansDropped uint64
 }
 
 // Gate decides whether an open may read a file: from the cache of verdicts
@@ -133,7 +135,7 @@ type Gate struct {
 	lru     *LRU
 	log     *slog.Logger
 	sf      singleflight.Group
-	sem     chan struct{} // one token per scan in flight
+	slots   *slots // one per scan in flight (slots.go)
 	db      atomic.Pointer[string]
 	policy  atomic.Pointer[Policy] // see SetPolicy
 	fresh   freshness              // see Invalidate
@@ -142,17 +144,21 @@ type Gate struct {
 	repeats repeats                // lines that repeat (repeat.go)
 	state   restore                // a state file waiting for the database version (state.go)
 
-	prescans atomic.Int64 // background scans pending
+	prescans atomic.Int64 // scans after a write not over: running, or queued (prescan.go)
 	demand   demand       // scans opens wait for; Prewarm waits for none (prewarm.go)
 	hooks    testHooks    // nil outside this package's tests
 
-	pendMu  sync.Mutex         // guards pending; a leaf
-	pending map[inode]*prescan // background scans not over yet, by file (see Modified)
+	pendMu   sync.Mutex         // guards pending, running and queue; a leaf
+	pending  map[inode]*prescan // scans after a write running, by file (see Modified)
+	running  int                // scans after a write running, each with its goroutine
+	queue    prescanQueue       // scans after a write waiting for one of those (prescan.go)
+	runMax   int                // bound on running (maxPrescans; tests lower it)
+	queueMax int                // bound on queue (maxQueued; tests lower it)
 
 	hits, misses, scans, scanErrors, infected, denied atomic.Uint64
 	changed, racies, uncached                         atomic.Uint64
 	excluded, restored                                atomic.Uint64
-	prescanned, prescansSkipped                       atomic.Uint64
+	prescanned, prescansQueued, prescansDropped       atomic.Uint64
 }
 
 // NewGate returns a Gate that scans with s.
@@ -167,13 +173,16 @@ func NewGate(s Scanner, opts Options) *Gate {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	g := &Gate{
-		opts:    opts,
-		scanner: s,
-		lru:     NewLRU(opts.MaxEntries, opts.TTL),
-		log:     opts.Logger,
-		sem:     make(chan struct{}, opts.MaxConcurrent),
-		pending: map[inode]*prescan{},
-		writes:  &writeGens{seed: maphash.MakeSeed()},
+		opts:     opts,
+		scanner:  s,
+		lru:      NewLRU(opts.MaxEntries, opts.TTL),
+		log:      opts.Logger,
+		slots:    newSlots(opts.MaxConcurrent),
+		pending:  map[inode]*prescan{},
+		queue:    prescanQueue{byID: map[inode]*queued{}},
+		writes:   &writeGens{seed: maphash.MakeSeed()},
+		runMax:   maxPrescans,
+		queueMax: maxQueued,
 	}
 	empty := ""
 	g.db.Store(&empty)
@@ -204,7 +213,7 @@ func (g *Gate) Stats() Stats {
 		Changed: g.changed.Load(), Racy: g.racies.Load(), Uncached: g.uncached.Load(),
 		Excluded: g.excluded.Load(), Suppressed: g.repeats.suppressed.Load(), Restored: g.restored.Load(),
 		StateSaves: g.state.saves.Load(), StateSaveErrors: g.state.failed.Load(),
-		Prescans: g.prescanned.Load(), PrescansSkipped: g.prescansSkipped.Load(),
+		Prescans: g.prescanned.Load(), PrescansQueued: g.prescansQueued.Load(), PrescansDropped: g.prescansDropped.Load(),
 	}
 }
 
@@ -305,7 +314,7 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 		g.demand.add()
 		// The openers' contexts do not cancel a shared scan.
 		flight := g.sf.DoChan(key.flight(), func() (any, error) {
-			return g.scan(context.Background(), src, key, since)
+			return g.scan(context.Background(), src, key, since, false)
 		})
 		// The miss is counted once this open has started the scan of
 		// key or joined the one running: a count of n misses means n
@@ -363,9 +372,17 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 // file whose contents are verified, the contents are those before the
 // scan, and the state is not racy; else the file is scanned again (a
 // change), or the verdict is only returned (racy).
-func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (judged, error) {
+func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64, held bool) (judged, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
 	defer cancel()
+	// held: the caller took a slot for the first attempt (a background
+	// scan, see settle); it is given back on every way out before that
+	// attempt uses it.
+	defer func() {
+		if held {
+			g.slots.release()
+		}
+	}()
 	superseded := func() bool { return errors.Is(context.Cause(ctx), errSuperseded) }
 	for range maxAttempts {
 		if superseded() {
@@ -374,7 +391,9 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (j
 		if maxSize := g.pol().MaxSize; key.Size > maxSize && maxSize > 0 {
 			return judged{}, fmt.Errorf("%w: grew to %d bytes", clamav.ErrSizeLimit, key.Size)
 		}
-		if !g.acquire(ctx) {
+		if held {
+			held = false
+		} else if !g.acquire(ctx) {
 			if superseded() {
 				return judged{}, errSuperseded
 			}
@@ -387,7 +406,7 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (j
 			var err error
 			sum, err = contentSum(file, key.Size)
 			if err != nil && !errors.Is(err, errShort) {
-				<-g.sem
+				g.slots.release()
 				g.scanErrors.Add(1)
 				return judged{}, fmt.Errorf("%w: %v", clamav.ErrRead, err)
 			}
@@ -395,7 +414,7 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64) (j
 		}
 		// The very descriptor checked below goes to clamd, or is read.
 		res, err := g.scanner.ScanFile(ctx, file, key.Size)
-		<-g.sem
+		g.slots.release()
 		if superseded() {
 			// Whatever clamd said, it was about a state that is gone.
 			return judged{}, errSuperseded
@@ -463,31 +482,19 @@ type judged struct {
 	sum uint64
 }
 
-// acquire takes a scan slot, waiting for one until ctx is done; it
-// reports whether it got one.
+// acquire takes a scan slot for an open's scan (or prewarm's), waiting
+// for one until ctx is done; it reports whether it got one.
 func (g *Gate) acquire(ctx context.Context) bool {
-	select {
-	case g.sem <- struct{}{}:
-		return true
-	default:
-	}
-	if h := g.hooks.slotWait; h != nil {
-		h()
-	}
-	select {
-	case g.sem <- struct{}{}:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return g.slots.acquire(ctx, false, g.hooks.slotWait)
 }
 
 // testHooks let this package's tests see a goroutine reach a state that
 // nothing else shows, instead of sleeping and hoping it did. They are nil
 // outside those tests, and cost a nil check.
 type testHooks struct {
-	slotWait func() // a scan found every scan slot taken, and waits for one
-	idleWait func() // Prewarm waits: for the opens' scans, or a reload window
+	slotWait   func() // a scan found every scan slot taken, and waits for one
+	bgSlotWait func() // a scan after a write found every scan slot taken, and waits for one
+	idleWait   func() // Prewarm waits: for the opens' scans, or a reload window
 }
 
 // fromVerdict turns a verdict into a decision. key is the state the opener
@@ -499,86 +506,6 @@ func (g *Gate) fromVerdict(key Key, j judged, cached bool) Decision {
 		return Decision{Reason: ReasonInfected, Verdict: j.v, Cached: cached, Key: key}
 	}
 	return Decision{Allow: true, Reason: ReasonClean, Verdict: j.v, Cached: cached, Key: key, Sum: j.sum}
-}
-
-// maxPrescans bounds background scans waiting for a slot.
-const maxPrescans = 64
-
-// inode names a file: the device and inode of a Key.
-type inode struct{ dev, ino uint64 }
-
-// prescan is a background scan of one file, until it is over.
-type prescan struct {
-	cancel context.CancelCauseFunc
-}
-
-// Prescan judges f in the background and caches the verdict, so that the
-// next open of a file just written costs a cache lookup. Detections are
-// logged at once. It never blocks: when too many prescans are pending it
-// does nothing, and the next open scans as usual.
-//
-// The scan lasts until it is over or the file is modified through the
-// mount (Modified), or until the next Prescan of the same file, which
-// supersedes it: its verdict would be about a state that is gone.
-func (g *Gate) Prescan(f *os.File, who Opener) {
-	if g.prescans.Add(1) > maxPrescans {
-		g.prescans.Add(-1)
-		g.prescansSkipped.Add(1)
-		g.log.Debug("scan after write skipped: too many pending; the next open scans", "path", who.Path, "pending", maxPrescans)
-		return
-	}
-	src, err := reopen(f)
-	if err != nil {
-		g.prescans.Add(-1)
-		return
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(src.Fd()), &st); err != nil {
-		src.Close()
-		g.prescans.Add(-1)
-		return
-	}
-	id := inode{st.Dev, st.Ino}
-	g.prescanned.Add(1)
-	ctx, cancel := context.WithCancelCause(context.Background())
-	p := &prescan{cancel: cancel}
-	g.pendMu.Lock()
-	old := g.pending[id]
-	g.pending[id] = p
-	g.pendMu.Unlock()
-	if old != nil {
-		old.cancel(errSuperseded)
-	}
-	go func() {
-		defer g.prescans.Add(-1)
-		defer src.Close()
-		defer func() {
-			g.pendMu.Lock()
-			if g.pending[id] == p {
-				delete(g.pending, id)
-			}
-			g.pendMu.Unlock()
-			cancel(nil)
-		}()
-		// A verdict of a file written a moment ago would not be cached
-		// (racy.go): wait until it would be. Opens meanwhile scan.
-		if err := g.waitSettled(ctx, int(src.Fd())); err != nil {
-			g.log.Debug("scan after write cancelled: written again", "path", who.Path)
-			return
-		}
-		g.demand.add()
-		defer g.demand.done()
-		r, v, err := g.settle(ctx, src, nil)
-		switch {
-		case errors.Is(err, errSuperseded):
-			g.log.Debug("scan after write cancelled: written again", "path", who.Path)
-		case err != nil:
-			g.log.Debug("scan after write failed; the next open scans again", "path", who.Path, "err", err)
-		case r == PrewarmInfected:
-			g.log.Warn("infected file written", "path", who.Path, "signature", v.Signature,
-				"pid", who.Pid, "uid", who.Uid, "clamd", v.Backend)
-		}
-	}()
 }
 
 // What a file state asks of the gate.

@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -65,7 +64,7 @@ func TestPrescanSuperseded(t *testing.T) {
 			},
 			wantCancelled: 1, wantScans: 1, wantLogged: 1},
 		{name: "scanned after write again", content: "download",
-			then: func(t *testing.T, g *Gate, p, _ string) { g.Prescan(openFile(t, p), someone) },
+			then: func(t *testing.T, g *Gate, p, _ string) { g.Prescan(openFile(t, p), someone, nil) },
 			// The second scan judges the same state, and is let go.
 			wantCancelled: 1, wantScans: 2, wantCached: true, wantLogged: 1},
 		{name: "another file written", content: "download",
@@ -80,7 +79,7 @@ func TestPrescanSuperseded(t *testing.T) {
 			release := s.hold(t)
 			g := debugGate(s, &log)
 			p, other := writeFile(t, tt.content), writeFile(t, "other")
-			g.Prescan(openFile(t, p), someone)
+			g.Prescan(openFile(t, p), someone, nil)
 			waitFor(t, "the scan after write to start", func() bool { return s.Calls() == 1 })
 			if n := pendingScans(g); n != 1 {
 				t.Fatalf("%d background scans pending; want 1", n)
@@ -126,7 +125,7 @@ func TestModifiedMakesVerdictsStale(t *testing.T) {
 	g := NewGate(s, Options{MaxEntries: 16})
 	p, other := writeFile(t, "download"), writeFile(t, "other")
 	modify(t, g, p)
-	g.Prescan(openFile(t, p), someone)
+	g.Prescan(openFile(t, p), someone, nil)
 	waitFor(t, "the scan after write to end", func() bool { return g.prescans.Load() == 0 })
 	if _, ok := g.Cache().Get(gateKey(t, g, p)); !ok {
 		t.Error("no verdict cached by the scan after write")
@@ -174,7 +173,7 @@ func TestOpenSharesSupersededPrescan(t *testing.T) {
 			g := NewGate(s, Options{MaxEntries: 16, MaxConcurrent: 4, Timeout: time.Minute})
 			p := writeFile(t, "download")
 			before := keyOfPath(t, p, "")
-			g.Prescan(openFile(t, p), someone)
+			g.Prescan(openFile(t, p), someone, nil)
 			waitFor(t, "the scan after write to start", func() bool { return s.Calls() == 1 })
 			opened := checkAsync(t.Context(), g, openFile(t, p), someone)
 			// Counted once the open has joined the scan after write.
@@ -201,32 +200,5 @@ func TestOpenSharesSupersededPrescan(t *testing.T) {
 				t.Errorf("ScanErrors = %d; a cancelled scan is no failure", st.ScanErrors)
 			}
 		})
-	}
-}
-
-// Scans after a write are bounded: past maxPrescans pending, one is
-// skipped (and counted), caches nothing, and the next open of that file
-// scans it; the ones started are counted too.
-func TestPrescanSkippedWhenTooMany(t *testing.T) {
-	s := &fakeScanner{}
-	release := s.hold(t)
-	g := NewGate(s, Options{MaxEntries: maxPrescans + 16, MaxConcurrent: 4, Timeout: time.Minute})
-	for i := range maxPrescans {
-		g.Prescan(openFile(t, writeFile(t, fmt.Sprintf("download %d", i))), someone)
-	}
-	skipped := writeFile(t, "one too many")
-	g.Prescan(openFile(t, skipped), someone)
-	if st := g.Stats(); st.Prescans != maxPrescans || st.PrescansSkipped != 1 {
-		t.Errorf("Prescans = %d, PrescansSkipped = %d; want %d, 1", st.Prescans, st.PrescansSkipped, maxPrescans)
-	}
-	release()
-	waitFor(t, "the scans after write to end", func() bool { return g.prescans.Load() == 0 })
-	if got := s.Calls(); got != maxPrescans {
-		t.Errorf("%d scans; want %d", got, maxPrescans)
-	}
-	d := g.Check(t.Context(), openFile(t, skipped), someone)
-	checkDecision(t, "open of the file skipped", d, expect{allow: true, reason: ReasonClean})
-	if got := s.Calls(); got != maxPrescans+1 {
-		t.Errorf("%d scans after the open; want %d (the open scanned)", got, maxPrescans+1)
 	}
 }

@@ -94,7 +94,7 @@ func (g *Gate) Prewarm(ctx context.Context, f *os.File, rel string) (PrewarmResu
 		defer src.Close()
 		for wait := prewarmRetry; ; wait = min(2*wait, maxPrewarmRetry) {
 			// The scan is not the walk's: ctx does not cancel it.
-			r, v, err := g.settle(context.Background(), src, func() error { return g.waitIdle(ctx) })
+			r, v, err := g.settle(context.Background(), src, func() error { return g.waitIdle(ctx) }, false)
 			if errors.Is(err, clamav.ErrUnavailable) && ctx.Err() == nil {
 				// No clamd to be reached, as while it still loads its
 				// database at boot: wait for one rather than walk the
@@ -138,10 +138,18 @@ func (g *Gate) Prewarm(ctx context.Context, f *os.File, rel string) (PrewarmResu
 // settle's answer: it looks again. ready, when not nil, is called once a
 // scan is needed, before it starts; the state is then looked up again,
 // since an open may have judged it meanwhile. An error from ready is
-// returned as it is, with nothing scanned. src is the Gate's own
-// descriptor (see reopen).
-func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error) (PrewarmResult, Verdict, error) {
+// returned as it is, with nothing scanned. bg: a scan after a write,
+// which takes its scan slot with the lowest priority (slots.go) before
+// its flight starts, and then looks the state up again too. src is the
+// Gate's own descriptor (see reopen).
+func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error, bg bool) (PrewarmResult, Verdict, error) {
 	waited := ready == nil
+	held := false // a slot taken for the scan (bg)
+	defer func() {
+		if held {
+			g.slots.release()
+		}
+	}()
 	var err error
 	for range maxAttempts {
 		var st unix.Stat_t
@@ -163,8 +171,21 @@ func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error) (Pr
 			}
 			continue
 		}
+		if bg && !held {
+			if !g.slots.acquire(ctx, true, g.hooks.bgSlotWait) {
+				return PrewarmError, Verdict{}, context.Cause(ctx)
+			}
+			held = true
+			continue
+		}
 		var v any
-		v, err, _ = g.sf.Do(key.flight(), func() (any, error) { return g.scan(ctx, src, key, since) })
+		// The slot held goes to the scan if this flight is ours (Do runs
+		// it in this goroutine); else it stays held, for the next try.
+		v, err, _ = g.sf.Do(key.flight(), func() (any, error) {
+			h := held
+			held = false
+			return g.scan(ctx, src, key, since, h)
+		})
 		switch {
 		case errors.Is(err, errSuperseded) && ctx.Err() == nil:
 			continue // someone else's scan after a write
@@ -221,7 +242,8 @@ func (g *Gate) waitIdle(ctx context.Context) error {
 }
 
 // demand counts the scans that opens (and scans after a write) wait for;
-// Prewarm scans only while it is zero.
+// Prewarm scans only while it is zero. (Scans after a write yield to
+// opens at the scan slots instead: slots.go.)
 type demand struct {
 	mu   sync.Mutex    // guards n and zero
 	n    int           // scans waited for

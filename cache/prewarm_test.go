@@ -170,7 +170,7 @@ func TestPrewarmYields(t *testing.T) {
 			return func() { checkDecision(t, "open", recv(t, ch), expect{allow: true, reason: ReasonClean}) }
 		}},
 		{"scan after write", func(t *testing.T, g *Gate, f *os.File) func() {
-			g.Prescan(f, someone)
+			g.Prescan(f, someone, nil)
 			return func() { waitFor(t, "the scan after write to end", func() bool { return g.prescans.Load() == 0 }) }
 		}},
 	}
@@ -367,7 +367,7 @@ func TestPrescanInfected(t *testing.T) {
 	g := NewGate(s, Options{MaxEntries: 16,
 		Logger: slog.New(slog.NewJSONHandler(&log, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	p := writeFile(t, "EICAR")
-	g.Prescan(openFile(t, p), someone)
+	g.Prescan(openFile(t, p), someone, nil)
 	waitFor(t, "the scan after write", func() bool { return g.prescans.Load() == 0 })
 	lines := log.lines(t)
 	if len(lines) != 1 || lines[0]["msg"] != "infected file written" || lines[0]["path"] != someone.Path ||

@@ -96,7 +96,7 @@ func TestPrescanWaitsForSettledTimes(t *testing.T) {
 	st := statT(t, p)
 	g.SetTimeGranularity(st.Dev, 300*time.Millisecond)
 	settled := g.settledAt(&st)
-	g.Prescan(openFile(t, p), someone)
+	g.Prescan(openFile(t, p), someone, nil)
 	if n := s.Calls(); n != 0 && time.Now().UnixNano() < settled {
 		t.Fatalf("the scan after write started %d scans before the window passed", n)
 	}
@@ -178,7 +178,7 @@ func TestPrescanVerifiedStartsAtOnce(t *testing.T) {
 	p := writeFile(t, "download")
 	st := statT(t, p)
 	g.SetTimeGranularity(st.Dev, time.Hour) // a wait would outlast the test
-	g.Prescan(openFile(t, p), someone)
+	g.Prescan(openFile(t, p), someone, nil)
 	waitFor(t, "the scan after write to start", func() bool { return s.Inflight() == 1 })
 	ch := checkAsync(t.Context(), g, openFile(t, p), someone)
 	waitFor(t, "the open to join it", func() bool { return g.Stats().Misses == 1 })

@@ -53,17 +53,15 @@ func (w *writeGens) bump(dev, ino uint64) {
 // file. From then on no verdict made before matches the file (see
 // Key.Writes), and a scan after a write (Prescan) still running is
 // cancelled, down to its exchange with clamd, and caches nothing; opens
-// that shared it look again. Cheap: a hash and an atomic add, and a
+// that shared it look again. One still queued leaves the queue. Cheap: a hash and an atomic add, and a
 // lookup only while scans after a write are pending.
 func (g *Gate) Modified(dev, ino uint64) {
 	g.writes.bump(dev, ino)
 	if g.prescans.Load() == 0 {
 		return
 	}
-	id := inode{dev, ino}
 	g.pendMu.Lock()
-	p := g.pending[id]
-	delete(g.pending, id)
+	p := g.supersedeLocked(inode{dev, ino})
 	g.pendMu.Unlock()
 	if p != nil {
 		p.cancel(errSuperseded)

@@ -28,8 +28,9 @@ type Gate interface {
 	// writing through the mount: decided by a scan, never from the cache.
 	CheckUncached(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
 	// Prescan judges a file just written through the mount, in the
-	// background, when its last writer closes it.
-	Prescan(f *os.File, who cache.Opener)
+	// background, when its last writer closes it; when its turn must
+	// wait, the gate opens it again later through again (the FS).
+	Prescan(f *os.File, who cache.Opener, again cache.Reopener)
 	// Modified says that the backing file dev, ino was changed through
 	// the mount; it is called after every change has reached the file.
 	Modified(dev, ino uint64)

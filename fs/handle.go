@@ -108,7 +108,7 @@ func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
 	last, closeID := h.node.dropHandle(h)
 	h.endPassthrough(req.Conn, closeID)
 	if last && !h.node.excluded() {
-		h.node.fsys.opts.Gate.Prescan(h.f, h.who)
+		h.node.fsys.opts.Gate.Prescan(h.f, h.who, h.node.fsys)
 	}
 	return errno(h.f.Close())
 }
@@ -119,4 +119,46 @@ func (h *Handle) FAllocate(ctx context.Context, req *fuse.FAllocateRequest) erro
 	err := unix.Fallocate(int(h.f.Fd()), uint32(req.Mode), int64(req.Offset), int64(req.Length))
 	h.modified()
 	return errno(err)
+}
+
+var _ cache.Reopener = (*FS)(nil)
+
+// ReopenWritten opens the file dev, ino again for reading, as clamfuse,
+// for a scan after a write that waited for its turn (cache.Reopener):
+// only a regular file the kernel still knows (its node), with a link
+// left, not excluded; through one of its names opened O_PATH beneath its
+// parent's descriptor and checked to be that inode (Node.inode), then
+// opened for reading through that very descriptor, with O_NOATIME as
+// the prewarm walk does. The file's name is its path, for the log.
+func (f *FS) ReopenWritten(dev, ino uint64) (*os.File, error) {
+	f.treeMu.Lock()
+	n := f.nodes.get(inoKey{dev, ino})
+	f.treeMu.Unlock()
+	if n == nil || n.typ != unix.S_IFREG {
+		return nil, syscall.ENOENT
+	}
+	pfd, st, err := n.inode()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(pfd)
+	if st.Nlink == 0 {
+		return nil, syscall.ENOENT // unlinked: no one can open it by name any more
+	}
+	if n.excluded() {
+		return nil, syscall.EPERM
+	}
+	flags := unix.O_RDONLY | unix.O_NOATIME
+	fd, err := unix.Open(procPath(pfd), flags|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err == syscall.EPERM {
+		flags = unix.O_RDONLY
+		fd, err = unix.Open(procPath(pfd), flags|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	}
+	if err == nil {
+		fd, err = checkRegular(fd, flags, &n.id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return osFile(fd, n.RelPath()), nil
 }

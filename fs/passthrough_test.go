@@ -88,9 +88,9 @@ func (g *countingGate) CheckUncached(ctx context.Context, f *os.File, who cache.
 	return g.Gate.CheckUncached(ctx, f, who)
 }
 
-func (g *countingGate) Prescan(f *os.File, who cache.Opener) {
+func (g *countingGate) Prescan(f *os.File, who cache.Opener, again cache.Reopener) {
 	g.prescans.Add(1)
-	g.Gate.Prescan(f, who)
+	g.Gate.Prescan(f, who, again)
 }
 
 func (g *countingGate) Modified(dev, ino uint64) {

@@ -137,7 +137,7 @@ func (m *Metrics) Handler() http.Handler {
 type GateChecker interface {
 	Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
 	CheckUncached(ctx context.Context, f *os.File, who cache.Opener) cache.Decision
-	Prescan(f *os.File, who cache.Opener)
+	Prescan(f *os.File, who cache.Opener, again cache.Reopener)
 	Modified(dev, ino uint64)
 	SetTimeGranularity(dev uint64, gran time.Duration)
 }
@@ -207,7 +207,7 @@ var (
 	descInfected    = prometheus.NewDesc("clamfuse_infected_total", "Opens of files found infected (cached or scanned): denied, or allowed in audit mode or by an allow list.", nil, nil)
 	descRestored    = prometheus.NewDesc("clamfuse_cache_restored_total", "Verdicts restored from the state file at start (cache.state_file).", nil, nil)
 	descStateSaves  = prometheus.NewDesc("clamfuse_state_saves_total", "State files written (cache.state_file), by result (ok, error).", []string{"result"}, nil)
-	descPrescans    = prometheus.NewDesc("clamfuse_scans_after_write_total", "Scans after the last writer's close of a file written through the mount, by result: started, or skipped because 64 were pending already (the next open of the file scans it).", []string{"result"}, nil)
+	descPrescans    = prometheus.NewDesc("clamfuse_scans_after_write_total", "Scans after the last writer's close of a file written through the mount, by result: started (at once or from the queue), queued (64 ran already: waited for a turn, without a descriptor), or dropped (the oldest out of a full queue of 16384; the next open of the file scans it).", []string{"result"}, nil)
 	descSuppressed  = prometheus.NewDesc("clamfuse_log_suppressed_total", "Log lines left out as repeats within log.repeat_interval (each interval's count is logged).", nil, nil)
 	descUp          = prometheus.NewDesc("clamfuse_clamd_up", "1 when the clamd backend answered its last check or scan.", []string{"backend"}, nil)
 	descBScans      = prometheus.NewDesc("clamfuse_clamd_scans_total", "Scans sent to the clamd backend.", []string{"backend"}, nil)
@@ -259,7 +259,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descStateSaves, st.StateSaveErrors, "error")
 		counter(descSuppressed, st.Suppressed)
 		counter(descPrescans, st.Prescans, "started")
-		counter(descPrescans, st.PrescansSkipped, "skipped")
+		counter(descPrescans, st.PrescansQueued, "queued")
+		counter(descPrescans, st.PrescansDropped, "dropped")
 	}
 	if p := src.Pool; p != nil {
 		for _, b := range p.Status() {
