@@ -533,6 +533,13 @@ func testHostileSwapToFIFO(t *testing.T, pm ptMode) {
 		}
 	}
 
+	// CLAMFUSE_FIFO_PARK=1 opens the readers without O_NONBLOCK, as
+	// this test first did: the hang described above, which
+	// TestWatchStormFIFO has not reproduced yet.
+	readerFlags := unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC
+	if os.Getenv("CLAMFUSE_FIFO_PARK") != "" {
+		readerFlags &^= unix.O_NONBLOCK
+	}
 	duration := 4 * time.Second
 	if os.Getenv("CLAMFUSE_SOAK") != "" {
 		duration = 20 * time.Second
@@ -576,7 +583,7 @@ func testHostileSwapToFIFO(t *testing.T, pm ptMode) {
 						return
 					default:
 					}
-					fd, err := unix.Open(h.m.Path("f"), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+					fd, err := unix.Open(h.m.Path("f"), readerFlags, 0)
 					opens.Add(1)
 					outcomes.Store(errnoName(err), true)
 					if err != nil {
@@ -611,7 +618,16 @@ func testHostileSwapToFIFO(t *testing.T, pm ptMode) {
 			releaseParked()
 			if time.Now().After(deadline) {
 				held := backingReaderOpen(t, fifo)
-				t.Errorf("readers still blocked 20s after the race, writers through the mount notwithstanding; clamfuse holding the FIFO open for reading: %v", held)
+				names := []string{"f", "f.alt"}
+				var stacks []string
+				tasks, _ := filepath.Glob("/proc/self/task/*/stack")
+				for _, p := range tasks {
+					if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte("fifo")) {
+						stacks = append(stacks, strings.SplitN(string(b), "\n", 3)[0])
+					}
+				}
+				t.Errorf("readers still blocked 20s after the race, writers through the mount notwithstanding; clamfuse holding the FIFO open for reading: %v; the mount shows %v, the backing directory %v; parked threads: %d %v",
+					held, stormView(h.m.Target, names), stormView(h.src, names), len(stacks), stacks)
 				h.m.Abort()
 				<-back
 				t.FailNow()
