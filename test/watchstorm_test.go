@@ -231,6 +231,11 @@ func testWatchStorm(t *testing.T, clamd *clamdtest.Clamd, rdp string, pm ptMode,
 // and after it. Once the storm stops, every reader must be released
 // within watchBound: a name through the mount must lead to the FIFO's
 // node the readers are parked on.
+//
+// It has not reproduced the hang TestHostileSwapToFIFO with
+// CLAMFUSE_FIFO_PARK=1 did (0 in 60 storms before the fix): its readers
+// are processes, and the FORGET that the hang needs racing a LOOKUP of
+// the FIFO seems not to come; it stays as a check of the property.
 func TestWatchStormFIFO(t *testing.T) {
 	mounttest.Require(t)
 	bin := fsopBinary(t)
