@@ -259,14 +259,32 @@ func (f *FS) lookupID(st *unix.Stat_t) *Node {
 	return f.nodes.get(inoKey{st.Dev, st.Ino})
 }
 
-func (f *FS) forget(n *Node) {
+// forget drops n from the table, unless the server has handed it out
+// again meanwhile (it has a NodeID: SetServeID), and reports whether it
+// did.
+func (f *FS) forget(n *Node) bool {
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
+	if n.serveID.Load() != 0 {
+		return false
+	}
 	f.nodes.delete(n)
 	// The kernel forgets no node an operation still uses, but keep the
 	// first name for one that might; the others would keep the node
 	// itself alive, in moreLinks.
 	delete(f.moreLinks, &n.links)
+	return true
+}
+
+// revive puts n, just handed to the kernel, back into the table if a
+// Forget took it out and no other node has its identity since.
+func (f *FS) revive(n *Node) {
+	f.treeMu.Lock()
+	defer f.treeMu.Unlock()
+	if f.nodes.get(n.id) == nil {
+		f.nodes.set(n)
+		f.log.Debug("a node the kernel forgot was handed out again: back in the table", "ino", n.id.ino)
+	}
 }
 
 // cred is who the request hdr acts for: its caller, with the caller's

@@ -171,9 +171,9 @@ type Node struct {
 	st  atomic.Pointer[nodeState]
 	hmu sync.Mutex // guards st (see there), keep, forgotten, and nodeState's fields but a directory's descriptor
 
-	serveID   uint32 // the kernel's NodeID, 0 for none; guarded by the FUSE server's lock (see ServeID)
-	typ       uint16 // S_IFMT bits
-	forgotten bool   // the kernel forgot the node; guarded by hmu
+	serveID   atomic.Uint32 // the kernel's NodeID, 0 for none; written under the FUSE server's lock (see ServeID), read by Forget too
+	typ       uint16        // S_IFMT bits
+	forgotten bool          // the kernel forgot the node; guarded by hmu
 }
 
 // nodeState is what a node needs only while a file is open or a
@@ -283,8 +283,21 @@ var (
 
 // ServeID and SetServeID keep the NodeID the kernel knows n by, in place
 // of an entry per node in the FUSE server's map (fusefs.NodeIDKeeper).
-func (n *Node) ServeID() uint32      { return n.serveID }
-func (n *Node) SetServeID(id uint32) { n.serveID = id }
+func (n *Node) ServeID() uint32 { return n.serveID.Load() }
+
+// SetServeID records the NodeID the kernel knows n by. A node handed
+// out again (a LOOKUP racing the kernel's FORGET of it: the server
+// dropped its NodeID, then saved it anew) goes back into the table if
+// Forget took it out: else the next lookup of its inode would make a
+// second node, which the kernel would know as a second inode, a FIFO's
+// readers parked on the first one never meeting the writers that come
+// by name to the second (TestHostileSwapToFIFO with CLAMFUSE_FIFO_PARK).
+func (n *Node) SetServeID(id uint32) {
+	n.serveID.Store(id)
+	if id != 0 && !n.isRoot() {
+		n.fsys.revive(n)
+	}
+}
 
 func (n *Node) isRoot() bool { return n == n.fsys.rootN }
 
@@ -787,10 +800,9 @@ func timespecOf(t time.Time) unix.Timespec {
 
 // Forget drops the node from the table once the kernel forgets it.
 func (n *Node) Forget() {
-	if n.isRoot() {
+	if n.isRoot() || !n.fsys.forget(n) {
 		return
 	}
-	n.fsys.forget(n)
 	n.fsys.trim.forgotten()
 	// A lookup racing this Forget may hand the node out again: it then
 	// works by path, without a cached descriptor (pathFD caches none once
