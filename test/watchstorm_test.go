@@ -103,6 +103,23 @@ func stale(got, want map[string]string, names []string) []string {
 
 // stormRounds is how many storms each case runs (CLAMFUSE_STORM_ROUNDS,
 // for measuring a failure rate).
+// storm steps sc in src until stop is closed, counting the steps; the
+// first error ends it, stored in stepErr.
+func (sc stormCase) storm(src string, stop <-chan struct{}, steps *atomic.Int64, stepErr *atomic.Value) {
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if err := sc.step(src, i); err != nil {
+			stepErr.Store(err)
+			return
+		}
+		steps.Add(1)
+	}
+}
+
 func stormRounds() int {
 	if n, err := strconv.Atoi(os.Getenv("CLAMFUSE_STORM_ROUNDS")); err == nil && n > 0 {
 		return n
@@ -143,20 +160,7 @@ func testWatchStorm(t *testing.T, clamd *clamdtest.Clamd, rdp string, pm ptMode,
 		var wg sync.WaitGroup
 		var steps, looks atomic.Int64
 		var stepErr atomic.Value
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if err := sc.step(m.Source, i); err != nil {
-					stepErr.Store(err)
-					return
-				}
-				steps.Add(1)
-			}
-		})
+		wg.Go(func() { sc.storm(m.Source, stop, &steps, &stepErr) })
 		for g := range 6 {
 			wg.Go(func() {
 				for i := 0; ; i++ {
@@ -261,19 +265,8 @@ func TestWatchStormFIFO(t *testing.T) {
 			var stepErr atomic.Value
 			var mu sync.Mutex
 			running := map[*exec.Cmd]struct{}{}
-			swapper.Go(func() {
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					if err := sc.step(m.Source, i); err != nil {
-						stepErr.Store(err)
-						return
-					}
-				}
-			})
+			var steps atomic.Int64
+			swapper.Go(func() { sc.storm(m.Source, stop, &steps, &stepErr) })
 			releaser.Go(func() {
 				for {
 					select {
