@@ -35,6 +35,14 @@ func (n *Node) openNode(ctx context.Context, req *fuse.OpenRequest, resp *fuse.O
 		if err != nil {
 			return nil, errno(err)
 		}
+		if n.fsys.watch.covers(n.id.dev) {
+			// The kernel may keep the listing across opens (it still
+			// sends every OPENDIR here, as the caller): the watcher drops
+			// it at any change of the directory's entries made behind
+			// the mount (watcher.attr), and the kernel itself at any
+			// made through it.
+			resp.Flags |= fuse.OpenCacheDir | fuse.OpenKeepCache
+		}
 		return newDirHandle(n.fsys, fd, req.Uid), nil
 	}
 	flags := backingFlags(req.Flags) &^ unix.O_TRUNC

@@ -555,8 +555,16 @@ func (w *watcher) byFID(c childFID) *Node {
 	return w.fsys.lookupID(&st)
 }
 
-// attr invalidates the kernel's attributes (and cached ACLs) of n.
+// attr invalidates the kernel's attributes (and cached ACLs) of n, and
+// for a directory its cached listing too (opens of a watched directory
+// let the kernel keep it: FOPEN_CACHE_DIR, file.go). Every change of a
+// directory's entries queues its attributes (queueEntry), and so does
+// every way of giving up on precise invalidation (invalidateAll).
 func (w *watcher) attr(n *Node) {
+	if n.typ == unix.S_IFDIR {
+		w.result("listing", n, "", w.srv.InvalidateNodeData(n))
+		return
+	}
 	w.result("attributes", n, "", w.srv.InvalidateNodeAttr(n))
 }
 
