@@ -107,7 +107,9 @@ func testMountGate(t testing.TB, mo MountOptions, gopts cache.Options) (backing 
 	if err != nil {
 		t.Fatal(err)
 	}
+	untrack := testenv.TrackMount(target)
 	t.Cleanup(func() {
+		defer untrack()
 		unmounted := make(chan error, 1)
 		go func() {
 			if err := m.Unmount(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -32,7 +33,14 @@ func TestMain(m *testing.M) {
 	if op := os.Getenv(helperEnv); op != "" {
 		os.Exit(runHelper(op, os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	// Release the mounts this binary serves shortly before go test's
+	// timeout would kill it and leave them behind as dead mountpoints.
+	flag.Parse()
+	stop := testenv.Watchdog()
+	code := m.Run()
+	stop()
+	testenv.ReleaseMounts()
+	os.Exit(code)
 }
 
 // requireFUSE skips the test, loudly, when FUSE mounts cannot run here,
@@ -79,7 +87,9 @@ func mountWith(t *testing.T, fsys FS, config *Config, opts ...fuse.MountOption) 
 	srv := New(c, config)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(fsys) }()
+	untrack := testenv.TrackMount(dir)
 	t.Cleanup(func() {
+		defer untrack()
 		unmounted := make(chan error, 1)
 		go func() { unmounted <- fuse.Unmount(dir) }()
 		select {
