@@ -171,22 +171,23 @@ type bench struct {
 	ctx   context.Context
 	sizes sizes
 
-	repo    string // repository root (cwd)
-	bin     string // bin/clamfuse
-	clamd   *clamdtest.Clamd
-	data    dataset
-	logDir  string
-	systems []*system
-	extra   []*system // mounted for one comparison only (transports, prewarm); not table columns
-	results []*result
-	rss     *rssResult
-	trans   []*transportRow
-	pre     []*prewarmRow
-	fresh   []*freshRow
-	info    machineInfo
-	started time.Time
-	notes   []string // paragraphs at the end of the report
-	loadAvg string   // at the start
+	repo     string // repository root (cwd)
+	bin      string // bin/clamfuse
+	floorBin string // floorfs, built into the work directory (floor.go)
+	clamd    *clamdtest.Clamd
+	data     dataset
+	logDir   string
+	systems  []*system
+	extra    []*system // mounted for one comparison only (transports, prewarm); not table columns
+	results  []*result
+	rss      *rssResult
+	trans    []*transportRow
+	pre      []*prewarmRow
+	fresh    []*freshRow
+	info     machineInfo
+	started  time.Time
+	notes    []string // paragraphs at the end of the report
+	loadAvg  string   // at the start
 
 	clamfuseFailed bool
 }
@@ -337,7 +338,7 @@ func (b *bench) preflight() error {
 		return fmt.Errorf("fusectl (needed to abort hung mounts): %v", err)
 	}
 	// Mounts left by an earlier bench that was killed.
-	for _, name := range []string{"clamfuse", "clamfs"} {
+	for _, name := range []string{"clamfuse", "clamfs", "floor"} {
 		clearStaleMount(filepath.Join(dir, "mnt", name))
 	}
 	return nil
