@@ -51,6 +51,7 @@
 
 static const char *mnt;
 static int srcfd = -1;
+static dev_t srcdev; /* the source's device: entries on another (mounts under SRC) are never "known" */
 static int fusefd = -1;
 
 static void die(const char *what)
@@ -61,10 +62,13 @@ static void die(const char *what)
 
 /* Nodes: node id -> backing path (relative to srcfd) and inode; a hash
  * from (dev, ino) to node id keeps ids stable per backing inode. Nodes
- * are never freed (FORGET is ignored): the bench's trees are small. */
+ * are never freed (the bench's trees are small), but FORGET is counted:
+ * nlookup says whether the kernel still knows the node, so that
+ * READDIRPLUS gives names only for those (see do_readdir). */
 struct node {
 	dev_t dev;
 	ino_t ino;
+	uint64_t nlookup; /* the kernel's references: LOOKUP and READDIRPLUS entries less FORGET */
 	char *path;
 };
 
@@ -104,6 +108,7 @@ static uint64_t node_for(const struct stat *st, const char *path)
 	uint64_t id = nnodes++;
 	nodes[id].dev = st->st_dev;
 	nodes[id].ino = st->st_ino;
+	nodes[id].nlookup = 0;
 	nodes[id].path = strdup(path);
 	if (nodes[id].path == NULL)
 		die("strdup");
@@ -119,6 +124,26 @@ static uint64_t node_for(const struct stat *st, const char *path)
 		hash[i] = id;
 	}
 	return id;
+}
+
+/* known returns the node of the backing inode ino of the source's device
+ * if the kernel holds it (nlookup > 0), else 0. */
+static uint64_t known(ino_t ino)
+{
+	uint64_t i = hkey(srcdev, ino) & (hashsize - 1);
+	for (; hash[i] != 0; i = (i + 1) & (hashsize - 1)) {
+		struct node *n = &nodes[hash[i]];
+		if (n->ino == ino && n->dev == srcdev)
+			return n->nlookup > 0 ? hash[i] : 0;
+	}
+	return 0;
+}
+
+static void forget(uint64_t id, uint64_t n)
+{
+	if (id == 0 || id >= nnodes)
+		return;
+	nodes[id].nlookup = nodes[id].nlookup > n ? nodes[id].nlookup - n : 0;
 }
 
 static const char *node_path(uint64_t id)
@@ -284,11 +309,22 @@ static void do_readdir(uint64_t unique, const struct fuse_read_in *in, int plus)
 		struct fuse_dirent *d;
 		if (plus) {
 			struct fuse_direntplus *dp = (struct fuse_direntplus *)(obuf + used);
-			struct stat st;
-			if (child(path, sizeof path, h->node, r->name) != 0 ||
-			    fstatat(srcfd, path, &st, AT_SYMLINK_NOFOLLOW) != 0)
-				continue; /* gone since OPENDIR */
-			fill_entry(&dp->entry_out, node_for(&st, path), &st);
+			uint64_t id = known(r->ino);
+			memset(&dp->entry_out, 0, sizeof dp->entry_out);
+			if (id == 0) {
+				struct stat st;
+				if (child(path, sizeof path, h->node, r->name) != 0 ||
+				    fstatat(srcfd, path, &st, AT_SYMLINK_NOFOLLOW) != 0)
+					continue; /* gone since OPENDIR */
+				id = node_for(&st, path);
+				nodes[id].nlookup++;
+				fill_entry(&dp->entry_out, id, &st);
+			}
+			/* A node the kernel knows goes with its name only (node
+			 * id 0: the kernel leaves its inode as it is), as
+			 * clamfuse does: attributes sent again for a known inode
+			 * make the kernel drop its cached ACLs (and so ask
+			 * GETXATTR again at the next permission check or ls -l). */
 			d = &dp->dirent;
 		} else {
 			d = (struct fuse_dirent *)(obuf + used);
@@ -386,12 +422,22 @@ static void handle(const struct fuse_in_header *h, const void *arg)
 			return;
 		}
 		struct fuse_entry_out out;
-		fill_entry(&out, node_for(&st, path), &st);
+		uint64_t id = node_for(&st, path);
+		nodes[id].nlookup++;
+		fill_entry(&out, id, &st);
 		reply(u, &out, sizeof out);
 		return;
 	}
-	case FUSE_FORGET:
-	case FUSE_BATCH_FORGET:
+	case FUSE_FORGET: /* no reply */
+		forget(h->nodeid, ((const struct fuse_forget_in *)arg)->nlookup);
+		return;
+	case FUSE_BATCH_FORGET: {
+		const struct fuse_batch_forget_in *in = arg;
+		const struct fuse_forget_one *f = (const void *)(in + 1);
+		for (uint32_t i = 0; i < in->count; i++)
+			forget(f[i].nodeid, f[i].nlookup);
+		return;
+	}
 	case FUSE_INTERRUPT:
 		return; /* no reply */
 	case FUSE_GETATTR: {
@@ -556,6 +602,7 @@ int main(int argc, char **argv)
 	struct stat st;
 	if (fstat(srcfd, &st) != 0)
 		die(argv[1]);
+	srcdev = st.st_dev;
 	capnodes = 1024;
 	nodes = calloc(capnodes, sizeof *nodes);
 	hashsize = 4096;
