@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,5 +151,29 @@ func TestFloorFS(t *testing.T) {
 	}
 	if cffs.IsFuseMount(mnt) {
 		t.Errorf("%s still a FUSE mount after floorfs exited", mnt)
+	}
+}
+
+// TestFloorWithoutGCC: without gcc the floor is not measured, and its
+// section says why; nothing else fails.
+func TestFloorWithoutGCC(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	b := &bench{ctx: context.Background(), repo: filepath.Join("..", "..", ".."), opts: options{dir: t.TempDir()}}
+	fl := &system{name: "FUSE floor", kind: kindFloor, b: b, mnt: filepath.Join(b.opts.dir, "mnt")}
+	native := &system{name: "native", kind: kindNative, b: b}
+	b.systems = []*system{native, fl}
+	b.setupFloor(fl)
+	if !strings.Contains(fl.broken, "gcc not installed") {
+		t.Fatalf("floor without gcc: broken = %q", fl.broken)
+	}
+	w := workloadByID("ls-cold")
+	b.results = []*result{{w: w, title: "ls", per: map[kind]*series{
+		kindNative: {wall: []time.Duration{time.Millisecond}},
+		kindFloor:  {na: fl.broken},
+	}}}
+	var out strings.Builder
+	b.reportFloor(func(format string, args ...any) { fmt.Fprintf(&out, format, args...) })
+	if !strings.Contains(out.String(), "## The FUSE floor") || !strings.Contains(out.String(), "not measured: gcc not installed") {
+		t.Errorf("report section:\n%s", out.String())
 	}
 }

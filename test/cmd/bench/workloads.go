@@ -83,7 +83,7 @@ var workloads = []*workload{
 			return timeRead(ctx, s, b.data.smallF, 1)
 		},
 		eval:  ratioTo(kindBare, 1.25),
-		floor: &floorTarget{kindBare, 1.25},
+		floor: &floorTarget{ref: kindBare, limit: 1.25},
 	},
 	{
 		id: "first-par",
@@ -118,7 +118,7 @@ var workloads = []*workload{
 			return timeRead(ctx, s, []string{b.data.big}, 1)
 		},
 		eval:  ratioTo(kindNative, 1.05),
-		floor: &floorTarget{kindNative, 1.05},
+		floor: &floorTarget{ref: kindNative, limit: 1.05, data: true},
 	},
 	{
 		id:     "cached-small",
@@ -129,7 +129,7 @@ var workloads = []*workload{
 			return timeRead(ctx, s, b.data.smallF, 1)
 		},
 		eval:  ratioTo(kindNative, 3),
-		floor: &floorTarget{kindNative, 3},
+		floor: &floorTarget{ref: kindNative, limit: 3},
 	},
 	{
 		id:     "ls-warm",
@@ -141,7 +141,7 @@ var workloads = []*workload{
 			return timeIt(func() error { return runLs(ctx, b, s) })
 		},
 		eval:  ratioTo(kindNative, 2),
-		floor: &floorTarget{kindNative, 2},
+		floor: &floorTarget{ref: kindNative, limit: 2},
 	},
 	{
 		id:     "stat-warm",
@@ -153,7 +153,7 @@ var workloads = []*workload{
 			return timeIt(func() error { return runFindStat(ctx, b, s) })
 		},
 		eval:  ratioTo(kindNative, 1.5),
-		floor: &floorTarget{kindNative, 1.5},
+		floor: &floorTarget{ref: kindNative, limit: 1.5},
 	},
 	{
 		id:     "ls-cold",
@@ -164,7 +164,7 @@ var workloads = []*workload{
 			return timeIt(func() error { return runLs(ctx, b, s) })
 		},
 		eval:  ratioTo(kindNative, 3),
-		floor: &floorTarget{kindNative, 3},
+		floor: &floorTarget{ref: kindNative, limit: 3},
 	},
 	{
 		id:     "stat-cold",
@@ -175,7 +175,7 @@ var workloads = []*workload{
 			return timeIt(func() error { return runFindStat(ctx, b, s) })
 		},
 		eval:  ratioTo(kindNative, 2),
-		floor: &floorTarget{kindNative, 2},
+		floor: &floorTarget{ref: kindNative, limit: 2},
 	},
 	{
 		id: "write",
