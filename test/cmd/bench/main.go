@@ -1,7 +1,9 @@
 // Command bench compares clamfuse with the native backing directory, with
 // ClamFS (Debian's clamfs package) and with bare clamd (`clamfuse scan`,
-// no FUSE) on the workloads of issue #3, then the two clamd transports
-// (INSTREAM and FILDES) against each other on the first-open scans, then
+// no FUSE) on the workloads of issue #3, and on the read-only ones with
+// the FUSE floor (floorfs, the thinnest FUSE server: floor.go), then the
+// two clamd transports (INSTREAM and FILDES) against each other on the
+// first-open scans, then
 // first opens after the prewarm walk (scan.prewarm) against those without
 // it, then the cost of the freshness rules of issue #11 (content digests of
 // small files on cached re-opens, the racy rule on opens right after a

@@ -305,7 +305,8 @@ func (m *mount) abort() {
 }
 
 // teardown unmounts politely (SIGTERM for clamfuse and floorfs,
-// fusermount3 -u for ClamFS), then by force: abort the connection, kill, detach lazily.
+// fusermount3 -u for ClamFS), then by force: abort the connection, kill,
+// detach lazily.
 func (m *mount) teardown() error {
 	m.once.Do(func() {
 		polite := func() {
