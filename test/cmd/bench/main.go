@@ -1,7 +1,9 @@
 // Command bench compares clamfuse with the native backing directory, with
 // ClamFS (Debian's clamfs package) and with bare clamd (`clamfuse scan`,
-// no FUSE) on the workloads of issue #3, then the two clamd transports
-// (INSTREAM and FILDES) against each other on the first-open scans, then
+// no FUSE) on the workloads of issue #3, and on the read-only ones with
+// the FUSE floor (floorfs, the thinnest FUSE server: floor.go), then the
+// two clamd transports (INSTREAM and FILDES) against each other on the
+// first-open scans, then
 // first opens after the prewarm walk (scan.prewarm) against those without
 // it, then the cost of the freshness rules of issue #11 (content digests of
 // small files on cached re-opens, the racy rule on opens right after a
@@ -171,22 +173,23 @@ type bench struct {
 	ctx   context.Context
 	sizes sizes
 
-	repo    string // repository root (cwd)
-	bin     string // bin/clamfuse
-	clamd   *clamdtest.Clamd
-	data    dataset
-	logDir  string
-	systems []*system
-	extra   []*system // mounted for one comparison only (transports, prewarm); not table columns
-	results []*result
-	rss     *rssResult
-	trans   []*transportRow
-	pre     []*prewarmRow
-	fresh   []*freshRow
-	info    machineInfo
-	started time.Time
-	notes   []string // paragraphs at the end of the report
-	loadAvg string   // at the start
+	repo     string // repository root (cwd)
+	bin      string // bin/clamfuse
+	floorBin string // floorfs, built into the work directory (floor.go)
+	clamd    *clamdtest.Clamd
+	data     dataset
+	logDir   string
+	systems  []*system
+	extra    []*system // mounted for one comparison only (transports, prewarm); not table columns
+	results  []*result
+	rss      *rssResult
+	trans    []*transportRow
+	pre      []*prewarmRow
+	fresh    []*freshRow
+	info     machineInfo
+	started  time.Time
+	notes    []string // paragraphs at the end of the report
+	loadAvg  string   // at the start
 
 	clamfuseFailed bool
 }
@@ -337,7 +340,7 @@ func (b *bench) preflight() error {
 		return fmt.Errorf("fusectl (needed to abort hung mounts): %v", err)
 	}
 	// Mounts left by an earlier bench that was killed.
-	for _, name := range []string{"clamfuse", "clamfs"} {
+	for _, name := range []string{"clamfuse", "clamfs", "floor"} {
 		clearStaleMount(filepath.Join(dir, "mnt", name))
 	}
 	return nil

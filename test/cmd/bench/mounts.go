@@ -34,6 +34,7 @@ const (
 	kindClamfuse             // bin/clamfuse mount
 	kindClamFS               // Debian's clamfs
 	kindBare                 // bin/clamfuse scan: clamd without FUSE
+	kindFloor                // floorfs: the thinnest FUSE server (floor.go)
 )
 
 // system is one column of the table.
@@ -56,9 +57,13 @@ type system struct {
 
 	config string // clamfuse's config file; "" for clamfuse.toml in the work directory
 	src    string // clamfuse's backing directory; "" for the data set's
+
+	caching caching // clamfuse's, from the log of its last mount
 }
 
-func (s *system) fuse() bool { return s.kind == kindClamfuse || s.kind == kindClamFS }
+func (s *system) fuse() bool {
+	return s.kind == kindClamfuse || s.kind == kindClamFS || s.kind == kindFloor
+}
 
 // root is where the data set appears for this system.
 func (s *system) root() string {
@@ -131,6 +136,8 @@ func (s *system) start() (*mount, error) {
 		}
 	case kindClamFS:
 		cmd = exec.Command("clamfs", filepath.Join(b.opts.dir, "clamfs.xml"))
+	case kindFloor:
+		cmd = exec.Command(b.floorBin, b.data.src, s.mnt)
 	default:
 		return nil, fmt.Errorf("%s is not mounted", s.name)
 	}
@@ -138,6 +145,7 @@ func (s *system) start() (*mount, error) {
 	m, err := startMount(cmd, s.mnt, logPath, s.kind == kindClamFS)
 	if err == nil && s.kind == kindClamfuse {
 		m.caching = clamfuseCaching(logPath)
+		s.caching = m.caching
 		b.note("clamfuse's kernel caches: " + m.caching.String() + ".")
 	}
 	return m, err
@@ -296,8 +304,9 @@ func (m *mount) abort() {
 	}
 }
 
-// teardown unmounts politely (SIGTERM for clamfuse, fusermount3 -u for
-// ClamFS), then by force: abort the connection, kill, detach lazily.
+// teardown unmounts politely (SIGTERM for clamfuse and floorfs,
+// fusermount3 -u for ClamFS), then by force: abort the connection, kill,
+// detach lazily.
 func (m *mount) teardown() error {
 	m.once.Do(func() {
 		polite := func() {
@@ -361,7 +370,8 @@ func (b *bench) setupSystems() error {
 	cf := &system{name: "clamfuse", kind: kindClamfuse, b: b, mnt: filepath.Join(mntDir, "clamfuse")}
 	cfs := &system{name: "ClamFS", kind: kindClamFS, b: b, mnt: filepath.Join(mntDir, "clamfs")}
 	bare := &system{name: "bare clamd", kind: kindBare, b: b}
-	b.systems = []*system{native, cf, cfs, bare}
+	floor := &system{name: "FUSE floor", kind: kindFloor, b: b, mnt: filepath.Join(mntDir, "floor")}
+	b.systems = []*system{native, cf, cfs, bare, floor}
 	for _, s := range b.systems {
 		s.primed = map[string]int{}
 		if s.mnt != "" {
@@ -377,6 +387,7 @@ func (b *bench) setupSystems() error {
 	if err := cf.ensure(true); err != nil {
 		return fmt.Errorf("clamfuse does not mount: %v", err)
 	}
+	b.setupFloor(floor)
 
 	if b.opts.noClamFS {
 		cfs.broken = "skipped (-no-clamfs)"

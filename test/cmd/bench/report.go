@@ -563,6 +563,7 @@ func (b *bench) report() string {
 		p("[%d] %s\n\n", i+1, f)
 	}
 
+	b.reportFloor(p)
 	b.reportTransports(p)
 	b.reportPrewarm(p)
 	b.reportFreshness(p)
@@ -573,6 +574,9 @@ func (b *bench) report() string {
 	p("- **first open** rows: the page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) and clamfuse and ClamFS are remounted before each run, so every open needs a scan. The bare clamd column is `bin/clamfuse scan` of the same files (`--jobs 1` for the sequential rows, `--jobs %d` for the parallel one), with no FUSE, and the same transport as clamfuse (auto: fildes). ClamFS streams with INSTREAM.\n", parallelReaders)
 	p("- **cached** rows: the files were read once through the same mount before the first timed run (verdicts cached, page cache warm); nothing is dropped between runs.\n")
 	p("- **ls / stat** rows: warm = the tree was listed once through the same mount before and nothing is dropped, but each run on a FUSE system starts at least 1.2 s after that system last served the tree, so the kernel's FUSE entry and attribute timeouts (1 s in clamfuse and ClamFS) have expired and the FUSE server is asked (otherwise a warm figure depends on whether the previous run ended less than a second before); cold = the page cache, dentries and inodes are dropped before each run (no remount).\n")
+	if fl := b.sys(kindFloor); fl != nil {
+		p("- **FUSE floor**: floorfs (`%s`, compiled with `gcc -O2` into the work directory at the start), mounted on the data set like clamfuse and run interleaved with the other systems on the read-only rows only. It is a single-threaded C program over raw /dev/fuse (no libfuse) that reads one request, answers it and writes the reply: LOOKUP and GETATTR are an fstatat of the backing path, OPEN an open(2) of the backing file answered with FOPEN_KEEP_CACHE, READ a pread, READDIRPLUS an fstatat per entry whose inode the kernel does not hold (the names alone for those it holds, as clamfuse does: attributes sent again for a held inode make the kernel drop its cached ACLs and ask GETXATTR again), FORGET counted; GETXATTR is ENODATA (EOPNOTSUPP for security.selinux), FLUSH ENOSYS, as clamfuse answers them. It negotiates what clamfuse negotiates: ASYNC_READ, BIG_WRITES, PARALLEL_DIROPS, MAX_PAGES (256 pages, max_write 1 MiB), POSIX_ACL and DONT_MASK (so the kernel asks GETXATTR for each file's ACL once, as with clamfuse), DO_READDIRPLUS with READDIRPLUS_AUTO, CACHE_SYMLINKS, HAS_EXPIRE_ONLY, max_readahead 1 MiB (and the mount's read_ahead_kb raised to 1024, as clamfuse does), default_permissions and allow_other; names and attributes trusted for 1 hour, as clamfuse with invalidation (so its warm rows are not made to wait either). It is not: FUSE passthrough (not asked for), scanning (its first open is an open without a scan), acting as the caller (no fsuid/fsgid switching: it runs as root), a watcher of the backing directory, multithreaded, or written in Go. Being single-threaded it serves one request at a time: where callers run at once and the server waits for the disk (the cold rows; `find | xargs stat` runs two processes), a multithreaded server can overlap what the floor serialises, so there the floor is not a strict lower bound. Its server CPU is in the table below.\n", floorSource)
+	}
 	p("- **write**: `dd if=/dev/zero bs=1M conv=fsync` to a new file; the previous file is removed and caches dropped before each run.\n")
 	p("- **first open right after write**: the files are written (created, written, closed) through the mount, untimed; then all are opened and read (first figure), then again (the cached open it is compared with).\n")
 	p("- **resident memory**: VmRSS from /proc/PID/status of a fresh clamfuse (the table's config, and a metrics listener for the heap profile) after opening %d distinct non-empty files once (8 readers); one measurement. Before the opens every file is looked up and held with an O_PATH descriptor (no OPEN, no handle in clamfuse) by helper processes until the opens are measured, so that the kernel keeps every inode, as it does on an idle machine, whatever `drop_caches` other processes run meanwhile (on a shared machine they made the kernel forget inodes, and clamfuse its nodes, halfway through).", b.sizes.rssFiles)
@@ -598,7 +602,7 @@ func (b *bench) report() string {
 	p("\n")
 
 	p("## Where the time goes (median CPU time per run)\n\n")
-	p("driver = the bench process and the commands it runs (cat-like reads, ls, find, dd); server = the FUSE server (clamfuse or clamfs) or, for bare clamd, the `clamfuse scan` process; clamd = the clamd daemon. From getrusage and /proc/PID/stat (10 ms resolution).\n\n")
+	p("driver = the bench process and the commands it runs (cat-like reads, ls, find, dd); server = the FUSE server (clamfuse, clamfs or floorfs) or, for bare clamd, the `clamfuse scan` process; clamd = the clamd daemon. From getrusage and /proc/PID/stat (10 ms resolution).\n\n")
 	p("| workload | system | wall | driver CPU | server CPU | clamd CPU |\n|---|---|---:|---:|---:|---:|\n")
 	for _, r := range b.results {
 		for _, s := range b.systems {

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The FUSE floor: the read-only workloads through floorfs
+// (test/cmd/bench/floor/floorfs.c), a single-threaded C server over raw
+// /dev/fuse that does nothing but mirror the backing directory, with the
+// kernel features clamfuse negotiates. What it costs over native is what
+// any FUSE server with those features pays: the round trips and context
+// switches. A target below it no FUSE server can meet.
+
+// floorSource is floorfs's source, relative to the repository root.
+const floorSource = "test/cmd/bench/floor/floorfs.c"
+
+// floorTarget is a workload's target in numbers: at most limit times the
+// reference system's median.
+type floorTarget struct {
+	ref   kind
+	limit float64
+	// data: the row times reading file data, which clamfuse with FUSE
+	// passthrough leaves to the kernel and the floor serves: then the
+	// floor bounds nothing.
+	data bool
+}
+
+// buildFloor compiles floorfs from the repository at repo into dir and
+// returns the binary's path; the error says why it cannot (gcc missing
+// included).
+func buildFloor(ctx context.Context, repo, dir string) (string, error) {
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		return "", errors.New("gcc not installed (Debian package gcc): floorfs not built")
+	}
+	bin := filepath.Join(dir, "floorfs")
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, gcc, "-O2", "-Wall", "-Wextra", "-o", bin,
+		filepath.Join(repo, floorSource)).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("gcc %s: %v: %s", floorSource, err, strings.TrimSpace(string(out)))
+	}
+	return bin, nil
+}
+
+// setupFloor builds floorfs and checks that it mounts; if it cannot, the
+// floor is not measured and its figures say why.
+func (b *bench) setupFloor(s *system) {
+	bin, err := buildFloor(b.ctx, b.repo, b.opts.dir)
+	if err != nil {
+		s.broken = "not measured: " + err.Error()
+		logf("FUSE floor %s", s.broken)
+		return
+	}
+	b.floorBin = bin
+	if err := s.ensure(true); err != nil {
+		s.broken = fmt.Sprintf("not measured: floorfs does not mount: %v", err)
+		logf("FUSE floor %s", s.broken)
+	}
+}
+
+// reportFloor writes the section of the floor: per workload it ran in,
+// native, floor and clamfuse, their ratios, and whether the target is
+// below the floor.
+func (b *bench) reportFloor(p func(string, ...any)) {
+	var rows []*result
+	for _, r := range b.results {
+		if r.w.floor != nil {
+			rows = append(rows, r)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fl := b.sys(kindFloor)
+	p("## The FUSE floor\n\n")
+	if fl.broken != "" {
+		p("The FUSE floor: %s.\n\n", fl.broken)
+		return
+	}
+	p("The same workloads through floorfs (`%s`): the thinnest FUSE server there is, single-threaded C over raw /dev/fuse, that mirrors the backing directory read-only and does nothing else, with the kernel features clamfuse negotiates (see How each figure is measured). floor / native is what any FUSE server with those features pays for the round trips and context switches alone; a target below it (\"target below the floor\": yes) is one that no FUSE server with these kernel features can meet, however fast its own code.\n\n", floorSource)
+	p("| workload | native | FUSE floor | clamfuse | floor / native | clamfuse / native | clamfuse / floor | target | target below the floor |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---|:-:|\n")
+	cell := func(r *result, k kind) string {
+		if m, ok := r.median(k); ok {
+			return fmtDur(m)
+		}
+		if s := r.per[k]; s != nil && s.na != "" {
+			return "n/a (" + s.na + ")"
+		}
+		return "n/a"
+	}
+	rel := func(r *result, a, c kind) string {
+		am, ok1 := r.median(a)
+		cm, ok2 := r.median(c)
+		if !ok1 || !ok2 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2fx", ratio(am, cm))
+	}
+	passthrough := false
+	if cf := b.sys(kindClamfuse); cf != nil {
+		passthrough = cf.caching.passthrough
+	}
+	var firstOpen []string
+	for _, r := range rows {
+		t := r.w.floor
+		below := "n/a"
+		nm, okN := r.median(kindNative)
+		fm, okF := r.median(kindFloor)
+		switch {
+		case t.data && passthrough:
+			below = "n/a (clamfuse read through FUSE passthrough, the floor through FUSE)"
+		case t.ref == kindNative && okN && okF:
+			x := ratio(fm, nm)
+			below = "no"
+			if x > t.limit {
+				below = fmt.Sprintf("**yes** (floor %.2fx > %.2fx)", x, t.limit)
+			}
+		case t.ref == kindBare && okN && okF:
+			// A scanning FUSE server at best: the scans of bare clamd
+			// plus the floor's round trips, nothing more.
+			if bm, ok := r.median(kindBare); ok {
+				best := bm + fm - nm
+				x := ratio(best, bm)
+				below = "no"
+				if x > t.limit {
+					below = "**yes**"
+				}
+				below += fmt.Sprintf(" (bare clamd + (floor - native) = %s = %.2fx bare clamd)", fmtDur(best), x)
+				firstOpen = append(firstOpen, fmt.Sprintf("%s: bare clamd %s, native %s, floor %s: a scanning FUSE server with these kernel features takes at least bare clamd + (floor - native) = %s, %.2fx bare clamd, against the target's %.2fx; clamfuse took %s (%s bare clamd).",
+					r.w.id, fmtDur(bm), fmtDur(nm), fmtDur(fm), fmtDur(best), x, t.limit, cell(r, kindClamfuse), rel(r, kindClamfuse, kindBare)))
+			}
+		}
+		// A | in a table cell, even in a code span, ends the cell.
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", strings.ReplaceAll(r.title, "|", "\\|"), cell(r, kindNative), cell(r, kindFloor), cell(r, kindClamfuse),
+			rel(r, kindFloor, kindNative), rel(r, kindClamfuse, kindNative), rel(r, kindClamfuse, kindFloor), r.w.target, below)
+	}
+	p("\n")
+	for _, f := range firstOpen {
+		p("%s The floor's first open is an open without a scan: the round trips alone.", f)
+		if passthrough {
+			p(" With FUSE passthrough clamfuse also spares the READ round trip per file that the floor makes, so this bound is a little high.")
+		}
+		p("\n\n")
+	}
+	if cf := b.sys(kindClamfuse); cf != nil {
+		if passthrough {
+			p("clamfuse had FUSE passthrough (the kernel reads the judged files itself); the floor has not: on the rows that time reading data clamfuse may be below the floor, and the floor bounds nothing there.\n\n")
+		}
+		if cf.caching.known && !cf.caching.watching {
+			p("Warning: clamfuse ran without invalidation (attributes trusted 1 s, and the warm rows wait that out), the floor with 1 hour timeouts: the warm rows do not compare like with like.\n\n")
+		}
+	}
+}
