@@ -8,7 +8,8 @@
 #	make -f test/cmd/bench/bench.mk bench [QUICK=1] [BENCH_FLAGS='-runs 7']
 #
 # Needs root (it drops the page cache and mounts FUSE), /dev/fuse, fuse3,
-# clamav-daemon, clamav, clamav-testfiles and clamfs. Writes bench/RESULTS.md.
+# clamav-daemon, clamav, clamav-testfiles, clamfs and gcc (for the FUSE
+# floor, test/cmd/bench/floor). Writes bench/RESULTS.md.
 # The data set (about 1.3 GiB, or 0.2 GiB with QUICK=1) is kept in
 # BENCH_DIR for later runs; delete it by hand.
 
