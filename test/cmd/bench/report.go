@@ -539,7 +539,7 @@ func (b *bench) report() string {
 		}
 		e := r.w.eval(b, r)
 		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			r.title, cell(kindNative), cell(kindClamfuse), cell(kindClamFS), cell(kindBare),
+			strings.ReplaceAll(r.title, "|", "\\|"), cell(kindNative), cell(kindClamfuse), cell(kindClamFS), cell(kindBare),
 			rel(kindNative), rel(kindClamFS), r.w.target, e.value, e.met, e.clamfs)
 	}
 	if r := b.rss; r != nil {
