@@ -60,6 +60,24 @@ import (
 // tree, and the names clamfuse has dropped from its tree since the last
 // batch because they lead elsewhere now (forgotten), which the kernel may
 // still cache, their own invalidation lost.
+//
+// A name is expired (FUSE_EXPIRE_ONLY) only while it leads to the node
+// the kernel was given for it: the kernel then asks again (LOOKUP) at
+// its next use, and keeps the entry, with what is mounted on it, when
+// the answer is the same node. A name known to lead elsewhere now, or
+// nowhere (one just created, removed or renamed, one dropped from the
+// tree, a name of a node in the tree that no longer leads to it), is
+// invalidated: the kernel unhashes the entry. An expiry is not enough
+// there: the kernel revalidates an expired entry without any lock a
+// notification waits for, so a LOOKUP answered before the change (it
+// names the entry's own node) and applied after the expiry makes the
+// stale entry valid again for the whole WatchedValid, and nothing would
+// expire it again (TestWatchOverflowRace caught this about one run in
+// ten); an entry unhashed is never found again, whatever a LOOKUP in
+// flight brings back. (The kernel would unhash such an entry itself at
+// its next revalidation, the answer naming another node: nothing that
+// would survive it is lost.) A name that now leads to a directory is
+// only expired, as the kernel keeps a directory's entry where it can.
 
 // defaultWatchQueue bounds the pending invalidations (distinct names and
 // nodes) before the watcher gives up on them and invalidates everything.
@@ -87,13 +105,21 @@ type childFID struct {
 	handle string // handle type and bytes, as handleKey encodes them
 }
 
+// invalidator sends the watcher's notifications: a *fusefs.Server, or a
+// recorder in tests.
+type invalidator interface {
+	InvalidateNodeAttr(n fusefs.Node) error
+	InvalidateEntry(parent fusefs.Node, name string) error
+	ExpireEntry(parent fusefs.Node, name string) error
+}
+
 // watcher turns changes in the backing directory into FUSE notifications.
 // A nil *watcher does nothing (no mount, or tests of FS alone).
 type watcher struct {
 	fsys       *FS
-	srv        *fusefs.Server
+	srv        invalidator
 	log        *slog.Logger
-	expireOnly bool // the kernel has FUSE_EXPIRE_ONLY: expire names, do not drop them
+	expireOnly bool // the kernel has FUSE_EXPIRE_ONLY: expire names that lead where they did, do not drop them
 	pid        int32
 
 	fan         *os.File // the fanotify group, nil when not watching
@@ -477,43 +503,52 @@ func (w *watcher) notifier() {
 			return
 		case <-w.wake:
 		}
-		b := w.take()
-		for k := range b.forgot {
-			w.entry(k.dir, k.name)
+		w.send(w.take())
+	}
+}
+
+// send sends the notifications of the batch b.
+func (w *watcher) send(b batch) {
+	for k := range b.forgot {
+		w.invalidate(k.dir, k.name)
+	}
+	if b.broad != "" {
+		w.invalidateAll(b.broad)
+		return
+	}
+	for n := range b.nodes {
+		w.attr(n)
+		for _, l := range n.linksSnapshot() {
+			w.link(n, l)
+			w.attr(l.parent)
 		}
-		if b.broad != "" {
-			w.invalidateAll(b.broad)
-			continue
+	}
+	for k := range b.entries {
+		// The name may now lead to a node the kernel has under
+		// another name (a rename, a hard link): its link count
+		// and change time moved.
+		c := w.child(k.dir, k.name)
+		if c != nil {
+			w.attr(c)
 		}
-		for n := range b.nodes {
+		if c != nil && c.typ == unix.S_IFDIR {
+			w.expire(k.dir, k.name)
+		} else {
+			w.invalidate(k.dir, k.name)
+		}
+	}
+	for k := range b.children {
+		if c := w.child(k.dir, k.name); c != nil {
+			w.attr(c)
+		}
+	}
+	for c := range b.fids {
+		if n := w.byFID(c); n != nil {
 			w.attr(n)
-			for _, l := range n.linksSnapshot() {
-				w.entry(l.parent, l.name)
-				w.attr(l.parent)
-			}
 		}
-		for k := range b.entries {
-			// The name may now lead to a node the kernel has under
-			// another name (a rename, a hard link): its link count
-			// and change time moved.
-			if c := w.child(k.dir, k.name); c != nil {
-				w.attr(c)
-			}
-			w.entry(k.dir, k.name)
-		}
-		for k := range b.children {
-			if c := w.child(k.dir, k.name); c != nil {
-				w.attr(c)
-			}
-		}
-		for c := range b.fids {
-			if n := w.byFID(c); n != nil {
-				w.attr(n)
-			}
-		}
-		for n := range b.attrs {
-			w.attr(n)
-		}
+	}
+	for n := range b.attrs {
+		w.attr(n)
 	}
 }
 
@@ -560,8 +595,11 @@ func (w *watcher) attr(n *Node) {
 	w.result("attributes", n, "", w.srv.InvalidateNodeAttr(n))
 }
 
-// entry makes the kernel look name in dir up again at its next use.
-func (w *watcher) entry(dir *Node, name string) {
+// expire makes the kernel look name in dir up again at its next use,
+// keeping the entry (and what is mounted on it) if it leads to the same
+// node. Only for a name that leads to the node the kernel was given for
+// it, or to a directory (see the top of this file).
+func (w *watcher) expire(dir *Node, name string) {
 	var err error
 	if w.expireOnly {
 		err = w.srv.ExpireEntry(dir, name)
@@ -569,6 +607,37 @@ func (w *watcher) entry(dir *Node, name string) {
 		err = w.srv.InvalidateEntry(dir, name)
 	}
 	w.result("entry", dir, name, err)
+}
+
+// invalidate makes the kernel drop its entry of name in dir: for a name
+// that leads elsewhere than the node the kernel may have for it.
+func (w *watcher) invalidate(dir *Node, name string) {
+	w.result("entry", dir, name, w.srv.InvalidateEntry(dir, name))
+}
+
+// link expires the name l of n if it still leads to n; else drops it
+// from n's names and invalidates it.
+func (w *watcher) link(n *Node, l link) {
+	if w.leadsTo(l.parent, l.name, n) {
+		w.expire(l.parent, l.name)
+		return
+	}
+	n.dropLink(l.parent, l.name)
+	w.invalidate(l.parent, l.name)
+}
+
+// leadsTo reports whether name in dir leads to n's inode now.
+func (w *watcher) leadsTo(dir *Node, name string, n *Node) bool {
+	fd, release, err := dir.pathFD()
+	if err != nil {
+		return false
+	}
+	defer release()
+	var st unix.Stat_t
+	if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+		return false
+	}
+	return (inoKey{st.Dev, st.Ino}) == n.id && uint16(st.Mode&unix.S_IFMT) == n.typ
 }
 
 // result logs what a notification failed for, but for the kernel not
@@ -600,7 +669,7 @@ func (w *watcher) invalidateAll(why string) {
 		}
 		w.attr(n.node)
 		for _, l := range n.links {
-			w.entry(l.parent, l.name)
+			w.link(n.node, l)
 		}
 	}
 	w.log.Debug("invalidated every cached name and attribute", "nodes", len(nodes), "took", time.Since(start))
