@@ -78,6 +78,11 @@ import (
 // its next revalidation, the answer naming another node: nothing that
 // would survive it is lost.) A name that now leads to a directory is
 // only expired, as the kernel keeps a directory's entry where it can.
+//
+// A LOOKUP or READDIRPLUS answered while a batch was taken may have
+// recorded its name after that batch looked at the tree: it checks the
+// name again, and a name changed since gets no time of validity
+// (FS.settled).
 
 // defaultWatchQueue bounds the pending invalidations (distinct names and
 // nodes) before the watcher gives up on them and invalidates everything.
@@ -151,7 +156,8 @@ type watcher struct {
 	done chan struct{} // closed by stop
 	wg   sync.WaitGroup
 
-	overflowed atomic.Int64 // times everything was invalidated
+	overflowed atomic.Int64  // times everything was invalidated
+	taken      atomic.Uint64 // batches taken (FS.settled)
 }
 
 // newWatcher starts invalidation for fsys served by srv on conn: the
@@ -240,6 +246,36 @@ func (f *FS) entryValid(dir *Node) time.Duration {
 		return f.opts.WatchedValid
 	}
 	return f.opts.EntryValid
+}
+
+// batchesTaken is how many batches the notifier has taken (0 without a
+// watcher): read before a name is looked up, for FS.settled.
+func (w *watcher) batchesTaken() uint64 {
+	if w == nil {
+		return 0
+	}
+	return w.taken.Load()
+}
+
+// settled reports whether the kernel may be given name in dir (open at
+// dirfd) for the node n it was just found to lead to and recorded for
+// (FS.node) with its time of validity. seq is batchesTaken, read before
+// the name was looked up. A batch taken since may have looked at the tree
+// before the name was recorded, and so not invalidated it after a change
+// (invalidateAll goes by the tree): the name is looked at again, and if it
+// leads elsewhere now it is dropped and gets no time of validity. A batch
+// taken later finds the name in the tree.
+func (f *FS) settled(seq uint64, dirfd int, dir *Node, name string, n *Node) bool {
+	if f.watch.batchesTaken() == seq {
+		return true
+	}
+	var st unix.Stat_t
+	if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+		(inoKey{st.Dev, st.Ino}) == n.id && uint16(st.Mode&unix.S_IFMT) == n.typ {
+		return true
+	}
+	n.dropStaleLink(dir, name)
+	return false
 }
 
 // register records the directory n, just found as name in dirfd ("" for
@@ -488,6 +524,7 @@ func (w *watcher) take() batch {
 	w.qMu.Lock()
 	defer w.qMu.Unlock()
 	b := batch{w.entries, w.attrs, w.children, w.fids, w.nodes, w.broad, w.forgot}
+	w.taken.Add(1)
 	w.broad = ""
 	w.resetQueue()
 	w.forgot = map[entryKey]struct{}{}

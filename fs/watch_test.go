@@ -377,6 +377,52 @@ func TestWatcherChangedNamesInvalidated(t *testing.T) {
 	}
 }
 
+// TestSettled: a name looked up while the watcher took a batch, which
+// may have looked at the tree before the name was recorded there, is
+// looked at again: if it leads elsewhere now, it gets no time of
+// validity and is dropped (forgotten, so invalidated with the next
+// batch). Without a batch taken meanwhile, the next batch finds the name
+// in the tree.
+func TestSettled(t *testing.T) {
+	tests := []struct {
+		name      string
+		batch     bool // a batch is taken between the lookup and the check
+		exchanged bool // the name leads elsewhere by then
+		settled   bool
+	}{
+		{"no batch taken", false, true, true},
+		{"a batch taken, the name unchanged", true, false, true},
+		{"a batch taken, the name changed", true, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, w, root := testWatcher(t, false)
+			for _, name := range []string{"a", "b"} {
+				mustNoErr(t, os.WriteFile(filepath.Join(root, name), []byte(name), 0o644))
+			}
+			w.take()
+			seq := w.batchesTaken()
+			a := lookup(t, f, "a")
+			if tt.exchanged {
+				mustNoErr(t, unix.Renameat2(unix.AT_FDCWD, filepath.Join(root, "a"), unix.AT_FDCWD, filepath.Join(root, "b"), unix.RENAME_EXCHANGE))
+			}
+			if tt.batch {
+				w.take()
+			}
+			got := f.settled(seq, f.root, f.rootN, "a", a)
+			if got != tt.settled {
+				t.Errorf("settled: %v, want %v", got, tt.settled)
+			}
+			links := a.linksSnapshot()
+			b := w.take()
+			_, forgot := b.forgot[entryKey{f.rootN, "a"}]
+			if kept := len(links) == 1; kept != tt.settled || forgot == tt.settled {
+				t.Errorf("the name after the check: kept %v, forgotten %v; want kept %v", kept, forgot, tt.settled)
+			}
+		})
+	}
+}
+
 // The two ways to map an event's directory handle to a node: register
 // each directory by handle as the kernel meets it (what the watcher does:
 // one open, fstat, name_to_handle_at and close per directory, then a map
