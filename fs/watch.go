@@ -74,10 +74,14 @@ import (
 // stale entry valid again for the whole WatchedValid, and nothing would
 // expire it again (TestWatchOverflowRace caught this about one run in
 // ten); an entry unhashed is never found again, whatever a LOOKUP in
-// flight brings back. (The kernel would unhash such an entry itself at
-// its next revalidation, the answer naming another node: nothing that
-// would survive it is lost.) A name that now leads to a directory is
-// only expired, as the kernel keeps a directory's entry where it can.
+// flight brings back (TestEntryNotifiedDuringRevalidation, fusefs). (The
+// kernel would unhash such an entry itself at its next revalidation, the
+// answer naming another node: nothing that would survive it is lost.) A
+// name that now leads to a directory the kernel may know is only
+// expired, its entry being likely that directory's, with what is
+// mounted on it and the processes working in it (an unhashed directory
+// is no working directory getcwd can name): a directory replaced by
+// another while a revalidation of its name is in flight may stay stale.
 //
 // A LOOKUP or READDIRPLUS answered while a batch was taken may have
 // recorded its name after that batch looked at the tree: it checks the
@@ -547,7 +551,7 @@ func (w *watcher) notifier() {
 // send sends the notifications of the batch b.
 func (w *watcher) send(b batch) {
 	for k := range b.forgot {
-		w.invalidate(k.dir, k.name)
+		w.changedName(k.dir, k.name)
 	}
 	if b.broad != "" {
 		w.invalidateAll(b.broad)
@@ -564,14 +568,8 @@ func (w *watcher) send(b batch) {
 		// The name may now lead to a node the kernel has under
 		// another name (a rename, a hard link): its link count
 		// and change time moved.
-		c := w.child(k.dir, k.name)
-		if c != nil {
+		if c := w.changedName(k.dir, k.name); c != nil {
 			w.attr(c)
-		}
-		if c != nil && c.typ == unix.S_IFDIR {
-			w.expire(k.dir, k.name)
-		} else {
-			w.invalidate(k.dir, k.name)
 		}
 	}
 	for k := range b.children {
@@ -646,21 +644,30 @@ func (w *watcher) expire(dir *Node, name string) {
 	w.result("entry", dir, name, err)
 }
 
-// invalidate makes the kernel drop its entry of name in dir: for a name
-// that leads elsewhere than the node the kernel may have for it.
-func (w *watcher) invalidate(dir *Node, name string) {
-	w.result("entry", dir, name, w.srv.InvalidateEntry(dir, name))
+// changedName makes the kernel drop its entry of name in dir, a name
+// that may lead elsewhere now than the node the kernel has for it; but
+// only expires it if it leads to a directory the kernel may know (see
+// the top of this file). It returns the node name leads to, if the
+// kernel may know it.
+func (w *watcher) changedName(dir *Node, name string) *Node {
+	c := w.child(dir, name)
+	if c != nil && c.typ == unix.S_IFDIR {
+		w.expire(dir, name)
+	} else {
+		w.result("entry", dir, name, w.srv.InvalidateEntry(dir, name))
+	}
+	return c
 }
 
 // link expires the name l of n if it still leads to n; else drops it
-// from n's names and invalidates it.
+// from n's names, and from the kernel (changedName).
 func (w *watcher) link(n *Node, l link) {
 	if w.leadsTo(l.parent, l.name, n) {
 		w.expire(l.parent, l.name)
 		return
 	}
 	n.dropLink(l.parent, l.name)
-	w.invalidate(l.parent, l.name)
+	w.changedName(l.parent, l.name)
 }
 
 // leadsTo reports whether name in dir leads to n's inode now.

@@ -298,8 +298,8 @@ func (r *noted) take() []string {
 // answered before the change and applied after the expiry would make
 // the stale entry valid again for the whole watched timeout
 // (TestWatchOverflowRace, about one run in ten). A name that leads to
-// the node it was given for, or to a directory, is expired, keeping
-// what is mounted on it. Each case changes the backing directory
+// the node it was given for, or to a directory the kernel may know, is
+// expired, keeping what is mounted on it and the processes working in it. Each case changes the backing directory
 // (no notification is sent for it: the watcher's reader does not run),
 // queues what the watcher's reader or a request would, and sends one
 // batch.
@@ -347,6 +347,20 @@ func TestWatcherChangedNamesInvalidated(t *testing.T) {
 			w.queueEntry(f.rootN, "d")
 			w.queueEntry(f.rootN, "e")
 		}, []string{"expire e", "invalidate d"}},
+		{"a name dropped, a directory's now", func(t *testing.T, f *FS, w *watcher, root string) {
+			c := lookup(t, f, "c")
+			lookup(t, f, "d")
+			mustNoErr(t, os.Rename(filepath.Join(root, "c"), filepath.Join(root, "c2")))
+			mustNoErr(t, os.Rename(filepath.Join(root, "d"), filepath.Join(root, "c")))
+			c.stat()
+		}, []string{"expire c"}},
+		{"overflow: a file replaced by a directory", func(t *testing.T, f *FS, w *watcher, root string) {
+			lookup(t, f, "c")
+			lookup(t, f, "d")
+			mustNoErr(t, os.Rename(filepath.Join(root, "c"), filepath.Join(root, "c2")))
+			mustNoErr(t, os.Rename(filepath.Join(root, "d"), filepath.Join(root, "c")))
+			w.queueAll("a test overflow")
+		}, []string{"expire c", "invalidate d"}},
 		{"a file clamfuse moved (quarantine)", func(t *testing.T, f *FS, w *watcher, root string) {
 			c := lookup(t, f, "c")
 			mustNoErr(t, os.Rename(filepath.Join(root, "c"), filepath.Join(root, "c.quarantined")))
