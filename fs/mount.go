@@ -258,9 +258,9 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		fuse.RequestInitFlags(fuse.InitPosixACL | fuse.InitDontMask),
 		// Names in the backing directory that still lead where they did
 		// (after an overflow, every name the kernel may cache) and names
-		// of directories are expired, not dropped, so that nothing
-		// mounted on them is detached; names that lead elsewhere now
-		// are dropped (see watch.go).
+		// that lead to a directory are expired, not dropped, so that
+		// nothing mounted on them is detached; names that lead elsewhere
+		// now are dropped (see watch.go).
 		fuse.RequestInitFlags2(fuse.InitHasExpireOnly),
 		// The kernel keeps a symlink's target with its node rather than
 		// ask READLINK at every path walk through it: a target never

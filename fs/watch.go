@@ -76,8 +76,9 @@ import (
 // ten); an entry unhashed is never found again, whatever a LOOKUP in
 // flight brings back (TestEntryNotifiedDuringRevalidation, fusefs). (The
 // kernel would unhash such an entry itself at its next revalidation, the
-// answer naming another node: nothing that would survive it is lost.) A
-// name that now leads to a directory the kernel may know is only
+// answer naming another node; only a name changed and changed back
+// before the notification loses an entry it would have kept.) A name
+// that now leads to a directory the kernel may know is only
 // expired, its entry being likely that directory's, with what is
 // mounted on it and the processes working in it (an unhashed directory
 // is no working directory getcwd can name): a directory replaced by
