@@ -25,13 +25,18 @@ func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 		return nil, errno(err)
 	}
 	defer release()
+	seq := n.fsys.watch.batchesTaken()
 	var st unix.Stat_t
 	if err := caller.Fstatat(n.fsys.cred(&req.Header), dirfd, req.Name, &st); err != nil {
 		return nil, errno(err)
 	}
 	n.fsys.meet(dirfd, req.Name, &st)
+	child := n.fsys.node(dirfd, &st, n, req.Name)
 	resp.EntryValid = n.fsys.entryValid(n)
-	return n.fsys.node(dirfd, &st, n, req.Name), nil
+	if !n.fsys.settled(seq, dirfd, n, req.Name, child) {
+		resp.EntryValid = 0 // changed already: see watch.go
+	}
+	return child, nil
 }
 
 // entry stats a name just created in dirfd and returns its node.

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"weak"
 
 	"golang.org/x/sys/unix"
 
@@ -110,10 +111,16 @@ type FS struct {
 	ptRefused   sync.Map // error text -> true: reasons the kernel refused a backing file, logged once
 	devices     sync.Map // uint64 device -> true: timestamp granularity found (timegran.go)
 
-	treeMu    sync.Mutex          // guards nodes, moreLinks and every Node.links
+	treeMu    sync.Mutex          // guards nodes, moreLinks, setAside, setAsideAt and every Node.links
 	moreLinks map[*linkSet][]link // the names of a node past its first (see linkSet)
 	nodes     nodeTable           // live nodes by backing identity (nodetable.go)
 	rootN     *Node
+	// setAside holds the names past the first of nodes forget took out
+	// of the table, until revive gives them back (see forget); keyed
+	// weakly, so that it keeps no node alive, and pruned of nodes gone
+	// when it reaches setAsideAt entries.
+	setAside   map[weak.Pointer[Node]][]link
+	setAsideAt int
 
 	watch *watcher // set by Mount before serving; nil methods do nothing
 	trim  *trimmer // gives memory back after many forgets (trim.go)
@@ -271,18 +278,42 @@ func (f *FS) forget(n *Node) bool {
 	f.nodes.delete(n)
 	// The kernel forgets no node an operation still uses, but keep the
 	// first name for one that might; the others would keep the node
-	// itself alive, in moreLinks.
+	// itself alive, in moreLinks. They are set aside, weakly: a LOOKUP
+	// racing this FORGET may have given the kernel the node under one
+	// of them, and hand the node out again (revive); without that name
+	// the watcher, whose invalidation of everything goes by the names
+	// of the tree, would not reach the kernel's entry.
+	if more := f.moreLinks[&n.links]; len(more) > 0 {
+		if f.setAside == nil {
+			f.setAside = map[weak.Pointer[Node]][]link{}
+		}
+		f.setAside[weak.Make(n)] = more
+		if len(f.setAside) >= max(f.setAsideAt, 64) {
+			for wp := range f.setAside {
+				if wp.Value() == nil {
+					delete(f.setAside, wp)
+				}
+			}
+			f.setAsideAt = 2 * len(f.setAside)
+		}
+	}
 	delete(f.moreLinks, &n.links)
 	return true
 }
 
 // revive puts n, just handed to the kernel, back into the table if a
-// Forget took it out and no other node has its identity since.
+// Forget took it out and no other node has its identity since, with the
+// names forget set aside.
 func (f *FS) revive(n *Node) {
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
 	if f.nodes.get(n.id) == nil {
 		f.nodes.set(n)
+		wp := weak.Make(n)
+		for _, l := range f.setAside[wp] {
+			n.links.add(l)
+		}
+		delete(f.setAside, wp)
 		f.log.Debug("a node the kernel forgot was handed out again: back in the table", "ino", n.id.ino)
 	}
 }

@@ -256,15 +256,17 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		// and it leaves the umask to clamfuse (newMode), which must not
 		// apply it under a default ACL.
 		fuse.RequestInitFlags(fuse.InitPosixACL | fuse.InitDontMask),
-		// Names changed in the backing directory are expired, not
-		// dropped, so that nothing mounted on them is detached (see
-		// watch.go).
+		// Names in the backing directory that still lead where they did
+		// (after an overflow, every name the kernel may cache) and names
+		// that lead to a directory are expired, not dropped, so that
+		// nothing mounted on them is detached; names that lead elsewhere
+		// now are dropped (see watch.go).
 		fuse.RequestInitFlags2(fuse.InitHasExpireOnly),
 		// The kernel keeps a symlink's target with its node rather than
 		// ask READLINK at every path walk through it: a target never
 		// changes but with a new inode, which gets a new node if its
 		// target differs (see symlinkDigest), and a name the backing directory points at
-		// another symlink is expired by the watcher.
+		// another symlink is dropped by the watcher.
 		fuse.CacheSymlinks(),
 	}
 	mopts = append(mopts, opts.FS.ReaddirPlus.mountOptions()...)

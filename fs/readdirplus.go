@@ -107,13 +107,18 @@ func (d *dirHandle) addNodes(req fusefs.DirRead, ents []fusefs.DirentPlus) {
 		if e.Name == "." || e.Name == ".." || d.fsys.known(inoKey{dir.id.dev, e.Inode}) {
 			continue
 		}
+		seq := d.fsys.watch.batchesTaken()
 		var st unix.Stat_t
 		if unix.Fstatat(d.fd, e.Name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 			continue
 		}
 		d.fsys.meet(d.fd, e.Name, &st)
-		e.Node = d.fsys.node(d.fd, &st, dir, e.Name)
+		child := d.fsys.node(d.fd, &st, dir, e.Name)
+		e.Node = child
 		fillAttr(&attrs[i], &st, d.fsys.attrValid(&st))
 		e.Attr, e.EntryValid = &attrs[i], valid
+		if !d.fsys.settled(seq, d.fd, dir, e.Name, child) {
+			e.EntryValid = 0 // changed already: see watch.go
+		}
 	}
 }

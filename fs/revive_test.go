@@ -13,7 +13,8 @@ import (
 // stays the one its inode's lookups find: a second node would be a
 // second inode in the kernel (a FIFO's parked readers and the writers
 // coming by name would never meet: TestHostileSwapToFIFO with
-// CLAMFUSE_FIFO_PARK=1). A node forgotten for good leaves the table.
+// CLAMFUSE_FIFO_PARK=1), and it keeps all its names, the kernel may
+// have it under any of them. A node forgotten for good leaves the table.
 func TestNodeRevived(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -30,8 +31,17 @@ func TestNodeRevived(t *testing.T) {
 			f.rootN = &Node{fsys: f, id: inoKey{1, 1}, typ: unix.S_IFDIR}
 			st := unix.Stat_t{Dev: 1, Ino: 42, Mode: unix.S_IFIFO | 0o644, Nlink: 1}
 			n := f.linkNode(&st, 0, f.rootN, "f")
+			f.linkNode(&st, 0, f.rootN, "g") // a second name
 			n.SetServeID(5)
 			tt.steps(n)
+			if tt.kept {
+				// Handed out again, it keeps its names: the kernel may
+				// have it under any of them (the watcher reaches the
+				// kernel's entries by them).
+				if got := n.linksSnapshot(); len(got) != 2 {
+					t.Errorf("names of the node handed out again: %v, want f and g", got)
+				}
+			}
 			again := f.linkNode(&st, 0, f.rootN, "f")
 			if kept := again == n; kept != tt.kept {
 				t.Errorf("the next lookup found the same node: %v, want %v", kept, tt.kept)

@@ -60,6 +60,34 @@ import (
 // tree, and the names clamfuse has dropped from its tree since the last
 // batch because they lead elsewhere now (forgotten), which the kernel may
 // still cache, their own invalidation lost.
+//
+// A name is expired (FUSE_EXPIRE_ONLY) only while it leads to the node
+// the kernel was given for it: the kernel then asks again (LOOKUP) at
+// its next use, and keeps the entry, with what is mounted on it, when
+// the answer is the same node. A name known to lead elsewhere now, or
+// nowhere (one just created, removed or renamed, one dropped from the
+// tree, a name of a node in the tree that no longer leads to it), is
+// invalidated: the kernel unhashes the entry. An expiry is not enough
+// there: the kernel revalidates an expired entry without any lock a
+// notification waits for, so a LOOKUP answered before the change (it
+// names the entry's own node) and applied after the expiry makes the
+// stale entry valid again for the whole WatchedValid, and nothing would
+// expire it again (TestWatchOverflowRace caught this about one run in
+// ten); an entry unhashed is never found again, whatever a LOOKUP in
+// flight brings back (TestEntryNotifiedDuringRevalidation, fusefs). (The
+// kernel would unhash such an entry itself at its next revalidation, the
+// answer naming another node; only a name changed and changed back
+// before the notification loses an entry it would have kept.) A name
+// that now leads to a directory the kernel may know is only
+// expired, its entry being likely that directory's, with what is
+// mounted on it and the processes working in it (an unhashed directory
+// is no working directory getcwd can name): a directory replaced by
+// another while a revalidation of its name is in flight may stay stale.
+//
+// A LOOKUP or READDIRPLUS answered while a batch was taken may have
+// recorded its name after that batch looked at the tree: it checks the
+// name again, and a name changed since gets no time of validity
+// (FS.settled).
 
 // defaultWatchQueue bounds the pending invalidations (distinct names and
 // nodes) before the watcher gives up on them and invalidates everything.
@@ -87,13 +115,22 @@ type childFID struct {
 	handle string // handle type and bytes, as handleKey encodes them
 }
 
+// invalidator sends the watcher's notifications: a *fusefs.Server, or a
+// recorder in tests.
+type invalidator interface {
+	InvalidateNodeAttr(n fusefs.Node) error
+	InvalidateNodeData(n fusefs.Node) error
+	InvalidateEntry(parent fusefs.Node, name string) error
+	ExpireEntry(parent fusefs.Node, name string) error
+}
+
 // watcher turns changes in the backing directory into FUSE notifications.
 // A nil *watcher does nothing (no mount, or tests of FS alone).
 type watcher struct {
 	fsys       *FS
-	srv        *fusefs.Server
+	srv        invalidator
 	log        *slog.Logger
-	expireOnly bool // the kernel has FUSE_EXPIRE_ONLY: expire names, do not drop them
+	expireOnly bool // the kernel has FUSE_EXPIRE_ONLY: expire names that lead where they did, do not drop them
 	pid        int32
 
 	fan         *os.File // the fanotify group, nil when not watching
@@ -125,7 +162,8 @@ type watcher struct {
 	done chan struct{} // closed by stop
 	wg   sync.WaitGroup
 
-	overflowed atomic.Int64 // times everything was invalidated
+	overflowed atomic.Int64  // times everything was invalidated
+	taken      atomic.Uint64 // batches taken (FS.settled)
 }
 
 // newWatcher starts invalidation for fsys served by srv on conn: the
@@ -214,6 +252,36 @@ func (f *FS) entryValid(dir *Node) time.Duration {
 		return f.opts.WatchedValid
 	}
 	return f.opts.EntryValid
+}
+
+// batchesTaken is how many batches the notifier has taken (0 without a
+// watcher): read before a name is looked up, for FS.settled.
+func (w *watcher) batchesTaken() uint64 {
+	if w == nil {
+		return 0
+	}
+	return w.taken.Load()
+}
+
+// settled reports whether the kernel may be given name in dir (open at
+// dirfd) for the node n it was just found to lead to and recorded for
+// (FS.node) with its time of validity. seq is batchesTaken, read before
+// the name was looked up. A batch taken since may have looked at the tree
+// before the name was recorded, and so not invalidated it after a change
+// (invalidateAll goes by the tree): the name is looked at again, and if it
+// leads elsewhere now it is dropped and gets no time of validity. A batch
+// taken later finds the name in the tree.
+func (f *FS) settled(seq uint64, dirfd int, dir *Node, name string, n *Node) bool {
+	if f.watch.batchesTaken() == seq {
+		return true
+	}
+	var st unix.Stat_t
+	if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+		(inoKey{st.Dev, st.Ino}) == n.id && uint16(st.Mode&unix.S_IFMT) == n.typ {
+		return true
+	}
+	n.dropStaleLink(dir, name)
+	return false
 }
 
 // register records the directory n, just found as name in dirfd ("" for
@@ -462,6 +530,7 @@ func (w *watcher) take() batch {
 	w.qMu.Lock()
 	defer w.qMu.Unlock()
 	b := batch{w.entries, w.attrs, w.children, w.fids, w.nodes, w.broad, w.forgot}
+	w.taken.Add(1)
 	w.broad = ""
 	w.resetQueue()
 	w.forgot = map[entryKey]struct{}{}
@@ -477,43 +546,46 @@ func (w *watcher) notifier() {
 			return
 		case <-w.wake:
 		}
-		b := w.take()
-		for k := range b.forgot {
-			w.entry(k.dir, k.name)
+		w.send(w.take())
+	}
+}
+
+// send sends the notifications of the batch b.
+func (w *watcher) send(b batch) {
+	for k := range b.forgot {
+		w.changedName(k.dir, k.name)
+	}
+	if b.broad != "" {
+		w.invalidateAll(b.broad)
+		return
+	}
+	for n := range b.nodes {
+		w.attr(n)
+		for _, l := range n.linksSnapshot() {
+			w.link(n, l)
+			w.attr(l.parent)
 		}
-		if b.broad != "" {
-			w.invalidateAll(b.broad)
-			continue
+	}
+	for k := range b.entries {
+		// The name may now lead to a node the kernel has under
+		// another name (a rename, a hard link): its link count
+		// and change time moved.
+		if c := w.changedName(k.dir, k.name); c != nil {
+			w.attr(c)
 		}
-		for n := range b.nodes {
+	}
+	for k := range b.children {
+		if c := w.child(k.dir, k.name); c != nil {
+			w.attr(c)
+		}
+	}
+	for c := range b.fids {
+		if n := w.byFID(c); n != nil {
 			w.attr(n)
-			for _, l := range n.linksSnapshot() {
-				w.entry(l.parent, l.name)
-				w.attr(l.parent)
-			}
 		}
-		for k := range b.entries {
-			// The name may now lead to a node the kernel has under
-			// another name (a rename, a hard link): its link count
-			// and change time moved.
-			if c := w.child(k.dir, k.name); c != nil {
-				w.attr(c)
-			}
-			w.entry(k.dir, k.name)
-		}
-		for k := range b.children {
-			if c := w.child(k.dir, k.name); c != nil {
-				w.attr(c)
-			}
-		}
-		for c := range b.fids {
-			if n := w.byFID(c); n != nil {
-				w.attr(n)
-			}
-		}
-		for n := range b.attrs {
-			w.attr(n)
-		}
+	}
+	for n := range b.attrs {
+		w.attr(n)
 	}
 }
 
@@ -568,8 +640,11 @@ func (w *watcher) attr(n *Node) {
 	w.result("attributes", n, "", w.srv.InvalidateNodeAttr(n))
 }
 
-// entry makes the kernel look name in dir up again at its next use.
-func (w *watcher) entry(dir *Node, name string) {
+// expire makes the kernel look name in dir up again at its next use,
+// keeping the entry (and what is mounted on it) if it leads to the same
+// node. Only for a name that leads to the node the kernel was given for
+// it, or to a directory (see the top of this file).
+func (w *watcher) expire(dir *Node, name string) {
 	var err error
 	if w.expireOnly {
 		err = w.srv.ExpireEntry(dir, name)
@@ -577,6 +652,46 @@ func (w *watcher) entry(dir *Node, name string) {
 		err = w.srv.InvalidateEntry(dir, name)
 	}
 	w.result("entry", dir, name, err)
+}
+
+// changedName makes the kernel drop its entry of name in dir, a name
+// that may lead elsewhere now than the node the kernel has for it; but
+// only expires it if it leads to a directory the kernel may know (see
+// the top of this file). It returns the node name leads to, if the
+// kernel may know it.
+func (w *watcher) changedName(dir *Node, name string) *Node {
+	c := w.child(dir, name)
+	if c != nil && c.typ == unix.S_IFDIR {
+		w.expire(dir, name)
+	} else {
+		w.result("entry", dir, name, w.srv.InvalidateEntry(dir, name))
+	}
+	return c
+}
+
+// link expires the name l of n if it still leads to n; else drops it
+// from n's names, and from the kernel (changedName).
+func (w *watcher) link(n *Node, l link) {
+	if w.leadsTo(l.parent, l.name, n) {
+		w.expire(l.parent, l.name)
+		return
+	}
+	n.dropLink(l.parent, l.name)
+	w.changedName(l.parent, l.name)
+}
+
+// leadsTo reports whether name in dir leads to n's inode now.
+func (w *watcher) leadsTo(dir *Node, name string, n *Node) bool {
+	fd, release, err := dir.pathFD()
+	if err != nil {
+		return false
+	}
+	defer release()
+	var st unix.Stat_t
+	if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+		return false
+	}
+	return (inoKey{st.Dev, st.Ino}) == n.id && uint16(st.Mode&unix.S_IFMT) == n.typ
 }
 
 // result logs what a notification failed for, but for the kernel not
@@ -608,7 +723,7 @@ func (w *watcher) invalidateAll(why string) {
 		}
 		w.attr(n.node)
 		for _, l := range n.links {
-			w.entry(l.parent, l.name)
+			w.link(n.node, l)
 		}
 	}
 	w.log.Debug("invalidated every cached name and attribute", "nodes", len(nodes), "took", time.Since(start))

@@ -7,13 +7,17 @@ package fs
 import (
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 	"weak"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
@@ -249,6 +253,188 @@ func TestWatcherForgottenName(t *testing.T) {
 	}
 	if _, ok := got.forgot[entryKey{f.rootN, "a"}]; !ok || len(got.forgot) != 1 {
 		t.Errorf("forgotten names queued: %v, want the name a in the root", got.forgot)
+	}
+}
+
+// noted records the entry notifications a watcher sends, as "expire
+// path" or "invalidate path", in place of a FUSE server.
+type noted struct {
+	mu   sync.Mutex
+	sent []string
+}
+
+func (r *noted) InvalidateNodeAttr(fusefs.Node) error { return nil }
+func (r *noted) InvalidateNodeData(fusefs.Node) error { return nil }
+
+func (r *noted) InvalidateEntry(parent fusefs.Node, name string) error {
+	r.add("invalidate", parent, name)
+	return nil
+}
+
+func (r *noted) ExpireEntry(parent fusefs.Node, name string) error {
+	r.add("expire", parent, name)
+	return nil
+}
+
+func (r *noted) add(what string, parent fusefs.Node, name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sent = append(r.sent, what+" "+path.Join(parent.(*Node).RelPath(), name))
+}
+
+// take returns what was sent, sorted, and forgets it.
+func (r *noted) take() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := r.sent
+	r.sent = nil
+	slices.Sort(out)
+	return out
+}
+
+// TestWatcherChangedNamesInvalidated: a name that may lead elsewhere now
+// than the node the kernel was given for it is invalidated (the kernel
+// unhashes the entry), never only expired: the kernel revalidates an
+// expired entry without a lock the notification waits for, so a LOOKUP
+// answered before the change and applied after the expiry would make
+// the stale entry valid again for the whole watched timeout
+// (TestWatchOverflowRace, about one run in ten). A name that leads to
+// the node it was given for, or to a directory the kernel may know, is
+// expired, keeping what is mounted on it and the processes working in it. Each case changes the backing directory
+// (no notification is sent for it: the watcher's reader does not run),
+// queues what the watcher's reader or a request would, and sends one
+// batch.
+func TestWatcherChangedNamesInvalidated(t *testing.T) {
+	exchange := func(t *testing.T, root, a, b string) {
+		t.Helper()
+		mustNoErr(t, unix.Renameat2(unix.AT_FDCWD, filepath.Join(root, a), unix.AT_FDCWD, filepath.Join(root, b), unix.RENAME_EXCHANGE))
+	}
+	tests := []struct {
+		name   string
+		change func(t *testing.T, f *FS, w *watcher, root string)
+		want   []string
+	}{
+		{"a name dropped as leading elsewhere", func(t *testing.T, f *FS, w *watcher, root string) {
+			a := lookup(t, f, "a")
+			exchange(t, root, "a", "b")
+			a.stat() // finds that a leads elsewhere: dropped (forgotten)
+		}, []string{"invalidate a"}},
+		{"overflow: names of the tree that lead elsewhere now", func(t *testing.T, f *FS, w *watcher, root string) {
+			for _, name := range []string{"a", "b", "c", "d", "d/x"} {
+				lookup(t, f, name)
+			}
+			exchange(t, root, "a", "b")
+			w.queueAll("a test overflow")
+		}, []string{"expire c", "expire d", "expire d/x", "invalidate a", "invalidate b"}},
+		{"overflow: a name dropped meanwhile", func(t *testing.T, f *FS, w *watcher, root string) {
+			a := lookup(t, f, "a")
+			exchange(t, root, "a", "b")
+			a.stat()
+			w.queueAll("a test overflow")
+		}, []string{"invalidate a"}},
+		{"a name replaced by a file", func(t *testing.T, f *FS, w *watcher, root string) {
+			lookup(t, f, "a")
+			exchange(t, root, "a", "b")
+			w.queueEntry(f.rootN, "a")
+		}, []string{"invalidate a"}},
+		{"a name removed", func(t *testing.T, f *FS, w *watcher, root string) {
+			lookup(t, f, "c")
+			mustNoErr(t, os.Remove(filepath.Join(root, "c")))
+			w.queueEntry(f.rootN, "c")
+		}, []string{"invalidate c"}},
+		{"a directory renamed", func(t *testing.T, f *FS, w *watcher, root string) {
+			lookup(t, f, "d")
+			mustNoErr(t, os.Rename(filepath.Join(root, "d"), filepath.Join(root, "e")))
+			w.queueEntry(f.rootN, "d")
+			w.queueEntry(f.rootN, "e")
+		}, []string{"expire e", "invalidate d"}},
+		{"a name dropped, a directory's now", func(t *testing.T, f *FS, w *watcher, root string) {
+			c := lookup(t, f, "c")
+			lookup(t, f, "d")
+			mustNoErr(t, os.Rename(filepath.Join(root, "c"), filepath.Join(root, "c2")))
+			mustNoErr(t, os.Rename(filepath.Join(root, "d"), filepath.Join(root, "c")))
+			c.stat()
+		}, []string{"expire c"}},
+		{"overflow: a file replaced by a directory", func(t *testing.T, f *FS, w *watcher, root string) {
+			lookup(t, f, "c")
+			lookup(t, f, "d")
+			mustNoErr(t, os.Rename(filepath.Join(root, "c"), filepath.Join(root, "c2")))
+			mustNoErr(t, os.Rename(filepath.Join(root, "d"), filepath.Join(root, "c")))
+			w.queueAll("a test overflow")
+		}, []string{"expire c", "invalidate d"}},
+		{"a file clamfuse moved (quarantine)", func(t *testing.T, f *FS, w *watcher, root string) {
+			c := lookup(t, f, "c")
+			mustNoErr(t, os.Rename(filepath.Join(root, "c"), filepath.Join(root, "c.quarantined")))
+			w.changed(c)
+		}, []string{"invalidate c"}},
+		{"a file changed in place", func(t *testing.T, f *FS, w *watcher, root string) {
+			c := lookup(t, f, "c")
+			mustNoErr(t, os.Chmod(filepath.Join(root, "c"), 0o600))
+			w.changed(c)
+		}, []string{"expire c"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, w, root := testWatcher(t, false)
+			rec := &noted{}
+			w.srv, w.expireOnly = rec, true
+			for _, name := range []string{"a", "b", "c"} {
+				mustNoErr(t, os.WriteFile(filepath.Join(root, name), []byte(name), 0o644))
+			}
+			mustNoErr(t, os.MkdirAll(filepath.Join(root, "d", "x"), 0o755))
+			w.take()
+			tt.change(t, f, w, root)
+			w.send(w.take())
+			if got := rec.take(); !slices.Equal(got, tt.want) {
+				t.Errorf("sent %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestSettled: a name looked up while the watcher took a batch, which
+// may have looked at the tree before the name was recorded there, is
+// looked at again: if it leads elsewhere now, it gets no time of
+// validity and is dropped (forgotten, so invalidated with the next
+// batch). Without a batch taken meanwhile, the next batch finds the name
+// in the tree.
+func TestSettled(t *testing.T) {
+	tests := []struct {
+		name      string
+		batch     bool // a batch is taken between the lookup and the check
+		exchanged bool // the name leads elsewhere by then
+		settled   bool
+	}{
+		{"no batch taken", false, true, true},
+		{"a batch taken, the name unchanged", true, false, true},
+		{"a batch taken, the name changed", true, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, w, root := testWatcher(t, false)
+			for _, name := range []string{"a", "b"} {
+				mustNoErr(t, os.WriteFile(filepath.Join(root, name), []byte(name), 0o644))
+			}
+			w.take()
+			seq := w.batchesTaken()
+			a := lookup(t, f, "a")
+			if tt.exchanged {
+				mustNoErr(t, unix.Renameat2(unix.AT_FDCWD, filepath.Join(root, "a"), unix.AT_FDCWD, filepath.Join(root, "b"), unix.RENAME_EXCHANGE))
+			}
+			if tt.batch {
+				w.take()
+			}
+			got := f.settled(seq, f.root, f.rootN, "a", a)
+			if got != tt.settled {
+				t.Errorf("settled: %v, want %v", got, tt.settled)
+			}
+			links := a.linksSnapshot()
+			b := w.take()
+			_, forgot := b.forgot[entryKey{f.rootN, "a"}]
+			if kept := len(links) == 1; kept != tt.settled || forgot == tt.settled {
+				t.Errorf("the name after the check: kept %v, forgotten %v; want kept %v", kept, forgot, tt.settled)
+			}
+		})
 	}
 }
 

@@ -1,10 +1,15 @@
 package fusefs
 
 import (
+	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/clamfuse/clamfuse/test/testenv"
 
@@ -73,5 +78,109 @@ func TestExpireEntry(t *testing.T) {
 	}
 	if err := m.srv.ExpireEntry(fsys.root, "nothing"); err != fuse.ErrNotCached {
 		t.Errorf("ExpireEntry of a name not cached: %v, want ErrNotCached", err)
+	}
+}
+
+// parkFS is a memFS whose root can park a LOOKUP of one name after it
+// has chosen its answer, until the test releases it: a LOOKUP answered
+// before a change and sent after the change's notification.
+type parkFS struct{ root *parkDir }
+
+func (f *parkFS) Root() (Node, error) { return f.root, nil }
+
+type parkDir struct {
+	*memDir
+	park     atomic.Pointer[string] // the name whose next LOOKUP parks
+	entered  chan struct{}          // a LOOKUP parked
+	released chan struct{}          // the parked LOOKUP may answer
+}
+
+func (d *parkDir) Lookup(ctx context.Context, name string) (Node, error) {
+	n, err := d.memDir.Lookup(ctx, name)
+	if p := d.park.Load(); p != nil && *p == name && d.park.CompareAndSwap(p, nil) {
+		d.entered <- struct{}{}
+		<-d.released
+	}
+	return n, err
+}
+
+// TestEntryNotifiedDuringRevalidation shows on a real mount why the
+// watcher (fs/watch.go) drops a name that leads elsewhere now instead of
+// expiring it: the kernel revalidates an expired entry without a lock a
+// notification waits for, and applies the answer of its LOOKUP after
+// any notification sent meanwhile. A LOOKUP that chose its answer (the
+// entry's own node) before a change, and is answered after the change's
+// expiry, makes the stale entry valid again for its whole time of
+// validity; an entry dropped (InvalidateEntry) is not found again,
+// whatever the LOOKUP in flight brings back. The name "a" is exchanged
+// with "b" while the kernel's revalidation of "a" is parked in LOOKUP.
+func TestEntryNotifiedDuringRevalidation(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		notify func(m *mounted, dir Node) error
+		fresh  bool // the change must show
+	}{
+		{"invalidate", func(m *mounted, dir Node) error { return m.srv.InvalidateEntry(dir, "a") }, true},
+		{"expire", func(m *mounted, dir Node) error { return m.srv.ExpireEntry(dir, "a") }, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mem := newMemFS()
+			fa, fb := mem.root.file("a", []byte("a")), mem.root.file("b", []byte("b"))
+			root := &parkDir{memDir: mem.root, entered: make(chan struct{}), released: make(chan struct{})}
+			m := mount(t, &parkFS{root}, fuse.RequestInitFlags2(fuse.InitHasExpireOnly))
+			if m.conn.Features2()&fuse.InitHasExpireOnly == 0 {
+				testenv.Skip(t, "the kernel (protocol %v) does not offer FUSE_EXPIRE_ONLY (Linux 6.2 and later do)", m.conn.Protocol())
+			}
+			path := filepath.Join(m.dir, "a")
+			ino := func() string { return strings.TrimSpace(m.run(t, "stat", "-c", "%i", path)) }
+			inoA, inoB := fmt.Sprint(fa.inode), fmt.Sprint(fb.inode)
+			if got := ino(); got != inoA {
+				t.Fatalf("a is inode %s, want %s", got, inoA)
+			}
+			// Expired: the next use revalidates, its LOOKUP parks.
+			if err := m.srv.ExpireEntry(root, "a"); err != nil {
+				t.Fatalf("ExpireEntry: %v", err)
+			}
+			name := "a"
+			root.park.Store(&name)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			stat := exec.CommandContext(ctx, "stat", "-c", "%i", path)
+			out := new(strings.Builder)
+			stat.Stdout = out
+			if err := stat.Start(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-root.entered:
+			case <-ctx.Done():
+				abort(t, m.dir)
+				t.Fatal("no LOOKUP of a within a minute")
+			}
+			// The change, and its notification, while the LOOKUP that
+			// chose a's old node waits to be answered.
+			root.mu.Lock()
+			root.entries["a"], root.entries["b"] = fb, fa
+			root.mu.Unlock()
+			if err := tt.notify(m, root); err != nil {
+				t.Fatalf("notification: %v", err)
+			}
+			close(root.released)
+			if err := stat.Wait(); err != nil || ctx.Err() != nil {
+				abort(t, m.dir)
+				t.Fatalf("stat during the revalidation: %v %v", err, ctx.Err())
+			}
+			got := ino()
+			switch {
+			case got == inoB:
+				t.Logf("after the exchange, a is inode %s (b's): the notification held", got)
+			case tt.fresh:
+				t.Errorf("after the exchange, a is still inode %s (a's old one), want %s: the notification was lost to the LOOKUP in flight", got, inoB)
+			default:
+				// What the watcher avoids; a kernel that ordered the
+				// two would show the change here too.
+				t.Logf("after the exchange, a is still inode %s (a's old one), want %s: the expiry was lost to the LOOKUP in flight", got, inoB)
+			}
+		})
 	}
 }
