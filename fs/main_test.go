@@ -2,7 +2,6 @@ package fs
 
 import (
 	"bufio"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,12 +18,7 @@ import (
 // them) shortly before go test's timeout would kill it: they would stay
 // behind as dead mountpoints.
 func TestMain(m *testing.M) {
-	flag.Parse()
-	stop := testenv.Watchdog()
-	code := m.Run()
-	stop()
-	testenv.ReleaseMounts()
-	os.Exit(code)
+	os.Exit(testenv.Run(m))
 }
 
 // watchdogHelperEnv makes TestWatchdogHelper mount and hang.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -103,4 +104,15 @@ func Watchdog() (stop func()) {
 		ReleaseMounts()
 	})
 	return func() { timer.Stop() }
+}
+
+// Run runs m's tests with the watchdog, releases whatever mounts are left,
+// and returns the exit code: os.Exit(testenv.Run(m)) from TestMain.
+func Run(m *testing.M) int {
+	flag.Parse()
+	stop := Watchdog()
+	code := m.Run()
+	stop()
+	ReleaseMounts()
+	return code
 }

@@ -9,7 +9,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,12 +34,7 @@ func TestMain(m *testing.M) {
 	}
 	// Release the mounts this binary serves shortly before go test's
 	// timeout would kill it and leave them behind as dead mountpoints.
-	flag.Parse()
-	stop := testenv.Watchdog()
-	code := m.Run()
-	stop()
-	testenv.ReleaseMounts()
-	os.Exit(code)
+	os.Exit(testenv.Run(m))
 }
 
 // requireFUSE skips the test, loudly, when FUSE mounts cannot run here,
