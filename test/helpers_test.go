@@ -343,3 +343,16 @@ func waitNoRequests(t testing.TB, m *mounttest.Mount) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// every runs f every d until stop is closed: the background chores of the
+// racing tests (releasing parked readers, an occasional writer).
+func every(stop <-chan struct{}, d time.Duration, f func()) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(d):
+			f()
+		}
+	}
+}

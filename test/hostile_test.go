@@ -569,16 +569,7 @@ func testHostileSwapToFIFO(t *testing.T, pm ptMode) {
 				swaps.Add(1)
 			}
 		})
-		swappers.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(time.Millisecond):
-					releaseParked()
-				}
-			}
-		})
+		swappers.Go(func() { every(stop, time.Millisecond, releaseParked) })
 		for range 12 {
 			readers.Go(func() {
 				for {

@@ -603,17 +603,12 @@ func TestWatchOverflowRace(t *testing.T) {
 			})
 		}
 		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(time.Millisecond):
-				}
+			every(stop, time.Millisecond, func() {
 				if fd, err := unix.Open(m.Path("b"), unix.O_WRONLY|unix.O_CLOEXEC, 0); err == nil {
 					unix.Close(fd)
 				}
 				ops.Add(1)
-			}
+			})
 		})
 		m.Within(t, time.Minute, "racing", func() {
 			time.Sleep(time.Second) // the length of the race, not a wait for an event

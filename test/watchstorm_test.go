@@ -267,16 +267,7 @@ func TestWatchStormFIFO(t *testing.T) {
 			running := map[*exec.Cmd]struct{}{}
 			var steps atomic.Int64
 			swapper.Go(func() { sc.storm(m.Source, stop, &steps, &stepErr) })
-			releaser.Go(func() {
-				for {
-					select {
-					case <-stopReaders:
-						return
-					case <-time.After(time.Millisecond):
-						release()
-					}
-				}
-			})
+			releaser.Go(func() { every(stopReaders, time.Millisecond, release) })
 			for range 8 {
 				readers.Go(func() {
 					for {
