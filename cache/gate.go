@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/singleflight"
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/clamav"
@@ -126,7 +125,7 @@ type Stats struct {
 
 // Gate decides whether an open may read a file: from the cache of verdicts
 // when the file's state is known, otherwise by one shared scan of that
-// state. Concurrent opens of one state share one scan (singleflight), and
+// state. Concurrent opens of one state share one scan (flights), and
 // at most MaxConcurrent scans run at once (a semaphore), with no lock held
 // on the read path.
 type Gate struct {
@@ -134,8 +133,8 @@ type Gate struct {
 	scanner Scanner
 	lru     *LRU
 	log     *slog.Logger
-	sf      singleflight.Group
-	slots   *slots // one per scan in flight (slots.go)
+	sf      flights // one scan per state at once (flights.go)
+	slots   *slots  // one per scan in flight (slots.go)
 	db      atomic.Pointer[string]
 	policy  atomic.Pointer[Policy] // see SetPolicy
 	fresh   freshness              // see Invalidate
@@ -313,7 +312,7 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 		// a goroutine waits for the end of the scan to close src.
 		g.demand.add()
 		// The openers' contexts do not cancel a shared scan.
-		flight := g.sf.DoChan(key.flight(), func() (any, error) {
+		flight := g.sf.start(key.flight(), func() (any, error) {
 			return g.scan(context.Background(), src, key, since, false)
 		})
 		// The miss is counted once this open has started the scan of
@@ -326,30 +325,30 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 		}
 		leave := func() {
 			go func() {
-				<-flight
+				<-flight.done
 				finish()
 			}()
 		}
 		select {
-		case r := <-flight:
+		case <-flight.done:
 			finish()
-			if r.Err != nil {
-				if errors.Is(r.Err, errSuperseded) {
+			if r := flight; r.err != nil {
+				if errors.Is(r.err, errSuperseded) {
 					// A scan after a write, joined and then cancelled
 					// because the file was written again: look again.
 					continue
 				}
-				if errors.Is(r.Err, clamav.ErrSizeLimit) {
-					d := g.onOversize(r.Err)
+				if errors.Is(r.err, clamav.ErrSizeLimit) {
+					d := g.onOversize(r.err)
 					d.Key = key
 					return d
 				}
-				if errors.Is(r.Err, ErrUnstable) {
-					return Decision{Reason: ReasonUnstable, Err: r.Err}
+				if errors.Is(r.err, ErrUnstable) {
+					return Decision{Reason: ReasonUnstable, Err: r.err}
 				}
-				return g.onError(r.Err)
+				return g.onError(r.err)
 			}
-			return g.fromVerdict(key, r.Val.(judged), false)
+			return g.fromVerdict(key, flight.val.(judged), false)
 		case <-ctx.Done():
 			leave()
 			return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
@@ -494,6 +493,7 @@ func (g *Gate) acquire(ctx context.Context) bool {
 type testHooks struct {
 	slotWait   func() // a scan found every scan slot taken, and waits for one
 	bgSlotWait func() // a scan after a write found every scan slot taken, and waits for one
+	bgSlotHeld func() // a scan after a write took its slot, before it starts or joins a flight
 	idleWait   func() // Prewarm waits: for the opens' scans, or a reload window
 }
 
@@ -591,7 +591,7 @@ func (g *Gate) report(p *Policy, d Decision, who Opener) {
 	g.repeats.log(g.log, p.LogRepeat, slog.LevelWarn, k, msg, attrs)
 }
 
-// flight names the scans of key's state in the Gate's singleflight.
+// flight names the scans of key's state in the Gate's flights.
 func (k *Key) flight() string {
 	b := make([]byte, 0, 128+len(k.DB))
 	for _, n := range []uint64{k.Dev, k.Ino, uint64(k.Size), uint64(k.MtimeNs), uint64(k.CtimeNs), k.Gen, k.Writes} {

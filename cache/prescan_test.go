@@ -202,3 +202,41 @@ func TestOpenSharesSupersededPrescan(t *testing.T) {
 		})
 	}
 }
+
+// An open that starts the scan of a state between a scan after a write
+// taking its slot and asking for that state's flight: the scan after the
+// write joins the open's scan, and must not hold its slot while it waits,
+// since that scan needs it (the only one here). Before the flights told a
+// caller that it joined, both waited for the scan timeout and the open was
+// denied.
+func TestPrescanJoinsOpenScan(t *testing.T) {
+	s := &fakeScanner{}
+	g := NewGate(s, Options{MaxEntries: 16, MaxConcurrent: 1, Timeout: time.Minute})
+	p := writeFile(t, "download")
+	started := make(chan (<-chan Decision), 1)
+	openWaits := make(chan struct{}, 1)
+	g.hooks.slotWait = func() { openWaits <- struct{}{} }
+	g.hooks.bgSlotHeld = func() {
+		started <- checkAsync(t.Context(), g, openFile(t, p), someone)
+		select {
+		case <-openWaits: // the open's scan waits for the slot held
+		case <-time.After(5 * time.Second):
+			t.Error("the open's scan did not wait for the slot the scan after the write holds")
+		}
+	}
+	g.Prescan(openFile(t, p), someone, nil)
+	var opened <-chan Decision
+	select {
+	case opened = <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the scan after the write did not take its slot")
+	}
+	checkDecision(t, "open", recv(t, opened), expect{allow: true, reason: ReasonClean})
+	waitFor(t, "the scan after the write to end", func() bool { return g.prescans.Load() == 0 })
+	if n := s.Calls(); n != 1 {
+		t.Errorf("%d scans; want 1, shared", n)
+	}
+	if n := g.slots.taken(1); n != 0 {
+		t.Errorf("%d scan slots still taken", n)
+	}
+}

@@ -176,15 +176,25 @@ func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error, bg 
 				return PrewarmError, Verdict{}, context.Cause(ctx)
 			}
 			held = true
+			if h := g.hooks.bgSlotHeld; h != nil {
+				h()
+			}
 			continue
 		}
 		var v any
-		// The slot held goes to the scan if this flight is ours (Do runs
-		// it in this goroutine); else it stays held, for the next try.
-		v, err, _ = g.sf.Do(key.flight(), func() (any, error) {
+		// The slot held goes to the scan if this flight is ours (do runs
+		// it in this goroutine). If it is someone else's (an open that
+		// came between the slot and here), the slot is given back before
+		// waiting for it: that scan may be waiting for this very slot.
+		v, err, _ = g.sf.do(key.flight(), func() (any, error) {
 			h := held
 			held = false
 			return g.scan(ctx, src, key, since, h)
+		}, func() {
+			if held {
+				held = false
+				g.slots.release()
+			}
 		})
 		switch {
 		case errors.Is(err, errSuperseded) && ctx.Err() == nil:

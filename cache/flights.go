@@ -1,0 +1,86 @@
+package cache
+
+import (
+	"errors"
+	"sync"
+)
+
+// flights share one run of a scan among the callers that ask for the same
+// key at once, as golang.org/x/sync/singleflight does, and also tell a
+// caller that it joined a run already going: a background scan holds a
+// scan slot when it asks (settle), and must give it back before it waits
+// for someone else's scan, which may be waiting for that very slot.
+type flights struct {
+	mu sync.Mutex         // guards m; a leaf
+	m  map[string]*flight // runs going, by key
+}
+
+// flight is one run; val and err are set before done is closed.
+type flight struct {
+	done chan struct{}
+	val  any
+	err  error
+}
+
+// errAbnormal is the result of a run whose function panicked.
+var errAbnormal = errors.New("cache: the scan ended abnormally")
+
+// join returns the run going for key, or a new one the caller must run
+// (ours).
+func (fs *flights) join(key string) (f *flight, ours bool) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if f := fs.m[key]; f != nil {
+		return f, false
+	}
+	if fs.m == nil {
+		fs.m = map[string]*flight{}
+	}
+	f = &flight{done: make(chan struct{})}
+	fs.m[key] = f
+	return f, true
+}
+
+// run runs fn as the flight f of key and ends it, even if fn panics.
+func (fs *flights) run(key string, f *flight, fn func() (any, error)) {
+	normal := false
+	defer func() {
+		if !normal {
+			f.val, f.err = nil, errAbnormal
+		}
+		fs.mu.Lock()
+		if fs.m[key] == f {
+			delete(fs.m, key)
+		}
+		fs.mu.Unlock()
+		close(f.done)
+	}()
+	f.val, f.err = fn()
+	normal = true
+}
+
+// do runs fn for key in this goroutine, or, when a run for key is going
+// already, calls joined (if not nil) and then waits for that run; it
+// returns the result of the run, and whether it was someone else's.
+func (fs *flights) do(key string, fn func() (any, error), joined func()) (v any, err error, shared bool) {
+	f, ours := fs.join(key)
+	if ours {
+		fs.run(key, f, fn)
+	} else {
+		if joined != nil {
+			joined()
+		}
+		<-f.done
+	}
+	return f.val, f.err, !ours
+}
+
+// start is do with fn run in a goroutine of its own: the result is read
+// from the flight returned once its done is closed.
+func (fs *flights) start(key string, fn func() (any, error)) *flight {
+	f, ours := fs.join(key)
+	if ours {
+		go fs.run(key, f, fn)
+	}
+	return f
+}
