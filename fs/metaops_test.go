@@ -17,7 +17,7 @@ func runAs(t testing.TB, m *Mounted, uid uint32, script string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "sh", "-c", script)
+	cmd := hangReported(t, exec.CommandContext(ctx, "sh", "-c", script))
 	if uid != 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
 	}

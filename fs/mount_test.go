@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -175,7 +176,7 @@ func runOn(t *testing.T, m *Mounted, name string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	out, err := hangReported(t, exec.CommandContext(ctx, name, args...)).CombinedOutput()
 	if ctx.Err() != nil {
 		abortMount(t, m.Target)
 		t.Fatalf("%s %q: no answer within a minute; the connection was aborted", name, args)
@@ -184,6 +185,22 @@ func runOn(t *testing.T, m *Mounted, name string, args ...string) string {
 		t.Fatalf("%s %q: %v\n%s", name, args, err, out)
 	}
 	return string(out)
+}
+
+// hangReported makes cmd, when its context ends before it does, log what
+// it waits for in the kernel and what every goroutine of this binary (the
+// mount's server) is doing, before it is killed: a hang is then a report,
+// not just a timeout.
+func hangReported(t testing.TB, cmd *exec.Cmd) *exec.Cmd {
+	cmd.Cancel = func() error {
+		pid := cmd.Process.Pid
+		stack, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stack", pid))
+		var all strings.Builder
+		pprof.Lookup("goroutine").WriteTo(&all, 2)
+		t.Logf("%s (pid %d) still running at its deadline; its kernel stack:\n%s\nthe server's goroutines:\n%s", cmd.Args, pid, stack, all.String())
+		return cmd.Process.Kill()
+	}
+	return cmd
 }
 
 // TestMountBigRequests checks that clamfuse's mount gets 1 MiB READs and

@@ -64,7 +64,7 @@ func TestPassthroughReads(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			out, err := exec.CommandContext(ctx, "cat", filepath.Join(m.Target, "infected")).CombinedOutput()
+			out, err := hangReported(t, exec.CommandContext(ctx, "cat", filepath.Join(m.Target, "infected"))).CombinedOutput()
 			if err == nil || !strings.Contains(string(out), "Permission denied") {
 				t.Errorf("cat of an infected file: %v, %q; want Permission denied", err, out)
 			}
@@ -195,7 +195,7 @@ func TestPassthroughWriters(t *testing.T) {
 			runOn(t, m, "cp", filepath.Join(tmp, "infected"), f)
 			want++
 			waitFor(t, "the scan after the third writer's close", func() bool { return g.prescans.Load() == want })
-			out, err := exec.CommandContext(ctx, "cat", f).CombinedOutput()
+			out, err := hangReported(t, exec.CommandContext(ctx, "cat", f)).CombinedOutput()
 			if err == nil || !strings.Contains(string(out), "Permission denied") {
 				t.Errorf("cat of the file a writer made infected: %v, %q; want Permission denied", err, out)
 			}
