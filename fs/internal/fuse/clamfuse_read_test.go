@@ -62,3 +62,69 @@ func TestReadRespondInPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestReadBufsReused: a READ's reply buffer comes from readBufs and goes
+// back after the reply; a buffer that held an earlier reply (here filled
+// with 0xff, header included) sends only the header, zeroed but for its
+// length and id, and the bytes read into it now, whatever the earlier
+// reply left beyond them. The READs are of sizes of a class, inside one
+// and over every class (not pooled).
+func TestReadBufsReused(t *testing.T) {
+	c, k := newFakeKernel(t, Protocol{7, 33}, 0)
+	tests := []struct {
+		name   string
+		size   uint32 // the READ's
+		n      int    // bytes read into the room
+		pooled bool
+	}{
+		{"one page, read whole", 4 << 10, 4 << 10, true},
+		{"one page, short", 4 << 10, 10, true},
+		{"between classes, short", 20 << 10, 16 << 10, true},
+		{"largest class", 1 << 20, 1 << 20, true},
+		{"nothing read", 8 << 10, 0, true},
+		{"over every class", 2 << 20, 3, false},
+	}
+	for i, tt := range tests {
+		// An earlier reply's bytes in the buffer the READ may get.
+		b, p := getReadBuf(int(tt.size))
+		if (p != nil) != tt.pooled {
+			t.Fatalf("%s: pooled %v, want %v", tt.name, p != nil, tt.pooled)
+		}
+		if p != nil {
+			full := (*p)[:cap(*p)]
+			for j := range full {
+				full[j] = 0xff
+			}
+			putReadBuf(p)
+		} else if cap(b)-len(b) < int(tt.size) {
+			t.Fatalf("%s: room for %d bytes, want %d", tt.name, cap(b)-len(b), tt.size)
+		}
+
+		unique := uint64(100 + i)
+		in := append(u64s(5, 0), u32s(tt.size, 0)...)
+		in = append(in, u64s(0)...)
+		in = append(in, u32s(uint32(os.O_RDONLY), 0)...)
+		k.send(opRead, unique, 9, in)
+		req, err := c.ReadRequest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := req.(*ReadRequest)
+		room := r.ResponseData()
+		if len(room) != 0 || cap(room) < int(tt.size) {
+			t.Fatalf("%s: ResponseData of length %d and room %d, want 0 and at least %d", tt.name, len(room), cap(room), tt.size)
+		}
+		data := room
+		for j := range tt.n {
+			data = append(data, byte(j*7+i))
+		}
+		r.Respond(&ReadResponse{Data: data})
+		if r.pooled != nil || r.out != nil {
+			t.Errorf("%s: the reply buffer is still the request's after Respond", tt.name)
+		}
+		errno, body := k.reply(unique)
+		if errno != 0 || !bytes.Equal(body, data) {
+			t.Errorf("%s: reply error %d, %d bytes; want 0 and the %d bytes read", tt.name, errno, len(body), len(data))
+		}
+	}
+}

@@ -49,6 +49,12 @@
 //     The big buffers are mapped outside the Go heap: they cost only
 //     the pages the kernel writes into, and do not count toward the
 //     heap the garbage collector lets grow to twice its live size.
+//   - fuse.go, "read in place field", "read in place respond":
+//     ReadRequest.ResponseData gives a READ's handler room for its data
+//     inside the reply's own buffer, sent without a copy; the buffer
+//     comes from a pool by size class and goes back to it once the reply
+//     is written, so that READs of small files (not in passthrough)
+//     allocate nothing per request (clamfuse_read.go).
 //   - fuse_kernel.go, "protocol minor": protocol 7.40 (upstream: 7.33).
 //     From 7.34 to 7.40 the kernel changed no message this package reads
 //     unless the server asks, by an INIT flag, for what changes it

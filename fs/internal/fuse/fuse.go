@@ -1994,7 +1994,8 @@ type ReadRequest struct {
 	LockOwner LockOwner
 	FileFlags OpenFlags
 	// clamfuse: begin read in place field
-	out buffer // the reply's buffer, when ResponseData made one
+	out    buffer  // the reply's buffer, when ResponseData made one
+	pooled *buffer // out's buffer in readBufs, to give back after the reply
 	// clamfuse: end read in place field
 }
 
@@ -2007,6 +2008,7 @@ func (r *ReadRequest) String() string {
 // Respond replies to the request with the given response.
 func (r *ReadRequest) Respond(resp *ReadResponse) {
 	// clamfuse: begin read in place respond
+	defer r.recycle() // after the reply is written, data copied or not
 	if buf := r.inPlace(resp.Data); buf != nil {
 		r.respond(buf)
 		return
