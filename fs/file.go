@@ -61,18 +61,19 @@ func (n *Node) openNode(ctx context.Context, req *fuse.OpenRequest, resp *fuse.O
 			fd, err := reopenRegular(c, hfd, flags, &n.id)
 			unix.Close(hfd)
 			if err == nil {
-				return n.gate(ctx, fd, flags, &req.Header, resp, -1, "")
+				return n.gate(ctx, fd, flags, &req.Header, resp, -1, "", nil)
 			}
 		}
 		if fd, err := n.openOrphan(c, flags); err == nil {
-			return n.gate(ctx, fd, flags, &req.Header, resp, -1, "")
+			return n.gate(ctx, fd, flags, &req.Header, resp, -1, "", nil)
 		}
 		err = syscall.ESTALE
 	}
 	if err != nil {
 		return nil, errno(err)
 	}
-	fd, err := openRegular(c, dirfd, name, flags, &n.id)
+	var st unix.Stat_t
+	fd, err := openRegular(c, dirfd, name, flags, &n.id, &st)
 	if err != nil {
 		release()
 		return nil, errno(err)
@@ -87,17 +88,18 @@ func (n *Node) openNode(ctx context.Context, req *fuse.OpenRequest, resp *fuse.O
 		return nil, errno(err)
 	}
 	defer unix.Close(qdir)
-	return n.gate(ctx, fd, flags, &req.Header, resp, qdir, name)
+	return n.gate(ctx, fd, flags, &req.Header, resp, qdir, name, &st)
 }
 
 // gate asks the gate about fd when the open can read, and wraps fd in a
 // handle when allowed. It owns fd. fd was opened as name in dirfd, where
-// the actions on an infected file (quarantine) find it. While another
-// process writes the file through the mount, see writers.go.
-func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *fuse.OpenResponse, dirfd int, name string) (*Handle, error) {
+// the actions on an infected file (quarantine) find it. st, when not
+// nil, is an fstat of fd made after it was opened (cache.Opener.Stat).
+// While another process writes the file through the mount, see writers.go.
+func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *fuse.OpenResponse, dirfd int, name string, st *unix.Stat_t) (*Handle, error) {
 	rel := n.RelPath()
 	f := osFile(fd, rel)
-	who := cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}
+	who := cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid, Stat: st}
 	h := &Handle{node: n, f: f, who: who,
 		readable: flags&unix.O_ACCMODE != unix.O_WRONLY, writable: flags&unix.O_ACCMODE != unix.O_RDONLY}
 	deny := n.fsys.denyWhileWritten()
@@ -264,7 +266,7 @@ func (n *Node) createNode(ctx context.Context, req *fuse.CreateRequest, resp *fu
 		// is a regular file (else ESTALE: the kernel looks it up and
 		// retries, and follows a symlink itself).
 		created = false
-		fd, err = openRegular(c, dirfd, req.Name, flags, nil)
+		fd, err = openRegular(c, dirfd, req.Name, flags, nil, nil)
 		if err == syscall.ELOOP {
 			err = syscall.ESTALE
 		}
@@ -287,7 +289,7 @@ func (n *Node) createNode(ctx context.Context, req *fuse.CreateRequest, resp *fu
 	}
 	fillAttr(&resp.Attr, &st, n.fsys.attrValid(&st))
 	resp.EntryValid = n.fsys.entryValid(n)
-	h, err := child.gate(ctx, fd, flags, &req.Header, &resp.OpenResponse, dirfd, req.Name)
+	h, err := child.gate(ctx, fd, flags, &req.Header, &resp.OpenResponse, dirfd, req.Name, &st)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -301,12 +303,13 @@ func (n *Node) createNode(ctx context.Context, req *fuse.CreateRequest, resp *fu
 // when want is not nil, the inode want names, since the name may have
 // changed after the caller looked it up; otherwise ESTALE, on which the
 // kernel looks the path up again and retries once.
-func openRegular(c caller.Cred, dirfd int, name string, flags int, want *inoKey) (int, error) {
+// When st is not nil it receives the fstat of the descriptor returned.
+func openRegular(c caller.Cred, dirfd int, name string, flags int, want *inoKey, st *unix.Stat_t) (int, error) {
 	fd, err := caller.Openat(c, dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return -1, err
 	}
-	return checkRegular(fd, flags, want)
+	return checkRegularStat(fd, flags, want, st)
 }
 
 // reopenRegular is openRegular for the inode open as fd.
@@ -325,8 +328,16 @@ func reopenRegular(c caller.Cred, fd int, flags int, want *inoKey) (int, error) 
 // fd has those of flags: setting flags without O_NONBLOCK clears that
 // one alone, with no F_GETFL first (one system call less per open).
 func checkRegular(fd int, flags int, want *inoKey) (int, error) {
-	var st unix.Stat_t
-	err := unix.Fstat(fd, &st)
+	return checkRegularStat(fd, flags, want, nil)
+}
+
+// checkRegularStat is checkRegular that leaves its fstat of fd in st (when
+// not nil): the gate's cache lookup uses it (cache.Opener.Stat).
+func checkRegularStat(fd int, flags int, want *inoKey, st *unix.Stat_t) (int, error) {
+	if st == nil {
+		st = new(unix.Stat_t)
+	}
+	err := unix.Fstat(fd, st)
 	if err == nil && (st.Mode&unix.S_IFMT != unix.S_IFREG || (want != nil && (inoKey{st.Dev, st.Ino}) != *want)) {
 		err = syscall.ESTALE
 	}
