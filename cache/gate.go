@@ -55,6 +55,10 @@ type Opener struct {
 	// less per cached open; the contents are still verified, verify.go).
 	// A miss fstats afresh before it scans.
 	Stat *unix.Stat_t
+	// NoAtime says the descriptor asked about has O_NOATIME set already
+	// (the opener puts its own flags back after the Check): the contents
+	// are read for their digest as they are, with no fcntl (verify.go).
+	NoAtime bool
 }
 
 // Reason says why a Decision went the way it did.
@@ -262,7 +266,7 @@ func (g *Gate) decide(ctx context.Context, f *os.File, who Opener, uncached bool
 		g.report(p, d, who)
 		return d
 	}
-	d := allowances(p, g.check(ctx, f, who.Stat, uncached))
+	d := allowances(p, g.check(ctx, f, who.Stat, who.NoAtime, uncached))
 	g.report(p, d, who)
 	if !d.Allow {
 		g.denied.Add(1)
@@ -270,7 +274,7 @@ func (g *Gate) decide(ctx context.Context, f *os.File, who Opener, uncached bool
 	return d
 }
 
-func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, uncached bool) Decision {
+func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, noatime, uncached bool) Decision {
 	// The open's own bound on its wait, from its first miss on: a scan it
 	// joined may end superseded (errSuperseded), and it then waits for
 	// another one.
@@ -300,7 +304,7 @@ func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, uncache
 		}
 		key := g.keyOf(&st)
 		if !uncached && !(again && key == missed) {
-			if v, sum, ok := g.lookup(key, f); ok {
+			if v, sum, ok := g.lookup(key, f, noatime); ok {
 				g.hits.Add(1)
 				return g.fromVerdict(key, judged{v, sum}, true)
 			}
