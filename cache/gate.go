@@ -49,6 +49,16 @@ type Opener struct {
 	Path string // relative to the mount root
 	Pid  uint32
 	Uid  uint32
+	// Stat, when not nil, is an fstat of the very descriptor asked
+	// about, made after it was opened and before the Check: the cache
+	// lookup uses it instead of an fstat of its own (one system call
+	// less per cached open; the contents are still verified, verify.go).
+	// A miss fstats afresh before it scans.
+	Stat *unix.Stat_t
+	// NoAtime says the descriptor asked about has O_NOATIME set already
+	// (the opener puts its own flags back after the Check): the contents
+	// are read for their digest as they are, with no fcntl (verify.go).
+	NoAtime bool
 }
 
 // Reason says why a Decision went the way it did.
@@ -256,7 +266,7 @@ func (g *Gate) decide(ctx context.Context, f *os.File, who Opener, uncached bool
 		g.report(p, d, who)
 		return d
 	}
-	d := allowances(p, g.check(ctx, f, uncached))
+	d := allowances(p, g.check(ctx, f, who.Stat, who.NoAtime, uncached))
 	g.report(p, d, who)
 	if !d.Allow {
 		g.denied.Add(1)
@@ -264,16 +274,25 @@ func (g *Gate) decide(ctx context.Context, f *os.File, who Opener, uncached bool
 	return d
 }
 
-func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
+func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, noatime, uncached bool) Decision {
 	// The open's own bound on its wait, from its first miss on: a scan it
 	// joined may end superseded (errSuperseded), and it then waits for
 	// another one.
 	var deadline <-chan time.Time
+	var missed Key // the state the opener's fstat showed, not found
+	again := false // this pass follows that miss
 	for {
 		var st unix.Stat_t
 		since := time.Now().UnixNano()
-		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-			return g.onError(fmt.Errorf("fstat: %w", err))
+		// The opener's fstat (seen) serves the first lookup only: a scan
+		// needs an fstat made at or after since (racy.go).
+		fresh := seen == nil || uncached
+		if fresh {
+			if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+				return g.onError(fmt.Errorf("fstat: %w", err))
+			}
+		} else {
+			st, seen = *seen, nil
 		}
 		switch g.judge(&st) {
 		case nothingToScan:
@@ -284,11 +303,18 @@ func (g *Gate) check(ctx context.Context, f *os.File, uncached bool) Decision {
 			return d
 		}
 		key := g.keyOf(&st)
-		if !uncached {
-			if v, sum, ok := g.lookup(key, f); ok {
+		if !uncached && !(again && key == missed) {
+			if v, sum, ok := g.lookup(key, f, noatime); ok {
 				g.hits.Add(1)
 				return g.fromVerdict(key, judged{v, sum}, true)
 			}
+		}
+		again = false
+		if !fresh {
+			// A miss: fstat now, then scan; the same state is not
+			// looked up (nor its contents read) twice.
+			missed, again = key, true
+			continue
 		}
 		if deadline == nil {
 			timer := time.NewTimer(g.opts.Timeout + time.Second)

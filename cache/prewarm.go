@@ -161,7 +161,7 @@ func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error, bg 
 			return PrewarmSkipped, Verdict{}, nil
 		}
 		key := g.keyOf(&st)
-		if v, _, ok := g.lookup(key, src); ok {
+		if v, _, ok := g.lookup(key, src, false); ok {
 			return PrewarmCached, v, nil
 		}
 		if !waited {

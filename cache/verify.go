@@ -106,14 +106,19 @@ func (g *Gate) verifies(size int64) bool {
 // judged. An infected verdict is verified too: in audit mode or by an
 // allow list it may allow (allow.go).
 // The digest of the contents comes with the verdict (0 for none).
-func (g *Gate) lookup(key Key, f *os.File) (Verdict, uint64, bool) {
+// hasNoatime says f has O_NOATIME set already (Opener.NoAtime).
+func (g *Gate) lookup(key Key, f *os.File, hasNoatime bool) (Verdict, uint64, bool) {
 	v, sum, ok := g.lru.GetSum(key)
 	if !ok || !g.verifies(key.Size) {
 		return v, sum, ok
 	}
 	var now uint64
 	var err error
-	noatime(f, func() { now, err = contentSum(f, key.Size) })
+	if hasNoatime {
+		now, err = contentSum(f, key.Size)
+	} else {
+		noatime(f, func() { now, err = contentSum(f, key.Size) })
+	}
 	if err != nil || now != sum {
 		g.changed.Add(1)
 		return Verdict{}, 0, false

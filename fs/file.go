@@ -61,18 +61,19 @@ func (n *Node) openNode(ctx context.Context, req *fuse.OpenRequest, resp *fuse.O
 			fd, err := reopenRegular(c, hfd, flags, &n.id)
 			unix.Close(hfd)
 			if err == nil {
-				return n.gate(ctx, fd, flags, &req.Header, resp, -1, "")
+				return n.gate(ctx, fd, flags, &req.Header, resp, -1, "", nil)
 			}
 		}
 		if fd, err := n.openOrphan(c, flags); err == nil {
-			return n.gate(ctx, fd, flags, &req.Header, resp, -1, "")
+			return n.gate(ctx, fd, flags, &req.Header, resp, -1, "", nil)
 		}
 		err = syscall.ESTALE
 	}
 	if err != nil {
 		return nil, errno(err)
 	}
-	fd, err := openRegular(c, dirfd, name, flags, &n.id)
+	o := opened{noatime: flags&unix.O_ACCMODE != unix.O_WRONLY}
+	fd, err := openRegular(c, dirfd, name, flags, &n.id, &o)
 	if err != nil {
 		release()
 		return nil, errno(err)
@@ -87,17 +88,22 @@ func (n *Node) openNode(ctx context.Context, req *fuse.OpenRequest, resp *fuse.O
 		return nil, errno(err)
 	}
 	defer unix.Close(qdir)
-	return n.gate(ctx, fd, flags, &req.Header, resp, qdir, name)
+	return n.gate(ctx, fd, flags, &req.Header, resp, qdir, name, &o)
 }
 
 // gate asks the gate about fd when the open can read, and wraps fd in a
 // handle when allowed. It owns fd. fd was opened as name in dirfd, where
-// the actions on an infected file (quarantine) find it. While another
-// process writes the file through the mount, see writers.go.
-func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *fuse.OpenResponse, dirfd int, name string) (*Handle, error) {
+// the actions on an infected file (quarantine) find it. o, when not nil,
+// is what openRegular found of fd (see opened). While another process
+// writes the file through the mount, see writers.go.
+func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *fuse.OpenResponse, dirfd int, name string, o *opened) (*Handle, error) {
 	rel := n.RelPath()
 	f := osFile(fd, rel)
 	who := cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}
+	if o != nil {
+		who.Stat = &o.st
+		who.NoAtime = o.noatime || flags&unix.O_NOATIME != 0
+	}
 	h := &Handle{node: n, f: f, who: who,
 		readable: flags&unix.O_ACCMODE != unix.O_WRONLY, writable: flags&unix.O_ACCMODE != unix.O_RDONLY}
 	deny := n.fsys.denyWhileWritten()
@@ -142,6 +148,14 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 			// Same state as the last clean open: the kernel's page cache
 			// holds exactly the bytes judged clean; keep it.
 			resp.Flags |= fuse.OpenKeepCache
+		}
+	}
+	if o != nil && o.noatime {
+		// The opener's own status flags, before anything reads through
+		// fd for it (or the kernel does, in passthrough mode).
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags); err != nil {
+			f.Close()
+			return nil, errno(err)
 		}
 	}
 	var conn *fuse.Conn
@@ -264,7 +278,7 @@ func (n *Node) createNode(ctx context.Context, req *fuse.CreateRequest, resp *fu
 		// is a regular file (else ESTALE: the kernel looks it up and
 		// retries, and follows a symlink itself).
 		created = false
-		fd, err = openRegular(c, dirfd, req.Name, flags, nil)
+		fd, err = openRegular(c, dirfd, req.Name, flags, nil, nil)
 		if err == syscall.ELOOP {
 			err = syscall.ESTALE
 		}
@@ -287,7 +301,7 @@ func (n *Node) createNode(ctx context.Context, req *fuse.CreateRequest, resp *fu
 	}
 	fillAttr(&resp.Attr, &st, n.fsys.attrValid(&st))
 	resp.EntryValid = n.fsys.entryValid(n)
-	h, err := child.gate(ctx, fd, flags, &req.Header, &resp.OpenResponse, dirfd, req.Name)
+	h, err := child.gate(ctx, fd, flags, &req.Header, &resp.OpenResponse, dirfd, req.Name, &opened{st: st})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -301,12 +315,26 @@ func (n *Node) createNode(ctx context.Context, req *fuse.CreateRequest, resp *fu
 // when want is not nil, the inode want names, since the name may have
 // changed after the caller looked it up; otherwise ESTALE, on which the
 // kernel looks the path up again and retries once.
-func openRegular(c caller.Cred, dirfd int, name string, flags int, want *inoKey) (int, error) {
+// When o is not nil, see opened.
+func openRegular(c caller.Cred, dirfd int, name string, flags int, want *inoKey, o *opened) (int, error) {
 	fd, err := caller.Openat(c, dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return -1, err
 	}
-	return checkRegular(fd, flags, want)
+	return checkRegularStat(fd, flags, want, o)
+}
+
+// opened is what openRegular found of the descriptor it returned, for the
+// gate: st, its fstat (cache.Opener.Stat); and noatime, asked for by the
+// caller of openRegular, which then reports whether the descriptor got
+// O_NOATIME besides the flags asked for, set by clamfuse itself (owner or
+// CAP_FOWNER), in the same fcntl that clears O_NONBLOCK: the gate then
+// reads the contents for its digest with no fcntl of its own
+// (cache.Opener.NoAtime), and gate puts the flags asked for back after the
+// check with one more. Before, the gate's read took three (cache.noatime).
+type opened struct {
+	st      unix.Stat_t
+	noatime bool
 }
 
 // reopenRegular is openRegular for the inode open as fd.
@@ -325,10 +353,30 @@ func reopenRegular(c caller.Cred, fd int, flags int, want *inoKey) (int, error) 
 // fd has those of flags: setting flags without O_NONBLOCK clears that
 // one alone, with no F_GETFL first (one system call less per open).
 func checkRegular(fd int, flags int, want *inoKey) (int, error) {
-	var st unix.Stat_t
-	err := unix.Fstat(fd, &st)
+	return checkRegularStat(fd, flags, want, nil)
+}
+
+// checkRegularStat is checkRegular that fills o, when not nil (opened).
+func checkRegularStat(fd int, flags int, want *inoKey, o *opened) (int, error) {
+	if o == nil {
+		o = new(opened)
+	}
+	st := &o.st
+	err := unix.Fstat(fd, st)
 	if err == nil && (st.Mode&unix.S_IFMT != unix.S_IFREG || (want != nil && (inoKey{st.Dev, st.Ino}) != *want)) {
 		err = syscall.ESTALE
+	}
+	if err == nil && o.noatime {
+		// Where O_NOATIME is not allowed (clamfuse not root, and not
+		// the owner), the plain flags below, and the gate sets it itself
+		// if it can.
+		o.noatime = false
+		if flags&unix.O_NOATIME == 0 {
+			_, nerr := unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags|unix.O_NOATIME)
+			if o.noatime = nerr == nil; o.noatime {
+				return fd, nil
+			}
+		}
 	}
 	if err == nil && flags&unix.O_NONBLOCK == 0 {
 		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags&^unix.O_NONBLOCK)

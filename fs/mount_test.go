@@ -92,8 +92,8 @@ func testMountGate(t testing.TB, mo MountOptions, gopts cache.Options) (backing 
 		t.Fatal(err)
 	}
 	real := cache.NewGate(client, gopts)
-	if g, ok := mo.FS.Gate.(*countingGate); ok {
-		g.Gate = real
+	if g, ok := mo.FS.Gate.(interface{ wrap(Gate) }); ok {
+		g.wrap(real)
 	} else {
 		mo.FS.Gate = real
 	}

@@ -54,7 +54,7 @@ func TestOpenRegularNeverBlocks(t *testing.T) {
 		}
 		done := make(chan result, 1)
 		go func() {
-			fd, err := openRegular(caller.Cred{}, dirfd, tc.name, tc.flags|unix.O_CLOEXEC, nil)
+			fd, err := openRegular(caller.Cred{}, dirfd, tc.name, tc.flags|unix.O_CLOEXEC, nil, nil)
 			done <- result{fd, err}
 		}()
 		var r result
@@ -112,7 +112,7 @@ func TestOpenRegularKeepsStatusFlags(t *testing.T) {
 		unix.O_RDWR | unix.O_APPEND | unix.O_NOATIME,
 		unix.O_RDWR | unix.O_DSYNC,
 	} {
-		fd, err := openRegular(caller.Cred{}, dirfd, "file", flags|unix.O_CLOEXEC, nil)
+		fd, err := openRegular(caller.Cred{}, dirfd, "file", flags|unix.O_CLOEXEC, nil, nil)
 		if err != nil {
 			t.Fatalf("openRegular(%#o): %v", flags, err)
 		}
