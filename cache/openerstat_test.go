@@ -3,7 +3,6 @@ package cache
 import (
 	"os"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -75,31 +74,14 @@ func TestGateOpenerStat(t *testing.T) {
 // (Opener.NoAtime) is read for the digest of a cached verdict as it is:
 // the access time stays, and so do the descriptor's flags.
 func TestGateOpenerNoAtime(t *testing.T) {
-	g := NewGate(&fakeScanner{}, Options{MaxEntries: 16, VerifyMaxSize: 1 << 20})
-	p := writeFile(t, "verified contents")
-	st := statT(t, p)
-	old := time.Unix(0, st.Mtim.Nano()).Add(-time.Hour)
-	if err := os.Chtimes(p, old, time.Unix(0, st.Mtim.Nano())); err != nil {
-		t.Fatal(err)
-	}
-	before := statT(t, p)
-	checkDecision(t, "first open", g.Check(t.Context(), openFile(t, p), someone),
-		expect{allow: true, reason: ReasonClean})
+	g, p, before := judgedAtimeOld(t)
 	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOATIME|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := os.NewFile(uintptr(fd), p)
 	defer f.Close()
-	flags, _ := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
 	who := withStat(t, f)
 	who.NoAtime = true
-	checkDecision(t, "cached open", g.Check(t.Context(), f, who),
-		expect{allow: true, reason: ReasonClean, cached: true})
-	if after := statT(t, p); after.Atim != before.Atim {
-		t.Errorf("atime moved from %v to %v", time.Unix(0, before.Atim.Nano()), time.Unix(0, after.Atim.Nano()))
-	}
-	if got, _ := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0); got != flags {
-		t.Errorf("the opener's descriptor has flags %#x after the open; want %#x as before", got, flags)
-	}
+	cachedOpenKeeps(t, g, f, who, before)
 }

@@ -32,18 +32,9 @@ func TestReadRespondInPlace(t *testing.T) {
 	}
 	for i, tt := range tests {
 		unique := uint64(10 + i)
-		// fuse_read_in: fh, offset, size, read_flags, lock_owner, flags, padding.
-		in := append(u64s(5, 0), u32s(size, 0)...)
-		in = append(in, u64s(0)...)
-		in = append(in, u32s(uint32(os.O_RDONLY), 0)...)
-		k.send(opRead, unique, 9, in)
-		req, err := c.ReadRequest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, ok := req.(*ReadRequest)
-		if !ok || r.Size != size {
-			t.Fatalf("%s: got %v, want a READ of %d bytes", tt.name, req, size)
+		r := sendRead(t, c, k, unique, size)
+		if r.Size != size {
+			t.Fatalf("%s: got %v, want a READ of %d bytes", tt.name, r, size)
 		}
 		room := r.ResponseData()
 		if len(room) != 0 || cap(room) != size {
@@ -101,15 +92,7 @@ func TestReadBufsReused(t *testing.T) {
 		}
 
 		unique := uint64(100 + i)
-		in := append(u64s(5, 0), u32s(tt.size, 0)...)
-		in = append(in, u64s(0)...)
-		in = append(in, u32s(uint32(os.O_RDONLY), 0)...)
-		k.send(opRead, unique, 9, in)
-		req, err := c.ReadRequest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := req.(*ReadRequest)
+		r := sendRead(t, c, k, unique, tt.size)
 		room := r.ResponseData()
 		if len(room) != 0 || cap(room) < int(tt.size) {
 			t.Fatalf("%s: ResponseData of length %d and room %d, want 0 and at least %d", tt.name, len(room), cap(room), tt.size)
@@ -127,4 +110,24 @@ func TestReadBufsReused(t *testing.T) {
 			t.Errorf("%s: reply error %d, %d bytes; want 0 and the %d bytes read", tt.name, errno, len(body), len(data))
 		}
 	}
+}
+
+// sendRead has the fake kernel k send a READ of size bytes (handle 5,
+// offset 0, node 9) as request unique, and returns it as c read it.
+func sendRead(t *testing.T, c *Conn, k *fakeKernel, unique uint64, size uint32) *ReadRequest {
+	t.Helper()
+	// fuse_read_in: fh, offset, size, read_flags, lock_owner, flags, padding.
+	in := append(u64s(5, 0), u32s(size, 0)...)
+	in = append(in, u64s(0)...)
+	in = append(in, u32s(uint32(os.O_RDONLY), 0)...)
+	k.send(opRead, unique, 9, in)
+	req, err := c.ReadRequest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := req.(*ReadRequest)
+	if !ok {
+		t.Fatalf("read %T, want a READ", req)
+	}
+	return r
 }
