@@ -100,9 +100,12 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 	rel := n.RelPath()
 	f := osFile(fd, rel)
 	who := cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}
+	// What the check may take from the open itself; the handle keeps who
+	// alone: the fstat is stale and the flags are put back after it.
+	asked := who
 	if o != nil {
-		who.Stat = &o.st
-		who.NoAtime = o.noatime || flags&unix.O_NOATIME != 0
+		asked.Stat = &o.st
+		asked.NoAtime = o.noatime || flags&unix.O_NOATIME != 0
 	}
 	h := &Handle{node: n, f: f, who: who,
 		readable: flags&unix.O_ACCMODE != unix.O_WRONLY, writable: flags&unix.O_ACCMODE != unix.O_RDONLY}
@@ -126,7 +129,7 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 			check = n.fsys.opts.Gate.CheckUncached
 		}
 		wait := n.fsys.untilDying(ctx, hdr.Pid)
-		d := check(wait, f, who)
+		d := check(wait, f, asked)
 		wait.end()
 		if !d.Allow {
 			f.Close()
@@ -321,7 +324,7 @@ func openRegular(c caller.Cred, dirfd int, name string, flags int, want *inoKey,
 	if err != nil {
 		return -1, err
 	}
-	return checkRegularStat(fd, flags, want, o)
+	return checkRegular(fd, flags, want, o)
 }
 
 // opened is what openRegular found of the descriptor it returned, for the
@@ -343,7 +346,7 @@ func reopenRegular(c caller.Cred, fd int, flags int, want *inoKey) (int, error) 
 	if err != nil {
 		return -1, err
 	}
-	return checkRegular(nfd, flags, want)
+	return checkRegular(nfd, flags, want, nil)
 }
 
 // checkRegular returns fd, opened with flags and O_NONBLOCK, if it is a
@@ -352,12 +355,8 @@ func reopenRegular(c caller.Cred, fd int, flags int, want *inoKey) (int, error) 
 // status flags O_APPEND, O_ASYNC, O_DIRECT, O_NOATIME and O_NONBLOCK, and
 // fd has those of flags: setting flags without O_NONBLOCK clears that
 // one alone, with no F_GETFL first (one system call less per open).
-func checkRegular(fd int, flags int, want *inoKey) (int, error) {
-	return checkRegularStat(fd, flags, want, nil)
-}
-
-// checkRegularStat is checkRegular that fills o, when not nil (opened).
-func checkRegularStat(fd int, flags int, want *inoKey, o *opened) (int, error) {
+// It fills o, when not nil (see opened).
+func checkRegular(fd int, flags int, want *inoKey, o *opened) (int, error) {
 	if o == nil {
 		o = new(opened)
 	}

@@ -155,7 +155,7 @@ func (f *FS) ReopenWritten(dev, ino uint64) (*os.File, error) {
 		fd, err = unix.Open(procPath(pfd), flags|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	}
 	if err == nil {
-		fd, err = checkRegular(fd, flags, &n.id)
+		fd, err = checkRegular(fd, flags, &n.id, nil)
 	}
 	if err != nil {
 		return nil, err

@@ -175,7 +175,7 @@ func (w *walker) file(ctx context.Context, rel string) (isDir bool) {
 	// clamfuse's own open, as root: no caller to act for.
 	fd, err := unix.Open(procPath(pfd), unix.O_RDONLY|unix.O_NOATIME|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err == nil {
-		fd, err = checkRegular(fd, unix.O_RDONLY|unix.O_NOATIME, &inoKey{st.Dev, st.Ino})
+		fd, err = checkRegular(fd, unix.O_RDONLY|unix.O_NOATIME, &inoKey{st.Dev, st.Ino}, nil)
 	}
 	if err != nil {
 		w.failed(rel, err)
