@@ -128,7 +128,7 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 			// no verdict made since that writer's open is sure.
 			check = n.fsys.opts.Gate.CheckUncached
 		}
-		wait := n.fsys.untilDying(ctx, hdr.Pid)
+		wait := n.fsys.untilDying(ctx, hdr)
 		d := check(wait, f, asked)
 		wait.end()
 		if !d.Allow {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 )
 
 // An open that waits for a scan is interrupted by the kernel (FUSE
@@ -31,13 +33,21 @@ import (
 // that comes after a caught one is seen only by looking.
 const interruptPoll = 20 * time.Millisecond
 
-// untilDying returns the context an open of thread tid waits for its
-// verdict under: done once ctx is (the request was interrupted) and the
-// opener is dying. Call end when the gate has decided. It costs one
-// allocation until something waits on it: an open decided from the cache
-// never does (the gate selects on Done only to wait for a scan).
-func (f *FS) untilDying(ctx context.Context, tid uint32) *waitCtx {
-	return &waitCtx{Context: ctx, log: f.log, tid: tid, dying: dying}
+// untilDying returns the context the open request hdr (of thread
+// hdr.Pid) waits for its verdict under: done once ctx is (the request was
+// interrupted) and the opener is dying. Call end when the gate has
+// decided. It costs one allocation until something waits on it: an open
+// decided from the cache never does (the gate selects on Done only to
+// wait: for a scan, a scan slot, a racy file to settle). The first Done
+// tells the request loop that the request is about to wait
+// (fusefs.Server.Blocking), so that another goroutine reads the next
+// requests, and this one's INTERRUPT.
+func (f *FS) untilDying(ctx context.Context, hdr *fuse.Header) *waitCtx {
+	c := &waitCtx{Context: ctx, log: f.log, tid: hdr.Pid, dying: dying}
+	if srv, id := f.srv, hdr.ID; srv != nil {
+		c.blocking = func() { srv.Blocking(id) }
+	}
+	return c
 }
 
 // waitCtx is the context of untilDying. Its channel, and the watch of the
@@ -47,6 +57,7 @@ type waitCtx struct {
 	log             *slog.Logger
 	tid             uint32
 	dying           func(tid uint32) bool
+	blocking        func() // called at the first Done, if not nil
 
 	once  sync.Once
 	done  chan struct{} // closed when the opener is dying
@@ -68,6 +79,9 @@ func (c *waitCtx) Err() error {
 }
 
 func (c *waitCtx) start() {
+	if c.blocking != nil {
+		c.blocking()
+	}
 	c.done, c.ended = make(chan struct{}), make(chan struct{})
 	c.stop = context.AfterFunc(c.Context, func() {
 		c.log.Debug("open interrupted while it waits for a verdict; it waits on unless the opener dies", "pid", c.tid)

@@ -488,6 +488,9 @@ type Server struct {
 
 	// Used to ensure worker goroutines finish before Serve returns
 	wg sync.WaitGroup
+	// clamfuse: begin read loop field
+	loop *readLoop // set once at Serve time (clamfuse_readloop.go)
+	// clamfuse: end read loop field
 }
 
 // Serve serves the FUSE connection by making calls to the methods
@@ -519,92 +522,11 @@ func (s *Server) Serve(fs FS) error {
 	s.handle = append(s.handle, nil)
 
 	// clamfuse: begin request loop
-	l := &readLoop{s: s}
-	return l.run()
-}
-
-// maxReaders bounds the goroutines that read requests and serve them
-// inline; maxIdle is how many of them may wait for a request at once.
-const maxReaders, maxIdle = 16, 4
-
-// readLoop serves requests on the goroutine that read them, as libfuse's
-// multithreaded loop does, instead of starting a goroutine per request:
-// on a small machine the hand-off between goroutines cost more than most
-// requests. Whenever no reader is left waiting for the next request one
-// more is started, so a request that blocks (an open waiting for a scan)
-// never holds up the others, nor INTERRUPT; past maxReaders busy readers
-// a request gets a goroutine of its own, as upstream does for all.
-type readLoop struct {
-	s           *Server
-	mu          sync.Mutex
-	idle, total int
-	err         error // the first read error other than io.EOF
-	readers     sync.WaitGroup
-}
-
-func (l *readLoop) run() error {
-	l.mu.Lock()
-	l.startLocked()
-	l.mu.Unlock()
-	l.readers.Wait()
-	return l.err
-}
-
-func (l *readLoop) startLocked() {
-	l.total++
-	l.idle++
-	l.readers.Add(1)
-	go l.read()
-}
-
-func (l *readLoop) read() {
-	defer l.readers.Done()
-	for {
-		req, err := l.s.conn.ReadRequest()
-		l.mu.Lock()
-		l.idle--
-		if err != nil {
-			// The connection is gone (io.EOF at unmount) or broken:
-			// every reader gets the same error.
-			l.total--
-			if err != io.EOF && l.err == nil {
-				l.err = err
-			}
-			l.mu.Unlock()
-			return
-		}
-		if p, ok := req.(*fuse.PollRequest); ok {
-			l.idle++
-			l.mu.Unlock()
-			l.s.pollUnsupported(p)
-			continue
-		}
-		if l.idle == 0 && l.total >= maxReaders {
-			l.idle++
-			l.mu.Unlock()
-			l.s.wg.Add(1)
-			go func() {
-				defer l.s.wg.Done()
-				l.s.serve(req)
-			}()
-			continue
-		}
-		if l.idle == 0 {
-			l.startLocked()
-		}
-		l.mu.Unlock()
-
-		l.s.serve(req)
-
-		l.mu.Lock()
-		if l.idle >= maxIdle {
-			l.total--
-			l.mu.Unlock()
-			return
-		}
-		l.idle++
-		l.mu.Unlock()
+	s.loop = &readLoop{s: s}
+	if err := s.loop.run(); err != io.EOF {
+		return err
 	}
+	return nil
 }
 
 // clamfuse: end request loop

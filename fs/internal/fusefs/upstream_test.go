@@ -49,6 +49,8 @@ var replaced = map[string]string{
 	return nil
 }
 `,
+	// The request loop's state, for Server.Blocking (clamfuse_readloop.go).
+	"read loop field": "",
 	// A serveNode's wait group in 8 bytes (clamfuse_waitgroup.go).
 	"serve node wait group": "\twg sync.WaitGroup\n",
 }

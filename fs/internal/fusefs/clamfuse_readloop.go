@@ -1,0 +1,230 @@
+package fusefs
+
+// clamfuse: the request loop of Serve (block "request loop" of serve.go).
+
+import (
+	"sync"
+	"time"
+
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
+)
+
+// maxReaders bounds the goroutines that read requests and serve them
+// inline; maxIdle is how many of them may wait, parked, to be the next
+// reader; a reader finding more parked leaves.
+const maxReaders, maxIdle = 16, 4
+
+// handoverAfter is how long a request served inline may hold the reading
+// before the watchdog hands it to another reader, for a request that
+// blocks without saying so (Server.Blocking): a LOOKUP whose backing
+// lstat waits for the disk, a FORGET waiting for a notification. The
+// watchdog looks every handoverAfter, so such a request holds up the
+// others for between one and two of it.
+const handoverAfter = 500 * time.Microsecond
+
+// readLoop serves requests on the goroutine that read them, as libfuse's
+// multithreaded loop does, instead of starting a goroutine per request:
+// on a small machine the hand-off between goroutines cost more than most
+// requests.
+//
+// One goroutine at a time waits in read(2) on /dev/fuse (the reader); it
+// serves the request it gets inline and then reads again itself. The
+// kernel wakes the waiter that slept longest, so with several waiting
+// every request woke another, cold thread, and a request queued while the
+// reader served another found nobody awake; with one, the thread that
+// just answered takes the next request, often without sleeping at all.
+// A request served inline hands the reading to another goroutine (a
+// parked one, the most recently parked first, or a new one) as soon as
+// it is about to wait (Server.Blocking: an open waiting for a scan), or
+// when the watchdog finds it still served after handoverAfter; so a
+// request that blocks never holds up the others for long, nor INTERRUPT.
+// When it is done and another goroutine reads, it parks. Past maxReaders
+// goroutines with none parked, the reader serves each request on a
+// goroutine of its own, as upstream does for all, and keeps reading.
+type readLoop struct {
+	s       *Server
+	readers sync.WaitGroup // the readers and the watchdog
+
+	// mu guards all below.
+	mu      sync.Mutex
+	total   int            // readers: reading, serving or parked
+	reading bool           // a reader is in (or on its way to) read(2)
+	serving bool           // a request served inline has not handed the reading over
+	seq     uint64         // requests served inline so far; the current one if serving
+	id      fuse.RequestID // the request of seq, if serving
+	parked  []chan bool    // parked readers, the last parked last; true: read, false: quit
+	closed  bool           // the connection is gone
+	err     error          // the first read error: io.EOF at unmount
+
+	wdParked bool          // the watchdog waits on wdWake
+	wdWake   chan struct{} // capacity 1
+}
+
+func (l *readLoop) run() error {
+	l.wdWake = make(chan struct{}, 1)
+	l.mu.Lock()
+	l.total = 1
+	l.reading = true
+	l.mu.Unlock()
+	l.readers.Add(2)
+	go l.watchdog()
+	go l.read()
+	l.readers.Wait()
+	return l.err
+}
+
+// read is a reader: it reads while it has the reading, serves what it
+// reads, and parks or leaves when another has taken the reading over.
+func (l *readLoop) read() {
+	defer l.readers.Done()
+	for {
+		req, err := l.s.conn.ReadRequest()
+		if err != nil {
+			// The connection is gone (io.EOF at unmount) or broken:
+			// the loop ends.
+			l.mu.Lock()
+			if l.err == nil {
+				l.err = err
+			}
+			l.closeLocked()
+			l.total--
+			l.mu.Unlock()
+			return
+		}
+		if p, ok := req.(*fuse.PollRequest); ok {
+			l.s.pollUnsupported(p)
+			continue
+		}
+		l.mu.Lock()
+		if l.total >= maxReaders && len(l.parked) == 0 {
+			// Nobody could take the reading over: keep it.
+			l.mu.Unlock()
+			l.s.wg.Add(1)
+			go func() {
+				defer l.s.wg.Done()
+				l.s.serve(req)
+			}()
+			continue
+		}
+		l.reading = false
+		l.serving = true
+		l.seq++
+		seq := l.seq
+		l.id = req.Hdr().ID
+		if l.wdParked {
+			l.wdParked = false
+			l.wdWake <- struct{}{}
+		}
+		l.mu.Unlock()
+
+		l.s.serve(req)
+
+		l.mu.Lock()
+		if l.serving && l.seq == seq {
+			l.serving = false
+		}
+		if !l.reading && !l.closed {
+			l.reading = true
+			l.mu.Unlock()
+			continue
+		}
+		if l.closed || len(l.parked) >= maxIdle {
+			l.total--
+			l.mu.Unlock()
+			return
+		}
+		wake := make(chan bool, 1)
+		l.parked = append(l.parked, wake)
+		l.mu.Unlock()
+		if !<-wake {
+			return // closeLocked counted it out
+		}
+	}
+}
+
+// handoverLocked gives the reading to another reader if the request
+// served inline still holds it.
+func (l *readLoop) handoverLocked() {
+	if !l.serving || l.closed {
+		return
+	}
+	l.serving = false
+	l.reading = true
+	if k := len(l.parked); k > 0 {
+		wake := l.parked[k-1]
+		l.parked[k-1] = nil
+		l.parked = l.parked[:k-1]
+		wake <- true
+		return
+	}
+	// Not past maxReaders: the request was served inline only if a
+	// reader could be started or woken now (read).
+	l.total++
+	l.readers.Add(1)
+	go l.read()
+}
+
+// closeLocked ends the loop: the parked readers and the watchdog leave;
+// the readers serving requests leave when done.
+func (l *readLoop) closeLocked() {
+	if l.closed {
+		return
+	}
+	l.closed = true
+	for _, wake := range l.parked {
+		l.total--
+		wake <- false
+	}
+	l.parked = nil
+	if l.wdParked {
+		l.wdParked = false
+		l.wdWake <- struct{}{}
+	}
+}
+
+// watchdog hands the reading over from a request that holds it longer
+// than handoverAfter. It looks every handoverAfter while requests come,
+// and parks once one such period saw none; the next request served
+// inline wakes it. So it costs one wake-up per handoverAfter while busy,
+// none while idle, and no timer per request.
+func (l *readLoop) watchdog() {
+	defer l.readers.Done()
+	var last uint64
+	for {
+		l.mu.Lock()
+		switch {
+		case l.closed:
+			l.mu.Unlock()
+			return
+		case l.seq != last:
+			last = l.seq
+		case l.serving:
+			// The same request since the last look.
+			l.handoverLocked()
+		default:
+			l.wdParked = true
+			l.mu.Unlock()
+			<-l.wdWake
+			continue
+		}
+		l.mu.Unlock()
+		time.Sleep(handoverAfter)
+	}
+}
+
+// Blocking tells the request loop that the request id is about to wait
+// (for a scan, a slot, another request): if it was served on the
+// goroutine that reads the requests, another goroutine reads them from
+// now on, so the others, and an INTERRUPT of this one, are read at once.
+// Cheap and harmless for any other request.
+func (s *Server) Blocking(id fuse.RequestID) {
+	l := s.loop
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	if l.serving && l.id == id {
+		l.handoverLocked()
+	}
+	l.mu.Unlock()
+}
