@@ -1,0 +1,137 @@
+package fusefs
+
+// Mounted tests of the request loop (clamfuse_readloop.go): one reader
+// serves requests inline, and a request that blocks hands the reading
+// over, whether it says so (Server.Blocking) or not (the watchdog).
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
+)
+
+// blockingFile is a file whose opens wait until release is closed or the
+// open is interrupted (EINTR then), telling the server first that they
+// will wait if announce is set.
+type blockingFile struct {
+	*memFile
+	srv      *atomic.Pointer[Server] // set once mounted
+	announce bool
+	release  chan struct{}
+
+	waiting, interrupted atomic.Int32
+}
+
+func (f *blockingFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (Handle, error) {
+	if f.announce {
+		f.srv.Load().Blocking(req.Header.ID)
+	}
+	f.waiting.Add(1)
+	defer f.waiting.Add(-1)
+	select {
+	case <-f.release:
+		return f.memFile, nil
+	case <-ctx.Done():
+		f.interrupted.Add(1)
+		return nil, syscall.EINTR
+	}
+}
+
+// within fails the test, aborting the mount, if cond is not true within
+// a minute; it polls.
+func within(t *testing.T, m *mounted, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			abort(t, m.dir)
+			t.Fatalf("%s: not within a minute; the connection was aborted", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestBlockedRequestsHandReadingOver: opens that block, more of them than
+// maxReaders, whether they announce it (Server.Blocking) or not (the
+// watchdog hands over), leave the other requests served, and an INTERRUPT
+// of one of them still reaches it.
+func TestBlockedRequestsHandReadingOver(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		announce bool
+	}{
+		{"announced", true},
+		{"silent", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fsys := newMemFS()
+			var srv atomic.Pointer[Server]
+			slow := &blockingFile{memFile: fsys.root.file("slow", []byte("slow")), srv: &srv, announce: tc.announce, release: make(chan struct{})}
+			fsys.root.mu.Lock()
+			fsys.root.entries["slow"] = slow
+			fsys.root.mu.Unlock()
+			fsys.root.file("plain", []byte("plain"))
+			m := mount(t, fsys)
+			srv.Store(m.srv)
+
+			const blocked = maxReaders + 4
+			openers := make([]*exec.Cmd, blocked)
+			for i := range openers {
+				cmd := exec.Command("cat", filepath.Join(m.dir, "slow"))
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				openers[i] = cmd
+			}
+			released := false
+			t.Cleanup(func() {
+				if !released {
+					close(slow.release)
+				}
+				for _, cmd := range openers {
+					_ = cmd.Process.Kill()
+					_ = cmd.Wait()
+				}
+			})
+			within(t, m, fmt.Sprintf("%d opens waiting", blocked), func() bool { return slow.waiting.Load() == blocked })
+
+			if got := m.run(t, "cat", filepath.Join(m.dir, "plain")); got != "plain" {
+				t.Errorf("cat plain while %d opens wait: %q", blocked, got)
+			}
+			if _, err := os.Stat(filepath.Join(m.dir, "plain")); err != nil {
+				t.Errorf("stat plain while %d opens wait: %v", blocked, err)
+			}
+
+			// A signal to an opener makes the kernel send INTERRUPT.
+			if err := openers[0].Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			within(t, m, "the INTERRUPT of a blocked open", func() bool { return slow.interrupted.Load() == 1 })
+
+			close(slow.release)
+			released = true
+			for i, cmd := range openers[1:] {
+				done := make(chan error, 1)
+				go func() { done <- cmd.Wait() }()
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Errorf("opener %d: %v", i+1, err)
+					}
+				case <-time.After(time.Minute):
+					abort(t, m.dir)
+					t.Fatalf("opener %d: not done a minute after the release; the connection was aborted", i+1)
+				}
+			}
+			openers = openers[:1]
+		})
+	}
+}
