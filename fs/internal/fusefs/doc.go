@@ -1,11 +1,17 @@
 // Package fusefs is bazil.org/fuse/fs, the FUSE service loop and node
 // interfaces, with clamfuse's changes:
 //
-//   - Requests are served on the goroutines that read them (readLoop)
-//     rather than on a new goroutine each. With one reader and a goroutine
-//     per request, about 40% of clamfuse's CPU went to the Go scheduler and
-//     each request cost ~85 µs; serving inline roughly halves `ls -lR` and
-//     cached re-open times (bench/RESULTS.md).
+//   - Requests are served on the goroutines that read them (readLoop,
+//     clamfuse_readloop.go) rather than on a new goroutine each. With one
+//     reader and a goroutine per request, about 40% of clamfuse's CPU went
+//     to the Go scheduler and each request cost ~85 µs; serving inline
+//     roughly halves `ls -lR` and cached re-open times (bench/RESULTS.md).
+//     One goroutine at a time waits in read(2); a request that is about to
+//     wait (Server.Blocking) or is served longer than handoverAfter hands
+//     the reading to another. With several waiting, the kernel woke a
+//     different, cold thread for every request: one reader took a third
+//     off the CPU of a cached re-open and four fifths of its context
+//     switches.
 //   - FUSE_POLL is answered ENOSYS by the request loop, so the kernel
 //     stops asking and polls every file as ready itself
 //     (clamfuse_poll.go).
