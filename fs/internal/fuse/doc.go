@@ -49,6 +49,8 @@
 //     The big buffers are mapped outside the Go heap: they cost only
 //     the pages the kernel writes into, and do not count toward the
 //     heap the garbage collector lets grow to twice its live size.
+//   - Conn.Pending reports whether a request waits to be read (poll(2)
+//     of /dev/fuse), for the request loop of fusefs (clamfuse_pending.go).
 //   - fuse.go, "read in place field", "read in place respond":
 //     ReadRequest.ResponseData gives a READ's handler room for its data
 //     inside the reply's own buffer, sent without a copy; the buffer

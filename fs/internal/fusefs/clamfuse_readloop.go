@@ -3,6 +3,7 @@ package fusefs
 // clamfuse: the request loop of Serve (block "request loop" of serve.go).
 
 import (
+	"runtime"
 	"sync"
 	"time"
 
@@ -21,6 +22,14 @@ const maxReaders, maxIdle = 16, 4
 // watchdog looks every handoverAfter, so such a request holds up the
 // others for between one and two of it.
 const handoverAfter = 500 * time.Microsecond
+
+// parallelAfter: a request served inline that took at least this long
+// makes the next readers look whether more requests wait (Conn.Pending)
+// and, if so, hand the reading over at once, so that long requests (READs
+// and WRITEs of a MiB, not in passthrough) are served in parallel, up to
+// as many at once as there are CPUs. Shorter requests are served one after
+// the other: waking another thread for one costs more than it takes.
+const parallelAfter = 100 * time.Microsecond
 
 // readLoop serves requests on the goroutine that read them, as libfuse's
 // multithreaded loop does, instead of starting a goroutine per request:
@@ -41,13 +50,18 @@ const handoverAfter = 500 * time.Microsecond
 // When it is done and another goroutine reads, it parks. Past maxReaders
 // goroutines with none parked, the reader serves each request on a
 // goroutine of its own, as upstream does for all, and keeps reading.
+// While requests take long (parallelAfter), a reader that finds more of
+// them waiting hands the reading over before it serves its own.
 type readLoop struct {
 	s       *Server
 	readers sync.WaitGroup // the readers and the watchdog
+	cpus    int            // the most requests served inline at once for being long
 
 	// mu guards all below.
 	mu      sync.Mutex
 	total   int            // readers: reading, serving or parked
+	busy    int            // readers serving a request inline
+	long    bool           // the last request served inline took parallelAfter or more
 	reading bool           // a reader is in (or on its way to) read(2)
 	serving bool           // a request served inline has not handed the reading over
 	seq     uint64         // requests served inline so far; the current one if serving
@@ -62,6 +76,7 @@ type readLoop struct {
 
 func (l *readLoop) run() error {
 	l.wdWake = make(chan struct{}, 1)
+	l.cpus = runtime.NumCPU()
 	l.mu.Lock()
 	l.total = 1
 	l.reading = true
@@ -111,15 +126,28 @@ func (l *readLoop) read() {
 		l.seq++
 		seq := l.seq
 		l.id = req.Hdr().ID
+		l.busy++
 		if l.wdParked {
 			l.wdParked = false
 			l.wdWake <- struct{}{}
 		}
+		parallel := l.long && l.busy < l.cpus
 		l.mu.Unlock()
 
+		if parallel && l.s.conn.Pending() {
+			l.mu.Lock()
+			if l.serving && l.seq == seq {
+				l.handoverLocked()
+			}
+			l.mu.Unlock()
+		}
+		start := time.Now()
 		l.s.serve(req)
+		took := time.Since(start)
 
 		l.mu.Lock()
+		l.busy--
+		l.long = took >= parallelAfter
 		if l.serving && l.seq == seq {
 			l.serving = false
 		}
