@@ -134,3 +134,32 @@ func TestWaitCtx(t *testing.T) {
 		}
 	})
 }
+
+// TestWaitCtxTellsBlocking: the first Done of an open's wait tells the
+// request loop that the open is about to wait (fusefs.Server.Blocking, so
+// that another goroutine reads the next requests), once; an open decided
+// without waiting never does.
+func TestWaitCtxTellsBlocking(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		name  string
+		dones int
+		want  int
+	}{
+		{"decided from the cache", 0, 0},
+		{"waits", 1, 1},
+		{"waits twice", 2, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			told := 0
+			c := &waitCtx{Context: context.Background(), log: log, dying: func(uint32) bool { return false }, blocking: func() { told++ }}
+			for range tc.dones {
+				_ = c.Done()
+			}
+			c.end()
+			if told != tc.want {
+				t.Errorf("Blocking told %d times, want %d", told, tc.want)
+			}
+		})
+	}
+}
