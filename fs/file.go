@@ -49,7 +49,8 @@ func (n *Node) openNode(ctx context.Context, req *fuse.OpenRequest, resp *fuse.O
 	if n.fsys.opts.ReadOnly && flags&unix.O_ACCMODE != unix.O_RDONLY {
 		return nil, errno(syscall.EROFS)
 	}
-	dirfd, name, _, release, err := n.at()
+	o := opened{noatime: flags&unix.O_ACCMODE != unix.O_WRONLY}
+	fd, dirfd, name, release, err := n.openLinked(c, flags, &o)
 	if err == syscall.ENOENT {
 		// No name leads to this inode any more: replaced or removed
 		// behind the kernel's back, or by a rename that raced this open.
@@ -70,12 +71,6 @@ func (n *Node) openNode(ctx context.Context, req *fuse.OpenRequest, resp *fuse.O
 		err = syscall.ESTALE
 	}
 	if err != nil {
-		return nil, errno(err)
-	}
-	o := opened{noatime: flags&unix.O_ACCMODE != unix.O_WRONLY}
-	fd, err := openRegular(c, dirfd, name, flags, &n.id, &o)
-	if err != nil {
-		release()
 		return nil, errno(err)
 	}
 	// The actions on a detection work in the directory: keep a copy of its
@@ -309,6 +304,58 @@ func (n *Node) createNode(ctx context.Context, req *fuse.CreateRequest, resp *fu
 		return nil, nil, err
 	}
 	return child, h, nil
+}
+
+// openLinked opens one of n's names as the caller c with flags, as
+// openRegular does (o, when not nil, see opened), and returns the
+// descriptor with that name and its directory, held until release. The
+// open comes first, and its fstat shows whether the name still leads to
+// n's inode; only when it does not, or the open fails, does an fstatat
+// tell a name that leads elsewhere now (dropped, as at drops it, and the
+// next name tried) from a failure of the open of n itself (its error).
+// Opening first saves the fstatat that at made before every open (issue
+// #12). What an open of a name swapped behind the kernel's back reaches
+// is what the caller's own open of that name in the backing directory
+// would: it is the caller's, never follows a symlink, never blocks
+// (O_NONBLOCK), creates and truncates nothing, and its descriptor is
+// closed unused unless it is n's regular file. ENOENT once no name is
+// left.
+func (n *Node) openLinked(c caller.Cred, flags int, o *opened) (fd, dirfd int, name string, release func(), err error) {
+	noatime := o != nil && o.noatime
+	for {
+		l, found := n.firstLink()
+		if !found {
+			return -1, -1, "", nil, syscall.ENOENT
+		}
+		pfd, close, err := l.parent.pathFD()
+		if err != nil {
+			if err == syscall.ENOENT || err == syscall.ENOTDIR || err == syscall.ELOOP || err == syscall.EXDEV {
+				n.dropStaleLink(l.parent, l.name)
+				continue
+			}
+			return -1, -1, "", nil, err
+		}
+		if o != nil {
+			o.noatime = noatime
+		}
+		fd, err := openRegular(c, pfd, l.name, flags, &n.id, o)
+		if err == nil {
+			return fd, pfd, l.name, close, nil
+		}
+		var st unix.Stat_t
+		serr := unix.Fstatat(pfd, l.name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		close()
+		if serr == nil && (inoKey{st.Dev, st.Ino}) == n.id {
+			// The name is n's: the open of n failed (EACCES...), or a
+			// swap raced it (ESTALE: the kernel looks the path up again).
+			return -1, -1, "", nil, err
+		}
+		if serr != nil && serr != syscall.ENOENT && serr != syscall.ENOTDIR {
+			return -1, -1, "", nil, serr
+		}
+		// The name is gone or names another inode now.
+		n.dropStaleLink(l.parent, l.name)
+	}
 }
 
 // openRegular opens name in dirfd with flags as the caller c, never
