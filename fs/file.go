@@ -62,36 +62,80 @@ func (n *Node) openNode(ctx context.Context, req *fuse.OpenRequest, resp *fuse.O
 			fd, err := reopenRegular(c, hfd, flags, &n.id)
 			unix.Close(hfd)
 			if err == nil {
-				return n.gate(ctx, fd, flags, &req.Header, resp, -1, "", nil)
+				return n.gate(ctx, fd, flags, &req.Header, resp, nil, nil)
 			}
 		}
 		if fd, err := n.openOrphan(c, flags); err == nil {
-			return n.gate(ctx, fd, flags, &req.Header, resp, -1, "", nil)
+			return n.gate(ctx, fd, flags, &req.Header, resp, nil, nil)
 		}
 		err = syscall.ESTALE
 	}
 	if err != nil {
 		return nil, errno(err)
 	}
-	// The actions on a detection work in the directory: keep a copy of its
-	// descriptor, and let go of the node's own before the scan, which may
-	// take up to clamd.timeout.
-	qdir, err := unix.FcntlInt(uintptr(dirfd), unix.F_DUPFD_CLOEXEC, 0)
-	release()
-	if err != nil {
-		unix.Close(fd)
-		return nil, errno(err)
+	dir := &openDir{fd: dirfd, name: name, release: release}
+	defer dir.done()
+	return n.gate(ctx, fd, flags, &req.Header, resp, dir, &o)
+}
+
+// openDir is the directory an open found its file in, and the name
+// there, where the actions on a detection (quarantine) find the file.
+// The open holds the node's own descriptor of it while it is decided from
+// the cache; before it waits (for a scan, which may take up to
+// clamd.timeout) it keeps a copy of that descriptor and lets go of the
+// node's (letGo). A cached open so makes neither the copy nor its close
+// (issue #12: two system calls of each cached open).
+type openDir struct {
+	fd      int    // the directory; -1 when no copy could be made
+	name    string // the file's name in it
+	release func() // lets go of the node's descriptor fd; nil when not held here
+	copied  bool   // fd is letGo's copy, closed by done
+}
+
+// letGo is called before the open waits: see openDir. Should the copy
+// fail (no descriptor left), a detection's quarantine fails (the file
+// stays in place) and the open is denied all the same.
+func (d *openDir) letGo() {
+	if d.release == nil {
+		return
 	}
-	defer unix.Close(qdir)
-	return n.gate(ctx, fd, flags, &req.Header, resp, qdir, name, &o)
+	fd, err := unix.FcntlInt(uintptr(d.fd), unix.F_DUPFD_CLOEXEC, 0)
+	d.release()
+	d.release = nil
+	d.fd, d.copied = fd, err == nil
+	if err != nil {
+		d.fd = -1
+	}
+}
+
+// done lets go of the directory, held or copied.
+func (d *openDir) done() {
+	if d.release != nil {
+		d.release()
+		d.release = nil
+	}
+	if d.copied {
+		unix.Close(d.fd)
+		d.copied = false
+	}
+}
+
+// at is the directory and name for the actions (-1 and "" for none).
+func (d *openDir) at() (int, string) {
+	if d == nil {
+		return -1, ""
+	}
+	return d.fd, d.name
 }
 
 // gate asks the gate about fd when the open can read, and wraps fd in a
-// handle when allowed. It owns fd. fd was opened as name in dirfd, where
-// the actions on an infected file (quarantine) find it. o, when not nil,
+// handle when allowed. It owns fd. fd was opened in dir, when not nil
+// (see openDir), where the actions on an infected file (quarantine) find
+// it; before the open waits for a verdict, dir lets go of the node's
+// descriptor. o, when not nil,
 // is what openRegular found of fd (see opened). While another process
 // writes the file through the mount, see writers.go.
-func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *fuse.OpenResponse, dirfd int, name string, o *opened) (*Handle, error) {
+func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *fuse.OpenResponse, dir *openDir, o *opened) (*Handle, error) {
 	rel := n.RelPath()
 	f := osFile(fd, rel)
 	who := cache.Opener{Path: rel, Pid: hdr.Pid, Uid: hdr.Uid}
@@ -124,11 +168,15 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 			check = n.fsys.opts.Gate.CheckUncached
 		}
 		wait := n.fsys.untilDying(ctx, hdr)
+		if dir != nil {
+			wait.waits = dir.letGo
+		}
 		d := check(wait, f, asked)
 		wait.end()
 		if !d.Allow {
 			f.Close()
 			if d.Reason == cache.ReasonInfected && n.fsys.opts.Actions != nil {
+				dirfd, name := dir.at()
 				n.fsys.opts.Actions.Infected(d, who, dirfd, name)
 				// A quarantine moved it away behind the kernel's back.
 				n.fsys.watch.changed(n)
@@ -299,7 +347,7 @@ func (n *Node) createNode(ctx context.Context, req *fuse.CreateRequest, resp *fu
 	}
 	fillAttr(&resp.Attr, &st, n.fsys.attrValid(&st))
 	resp.EntryValid = n.fsys.entryValid(n)
-	h, err := child.gate(ctx, fd, flags, &req.Header, &resp.OpenResponse, dirfd, req.Name, &opened{st: st})
+	h, err := child.gate(ctx, fd, flags, &req.Header, &resp.OpenResponse, &openDir{fd: dirfd, name: req.Name}, &opened{st: st})
 	if err != nil {
 		return nil, nil, err
 	}

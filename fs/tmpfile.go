@@ -72,7 +72,7 @@ func (n *Node) tmpfile(ctx context.Context, req *fuse.TmpfileRequest, resp *fuse
 	}
 	child := n.fsys.unnamedNode(&st)
 	fillAttr(&resp.Attr, &st, n.fsys.attrValid(&st))
-	h, err := child.gate(ctx, fd, flags&^unix.O_TMPFILE, &req.Header, &resp.OpenResponse, -1, "", nil)
+	h, err := child.gate(ctx, fd, flags&^unix.O_TMPFILE, &req.Header, &resp.OpenResponse, nil, nil)
 	if err != nil {
 		return nil, nil, err
 	}
