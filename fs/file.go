@@ -169,10 +169,13 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 		}
 		wait := n.fsys.untilDying(ctx, hdr)
 		if dir != nil {
-			wait.waits = dir.letGo
+			wait.dir = *dir // back once decided: no allocation for it
 		}
 		d := check(wait, f, asked)
 		wait.end()
+		if dir != nil {
+			*dir = wait.dir
+		}
 		if !d.Allow {
 			f.Close()
 			if d.Reason == cache.ReasonInfected && n.fsys.opts.Actions != nil {

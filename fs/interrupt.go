@@ -41,7 +41,8 @@ const interruptPoll = 20 * time.Millisecond
 // wait: for a scan, a scan slot, a racy file to settle). The first Done
 // tells the request loop that the request is about to wait
 // (fusefs.Server.Blocking), so that another goroutine reads the next
-// requests, and this one's INTERRUPT; and first calls waits, if set.
+// requests, and this one's INTERRUPT; before that, it lets go of the
+// open's directory (dir, see openDir).
 func (f *FS) untilDying(ctx context.Context, hdr *fuse.Header) *waitCtx {
 	c := &waitCtx{Context: ctx, log: f.log, tid: hdr.Pid, dying: dying}
 	if srv, id := f.srv, hdr.ID; srv != nil {
@@ -57,8 +58,8 @@ type waitCtx struct {
 	log             *slog.Logger
 	tid             uint32
 	dying           func(tid uint32) bool
-	blocking        func() // called at the first Done, if not nil
-	waits           func() // called at the first Done, before blocking, if not nil (openDir.letGo)
+	blocking        func()  // called at the first Done, if not nil
+	dir             openDir // the open's directory: let go of at the first Done, before blocking (openDir.letGo)
 
 	once  sync.Once
 	done  chan struct{} // closed when the opener is dying
@@ -80,9 +81,7 @@ func (c *waitCtx) Err() error {
 }
 
 func (c *waitCtx) start() {
-	if c.waits != nil {
-		c.waits()
-	}
+	c.dir.letGo()
 	if c.blocking != nil {
 		c.blocking()
 	}

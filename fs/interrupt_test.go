@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestProcSignals(t *testing.T) {
@@ -159,6 +161,65 @@ func TestWaitCtxTellsBlocking(t *testing.T) {
 			c.end()
 			if told != tc.want {
 				t.Errorf("Blocking told %d times, want %d", told, tc.want)
+			}
+		})
+	}
+}
+
+// TestWaitCtxLetsGoOfDir: an open decided without waiting keeps the
+// node's descriptor of its directory until the open is done, and makes
+// no copy of it (openDir); one that waits lets go of it at its first
+// Done, before blocking, once, and keeps a copy of the same directory
+// for the actions on a detection, closed when the open is done.
+func TestWaitCtxLetsGoOfDir(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name   string
+		dones  int
+		copied bool
+	}{
+		{"decided from the cache", 0, false},
+		{"waits", 1, true},
+		{"waits twice", 2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			node, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			released, releasedFirst := 0, false
+			c := &waitCtx{Context: context.Background(), log: log, dying: func(uint32) bool { return false },
+				blocking: func() { releasedFirst = released == 1 }}
+			c.dir = openDir{fd: node, name: "f", release: func() { released++; unix.Close(node) }}
+			for range tc.dones {
+				_ = c.Done()
+			}
+			c.end()
+			d := c.dir
+			if tc.dones > 0 && !releasedFirst {
+				t.Errorf("Blocking told before the directory was let go of")
+			}
+			if want := min(tc.dones, 1); released != want {
+				t.Errorf("released %d times before the open was done, want %d", released, want)
+			}
+			if d.copied != tc.copied {
+				t.Errorf("copied %v, want %v", d.copied, tc.copied)
+			}
+			fd, name := d.at()
+			var a, b unix.Stat_t
+			if err := unix.Fstat(fd, &a); err != nil || unix.Stat(dir, &b) != nil || a.Ino != b.Ino || name != "f" {
+				t.Errorf("the actions' directory: fd %d (%v), name %q; want %s, \"f\"", fd, err, name, dir)
+			}
+			d.done()
+			d.done()
+			if released != 1 {
+				t.Errorf("released %d times in all, want 1", released)
+			}
+			if tc.copied {
+				if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+					t.Errorf("the copy is still open after done: %v", err)
+				}
 			}
 		})
 	}
