@@ -44,12 +44,16 @@ const interruptPoll = 20 * time.Millisecond
 // requests, and this one's INTERRUPT; before that, it lets go of the
 // open's directory (dir, see openDir).
 func (f *FS) untilDying(ctx context.Context, hdr *fuse.Header) *waitCtx {
-	c := &waitCtx{Context: ctx, log: f.log, tid: hdr.Pid, dying: dying}
-	if srv, id := f.srv, hdr.ID; srv != nil {
-		c.blocking = func() { srv.Blocking(id) }
+	c := &waitCtx{Context: ctx, log: f.log, tid: hdr.Pid, dying: dying, id: hdr.ID}
+	if f.srv != nil {
+		c.loop = f.srv // not a closure: no allocation of its own
 	}
 	return c
 }
+
+// requestLoop is told that a request is about to wait
+// (fusefs.Server.Blocking).
+type requestLoop interface{ Blocking(fuse.RequestID) }
 
 // waitCtx is the context of untilDying. Its channel, and the watch of the
 // request's context, are made at the first Done.
@@ -58,8 +62,9 @@ type waitCtx struct {
 	log             *slog.Logger
 	tid             uint32
 	dying           func(tid uint32) bool
-	blocking        func()  // called at the first Done, if not nil
-	dir             openDir // the open's directory: let go of at the first Done, before blocking (openDir.letGo)
+	loop            requestLoop    // told at the first Done that request id waits, if not nil
+	id              fuse.RequestID // the open's request
+	dir             openDir        // the open's directory: let go of at the first Done, before blocking (openDir.letGo)
 
 	once  sync.Once
 	done  chan struct{} // closed when the opener is dying
@@ -82,8 +87,8 @@ func (c *waitCtx) Err() error {
 
 func (c *waitCtx) start() {
 	c.dir.letGo()
-	if c.blocking != nil {
-		c.blocking()
+	if c.loop != nil {
+		c.loop.Blocking(c.id)
 	}
 	c.done, c.ended = make(chan struct{}), make(chan struct{})
 	c.stop = context.AfterFunc(c.Context, func() {

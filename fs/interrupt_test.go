@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 )
 
 func TestProcSignals(t *testing.T) {
@@ -153,16 +155,29 @@ func TestWaitCtxTellsBlocking(t *testing.T) {
 		{"waits twice", 2, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			told := 0
-			c := &waitCtx{Context: context.Background(), log: log, dying: func(uint32) bool { return false }, blocking: func() { told++ }}
+			loop := &fakeLoop{}
+			c := &waitCtx{Context: context.Background(), log: log, dying: func(uint32) bool { return false }, loop: loop, id: 7}
 			for range tc.dones {
 				_ = c.Done()
 			}
 			c.end()
-			if told != tc.want {
-				t.Errorf("Blocking told %d times, want %d", told, tc.want)
+			if len(loop.told) != tc.want || tc.want > 0 && loop.told[0] != 7 {
+				t.Errorf("Blocking told %v, want request 7 %d times", loop.told, tc.want)
 			}
 		})
+	}
+}
+
+// fakeLoop records what Blocking was told, and calls told.
+type fakeLoop struct {
+	told   []fuse.RequestID
+	onTold func(fuse.RequestID)
+}
+
+func (l *fakeLoop) Blocking(id fuse.RequestID) {
+	l.told = append(l.told, id)
+	if l.onTold != nil {
+		l.onTold(id)
 	}
 }
 
@@ -189,8 +204,8 @@ func TestWaitCtxLetsGoOfDir(t *testing.T) {
 				t.Fatal(err)
 			}
 			released, releasedFirst := 0, false
-			c := &waitCtx{Context: context.Background(), log: log, dying: func(uint32) bool { return false },
-				blocking: func() { releasedFirst = released == 1 }}
+			loop := &fakeLoop{onTold: func(fuse.RequestID) { releasedFirst = released == 1 }}
+			c := &waitCtx{Context: context.Background(), log: log, dying: func(uint32) bool { return false }, loop: loop}
 			c.dir = openDir{fd: node, name: "f", release: func() { released++; unix.Close(node) }}
 			for range tc.dones {
 				_ = c.Done()
