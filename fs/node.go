@@ -188,11 +188,68 @@ type nodeState struct {
 
 	// A regular file's, guarded by Node.hmu.
 	hasOrphan bool
-	orphan    int32                // O_PATH descriptor of a file that lost its last name through the mount, when hasOrphan (see keepOrphan)
-	writers   int32                // open handles that can write
-	reading   int32                // handles whose bytes served are not checked yet (served.go)
-	handles   map[*Handle]struct{} // open file handles, for fstat and fsync
-	unscanned bool                 // a writer that wrote was released while other writers were open (see dropHandle)
+	unscanned bool      // a writer that wrote was released while other writers were open (see dropHandle)
+	orphan    int32     // O_PATH descriptor of a file that lost its last name through the mount, when hasOrphan (see keepOrphan)
+	writers   int32     // open handles that can write
+	reading   int32     // handles whose bytes served are not checked yet (served.go)
+	handles   handleSet // open file handles, for fstat and fsync
+}
+
+// handleSet is the open handles of a file: almost always one, which it
+// holds itself; a map only for the others, so that an open of a file
+// nobody else has open makes no map (issue #12: two allocations of every
+// cached open). The zero value is empty. Guarded by Node.hmu.
+type handleSet struct {
+	one  *Handle              // nil only when the set is empty
+	more map[*Handle]struct{} // the others; nil for none
+}
+
+func (s *handleSet) add(h *Handle) {
+	if s.one == nil {
+		s.one = h
+		return
+	}
+	if s.more == nil {
+		s.more = map[*Handle]struct{}{}
+	}
+	s.more[h] = struct{}{}
+}
+
+func (s *handleSet) remove(h *Handle) {
+	if s.one == h {
+		s.one = nil
+		for o := range s.more {
+			s.one = o
+			delete(s.more, o)
+			break
+		}
+	} else {
+		delete(s.more, h)
+	}
+	if len(s.more) == 0 {
+		s.more = nil
+	}
+}
+
+func (s *handleSet) len() int {
+	if s.one == nil {
+		return 0
+	}
+	return 1 + len(s.more)
+}
+
+// all yields every handle.
+func (s *handleSet) all() iter.Seq[*Handle] {
+	return func(yield func(*Handle) bool) {
+		if s.one == nil || !yield(s.one) {
+			return
+		}
+		for h := range s.more {
+			if !yield(h) {
+				return
+			}
+		}
+	}
 }
 
 // stateLocked returns n's state, making it if need be; hmu is held.
@@ -210,7 +267,7 @@ func (n *Node) stateLocked() *nodeState {
 // stays (see Node.st). hmu is held.
 func (n *Node) releaseStateLocked() {
 	s := n.st.Load()
-	if s != nil && n.typ == unix.S_IFREG && len(s.handles) == 0 && s.reading == 0 && !s.hasOrphan {
+	if s != nil && n.typ == unix.S_IFREG && s.handles.len() == 0 && s.reading == 0 && !s.hasOrphan {
 		n.st.Store(nil)
 	}
 }
@@ -225,13 +282,17 @@ func (n *Node) dirState() *nodeState {
 	return n.stateLocked()
 }
 
-// handlesLocked is n's open handles (nil for none); hmu is held.
-func (n *Node) handlesLocked() map[*Handle]struct{} {
+// handlesLocked is n's open handles; hmu is held. The set is not to be
+// changed through it (it may be noHandles).
+func (n *Node) handlesLocked() *handleSet {
 	if s := n.st.Load(); s != nil {
-		return s.handles
+		return &s.handles
 	}
-	return nil
+	return &noHandles
 }
+
+// noHandles is the handles of a node without state; never changed.
+var noHandles handleSet
 
 // writersLocked is the number of n's handles that can write; hmu is held.
 func (n *Node) writersLocked() int32 {
@@ -1026,7 +1087,7 @@ func (n *Node) handleFD() int {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
 	var found *Handle
-	for h := range n.handlesLocked() {
+	for h := range n.handlesLocked().all() {
 		found = h
 		if h.writable {
 			break
@@ -1046,7 +1107,7 @@ func (n *Node) handleFD() int {
 func (n *Node) writableHandleFD() int {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	for h := range n.handlesLocked() {
+	for h := range n.handlesLocked().all() {
 		if h.writable {
 			fd, err := unix.FcntlInt(h.f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 			if err != nil {
@@ -1073,10 +1134,7 @@ func (n *Node) addHandle(h *Handle, deny bool, conn *fuse.Conn) *Handle {
 		n.passthroughLocked(h, conn)
 	}
 	s := n.stateLocked()
-	if s.handles == nil {
-		s.handles = map[*Handle]struct{}{}
-	}
-	s.handles[h] = struct{}{}
+	s.handles.add(h)
 	if h.writable {
 		s.writers++
 	}
@@ -1093,8 +1151,8 @@ func (n *Node) dropHandle(h *Handle) (lastWriter bool, closeID int32) {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
 	s := n.stateLocked()
-	delete(s.handles, h)
-	if len(s.handles) == 0 {
+	s.handles.remove(h)
+	if s.handles.len() == 0 {
 		closeID = h.backingID
 	}
 	if h.writable {

@@ -60,7 +60,7 @@ import (
 // handles, a new one for h's descriptor when n has no handle, or none
 // (cached mode, today's path). n.hmu is held.
 func (n *Node) passthroughLocked(h *Handle, conn *fuse.Conn) {
-	for o := range n.handlesLocked() {
+	for o := range n.handlesLocked().all() {
 		// All handles of n share one mode: the first says which.
 		h.backingID = o.backingID
 		return
@@ -143,7 +143,7 @@ func (n *Node) writtenUnseen() bool {
 	if n.writersLocked() == 0 {
 		return false
 	}
-	for o := range n.handlesLocked() {
+	for o := range n.handlesLocked().all() {
 		if o.writable && o.backingID != 0 {
 			return true
 		}

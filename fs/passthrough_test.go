@@ -234,7 +234,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // openHandles is the number of handles open of the node of backing file p.
 func openHandles(t *testing.T, m *Mounted, p string) int {
-	return openCount(t, m, p, func(n *Node) int { return len(n.handlesLocked()) })
+	return openCount(t, m, p, func(n *Node) int { return n.handlesLocked().len() })
 }
 
 // openWriters is the number of handles open for writing of the node of

@@ -93,7 +93,7 @@ func (n *Node) otherWriters(h *Handle) bool {
 	tgid := h.process()
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	for o := range n.handlesLocked() {
+	for o := range n.handlesLocked().all() {
 		if o.writable && !sameProcess(o.process(), tgid) {
 			return true
 		}
@@ -116,7 +116,7 @@ func (n *Node) busy(h *Handle, writes bool) error {
 // by a handle of another process (scan.while_written = "deny"). n.hmu is
 // held.
 func (n *Node) conflictLocked(h *Handle) *Handle {
-	for o := range n.handlesLocked() {
+	for o := range n.handlesLocked().all() {
 		if (h.readable && o.writable || h.writable && o.readable) && !sameProcess(o.process(), h.process()) {
 			return o
 		}
