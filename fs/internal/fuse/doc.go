@@ -51,6 +51,9 @@
 //     heap the garbage collector lets grow to twice its live size.
 //   - Conn.Pending reports whether a request waits to be read (poll(2)
 //     of /dev/fuse), for the request loop of fusefs (clamfuse_pending.go).
+//   - IsNopDebug reports whether a debug function is Debug's default,
+//     so that fusefs makes no debug message per request when nobody reads
+//     them (clamfuse_debug.go).
 //   - fuse.go, "read in place field", "read in place respond":
 //     ReadRequest.ResponseData gives a READ's handler room for its data
 //     inside the reply's own buffer, sent without a copy; the buffer

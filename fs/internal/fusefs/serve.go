@@ -458,6 +458,9 @@ func New(conn *fuse.Conn, config *Config) *Server {
 	if s.debug == nil {
 		s.debug = fuse.Debug
 	}
+	// clamfuse: begin quiet set
+	s.quiet = fuse.IsNopDebug(s.debug)
+	// clamfuse: end quiet set
 	return s
 }
 
@@ -491,6 +494,9 @@ type Server struct {
 	// clamfuse: begin read loop field
 	loop *readLoop // set once at Serve time (clamfuse_readloop.go)
 	// clamfuse: end read loop field
+	// clamfuse: begin quiet field
+	quiet bool // debug is the default, which drops every message: none is made for each request
+	// clamfuse: end quiet field
 }
 
 // Serve serves the FUSE connection by making calls to the methods
@@ -939,15 +945,19 @@ func (c *Server) serve(r fuse.Request) {
 
 	req := &serveRequest{Request: r, cancel: cancel}
 
+	// clamfuse: begin request log
 	switch r.(type) {
 	case *fuse.NotifyReply:
 		// don't log NotifyReply here, they're logged by the recipient
 		// as soon as we have decoded them to the right types
 	default:
-		c.debug(request{
-			In: r,
-		})
+		if !c.quiet {
+			c.debug(request{
+				In: r,
+			})
+		}
 	}
+	// clamfuse: end request log
 	var node Node
 	var snode *serveNode
 	c.meta.Lock()
@@ -988,22 +998,26 @@ func (c *Server) serve(r fuse.Request) {
 	// After responding is too late: we might get another request
 	// with the same ID and be very confused.
 	done := func(resp interface{}) {
-		msg := response{
-			Op:      opName(r),
-			Request: logResponseHeader{ID: hdr.ID},
-		}
-		if err, ok := resp.(error); ok {
-			errno := fuse.ToErrno(err)
-			msg.Errno = errno.ErrnoName()
-			if errno != err && syscall.Errno(errno) != err {
-				// if it's more than just a fuse.Errno or a
-				// syscall.Errno, log extra detail
-				msg.Error = err.Error()
+		// clamfuse: begin response log
+		if !c.quiet {
+			msg := response{
+				Op:      opName(r),
+				Request: logResponseHeader{ID: hdr.ID},
 			}
-		} else {
-			msg.Out = resp
+			if err, ok := resp.(error); ok {
+				errno := fuse.ToErrno(err)
+				msg.Errno = errno.ErrnoName()
+				if errno != err && syscall.Errno(errno) != err {
+					// if it's more than just a fuse.Errno or a
+					// syscall.Errno, log extra detail
+					msg.Error = err.Error()
+				}
+			} else {
+				msg.Out = resp
+			}
+			c.debug(msg)
 		}
-		c.debug(msg)
+		// clamfuse: end response log
 
 		c.meta.Lock()
 		delete(c.req, hdr.ID)
