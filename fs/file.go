@@ -155,7 +155,11 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 	keep := false
 	if h.readable && !n.excluded() {
 		check := n.fsys.opts.Gate.Check
-		if n.otherWriters(h) {
+		writers := n.otherWriters(h)
+		if writers && deny && n.fsys.settleReleases() {
+			writers = n.otherWriters(h)
+		}
+		if writers {
 			if deny {
 				f.Close()
 				return nil, n.busy(h, true)
@@ -211,9 +215,13 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 	if n.fsys.passthrough {
 		conn = hdr.Conn
 	}
-	if o := n.addHandle(h, deny, conn); o != nil {
+	other := n.addHandle(h, deny, conn)
+	if other != nil && n.fsys.settleReleases() {
+		other = n.addHandle(h, deny, conn)
+	}
+	if other != nil {
 		f.Close()
-		return nil, n.busy(h, o.writable && h.readable)
+		return nil, n.busy(h, other.writable && h.readable)
 	}
 	if h.writable || !keep {
 		n.dropKeepCache()

@@ -103,7 +103,11 @@ func testMountGate(t testing.TB, mo MountOptions, gopts cache.Options) (backing 
 	}
 	mo.Source, mo.Target = backing, target
 	seen = &requests{}
-	mo.observe = seen.observe
+	if own := mo.observe; own != nil {
+		mo.observe = func(req fuse.Request) { seen.observe(req); own(req) }
+	} else {
+		mo.observe = seen.observe
+	}
 	m, err = Mount(mo)
 	if err != nil {
 		t.Fatal(err)

@@ -933,31 +933,70 @@ func (n *Node) Fsync(ctx context.Context, req *fuse.FsyncRequest) error {
 }
 
 // Getxattr reads one extended attribute, as the caller.
+//
+// An attribute free to read is read as clamfuse, through the descriptor
+// of a file of n's that is open, when there is one (the same inode),
+// sparing the lookup of n's inode: the kernel asks for
+// security.capability before every write to a file open for writing
+// (file_remove_privs: a FUSE superblock is never SB_NOSEC; passthrough
+// writes included), so this is every such GETXATTR.
 func (n *Node) Getxattr(ctx context.Context, req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse) error {
+	if freeToRead(req.Name) {
+		if rc := n.openConn(); rc != nil {
+			var err error
+			if rc.Control(func(fd uintptr) {
+				err = getxattr(req, resp, func(buf []byte) (int, error) { return unix.Fgetxattr(int(fd), req.Name, buf) })
+			}) == nil {
+				return err
+			}
+			// Closed meanwhile: by its inode, as below.
+		}
+	}
 	fd, _, err := n.inode()
 	if err != nil {
 		return errno(err)
 	}
 	defer unix.Close(fd)
-	c := n.fsys.cred(&req.Header)
-	get := func(buf []byte) (int, error) { return caller.Getxattr(c, fd, req.Name, buf) }
 	if freeToRead(req.Name) {
-		get = func(buf []byte) (int, error) { return unix.Getxattr(procPath(fd), req.Name, buf) }
+		return getxattr(req, resp, func(buf []byte) (int, error) { return unix.Getxattr(procPath(fd), req.Name, buf) })
 	}
-	if req.Size == 0 {
-		k, err := get(nil)
-		if err != nil {
-			return errno(unlabelled(req.Name, err))
-		}
-		resp.Xattr = make([]byte, k)
-		return nil
+	c := n.fsys.cred(&req.Header)
+	return getxattr(req, resp, func(buf []byte) (int, error) { return caller.Getxattr(c, fd, req.Name, buf) })
+}
+
+// getxattr answers req with get, which reads the attribute into buf (its
+// size when buf is empty).
+func getxattr(req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse, get func(buf []byte) (int, error)) error {
+	var buf []byte
+	if req.Size > 0 {
+		buf = make([]byte, req.Size)
 	}
-	buf := make([]byte, req.Size)
 	k, err := get(buf)
 	if err != nil {
 		return errno(unlabelled(req.Name, err))
 	}
+	if req.Size == 0 {
+		resp.Xattr = make([]byte, k)
+		return nil
+	}
 	resp.Xattr = buf[:k]
+	return nil
+}
+
+// openConn is the descriptor of one of n's open files, or nil when none
+// is open. Its Control keeps the descriptor from being closed while it
+// runs, and fails once it is closed.
+func (n *Node) openConn() syscall.RawConn {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	for h := range n.handlesLocked() {
+		if h.f == nil {
+			continue
+		}
+		if rc, err := h.f.SyscallConn(); err == nil {
+			return rc
+		}
+	}
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 
 	"bazil.org/fuse"
 )
@@ -100,6 +101,30 @@ func (n *Node) otherWriters(h *Handle) bool {
 	}
 	return false
 }
+
+// settleReleases waits, up to releaseWait, while RELEASEs of files the
+// kernel sent are not served yet, and reports whether there were any.
+// The kernel sends a RELEASE in the background once the close(2) that
+// caused it has returned, and the request loop may serve it beside an
+// open sent after it: an open that another process's open would refuse
+// (scan.while_written = "deny") checks again once they are served, so
+// that a file closed before the open does not refuse it.
+func (f *FS) settleReleases() bool {
+	srv := f.srv
+	if srv == nil || srv.Releasing() == 0 {
+		return false
+	}
+	deadline := time.Now().Add(releaseWait)
+	for srv.Releasing() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Microsecond)
+	}
+	return true
+}
+
+// releaseWait bounds settleReleases: serving a RELEASE takes
+// microseconds; past this, the RELEASEs in flight are others, sent
+// meanwhile, and the open is decided as they stand.
+const releaseWait = 100 * time.Millisecond
 
 // busy refuses h's open (scan.while_written = "deny") because another
 // process has the file open for writing (writes) or reading, and logs it.

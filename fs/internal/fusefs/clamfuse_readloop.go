@@ -5,6 +5,7 @@ package fusefs
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
@@ -72,6 +73,10 @@ type readLoop struct {
 
 	wdParked bool          // the watchdog waits on wdWake
 	wdWake   chan struct{} // capacity 1
+
+	// releasing counts the RELEASEs of files read and not yet served
+	// (Server.Releasing).
+	releasing atomic.Int64
 }
 
 func (l *readLoop) run() error {
@@ -110,6 +115,10 @@ func (l *readLoop) read() {
 			l.s.pollUnsupported(p)
 			continue
 		}
+		rel := isFileRelease(req)
+		if rel {
+			l.releasing.Add(1)
+		}
 		l.mu.Lock()
 		if l.total >= maxReaders && len(l.parked) == 0 {
 			// Nobody could take the reading over: keep it.
@@ -118,6 +127,9 @@ func (l *readLoop) read() {
 			go func() {
 				defer l.s.wg.Done()
 				l.s.serve(req)
+				if rel {
+					l.releasing.Add(-1)
+				}
 			}()
 			continue
 		}
@@ -144,6 +156,9 @@ func (l *readLoop) read() {
 		start := time.Now()
 		l.s.serve(req)
 		took := time.Since(start)
+		if rel {
+			l.releasing.Add(-1)
+		}
 
 		l.mu.Lock()
 		l.busy--
@@ -255,4 +270,23 @@ func (s *Server) Blocking(id fuse.RequestID) {
 		l.handoverLocked()
 	}
 	l.mu.Unlock()
+}
+
+// isFileRelease reports whether req is the RELEASE of a file.
+func isFileRelease(req fuse.Request) bool {
+	r, ok := req.(*fuse.ReleaseRequest)
+	return ok && !r.Dir
+}
+
+// Releasing is the number of RELEASEs of files that the loop has read
+// from the kernel and not served yet. The kernel sends a RELEASE in the
+// background, after the close(2) that caused it has returned, and the
+// loop may serve it beside requests read after it: a request that must
+// see the closes made before it was sent (an open that another open of
+// the file would refuse) waits while this is not 0.
+func (s *Server) Releasing() int64 {
+	if l := s.loop; l != nil {
+		return l.releasing.Load()
+	}
+	return 0
 }

@@ -66,6 +66,28 @@ func (b *bench) setupFloor(s *system) {
 	}
 }
 
+// setupFloorPT checks that the passthrough floor (floorfs -p) mounts,
+// where clamfuse got FUSE passthrough; otherwise it is not measured and
+// its figures say why.
+func (b *bench) setupFloorPT(s, floor *system) {
+	cf := b.sys(kindClamfuse)
+	switch {
+	case b.floorBin == "":
+		s.broken = floor.broken
+	case b.opts.passthrough == "off":
+		s.broken = "skipped (-passthrough off: clamfuse serves reads and writes itself)"
+	case cf == nil || !cf.caching.passthrough:
+		s.broken = "not measured: clamfuse was not granted FUSE passthrough (Linux 6.9+)"
+	default:
+		if err := s.ensure(true); err != nil {
+			s.broken = fmt.Sprintf("not measured: floorfs -p does not mount: %v", err)
+		}
+	}
+	if s.broken != "" {
+		logf("passthrough floor %s", s.broken)
+	}
+}
+
 // reportFloor writes the section of the floor: per workload it ran in,
 // native, floor and clamfuse, their ratios, and whether the target is
 // below the floor.
@@ -117,7 +139,7 @@ func (b *bench) reportFloor(p func(string, ...any)) {
 		fm, okF := r.median(kindFloor)
 		switch {
 		case t.data && passthrough:
-			below = "n/a (clamfuse read through FUSE passthrough, the floor through FUSE)"
+			below = "n/a (clamfuse read through FUSE passthrough, the floor through FUSE: see the passthrough floor)"
 		case t.ref == kindNative && okN && okF:
 			x := ratio(fm, nm)
 			below = "no"
@@ -159,4 +181,61 @@ func (b *bench) reportFloor(p func(string, ...any)) {
 			p("Warning: clamfuse ran without invalidation (attributes trusted 1 s, and the warm rows wait that out), the floor with 1 hour timeouts: the warm rows do not compare like with like.\n\n")
 		}
 	}
+}
+
+// reportFloorPT writes the section of the passthrough floor: per
+// workload it ran in, native, the passthrough floor and clamfuse, their
+// ratios, and whether the target is below that floor.
+func (b *bench) reportFloorPT(p func(string, ...any)) {
+	var rows []*result
+	for _, r := range b.results {
+		if r.w.ptFloor != nil {
+			rows = append(rows, r)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fl := b.sys(kindFloorPT)
+	p("## The passthrough floor\n\n")
+	if fl.broken != "" {
+		p("The passthrough floor: %s.\n\n", fl.broken)
+		return
+	}
+	p("The rows whose data clamfuse leaves to the kernel (FUSE passthrough) through floorfs -p (`%s`): the FUSE floor, but it also negotiates FUSE passthrough and answers every open (and create) of a regular file with the backing file registered (FUSE_DEV_IOC_BACKING_OPEN, FOPEN_PASSTHROUGH), as clamfuse does for the opens its gate allowed, so the kernel reads and writes the backing file itself; it is writable for the write row (CREATE, UNLINK, SETATTR, FSYNC; GETXATTR answered ENODATA from memory). passthrough floor / native is what the kernel's passthrough costs with the fewest round trips any FUSE server pays around it (the open, and on writes the GETXATTR of security.capability the kernel sends before each write); a target below it (\"target below the passthrough floor\": yes) is one that no FUSE server using passthrough can meet.\n\n", floorSource)
+	p("| workload | native | passthrough floor | clamfuse | passthrough floor / native | clamfuse / native | clamfuse / passthrough floor | target | target below the passthrough floor |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---|:-:|\n")
+	cell := func(r *result, k kind) string {
+		if m, ok := r.median(k); ok {
+			return fmtDur(m)
+		}
+		if s := r.per[k]; s != nil && s.na != "" {
+			return "n/a (" + s.na + ")"
+		}
+		return "n/a"
+	}
+	rel := func(r *result, a, c kind) string {
+		am, ok1 := r.median(a)
+		cm, ok2 := r.median(c)
+		if !ok1 || !ok2 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2fx", ratio(am, cm))
+	}
+	for _, r := range rows {
+		t := r.w.ptFloor
+		below := "n/a"
+		nm, okN := r.median(t.ref)
+		fm, okF := r.median(kindFloorPT)
+		if okN && okF {
+			x := ratio(fm, nm)
+			below = "no"
+			if x > t.limit {
+				below = fmt.Sprintf("**yes** (floor %.2fx > %.2fx)", x, t.limit)
+			}
+		}
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", strings.ReplaceAll(r.title, "|", "\\|"), cell(r, kindNative), cell(r, kindFloorPT), cell(r, kindClamfuse),
+			rel(r, kindFloorPT, kindNative), rel(r, kindClamfuse, kindNative), rel(r, kindClamfuse, kindFloorPT), r.w.target, below)
+	}
+	p("\n")
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	cffs "github.com/clamfuse/clamfuse/fs"
 	"github.com/clamfuse/clamfuse/test/testenv"
@@ -175,5 +179,169 @@ func TestFloorWithoutGCC(t *testing.T) {
 	b.reportFloor(func(format string, args ...any) { fmt.Fprintf(&out, format, args...) })
 	if !strings.Contains(out.String(), "## The FUSE floor") || !strings.Contains(out.String(), "not measured: gcc not installed") {
 		t.Errorf("report section:\n%s", out.String())
+	}
+}
+
+// TestFloorFSPassthrough: floorfs -p, the passthrough floor. The kernel
+// reads an open file itself (proved with floorfs stopped: the reads go
+// on), two opens of one file at once share its backing file, and the
+// write row's operations work through the mount (create, write, fsync,
+// truncate, chmod, times, unlink, create again under the same name),
+// checked in the backing directory; SIGTERM unmounts it.
+func TestFloorFSPassthrough(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "floorfs mounts with mount(2): needs root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		testenv.Skip(t, "no /dev/fuse: %v", err)
+	}
+	if _, err := exec.LookPath("gcc"); err != nil {
+		testenv.Skip(t, "gcc not installed (Debian package gcc): cannot build floorfs")
+	}
+	dir := t.TempDir()
+	bin, err := buildFloor(context.Background(), filepath.Join("..", "..", ".."), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, mnt := filepath.Join(dir, "src"), filepath.Join(dir, "mnt")
+	for _, d := range []string{src, filepath.Join(src, "scratch"), mnt} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := make([]byte, 3<<20)
+	x := uint32(7)
+	for i := range big {
+		x = x*1664525 + 1013904223
+		big[i] = byte(x >> 24)
+	}
+	if err := os.WriteFile(filepath.Join(src, "big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	logPath := filepath.Join(dir, "floorfs.log")
+	m, err := startMount(exec.Command(bin, "-p", src, mnt), mnt, logPath, false)
+	if err != nil {
+		if strings.Contains(err.Error(), "does not offer FUSE passthrough") {
+			testenv.Skip(t, "the kernel grants no FUSE passthrough (Linux 6.9+): %v", err)
+		}
+		t.Fatal(err)
+	}
+	defer m.teardown()
+
+	run := func(name string, args ...string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+		if ctx.Err() != nil {
+			m.abort()
+			t.Fatalf("%s %v: no answer after 30s: mount aborted", name, args)
+		}
+		if err != nil {
+			t.Fatalf("%s %v: %v: %s (log: %s)", name, args, err, out, tail(logPath))
+		}
+	}
+	backingIs := func(name string, want []byte) {
+		t.Helper()
+		got, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("backing %s: %d bytes, not the %d written through the mount", name, len(got), len(want))
+		}
+	}
+
+	run("cmp", filepath.Join(src, "big.bin"), filepath.Join(mnt, "big.bin"))
+
+	// Two opens at once: the second shares the first's backing file (a
+	// second backing file for the inode would fail its open with EIO).
+	fd1, err := unix.Open(filepath.Join(mnt, "big.bin"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd2, err := unix.Open(filepath.Join(mnt, "big.bin"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd1)
+		t.Fatalf("second open of big.bin while the first is open: %v (log: %s)", err, tail(logPath))
+	}
+	// floorfs stopped, the kernel still reads both: no READ reaches it.
+	if err := m.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		for _, fd := range []int{fd1, fd2} {
+			got := make([]byte, 0, len(big))
+			buf := make([]byte, 128<<10)
+			for {
+				n, err := unix.Read(fd, buf)
+				if err != nil {
+					done <- err
+					return
+				}
+				if n == 0 {
+					break
+				}
+				got = append(got, buf[:n]...)
+			}
+			if !bytes.Equal(got, big) {
+				done <- fmt.Errorf("read %d bytes, not big.bin's %d", len(got), len(big))
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		m.abort() // unblocks the reads
+		<-done
+		err = errors.New("the reads waited for the stopped floorfs: not passed through")
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGCONT)
+	unix.Close(fd1)
+	unix.Close(fd2)
+	if err != nil {
+		t.Fatalf("reading big.bin twice through the mount with floorfs stopped: %v", err)
+	}
+
+	// The write row, and what a writer may do beside it.
+	out := filepath.Join(mnt, "scratch", "dd.out")
+	run("dd", "if="+filepath.Join(src, "big.bin"), "of="+out, "bs=1M", "conv=fsync", "status=none")
+	backingIs("scratch/dd.out", big)
+	run("truncate", "-s", "100", out)
+	run("chmod", "600", out)
+	run("touch", "-d", "2020-01-02 03:04:05", out)
+	backingIs("scratch/dd.out", big[:100])
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(src, "scratch", "dd.out"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&0o7777 != 0o600 || time.Unix(st.Mtim.Unix()).UTC() != time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC) {
+		t.Errorf("backing dd.out: mode %o, mtime %v after chmod 600 and touch through the mount", st.Mode&0o7777, time.Unix(st.Mtim.Unix()).UTC())
+	}
+	run("rm", out)
+	if _, err := os.Stat(filepath.Join(src, "scratch", "dd.out")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("backing dd.out after rm through the mount: %v", err)
+	}
+	run("sh", "-c", "echo again > "+out)
+	backingIs("scratch/dd.out", []byte("again\n"))
+	run("cmp", filepath.Join(src, "scratch", "dd.out"), out)
+
+	if err := m.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m.exited:
+	case <-time.After(unmountTimeout):
+		t.Fatalf("floorfs -p still running %v after SIGTERM", unmountTimeout)
+	}
+	if m.exitErr != nil {
+		t.Errorf("floorfs -p after SIGTERM: %v (log: %s)", m.exitErr, tail(logPath))
+	}
+	if cffs.IsFuseMount(mnt) {
+		t.Errorf("%s still a FUSE mount after floorfs -p exited", mnt)
 	}
 }

@@ -340,7 +340,7 @@ func (b *bench) preflight() error {
 		return fmt.Errorf("fusectl (needed to abort hung mounts): %v", err)
 	}
 	// Mounts left by an earlier bench that was killed.
-	for _, name := range []string{"clamfuse", "clamfs", "floor"} {
+	for _, name := range []string{"clamfuse", "clamfs", "floor", "floor-pt"} {
 		clearStaleMount(filepath.Join(dir, "mnt", name))
 	}
 	return nil

@@ -35,6 +35,7 @@ const (
 	kindClamFS               // Debian's clamfs
 	kindBare                 // bin/clamfuse scan: clamd without FUSE
 	kindFloor                // floorfs: the thinnest FUSE server (floor.go)
+	kindFloorPT              // floorfs -p: the same with FUSE passthrough (floor.go)
 )
 
 // system is one column of the table.
@@ -62,8 +63,12 @@ type system struct {
 }
 
 func (s *system) fuse() bool {
-	return s.kind == kindClamfuse || s.kind == kindClamFS || s.kind == kindFloor
+	return s.kind == kindClamfuse || s.kind == kindClamFS || s.floor()
 }
+
+// floor reports whether s is one of the floors, which trust names and
+// attributes for an hour.
+func (s *system) floor() bool { return s.kind == kindFloor || s.kind == kindFloorPT }
 
 // root is where the data set appears for this system.
 func (s *system) root() string {
@@ -138,6 +143,8 @@ func (s *system) start() (*mount, error) {
 		cmd = exec.Command("clamfs", filepath.Join(b.opts.dir, "clamfs.xml"))
 	case kindFloor:
 		cmd = exec.Command(b.floorBin, b.data.src, s.mnt)
+	case kindFloorPT:
+		cmd = exec.Command(b.floorBin, "-p", b.data.src, s.mnt)
 	default:
 		return nil, fmt.Errorf("%s is not mounted", s.name)
 	}
@@ -371,7 +378,8 @@ func (b *bench) setupSystems() error {
 	cfs := &system{name: "ClamFS", kind: kindClamFS, b: b, mnt: filepath.Join(mntDir, "clamfs")}
 	bare := &system{name: "bare clamd", kind: kindBare, b: b}
 	floor := &system{name: "FUSE floor", kind: kindFloor, b: b, mnt: filepath.Join(mntDir, "floor")}
-	b.systems = []*system{native, cf, cfs, bare, floor}
+	floorPT := &system{name: "passthrough floor", kind: kindFloorPT, b: b, mnt: filepath.Join(mntDir, "floor-pt")}
+	b.systems = []*system{native, cf, cfs, bare, floor, floorPT}
 	for _, s := range b.systems {
 		s.primed = map[string]int{}
 		if s.mnt != "" {
@@ -388,6 +396,7 @@ func (b *bench) setupSystems() error {
 		return fmt.Errorf("clamfuse does not mount: %v", err)
 	}
 	b.setupFloor(floor)
+	b.setupFloorPT(floorPT, floor)
 
 	if b.opts.noClamFS {
 		cfs.broken = "skipped (-no-clamfs)"

@@ -3,7 +3,7 @@
 //
 // floorfs: the FUSE floor of the bench (test/cmd/bench, floor.go).
 //
-//	floorfs SRC MNT
+//	floorfs [-p] SRC MNT
 //
 // A single-threaded, read-only mirror of the directory SRC at MNT, over
 // raw /dev/fuse (no libfuse): read one request, answer it, write the
@@ -12,9 +12,9 @@
 // max_pages 256 and max_write 1 MiB, POSIX_ACL, DONT_MASK,
 // DO_READDIRPLUS | READDIRPLUS_AUTO, CACHE_SYMLINKS, HAS_EXPIRE_ONLY;
 // max_readahead 1 MiB and the mount's bdi read_ahead_kb raised to 1024 as
-// clamfuse does; NOT passthrough), answers opens with FOPEN_KEEP_CACHE and
-// lets the kernel trust names and attributes for an hour, as clamfuse in
-// its watched mode does. It does nothing else: no scanning, no acting as
+// clamfuse does; not passthrough unless -p), answers opens with
+// FOPEN_KEEP_CACHE and lets the kernel trust names and attributes for an
+// hour, as clamfuse in its watched mode does. It does nothing else: no scanning, no acting as
 // the caller, no watcher. It is what any FUSE server with these kernel
 // features pays at the least: the bench's lower bound for clamfuse.
 //
@@ -36,9 +36,30 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <sys/ioctl.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+/* FUSE passthrough (protocol 7.40, Linux 6.9): older <linux/fuse.h>
+ * (Debian 12's is 7.38) lack it; the layout is the same, the fields
+ * were padding. */
+#ifdef FUSE_PASSTHROUGH
+#define INIT_MAX_STACK_DEPTH(o) ((o)->max_stack_depth)
+#define OPEN_BACKING_ID(o) ((o)->backing_id)
+#else
+#define FUSE_PASSTHROUGH (1ULL << 37)
+#define FOPEN_PASSTHROUGH (1 << 7)
+struct fuse_backing_map {
+	int32_t fd;
+	uint32_t flags;
+	uint64_t padding;
+};
+#define FUSE_DEV_IOC_BACKING_OPEN _IOW(229, 1, struct fuse_backing_map)
+#define FUSE_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+#define INIT_MAX_STACK_DEPTH(o) ((o)->unused[0])
+#define OPEN_BACKING_ID(o) (*(int32_t *)&(o)->padding)
+#endif
 
 #define TIMEOUT_SEC 3600     /* entry and attribute validity: 1 hour */
 #define MAX_WRITE (1u << 20) /* max_write and the largest READ: 1 MiB */
@@ -50,6 +71,7 @@
 #endif
 
 static const char *mnt;
+static int passthrough; /* -p */
 static int srcfd = -1;
 static dev_t srcdev; /* the source's device: entries on another (mounts under SRC) are never "known" */
 static int fusefd = -1;
@@ -70,6 +92,8 @@ struct node {
 	ino_t ino;
 	uint64_t nlookup; /* the kernel's references: LOOKUP and READDIRPLUS entries less FORGET */
 	char *path;
+	int32_t backing; /* -p: the backing id the node's open files share */
+	uint32_t opens;  /* -p: open files sharing it */
 };
 
 static struct node *nodes;  /* index = node id; 0 unused, 1 the root */
@@ -96,8 +120,15 @@ static uint64_t node_for(const struct stat *st, const char *path)
 	uint64_t i = hkey(st->st_dev, st->st_ino) & (hashsize - 1);
 	for (; hash[i] != 0; i = (i + 1) & (hashsize - 1)) {
 		struct node *n = &nodes[hash[i]];
-		if (n->ino == st->st_ino && n->dev == st->st_dev)
+		if (n->ino == st->st_ino && n->dev == st->st_dev) {
+			if (strcmp(n->path, path) != 0) { /* renamed behind us */
+				free(n->path);
+				n->path = strdup(path);
+				if (n->path == NULL)
+					die("strdup");
+			}
 			return hash[i];
+		}
 	}
 	if (nnodes == capnodes) {
 		capnodes *= 2;
@@ -109,6 +140,8 @@ static uint64_t node_for(const struct stat *st, const char *path)
 	nodes[id].dev = st->st_dev;
 	nodes[id].ino = st->st_ino;
 	nodes[id].nlookup = 0;
+	nodes[id].backing = 0;
+	nodes[id].opens = 0;
 	nodes[id].path = strdup(path);
 	if (nodes[id].path == NULL)
 		die("strdup");
@@ -126,17 +159,25 @@ static uint64_t node_for(const struct stat *st, const char *path)
 	return id;
 }
 
-/* known returns the node of the backing inode ino of the source's device
- * if the kernel holds it (nlookup > 0), else 0. */
-static uint64_t known(ino_t ino)
+/* find returns the node of the backing inode ino of the source's device,
+ * or 0. */
+static uint64_t find(ino_t ino)
 {
 	uint64_t i = hkey(srcdev, ino) & (hashsize - 1);
 	for (; hash[i] != 0; i = (i + 1) & (hashsize - 1)) {
 		struct node *n = &nodes[hash[i]];
 		if (n->ino == ino && n->dev == srcdev)
-			return n->nlookup > 0 ? hash[i] : 0;
+			return hash[i];
 	}
 	return 0;
+}
+
+/* known returns the node of the backing inode ino of the source's device
+ * if the kernel holds it (nlookup > 0), else 0. */
+static uint64_t known(ino_t ino)
+{
+	uint64_t id = find(ino);
+	return id != 0 && nodes[id].nlookup > 0 ? id : 0;
 }
 
 static void forget(uint64_t id, uint64_t n)
@@ -144,6 +185,15 @@ static void forget(uint64_t id, uint64_t n)
 	if (id == 0 || id >= nnodes)
 		return;
 	nodes[id].nlookup = nodes[id].nlookup > n ? nodes[id].nlookup - n : 0;
+}
+
+/* gone forgets the backing inode of node id, unlinked through the mount:
+ * a new file that gets its inode number gets a new node (the node stays
+ * in the hash, never matched again). */
+static void gone(uint64_t id)
+{
+	if (id != 0 && id < nnodes)
+		nodes[id].dev = (dev_t)-1;
 }
 
 static const char *node_path(uint64_t id)
@@ -193,6 +243,44 @@ static void fill_entry(struct fuse_entry_out *e, uint64_t id, const struct stat 
 	e->entry_valid = TIMEOUT_SEC;
 	e->attr_valid = TIMEOUT_SEC;
 	fill_attr(&e->attr, st);
+}
+
+/* An open regular file: the descriptor, and with -p the node whose
+ * backing id it shares. */
+struct fileh {
+	int fd;
+	uint64_t node;
+};
+
+/* backing_open gives an open of node id the node's backing id: the one
+ * its open files share, or fd registered. 0 and errno on failure. */
+static int32_t backing_open(uint64_t id, int fd)
+{
+	struct node *n = &nodes[id];
+	if (n->opens == 0) {
+		struct fuse_backing_map map = {.fd = fd};
+		int r = ioctl(fusefd, FUSE_DEV_IOC_BACKING_OPEN, &map);
+		if (r <= 0) {
+			if (r == 0)
+				errno = EIO;
+			return 0;
+		}
+		n->backing = r;
+	}
+	n->opens++;
+	return n->backing;
+}
+
+/* backing_release drops an open of node id; the last closes the id. */
+static void backing_release(uint64_t id)
+{
+	struct node *n = &nodes[id];
+	if (n->opens == 0 || --n->opens > 0)
+		return;
+	uint32_t b = (uint32_t)n->backing;
+	if (ioctl(fusefd, FUSE_DEV_IOC_BACKING_CLOSE, &b) != 0)
+		fprintf(stderr, "floorfs: closing backing id %u: %s\n", b, strerror(errno));
+	n->backing = 0;
 }
 
 /* Replies. */
@@ -354,9 +442,16 @@ static void do_init(uint64_t unique, const struct fuse_init_in *in)
 	uint64_t want = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES |
 			FUSE_POSIX_ACL | FUSE_DONT_MASK | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO |
 			FUSE_CACHE_SYMLINKS | FUSE_HAS_EXPIRE_ONLY;
+	if (passthrough)
+		want |= FUSE_PASSTHROUGH;
 	uint64_t offered = in->flags;
 	if (in->flags & FUSE_INIT_EXT)
 		offered |= (uint64_t)in->flags2 << 32;
+	if (passthrough && !(offered & FUSE_PASSTHROUGH)) {
+		fprintf(stderr, "floorfs: -p: the kernel does not offer FUSE passthrough (Linux 6.9+, CONFIG_FUSE_PASSTHROUGH)\n");
+		umount2(mnt, MNT_DETACH);
+		exit(1);
+	}
 	uint64_t granted = offered & want;
 	if (granted >> 32)
 		granted |= FUSE_INIT_EXT;
@@ -368,6 +463,8 @@ static void do_init(uint64_t unique, const struct fuse_init_in *in)
 	out.max_write = MAX_WRITE;
 	if (granted & FUSE_MAX_PAGES)
 		out.max_pages = MAX_WRITE / sysconf(_SC_PAGESIZE);
+	if (granted & FUSE_PASSTHROUGH)
+		INIT_MAX_STACK_DEPTH(&out) = 1; /* backing files on a filesystem that does not stack */
 	reply(unique, &out, sizeof out);
 }
 
@@ -398,6 +495,100 @@ static void set_readahead(void)
 	if (write(fd, kb, n) != n)
 		fprintf(stderr, "floorfs: %s: %s\n", p, strerror(errno));
 	close(fd);
+}
+
+/* open_file answers an OPEN (st NULL) or a CREATE of node id with fd:
+ * FOPEN_KEEP_CACHE, or with -p for a regular file FOPEN_PASSTHROUGH and
+ * the node's backing id. */
+static void open_file(uint64_t unique, uint64_t id, int fd, const struct stat *st)
+{
+	struct fileh *f = malloc(sizeof *f);
+	if (f == NULL)
+		die("malloc");
+	f->fd = fd;
+	f->node = id;
+	struct fuse_open_out out = {.fh = (uint64_t)(uintptr_t)f, .open_flags = FOPEN_KEEP_CACHE};
+	if (passthrough) {
+		int32_t b = backing_open(id, fd);
+		if (b == 0) {
+			/* The floor never serves data itself with -p: fail. */
+			int e = errno;
+			fprintf(stderr, "floorfs: FUSE_DEV_IOC_BACKING_OPEN %s: %s\n", nodes[id].path, strerror(e));
+			close(fd);
+			free(f);
+			reply_err(unique, e);
+			return;
+		}
+		out.open_flags = FOPEN_PASSTHROUGH;
+		OPEN_BACKING_ID(&out) = b;
+	}
+	if (st == NULL) {
+		reply(unique, &out, sizeof out);
+		return;
+	}
+	struct {
+		struct fuse_entry_out e;
+		struct fuse_open_out o;
+	} both;
+	fill_entry(&both.e, id, st);
+	both.o = out;
+	reply(unique, &both, sizeof both);
+}
+
+/* do_setattr: size (ftruncate), mode, times; owners are not changed. */
+static void do_setattr(uint64_t unique, uint64_t id, const struct fuse_setattr_in *in)
+{
+	const char *p = node_path(id);
+	if (p == NULL) {
+		reply_err(unique, ENOENT);
+		return;
+	}
+	if (!passthrough) {
+		reply_err(unique, EROFS);
+		return;
+	}
+	int fd = (in->valid & FATTR_FH) ? ((const struct fileh *)(uintptr_t)in->fh)->fd : -1;
+	int own = -1;
+	if (fd < 0) {
+		own = openat(srcfd, p, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (own < 0) {
+			reply_err(unique, errno);
+			return;
+		}
+		fd = own;
+	}
+	char proc[64];
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+	int r = 0;
+	if (in->valid & FATTR_SIZE)
+		r = truncate(proc, (off_t)in->size);
+	if (r == 0 && (in->valid & FATTR_MODE))
+		r = chmod(proc, in->mode & 07777);
+	if (r == 0 && (in->valid & (FATTR_ATIME | FATTR_MTIME))) {
+		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
+		if (in->valid & FATTR_ATIME)
+			ts[0] = (in->valid & FATTR_ATIME_NOW) ? (struct timespec){.tv_nsec = UTIME_NOW}
+							      : (struct timespec){in->atime, in->atimensec};
+		if (in->valid & FATTR_MTIME)
+			ts[1] = (in->valid & FATTR_MTIME_NOW) ? (struct timespec){.tv_nsec = UTIME_NOW}
+							      : (struct timespec){in->mtime, in->mtimensec};
+		r = utimensat(AT_FDCWD, proc, ts, 0);
+	}
+	struct stat st;
+	if (r == 0)
+		r = fstatat(srcfd, p, &st, AT_SYMLINK_NOFOLLOW);
+	int e = errno;
+	if (own >= 0)
+		close(own);
+	if (r != 0) {
+		reply_err(unique, e);
+		return;
+	}
+	struct fuse_attr_out out;
+	memset(&out, 0, sizeof out);
+	out.attr_valid = TIMEOUT_SEC;
+	fill_attr(&out.attr, &st);
+	reply(unique, &out, sizeof out);
 }
 
 static void handle(const struct fuse_in_header *h, const void *arg)
@@ -464,23 +655,52 @@ static void handle(const struct fuse_in_header *h, const void *arg)
 			reply_err(u, ENOENT);
 			return;
 		}
-		if ((in->flags & O_ACCMODE) != O_RDONLY) {
+		int acc = in->flags & O_ACCMODE;
+		if (acc != O_RDONLY && !passthrough) {
 			reply_err(u, EROFS);
 			return;
 		}
-		int fd = openat(srcfd, p, O_RDONLY | O_CLOEXEC);
+		int fd = openat(srcfd, p, acc | (in->flags & (O_APPEND | O_TRUNC)) | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0) {
 			reply_err(u, errno);
 			return;
 		}
-		struct fuse_open_out out = {.fh = (uint64_t)fd, .open_flags = FOPEN_KEEP_CACHE};
-		reply(u, &out, sizeof out);
+		open_file(u, h->nodeid, fd, NULL);
+		return;
+	}
+	case FUSE_CREATE: {
+		const struct fuse_create_in *in = arg;
+		const char *name = (const char *)(in + 1);
+		if (!passthrough) {
+			reply_err(u, EROFS);
+			return;
+		}
+		int e = child(path, sizeof path, h->nodeid, name);
+		if (e != 0) {
+			reply_err(u, -e);
+			return;
+		}
+		int fd = openat(srcfd, path, (in->flags & (O_ACCMODE | O_APPEND | O_TRUNC | O_EXCL)) | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+				in->mode & ~in->umask & 07777);
+		if (fd < 0) {
+			reply_err(u, errno);
+			return;
+		}
+		if (fstat(fd, &st) != 0) {
+			reply_err(u, errno);
+			close(fd);
+			return;
+		}
+		uint64_t id = node_for(&st, path);
+		nodes[id].nlookup++;
+		open_file(u, id, fd, &st);
 		return;
 	}
 	case FUSE_READ: {
 		const struct fuse_read_in *in = arg;
+		const struct fileh *f = (const struct fileh *)(uintptr_t)in->fh;
 		size_t size = in->size < sizeof obuf ? in->size : sizeof obuf;
-		ssize_t n = pread((int)in->fh, obuf, size, (off_t)in->offset);
+		ssize_t n = pread(f->fd, obuf, size, (off_t)in->offset);
 		if (n < 0) {
 			reply_err(u, errno);
 			return;
@@ -490,7 +710,43 @@ static void handle(const struct fuse_in_header *h, const void *arg)
 	}
 	case FUSE_RELEASE: {
 		const struct fuse_release_in *in = arg;
-		close((int)in->fh);
+		struct fileh *f = (struct fileh *)(uintptr_t)in->fh;
+		if (passthrough)
+			backing_release(f->node);
+		close(f->fd);
+		free(f);
+		reply(u, NULL, 0);
+		return;
+	}
+	case FUSE_FSYNC: {
+		const struct fuse_fsync_in *in = arg;
+		const struct fileh *f = (const struct fileh *)(uintptr_t)in->fh;
+		int r = (in->fsync_flags & 1) ? fdatasync(f->fd) : fsync(f->fd);
+		if (r != 0)
+			reply_err(u, errno);
+		else
+			reply(u, NULL, 0);
+		return;
+	}
+	case FUSE_SETATTR:
+		do_setattr(u, h->nodeid, arg);
+		return;
+	case FUSE_UNLINK: {
+		int e = child(path, sizeof path, h->nodeid, arg);
+		if (e != 0) {
+			reply_err(u, -e);
+			return;
+		}
+		if (!passthrough) {
+			reply_err(u, EROFS);
+			return;
+		}
+		if (fstatat(srcfd, path, &st, AT_SYMLINK_NOFOLLOW) != 0 || unlinkat(srcfd, path, 0) != 0) {
+			reply_err(u, errno);
+			return;
+		}
+		if (st.st_nlink <= 1 && st.st_dev == srcdev)
+			gone(find(st.st_ino));
 		reply(u, NULL, 0);
 		return;
 	}
@@ -587,8 +843,13 @@ static void on_term(int sig)
 
 int main(int argc, char **argv)
 {
+	if (argc == 4 && strcmp(argv[1], "-p") == 0) {
+		passthrough = 1;
+		argv++;
+		argc--;
+	}
 	if (argc != 3) {
-		fprintf(stderr, "usage: floorfs SRC MNT\n");
+		fprintf(stderr, "usage: floorfs [-p] SRC MNT\n");
 		return 2;
 	}
 	static char mntbuf[PATH_MAX];
