@@ -989,7 +989,7 @@ func getxattr(req *fuse.GetxattrRequest, resp *fuse.GetxattrResponse, get func(b
 func (n *Node) openConn() syscall.RawConn {
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
-	for h := range n.handlesLocked() {
+	for h := range n.handlesLocked().all() {
 		if h.f == nil {
 			continue
 		}
