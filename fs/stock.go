@@ -2,6 +2,7 @@ package fs
 
 import (
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -87,9 +88,39 @@ func (f *FS) StockJudged(src *os.File, k cache.Key, sum uint64) {
 	if d.Sum() != sum {
 		return
 	}
-	if err := n.stock(b, stateDigest(k, sum)); err != nil {
+	stored, err := n.stock(b, stateDigest(k, sum))
+	if err != nil {
 		f.log.Debug("storing the judged contents in the page cache failed", "path", n.RelPath(), "err", err)
 	}
+	if stored {
+		f.refreshAttr(n)
+		f.stocked.Add(1)
+	}
+}
+
+// refreshAttr has the kernel ask clamfuse for n's attributes now, with a
+// stat of n's path through the mount, in the background of the scan after
+// the write: every write through the mount marks the size and times the
+// kernel holds stale (fuse_write_update_attr), and the next stat of the
+// file, a reader's fstat as cat makes at its open, would wait for that
+// GETATTR round trip (see README, Performance). Only a reply that
+// carries the file's attributes makes the kernel trust them again; no
+// notification does. The stat is clamfuse's own request, served like any
+// other (as root, who may search every directory; it reads no file), by
+// the request loop, while this goroutine holds no lock. A name renamed
+// meanwhile costs a stat of whatever it names now, no more.
+func (f *FS) refreshAttr(n *Node) {
+	if f.target == "" {
+		return
+	}
+	f.treeMu.Lock()
+	rel, ok := n.relPathLocked()
+	f.treeMu.Unlock()
+	if !ok {
+		return
+	}
+	var st unix.Stat_t
+	_ = unix.Fstatat(unix.AT_FDCWD, filepath.Join(f.target, rel), &st, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // atEOF reports whether src holds no byte at size.
@@ -116,14 +147,15 @@ func (n *Node) stockableLocked() bool {
 
 // stock puts b's data, the contents of state keep (stateDigest), checked,
 // in n's page cache, from offset 0, in place of whatever it held, and
-// records keep as what the page cache holds (see above). A node the
-// kernel does not know (any more) is no error.
-func (n *Node) stock(b *fuse.StoreBuffer, keep uint64) error {
+// records keep as what the page cache holds (see above); it reports
+// whether it did. A node the kernel does not know (any more) is no
+// error.
+func (n *Node) stock(b *fuse.StoreBuffer, keep uint64) (bool, error) {
 	srv := n.fsys.srv
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
 	if !n.stockableLocked() {
-		return nil
+		return false, nil
 	}
 	// Whatever the page cache held goes first, beyond the stored bytes
 	// too: the page cache then holds those bytes alone.
@@ -137,5 +169,5 @@ func (n *Node) stock(b *fuse.StoreBuffer, keep uint64) error {
 	if err == fuse.ErrNotCached {
 		err = nil
 	}
-	return err
+	return n.keep == keep, err
 }
