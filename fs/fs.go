@@ -112,7 +112,7 @@ type FS struct {
 	devices     sync.Map      // uint64 device -> true: timestamp granularity found (timegran.go)
 	stocking    chan struct{} // a slot for each store of judged contents running (stock.go)
 	target      string        // the mountpoint; set by Mount before serving (stock.go)
-	stocked     atomic.Uint64 // stores of judged contents made, each with its attributes refreshed after (stock.go)
+	stocked     atomic.Uint64 // stores of judged contents made and their attributes refreshed (stock.go)
 
 	treeMu    sync.Mutex          // guards nodes, moreLinks, setAside, setAsideAt and every Node.links
 	moreLinks map[*linkSet][]link // the names of a node past its first (see linkSet)

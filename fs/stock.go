@@ -3,6 +3,7 @@ package fs
 import (
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -93,9 +94,31 @@ func (f *FS) StockJudged(src *os.File, k cache.Key, sum uint64) {
 		f.log.Debug("storing the judged contents in the page cache failed", "path", n.RelPath(), "err", err)
 	}
 	if stored {
-		f.refreshAttr(n)
-		f.stocked.Add(1)
+		f.refreshSoon(n)
 	}
+}
+
+// refreshDelay is how long a refresh of the attributes of a file just
+// written waits before it is queued to the watcher: the watcher's reader
+// reads the events of the writes within readPause (and the time to be
+// scheduled), and their invalidations must come before the refresh.
+const refreshDelay = 2*readPause + time.Millisecond
+
+// refreshSoon refreshes the kernel's attributes of n (refreshAttr): at
+// once where no filesystem is watched, else through the watcher's
+// notifier, after the invalidations of the events the writes caused
+// (watcher.queueRefresh). One that comes later still makes the reader's
+// fstat ask (a GETATTR), no more.
+func (f *FS) refreshSoon(n *Node) {
+	if !f.watch.watching() {
+		f.refreshAttr(n)
+		return
+	}
+	time.AfterFunc(refreshDelay, func() {
+		if !f.watch.queueRefresh(n) {
+			f.refreshAttr(n)
+		}
+	})
 }
 
 // refreshAttr has the kernel ask clamfuse for n's attributes now, with a
@@ -107,9 +130,12 @@ func (f *FS) StockJudged(src *os.File, k cache.Key, sum uint64) {
 // carries the file's attributes makes the kernel trust them again; no
 // notification does. The stat is clamfuse's own request, served like any
 // other (as root, who may search every directory; it reads no file), by
-// the request loop, while this goroutine holds no lock. A name renamed
-// meanwhile costs a stat of whatever it names now, no more.
+// the request loop, while the goroutine that makes it holds no lock. A
+// name renamed meanwhile costs a stat of whatever it names now, no more.
+// Where the backing filesystem is watched, the watcher's notifier makes
+// it (watcher.queueRefresh), after the invalidations the writes caused.
 func (f *FS) refreshAttr(n *Node) {
+	defer f.stocked.Add(1)
 	if f.target == "" {
 		return
 	}

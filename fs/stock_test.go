@@ -79,6 +79,13 @@ func TestStockAfterWrite(t *testing.T) {
 					b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
 					stocked := m.fsys.stocked.Load()
 					runOn(t, m, "cp", filepath.Join(tmp, "clean"), f)
+					// The kernel keeps the inode, and its page cache,
+					// whatever drop_caches other processes run.
+					pin, err := unix.Open(f, unix.O_PATH|unix.O_CLOEXEC, 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer unix.Close(pin)
 					waitFor(t, "the judged bytes stored", func() bool { return m.fsys.stocked.Load() > stocked })
 					tc.after(t, b, f)
 					seen.take()
