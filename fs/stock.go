@@ -49,11 +49,14 @@ import (
 // digest, or the write generation in the key), which then does not keep
 // the page cache.
 //
-// The kernel keeps the stored pages at the reader's GETATTR (which the
-// write forces, see README, Performance): the mount asks neither
-// FUSE_AUTO_INVAL_DATA (which drops the page cache when the mtime the
-// kernel knew changes) nor FUSE_EXPLICIT_INVAL_DATA; it drops it when
-// the size it knew changes, as after a change behind the mount.
+// Every write through the mount also marks the size and times the kernel
+// holds stale, and the reader's fstat would ask for them (a GETATTR): a
+// stored file's attributes are refreshed right after, in the background
+// (refreshAttr). The kernel keeps the stored pages at that GETATTR: the
+// mount asks neither FUSE_AUTO_INVAL_DATA (which drops the page cache
+// when the mtime the kernel knew changes) nor FUSE_EXPLICIT_INVAL_DATA;
+// it drops it when the size it knew changes, as after a change behind
+// the mount.
 
 // stockMax bounds the stores running at once: each holds a buffer of up
 // to passthroughMinRead bytes.
@@ -61,9 +64,10 @@ const stockMax = 2
 
 var _ cache.Stocker = (*FS)(nil)
 
-// StockJudged puts the contents of the file f, judged clean in state k
+// StockJudged puts the contents of the file src, judged clean in state k
 // with digest sum, in the kernel's page cache of its node, if they are
-// still the bytes judged (see above). f is the gate's descriptor.
+// still the bytes judged, and then refreshes its attributes (see above).
+// src is the gate's descriptor, which it does not keep.
 func (f *FS) StockJudged(src *os.File, k cache.Key, sum uint64) {
 	if f.srv == nil || sum == 0 || k.Size <= 0 || k.Size >= passthroughMinRead {
 		return
