@@ -2,7 +2,6 @@ package fs
 
 import (
 	"os"
-	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -134,10 +133,14 @@ func (f *FS) refreshSoon(n *Node) {
 // carries the file's attributes makes the kernel trust them again; no
 // notification does. The stat is clamfuse's own request, served like any
 // other (as root, who may search every directory; it reads no file), by
-// the request loop, while the goroutine that makes it holds no lock. A
-// name renamed meanwhile costs a stat of whatever it names now, no more.
-// Where the backing filesystem is watched, the watcher's notifier makes
-// it (watcher.queueRefresh), after the invalidations the writes caused.
+// the request loop, while the goroutine that makes it holds no lock. The
+// path is resolved beneath the mount's root and never leaves it: no
+// symlink followed, no other mount crossed (openat2), so that a user who
+// swaps a directory for a symlink to a mount of their own that never
+// answers cannot hold up the goroutine (the watcher's notifier). A name
+// renamed meanwhile costs a stat of whatever it names now, no more.
+// Where the backing filesystem is watched, the notifier makes it
+// (watcher.queueRefresh), after the invalidations the writes caused.
 func (f *FS) refreshAttr(n *Node) {
 	defer f.stocked.Add(1)
 	if f.target == "" {
@@ -146,11 +149,24 @@ func (f *FS) refreshAttr(n *Node) {
 	f.treeMu.Lock()
 	rel, ok := n.relPathLocked()
 	f.treeMu.Unlock()
-	if !ok {
+	if !ok || rel == "" {
 		return
 	}
+	// The mountpoint is the administrator's path; opened each time, so
+	// that no descriptor of the mount keeps it busy at unmount.
+	root, err := unix.Open(f.target, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(root)
+	fd, err := unix.Openat2(root, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV})
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
 	var st unix.Stat_t
-	_ = unix.Fstatat(unix.AT_FDCWD, filepath.Join(f.target, rel), &st, unix.AT_SYMLINK_NOFOLLOW)
+	_ = unix.Fstat(fd, &st) // the GETATTR
 }
 
 // atEOF reports whether src holds no byte at size.
