@@ -55,6 +55,19 @@ type Reopener interface {
 	ReopenWritten(dev, ino uint64) (*os.File, error)
 }
 
+// Stocker, when the Reopener given to Prescan is one too, is told of
+// each scan after a write that leaves the file judged clean in the
+// cache with a digest of its contents (a file up to
+// Options.VerifyMaxSize): f is the Gate's own descriptor of the file
+// (StockJudged must not keep it), k the state judged, sum the digest of
+// the contents judged. The filesystem may then put those very bytes in
+// the kernel's page cache, so that the next open reads none of them
+// through FUSE (fs.FS.StockJudged); it must check that the bytes it
+// puts there are the ones judged (their digest is sum).
+type Stocker interface {
+	StockJudged(f *os.File, k Key, sum uint64)
+}
+
 // inode names a file: the device and inode of a Key.
 type inode struct{ dev, ino uint64 }
 
@@ -150,6 +163,7 @@ func (g *Gate) Prescan(f *os.File, who Opener, again Reopener) {
 	}
 	// Our own descriptor: the caller closes f when Prescan returns.
 	j.src, _ = reopen(f)
+	j.again = again
 	go g.prescanWorker(j)
 }
 
@@ -160,6 +174,9 @@ type prescanJob struct {
 	ctx context.Context
 	src *os.File // nil when the file could not be opened
 	who Opener
+	// again is the filesystem, which may be a Stocker too; nil in
+	// some tests.
+	again Reopener
 }
 
 // startLocked registers a running scan of id; pendMu is held.
@@ -208,7 +225,7 @@ func (g *Gate) enqueueLocked(r *queued, path string) {
 func (g *Gate) prescanWorker(j prescanJob) {
 	for {
 		if j.src != nil {
-			g.prescanOne(j.ctx, j.src, j.who)
+			g.prescanOne(j.ctx, j.src, j.who, j.again)
 			j.src.Close()
 		}
 		g.pendMu.Lock()
@@ -233,12 +250,13 @@ func (g *Gate) prescanWorker(j prescanJob) {
 			g.log.Debug("scan after write not started: the file is gone", "dev", r.id.dev, "ino", r.id.ino, "err", err)
 			continue
 		}
-		j.src, j.who.Path = f, f.Name()
+		j.src, j.who.Path, j.again = f, f.Name(), r.again
 	}
 }
 
-// prescanOne is one scan after a write of src.
-func (g *Gate) prescanOne(ctx context.Context, src *os.File, who Opener) {
+// prescanOne is one scan after a write of src; again is the filesystem
+// (see Stocker), or nil.
+func (g *Gate) prescanOne(ctx context.Context, src *os.File, who Opener, again Reopener) {
 	// A verdict of a file written a moment ago would not be cached
 	// (racy.go): wait until it would be. Opens meanwhile scan.
 	if err := g.waitSettled(ctx, int(src.Fd())); err != nil {
@@ -256,5 +274,25 @@ func (g *Gate) prescanOne(ctx context.Context, src *os.File, who Opener) {
 	case r == PrewarmInfected:
 		g.log.Warn("infected file written", "path", who.Path, "signature", v.Signature,
 			"pid", who.Pid, "uid", who.Uid, "clamd", v.Backend)
+	case r == PrewarmClean || r == PrewarmCached:
+		if s, ok := again.(Stocker); ok && ctx.Err() == nil {
+			g.stock(s, src)
+		}
+	}
+}
+
+// stock tells s of the clean verdict cached for src as it is now, when
+// its contents are verified (see Stocker).
+func (g *Gate) stock(s Stocker, src *os.File) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(src.Fd()), &st); err != nil || g.judge(&st) != toScan {
+		return
+	}
+	key := g.keyOf(&st)
+	if !g.verifies(key.Size) {
+		return
+	}
+	if v, sum, ok := g.lru.GetSum(key); ok && !v.Infected && sum != 0 {
+		s.StockJudged(src, key, sum)
 	}
 }

@@ -108,8 +108,11 @@ type FS struct {
 	// passthrough: the kernel granted FUSE passthrough and it was asked
 	// for; set by Mount before serving (passthrough.go).
 	passthrough bool
-	ptRefused   sync.Map // error text -> true: reasons the kernel refused a backing file, logged once
-	devices     sync.Map // uint64 device -> true: timestamp granularity found (timegran.go)
+	ptRefused   sync.Map      // error text -> true: reasons the kernel refused a backing file, logged once
+	devices     sync.Map      // uint64 device -> true: timestamp granularity found (timegran.go)
+	stocking    chan struct{} // a slot for each store of judged contents running (stock.go)
+	target      string        // the mountpoint; set by Mount before serving (stock.go)
+	stocked     atomic.Uint64 // stores of judged contents made and their attributes refreshed (stock.go)
 
 	treeMu    sync.Mutex          // guards nodes, moreLinks, setAside, setAsideAt and every Node.links
 	moreLinks map[*linkSet][]link // the names of a node past its first (see linkSet)
@@ -147,7 +150,8 @@ func New(rootFD int, opts Options) (*FS, error) {
 	if err := unix.Fstat(rootFD, &st); err != nil {
 		return nil, err
 	}
-	f := &FS{root: rootFD, opts: opts, log: opts.Logger, ids: caller.NewCache(groupsTTL), nodes: newNodeTable(), trim: newTrimmer()}
+	f := &FS{root: rootFD, opts: opts, log: opts.Logger, ids: caller.NewCache(groupsTTL), nodes: newNodeTable(), trim: newTrimmer(),
+		stocking: make(chan struct{}, stockMax)}
 	f.dirs = newDirCache(opts.Limits.DirFDs)
 	f.quota = newQuota(opts.Limits, opts.Logger)
 	f.rootN = &Node{fsys: f, id: inoKey{st.Dev, st.Ino}, typ: unix.S_IFDIR}

@@ -314,6 +314,7 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	}
 	srv := fusefs.New(conn, cfg)
 	fsys.srv = srv
+	fsys.target = opts.Target
 	fsys.passthrough = opts.Passthrough && m.Passthrough()
 	if opts.Passthrough {
 		log.Info("fuse passthrough", "granted", fsys.passthrough)

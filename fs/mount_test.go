@@ -28,9 +28,10 @@ import (
 // requests records the READ and WRITE requests a mount serves.
 type requests struct {
 	mu     sync.Mutex
-	reads  []int          // sizes asked for
-	writes []int          // sizes carried
-	ops    map[string]int // requests of each type (%T), since the last takeOps
+	reads  []int                          // sizes asked for
+	writes []int                          // sizes carried
+	ops    map[string]int                 // requests of each type (%T), since the last takeOps
+	nodes  map[fuse.NodeID]map[string]int // the same, by node
 }
 
 func (r *requests) observe(req fuse.Request) {
@@ -44,6 +45,13 @@ func (r *requests) observe(req fuse.Request) {
 		op += " " + x.Name
 	}
 	r.ops[op]++
+	if r.nodes == nil {
+		r.nodes = map[fuse.NodeID]map[string]int{}
+	}
+	if r.nodes[req.Hdr().Node] == nil {
+		r.nodes[req.Hdr().Node] = map[string]int{}
+	}
+	r.nodes[req.Hdr().Node][op]++
 	switch req := req.(type) {
 	case *fuse.ReadRequest:
 		if !req.Dir {
@@ -68,7 +76,16 @@ func (r *requests) takeOps() map[string]int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ops := r.ops
-	r.ops = nil
+	r.ops, r.nodes = nil, nil
+	return ops
+}
+
+// nodeOps is takeOps for the node id alone; it takes them all.
+func (r *requests) nodeOps(id fuse.NodeID) map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ops := r.nodes[id]
+	r.ops, r.nodes = nil, nil
 	return ops
 }
 

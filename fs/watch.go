@@ -151,6 +151,7 @@ type watcher struct {
 	children map[entryKey]struct{} // names whose node's attributes changed
 	fids     map[childFID]struct{}
 	nodes    map[*Node]struct{} // changed by clamfuse itself: attributes and every name
+	refresh  map[*Node]struct{} // attributes to refresh after the invalidations (queueRefresh)
 	broad    string             // why everything must be invalidated, or ""
 	limit    int
 	// forgot holds names clamfuse dropped from its tree (forgotten):
@@ -473,6 +474,28 @@ func (w *watcher) queueFID(c childFID) {
 	w.qMu.Unlock()
 }
 
+// queueRefresh has the notifier refresh the kernel's attributes of n
+// (FS.refreshAttr) after it sent the invalidations pending now and those
+// queued with it: a file just written through the mount, whose writes
+// (by the writer's process, in passthrough mode) the watcher reports as
+// changes behind the mount; an invalidation for them sent after the
+// refresh would mark the attributes stale again for the next reader
+// (stock.go). It reports false, and queues nothing, when no filesystem
+// is watched.
+func (w *watcher) queueRefresh(n *Node) bool {
+	if !w.watching() {
+		return false
+	}
+	w.qMu.Lock()
+	if w.broad == "" {
+		w.refresh[n] = struct{}{}
+		w.overflowLocked()
+	}
+	w.qMu.Unlock()
+	w.signal()
+	return true
+}
+
 // queueAll gives up on precise invalidation: everything goes.
 func (w *watcher) queueAll(why string) {
 	w.qMu.Lock()
@@ -485,7 +508,7 @@ func (w *watcher) queueAll(why string) {
 }
 
 func (w *watcher) overflowLocked() {
-	if len(w.entries)+len(w.attrs)+len(w.children)+len(w.fids)+len(w.nodes) > w.limit {
+	if len(w.entries)+len(w.attrs)+len(w.children)+len(w.fids)+len(w.nodes)+len(w.refresh) > w.limit {
 		w.broad = "the queue of pending invalidations is full"
 		w.clearQueueLocked()
 	}
@@ -497,6 +520,7 @@ func (w *watcher) clearQueueLocked() {
 	clear(w.children)
 	clear(w.fids)
 	clear(w.nodes)
+	clear(w.refresh)
 }
 
 func (w *watcher) resetQueue() {
@@ -505,6 +529,7 @@ func (w *watcher) resetQueue() {
 	w.children = map[entryKey]struct{}{}
 	w.fids = map[childFID]struct{}{}
 	w.nodes = map[*Node]struct{}{}
+	w.refresh = map[*Node]struct{}{}
 }
 
 // signal wakes the notifier.
@@ -522,6 +547,7 @@ type batch struct {
 	children map[entryKey]struct{}
 	fids     map[childFID]struct{}
 	nodes    map[*Node]struct{}
+	refresh  map[*Node]struct{}
 	broad    string
 	forgot   map[entryKey]struct{}
 }
@@ -529,7 +555,7 @@ type batch struct {
 func (w *watcher) take() batch {
 	w.qMu.Lock()
 	defer w.qMu.Unlock()
-	b := batch{w.entries, w.attrs, w.children, w.fids, w.nodes, w.broad, w.forgot}
+	b := batch{w.entries, w.attrs, w.children, w.fids, w.nodes, w.refresh, w.broad, w.forgot}
 	w.taken.Add(1)
 	w.broad = ""
 	w.resetQueue()
@@ -586,6 +612,11 @@ func (w *watcher) send(b batch) {
 	}
 	for n := range b.attrs {
 		w.attr(n)
+	}
+	// Last: a stat through the mount each, served by the request loop
+	// (FS.refreshAttr); no invalidation of this batch comes after.
+	for n := range b.refresh {
+		w.fsys.refreshAttr(n)
 	}
 }
 

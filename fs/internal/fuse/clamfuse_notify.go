@@ -59,3 +59,51 @@ func (c *Conn) ExpireEntry(parent NodeID, name string) error {
 	buf = append(buf, '\x00')
 	return c.sendNotify(buf)
 }
+
+// StoreBuffer is a FUSE_NOTIFY_STORE message being made: the bytes to
+// store are read straight into it (Data), after the room for its
+// headers, and it is sent as is, with no copy (NotifyStoreBuffer). It
+// comes from the pool of READ replies (readBufs) and goes back there
+// with Free.
+type StoreBuffer struct {
+	buf    buffer
+	pooled *buffer
+}
+
+// storeHead is the room for the headers before the data.
+const storeHead = outHeaderSize + unsafe.Sizeof(notifyStoreOut{})
+
+// NewStoreBuffer returns a StoreBuffer for size bytes.
+func NewStoreBuffer(size int) *StoreBuffer {
+	buf, pooled := getReadBuf(size + int(unsafe.Sizeof(notifyStoreOut{})))
+	buf = buf[:storeHead]
+	clear(buf)
+	return &StoreBuffer{buf: buf[:int(storeHead)+size], pooled: pooled}
+}
+
+// Data is where the bytes to store go: len is the size asked for.
+func (b *StoreBuffer) Data() []byte { return b.buf[storeHead:] }
+
+// Free gives the buffer back; b must not be used afterwards.
+func (b *StoreBuffer) Free() {
+	if p := b.pooled; p != nil {
+		b.pooled, b.buf = nil, nil
+		putReadBuf(p)
+	}
+}
+
+// NotifyStoreBuffer puts b's data into the kernel's page cache of the
+// node at offset, as NotifyStore does (the kernel extends its idea of
+// the file's size to offset + len(data) if it is smaller).
+//
+// Returns ErrNotCached if the kernel is not currently caching the node.
+func (c *Conn) NotifyStoreBuffer(nodeID NodeID, offset uint64, b *StoreBuffer) error {
+	h := (*outHeader)(unsafe.Pointer(&b.buf[0]))
+	// h.Unique is 0
+	h.Error = notifyCodeStore
+	out := (*notifyStoreOut)(unsafe.Pointer(&b.buf[outHeaderSize]))
+	out.Nodeid = uint64(nodeID)
+	out.Offset = offset
+	out.Size = uint32(len(b.buf) - int(storeHead))
+	return c.sendNotify(b.buf)
+}

@@ -33,3 +33,31 @@ func (s *Server) ExpireEntry(parent Node, name string) error {
 	})
 	return err
 }
+
+// NotifyStoreBuffer puts b's data into the kernel's page cache of node at
+// offset (see fuse.Conn.NotifyStoreBuffer): NotifyStore without a copy
+// of the data.
+//
+// Returns fuse.ErrNotCached if the kernel is not currently caching the
+// node.
+func (s *Server) NotifyStoreBuffer(node Node, offset uint64, b *fuse.StoreBuffer) error {
+	s.meta.Lock()
+	id, ok := s.nodeID(node)
+	if ok {
+		snode := s.node[id]
+		snode.wg.Add(1)
+		defer snode.wg.Done()
+	}
+	s.meta.Unlock()
+	if !ok {
+		return fuse.ErrNotCached
+	}
+	err := s.conn.NotifyStoreBuffer(id, offset, b)
+	s.debug(notification{
+		Op:   "NotifyStore",
+		Node: id,
+		Out:  notifyStoreRetrieveDetail{Off: offset, Size: uint64(len(b.Data()))},
+		Err:  errstr(err),
+	})
+	return err
+}

@@ -1,0 +1,219 @@
+package fs
+
+import (
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/cache"
+	"github.com/clamfuse/clamfuse/fs/internal/fuse"
+)
+
+// The page cache of a file just written, stocked with the bytes judged.
+//
+// A file written through the mount leaves nothing in FUSE's page cache
+// that an open may keep: a passthrough writer fills none (the kernel
+// writes the backing file), and every writer's open drops the node's
+// kept state (Node.keep). So the first open for reading after the write
+// read the file through clamfuse again (one READ round trip for a small
+// file), although the scan after the write (cache.Gate.Prescan) had just
+// judged those very bytes and digested them (verify.go in cache).
+//
+// When that scan leaves a clean verdict with a digest of the contents
+// (a file up to cache.verify_max_size, and under passthroughMinRead, so
+// that its next open for reading is served in cached mode), the gate
+// tells the filesystem (StockJudged), which reads the file's bytes
+// through the gate's own descriptor into a buffer, checks that their
+// digest is the one judged, and, only if so, puts exactly those bytes
+// in the kernel's page cache of the node (FUSE_NOTIFY_STORE), after
+// dropping whatever it held (FUSE_NOTIFY_INVAL_INODE), and records the
+// state judged as the one the page cache holds (Node.keep). The next
+// open keeps the page cache (FOPEN_KEEP_CACHE) only if the gate then
+// finds the file in that very state, contents digest included
+// (Node.keepCache); otherwise the kernel drops it at that open. So a
+// reader is served from it only bytes clamd judged, of the state its own
+// open was decided on.
+//
+// The store is made under Node.hmu, and only while the node has no
+// handle at all and no open has been decided since its last writer
+// (Node.keep is 0; every open for writing sets it to 0, and every open
+// decided sets it to its own state): no open can register meanwhile,
+// none can read or map the file, so no byte a reader or writer put in
+// the page cache (a dirty page of a shared mapping above all) is
+// overwritten, and no open that was told to drop the page cache reads
+// the stored bytes instead of its own state's. A change between the read
+// and the store (behind the mount, or a writer's open and release)
+// changes the state the next open finds (its times, its contents'
+// digest, or the write generation in the key), which then does not keep
+// the page cache.
+//
+// Every write through the mount also marks the size and times the kernel
+// holds stale, and the reader's fstat would ask for them (a GETATTR): a
+// stored file's attributes are refreshed right after, in the background
+// (refreshAttr). The kernel keeps the stored pages at that GETATTR: the
+// mount asks neither FUSE_AUTO_INVAL_DATA (which drops the page cache
+// when the mtime the kernel knew changes) nor FUSE_EXPLICIT_INVAL_DATA;
+// it drops it when the size it knew changes, as after a change behind
+// the mount.
+
+// stockMax bounds the stores running at once: each holds a buffer of up
+// to passthroughMinRead bytes.
+const stockMax = 2
+
+var _ cache.Stocker = (*FS)(nil)
+
+// StockJudged puts the contents of the file src, judged clean in state k
+// with digest sum, in the kernel's page cache of its node, if they are
+// still the bytes judged, and then refreshes its attributes (see above).
+// src is the gate's descriptor, which it does not keep.
+func (f *FS) StockJudged(src *os.File, k cache.Key, sum uint64) {
+	if f.srv == nil || sum == 0 || k.Size <= 0 || k.Size >= passthroughMinRead {
+		return
+	}
+	f.treeMu.Lock()
+	n := f.nodes.get(inoKey{k.Dev, k.Ino})
+	f.treeMu.Unlock()
+	if n == nil || n.typ != unix.S_IFREG || !n.stockable() {
+		return
+	}
+	f.stocking <- struct{}{}
+	defer func() { <-f.stocking }()
+	b := fuse.NewStoreBuffer(int(k.Size))
+	defer b.Free()
+	data := b.Data()
+	// A file that grew is not the state judged; the digest catches any
+	// other change.
+	if got, err := src.ReadAt(data, 0); err != nil || got != len(data) || !atEOF(src, k.Size) {
+		return
+	}
+	d := cache.NewDigest()
+	d.Write(data)
+	if d.Sum() != sum {
+		return
+	}
+	stored, err := n.stock(b, stateDigest(k, sum))
+	if err != nil {
+		f.log.Debug("storing the judged contents in the page cache failed", "path", n.RelPath(), "err", err)
+	}
+	if stored {
+		f.refreshSoon(n)
+	}
+}
+
+// refreshDelay is how long a refresh of the attributes of a file just
+// written waits before it is queued to the watcher: the watcher's reader
+// reads the events of the writes within readPause (and the time to be
+// scheduled), and their invalidations must come before the refresh.
+const refreshDelay = 2*readPause + time.Millisecond
+
+// refreshSoon refreshes the kernel's attributes of n (refreshAttr): at
+// once where no filesystem is watched, else through the watcher's
+// notifier, after the invalidations of the events the writes caused
+// (watcher.queueRefresh). One that comes later still makes the reader's
+// fstat ask (a GETATTR), no more.
+func (f *FS) refreshSoon(n *Node) {
+	if !f.watch.watching() {
+		f.refreshAttr(n)
+		return
+	}
+	time.AfterFunc(refreshDelay, func() {
+		if !f.watch.queueRefresh(n) {
+			f.refreshAttr(n)
+		}
+	})
+}
+
+// refreshAttr has the kernel ask clamfuse for n's attributes now, with a
+// stat of n's path through the mount, in the background of the scan after
+// the write: every write through the mount marks the size and times the
+// kernel holds stale (fuse_write_update_attr), and the next stat of the
+// file, a reader's fstat as cat makes at its open, would wait for that
+// GETATTR round trip (see README, Performance). Only a reply that
+// carries the file's attributes makes the kernel trust them again; no
+// notification does. The stat is clamfuse's own request, served like any
+// other (as root, who may search every directory; it reads no file), by
+// the request loop, while the goroutine that makes it holds no lock. The
+// path is resolved beneath the mount's root and never leaves it: no
+// symlink followed, no other mount crossed (openat2), so that a user who
+// swaps a directory for a symlink to a mount of their own that never
+// answers cannot hold up the goroutine (the watcher's notifier). A name
+// renamed meanwhile costs a stat of whatever it names now, no more.
+// Where the backing filesystem is watched, the notifier makes it
+// (watcher.queueRefresh), after the invalidations the writes caused.
+func (f *FS) refreshAttr(n *Node) {
+	defer f.stocked.Add(1)
+	if f.target == "" {
+		return
+	}
+	f.treeMu.Lock()
+	rel, ok := n.relPathLocked()
+	f.treeMu.Unlock()
+	if !ok || rel == "" {
+		return
+	}
+	// The mountpoint is the administrator's path; opened each time, so
+	// that no descriptor of the mount keeps it busy at unmount.
+	root, err := unix.Open(f.target, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(root)
+	fd, err := unix.Openat2(root, rel, &unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV})
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	_ = unix.Fstat(fd, &st) // the GETATTR
+}
+
+// atEOF reports whether src holds no byte at size.
+func atEOF(src *os.File, size int64) bool {
+	var one [1]byte
+	k, err := src.ReadAt(one[:], size)
+	return k == 0 && err != nil
+}
+
+// stockable reports whether n's page cache may be stocked now (see
+// stock); a cheap look before reading the file.
+func (n *Node) stockable() bool {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	return n.stockableLocked()
+}
+
+// stockableLocked: no handle, none whose bytes served are being checked,
+// no open decided since the last writer's, still known to the kernel.
+// hmu is held.
+func (n *Node) stockableLocked() bool {
+	return !n.forgotten && n.keep == 0 && len(n.handlesLocked()) == 0 && n.readingLocked() == 0
+}
+
+// stock puts b's data, the contents of state keep (stateDigest), checked,
+// in n's page cache, from offset 0, in place of whatever it held, and
+// records keep as what the page cache holds (see above); it reports
+// whether it did. A node the kernel does not know (any more) is no
+// error.
+func (n *Node) stock(b *fuse.StoreBuffer, keep uint64) (bool, error) {
+	srv := n.fsys.srv
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	if !n.stockableLocked() {
+		return false, nil
+	}
+	// Whatever the page cache held goes first, beyond the stored bytes
+	// too: the page cache then holds those bytes alone.
+	err := srv.InvalidateNodeData(n)
+	if err == nil {
+		err = srv.NotifyStoreBuffer(n, 0, b)
+	}
+	if err == nil {
+		n.keep = keep
+	}
+	if err == fuse.ErrNotCached {
+		err = nil
+	}
+	return n.keep == keep, err
+}
