@@ -188,7 +188,7 @@ func (n *Node) stockable() bool {
 // no open decided since the last writer's, still known to the kernel.
 // hmu is held.
 func (n *Node) stockableLocked() bool {
-	return !n.forgotten && n.keep == 0 && len(n.handlesLocked()) == 0 && n.readingLocked() == 0
+	return !n.forgotten && n.keep == 0 && n.handlesLocked().len() == 0 && n.readingLocked() == 0
 }
 
 // stock puts b's data, the contents of state keep (stateDigest), checked,
