@@ -43,20 +43,42 @@ func (fs *flights) join(key string) (f *flight, ours bool) {
 
 // run runs fn as the flight f of key and ends it, even if fn panics.
 func (fs *flights) run(key string, f *flight, fn func() (any, error)) {
+	fs.lead(key, f, func() (any, error, bool) {
+		v, err := fn()
+		return v, err, false
+	})
+}
+
+// lead runs fn as the flight f of key, in this goroutine, and ends it
+// with fn's result, even if fn panics; unless fn passes the flight on
+// (pass): it then goes on, and whoever fn handed it to ends it (run).
+// An open that starts a scan runs it itself this way, with no goroutine
+// between it and the scan's, and passes it on only when it leaves before
+// the scan is over (Gate.lead).
+func (fs *flights) lead(key string, f *flight, fn func() (v any, err error, pass bool)) {
 	normal := false
 	defer func() {
 		if !normal {
-			f.val, f.err = nil, errAbnormal
+			fs.end(key, f, nil, errAbnormal)
 		}
-		fs.mu.Lock()
-		if fs.m[key] == f {
-			delete(fs.m, key)
-		}
-		fs.mu.Unlock()
-		close(f.done)
 	}()
-	f.val, f.err = fn()
+	v, err, pass := fn()
 	normal = true
+	if !pass {
+		fs.end(key, f, v, err)
+	}
+}
+
+// end ends the flight f of key with v and err: those who joined it get
+// them, and key is free for a new flight.
+func (fs *flights) end(key string, f *flight, v any, err error) {
+	f.val, f.err = v, err
+	fs.mu.Lock()
+	if fs.m[key] == f {
+		delete(fs.m, key)
+	}
+	fs.mu.Unlock()
+	close(f.done)
 }
 
 // do runs fn for key in this goroutine, or, when a run for key is going
