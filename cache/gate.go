@@ -333,14 +333,13 @@ func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, noatime
 		// goroutine between it and the scan, since each hand-off costs
 		// a wake-up on a busy machine.
 		g.demand.add()
-		fkey := key.flight()
-		flight, ours := g.sf.join(fkey)
+		flight, ours := g.sf.join(key)
 		// The miss is counted once this open has started the scan of
 		// key or joined the one running: a count of n misses means n
 		// opens wait on scans (and are counted in demand).
 		g.misses.Add(1)
 		if ours {
-			if !g.lead(ctx, fkey, flight, f, direct, until, key, since) {
+			if !g.lead(ctx, flight, f, direct, until, key, since) {
 				return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
 			}
 		} else {
@@ -386,8 +385,7 @@ func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, noatime
 // verdict, and no failure either.
 var errLeft = errors.New("cache: the opener left before the verdict")
 
-// lead runs the scan of key's state, the flight fl (named fkey) this open
-// started, in the opener's goroutine, under the open's context ctx and
+// lead runs the scan of key's state, the flight fl this open started, in the opener's goroutine, under the open's context ctx and
 // bounded by clamd.timeout and until (the open's own bound); the opens
 // of that state meanwhile join fl and wait for it. The scan judges f
 // itself when direct (Opener.ReadOnly), else a descriptor of its own
@@ -403,7 +401,7 @@ var errLeft = errors.New("cache: the opener left before the verdict")
 // again, when it stopped waiting for the reply) and ends fl: the opens
 // that joined it, and the cache, still get its verdict. The opener's
 // descriptor f may be closed as soon as lead returns.
-func (g *Gate) lead(ctx context.Context, fkey string, fl *flight, f *os.File, direct bool, until time.Time, key Key, since int64) (waited bool) {
+func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, direct bool, until time.Time, key Key, since int64) (waited bool) {
 	d := time.Now().Add(g.opts.Timeout)
 	if until.Before(d) {
 		d = until
@@ -422,12 +420,12 @@ func (g *Gate) lead(ctx context.Context, fkey string, fl *flight, f *os.File, di
 		var err error
 		if src, err = reopen(f); err != nil {
 			src = f
-			g.sf.end(fkey, fl, nil, fmt.Errorf("%w: %v", clamav.ErrRead, err))
+			g.sf.end(key, fl, nil, fmt.Errorf("%w: %v", clamav.ErrRead, err))
 			return true
 		}
 	}
 	at := attempt{key: key, since: since}
-	g.sf.lead(fkey, fl, func() (any, error, bool) {
+	g.sf.lead(key, fl, func() (any, error, bool) {
 		sctx, cancel := context.WithDeadline(ctx, d)
 		j, err := g.attempts(sctx, ctx, src, &at, false)
 		cancel()
@@ -445,7 +443,7 @@ func (g *Gate) lead(ctx context.Context, fkey string, fl *flight, f *os.File, di
 		go func() {
 			defer g.demand.done()
 			defer own.Close()
-			g.sf.run(fkey, fl, func() (any, error) {
+			g.sf.run(key, fl, func() (any, error) {
 				bctx, cancel := context.WithDeadline(context.Background(), d)
 				defer cancel()
 				return g.attempts(bctx, nil, own, &at, false)
@@ -714,16 +712,6 @@ func (g *Gate) report(p *Policy, d Decision, who Opener) {
 		k.kind, k.file = string(d.Reason), fileKeyOf(&d.Key)
 	}
 	g.repeats.log(g.log, p.LogRepeat, slog.LevelWarn, k, msg, attrs)
-}
-
-// flight names the scans of key's state in the Gate's flights.
-func (k *Key) flight() string {
-	b := make([]byte, 0, 128+len(k.DB))
-	for _, n := range []uint64{k.Dev, k.Ino, uint64(k.Size), uint64(k.MtimeNs), uint64(k.CtimeNs), k.Gen, k.Writes} {
-		b = strconv.AppendUint(b, n, 16)
-		b = append(b, ' ')
-	}
-	return string(append(b, k.DB...))
 }
 
 // reopen opens the inode behind f again for reading through /proc, so
