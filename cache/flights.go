@@ -96,13 +96,3 @@ func (fs *flights) do(key Key, fn func() (any, error), joined func()) (v any, er
 	}
 	return f.val, f.err, !ours
 }
-
-// start is do with fn run in a goroutine of its own: the result is read
-// from the flight returned once its done is closed.
-func (fs *flights) start(key Key, fn func() (any, error)) *flight {
-	f, ours := fs.join(key)
-	if ours {
-		go fs.run(key, f, fn)
-	}
-	return f
-}

@@ -13,7 +13,11 @@ func TestFlights(t *testing.T) {
 	var fs flights
 	k, p := Key{Ino: 1, DB: "db"}, Key{Ino: 2, DB: "db"}
 	release := make(chan struct{})
-	first := fs.start(k, func() (any, error) { <-release; return 7, nil })
+	first, ours := fs.join(k)
+	if !ours {
+		t.Fatal("the first caller of a key did not get to run it")
+	}
+	go fs.run(k, first, func() (any, error) { <-release; return 7, nil })
 	joined := make(chan struct{})
 	got := make(chan any, 1)
 	go func() {
@@ -60,5 +64,43 @@ func TestFlights(t *testing.T) {
 	}
 	if _, ours := fs.join(p); !ours {
 		t.Error("the key of a panicked run is still taken")
+	}
+}
+
+// TestFlightsPassedOn: a run that passes its flight on (lead, pass) does
+// not end it: those who joined wait for whoever it was passed to, and get
+// that one's result; a panic before passing it on ends it.
+func TestFlightsPassedOn(t *testing.T) {
+	var fs flights
+	k := Key{Ino: 3, DB: "db"}
+	f, _ := fs.join(k)
+	release := make(chan struct{})
+	fs.lead(k, f, func() (any, error, bool) {
+		go fs.run(k, f, func() (any, error) { <-release; return 9, nil })
+		return 0, errors.New("the leader's own result"), true
+	})
+	if g, ours := fs.join(k); ours || g != f {
+		t.Fatal("a flight passed on is not joined any more")
+	}
+	select {
+	case <-f.done:
+		t.Fatal("the flight ended when its leader passed it on")
+	default:
+	}
+	close(release)
+	<-f.done
+	if f.val != 9 || f.err != nil {
+		t.Errorf("flight passed on: %v, %v; want 9, nil (the result of the one it was passed to)", f.val, f.err)
+	}
+
+	p := Key{Ino: 4, DB: "db"}
+	g, _ := fs.join(p)
+	func() {
+		defer func() { recover() }()
+		fs.lead(p, g, func() (any, error, bool) { panic("boom") })
+	}()
+	<-g.done
+	if !errors.Is(g.err, errAbnormal) {
+		t.Errorf("a leader that panicked: %v; want errAbnormal", g.err)
 	}
 }

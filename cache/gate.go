@@ -22,7 +22,9 @@ type Scanner interface {
 	// ScanFile judges f, whose size the caller saw (fstat) as size: the
 	// first size bytes streamed, or f itself passed to clamd, which then
 	// reads it as it is (see clamav.Client.ScanFile). Either way the
-	// caller must check afterwards that f did not change.
+	// caller must check afterwards that f did not change. It must return
+	// soon once ctx is done: an open's own scan runs in the opener's
+	// goroutine (Gate.lead), whose wait ctx bounds.
 	ScanFile(ctx context.Context, f *os.File, size int64) (clamav.Result, error)
 	String() string
 }
