@@ -719,10 +719,16 @@ func (g *Gate) report(p *Policy, d Decision, who Opener) {
 // reopen opens the inode behind f again for reading through /proc, so
 // it is the same file whatever happened to its name, with O_NOATIME when
 // allowed so that scanning leaves the file's times as a plain open would;
-// else it duplicates f. It must be called before f may be closed.
+// read-only either way, so that clamd gets no descriptor it could write
+// through; only when that cannot be done, it duplicates f. It must be
+// called before f may be closed.
 func reopen(f *os.File) (*os.File, error) {
 	p := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOATIME|unix.O_CLOEXEC, 0)
+	if err == unix.EPERM {
+		// O_NOATIME: neither the owner nor CAP_FOWNER.
+		fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		fd, err = unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"testing"
 
@@ -169,5 +170,42 @@ func TestGateScansOpenersDescriptor(t *testing.T) {
 				t.Errorf("%d descriptors of the file after the Check; want 1 (the opener's)", n)
 			}
 		})
+	}
+}
+
+// TestReopenReadOnly: the descriptor a scan opens again for itself is
+// read-only even where O_NOATIME is not allowed (the file's owner is
+// another user, and CAP_FOWNER is gone with fsuid 0), rather than a copy
+// of the opener's, which may be open for writing.
+func TestReopenReadOnly(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to change fsuid")
+	}
+	p := writeFile(t, "owned by root")
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	done := make(chan struct{})
+	var flags int
+	var rerr error
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		// The thread is not given back to the runtime: its fsuid stays.
+		unix.Setfsuid(65534)
+		var g *os.File
+		if g, rerr = reopen(f); rerr == nil {
+			flags, rerr = unix.FcntlInt(g.Fd(), unix.F_GETFL, 0)
+			g.Close()
+		}
+	}()
+	<-done
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_NOATIME != 0 {
+		t.Errorf("reopened without O_NOATIME allowed: flags %#o; want O_RDONLY, no O_NOATIME", flags)
 	}
 }
