@@ -118,7 +118,7 @@ func TestGateAuditWithoutVerdict(t *testing.T) {
 		}
 	}
 
-	s := &fakeScanner{}
+	s := &fakeScanner{honorCtx: true}
 	s.hold(t)
 	g := NewGate(s, Options{MaxEntries: 16})
 	g.SetPolicy(Policy{Audit: true})

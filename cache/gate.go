@@ -22,7 +22,9 @@ type Scanner interface {
 	// ScanFile judges f, whose size the caller saw (fstat) as size: the
 	// first size bytes streamed, or f itself passed to clamd, which then
 	// reads it as it is (see clamav.Client.ScanFile). Either way the
-	// caller must check afterwards that f did not change.
+	// caller must check afterwards that f did not change. It must return
+	// soon once ctx is done: an open's own scan runs in the opener's
+	// goroutine (Gate.lead), whose wait ctx bounds.
 	ScanFile(ctx context.Context, f *os.File, size int64) (clamav.Result, error)
 	String() string
 }
@@ -59,6 +61,13 @@ type Opener struct {
 	// (the opener puts its own flags back after the Check): the contents
 	// are read for their digest as they are, with no fcntl (verify.go).
 	NoAtime bool
+	// ReadOnly says the descriptor asked about is open for reading only.
+	// With NoAtime, a scan this open starts judges that descriptor
+	// itself (passed to clamd as it is: it reads nothing a reopen would
+	// not, changes no access time, and writes nothing) instead of one
+	// opened again for the scan (reopen), as long as the open waits for
+	// the verdict (see lead).
+	ReadOnly bool
 }
 
 // Reason says why a Decision went the way it did.
@@ -266,7 +275,7 @@ func (g *Gate) decide(ctx context.Context, f *os.File, who Opener, uncached bool
 		g.report(p, d, who)
 		return d
 	}
-	d := allowances(p, g.check(ctx, f, who.Stat, who.NoAtime, uncached))
+	d := allowances(p, g.check(ctx, f, who.Stat, who.NoAtime, who.NoAtime && who.ReadOnly, uncached))
 	g.report(p, d, who)
 	if !d.Allow {
 		g.denied.Add(1)
@@ -274,10 +283,11 @@ func (g *Gate) decide(ctx context.Context, f *os.File, who Opener, uncached bool
 	return d
 }
 
-func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, noatime, uncached bool) Decision {
+func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, noatime, direct, uncached bool) Decision {
 	// The open's own bound on its wait, from its first miss on: a scan it
 	// joined may end superseded (errSuperseded), and it then waits for
-	// another one.
+	// another one, or runs one itself.
+	var until time.Time
 	var deadline <-chan time.Time
 	var missed Key // the state the opener's fstat showed, not found
 	again := false // this pass follows that miss
@@ -316,90 +326,167 @@ func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, noatime
 			missed, again = key, true
 			continue
 		}
-		if deadline == nil {
-			timer := time.NewTimer(g.opts.Timeout + time.Second)
-			defer timer.Stop()
-			deadline = timer.C
+		if until.IsZero() {
+			until = time.Now().Add(g.opts.Timeout + time.Second)
 		}
 
-		// Our own descriptor of the very same inode, taken before Check can
-		// return: the opener closes f as soon as it has an answer, even a
-		// cancelled one, while the shared scan goes on for the others. It
-		// stays open until that scan is over, whether this opener started it
-		// or joined it.
-		src, err := reopen(f)
-		if err != nil {
-			g.misses.Add(1)
-			return g.onError(fmt.Errorf("%w: %v", clamav.ErrRead, err))
-		}
-		// The opener joins the flight itself: no goroutine of its own
-		// between it and the scan's, since each hand-off costs a wake-up
-		// on a busy machine. If it leaves before the scan is over (leave),
-		// a goroutine waits for the end of the scan to close src.
+		// The opener starts the scan of key and runs it itself (lead),
+		// or joins the one running and waits for it; either way with no
+		// goroutine between it and the scan, since each hand-off costs
+		// a wake-up on a busy machine.
 		g.demand.add()
-		// The openers' contexts do not cancel a shared scan.
-		flight := g.sf.start(key.flight(), func() (any, error) {
-			return g.scan(context.Background(), src, key, since, false)
-		})
+		flight, ours := g.sf.join(key)
 		// The miss is counted once this open has started the scan of
 		// key or joined the one running: a count of n misses means n
 		// opens wait on scans (and are counted in demand).
 		g.misses.Add(1)
-		finish := func() {
-			src.Close()
-			g.demand.done()
-		}
-		leave := func() {
-			go func() {
-				<-flight.done
-				finish()
-			}()
-		}
-		select {
-		case <-flight.done:
-			finish()
-			if r := flight; r.err != nil {
-				if errors.Is(r.err, errSuperseded) {
-					// A scan after a write, joined and then cancelled
-					// because the file was written again: look again.
-					continue
-				}
-				if errors.Is(r.err, clamav.ErrSizeLimit) {
-					d := g.onOversize(r.err)
-					d.Key = key
-					return d
-				}
-				if errors.Is(r.err, ErrUnstable) {
-					return Decision{Reason: ReasonUnstable, Err: r.err}
-				}
-				return g.onError(r.err)
+		if ours {
+			if !g.lead(ctx, flight, f, direct, until, key, since) {
+				return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
 			}
-			return g.fromVerdict(key, flight.val.(judged), false)
-		case <-ctx.Done():
-			leave()
-			return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
-		case <-deadline:
-			leave()
-			return g.onError(fmt.Errorf("%w: no verdict within %v", clamav.ErrTimeout, g.opts.Timeout))
+		} else {
+			if deadline == nil {
+				timer := time.NewTimer(time.Until(until))
+				defer timer.Stop()
+				deadline = timer.C
+			}
+			// A follower holds nothing of the scan's: when it leaves,
+			// the scan goes on for the others, and it waits for no scan.
+			select {
+			case <-flight.done:
+				g.demand.done()
+			case <-ctx.Done():
+				g.demand.done()
+				return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
+			case <-deadline:
+				g.demand.done()
+				return g.onError(fmt.Errorf("%w: no verdict within %v", clamav.ErrTimeout, g.opts.Timeout))
+			}
 		}
+		if r := flight; r.err != nil {
+			if errors.Is(r.err, errSuperseded) {
+				// A scan after a write, joined and then cancelled
+				// because the file was written again: look again.
+				continue
+			}
+			if errors.Is(r.err, clamav.ErrSizeLimit) {
+				d := g.onOversize(r.err)
+				d.Key = key
+				return d
+			}
+			if errors.Is(r.err, ErrUnstable) {
+				return Decision{Reason: ReasonUnstable, Err: r.err}
+			}
+			return g.onError(r.err)
+		}
+		return g.fromVerdict(key, flight.val.(judged), false)
 	}
 }
 
-// scan runs in its own goroutine on behalf of every opener of this state,
-// under ctx, the context of the one that started it, and its own
-// deadline: the openers' contexts do not cancel it; a scan after a write
-// is cancelled when it is superseded (Modified), and then returns
-// errSuperseded. file is the Gate's own descriptor (see reopen); scan does
-// not close it. key is the state of file taken by an fstat made at or
-// after since (Unix ns; see racy).
+// errLeft ends an open's scan at the opener's leaving (see lead): no
+// verdict, and no failure either.
+var errLeft = errors.New("cache: the opener left before the verdict")
+
+// lead runs the scan of key's state, the flight fl this open started, in the opener's goroutine, under the open's context ctx and
+// bounded by clamd.timeout and until (the open's own bound); the opens
+// of that state meanwhile join fl and wait for it. The scan judges f
+// itself when direct (Opener.ReadOnly), else a descriptor of its own
+// (reopen), closed when the scan is over.
 //
-// The verdict is cached when the state after the scan is key and, for a
-// file whose contents are verified, the contents are those before the
-// scan, and the state is not racy; else the file is scanned again (a
-// change), or the verdict is only returned (racy).
+// It reports whether the open waited for the end of the scan. It did not
+// when the opener left first (ctx done: the opener is dying), which the
+// scan sees at its next wait, for a scan slot or for clamd's reply: it
+// then stops waiting, at once (an exchange with clamd cut short so is
+// never used again: its connection is closed), and passes the scan on to
+// a goroutine of its own, with a descriptor of its own and the same
+// deadline, which goes on where it stopped (sending the file to clamd
+// again, when it stopped waiting for the reply) and ends fl: the opens
+// that joined it, and the cache, still get its verdict. The opener's
+// descriptor f may be closed as soon as lead returns.
+func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, direct bool, until time.Time, key Key, since int64) (waited bool) {
+	d := time.Now().Add(g.opts.Timeout)
+	if until.Before(d) {
+		d = until
+	}
+	src := f
+	waited = true
+	defer func() {
+		if waited {
+			if src != f {
+				src.Close()
+			}
+			g.demand.done()
+		}
+	}()
+	if !direct {
+		var err error
+		if src, err = reopen(f); err != nil {
+			src = f
+			g.sf.end(key, fl, nil, fmt.Errorf("%w: %v", clamav.ErrRead, err))
+			return true
+		}
+	}
+	at := attempt{key: key, since: since}
+	g.sf.lead(key, fl, func() (any, error, bool) {
+		sctx, cancel := context.WithDeadline(ctx, d)
+		j, err := g.attempts(sctx, ctx, src, &at, false)
+		cancel()
+		if !errors.Is(err, errLeft) {
+			return j, err, false
+		}
+		own := src
+		if own == f {
+			// The opener closes f once lead returns.
+			if own, err = reopen(f); err != nil {
+				return judged{}, fmt.Errorf("%w: %v", clamav.ErrRead, err), false
+			}
+		}
+		waited = false
+		go func() {
+			defer g.demand.done()
+			defer own.Close()
+			g.sf.run(key, fl, func() (any, error) {
+				bctx, cancel := context.WithDeadline(context.Background(), d)
+				defer cancel()
+				return g.attempts(bctx, nil, own, &at, false)
+			})
+		}()
+		return nil, nil, true
+	})
+	return waited
+}
+
+// scan runs on behalf of every opener of this state, under ctx and its
+// own deadline (clamd.timeout); a scan after a write is cancelled when it
+// is superseded (Modified), and then returns errSuperseded. file is the
+// Gate's own descriptor (see reopen); scan does not close it. key is the
+// state of file taken by an fstat made at or after since (Unix ns; see
+// racy). held: the caller took a slot for the first attempt (a background
+// scan, see settle).
 func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64, held bool) (judged, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
 	defer cancel()
+	return g.attempts(ctx, nil, file, &attempt{key: key, since: since}, held)
+}
+
+// attempt is where a scan is: the state it judges, taken by an fstat made
+// at or after since (Unix ns; see racy).
+type attempt struct {
+	key   Key
+	since int64
+}
+
+// attempts scans file, in the state at, under ctx, until a verdict (or
+// ErrUnstable, or an error). When leader is not nil (an open's own scan,
+// see lead) and done, it returns errLeft at its next wait, for a scan
+// slot or for clamd, or before its next attempt; at then says where to
+// go on.
+//
+// The verdict is cached when the state after the scan is at.key and, for
+// a file whose contents are verified, the contents are those before the
+// scan, and the state is not racy; else the file is scanned again (a
+// change), or the verdict is only returned (racy).
+func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt, held bool) (judged, error) {
 	// held: the caller took a slot for the first attempt (a background
 	// scan, see settle); it is given back on every way out before that
 	// attempt uses it.
@@ -409,10 +496,15 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64, he
 		}
 	}()
 	superseded := func() bool { return errors.Is(context.Cause(ctx), errSuperseded) }
+	left := func() bool { return leader != nil && leader.Err() != nil }
 	for range maxAttempts {
 		if superseded() {
 			return judged{}, errSuperseded
 		}
+		if left() {
+			return judged{}, errLeft
+		}
+		key := at.key
 		if maxSize := g.pol().MaxSize; key.Size > maxSize && maxSize > 0 {
 			return judged{}, fmt.Errorf("%w: grew to %d bytes", clamav.ErrSizeLimit, key.Size)
 		}
@@ -421,6 +513,9 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64, he
 		} else if !g.acquire(ctx) {
 			if superseded() {
 				return judged{}, errSuperseded
+			}
+			if left() {
+				return judged{}, errLeft
 			}
 			g.scanErrors.Add(1)
 			return judged{}, fmt.Errorf("%w: waiting for a scan slot for %v", clamav.ErrTimeout, g.opts.Timeout)
@@ -445,6 +540,10 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64, he
 			return judged{}, errSuperseded
 		}
 		if err != nil {
+			if left() {
+				// Cut short: sent again by whoever goes on.
+				return judged{}, errLeft
+			}
 			g.scanErrors.Add(1)
 			return judged{}, err
 		}
@@ -466,7 +565,7 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64, he
 		if now != key {
 			// The bytes may not be the ones scanned, or the database
 			// changed under the scan (see Invalidate): scan again.
-			key, since = now, after
+			at.key, at.since = now, after
 			if st.Size == 0 {
 				return judged{}, nil
 			}
@@ -476,7 +575,7 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64, he
 			if again, err := contentSum(file, key.Size); err != nil || again != sum {
 				// Changed under the scan without a trace in the key
 				// (see verify.go): scan again.
-				since = after
+				at.since = after
 				continue
 			}
 		}
@@ -485,7 +584,7 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64, he
 			v.Backend = g.scanner.String()
 		}
 		switch {
-		case sum == 0 && g.racy(&st, since):
+		case sum == 0 && g.racy(&st, at.since):
 			// A change made now could keep this key (see racy.go); a
 			// verdict whose contents are verified (sum) is used only
 			// while the file holds them, which catches that change too.
@@ -617,23 +716,19 @@ func (g *Gate) report(p *Policy, d Decision, who Opener) {
 	g.repeats.log(g.log, p.LogRepeat, slog.LevelWarn, k, msg, attrs)
 }
 
-// flight names the scans of key's state in the Gate's flights.
-func (k *Key) flight() string {
-	b := make([]byte, 0, 128+len(k.DB))
-	for _, n := range []uint64{k.Dev, k.Ino, uint64(k.Size), uint64(k.MtimeNs), uint64(k.CtimeNs), k.Gen, k.Writes} {
-		b = strconv.AppendUint(b, n, 16)
-		b = append(b, ' ')
-	}
-	return string(append(b, k.DB...))
-}
-
 // reopen opens the inode behind f again for reading through /proc, so
 // it is the same file whatever happened to its name, with O_NOATIME when
 // allowed so that scanning leaves the file's times as a plain open would;
-// else it duplicates f. It must be called before f may be closed.
+// read-only either way, so that clamd gets no descriptor it could write
+// through; only when that cannot be done, it duplicates f. It must be
+// called before f may be closed.
 func reopen(f *os.File) (*os.File, error) {
 	p := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOATIME|unix.O_CLOEXEC, 0)
+	if err == unix.EPERM {
+		// O_NOATIME: neither the owner nor CAP_FOWNER.
+		fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		fd, err = unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {

@@ -47,7 +47,8 @@ type fakeScanner struct {
 // fileSeen is what a scan learnt about the descriptor it was given.
 type fileSeen struct {
 	st    unix.Stat_t
-	flags int // fcntl F_GETFL
+	flags int     // fcntl F_GETFL
+	fd    uintptr // its number
 }
 
 func (s *fakeScanner) String() string { return "fake:clamd" }
@@ -58,6 +59,7 @@ func (s *fakeScanner) ScanFile(ctx context.Context, f *os.File, size int64) (cla
 		return clamav.Result{}, fmt.Errorf("%w: %w", clamav.ErrRead, err)
 	}
 	fs.flags, _ = unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	fs.fd = f.Fd()
 	r := io.NewSectionReader(f, 0, size)
 	s.mu.Lock()
 	s.files = append(s.files, fs)
@@ -649,19 +651,24 @@ func TestGateDatabase(t *testing.T) {
 }
 
 // A scan that never ends is bounded by Timeout, queueing for a slot
-// included. Wall-clock bounds are loose on purpose.
+// included. The open that runs the scan (lead) relies on the scanner
+// giving up at its context's deadline, as *clamav.Client does; an open
+// that joined a scan relies on nothing. Wall-clock bounds are loose on
+// purpose.
 func TestGateTimeout(t *testing.T) {
 	const timeout = 200 * time.Millisecond
 	tests := []struct {
 		name     string
 		honorCtx bool // the scanner gives up at its context's deadline
 		queued   bool // the Check waits for the slot of another stuck scan
+		joined   bool // the Check joins a scan another open runs
 		allow    bool // on_error = "allow"
 	}{
-		{name: "scanner ignores its context"},
+		{name: "scanner ignores its context, scan joined", joined: true},
 		{name: "scanner honors its context", honorCtx: true},
+		{name: "scanner honors its context, scan joined", honorCtx: true, joined: true},
 		{name: "waiting for a scan slot", queued: true},
-		{name: "on_error allow", allow: true},
+		{name: "on_error allow", honorCtx: true, allow: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -673,7 +680,13 @@ func TestGateTimeout(t *testing.T) {
 				checkAsync(t.Context(), g, openFile(t, writeFile(t, "stuck")), someone)
 				waitFor(t, "the first scan to hold the slot", func() bool { return s.Calls() == 1 })
 			}
-			f := openFile(t, writeFile(t, "hello"))
+			p := writeFile(t, "hello")
+			if tt.joined {
+				// Its own bound from a moment later than ours.
+				checkAsync(t.Context(), g, openFile(t, p), someone)
+				waitFor(t, "the scan to start", func() bool { return s.Calls() == 1 })
+			}
+			f := openFile(t, p)
 			start := time.Now()
 			d := recv(t, checkAsync(t.Context(), g, f, someone))
 			if elapsed := time.Since(start); elapsed > 5*time.Second {
@@ -683,8 +696,8 @@ func TestGateTimeout(t *testing.T) {
 			if g.Cache().Len() != 0 {
 				t.Errorf("a verdict was cached")
 			}
-			if tt.queued && s.Calls() != 1 {
-				t.Errorf("scans = %d; want 1 (the second file never got a slot)", s.Calls())
+			if (tt.queued || tt.joined) && s.Calls() != 1 {
+				t.Errorf("scans = %d; want 1 (the second file never got a slot, or the scan was joined)", s.Calls())
 			}
 			// Let the abandoned scans end before the files are closed:
 			// see TestGateCloseAfterCancelledCheck.
@@ -695,9 +708,11 @@ func TestGateTimeout(t *testing.T) {
 }
 
 // An opener that gives up gets ReasonCancelled at once; the scan goes on
-// for the others and its verdict is cached.
+// for the others and its verdict is cached. The scan this opener ran
+// itself (lead) stops waiting for its answer and is sent again by the
+// goroutine it is passed on to.
 func TestGateCancelled(t *testing.T) {
-	s := &fakeScanner{judge: infectedIf("EICAR")}
+	s := &fakeScanner{judge: infectedIf("EICAR"), honorCtx: true}
 	release := s.hold(t)
 	g := NewGate(s, Options{MaxEntries: 16})
 	p := writeFile(t, "EICAR")
@@ -713,8 +728,8 @@ func TestGateCancelled(t *testing.T) {
 	checkDecision(t, "waiting opener", recv(t, stayer), expect{reason: ReasonInfected, sig: eicarSig})
 	checkDecision(t, "later opener", g.Check(t.Context(), openFile(t, p), someone),
 		expect{reason: ReasonInfected, sig: eicarSig, cached: true})
-	if got := s.Calls(); got != 1 {
-		t.Errorf("scans = %d; want 1", got)
+	if calls, cut := s.Calls(), s.Cancelled(); calls != 2 || cut != 1 {
+		t.Errorf("scans = %d, %d of them cut short; want 2, 1 (the leaver's, and the one sent again for the stayer)", calls, cut)
 	}
 }
 
@@ -724,7 +739,7 @@ func TestGateCancelled(t *testing.T) {
 // itself, with no goroutine of its own left to clean up after it), and
 // gone once the scan is over for one that left before.
 func TestGateLetsGoOfScans(t *testing.T) {
-	s := &fakeScanner{}
+	s := &fakeScanner{honorCtx: true}
 	release := s.hold(t)
 	g := NewGate(s, Options{MaxEntries: 16, Timeout: 5 * time.Second})
 	p := writeFile(t, "left")

@@ -186,7 +186,7 @@ func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error, bg 
 		// it in this goroutine). If it is someone else's (an open that
 		// came between the slot and here), the slot is given back before
 		// waiting for it: that scan may be waiting for this very slot.
-		v, err, _ = g.sf.do(key.flight(), func() (any, error) {
+		v, err, _ = g.sf.do(key, func() (any, error) {
 			h := held
 			held = false
 			return g.scan(ctx, src, key, since, h)
@@ -257,7 +257,7 @@ func (g *Gate) waitIdle(ctx context.Context) error {
 type demand struct {
 	mu   sync.Mutex    // guards n and zero
 	n    int           // scans waited for
-	zero chan struct{} // closed when n drops back to 0; made when n leaves 0
+	zero chan struct{} // closed when n drops back to 0; made by idle while n > 0
 }
 
 // closedChan is an idle demand's channel.
@@ -270,9 +270,6 @@ var closedChan = func() chan struct{} {
 func (d *demand) add() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.n == 0 {
-		d.zero = make(chan struct{})
-	}
 	d.n++
 }
 
@@ -280,8 +277,9 @@ func (d *demand) done() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.n--
-	if d.n == 0 {
+	if d.n == 0 && d.zero != nil {
 		close(d.zero)
+		d.zero = nil
 	}
 }
 
@@ -292,6 +290,10 @@ func (d *demand) idle() <-chan struct{} {
 	defer d.mu.Unlock()
 	if d.n == 0 {
 		return closedChan
+	}
+	if d.zero == nil {
+		// Only when asked: most opens wait for a scan while nobody does.
+		d.zero = make(chan struct{})
 	}
 	return d.zero
 }

@@ -145,6 +145,7 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 	if o != nil {
 		asked.Stat = &o.st
 		asked.NoAtime = o.noatime || flags&unix.O_NOATIME != 0
+		asked.ReadOnly = flags&unix.O_ACCMODE == unix.O_RDONLY
 	}
 	h := &Handle{node: n, f: f, who: who,
 		readable: flags&unix.O_ACCMODE != unix.O_WRONLY, writable: flags&unix.O_ACCMODE != unix.O_RDONLY}

@@ -70,7 +70,42 @@ type waitCtx struct {
 	done  chan struct{} // closed when the opener is dying
 	ended chan struct{} // closed by end
 	stop  func() bool   // the watch of the request's context
-	gone  atomic.Bool   // done is closed
+	gone  atomic.Bool   // done is closed, or about to be
+
+	mu     sync.Mutex   // guards afters; a leaf
+	afters []*afterFunc // see AfterFunc
+}
+
+// afterFunc is one function of waitCtx.AfterFunc.
+type afterFunc struct{ f func() }
+
+// AfterFunc arranges for f to be called, in a goroutine of its own, once
+// c is done (the opener is dying), unless stop is called first; stop
+// reports whether it stopped f. With it, a context made from c (the
+// gate's scan runs under one, with its deadline) watches c without a
+// goroutine of its own: package context looks for this method.
+func (c *waitCtx) AfterFunc(f func()) (stop func() bool) {
+	c.Done() // the watch starts
+	a := &afterFunc{f: f}
+	c.mu.Lock()
+	if c.gone.Load() {
+		c.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	c.afters = append(c.afters, a)
+	c.mu.Unlock()
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, x := range c.afters {
+			if x == a {
+				c.afters = append(c.afters[:i], c.afters[i+1:]...)
+				return true
+			}
+		}
+		return false
+	}
 }
 
 func (c *waitCtx) Done() <-chan struct{} {
@@ -98,8 +133,15 @@ func (c *waitCtx) start() {
 		for {
 			if c.dying(c.tid) {
 				c.log.Debug("opener dying: its open gives up the wait", "pid", c.tid)
+				c.mu.Lock()
 				c.gone.Store(true)
+				afters := c.afters
+				c.afters = nil
+				c.mu.Unlock()
 				close(c.done)
+				for _, a := range afters {
+					go a.f()
+				}
 				return
 			}
 			select {

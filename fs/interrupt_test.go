@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -237,5 +238,69 @@ func TestWaitCtxLetsGoOfDir(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestWaitCtxAfterFunc: contexts made from an open's wait (the gate scans
+// under one, with its deadline) watch it without a goroutine each
+// (waitCtx.AfterFunc, which package context looks for), are done with it
+// when the opener is dying, and let go of it when cancelled first.
+func TestWaitCtxAfterFunc(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	req, interrupt := context.WithCancel(context.Background())
+	defer interrupt()
+	var dying atomic.Bool
+	c := &waitCtx{Context: req, log: log, tid: 1, dying: func(uint32) bool { return dying.Load() }}
+	defer c.end()
+
+	const n = 50
+	before := runtime.NumGoroutine()
+	var kids []context.Context
+	for range n {
+		kid, cancel := context.WithDeadline(c, time.Now().Add(time.Hour))
+		defer cancel()
+		kids = append(kids, kid)
+	}
+	if grew := runtime.NumGoroutine() - before; grew >= n {
+		t.Errorf("%d contexts made from the wait started %d goroutines; want none each", n, grew)
+	}
+	// One cancelled first lets go of the wait.
+	gone, cancel := context.WithCancel(c)
+	cancel()
+	c.mu.Lock()
+	if len(c.afters) != n {
+		t.Errorf("%d functions registered on the wait; want %d (the cancelled context's removed)", len(c.afters), n)
+	}
+	c.mu.Unlock()
+
+	interrupt()
+	for _, kid := range kids {
+		select {
+		case <-kid.Done():
+			t.Fatal("a context made from the wait ended at an interrupt alone")
+		default:
+		}
+	}
+	dying.Store(true)
+	for i, kid := range kids {
+		select {
+		case <-kid.Done():
+		case <-time.After(time.Minute):
+			t.Fatalf("context %d made from the wait of a dying opener not done", i)
+		}
+		if kid.Err() != context.Canceled {
+			t.Errorf("context %d: Err = %v; want context.Canceled", i, kid.Err())
+		}
+	}
+	if gone.Err() != context.Canceled {
+		t.Errorf("the context cancelled first: Err = %v", gone.Err())
+	}
+	// Made after the opener died: done at once.
+	late, cancel := context.WithCancel(c)
+	defer cancel()
+	select {
+	case <-late.Done():
+	case <-time.After(time.Minute):
+		t.Fatal("a context made from the wait of a dead opener not done")
 	}
 }

@@ -26,8 +26,8 @@ type flagsGate struct {
 }
 
 type checked struct {
-	stat, noatime bool
-	flags         int
+	stat, noatime, readOnly bool
+	flags                   int
 }
 
 func (g *flagsGate) wrap(real Gate) { g.Gate = real }
@@ -35,7 +35,7 @@ func (g *flagsGate) wrap(real Gate) { g.Gate = real }
 func (g *flagsGate) Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision {
 	fl, _ := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
 	g.mu.Lock()
-	g.seen = append(g.seen, checked{who.Stat != nil, who.NoAtime, fl})
+	g.seen = append(g.seen, checked{who.Stat != nil, who.NoAtime, who.ReadOnly, fl})
 	g.mu.Unlock()
 	return g.Gate.Check(ctx, f, who)
 }
@@ -82,6 +82,8 @@ func fdFlags(t *testing.T, p string) []int {
 // is answered with has the opener's flags again (no O_NOATIME, blocking),
 // so that reads through the mount, clamfuse's or the kernel's in
 // passthrough mode, move the access time as on the backing directory.
+// The gate is told the descriptor is read-only (cache.Opener.ReadOnly:
+// a scan may pass it to clamd as it is) only when it is.
 func TestOpenStatusFlags(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -125,6 +127,9 @@ func TestOpenStatusFlags(t *testing.T) {
 			c := fg.last()
 			if !c.stat || !c.noatime || c.flags&unix.O_NOATIME == 0 || c.flags&unix.O_NONBLOCK != 0 {
 				t.Errorf("at the check: Stat given %v, NoAtime %v, flags %#o; want a Stat, NoAtime, O_NOATIME set, O_NONBLOCK not", c.stat, c.noatime, c.flags)
+			}
+			if want := c.flags&unix.O_ACCMODE == unix.O_RDONLY; c.readOnly != want || (tt.access == unix.O_RDWR && c.readOnly) {
+				t.Errorf("at the check: ReadOnly %v for a descriptor with flags %#o; want %v", c.readOnly, c.flags, want)
 			}
 			flags := fdFlags(t, p)
 			if len(flags) != 1 {

@@ -25,7 +25,8 @@ import (
 // (fsx met it under the Go runtime's preemption signals): the open waits
 // on and gets its verdict. An opener that dies (SIGKILL, or a signal it
 // does not catch) gives up the wait at once, while the scan still runs,
-// instead of staying unkillable until clamd.timeout.
+// instead of staying unkillable until clamd.timeout; the scan it ran
+// goes on without it, sent to clamd again.
 func TestInterruptedOpen(t *testing.T) {
 	mounttest.Require(t)
 	c := clamdtest.New(t, clamdtest.Options{})
@@ -109,6 +110,10 @@ func TestInterruptedOpen(t *testing.T) {
 				t.Fatalf("opener sent %v still alive %v later while its scan is held", tc.sig, logBound)
 			}
 			m.WaitLogLines(t, logBound, "opener dying", "pid="+strconv.Itoa(cmd.Process.Pid))
+			// The dead opener ran the scan itself: it stopped waiting for
+			// clamd's answer and passed the scan on, sent again (on
+			// another connection: the one cut short is closed).
+			proxy.Next(t, scanBound)
 		})
 	}
 	proxy.Release()
@@ -144,5 +149,72 @@ func signalThreads(pid int, sig unix.Signal) {
 		if err == nil {
 			unix.Tgkill(pid, tid, sig)
 		}
+	}
+}
+
+// TestDyingLeaderWithFollower: the open that starts a scan runs it itself
+// (cache.Gate.lead). When its opener dies while it waits for clamd's
+// answer, it gives up at once, and an open of the same file that joined
+// its scan still gets the verdict: the scan goes on without the dead
+// opener, sent to clamd again on another connection, and its verdict is
+// cached.
+func TestDyingLeaderWithFollower(t *testing.T) {
+	mounttest.Require(t)
+	c := clamdtest.New(t, clamdtest.Options{})
+	proxy := clamdtest.NewProxy(t, c)
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", proxy.Address(), "--timeout", "120s", "--log-level", "debug"}})
+	putFile(t, m.Backing("shared.bin"), pseudoRandom(32<<10, 7200))
+	fsop := fsopBinary(t)
+	proxy.Hold()
+	defer proxy.Release()
+
+	leader := exec.Command("cat", m.Path("shared.bin"))
+	mustDo(t, leader.Start())
+	leaderDone := waitChan(leader)
+	first := proxy.Next(t, scanBound)
+	defer first.Release()
+
+	var out bytes.Buffer
+	follower := exec.Command(fsop, "open-once", m.Path("shared.bin"))
+	follower.Stdout, follower.Stderr = &out, &out
+	mustDo(t, follower.Start())
+	followerDone := waitChan(follower)
+	eventually(t, logBound, "the second open waiting beside the first", func() bool { return m.Waiting() >= 2 })
+
+	mustDo(t, leader.Process.Signal(syscall.SIGKILL))
+	select {
+	case err := <-leaderDone:
+		var ee *exec.ExitError
+		if ws, ok := exitStatus(err, &ee); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("leader after SIGKILL: %v; want killed by it", err)
+		}
+	case <-time.After(logBound):
+		t.Fatalf("leader sent SIGKILL still alive %v later while its scan is held", logBound)
+	}
+	again := proxy.Next(t, scanBound)
+	select {
+	case err := <-followerDone:
+		t.Fatalf("the joined open returned while the scan was held: %v: %q", err, out.String())
+	default:
+	}
+	again.Release()
+	select {
+	case err := <-followerDone:
+		if err != nil || strings.TrimSpace(out.String()) != "ok" {
+			t.Fatalf("joined open: %v: %q; want ok", err, out.String())
+		}
+	case <-time.After(scanBound):
+		t.Fatalf("joined open still waiting %v after the scan was released", scanBound)
+	}
+	proxy.Release()
+	scans := proxy.Scans()
+	if scans != 2 {
+		t.Errorf("%d scans sent; want 2 (the dead opener's, cut short, and the one sent again)", scans)
+	}
+	if _, err := os.ReadFile(m.Path("shared.bin")); err != nil {
+		t.Fatalf("read after the scan: %v", err)
+	}
+	if got := proxy.Scans(); got != scans {
+		t.Errorf("a later open scanned again (%d scans); want the verdict cached", got)
 	}
 }
