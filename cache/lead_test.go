@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
 // TestGateLeaderLeaves: the open that starts a scan runs it itself
@@ -179,7 +181,7 @@ func TestGateScansOpenersDescriptor(t *testing.T) {
 // of the opener's, which may be open for writing.
 func TestReopenReadOnly(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root, to change fsuid")
+		testenv.Skip(t, "needs root, to change fsuid")
 	}
 	p := writeFile(t, "owned by root")
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
