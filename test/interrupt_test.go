@@ -302,3 +302,56 @@ func TestDyingLeaderClamdHung(t *testing.T) {
 	// connections to the proxy included).
 	eventually(t, logBound, "clamfuse's descriptors back to their count before", func() bool { return fds() <= before })
 }
+
+// TestDyingOpenersBounded: a user starts opens of files not judged yet
+// while clamd takes their scans and never answers, and kills the openers
+// (each leading its own scan, cache.Gate.lead), round after round. The
+// scans of dead openers that go on without them hold a descriptor each,
+// which the user's quota (mount.max_open_per_user) no longer counts: they
+// must be bounded (four for each scan clamd may run at once), or a user
+// killing openers in a loop uses up clamfuse's descriptors within
+// clamd.timeout, and every open of every user fails.
+func TestDyingOpenersBounded(t *testing.T) {
+	mounttest.Require(t)
+	c := clamdtest.New(t, clamdtest.Options{})
+	proxy := clamdtest.NewProxy(t, c)
+	const maxConcurrent = 2
+	m := mounttest.Start(t, mounttest.Options{
+		Config: fmt.Sprintf("[mount]\nmax_open_per_user = 40\n[clamd]\nmax_concurrent = %d\n", maxConcurrent),
+		Args:   []string{"--clamd", proxy.Address(), "--timeout", "120s"}})
+	const rounds, per = 6, 15
+	for i := range rounds * per {
+		putFile(t, m.Backing(fmt.Sprintf("f%03d", i)), pseudoRandom(4096, uint64(9000+i)))
+	}
+	pid := m.Cmd.Process.Pid
+	fds := func() int {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := fds()
+	proxy.Hold()
+	defer proxy.Release()
+	// Each scan passed on holds its file and, once sent, its connection
+	// to clamd; and some slack for clamfuse's own.
+	bound := before + 2*4*maxConcurrent + 8
+	for r := range rounds {
+		var cmds []*exec.Cmd
+		for i := range per {
+			cmd := exec.Command("cat", m.Path(fmt.Sprintf("f%03d", r*per+i)))
+			mustDo(t, cmd.Start())
+			cmds = append(cmds, cmd)
+		}
+		eventually(t, logBound, "the opens waiting", func() bool { return m.Waiting() >= per })
+		for _, cmd := range cmds {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			_ = cmd.Wait()
+		}
+		eventually(t, logBound, "the killed opens gone", func() bool { return m.Waiting() == 0 })
+		if got := fds(); got > bound {
+			t.Fatalf("after %d openers killed while clamd hangs, clamfuse holds %d descriptors (%d before); want at most %d", (r+1)*per, got, before, bound)
+		}
+	}
+}
