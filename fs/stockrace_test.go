@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -150,5 +151,47 @@ func TestUnmountDuringRefresh(t *testing.T) {
 			}
 			m.done <- nil // for the cleanup's Wait
 		})
+	}
+}
+
+// TestStockFlood: a user writes many small files through the mount at
+// once; each is judged after its write and its judged bytes stored, with
+// a refresh of its attributes queued to the watcher's notifier
+// (refreshSoon, a timer each). Once the writes are over, every store and
+// refresh ends: no goroutine, timer or queued refresh is left over.
+func TestStockFlood(t *testing.T) {
+	const files = 1000
+	_, m, _ := testMountGate(t, MountOptions{Passthrough: true, FS: Options{AttrValid: time.Second, EntryValid: time.Second,
+		Invalidation: true, WatchedValid: time.Hour}}, cache.Options{MaxEntries: 2 * files, TTL: time.Hour,
+		Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+	goroutines := runtime.NumGoroutine()
+	stocked := m.fsys.stocked.Load()
+	runOn(t, m, "sh", "-c", fmt.Sprintf(`cd %s && i=0; while [ $i -lt %d ]; do echo "flood $i" > f$i; i=$((i+1)); done`, m.Target, files))
+	// Each file's store and refresh (stocked counts both), though some
+	// may be skipped (a scan after the write dropped from a full queue,
+	// a file judged by an open first): wait until none runs any more.
+	last, still := m.fsys.stocked.Load(), 0
+	waitFor(t, "the stores and refreshes over", func() bool {
+		now := m.fsys.stocked.Load()
+		if now != last {
+			last, still = now, 0
+			return false
+		}
+		still++
+		return still > 200
+	})
+	t.Logf("%d of %d files stored and refreshed; goroutines %d, %d before", last-stocked, files, runtime.NumGoroutine(), goroutines)
+	// Idle connections to clamd and the like may stay; not one per file.
+	if extra := runtime.NumGoroutine() - goroutines; extra > 50 {
+		t.Errorf("%d goroutines more than before the flood of %d files", extra, files)
+	}
+	if last-stocked < files/2 {
+		t.Errorf("%d of %d files stored and refreshed; want most", last-stocked, files)
+	}
+	m.fsys.watch.qMu.Lock()
+	queued := len(m.fsys.watch.refresh)
+	m.fsys.watch.qMu.Unlock()
+	if queued != 0 {
+		t.Errorf("%d refreshes still queued after the flood", queued)
 	}
 }
