@@ -163,6 +163,7 @@ type Gate struct {
 	state   restore                // a state file waiting for the database version (state.go)
 
 	prescans atomic.Int64 // scans after a write not over: running, or queued (prescan.go)
+	passedOn atomic.Int64 // scans of dead openers going on without them (lead), at most passOnMax()
 	demand   demand       // scans opens wait for; Prewarm waits for none (prewarm.go)
 	hooks    testHooks    // nil outside this package's tests
 
@@ -410,6 +411,7 @@ func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, direct bool, un
 	}
 	src := f
 	waited = true
+	abandoned := false // the opener left and its scan ended (too many passed on)
 	defer func() {
 		if waited {
 			if src != f {
@@ -434,15 +436,27 @@ func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, direct bool, un
 		if !errors.Is(err, errLeft) {
 			return j, err, false
 		}
+		if g.passedOn.Add(1) > g.passOnMax() {
+			// Too many scans go on for dead openers already, each with
+			// a descriptor, which no quota counts any more: a user
+			// killing openers in a loop would use up clamfuse's. This
+			// one ends here; the opens that joined it look again, and
+			// one of them scans anew.
+			g.passedOn.Add(-1)
+			abandoned = true
+			return judged{}, errSuperseded, false
+		}
 		own := src
 		if own == f {
 			// The opener closes f once lead returns.
 			if own, err = reopen(f); err != nil {
+				g.passedOn.Add(-1)
 				return judged{}, fmt.Errorf("%w: %v", clamav.ErrRead, err), false
 			}
 		}
 		waited = false
 		go func() {
+			defer g.passedOn.Add(-1)
 			defer g.demand.done()
 			defer own.Close()
 			g.sf.run(key, fl, func() (any, error) {
@@ -453,8 +467,12 @@ func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, direct bool, un
 		}()
 		return nil, nil, true
 	})
-	return waited
+	return waited && !abandoned
 }
+
+// passOnMax bounds the scans of dead openers going on at once (lead):
+// four for each scan clamd may run at once.
+func (g *Gate) passOnMax() int64 { return 4 * int64(g.opts.MaxConcurrent) }
 
 // scan runs on behalf of every opener of this state, under ctx and its
 // own deadline (clamd.timeout); a scan after a write is cancelled when it

@@ -111,7 +111,7 @@ type FS struct {
 	ptRefused   sync.Map      // error text -> true: reasons the kernel refused a backing file, logged once
 	devices     sync.Map      // uint64 device -> true: timestamp granularity found (timegran.go)
 	stocking    chan struct{} // a slot for each store of judged contents running (stock.go)
-	target      string        // the mountpoint; set by Mount before serving (stock.go)
+	mnt         *mountRef     // finds the mount's root again; set by Mount before serving, nil for none (stock.go)
 	stocked     atomic.Uint64 // stores of judged contents made and their attributes refreshed (stock.go)
 
 	treeMu    sync.Mutex          // guards nodes, moreLinks, setAside, setAsideAt and every Node.links

@@ -285,10 +285,24 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		// for overlayfs on top of the mount.
 		mopts = append(mopts, fuse.Passthrough(1))
 	}
+	// Opened before the mount (see mountRef); none means no attribute
+	// refresh after a store, no more.
+	mnt, err := newMountRef(opts.Target)
+	if err != nil {
+		log.Debug("the mountpoint's parent cannot be kept open: no attribute refresh after a store", "err", err)
+	}
 	conn, err := fuse.Mount(opts.Target, mopts...)
 	if err != nil {
+		mnt.close()
 		unix.Close(rootFD)
 		return nil, fmt.Errorf("mount %s: %v", opts.Target, err)
+	}
+	if mnt != nil {
+		if err := mnt.learn(); err != nil {
+			log.Debug("the mount's device is unknown: no attribute refresh after a store", "err", err)
+			mnt.close()
+			mnt = nil
+		}
 	}
 	// What the kernel granted (fuse.RequestInitFlags asks for more).
 	log.Debug("fuse init", "protocol", conn.Protocol().String(), "features", conn.Features().String(),
@@ -314,7 +328,7 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	}
 	srv := fusefs.New(conn, cfg)
 	fsys.srv = srv
-	fsys.target = opts.Target
+	fsys.mnt = mnt
 	fsys.passthrough = opts.Passthrough && m.Passthrough()
 	if opts.Passthrough {
 		log.Info("fuse passthrough", "granted", fsys.passthrough)
@@ -323,6 +337,7 @@ func Mount(opts MountOptions) (*Mounted, error) {
 	go func() {
 		err := srv.Serve(fsys)
 		fsys.watch.stop()
+		mnt.close()
 		conn.Close()
 		m.closeRoot()
 		m.done <- err

@@ -114,7 +114,10 @@ func testMountGate(t testing.TB, mo MountOptions, gopts cache.Options) (backing 
 	} else {
 		mo.FS.Gate = real
 	}
-	backing, target := mo.Source, t.TempDir()
+	backing, target := mo.Source, mo.Target
+	if target == "" {
+		target = t.TempDir()
+	}
 	if backing == "" {
 		backing = t.TempDir()
 	}

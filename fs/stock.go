@@ -2,6 +2,9 @@ package fs
 
 import (
 	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -134,27 +137,24 @@ func (f *FS) refreshSoon(n *Node) {
 // notification does. The stat is clamfuse's own request, served like any
 // other (as root, who may search every directory; it reads no file), by
 // the request loop, while the goroutine that makes it holds no lock. The
-// path is resolved beneath the mount's root and never leaves it: no
-// symlink followed, no other mount crossed (openat2), so that a user who
-// swaps a directory for a symlink to a mount of their own that never
-// answers cannot hold up the goroutine (the watcher's notifier). A name
-// renamed meanwhile costs a stat of whatever it names now, no more.
+// mount's root is found from the mountpoint's parent, checked to be this
+// mount's (mountRef.root), and the path is resolved beneath it and never
+// leaves it: no symlink followed, no other mount crossed (openat2), so
+// that a user who swaps a directory for a symlink to a mount of their own
+// that never answers, or mounts one on the mountpoint or on a directory
+// of its path, cannot hold up the goroutine (the watcher's notifier). A
+// name renamed meanwhile costs a stat of whatever it names now, no more.
 // Where the backing filesystem is watched, the notifier makes it
 // (watcher.queueRefresh), after the invalidations the writes caused.
 func (f *FS) refreshAttr(n *Node) {
 	defer f.stocked.Add(1)
-	if f.target == "" {
-		return
-	}
 	f.treeMu.Lock()
 	rel, ok := n.relPathLocked()
 	f.treeMu.Unlock()
 	if !ok || rel == "" {
 		return
 	}
-	// The mountpoint is the administrator's path; opened each time, so
-	// that no descriptor of the mount keeps it busy at unmount.
-	root, err := unix.Open(f.target, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	root, err := f.mnt.root()
 	if err != nil {
 		return
 	}
@@ -167,6 +167,87 @@ func (f *FS) refreshAttr(n *Node) {
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	_ = unix.Fstat(fd, &st) // the GETATTR
+}
+
+// mountRef finds the root of a mount again, for clamfuse's own requests
+// through it (refreshAttr), with no path walk from the root of the
+// namespace: a user may mount a filesystem of their own (fusermount3) on
+// a directory they own, and one on a directory of the mountpoint's path,
+// or on the mountpoint itself, that never answers would hold up any walk
+// into it. So the mountpoint's parent directory is opened once, before
+// the mount, and kept (it does not keep the mount busy at unmount); the
+// root is the topmost mount on the mountpoint's name there, and only if
+// it is this mount (its device, learnt at Mount). After the unmount, or
+// with another mount on top, there is none.
+type mountRef struct {
+	mu           sync.RWMutex // guards dir
+	dir          int          // O_PATH descriptor of the mountpoint's parent; -1 once closed
+	name         string       // the mountpoint's name in dir
+	major, minor uint32       // the mount's device
+}
+
+// newMountRef opens the parent of target (absolute and clean, see
+// CheckPaths), before target is mounted.
+func newMountRef(target string) (*mountRef, error) {
+	dir, err := unix.Open(filepath.Dir(target), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &mountRef{dir: dir, name: filepath.Base(target)}, nil
+}
+
+// learn records the device of the mount now topmost on the mountpoint:
+// called right after the mount. The stat asks nothing of the server
+// (AT_STATX_DONT_SYNC, no field asked: the device is the superblock's).
+func (r *mountRef) learn() error {
+	var stx unix.Statx_t
+	if err := unix.Statx(r.dir, r.name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, 0, &stx); err != nil {
+		return err
+	}
+	r.major, r.minor = stx.Dev_major, stx.Dev_minor
+	return nil
+}
+
+// root opens the mount's root (O_PATH), or fails: closed, not mounted
+// any more, or hidden under another mount. A nil r has none.
+func (r *mountRef) root() (int, error) {
+	if r == nil {
+		return -1, syscall.ENOENT
+	}
+	r.mu.RLock()
+	if r.dir < 0 {
+		r.mu.RUnlock()
+		return -1, syscall.EBADF
+	}
+	fd, err := unix.Openat2(r.dir, r.name, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+	r.mu.RUnlock()
+	if err != nil {
+		return -1, err
+	}
+	var stx unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, 0, &stx); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if stx.Dev_major != r.major || stx.Dev_minor != r.minor {
+		unix.Close(fd)
+		return -1, syscall.EXDEV
+	}
+	return fd, nil
+}
+
+// close lets go of the parent's descriptor, once serving has ended.
+func (r *mountRef) close() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.dir >= 0 {
+		unix.Close(r.dir)
+		r.dir = -1
+	}
 }
 
 // atEOF reports whether src holds no byte at size.

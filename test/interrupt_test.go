@@ -218,3 +218,140 @@ func TestDyingLeaderWithFollower(t *testing.T) {
 		t.Errorf("a later open scanned again (%d scans); want the verdict cached", got)
 	}
 }
+
+// TestDyingLeaderClamdHung: clamd takes a scan and never answers. The
+// open that started the scan dies (SIGKILL) while it waits; the opens
+// that joined its scan, and one made after its death, must still fail
+// closed within clamd.timeout (and the second of slack the gate allows),
+// never succeed, and never wait for good. Once the scan passed on is
+// over, clamfuse holds no more descriptors than before: the dead
+// opener's scan does not keep one past its deadline.
+func TestDyingLeaderClamdHung(t *testing.T) {
+	mounttest.Require(t)
+	const timeout = 4 * time.Second
+	bound := timeout + time.Second + 4*time.Second // the gate's slack, and the machine's
+	c := clamdtest.New(t, clamdtest.Options{})
+	proxy := clamdtest.NewProxy(t, c)
+	m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", proxy.Address(), "--timeout", timeout.String(), "--log-level", "debug"}})
+	putFile(t, m.Backing("hung.bin"), pseudoRandom(32<<10, 7300))
+	fsop := fsopBinary(t)
+	pid := m.Cmd.Process.Pid
+	fds := func() int {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := fds()
+	proxy.Hold()
+	defer proxy.Release()
+
+	leader := exec.Command("cat", m.Path("hung.bin"))
+	mustDo(t, leader.Start())
+	leaderDone := waitChan(leader)
+	proxy.Next(t, scanBound) // held for good
+
+	type result struct {
+		out  string
+		err  error
+		took time.Duration
+	}
+	open := func() <-chan result {
+		ch := make(chan result, 1)
+		var out bytes.Buffer
+		cmd := exec.Command(fsop, "open-once", m.Path("hung.bin"))
+		cmd.Stdout, cmd.Stderr = &out, &out
+		start := time.Now()
+		mustDo(t, cmd.Start())
+		go func() {
+			err := cmd.Wait()
+			ch <- result{strings.TrimSpace(out.String()), err, time.Since(start)}
+		}()
+		return ch
+	}
+	var joined []<-chan result
+	for range 3 {
+		joined = append(joined, open())
+	}
+	eventually(t, logBound, "the opens waiting beside the first", func() bool { return m.Waiting() >= 4 })
+
+	mustDo(t, leader.Process.Signal(syscall.SIGKILL))
+	select {
+	case <-leaderDone:
+	case <-time.After(logBound):
+		t.Fatalf("leader sent SIGKILL still alive %v later while clamd hangs", logBound)
+	}
+	later := open()
+	for i, ch := range append(joined, later) {
+		select {
+		case r := <-ch:
+			if r.err != nil || r.out == "ok" || r.out == "" {
+				t.Errorf("open %d while clamd hangs: %v %q after %v; want it refused (fsop: an errno)", i, r.err, r.out, r.took)
+			} else {
+				t.Logf("open %d while clamd hangs: %q after %v", i, r.out, r.took.Round(time.Millisecond))
+			}
+			if r.took > bound {
+				t.Errorf("open %d refused after %v; want within %v", i, r.took, bound)
+			}
+		case <-time.After(2 * bound):
+			t.Fatalf("open %d still waiting %v after it started while clamd hangs", i, 2*bound)
+		}
+	}
+	// Every scan given up, its descriptors closed (those of its
+	// connections to the proxy included).
+	eventually(t, logBound, "clamfuse's descriptors back to their count before", func() bool { return fds() <= before })
+}
+
+// TestDyingOpenersBounded: a user starts opens of files not judged yet
+// while clamd takes their scans and never answers, and kills the openers
+// (each leading its own scan, cache.Gate.lead), round after round. The
+// scans of dead openers that go on without them hold a descriptor each,
+// which the user's quota (mount.max_open_per_user) no longer counts: they
+// must be bounded (four for each scan clamd may run at once), or a user
+// killing openers in a loop uses up clamfuse's descriptors within
+// clamd.timeout, and every open of every user fails.
+func TestDyingOpenersBounded(t *testing.T) {
+	mounttest.Require(t)
+	c := clamdtest.New(t, clamdtest.Options{})
+	proxy := clamdtest.NewProxy(t, c)
+	const maxConcurrent = 2
+	m := mounttest.Start(t, mounttest.Options{
+		Config: fmt.Sprintf("[mount]\nmax_open_per_user = 40\n[clamd]\nmax_concurrent = %d\n", maxConcurrent),
+		Args:   []string{"--clamd", proxy.Address(), "--timeout", "120s"}})
+	const rounds, per = 6, 15
+	for i := range rounds * per {
+		putFile(t, m.Backing(fmt.Sprintf("f%03d", i)), pseudoRandom(4096, uint64(9000+i)))
+	}
+	pid := m.Cmd.Process.Pid
+	fds := func() int {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	before := fds()
+	proxy.Hold()
+	defer proxy.Release()
+	// Each scan passed on holds its file and, once sent, its connection
+	// to clamd; and some slack for clamfuse's own.
+	bound := before + 2*4*maxConcurrent + 8
+	for r := range rounds {
+		var cmds []*exec.Cmd
+		for i := range per {
+			cmd := exec.Command("cat", m.Path(fmt.Sprintf("f%03d", r*per+i)))
+			mustDo(t, cmd.Start())
+			cmds = append(cmds, cmd)
+		}
+		eventually(t, logBound, "the opens waiting", func() bool { return m.Waiting() >= per })
+		for _, cmd := range cmds {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			_ = cmd.Wait()
+		}
+		eventually(t, logBound, "the killed opens gone", func() bool { return m.Waiting() == 0 })
+		if got := fds(); got > bound {
+			t.Fatalf("after %d openers killed while clamd hangs, clamfuse holds %d descriptors (%d before); want at most %d", (r+1)*per, got, before, bound)
+		}
+	}
+}
