@@ -108,15 +108,23 @@ func (n *Node) otherWriters(h *Handle) bool {
 // caused it has returned, and the request loop may serve it beside an
 // open sent after it: an open that another process's open would refuse
 // (scan.while_written = "deny") checks again once they are served, so
-// that a file closed before the open does not refuse it.
+// that a file closed before the open does not refuse it. It sleeps
+// until the last of them is served (no polling: a user who makes many
+// such opens at once costs no CPU for their waits).
 func (f *FS) settleReleases() bool {
 	srv := f.srv
-	if srv == nil || srv.Releasing() == 0 {
+	if srv == nil {
 		return false
 	}
-	deadline := time.Now().Add(releaseWait)
-	for srv.Releasing() > 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Microsecond)
+	served := srv.ReleasesServed()
+	if served == nil {
+		return false
+	}
+	t := time.NewTimer(releaseWait)
+	defer t.Stop()
+	select {
+	case <-served:
+	case <-t.C:
 	}
 	return true
 }

@@ -77,6 +77,24 @@ type readLoop struct {
 	// releasing counts the RELEASEs of files read and not yet served
 	// (Server.Releasing).
 	releasing atomic.Int64
+	// relMu guards relServed: closed when releasing drops to 0, made by
+	// the first Server.ReleasesServed that finds it above 0. A leaf.
+	relMu     sync.Mutex
+	relServed chan struct{}
+}
+
+// released counts one RELEASE of a file served and, if it was the last
+// one in flight, wakes who waits for that (Server.ReleasesServed).
+func (l *readLoop) released() {
+	if l.releasing.Add(-1) != 0 {
+		return
+	}
+	l.relMu.Lock()
+	if l.relServed != nil {
+		close(l.relServed)
+		l.relServed = nil
+	}
+	l.relMu.Unlock()
 }
 
 func (l *readLoop) run() error {
@@ -128,7 +146,7 @@ func (l *readLoop) read() {
 				defer l.s.wg.Done()
 				l.s.serve(req)
 				if rel {
-					l.releasing.Add(-1)
+					l.released()
 				}
 			}()
 			continue
@@ -157,7 +175,7 @@ func (l *readLoop) read() {
 		l.s.serve(req)
 		took := time.Since(start)
 		if rel {
-			l.releasing.Add(-1)
+			l.released()
 		}
 
 		l.mu.Lock()
@@ -289,4 +307,23 @@ func (s *Server) Releasing() int64 {
 		return l.releasing.Load()
 	}
 	return 0
+}
+
+// ReleasesServed returns a channel closed once no RELEASE of a file read
+// from the kernel is left unserved (Releasing is 0), or nil if none is
+// now.
+func (s *Server) ReleasesServed() <-chan struct{} {
+	l := s.loop
+	if l == nil {
+		return nil
+	}
+	l.relMu.Lock()
+	defer l.relMu.Unlock()
+	if l.releasing.Load() == 0 {
+		return nil
+	}
+	if l.relServed == nil {
+		l.relServed = make(chan struct{})
+	}
+	return l.relServed
 }
