@@ -110,23 +110,7 @@ func (b *bench) reportFloor(p func(string, ...any)) {
 	p("The same workloads through floorfs (`%s`): the thinnest FUSE server there is, single-threaded C over raw /dev/fuse, that mirrors the backing directory read-only and does nothing else, with the kernel features clamfuse negotiates (see How each figure is measured). floor / native is what any FUSE server with those features pays for the round trips and context switches alone; a target below it (\"target below the floor\": yes) is one that no FUSE server with these kernel features can meet, however fast its own code.\n\n", floorSource)
 	p("| workload | native | FUSE floor | clamfuse | floor / native | clamfuse / native | clamfuse / floor | target | target below the floor |\n")
 	p("|---|---:|---:|---:|---:|---:|---:|---|:-:|\n")
-	cell := func(r *result, k kind) string {
-		if m, ok := r.median(k); ok {
-			return fmtDur(m)
-		}
-		if s := r.per[k]; s != nil && s.na != "" {
-			return "n/a (" + s.na + ")"
-		}
-		return "n/a"
-	}
-	rel := func(r *result, a, c kind) string {
-		am, ok1 := r.median(a)
-		cm, ok2 := r.median(c)
-		if !ok1 || !ok2 {
-			return "n/a"
-		}
-		return fmt.Sprintf("%.2fx", ratio(am, cm))
-	}
+	cell, rel := floorCell, floorRel
 	passthrough := false
 	if cf := b.sys(kindClamfuse); cf != nil {
 		passthrough = cf.caching.passthrough
@@ -205,23 +189,7 @@ func (b *bench) reportFloorPT(p func(string, ...any)) {
 	p("The rows whose data clamfuse leaves to the kernel (FUSE passthrough) through floorfs -p (`%s`): the FUSE floor, but it also negotiates FUSE passthrough and answers every open (and create) of a regular file with the backing file registered (FUSE_DEV_IOC_BACKING_OPEN, FOPEN_PASSTHROUGH), as clamfuse does for the opens its gate allowed, so the kernel reads and writes the backing file itself; it is writable for the write row (CREATE, UNLINK, SETATTR, FSYNC; GETXATTR answered ENODATA from memory). passthrough floor / native is what the kernel's passthrough costs with the fewest round trips any FUSE server pays around it (the open, and on writes the GETXATTR of security.capability the kernel sends before each write); a target below it (\"target below the passthrough floor\": yes) is one that no FUSE server using passthrough can meet.\n\n", floorSource)
 	p("| workload | native | passthrough floor | clamfuse | passthrough floor / native | clamfuse / native | clamfuse / passthrough floor | target | target below the passthrough floor |\n")
 	p("|---|---:|---:|---:|---:|---:|---:|---|:-:|\n")
-	cell := func(r *result, k kind) string {
-		if m, ok := r.median(k); ok {
-			return fmtDur(m)
-		}
-		if s := r.per[k]; s != nil && s.na != "" {
-			return "n/a (" + s.na + ")"
-		}
-		return "n/a"
-	}
-	rel := func(r *result, a, c kind) string {
-		am, ok1 := r.median(a)
-		cm, ok2 := r.median(c)
-		if !ok1 || !ok2 {
-			return "n/a"
-		}
-		return fmt.Sprintf("%.2fx", ratio(am, cm))
-	}
+	cell, rel := floorCell, floorRel
 	for _, r := range rows {
 		t := r.w.ptFloor
 		below := "n/a"
@@ -238,4 +206,27 @@ func (b *bench) reportFloorPT(p func(string, ...any)) {
 			rel(r, kindFloorPT, kindNative), rel(r, kindClamfuse, kindNative), rel(r, kindClamfuse, kindFloorPT), r.w.target, below)
 	}
 	p("\n")
+}
+
+// floorCell is the median of system k in r, or why there is none, for
+// the floor sections.
+func floorCell(r *result, k kind) string {
+	if m, ok := r.median(k); ok {
+		return fmtDur(m)
+	}
+	if s := r.per[k]; s != nil && s.na != "" {
+		return "n/a (" + s.na + ")"
+	}
+	return "n/a"
+}
+
+// floorRel is the ratio of system a's median to system c's in r, or
+// n/a.
+func floorRel(r *result, a, c kind) string {
+	am, ok1 := r.median(a)
+	cm, ok2 := r.median(c)
+	if !ok1 || !ok2 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2fx", ratio(am, cm))
 }
