@@ -13,25 +13,9 @@ import "github.com/clamfuse/clamfuse/fs/internal/fuse"
 // Returns fuse.ErrNotCached if the kernel is not currently caching the
 // entry.
 func (s *Server) ExpireEntry(parent Node, name string) error {
-	s.meta.Lock()
-	id, ok := s.nodeID(parent)
-	if ok {
-		snode := s.node[id]
-		snode.wg.Add(1)
-		defer snode.wg.Done()
-	}
-	s.meta.Unlock()
-	if !ok {
-		return fuse.ErrNotCached
-	}
-	err := s.conn.ExpireEntry(id, name)
-	s.debug(notification{
-		Op:   "ExpireEntry",
-		Node: id,
-		Out:  invalidateEntryDetail{Name: name},
-		Err:  errstr(err),
-	})
-	return err
+	return s.notifyNode(parent, func(id fuse.NodeID) (any, error) {
+		return invalidateEntryDetail{Name: name}, s.conn.ExpireEntry(id, name)
+	}, "ExpireEntry")
 }
 
 // NotifyStoreBuffer puts b's data into the kernel's page cache of node at
@@ -41,6 +25,16 @@ func (s *Server) ExpireEntry(parent Node, name string) error {
 // Returns fuse.ErrNotCached if the kernel is not currently caching the
 // node.
 func (s *Server) NotifyStoreBuffer(node Node, offset uint64, b *fuse.StoreBuffer) error {
+	return s.notifyNode(node, func(id fuse.NodeID) (any, error) {
+		return notifyStoreRetrieveDetail{Off: offset, Size: uint64(len(b.Data()))}, s.conn.NotifyStoreBuffer(id, offset, b)
+	}, "NotifyStore")
+}
+
+// notifyNode sends the notification send makes about node, keeping the
+// node's id from being reused meanwhile, and logs it as op with the
+// detail send returns, as upstream's notifications do (serve.go);
+// fuse.ErrNotCached if the kernel does not know node.
+func (s *Server) notifyNode(node Node, send func(fuse.NodeID) (any, error), op string) error {
 	s.meta.Lock()
 	id, ok := s.nodeID(node)
 	if ok {
@@ -52,12 +46,7 @@ func (s *Server) NotifyStoreBuffer(node Node, offset uint64, b *fuse.StoreBuffer
 	if !ok {
 		return fuse.ErrNotCached
 	}
-	err := s.conn.NotifyStoreBuffer(id, offset, b)
-	s.debug(notification{
-		Op:   "NotifyStore",
-		Node: id,
-		Out:  notifyStoreRetrieveDetail{Off: offset, Size: uint64(len(b.Data()))},
-		Err:  errstr(err),
-	})
+	out, err := send(id)
+	s.debug(notification{Op: op, Node: id, Out: out, Err: errstr(err)})
 	return err
 }
