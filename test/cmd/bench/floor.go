@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -35,17 +34,24 @@ type floorTarget struct {
 // returns the binary's path; the error says why it cannot (gcc missing
 // included).
 func buildFloor(ctx context.Context, repo, dir string) (string, error) {
+	return buildC(ctx, repo, dir, floorSource, "floorfs")
+}
+
+// buildC compiles the C program src (relative to the repository at repo)
+// into dir/name with gcc -O2, and returns the binary's path; the error
+// says why it cannot (gcc missing included).
+func buildC(ctx context.Context, repo, dir, src, name string, flags ...string) (string, error) {
 	gcc, err := exec.LookPath("gcc")
 	if err != nil {
-		return "", errors.New("gcc not installed (Debian package gcc): floorfs not built")
+		return "", fmt.Errorf("gcc not installed (Debian package gcc): %s not built", name)
 	}
-	bin := filepath.Join(dir, "floorfs")
+	bin := filepath.Join(dir, name)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, gcc, "-O2", "-Wall", "-Wextra", "-o", bin,
-		filepath.Join(repo, floorSource)).CombinedOutput()
+	args := append([]string{"-O2", "-Wall", "-Wextra", "-o", bin}, flags...)
+	out, err := exec.CommandContext(ctx, gcc, append(args, filepath.Join(repo, src))...).CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("gcc %s: %v: %s", floorSource, err, strings.TrimSpace(string(out)))
+		return "", fmt.Errorf("gcc %s: %v: %s", src, err, strings.TrimSpace(string(out)))
 	}
 	return bin, nil
 }

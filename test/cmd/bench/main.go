@@ -210,6 +210,7 @@ func (b *bench) main() error {
 	if b.data, err = makeDataset(b.ctx, filepath.Join(b.opts.dir, "src"), b.sizes); err != nil {
 		return err
 	}
+	b.buildReader()
 	if err := b.startClamd(); err != nil {
 		return err
 	}

@@ -496,13 +496,6 @@ func (b *bench) runBare(ctx context.Context, jobs int, paths []string, extra ...
 	return wall, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
 }
 
-// timeRead times readAll.
-func timeRead(ctx context.Context, s *system, files []string, readers int) (time.Duration, time.Duration, error) {
-	start := time.Now()
-	err := readAll(ctx, s, files, readers)
-	return time.Since(start), 0, err
-}
-
 func timeIt(fn func() error) (time.Duration, time.Duration, error) {
 	start := time.Now()
 	err := fn()
