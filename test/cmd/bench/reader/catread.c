@@ -1,3 +1,6 @@
+// SPDX-License-Identifier: Apache-2.0
+// Copyright: the clamfuse authors
+//
 // catread: the bench's timed reader. It reads files as cat does, system
 // call for system call (open, fstat, fadvise(SEQUENTIAL), read 128 KiB at
 // a time to EOF, close), in C, so that what a figure counts beside the
