@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"encoding/binary"
 	"log/slog"
 	"os"
 	"sync"
@@ -133,7 +134,8 @@ type watcher struct {
 	expireOnly bool // the kernel has FUSE_EXPIRE_ONLY: expire names that lead where they did, do not drop them
 	pid        int32
 
-	fan         *os.File // the fanotify group, nil when not watching
+	fan         *os.File // the fanotify group (a blocking descriptor, outside Go's poller), nil when not watching
+	stopFD      int      // an eventfd that wakes the reader at stop, with fan
 	fanMask     uint64
 	handleFlags int // name_to_handle_at flags matching fanotify's handles
 
@@ -217,9 +219,15 @@ func (w *watcher) stop() {
 	}
 	close(w.done)
 	if w.fan != nil {
-		w.fan.Close() // wakes the reader
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1)
+		_, _ = unix.Write(w.stopFD, one[:]) // wakes the reader
 	}
 	w.wg.Wait()
+	if w.fan != nil {
+		w.fan.Close()
+		unix.Close(w.stopFD)
+	}
 	for _, d := range *w.devs.Load() {
 		if d.fd >= 0 {
 			unix.Close(d.fd)

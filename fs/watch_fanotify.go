@@ -28,9 +28,15 @@ const atHandleFID = 0x200
 // fanotifyInit opens the group: notification only (no permission
 // events, nothing blocks), reporting the directory's file handle and the
 // name, and the child's handle too (of the target of a removal or rename
-// too where the kernel can, 5.17 and later).
+// too where the kernel can, 5.17 and later). The descriptor is blocking,
+// so that os.NewFile leaves it out of Go's poller: there, every event on
+// the whole filesystem (a log line written elsewhere on it) woke the
+// runtime's poller thread, edge-triggered, although the reader was not
+// waiting for it but pausing (readPause): 4 to 6 wake-ups per first open
+// of a file, with the bench's clamd logging each scan on the same
+// filesystem. The reader waits for events in poll(2) instead (reader).
 func fanotifyInit() (int, error) {
-	const base = unix.FAN_CLASS_NOTIF | unix.FAN_CLOEXEC | unix.FAN_NONBLOCK | unix.FAN_REPORT_DFID_NAME | unix.FAN_REPORT_FID
+	const base = unix.FAN_CLASS_NOTIF | unix.FAN_CLOEXEC | unix.FAN_REPORT_DFID_NAME | unix.FAN_REPORT_FID
 	fd, err := unix.FanotifyInit(base|unix.FAN_REPORT_TARGET_FID, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_LARGEFILE)
 	if err == unix.EINVAL {
 		fd, err = unix.FanotifyInit(base, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_LARGEFILE)
@@ -51,7 +57,12 @@ func (w *watcher) startFanotify() error {
 		}
 		return fmt.Errorf("fanotify_init: %v", err)
 	}
-	w.fan = os.NewFile(uintptr(fd), "fanotify")
+	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("eventfd: %v", err)
+	}
+	w.fan, w.stopFD = os.NewFile(uintptr(fd), "fanotify"), stop
 	w.fanMask = fanotifyMask
 	// A handle for fanotify's purposes, where the kernel knows the flag.
 	w.handleFlags = atHandleFID
@@ -61,12 +72,14 @@ func (w *watcher) startFanotify() error {
 	var st unix.Stat_t
 	if err := unix.Fstat(w.fsys.root, &st); err != nil {
 		w.fan.Close()
+		unix.Close(w.stopFD)
 		w.fan = nil
 		return err
 	}
 	d := w.filesystem(w.fsys.root, &st, w.fsys.rootN)
 	if !d.ok {
 		w.fan.Close()
+		unix.Close(w.stopFD)
 		w.fan = nil
 		return errors.New(d.why)
 	}
@@ -126,24 +139,36 @@ const (
 // at most before its invalidation is queued.
 const readPause = 2 * time.Millisecond
 
-// reader drains the group, filtering and queueing, until stop.
+// reader drains the group, filtering and queueing, until stop. It waits
+// for events in poll(2) on its own thread, not in Go's poller (see
+// fanotifyInit), and for stop's eventfd beside them.
 func (w *watcher) reader() {
 	defer w.wg.Done()
 	buf := make([]byte, 256<<10)
+	fds := []unix.PollFd{{Fd: int32(w.fan.Fd()), Events: unix.POLLIN}, {Fd: int32(w.stopFD), Events: unix.POLLIN}}
 	for {
-		n, err := w.fan.Read(buf)
-		if err != nil {
-			select {
-			case <-w.done:
-				return
-			default:
+		if _, err := unix.Poll(fds, -1); err != nil {
+			if err != unix.EINTR {
+				w.log.Warn("waiting for fanotify events", "err", err)
+				time.Sleep(readPause)
 			}
-			if errors.Is(err, os.ErrClosed) {
-				return
+			continue
+		}
+		if fds[1].Revents != 0 {
+			return
+		}
+		if fds[0].Revents == 0 {
+			continue
+		}
+		n, err := unix.Read(int(fds[0].Fd), buf)
+		if err != nil {
+			if err == unix.EINTR || err == unix.EAGAIN {
+				continue
 			}
 			// Events may have been lost.
 			w.log.Warn("reading fanotify events", "err", err)
 			w.queueAll("reading fanotify events failed: " + err.Error())
+			time.Sleep(readPause)
 			continue
 		}
 		if w.parse(buf[:n]) {

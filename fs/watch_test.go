@@ -28,7 +28,13 @@ func testWatcher(t *testing.T, ownPID bool) (*FS, *watcher, string) {
 	if os.Geteuid() != 0 {
 		testenv.Skip(t, "fanotify (FAN_MARK_FILESYSTEM) needs root")
 	}
-	root := t.TempDir()
+	return testWatcherAt(t, t.TempDir(), ownPID)
+}
+
+// testWatcherAt is testWatcher of the directory root. If the test stops
+// the watcher (stop), stop releases what it holds.
+func testWatcherAt(t *testing.T, root string, ownPID bool) (*FS, *watcher, string) {
+	t.Helper()
 	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +61,13 @@ func testWatcher(t *testing.T, ownPID bool) (*FS, *watcher, string) {
 	}
 	f.watch = w
 	t.Cleanup(func() {
+		select {
+		case <-w.done:
+			return // stop released it all
+		default:
+		}
 		w.fan.Close()
+		unix.Close(w.stopFD)
 		for _, d := range *w.devs.Load() {
 			if d.fd >= 0 {
 				unix.Close(d.fd)
@@ -63,6 +75,50 @@ func testWatcher(t *testing.T, ownPID bool) (*FS, *watcher, string) {
 		}
 	})
 	return f, w, root
+}
+
+// TestWatcherStopQuiet: the reader waits for events in poll(2), outside
+// Go's poller, and reads them as they come; stop ends it at once on a
+// filesystem where nothing happens (a tmpfs of its own: no other
+// process's event can wake it).
+func TestWatcherStopQuiet(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "mounting a tmpfs and fanotify (FAN_MARK_FILESYSTEM) need root")
+	}
+	q := t.TempDir()
+	if err := unix.Mount("tmpfs", q, "tmpfs", 0, "size=1m,mode=0755"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(q, unix.MNT_DETACH) })
+	_, w, root := testWatcherAt(t, q, false)
+	w.wg.Add(1)
+	go w.reader()
+	if err := os.Mkdir(filepath.Join(root, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		w.qMu.Lock()
+		_, ok := w.entries[entryKey{w.fsys.rootN, "d"}]
+		w.qMu.Unlock()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reader did not queue the directory made")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stopped := make(chan struct{})
+	go func() {
+		w.stop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("stop did not return on a quiet filesystem")
+	}
 }
 
 // lookup hands out the node of rel (slash-separated, beneath root) the
@@ -92,8 +148,11 @@ func drain(t *testing.T, w *watcher, d time.Duration, cond func() bool) bool {
 		if time.Now().After(deadline) {
 			return false
 		}
-		w.fan.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
-		if n, err := w.fan.Read(buf); err == nil {
+		fds := []unix.PollFd{{Fd: int32(w.fan.Fd()), Events: unix.POLLIN}}
+		if k, err := unix.Poll(fds, 10); err != nil || k == 0 {
+			continue
+		}
+		if n, err := unix.Read(int(w.fan.Fd()), buf); err == nil {
 			w.parse(buf[:n])
 		}
 	}
