@@ -299,8 +299,16 @@ func (n *Node) stock(b *fuse.StoreBuffer, keep uint64) (bool, error) {
 func (n *Node) storeLocked(b *fuse.StoreBuffer) error {
 	srv := n.fsys.srv
 	// Whatever the page cache held goes first, beyond the stored bytes
-	// too: the page cache then holds those bytes alone.
-	err := srv.InvalidateNodeData(n)
+	// too: the page cache then holds those bytes alone. A node that never
+	// had a handle nor a store has an empty page cache: the kernel fills
+	// it only through opens (and this store). The invalidation is then
+	// left out, since it also drops the attributes the kernel holds (the
+	// reader's fstat would ask for them: a GETATTR round trip).
+	var err error
+	if n.paged {
+		err = srv.InvalidateNodeData(n)
+	}
+	n.paged = true
 	if err == nil {
 		err = srv.NotifyStoreBuffer(n, 0, b)
 	}
