@@ -150,7 +150,16 @@ func TestFirstOpenStored(t *testing.T) {
 					})
 				})
 			}
+			noneHeld(t, m)
 		})
+	}
+}
+
+// noneHeld: every buffer of judged contents was given back (Hold).
+func noneHeld(t *testing.T, m *Mounted) {
+	t.Helper()
+	if n := len(m.fsys.holding); n != 0 {
+		t.Errorf("%d buffers of judged contents still held after the opens", n)
 	}
 }
 
@@ -246,6 +255,7 @@ func TestFirstOpenStoreRaced(t *testing.T) {
 					})
 				}
 			}
+			noneHeld(t, m)
 		})
 	}
 }

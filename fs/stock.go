@@ -328,7 +328,10 @@ var _ cache.Holder = (*Handle)(nil)
 // cache change under it. Only for a file served in cached mode (under
 // passthroughMinRead) whose page cache may be stocked now; else nil, and
 // the scan reads into a buffer of its own. The buffer goes back when the
-// open is decided (freeJudged).
+// open is decided (freeJudged). At most holdMax such buffers exist at
+// once: past that, an open's scan gets none (and its reader a READ), so
+// that no number of opens at once can make them take more than holdMax
+// times passthroughMinRead bytes.
 func (h *Handle) Hold(size int64) []byte {
 	if size <= 0 || size >= passthroughMinRead || !h.node.stockable() {
 		h.freeJudged()
@@ -338,14 +341,23 @@ func (h *Handle) Hold(size int64) []byte {
 		return h.judged.Data()
 	}
 	h.freeJudged()
+	select {
+	case h.node.fsys.holding <- struct{}{}:
+	default:
+		return nil
+	}
 	h.judged = fuse.NewStoreBuffer(int(size))
 	return h.judged.Data()
 }
+
+// holdMax bounds the buffers of judged contents held at once (Hold).
+const holdMax = 8
 
 // freeJudged gives back the buffer Hold gave, if any.
 func (h *Handle) freeJudged() {
 	if h.judged != nil {
 		h.judged.Free()
 		h.judged = nil
+		<-h.node.fsys.holding
 	}
 }
