@@ -21,16 +21,16 @@ import (
 // when the scan asks for the buffer of the contents it judged (after
 // clamd's verdict, before the check of the contents after the scan),
 // after once the open is decided, before the filesystem stores the
-// bytes judged; each with the path opened.
+// bytes judged; each with who opens.
 type storeGate struct {
 	Gate
 	mu            sync.Mutex
-	before, after func(path string)
+	before, after func(who cache.Opener)
 }
 
 func (g *storeGate) wrap(real Gate) { g.Gate = real }
 
-func (g *storeGate) hooks() (before, after func(string)) {
+func (g *storeGate) hooks() (before, after func(cache.Opener)) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.before, g.after
@@ -39,11 +39,11 @@ func (g *storeGate) hooks() (before, after func(string)) {
 func (g *storeGate) Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision {
 	before, after := g.hooks()
 	if before != nil && who.Into != nil {
-		who.Into = holdHook{who.Into, func() { before(who.Path) }}
+		who.Into = holdHook{who.Into, func() { before(who) }}
 	}
 	d := g.Gate.Check(ctx, f, who)
 	if after != nil {
-		after(who.Path)
+		after(who)
 	}
 	return d
 }
@@ -218,8 +218,8 @@ func TestFirstOpenStoreRaced(t *testing.T) {
 							b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
 							mustWrite(t, b, clean)
 							var once sync.Once
-							hook := func(path string) {
-								if path == name {
+							hook := func(who cache.Opener) {
+								if who.Path == name {
 									once.Do(func() { swap.do(t, b) })
 								}
 							}
@@ -320,4 +320,64 @@ func TestFirstOpenTogether(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFirstOpenStoreOpenerKilled: the opener of a small file is killed
+// once its open is decided, before the bytes judged are stored and the
+// open answered. The next user's open reads those bytes, with no READ,
+// and once infected bytes are swapped in behind the mount (times put
+// back), the open after is denied.
+func TestFirstOpenStoreOpenerKilled(t *testing.T) {
+	const reader = 64012
+	eicar := clamdtest.EICAR()
+	clean := []byte(strings.Repeat("k", len(eicar)))
+	g := &storeGate{}
+	mo := MountOptions{AllowOther: true, Passthrough: true}
+	mo.FS = Options{Gate: g, AttrValid: time.Second, EntryValid: time.Second, Invalidation: true, WatchedValid: time.Hour}
+	backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 100, TTL: time.Hour,
+		Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+	for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
+		mustDo(t, os.Chmod(p, 0o777))
+	}
+	for round := range 3 {
+		name := fmt.Sprintf("f%d", round)
+		b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
+		mustWrite(t, b, clean)
+		pin, err := unix.Open(f, unix.O_PATH|unix.O_CLOEXEC, 0)
+		mustDo(t, err)
+		defer unix.Close(pin)
+		g.mu.Lock()
+		g.after = func(who cache.Opener) {
+			if who.Path == name {
+				unix.Kill(int(who.Pid), unix.SIGKILL)
+			}
+		}
+		g.mu.Unlock()
+		if got, err := readAs(t, m, reader, "exec cat "+f); err == nil {
+			t.Fatalf("round %d: the opener killed at its open read %q", round, got)
+		}
+		g.mu.Lock()
+		g.after = nil
+		g.mu.Unlock()
+		waitFor(t, "the killed open released", func() bool { return openHandles(t, m, b) == 0 })
+		seen.takeOps()
+		if got, err := readAs(t, m, reader, "cat "+f); err != nil || got != string(clean) {
+			t.Fatalf("round %d: the next open: %v, %q; want the clean bytes", round, err, got)
+		}
+		if ops := seen.nodeOps(nodeID(t, m, b)); ops["ReadRequest"] != 0 {
+			t.Errorf("round %d: the next open made %v; want no READ (the bytes stored at the killed open kept)", round, ops)
+		}
+		var st unix.Stat_t
+		mustDo(t, unix.Stat(b, &st))
+		fd, err := unix.Open(b, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		mustDo(t, err)
+		_, err = unix.Pwrite(fd, eicar, 0)
+		unix.Close(fd)
+		mustDo(t, err)
+		mustDo(t, unix.UtimesNano(b, []unix.Timespec{st.Atim, st.Mtim}))
+		if got, err := readAs(t, m, reader, "cat "+f); err == nil || !strings.Contains(got, "Permission denied") {
+			t.Fatalf("round %d: the open after the swap: %v, %q; want Permission denied", round, err, got)
+		}
+	}
+	noneHeld(t, m)
 }
