@@ -68,6 +68,24 @@ type Opener struct {
 	// opened again for the scan (reopen), as long as the open waits for
 	// the verdict (see lead).
 	ReadOnly bool
+	// Into, when not nil, is asked by this open's own scan (lead), once
+	// clamd judged the file clean, for a buffer of exactly the file's size
+	// when the gate verifies the contents of files of that size
+	// (verify.go): the check of the contents after the scan reads them
+	// into it instead of a buffer of the gate's, and Decision.Held then
+	// says that it holds exactly the bytes judged, those whose digest is
+	// Decision.Sum. The filesystem hands them to the kernel's page cache
+	// (fs/stock.go) instead of reading them again for the opener.
+	Into Holder
+}
+
+// Holder gives an open's scan the buffer for the contents it judged (see
+// Opener.Into): Hold returns one of exactly size bytes, or nil for none.
+// It is called in the opener's goroutine, before the open is decided,
+// and may be called again (a rescan); the buffer of the last call is the
+// one Decision.Held speaks of.
+type Holder interface {
+	Hold(size int64) []byte
 }
 
 // Reason says why a Decision went the way it did.
@@ -104,7 +122,10 @@ type Decision struct {
 	// the contents of files of that size (verify.go); else 0. The
 	// filesystem checks the bytes it serves against it (fs/served.go).
 	Sum uint64
-	Err error // when Reason is error, oversize (from clamd) or unstable
+	// Held says that the buffer Opener.Into gave holds exactly the
+	// contents judged clean, of state Key, whose digest is Sum.
+	Held bool
+	Err  error // when Reason is error, oversize (from clamd) or unstable
 }
 
 // ErrUnstable means the file changed during every scan attempt.
@@ -276,7 +297,10 @@ func (g *Gate) decide(ctx context.Context, f *os.File, who Opener, uncached bool
 		g.report(p, d, who)
 		return d
 	}
-	d := allowances(p, g.check(ctx, f, who.Stat, who.NoAtime, who.NoAtime && who.ReadOnly, uncached))
+	d := allowances(p, g.check(ctx, f, who.Stat, who.NoAtime, who.NoAtime && who.ReadOnly, uncached, who.Into))
+	if d.Reason != ReasonClean {
+		d.Held = false
+	}
 	g.report(p, d, who)
 	if !d.Allow {
 		g.denied.Add(1)
@@ -284,7 +308,7 @@ func (g *Gate) decide(ctx context.Context, f *os.File, who Opener, uncached bool
 	return d
 }
 
-func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, noatime, direct, uncached bool) Decision {
+func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, noatime, direct, uncached bool, into Holder) Decision {
 	// The open's own bound on its wait, from its first miss on: a scan it
 	// joined may end superseded (errSuperseded), and it then waits for
 	// another one, or runs one itself.
@@ -337,12 +361,14 @@ func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, noatime
 		// a wake-up on a busy machine.
 		g.demand.add()
 		flight, ours := g.sf.join(key)
+		held := false
 		// The miss is counted once this open has started the scan of
 		// key or joined the one running: a count of n misses means n
 		// opens wait on scans (and are counted in demand).
 		g.misses.Add(1)
 		if ours {
-			if !g.lead(ctx, flight, f, direct, until, key, since) {
+			var waited bool
+			if waited, held = g.lead(ctx, flight, f, direct, until, key, since, into); !waited {
 				return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
 			}
 		} else {
@@ -380,7 +406,9 @@ func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, noatime
 			}
 			return g.onError(r.err)
 		}
-		return g.fromVerdict(key, flight.val.(judged), false)
+		d := g.fromVerdict(key, flight.val.(judged), false)
+		d.Held = held && d.Reason == ReasonClean
+		return d
 	}
 }
 
@@ -404,7 +432,12 @@ var errLeft = errors.New("cache: the opener left before the verdict")
 // again, when it stopped waiting for the reply) and ends fl: the opens
 // that joined it, and the cache, still get its verdict. The opener's
 // descriptor f may be closed as soon as lead returns.
-func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, direct bool, until time.Time, key Key, since int64) (waited bool) {
+//
+// into, when not nil, gives the buffer for the contents judged (see
+// Opener.Into); held reports that it holds exactly the contents of key's
+// state that the verdict fl ends with judged (no rescan of a later state).
+// The scan passed on never uses into: it belongs to the opener.
+func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, direct bool, until time.Time, key Key, since int64, into Holder) (waited, held bool) {
 	d := time.Now().Add(g.opts.Timeout)
 	if until.Before(d) {
 		d = until
@@ -425,10 +458,10 @@ func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, direct bool, un
 		if src, err = reopen(f); err != nil {
 			src = f
 			g.sf.end(key, fl, nil, fmt.Errorf("%w: %v", clamav.ErrRead, err))
-			return true
+			return true, false
 		}
 	}
-	at := attempt{key: key, since: since}
+	at := attempt{key: key, since: since, into: into}
 	g.sf.lead(key, fl, func() (any, error, bool) {
 		sctx, cancel := context.WithDeadline(ctx, d)
 		j, err := g.attempts(sctx, ctx, src, &at, false)
@@ -455,6 +488,7 @@ func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, direct bool, un
 			}
 		}
 		waited = false
+		at.into, at.held = nil, false
 		go func() {
 			defer g.passedOn.Add(-1)
 			defer g.demand.done()
@@ -467,7 +501,8 @@ func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, direct bool, un
 		}()
 		return nil, nil, true
 	})
-	return waited && !abandoned
+	waited = waited && !abandoned
+	return waited, waited && at.held && at.key == key
 }
 
 // passOnMax bounds the scans of dead openers going on at once (lead):
@@ -488,10 +523,14 @@ func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64, he
 }
 
 // attempt is where a scan is: the state it judges, taken by an fstat made
-// at or after since (Unix ns; see racy).
+// at or after since (Unix ns; see racy); and, for an open's own scan, the
+// buffer for the contents judged (Opener.Into), and whether the verdict
+// attempts returned judged exactly the bytes in it.
 type attempt struct {
 	key   Key
 	since int64
+	into  Holder
+	held  bool
 }
 
 // attempts scans file, in the state at, under ctx, until a verdict (or
@@ -516,6 +555,7 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 	superseded := func() bool { return errors.Is(context.Cause(ctx), errSuperseded) }
 	left := func() bool { return leader != nil && leader.Err() != nil }
 	for range maxAttempts {
+		at.held = false
 		if superseded() {
 			return judged{}, errSuperseded
 		}
@@ -590,12 +630,25 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 			continue
 		}
 		if sum != 0 {
-			if again, err := contentSum(file, key.Size); err != nil || again != sum {
+			var buf []byte
+			if at.into != nil && !res.Infected {
+				buf = at.into.Hold(key.Size)
+			}
+			var again uint64
+			if int64(len(buf)) == key.Size {
+				again, err = sumInto(file, buf)
+			} else {
+				buf = nil
+				again, err = contentSum(file, key.Size)
+			}
+			if err != nil || again != sum {
 				// Changed under the scan without a trace in the key
 				// (see verify.go): scan again.
 				at.since = after
 				continue
 			}
+			// buf holds the bytes whose digest is sum, of state key.
+			at.held = buf != nil
 		}
 		v := Verdict{Infected: res.Infected, Signature: res.Signature, Backend: res.Backend, SHA256: digest}
 		if v.Backend == "" {

@@ -156,6 +156,11 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 	keep := false
 	if h.readable && !n.excluded() {
 		check := n.fsys.opts.Gate.Check
+		defer h.freeJudged()
+		if !h.writable && o != nil && n.fsys.srv != nil {
+			// Its own scan may hand over the bytes it judged (stock.go).
+			asked.Into = h
+		}
 		writers := n.otherWriters(h)
 		if writers && deny && n.fsys.settleReleases() {
 			writers = n.otherWriters(h)
@@ -166,11 +171,11 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 				return nil, n.busy(h, true)
 			}
 			n.flushWriters()
-			check = n.fsys.opts.Gate.CheckUncached
+			check, asked.Into = n.fsys.opts.Gate.CheckUncached, nil
 		} else if n.writtenUnseen() {
 			// The opener's own process writes it in passthrough mode:
 			// no verdict made since that writer's open is sure.
-			check = n.fsys.opts.Gate.CheckUncached
+			check, asked.Into = n.fsys.opts.Gate.CheckUncached, nil
 		}
 		wait := n.fsys.untilDying(ctx, hdr)
 		if dir != nil {
@@ -198,8 +203,13 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 		}
 		keep = d.Reason == cache.ReasonClean
 		h.sum, h.size = d.Sum, d.Key.Size
-		if keep && n.keepCache(d.Key, d.Sum) {
-			// Same state as the last clean open: the kernel's page cache
+		var judged *fuse.StoreBuffer
+		if d.Held {
+			judged = h.judged
+		}
+		if keep && n.keepCache(d.Key, d.Sum, judged) {
+			// Same state as the last clean open, or stocked now with
+			// the bytes this open's scan judged: the kernel's page cache
 			// holds exactly the bytes judged clean; keep it.
 			resp.Flags |= fuse.OpenKeepCache
 		}
@@ -238,12 +248,22 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 // whether it already did: only then may the open keep the cache
 // (FOPEN_KEEP_CACHE). Any change to the file, through the mount or behind
 // it, changes k or sum; and the bytes other opens served are checked
-// (served.go).
-func (n *Node) keepCache(k cache.Key, sum uint64) bool {
+// (served.go). When it did not, and judged holds the contents this
+// open's own scan judged (cache.Decision.Held), they are stored in the
+// page cache first if it may be stocked now (see stock.go), and the open
+// keeps it too.
+func (n *Node) keepCache(k cache.Key, sum uint64, judged *fuse.StoreBuffer) bool {
 	d := stateDigest(k, sum)
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
 	ok := n.keep == d && n.writersLocked() == 0 && n.readingLocked() == 0
+	if !ok && judged != nil && sum != 0 && n.stockableLocked() {
+		err := n.storeLocked(judged)
+		if err != nil && err != fuse.ErrNotCached {
+			n.fsys.log.Debug("storing the judged contents in the page cache failed", "path", n.RelPath(), "err", err)
+		}
+		ok = err == nil
+	}
 	n.keep = d
 	return ok
 }

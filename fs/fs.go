@@ -111,6 +111,7 @@ type FS struct {
 	ptRefused   sync.Map      // error text -> true: reasons the kernel refused a backing file, logged once
 	devices     sync.Map      // uint64 device -> true: timestamp granularity found (timegran.go)
 	stocking    chan struct{} // a slot for each store of judged contents running (stock.go)
+	holding     chan struct{} // a slot for each buffer of an open's judged contents (Handle.Hold)
 	mnt         *mountRef     // finds the mount's root again; set by Mount before serving, nil for none (stock.go)
 	stocked     atomic.Uint64 // stores of judged contents made and their attributes refreshed (stock.go)
 
@@ -151,7 +152,7 @@ func New(rootFD int, opts Options) (*FS, error) {
 		return nil, err
 	}
 	f := &FS{root: rootFD, opts: opts, log: opts.Logger, ids: caller.NewCache(groupsTTL), nodes: newNodeTable(), trim: newTrimmer(),
-		stocking: make(chan struct{}, stockMax)}
+		stocking: make(chan struct{}, stockMax), holding: make(chan struct{}, holdMax)}
 	f.dirs = newDirCache(opts.Limits.DirFDs)
 	f.quota = newQuota(opts.Limits, opts.Logger)
 	f.rootN = &Node{fsys: f, id: inoKey{st.Dev, st.Ino}, typ: unix.S_IFDIR}

@@ -22,11 +22,12 @@ type Handle struct {
 	readable bool
 	writable bool
 	who      cache.Opener
-	wrote    atomic.Bool  // a write (or fallocate) went through this handle; see modified
-	tgid     atomic.Int32 // the opener's process, 0 until read (see process), -1 if unknown
-	sum      uint64       // digest of the contents judged at the open, 0 if not verified (served.go)
-	size     int64        // size of the contents judged, with sum
-	served   served       // the check of the bytes served against sum
+	wrote    atomic.Bool       // a write (or fallocate) went through this handle; see modified
+	tgid     atomic.Int32      // the opener's process, 0 until read (see process), -1 if unknown
+	sum      uint64            // digest of the contents judged at the open, 0 if not verified (served.go)
+	size     int64             // size of the contents judged, with sum
+	served   served            // the check of the bytes served against sum
+	judged   *fuse.StoreBuffer // the contents the open's own scan judged, until it is decided (Hold)
 
 	backingID int32 // the passthrough backing file of the open, shared by every handle of the node, or 0; see passthrough.go
 }

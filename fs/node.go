@@ -174,6 +174,7 @@ type Node struct {
 	serveID   atomic.Uint32 // the kernel's NodeID, 0 for none; written under the FUSE server's lock (see ServeID), read by Forget too
 	typ       uint16        // S_IFMT bits
 	forgotten bool          // the kernel forgot the node; guarded by hmu
+	paged     bool          // the kernel's page cache of the node may hold bytes: it had a handle, or bytes were stored (storeLocked); guarded by hmu
 }
 
 // nodeState is what a node needs only while a file is open or a
@@ -1174,6 +1175,7 @@ func (n *Node) addHandle(h *Handle, deny bool, conn *fuse.Conn) *Handle {
 	}
 	s := n.stateLocked()
 	s.handles.add(h)
+	n.paged = true
 	if h.writable {
 		s.writers++
 	}

@@ -60,10 +60,10 @@ func TestNodeStateFreed(t *testing.T) {
 		{"keep survives the state", func(t *testing.T, n *Node) {
 			h := handle(n, false)
 			n.addHandle(h, false, nil)
-			n.keepCache(cacheKey, 0)
+			n.keepCache(cacheKey, 0, nil)
 			n.dropHandle(h)
 			wantState(t, n, false, "after the last release")
-			if !n.keepCache(cacheKey, 0) {
+			if !n.keepCache(cacheKey, 0, nil) {
 				t.Error("the page cache's state was lost with the open state")
 			}
 		}},
@@ -142,7 +142,7 @@ func TestNodeStateRace(t *testing.T) {
 					unix.Close(fd)
 				}
 				n.verifying(+1)
-				n.keepCache(cacheKey, 0)
+				n.keepCache(cacheKey, 0, nil)
 				n.verifying(-1)
 				n.dropHandle(h)
 			}

@@ -41,7 +41,7 @@ func TestServed(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			n := &Node{}
 			h := &Handle{node: n, sum: sum(judged), size: int64(len(judged))}
-			if n.keepCache(cacheKey, h.sum) {
+			if n.keepCache(cacheKey, h.sum, nil) {
 				t.Fatal("the first open kept a page cache")
 			}
 			for _, r := range tt.reads {
@@ -55,7 +55,7 @@ func TestServed(t *testing.T) {
 			if r := n.readingLocked(); r != 0 {
 				t.Errorf("reading = %d after the close; want 0", r)
 			}
-			if got := n.keepCache(cacheKey, h.sum); got != tt.wantKeep {
+			if got := n.keepCache(cacheKey, h.sum, nil); got != tt.wantKeep {
 				t.Errorf("next open keeps the page cache: %v; want %v", got, tt.wantKeep)
 			}
 		})
@@ -68,10 +68,10 @@ var cacheKey = cache.Key{Dev: 1, Ino: 2, Size: 32}
 func TestServedUnverified(t *testing.T) {
 	n := &Node{}
 	h := &Handle{node: n, size: 4}
-	n.keepCache(cacheKey, 0)
+	n.keepCache(cacheKey, 0, nil)
 	h.readStarts()
 	h.servedBytes(2, []byte("xx"), nil)
-	if r := n.readingLocked(); r != 0 || !n.keepCache(cacheKey, 0) {
+	if r := n.readingLocked(); r != 0 || !n.keepCache(cacheKey, 0, nil) {
 		t.Errorf("reading %d, keep lost: an unverified handle changed the node", r)
 	}
 }

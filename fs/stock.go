@@ -278,18 +278,12 @@ func (n *Node) stockableLocked() bool {
 // whether it did. A node the kernel does not know (any more) is no
 // error.
 func (n *Node) stock(b *fuse.StoreBuffer, keep uint64) (bool, error) {
-	srv := n.fsys.srv
 	n.hmu.Lock()
 	defer n.hmu.Unlock()
 	if !n.stockableLocked() {
 		return false, nil
 	}
-	// Whatever the page cache held goes first, beyond the stored bytes
-	// too: the page cache then holds those bytes alone.
-	err := srv.InvalidateNodeData(n)
-	if err == nil {
-		err = srv.NotifyStoreBuffer(n, 0, b)
-	}
+	err := n.storeLocked(b)
 	if err == nil {
 		n.keep = keep
 	}
@@ -297,4 +291,73 @@ func (n *Node) stock(b *fuse.StoreBuffer, keep uint64) (bool, error) {
 		err = nil
 	}
 	return n.keep == keep, err
+}
+
+// storeLocked puts b's data in n's page cache, from offset 0, in place of
+// whatever it held; the caller checked that it may (stockableLocked), and
+// records the state stored (Node.keep) if it succeeds. hmu is held.
+func (n *Node) storeLocked(b *fuse.StoreBuffer) error {
+	srv := n.fsys.srv
+	// Whatever the page cache held goes first, beyond the stored bytes
+	// too: the page cache then holds those bytes alone. A node that never
+	// had a handle nor a store has an empty page cache: the kernel fills
+	// it only through opens (and this store). The invalidation is then
+	// left out, since it also drops the attributes the kernel holds (the
+	// reader's fstat would ask for them: a GETATTR round trip).
+	var err error
+	if n.paged {
+		err = srv.InvalidateNodeData(n)
+	}
+	n.paged = true
+	if err == nil {
+		err = srv.NotifyStoreBuffer(n, 0, b)
+	}
+	return err
+}
+
+var _ cache.Holder = (*Handle)(nil)
+
+// Hold gives the open's own scan a buffer of size bytes for the contents
+// it judges (cache.Opener.Into), the store of a first open: when the scan
+// judged exactly the bytes it holds (cache.Decision.Held), the open stores
+// them in the kernel's page cache of the node before it answers, and
+// answers FOPEN_KEEP_CACHE (keepCache), so the opener's reads need no READ
+// round trip; under the same rules as the store after a write (above),
+// made under hmu with the check that the node has no handle and no open
+// decided since its last writer, so that no other open can see the page
+// cache change under it. Only for a file served in cached mode (under
+// passthroughMinRead) whose page cache may be stocked now; else nil, and
+// the scan reads into a buffer of its own. The buffer goes back when the
+// open is decided (freeJudged). At most holdMax such buffers exist at
+// once: past that, an open's scan gets none (and its reader a READ), so
+// that no number of opens at once can make them take more than holdMax
+// times passthroughMinRead bytes.
+func (h *Handle) Hold(size int64) []byte {
+	if size <= 0 || size >= passthroughMinRead || !h.node.stockable() {
+		h.freeJudged()
+		return nil
+	}
+	if h.judged != nil && int64(len(h.judged.Data())) == size {
+		return h.judged.Data()
+	}
+	h.freeJudged()
+	select {
+	case h.node.fsys.holding <- struct{}{}:
+	default:
+		return nil
+	}
+	h.judged = fuse.NewStoreBuffer(int(size))
+	return h.judged.Data()
+}
+
+// holdMax bounds the buffers of judged contents held at once (Hold).
+const holdMax = 8
+
+// freeJudged gives back the buffer Hold gave, if any.
+func (h *Handle) freeJudged() {
+	if h.judged != nil {
+		h.judged.Free()
+		h.judged = nil
+		<-h.node.fsys.holding
+	}
 }

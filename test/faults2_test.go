@@ -333,11 +333,13 @@ func TestFaultSIGTERMBusy(t *testing.T) {
 		t.Fatalf("the open waiting for a scan still blocked 10s after clamfuse exited")
 	}
 	// small.txt, small and read only, is open in cached mode even with
-	// passthrough (passthroughMinRead): its reads came to clamfuse. (A
-	// descriptor in passthrough mode would outlive clamfuse: README,
-	// Passthrough.)
-	if _, err := unix.Read(int(reader.Fd()), make([]byte, 10)); !errors.Is(err, syscall.ENOTCONN) {
-		t.Errorf("read from a file held open across the exit: %v, want ENOTCONN", err)
+	// passthrough (passthroughMinRead): its reads come to clamfuse, but
+	// for the bytes its open's scan judged and stored in the kernel's
+	// page cache, which the kernel serves itself. (A descriptor in
+	// passthrough mode would outlive clamfuse: README, Passthrough.)
+	buf := make([]byte, 10)
+	if k, err := unix.Read(int(reader.Fd()), buf); !errors.Is(err, syscall.ENOTCONN) && (err != nil || string(buf[:k]) != "small") {
+		t.Errorf("read from a file held open across the exit: %v, %q; want ENOTCONN, or the bytes judged at its open", err, buf[:max(k, 0)])
 	}
 	if mounttest.IsFuseMount(m.Target) {
 		t.Errorf("%s still mounted after clamfuse exited", m.Target)

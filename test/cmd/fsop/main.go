@@ -74,6 +74,8 @@
 //	msync ID                  msync(MS_SYNC) the mapping of ID
 //	pwrite ID OFF DATA        pwrite DATA to ID at OFF
 //	pread ID                  pread all of ID from offset 0, %q-quoted
+//	dontneed ID               posix_fadvise(POSIX_FADV_DONTNEED) all of ID:
+//	                          its clean pages leave the page cache
 //	fstat ID                  "ok size=N mtime=SEC.NSEC ctime=SEC.NSEC"
 //	close ID                  munmap (if mapped) and close ID
 package main
@@ -215,6 +217,13 @@ func session() {
 					}
 					b = append(b, buf[:n]...)
 				}
+			case "dontneed":
+				nargs(a, 1)
+				d, err := get(a[0])
+				if err != nil {
+					return "", err
+				}
+				return "", unix.Fadvise(d.fd, 0, 0, unix.FADV_DONTNEED)
 			case "fstat":
 				nargs(a, 1)
 				d, err := get(a[0])

@@ -1,0 +1,383 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/cache"
+	"github.com/clamfuse/clamfuse/test/clamdtest"
+)
+
+// storeGate is a Gate whose opens' own scans can be raced: before is run
+// when the scan asks for the buffer of the contents it judged (after
+// clamd's verdict, before the check of the contents after the scan),
+// after once the open is decided, before the filesystem stores the
+// bytes judged; each with who opens.
+type storeGate struct {
+	Gate
+	mu            sync.Mutex
+	before, after func(who cache.Opener)
+}
+
+func (g *storeGate) wrap(real Gate) { g.Gate = real }
+
+func (g *storeGate) hooks() (before, after func(cache.Opener)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.before, g.after
+}
+
+func (g *storeGate) Check(ctx context.Context, f *os.File, who cache.Opener) cache.Decision {
+	before, after := g.hooks()
+	if before != nil && who.Into != nil {
+		who.Into = holdHook{who.Into, func() { before(who) }}
+	}
+	d := g.Gate.Check(ctx, f, who)
+	if after != nil {
+		after(who)
+	}
+	return d
+}
+
+type holdHook struct {
+	cache.Holder
+	hook func()
+}
+
+func (h holdHook) Hold(size int64) []byte {
+	h.hook()
+	return h.Holder.Hold(size)
+}
+
+// TestFirstOpenStored: the first open of a small file is judged by its
+// own scan, which hands over the bytes it judged: they are stored in the
+// kernel's page cache before the open is answered (FOPEN_KEEP_CACHE), and
+// the reader reads them with no READ; so does the next open of the same
+// state. With passthrough and without, with invalidation and without;
+// sizes that end inside a page too. A file changed behind the mount after
+// its first open (rewritten, truncated, grown, made infected) is read as
+// it is now by the next open, or denied: never the bytes stored.
+func TestFirstOpenStored(t *testing.T) {
+	const size = 10000 // ends inside a page
+	clean := []byte(strings.Repeat("first open, judged and stored\n", size/30+1)[:size])
+	other := []byte(strings.Repeat("FIRST OPEN, CHANGED BEHIND IT\n", size/30+1)[:size])
+	for _, mode := range []struct {
+		name string
+		mo   MountOptions
+	}{
+		{"passthrough", MountOptions{Passthrough: true, FS: Options{Invalidation: true}}},
+		{"passthrough off", MountOptions{FS: Options{Invalidation: true}}},
+		{"passthrough and invalidation off", MountOptions{}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			mo := mode.mo
+			mo.FS.AttrValid, mo.FS.EntryValid, mo.FS.WatchedValid = time.Second, time.Second, time.Hour
+			backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 100, TTL: time.Hour,
+				Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+			for i, tc := range []struct {
+				name  string
+				after func(t *testing.T, b string) // a change behind the mount once stored
+				want  []byte                       // nil: Permission denied
+			}{
+				{"unchanged", nil, clean},
+				{"rewritten, same size", func(t *testing.T, b string) { mustWrite(t, b, other) }, other},
+				{"truncated", func(t *testing.T, b string) { mustDo(t, os.Truncate(b, 100)) }, clean[:100]},
+				{"grown", func(t *testing.T, b string) {
+					f, err := os.OpenFile(b, os.O_WRONLY|os.O_APPEND, 0)
+					mustDo(t, err)
+					_, err = f.Write(other)
+					mustDo(t, err)
+					mustDo(t, f.Close())
+				}, append(append([]byte{}, clean...), other...)},
+				{"infected", func(t *testing.T, b string) { mustWrite(t, b, clamdtest.EICAR()) }, nil},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					name := fmt.Sprintf("f%d", i)
+					b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
+					mustWrite(t, b, clean)
+					// The kernel keeps the inode, and its page cache,
+					// whatever drop_caches other processes run.
+					pin, err := unix.Open(f, unix.O_PATH|unix.O_CLOEXEC, 0)
+					mustDo(t, err)
+					defer unix.Close(pin)
+					id := nodeID(t, m, b)
+					for round := range 2 {
+						seen.take()
+						seen.takeOps()
+						got, err := readThrough(t, m, f)
+						if err != nil || string(got) != string(clean) {
+							t.Fatalf("cat %d: %v, %d bytes %q...; want the %d bytes judged", round, err, len(got), head(got), len(clean))
+						}
+						if ops := seen.nodeOps(id); ops["ReadRequest"] != 0 {
+							t.Errorf("cat %d made %v; want no READ (the page cache stocked at the open)", round, ops)
+						}
+						waitFor(t, "the cat's release", func() bool { return openHandles(t, m, b) == 0 })
+					}
+					if tc.after == nil {
+						return
+					}
+					tc.after(t, b)
+					// Where nothing is watched, the kernel trusts the old
+					// size until attr_timeout.
+					waitFor(t, "the change seen", func() bool {
+						got, err := readThrough(t, m, f)
+						if tc.want == nil {
+							if err == nil || !strings.Contains(string(got), "Permission denied") {
+								if strings.Contains(string(got), "EICAR") {
+									t.Fatalf("cat served the infected bytes")
+								}
+								return false
+							}
+							return true
+						}
+						if err != nil {
+							t.Fatalf("cat after the change: %v, %s", err, got)
+						}
+						if string(got) != string(tc.want) && string(got) != string(clean) &&
+							!(len(got) <= len(clean) && string(got) == string(tc.want[:len(got)])) {
+							t.Fatalf("cat after the change: %d bytes %q...; want the %d bytes now in the file", len(got), head(got), len(tc.want))
+						}
+						return string(got) == string(tc.want)
+					})
+				})
+			}
+			noneHeld(t, m)
+		})
+	}
+}
+
+// noneHeld: every buffer of judged contents was given back (Hold).
+func noneHeld(t *testing.T, m *Mounted) {
+	t.Helper()
+	if n := len(m.fsys.holding); n != 0 {
+		t.Errorf("%d buffers of judged contents still held after the opens", n)
+	}
+}
+
+// TestFirstOpenStoreRaced: a hostile user swaps infected bytes of the same
+// size into a small file while another user's first open of it is
+// judged: after clamd's verdict on the clean bytes and before the check
+// of the contents after the scan (the bytes handed over for the store),
+// or once the open is decided and before its store (with the file's
+// times put back, or through a shared mapping). The reader gets the
+// clean bytes its open judged (swapped before the store), or is denied
+// (swapped before the check: judged again); never the infected ones; and
+// the next open is denied.
+func TestFirstOpenStoreRaced(t *testing.T) {
+	const reader = 64012
+	eicar := clamdtest.EICAR()
+	clean := []byte(strings.Repeat("c", len(eicar)))
+	swaps := []struct {
+		name string
+		do   func(t *testing.T, b string)
+	}{
+		{"a write, times put back", func(t *testing.T, b string) {
+			var st unix.Stat_t
+			mustDo(t, unix.Stat(b, &st))
+			fd, err := unix.Open(b, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+			mustDo(t, err)
+			_, err = unix.Pwrite(fd, eicar, 0)
+			unix.Close(fd)
+			mustDo(t, err)
+			mustDo(t, unix.UtimesNano(b, []unix.Timespec{st.Atim, st.Mtim}))
+		}},
+		{"a shared mapping", func(t *testing.T, b string) { mapWrite(t, b, eicar) }},
+	}
+	for _, mode := range []struct {
+		name string
+		mo   MountOptions
+	}{
+		{"passthrough", MountOptions{Passthrough: true, FS: Options{Invalidation: true}}},
+		{"off", MountOptions{}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			g := &storeGate{}
+			mo := mode.mo
+			mo.AllowOther = true
+			mo.FS.Gate = g
+			mo.FS.AttrValid, mo.FS.EntryValid, mo.FS.WatchedValid = time.Second, time.Second, time.Hour
+			backing, m, _ := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
+				Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+			for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
+				mustDo(t, os.Chmod(p, 0o777))
+			}
+			for _, swap := range swaps {
+				for _, when := range []string{"before the check after the scan", "before the store"} {
+					t.Run(swap.name+"/"+when, func(t *testing.T) {
+						for round := range 3 {
+							name := fmt.Sprintf("f-%s-%s-%d", strings.ReplaceAll(swap.name, " ", "_"), strings.ReplaceAll(when, " ", "_"), round)
+							b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
+							mustWrite(t, b, clean)
+							var once sync.Once
+							hook := func(who cache.Opener) {
+								if who.Path == name {
+									once.Do(func() { swap.do(t, b) })
+								}
+							}
+							g.mu.Lock()
+							if when == "before the store" {
+								g.before, g.after = nil, hook
+							} else {
+								g.before, g.after = hook, nil
+							}
+							g.mu.Unlock()
+							got, err := readAs(t, m, reader, "cat "+f)
+							g.mu.Lock()
+							g.before, g.after = nil, nil
+							g.mu.Unlock()
+							if strings.Contains(got, "EICAR") {
+								t.Fatalf("round %d: the first open read the infected bytes", round)
+							}
+							if when == "before the store" {
+								// Judged clean, its bytes handed over: the
+								// reader reads those.
+								if err != nil || got != string(clean) {
+									t.Fatalf("round %d: the first open: %v, %q; want the clean bytes judged", round, err, got)
+								}
+							} else if err == nil || !strings.Contains(got, "Permission denied") {
+								// The check after the scan sees the change:
+								// judged again, infected.
+								t.Fatalf("round %d: the first open: %v, %q; want Permission denied", round, err, got)
+							}
+							if got, err := readAs(t, m, reader, "cat "+f); err == nil || !strings.Contains(got, "Permission denied") {
+								t.Fatalf("round %d: the next open: %v, %q; want Permission denied", round, err, got)
+							}
+						}
+					})
+				}
+			}
+			noneHeld(t, m)
+		})
+	}
+}
+
+// TestFirstOpenTogether: several users' first opens of the same small
+// file at once (one scan, which one of them leads) all read the bytes
+// judged; and, while one of them holds the file open, a writer through
+// the mount and readers beside it read and write as without the store.
+func TestFirstOpenTogether(t *testing.T) {
+	clean := []byte(strings.Repeat("read together\n", 1000))
+	for _, mode := range []struct {
+		name string
+		mo   MountOptions
+	}{
+		{"passthrough", MountOptions{Passthrough: true, FS: Options{Invalidation: true}}},
+		{"off", MountOptions{}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			mo := mode.mo
+			mo.AllowOther = true
+			mo.FS.AttrValid, mo.FS.EntryValid, mo.FS.WatchedValid = time.Second, time.Second, time.Hour
+			backing, m, _ := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
+				Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+			for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
+				mustDo(t, os.Chmod(p, 0o777))
+			}
+			for round := range 5 {
+				name := fmt.Sprintf("f%d", round)
+				b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
+				mustWrite(t, b, clean)
+				mustDo(t, os.Chmod(b, 0o666))
+				var wg sync.WaitGroup
+				errs := make(chan error, 4)
+				for uid := range uint32(4) {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						got, err := readAs(t, m, 64010+uid, "cat "+f)
+						if err != nil || got != string(clean) {
+							errs <- fmt.Errorf("user %d: %v, %d bytes %q", 64010+uid, err, len(got), head([]byte(got)))
+						}
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					t.Fatalf("round %d: %v", round, err)
+				}
+				// A writer while a reader holds it open, then a reader.
+				cmd := exec.Command("sh", "-c", "exec 3<"+f+"; read x; exit 0")
+				in, err := cmd.StdinPipe()
+				mustDo(t, err)
+				mustDo(t, cmd.Start())
+				waitFor(t, "the file open", func() bool { return openHandles(t, m, b) == 1 })
+				runAs(t, m, 64010, "exec 3<>"+f+"; printf 'WRITTEN' >&3; exec 3>&-")
+				in.Close()
+				mustDo(t, cmd.Wait())
+				want := "WRITTEN" + string(clean[7:])
+				if got, err := readAs(t, m, 64011, "cat "+f); err != nil || got != want {
+					t.Fatalf("round %d: read after the write: %v, %q...; want %q...", round, err, head([]byte(got)), head([]byte(want)))
+				}
+			}
+		})
+	}
+}
+
+// TestFirstOpenStoreOpenerKilled: the opener of a small file is killed
+// once its open is decided, before the bytes judged are stored and the
+// open answered. The next user's open reads those bytes, with no READ,
+// and once infected bytes are swapped in behind the mount (times put
+// back), the open after is denied.
+func TestFirstOpenStoreOpenerKilled(t *testing.T) {
+	const reader = 64012
+	eicar := clamdtest.EICAR()
+	clean := []byte(strings.Repeat("k", len(eicar)))
+	g := &storeGate{}
+	mo := MountOptions{AllowOther: true, Passthrough: true}
+	mo.FS = Options{Gate: g, AttrValid: time.Second, EntryValid: time.Second, Invalidation: true, WatchedValid: time.Hour}
+	backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 100, TTL: time.Hour,
+		Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+	for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
+		mustDo(t, os.Chmod(p, 0o777))
+	}
+	for round := range 3 {
+		name := fmt.Sprintf("f%d", round)
+		b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
+		mustWrite(t, b, clean)
+		pin, err := unix.Open(f, unix.O_PATH|unix.O_CLOEXEC, 0)
+		mustDo(t, err)
+		defer unix.Close(pin)
+		g.mu.Lock()
+		g.after = func(who cache.Opener) {
+			if who.Path == name {
+				unix.Kill(int(who.Pid), unix.SIGKILL)
+			}
+		}
+		g.mu.Unlock()
+		if got, err := readAs(t, m, reader, "exec cat "+f); err == nil {
+			t.Fatalf("round %d: the opener killed at its open read %q", round, got)
+		}
+		g.mu.Lock()
+		g.after = nil
+		g.mu.Unlock()
+		waitFor(t, "the killed open released", func() bool { return openHandles(t, m, b) == 0 })
+		seen.takeOps()
+		if got, err := readAs(t, m, reader, "cat "+f); err != nil || got != string(clean) {
+			t.Fatalf("round %d: the next open: %v, %q; want the clean bytes", round, err, got)
+		}
+		if ops := seen.nodeOps(nodeID(t, m, b)); ops["ReadRequest"] != 0 {
+			t.Errorf("round %d: the next open made %v; want no READ (the bytes stored at the killed open kept)", round, ops)
+		}
+		var st unix.Stat_t
+		mustDo(t, unix.Stat(b, &st))
+		fd, err := unix.Open(b, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		mustDo(t, err)
+		_, err = unix.Pwrite(fd, eicar, 0)
+		unix.Close(fd)
+		mustDo(t, err)
+		mustDo(t, unix.UtimesNano(b, []unix.Timespec{st.Atim, st.Mtim}))
+		if got, err := readAs(t, m, reader, "cat "+f); err == nil || !strings.Contains(got, "Permission denied") {
+			t.Fatalf("round %d: the open after the swap: %v, %q; want Permission denied", round, err, got)
+		}
+	}
+	noneHeld(t, m)
+}
