@@ -381,3 +381,84 @@ func TestFirstOpenStoreOpenerKilled(t *testing.T) {
 	}
 	noneHeld(t, m)
 }
+
+// TestFirstOpenHoldsBounded: a hostile user's first opens of small files
+// of their own, each held undecided once its scan has handed over the
+// bytes it judged (as a slow reply or a stalled opener would), take at
+// most holdMax buffers of judged contents between them, however many
+// there are; meanwhile another user's first open neither fails nor
+// waits for them: it reads the bytes judged (with a READ, no buffer being
+// left for its store). Once let go, the hostile opens read their bytes
+// too, and every buffer is given back.
+func TestFirstOpenHoldsBounded(t *testing.T) {
+	const hostile, victim = 64013, 64014
+	g := &storeGate{}
+	mo := MountOptions{AllowOther: true}
+	mo.FS = Options{Gate: g, AttrValid: time.Second, EntryValid: time.Second}
+	backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
+		Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+	for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
+		mustDo(t, os.Chmod(p, 0o777))
+	}
+	clean := []byte(strings.Repeat("held, undecided\n", 4000))
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	letGo := func() { releaseOnce.Do(func() { close(release) }) }
+	defer letGo()
+	var mu sync.Mutex
+	parked := 0
+	g.mu.Lock()
+	g.after = func(who cache.Opener) {
+		if who.Uid != hostile {
+			return
+		}
+		mu.Lock()
+		parked++
+		mu.Unlock()
+		<-release
+	}
+	g.mu.Unlock()
+	const opens = holdMax + 4
+	var wg sync.WaitGroup
+	errs := make(chan error, opens)
+	for i := range opens {
+		b, f := filepath.Join(backing, fmt.Sprintf("h%d", i)), filepath.Join(m.Target, fmt.Sprintf("h%d", i))
+		mustWrite(t, b, clean)
+		mustDo(t, os.Chmod(b, 0o644))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if got, err := readAs(t, m, hostile, "cat "+f); err != nil || got != string(clean) {
+				errs <- fmt.Errorf("hostile open %d: %v, %d bytes %q", i, err, len(got), head([]byte(got)))
+			}
+		}()
+	}
+	waitFor(t, "every hostile open decided and held", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return parked == opens
+	})
+	if n := len(m.fsys.holding); n != holdMax {
+		t.Errorf("%d buffers of judged contents held by %d opens undecided; want holdMax, %d", n, opens, holdMax)
+	}
+	b, f := filepath.Join(backing, "victim"), filepath.Join(m.Target, "victim")
+	mustWrite(t, b, clean)
+	mustDo(t, os.Chmod(b, 0o644))
+	seen.takeOps()
+	start := time.Now()
+	if got, err := readAs(t, m, victim, "cat "+f); err != nil || got != string(clean) {
+		t.Fatalf("another user's first open while the buffers are held: %v, %d bytes %q", err, len(got), head([]byte(got)))
+	}
+	t.Logf("the other user's first open read its file in %v", time.Since(start).Round(time.Microsecond))
+	if ops := seen.nodeOps(nodeID(t, m, b)); ops["ReadRequest"] == 0 {
+		t.Errorf("the other user's read made %v: a READ expected, no buffer being left for a store", ops)
+	}
+	letGo()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	waitFor(t, "every handle released", func() bool { return openHandles(t, m, b) == 0 })
+	noneHeld(t, m)
+}
