@@ -462,3 +462,106 @@ func TestFirstOpenHoldsBounded(t *testing.T) {
 	waitFor(t, "every handle released", func() bool { return openHandles(t, m, b) == 0 })
 	noneHeld(t, m)
 }
+
+// TestFirstOpenStoreLinked: a file with two names (hard links) is one
+// node, with one page cache. A first open through one name stores the
+// bytes judged, and an open of the same state through the other keeps
+// them (no READ); once a hostile user swaps infected bytes in behind the
+// mount (times put back), opens through either name are denied, never
+// served the bytes stored. First opens through both names at once, one
+// of them for reading and writing, read the clean bytes.
+func TestFirstOpenStoreLinked(t *testing.T) {
+	const reader, other = 64012, 64013
+	eicar := clamdtest.EICAR()
+	clean := []byte(strings.Repeat("l", len(eicar)))
+	for _, mode := range []struct {
+		name string
+		mo   MountOptions
+	}{
+		{"passthrough", MountOptions{Passthrough: true, FS: Options{Invalidation: true}}},
+		{"off", MountOptions{}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			mo := mode.mo
+			mo.AllowOther = true
+			mo.FS.AttrValid, mo.FS.EntryValid, mo.FS.WatchedValid = time.Second, time.Second, time.Hour
+			backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
+				Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+			for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
+				mustDo(t, os.Chmod(p, 0o777))
+			}
+			for round := range 3 {
+				a, b := fmt.Sprintf("a%d", round), fmt.Sprintf("b%d", round)
+				ba, bb := filepath.Join(backing, a), filepath.Join(backing, b)
+				fa, fb := filepath.Join(m.Target, a), filepath.Join(m.Target, b)
+				mustWrite(t, ba, clean)
+				mustDo(t, os.Chmod(ba, 0o666))
+				mustDo(t, os.Link(ba, bb))
+				for _, f := range []string{fa, fb} {
+					pin, err := unix.Open(f, unix.O_PATH|unix.O_CLOEXEC, 0)
+					mustDo(t, err)
+					defer unix.Close(pin)
+				}
+				id := nodeID(t, m, ba)
+				for i, f := range []string{fa, fb} {
+					seen.takeOps()
+					if got, err := readAs(t, m, reader, "cat "+f); err != nil || got != string(clean) {
+						t.Fatalf("round %d: open %d: %v, %q; want the clean bytes", round, i, err, got)
+					}
+					if ops := seen.nodeOps(id); ops["ReadRequest"] != 0 {
+						t.Errorf("round %d: open %d made %v; want no READ (stored, then kept)", round, i, ops)
+					}
+					waitFor(t, "the cat's release", func() bool { return openHandles(t, m, ba) == 0 })
+				}
+				var st unix.Stat_t
+				mustDo(t, unix.Stat(ba, &st))
+				fd, err := unix.Open(bb, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+				mustDo(t, err)
+				_, err = unix.Pwrite(fd, eicar, 0)
+				unix.Close(fd)
+				mustDo(t, err)
+				mustDo(t, unix.UtimesNano(ba, []unix.Timespec{st.Atim, st.Mtim}))
+				for _, f := range []string{fb, fa} {
+					got, err := readAs(t, m, reader, "cat "+f)
+					if strings.Contains(got, "EICAR") {
+						t.Fatalf("round %d: %s served the infected bytes swapped in", round, f)
+					}
+					if err == nil || !strings.Contains(got, "Permission denied") {
+						t.Fatalf("round %d: %s after the swap: %v, %q; want Permission denied", round, f, err, got)
+					}
+				}
+
+				// Both names' first opens at once, one for reading and
+				// writing (which writes nothing).
+				c, d := fmt.Sprintf("c%d", round), fmt.Sprintf("d%d", round)
+				bc := filepath.Join(backing, c)
+				mustWrite(t, bc, clean)
+				mustDo(t, os.Chmod(bc, 0o666))
+				mustDo(t, os.Link(bc, filepath.Join(backing, d)))
+				var wg sync.WaitGroup
+				errs := make(chan error, 2)
+				for _, r := range []struct {
+					uid    uint32
+					script string
+				}{
+					{reader, "cat " + filepath.Join(m.Target, c)},
+					{other, "exec 3<>" + filepath.Join(m.Target, d) + "; cat <&3"},
+				} {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if got, err := readAs(t, m, r.uid, r.script); err != nil || got != string(clean) {
+							errs <- fmt.Errorf("%s: %v, %q", r.script, err, got)
+						}
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					t.Fatalf("round %d: at once: %v", round, err)
+				}
+			}
+			noneHeld(t, m)
+		})
+	}
+}
