@@ -565,3 +565,58 @@ func TestFirstOpenStoreLinked(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstOpenStoreSizes: first opens of files of the sizes at the
+// store's edges (empty, one byte, a page and a byte either side, the
+// gate's verify_max_size and a byte either side, passthroughMinRead and
+// a byte under) read exactly the file's bytes; those the store covers
+// (verified, under passthroughMinRead) with no READ, the others through
+// READs; and no buffer is left held.
+func TestFirstOpenStoreSizes(t *testing.T) {
+	const verifyMax = 5*4096 + 7
+	for _, tc := range []struct {
+		verifyMax int64
+		sizes     []int
+	}{
+		{verifyMax, []int{0, 1, 4095, 4096, 4097, verifyMax - 1, verifyMax, verifyMax + 1}},
+		{2 * passthroughMinRead, []int{passthroughMinRead - 1, passthroughMinRead}},
+	} {
+		t.Run(fmt.Sprint(tc.verifyMax), func(t *testing.T) {
+			mo := MountOptions{FS: Options{AttrValid: time.Second, EntryValid: time.Second}}
+			backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 100, TTL: time.Hour,
+				Timeout: time.Minute, VerifyMaxSize: tc.verifyMax})
+			for _, size := range tc.sizes {
+				data := make([]byte, size)
+				x := uint32(size) | 1
+				for i := range data {
+					x ^= x << 13
+					x ^= x >> 17
+					x ^= x << 5
+					data[i] = 'a' + byte(x%26)
+				}
+				name := fmt.Sprintf("s%d", size)
+				b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
+				mustWrite(t, b, data)
+				pin, err := unix.Open(f, unix.O_PATH|unix.O_CLOEXEC, 0)
+				mustDo(t, err)
+				defer unix.Close(pin)
+				id := nodeID(t, m, b)
+				seen.takeOps()
+				got, err := readThrough(t, m, f)
+				if err != nil || string(got) != string(data) {
+					t.Fatalf("size %d: cat: %v, %d bytes; want the file's %d", size, err, len(got), size)
+				}
+				stored := size > 0 && int64(size) <= tc.verifyMax && size < passthroughMinRead
+				reads := seen.nodeOps(id)["ReadRequest"]
+				if stored && reads != 0 {
+					t.Errorf("size %d: %d READs; want none (stored at the open)", size, reads)
+				}
+				if !stored && size > 0 && reads == 0 {
+					t.Errorf("size %d: no READ, but nothing was to be stored", size)
+				}
+				waitFor(t, "the cat's release", func() bool { return openHandles(t, m, b) == 0 })
+			}
+			noneHeld(t, m)
+		})
+	}
+}
