@@ -646,6 +646,10 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 			continue
 		}
 		if sum != 0 {
+			var buf []byte
+			if at.into != nil && !res.Infected {
+				buf = at.into.Hold(key.Size)
+			}
 			again, err := contentSum(file, key.Size)
 			if err != nil || again != sum {
 				// Changed under the scan without a trace in the key
@@ -656,9 +660,7 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 			}
 			// The copy clamd judged holds the bytes whose digest is
 			// sum, the file's in state key: handed over to the opener.
-			if at.into != nil && !res.Infected {
-				at.held = readJudged(snap, at.into.Hold(key.Size), key.Size)
-			}
+			at.held = readJudged(snap, buf, key.Size)
 		}
 		closeSnap()
 		v := Verdict{Infected: res.Infected, Signature: res.Signature, Backend: res.Backend, SHA256: digest}
