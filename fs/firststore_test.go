@@ -620,3 +620,77 @@ func TestFirstOpenStoreSizes(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstOpenUndoneUnderScan: a hostile user holds a small file mapped
+// shared behind the mount and flips its bytes between infected and clean
+// at about the pace of a scan (the page stays dirty: no trace in the file's size
+// or times), while opens through the mount are judged; then they leave
+// the infected bytes in. However the flips fell against the scans (clean
+// bytes only while clamd read the file: TestGateUndoneUnderScan makes
+// that timing exact), no verdict is left cached, nor any page cached,
+// that lets the next open read the infected bytes: it is denied.
+func TestFirstOpenUndoneUnderScan(t *testing.T) {
+	const reader = 64012
+	eicar := clamdtest.EICAR()
+	clean := []byte(strings.Repeat("u", len(eicar)))
+	mo := MountOptions{AllowOther: true, FS: Options{AttrValid: time.Second, EntryValid: time.Second}}
+	backing, m, _ := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
+		Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+	for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
+		mustDo(t, os.Chmod(p, 0o777))
+	}
+	for round := range 3 {
+		name := fmt.Sprintf("f%d", round)
+		b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
+		mustWrite(t, b, eicar)
+		mustDo(t, os.Chmod(b, 0o644))
+		fd, err := unix.Open(b, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		mustDo(t, err)
+		mem, err := unix.Mmap(fd, 0, len(eicar), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		mustDo(t, err)
+		copy(mem, eicar)
+		stop := make(chan struct{})
+		var flipping sync.WaitGroup
+		flipping.Add(1)
+		go func() {
+			defer flipping.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					copy(mem, eicar)
+					return
+				default:
+				}
+				// Mostly infected, clean for a scan's length now and
+				// then: a first try at clamd's timing.
+				copy(mem, eicar)
+				spin(time.Duration(200+i%7*100) * time.Microsecond)
+				copy(mem, clean)
+				spin(time.Duration(100+i%5*100) * time.Microsecond)
+			}
+		}()
+		// The opens while the bytes flip; what they read is the file's
+		// as it is at each read (the open was judged), not checked here.
+		for range 40 {
+			readAs(t, m, reader, "cat "+f+" >/dev/null")
+		}
+		close(stop)
+		flipping.Wait()
+		mustDo(t, unix.Munmap(mem))
+		unix.Close(fd)
+		got, err := readAs(t, m, reader, "cat "+f)
+		if strings.Contains(got, "EICAR") {
+			t.Fatalf("round %d: the open after the flips read the infected bytes", round)
+		}
+		if err == nil || !strings.Contains(got, "Permission denied") {
+			t.Fatalf("round %d: the open after the flips: %v, %q; want Permission denied", round, err, got)
+		}
+	}
+	noneHeld(t, m)
+}
+
+// spin waits d without sleeping (a sleep's wake-up is far coarser).
+func spin(d time.Duration) {
+	for start := time.Now(); time.Since(start) < d; {
+	}
+}
