@@ -106,10 +106,18 @@ func contentSum(f *os.File, size int64) (uint64, error) {
 // hostile user could put clean bytes in only while clamd reads f, and
 // the infected ones back before the check after the scan (whose digest
 // then agrees with the one before, both of the infected bytes;
-// TestGateUndoneUnderScan). The caller closes the copy. errShort: f
-// held fewer bytes.
+// TestGateUndoneUnderScan). The copy is named after f's path, which
+// clamd's log then shows as "/memfd:PATH (deleted)". The caller closes
+// the copy. errShort: f held fewer bytes.
 func snapshot(f *os.File, size int64) (*os.File, uint64, error) {
-	fd, err := unix.MemfdCreate("clamfuse-judged", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	name, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		name = "clamfuse-judged"
+	}
+	if len(name) > memfdNameMax {
+		name = name[len(name)-memfdNameMax:]
+	}
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, 0, fmt.Errorf("memfd_create: %w", err)
 	}
@@ -149,6 +157,9 @@ func snapshot(f *os.File, size int64) (*os.File, uint64, error) {
 	}
 	return snap, h.Sum(), nil
 }
+
+// memfdNameMax is the longest name memfd_create takes.
+const memfdNameMax = 249
 
 // readJudged reads the size bytes of snap, the copy clamd judged, into
 // buf when it holds exactly that many, and reports whether it did.
