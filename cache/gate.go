@@ -73,8 +73,9 @@ type Opener struct {
 	// when the gate verifies the contents of files of that size
 	// (verify.go): the private copy clamd judged (snapshot) is read into
 	// it, and Decision.Held then says that it holds exactly the bytes
-	// judged, those whose digest is Decision.Sum. The filesystem hands them to the kernel's page cache
-	// (fs/stock.go) instead of reading them again for the opener.
+	// judged, those whose digest is Decision.Sum. The filesystem hands
+	// them to the kernel's page cache (fs/stock.go) instead of reading
+	// them again for the opener.
 	Into Holder
 }
 
