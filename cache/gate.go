@@ -71,11 +71,11 @@ type Opener struct {
 	// Into, when not nil, is asked by this open's own scan (lead), once
 	// clamd judged the file clean, for a buffer of exactly the file's size
 	// when the gate verifies the contents of files of that size
-	// (verify.go): the check of the contents after the scan reads them
-	// into it instead of a buffer of the gate's, and Decision.Held then
-	// says that it holds exactly the bytes judged, those whose digest is
-	// Decision.Sum. The filesystem hands them to the kernel's page cache
-	// (fs/stock.go) instead of reading them again for the opener.
+	// (verify.go): the private copy clamd judged (snapshot) is read into
+	// it, and Decision.Held then says that it holds exactly the bytes
+	// judged, those whose digest is Decision.Sum. The filesystem hands
+	// them to the kernel's page cache (fs/stock.go) instead of reading
+	// them again for the opener.
 	Into Holder
 }
 
@@ -580,24 +580,38 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 		}
 		g.scans.Add(1)
 		var sum uint64
+		// What clamd judges: for a file whose contents are verified, a
+		// private copy of them, whose digest is sum (snapshot); else the
+		// very descriptor checked below, passed to clamd or read.
+		scanned, snap := file, (*os.File)(nil)
 		if g.verifies(key.Size) {
 			var err error
-			sum, err = contentSum(file, key.Size)
+			snap, sum, err = snapshot(file, key.Size)
 			if err != nil && !errors.Is(err, errShort) {
 				g.slots.release()
 				g.scanErrors.Add(1)
 				return judged{}, fmt.Errorf("%w: %v", clamav.ErrRead, err)
 			}
 			// errShort: shrunk since the fstat; the check below sees it.
+			if snap != nil {
+				scanned = snap
+			}
 		}
-		// The very descriptor checked below goes to clamd, or is read.
-		res, err := g.scanner.ScanFile(ctx, file, key.Size)
+		closeSnap := func() {
+			if snap != nil {
+				snap.Close()
+				snap = nil
+			}
+		}
+		res, err := g.scanner.ScanFile(ctx, scanned, key.Size)
 		g.slots.release()
 		if superseded() {
 			// Whatever clamd said, it was about a state that is gone.
+			closeSnap()
 			return judged{}, errSuperseded
 		}
 		if err != nil {
+			closeSnap()
 			if left() {
 				// Cut short: sent again by whoever goes on.
 				return judged{}, errLeft
@@ -609,7 +623,8 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 		if res.Infected {
 			// Before the check below, which then covers it too: the
 			// digest is of the bytes clamd judged (allow.go).
-			if digest, err = sha256Of(file, key.Size); err != nil && !errors.Is(err, errShort) {
+			if digest, err = sha256Of(scanned, key.Size); err != nil && !errors.Is(err, errShort) {
+				closeSnap()
 				g.scanErrors.Add(1)
 				return judged{}, fmt.Errorf("%w: %v", clamav.ErrRead, err)
 			}
@@ -617,12 +632,14 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 		var st unix.Stat_t
 		after := time.Now().UnixNano()
 		if err := unix.Fstat(int(file.Fd()), &st); err != nil {
+			closeSnap()
 			return judged{}, fmt.Errorf("%w: fstat: %v", clamav.ErrRead, err)
 		}
 		now := g.keyOf(&st)
 		if now != key {
 			// The bytes may not be the ones scanned, or the database
 			// changed under the scan (see Invalidate): scan again.
+			closeSnap()
 			at.key, at.since = now, after
 			if st.Size == 0 {
 				return judged{}, nil
@@ -634,22 +651,19 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 			if at.into != nil && !res.Infected {
 				buf = at.into.Hold(key.Size)
 			}
-			var again uint64
-			if int64(len(buf)) == key.Size {
-				again, err = sumInto(file, buf)
-			} else {
-				buf = nil
-				again, err = contentSum(file, key.Size)
-			}
+			again, err := contentSum(file, key.Size)
 			if err != nil || again != sum {
 				// Changed under the scan without a trace in the key
 				// (see verify.go): scan again.
+				closeSnap()
 				at.since = after
 				continue
 			}
-			// buf holds the bytes whose digest is sum, of state key.
-			at.held = buf != nil
+			// The copy clamd judged holds the bytes whose digest is
+			// sum, the file's in state key: handed over to the opener.
+			at.held = readJudged(snap, buf, key.Size)
 		}
+		closeSnap()
 		v := Verdict{Infected: res.Infected, Signature: res.Signature, Backend: res.Backend, SHA256: digest}
 		if v.Backend == "" {
 			v.Backend = g.scanner.String()

@@ -19,11 +19,13 @@ import (
 // causes no page fault, and so no time update; on tmpfs only the first
 // write to each page of a mapping updates the times. For files up to
 // Options.VerifyMaxSize the Gate therefore keeps, with each verdict, a
-// keyed digest of the contents it judged, taken from the scanned
-// descriptor before and after the scan (when they differ the file changed
-// under the scan, and it is scanned again), and uses a cached clean
-// verdict only when a digest of the opener's descriptor, read now (from
-// the page cache, which such writes update), is the same. The digest is
+// keyed digest of the contents it judged: they are read once into a
+// private copy, digested, and the copy is what clamd judges (snapshot),
+// so that no change made under the scan and undone can pass for them;
+// the file's digest after the scan is compared too (when it differs the
+// file changed under the scan, and it is scanned again). It uses a
+// cached clean verdict only when a digest of the opener's descriptor,
+// read now (from the page cache, which such writes update), is the same. The digest is
 // maphash's, with a seed made at start that never leaves the process:
 // fast, and nobody can search for two contents that share a digest.
 
@@ -95,22 +97,78 @@ func contentSum(f *os.File, size int64) (uint64, error) {
 	return h.Sum(), nil
 }
 
-// sumInto reads the first len(buf) bytes of f into buf, with pread, and
-// returns their digest, as contentSum does for a size of len(buf): buf
-// then holds exactly the bytes digested.
-func sumInto(f *os.File, buf []byte) (uint64, error) {
-	n, err := f.ReadAt(buf, 0)
-	switch {
-	case n == len(buf):
-	case err == nil || err == io.EOF:
-		return 0, errShort
-	default:
-		return 0, fmt.Errorf("reading for the content digest: %w", err)
+// snapshot copies the first size bytes of f, read with pread, into a
+// private file (a sealed memfd) and returns it, with their digest. clamd
+// is handed that copy, never f itself: nobody but clamfuse can write it,
+// so the verdict is about exactly the bytes digested. A digest of f
+// before and after the scan cannot tell that: a write through a shared
+// mapping whose page is already dirty leaves no trace in the Key, and a
+// hostile user could put clean bytes in only while clamd reads f, and
+// the infected ones back before the check after the scan (whose digest
+// then agrees with the one before, both of the infected bytes;
+// TestGateUndoneUnderScan). The copy is named after f's path, which
+// clamd's log then shows as "/memfd:PATH (deleted)". The caller closes
+// the copy. errShort: f held fewer bytes.
+func snapshot(f *os.File, size int64) (*os.File, uint64, error) {
+	name, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		name = "clamfuse-judged"
 	}
-	if s := maphash.Bytes(sumSeed, buf); s != 0 {
-		return s, nil
+	if len(name) > memfdNameMax {
+		name = name[len(name)-memfdNameMax:]
 	}
-	return 1, nil
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, 0, fmt.Errorf("memfd_create: %w", err)
+	}
+	snap := os.NewFile(uintptr(fd), "judged")
+	bp := sumBufs.Get().(*[]byte)
+	defer sumBufs.Put(bp)
+	buf := *bp
+	h := NewDigest()
+	for off := int64(0); off < size; {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		if n > 0 {
+			h.Write(buf[:n])
+			if _, werr := snap.WriteAt(buf[:n], off); werr != nil {
+				snap.Close()
+				return nil, 0, fmt.Errorf("copying the contents to judge: %w", werr)
+			}
+			off += int64(n)
+		}
+		if off < size && (err == io.EOF || (err == nil && n == 0)) {
+			snap.Close()
+			return nil, 0, errShort
+		}
+		if err != nil && err != io.EOF {
+			snap.Close()
+			return nil, 0, fmt.Errorf("reading for the content digest: %w", err)
+		}
+	}
+	const seals = unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+		snap.Close()
+		return nil, 0, fmt.Errorf("sealing the contents to judge: %w", err)
+	}
+	// clamd gets a descriptor for reading only, as of the file itself.
+	if ro, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+		snap.Close()
+		snap = os.NewFile(uintptr(ro), "judged")
+	}
+	return snap, h.Sum(), nil
+}
+
+// memfdNameMax is the longest name memfd_create takes.
+const memfdNameMax = 249
+
+// readJudged reads the size bytes of snap, the copy clamd judged, into
+// buf when it holds exactly that many, and reports whether it did.
+func readJudged(snap *os.File, buf []byte, size int64) bool {
+	if snap == nil || int64(len(buf)) != size {
+		return false
+	}
+	n, err := snap.ReadAt(buf, 0)
+	return n == len(buf) && (err == nil || err == io.EOF)
 }
 
 // verifies reports whether the verdicts of files of size bytes carry a

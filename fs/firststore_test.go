@@ -381,3 +381,316 @@ func TestFirstOpenStoreOpenerKilled(t *testing.T) {
 	}
 	noneHeld(t, m)
 }
+
+// TestFirstOpenHoldsBounded: a hostile user's first opens of small files
+// of their own, each held undecided once its scan has handed over the
+// bytes it judged (as a slow reply or a stalled opener would), take at
+// most holdMax buffers of judged contents between them, however many
+// there are; meanwhile another user's first open neither fails nor
+// waits for them: it reads the bytes judged (with a READ, no buffer being
+// left for its store). Once let go, the hostile opens read their bytes
+// too, and every buffer is given back.
+func TestFirstOpenHoldsBounded(t *testing.T) {
+	const hostile, victim = 64013, 64014
+	g := &storeGate{}
+	mo := MountOptions{AllowOther: true}
+	mo.FS = Options{Gate: g, AttrValid: time.Second, EntryValid: time.Second}
+	backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
+		Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+	for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
+		mustDo(t, os.Chmod(p, 0o777))
+	}
+	clean := []byte(strings.Repeat("held, undecided\n", 4000))
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	letGo := func() { releaseOnce.Do(func() { close(release) }) }
+	defer letGo()
+	var mu sync.Mutex
+	parked := 0
+	g.mu.Lock()
+	g.after = func(who cache.Opener) {
+		if who.Uid != hostile {
+			return
+		}
+		mu.Lock()
+		parked++
+		mu.Unlock()
+		<-release
+	}
+	g.mu.Unlock()
+	const opens = holdMax + 4
+	var wg sync.WaitGroup
+	errs := make(chan error, opens)
+	for i := range opens {
+		b, f := filepath.Join(backing, fmt.Sprintf("h%d", i)), filepath.Join(m.Target, fmt.Sprintf("h%d", i))
+		mustWrite(t, b, clean)
+		mustDo(t, os.Chmod(b, 0o644))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if got, err := readAs(t, m, hostile, "cat "+f); err != nil || got != string(clean) {
+				errs <- fmt.Errorf("hostile open %d: %v, %d bytes %q", i, err, len(got), head([]byte(got)))
+			}
+		}()
+	}
+	waitFor(t, "every hostile open decided and held", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return parked == opens
+	})
+	if n := len(m.fsys.holding); n != holdMax {
+		t.Errorf("%d buffers of judged contents held by %d opens undecided; want holdMax, %d", n, opens, holdMax)
+	}
+	b, f := filepath.Join(backing, "victim"), filepath.Join(m.Target, "victim")
+	mustWrite(t, b, clean)
+	mustDo(t, os.Chmod(b, 0o644))
+	seen.takeOps()
+	start := time.Now()
+	if got, err := readAs(t, m, victim, "cat "+f); err != nil || got != string(clean) {
+		t.Fatalf("another user's first open while the buffers are held: %v, %d bytes %q", err, len(got), head([]byte(got)))
+	}
+	t.Logf("the other user's first open read its file in %v", time.Since(start).Round(time.Microsecond))
+	if ops := seen.nodeOps(nodeID(t, m, b)); ops["ReadRequest"] == 0 {
+		t.Errorf("the other user's read made %v: a READ expected, no buffer being left for a store", ops)
+	}
+	letGo()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	waitFor(t, "every handle released", func() bool { return openHandles(t, m, b) == 0 })
+	noneHeld(t, m)
+}
+
+// TestFirstOpenStoreLinked: a file with two names (hard links) is one
+// node, with one page cache. A first open through one name stores the
+// bytes judged, and an open of the same state through the other keeps
+// them (no READ); once a hostile user swaps infected bytes in behind the
+// mount (times put back), opens through either name are denied, never
+// served the bytes stored. First opens through both names at once, one
+// of them for reading and writing, read the clean bytes.
+func TestFirstOpenStoreLinked(t *testing.T) {
+	const reader, other = 64012, 64013
+	eicar := clamdtest.EICAR()
+	clean := []byte(strings.Repeat("l", len(eicar)))
+	for _, mode := range []struct {
+		name string
+		mo   MountOptions
+	}{
+		{"passthrough", MountOptions{Passthrough: true, FS: Options{Invalidation: true}}},
+		{"off", MountOptions{}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			mo := mode.mo
+			mo.AllowOther = true
+			mo.FS.AttrValid, mo.FS.EntryValid, mo.FS.WatchedValid = time.Second, time.Second, time.Hour
+			backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
+				Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+			for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
+				mustDo(t, os.Chmod(p, 0o777))
+			}
+			for round := range 3 {
+				a, b := fmt.Sprintf("a%d", round), fmt.Sprintf("b%d", round)
+				ba, bb := filepath.Join(backing, a), filepath.Join(backing, b)
+				fa, fb := filepath.Join(m.Target, a), filepath.Join(m.Target, b)
+				mustWrite(t, ba, clean)
+				mustDo(t, os.Chmod(ba, 0o666))
+				mustDo(t, os.Link(ba, bb))
+				for _, f := range []string{fa, fb} {
+					pin, err := unix.Open(f, unix.O_PATH|unix.O_CLOEXEC, 0)
+					mustDo(t, err)
+					defer unix.Close(pin)
+				}
+				id := nodeID(t, m, ba)
+				for i, f := range []string{fa, fb} {
+					seen.takeOps()
+					if got, err := readAs(t, m, reader, "cat "+f); err != nil || got != string(clean) {
+						t.Fatalf("round %d: open %d: %v, %q; want the clean bytes", round, i, err, got)
+					}
+					if ops := seen.nodeOps(id); ops["ReadRequest"] != 0 {
+						t.Errorf("round %d: open %d made %v; want no READ (stored, then kept)", round, i, ops)
+					}
+					waitFor(t, "the cat's release", func() bool { return openHandles(t, m, ba) == 0 })
+				}
+				var st unix.Stat_t
+				mustDo(t, unix.Stat(ba, &st))
+				fd, err := unix.Open(bb, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+				mustDo(t, err)
+				_, err = unix.Pwrite(fd, eicar, 0)
+				unix.Close(fd)
+				mustDo(t, err)
+				mustDo(t, unix.UtimesNano(ba, []unix.Timespec{st.Atim, st.Mtim}))
+				for _, f := range []string{fb, fa} {
+					got, err := readAs(t, m, reader, "cat "+f)
+					if strings.Contains(got, "EICAR") {
+						t.Fatalf("round %d: %s served the infected bytes swapped in", round, f)
+					}
+					if err == nil || !strings.Contains(got, "Permission denied") {
+						t.Fatalf("round %d: %s after the swap: %v, %q; want Permission denied", round, f, err, got)
+					}
+				}
+
+				// Both names' first opens at once, one for reading and
+				// writing (which writes nothing).
+				c, d := fmt.Sprintf("c%d", round), fmt.Sprintf("d%d", round)
+				bc := filepath.Join(backing, c)
+				mustWrite(t, bc, clean)
+				mustDo(t, os.Chmod(bc, 0o666))
+				mustDo(t, os.Link(bc, filepath.Join(backing, d)))
+				var wg sync.WaitGroup
+				errs := make(chan error, 2)
+				for _, r := range []struct {
+					uid    uint32
+					script string
+				}{
+					{reader, "cat " + filepath.Join(m.Target, c)},
+					{other, "exec 3<>" + filepath.Join(m.Target, d) + "; cat <&3"},
+				} {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if got, err := readAs(t, m, r.uid, r.script); err != nil || got != string(clean) {
+							errs <- fmt.Errorf("%s: %v, %q", r.script, err, got)
+						}
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					t.Fatalf("round %d: at once: %v", round, err)
+				}
+			}
+			noneHeld(t, m)
+		})
+	}
+}
+
+// TestFirstOpenStoreSizes: first opens of files of the sizes at the
+// store's edges (empty, one byte, a page and a byte either side, the
+// gate's verify_max_size and a byte either side, passthroughMinRead and
+// a byte under) read exactly the file's bytes; those the store covers
+// (verified, under passthroughMinRead) with no READ, the others through
+// READs; and no buffer is left held.
+func TestFirstOpenStoreSizes(t *testing.T) {
+	const verifyMax = 5*4096 + 7
+	for _, tc := range []struct {
+		verifyMax int64
+		sizes     []int
+	}{
+		{verifyMax, []int{0, 1, 4095, 4096, 4097, verifyMax - 1, verifyMax, verifyMax + 1}},
+		{2 * passthroughMinRead, []int{passthroughMinRead - 1, passthroughMinRead}},
+	} {
+		t.Run(fmt.Sprint(tc.verifyMax), func(t *testing.T) {
+			mo := MountOptions{FS: Options{AttrValid: time.Second, EntryValid: time.Second}}
+			backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 100, TTL: time.Hour,
+				Timeout: time.Minute, VerifyMaxSize: tc.verifyMax})
+			for _, size := range tc.sizes {
+				data := make([]byte, size)
+				x := uint32(size) | 1
+				for i := range data {
+					x ^= x << 13
+					x ^= x >> 17
+					x ^= x << 5
+					data[i] = 'a' + byte(x%26)
+				}
+				name := fmt.Sprintf("s%d", size)
+				b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
+				mustWrite(t, b, data)
+				pin, err := unix.Open(f, unix.O_PATH|unix.O_CLOEXEC, 0)
+				mustDo(t, err)
+				defer unix.Close(pin)
+				id := nodeID(t, m, b)
+				seen.takeOps()
+				got, err := readThrough(t, m, f)
+				if err != nil || string(got) != string(data) {
+					t.Fatalf("size %d: cat: %v, %d bytes; want the file's %d", size, err, len(got), size)
+				}
+				stored := size > 0 && int64(size) <= tc.verifyMax && size < passthroughMinRead
+				reads := seen.nodeOps(id)["ReadRequest"]
+				if stored && reads != 0 {
+					t.Errorf("size %d: %d READs; want none (stored at the open)", size, reads)
+				}
+				if !stored && size > 0 && reads == 0 {
+					t.Errorf("size %d: no READ, but nothing was to be stored", size)
+				}
+				waitFor(t, "the cat's release", func() bool { return openHandles(t, m, b) == 0 })
+			}
+			noneHeld(t, m)
+		})
+	}
+}
+
+// TestFirstOpenUndoneUnderScan: a hostile user holds a small file mapped
+// shared behind the mount and flips its bytes between infected and clean
+// at about the pace of a scan (the page stays dirty: no trace in the file's size
+// or times), while opens through the mount are judged; then they leave
+// the infected bytes in. However the flips fell against the scans (clean
+// bytes only while clamd read the file: TestGateUndoneUnderScan makes
+// that timing exact), no verdict is left cached, nor any page cached,
+// that lets the next open read the infected bytes: it is denied.
+func TestFirstOpenUndoneUnderScan(t *testing.T) {
+	const reader = 64012
+	eicar := clamdtest.EICAR()
+	clean := []byte(strings.Repeat("u", len(eicar)))
+	mo := MountOptions{AllowOther: true, FS: Options{AttrValid: time.Second, EntryValid: time.Second}}
+	backing, m, _ := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
+		Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+	for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
+		mustDo(t, os.Chmod(p, 0o777))
+	}
+	for round := range 3 {
+		name := fmt.Sprintf("f%d", round)
+		b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
+		mustWrite(t, b, eicar)
+		mustDo(t, os.Chmod(b, 0o644))
+		fd, err := unix.Open(b, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		mustDo(t, err)
+		mem, err := unix.Mmap(fd, 0, len(eicar), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		mustDo(t, err)
+		copy(mem, eicar)
+		stop := make(chan struct{})
+		var flipping sync.WaitGroup
+		flipping.Add(1)
+		go func() {
+			defer flipping.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					copy(mem, eicar)
+					return
+				default:
+				}
+				// Mostly infected, clean for a scan's length now and
+				// then: a first try at clamd's timing.
+				copy(mem, eicar)
+				spin(time.Duration(200+i%7*100) * time.Microsecond)
+				copy(mem, clean)
+				spin(time.Duration(100+i%5*100) * time.Microsecond)
+			}
+		}()
+		// The opens while the bytes flip; what they read is the file's
+		// as it is at each read (the open was judged), not checked here.
+		for range 40 {
+			readAs(t, m, reader, "cat "+f+" >/dev/null")
+		}
+		close(stop)
+		flipping.Wait()
+		mustDo(t, unix.Munmap(mem))
+		unix.Close(fd)
+		got, err := readAs(t, m, reader, "cat "+f)
+		if strings.Contains(got, "EICAR") {
+			t.Fatalf("round %d: the open after the flips read the infected bytes", round)
+		}
+		if err == nil || !strings.Contains(got, "Permission denied") {
+			t.Fatalf("round %d: the open after the flips: %v, %q; want Permission denied", round, err, got)
+		}
+	}
+	noneHeld(t, m)
+}
+
+// spin waits d without sleeping (a sleep's wake-up is far coarser).
+func spin(d time.Duration) {
+	for start := time.Now(); time.Since(start) < d; {
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -600,4 +602,118 @@ func BenchmarkWatchParseElsewhere(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/event")
+}
+
+// TestWatcherKernelOverflowFlood: a user floods the watched filesystem
+// with changes, none of them beneath a directory the kernel knows (files
+// made and removed elsewhere on it), as fast as they can. The flood
+// first fills the kernel's fanotify queue before the reader runs: the
+// reader then finds the kernel's overflow and queues the invalidation of
+// everything, so no change lost in it goes unseen. While the flood goes
+// on, a change in a known directory is still queued within seconds (or
+// everything is), each time; and stop (the unmount) returns promptly,
+// the reader's poll woken by stop's eventfd however busy the fanotify
+// descriptor is.
+func TestWatcherKernelOverflowFlood(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "mounting a tmpfs and fanotify (FAN_MARK_FILESYSTEM) need root")
+	}
+	max, err := os.ReadFile("/proc/sys/fs/fanotify/max_queued_events")
+	if err != nil {
+		testenv.Skip(t, "no fanotify queue bound to read: %v", err)
+	}
+	queued, err := strconv.Atoi(strings.TrimSpace(string(max)))
+	if err != nil || queued <= 0 || queued > 1<<20 {
+		testenv.Skip(t, "fanotify max_queued_events %q: not a bound this test can fill", max)
+	}
+	q := t.TempDir()
+	if err := unix.Mount("tmpfs", q, "tmpfs", 0, "size=16m,nr_inodes=1m,mode=0755"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(q, unix.MNT_DETACH) })
+	f, w, root := testWatcherAt(t, q, false)
+	w.limit = 1 << 30 // only the kernel's queue may overflow here
+	for _, d := range []string{"d", "flood"} {
+		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := lookup(t, f, "d")
+	flood := filepath.Join(root, "flood")
+	// More events than the kernel queues, before the reader reads any.
+	for i := range queued + 1000 {
+		fd, err := unix.Open(filepath.Join(flood, strconv.Itoa(i)), unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(fd)
+	}
+	w.wg.Add(1)
+	go w.reader()
+	broad := func() string {
+		w.qMu.Lock()
+		defer w.qMu.Unlock()
+		return w.broad
+	}
+	waitFor(t, "the kernel's overflow queued as an invalidation of everything", func() bool {
+		return broad() == "the kernel's fanotify queue overflowed"
+	})
+
+	stopFlood := make(chan struct{})
+	var flooding sync.WaitGroup
+	flooding.Add(1)
+	go func() {
+		defer flooding.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stopFlood:
+				return
+			default:
+			}
+			p := filepath.Join(flood, "x"+strconv.Itoa(i%4096))
+			if fd, err := unix.Open(p, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644); err == nil {
+				unix.Write(fd, []byte("x"))
+				unix.Close(fd)
+			}
+			unix.Unlink(p)
+		}
+	}()
+	defer func() {
+		close(stopFlood)
+		flooding.Wait()
+	}()
+	for i := range 5 {
+		w.take()
+		name := "c" + strconv.Itoa(i)
+		start := time.Now()
+		if err := os.WriteFile(filepath.Join(root, "d", name), []byte("changed"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			w.qMu.Lock()
+			_, ok := w.entries[entryKey{d, name}]
+			ok = ok || w.broad != ""
+			w.qMu.Unlock()
+			if ok {
+				break
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("change %d in a known directory not queued within 5s during the flood", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		t.Logf("change %d queued after %v", i, time.Since(start).Round(time.Microsecond))
+	}
+	stopped := make(chan struct{})
+	start := time.Now()
+	go func() {
+		w.stop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+		t.Logf("stop returned %v into the flood", time.Since(start).Round(time.Microsecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("stop did not return within 10s during a flood of events")
+	}
 }

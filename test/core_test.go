@@ -1066,7 +1066,8 @@ on_oversize = %q
 // through the descriptor clamfuse passes it, and with "instream" through
 // the stream clamfuse sends; either way EICAR is denied and a clean file
 // reads back whole. clamd logs a FILDES scan under the file's path (it
-// looks up the descriptor's name) and an INSTREAM one as "instream(local)",
+// looks up the descriptor's name: for a small file, that of the private
+// copy clamd judges, /memfd:PATH) and an INSTREAM one as "instream(local)",
 // which tells the transports apart.
 func (k *core) testTransports(t *testing.T) {
 	for _, tr := range []string{"fildes", "instream"} {
@@ -1083,7 +1084,9 @@ transport = %q
 			wantEACCES(t, m, m.Path("eicar.com"))
 			wantSame(t, "clean.bin", readVia(t, m, m.Path("clean.bin")), clean)
 
-			byPath := m.Backing("eicar.com") + ": " + clamdtest.EICARSignature + " FOUND"
+			// A file up to verify_max_size is judged as a private copy,
+			// a memfd named after it (cache/verify.go).
+			byPath := "/memfd:" + m.Backing("eicar.com") + " (deleted): " + clamdtest.EICARSignature + " FOUND"
 			deadline := time.Now().Add(logBound)
 			for tr == "fildes" && linesContaining(t, k.clamd.LogFile, byPath) == 0 {
 				if time.Now().After(deadline) {

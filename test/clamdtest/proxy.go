@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,7 +50,8 @@ type Scan struct {
 	// Data is what an INSTREAM scan streamed; nil for FILDES.
 	Data []byte
 	// Path is, for FILDES, the file the passed descriptor was opened as
-	// (its /proc/self/fd link: clamfuse's backing file); "" for INSTREAM.
+	// (its /proc/self/fd link: clamfuse's backing file, or the one its
+	// private copy was made of); "" for INSTREAM.
 	Path string
 
 	release chan struct{}
@@ -204,6 +206,11 @@ func (p *Proxy) pass(client *net.UnixConn, r *requestReader, req []byte, fds []i
 			s.Data = instreamData(req)
 		} else if len(fds) > 0 {
 			s.Path, _ = os.Readlink("/proc/self/fd/" + strconv.Itoa(fds[0]))
+			if p, ok := strings.CutPrefix(s.Path, "/memfd:"); ok {
+				// A private copy of a file whose contents clamfuse
+				// verifies, named after the file (cache/verify.go).
+				s.Path = strings.TrimSuffix(p, " (deleted)")
+			}
 		}
 		p.mu.Lock()
 		p.scans++
