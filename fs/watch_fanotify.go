@@ -148,6 +148,11 @@ func (w *watcher) reader() {
 	fds := []unix.PollFd{{Fd: int32(w.fan.Fd()), Events: unix.POLLIN}, {Fd: int32(w.stopFD), Events: unix.POLLIN}}
 	for {
 		if _, err := unix.Poll(fds, -1); err != nil {
+			select {
+			case <-w.done:
+				return
+			default:
+			}
 			if err != unix.EINTR {
 				w.log.Warn("waiting for fanotify events", "err", err)
 				time.Sleep(readPause)
