@@ -3,10 +3,14 @@ package fusefs
 // clamfuse: the request loop of Serve (block "request loop" of serve.go).
 
 import (
+	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 )
@@ -20,8 +24,9 @@ const maxReaders, maxIdle = 16, 4
 // before the watchdog hands it to another reader, for a request that
 // blocks without saying so (Server.Blocking): a LOOKUP whose backing
 // lstat waits for the disk, a FORGET waiting for a notification. The
-// watchdog looks every handoverAfter, so such a request holds up the
-// others for between one and two of it.
+// watchdog's kernel timer is armed for it when such a request starts, so
+// the request holds up the others for handoverAfter and the time it takes
+// the watchdog to be scheduled.
 const handoverAfter = 500 * time.Microsecond
 
 // parallelAfter: a request served inline that took at least this long
@@ -58,6 +63,13 @@ type readLoop struct {
 	readers sync.WaitGroup // the readers and the watchdog
 	cpus    int            // the most requests served inline at once for being long
 
+	// wd is the watchdog's timer (timerfd, CLOCK_MONOTONIC, non-blocking),
+	// read by the watchdog through the runtime's poller; wdFd is its
+	// descriptor, for arming and disarming it, only under mu and while
+	// not closed (closeLocked closes wd).
+	wd   *os.File
+	wdFd int
+
 	// mu guards all below.
 	mu      sync.Mutex
 	total   int            // readers: reading, serving or parked
@@ -71,8 +83,9 @@ type readLoop struct {
 	closed  bool           // the connection is gone
 	err     error          // the first read error: io.EOF at unmount
 
-	wdParked bool          // the watchdog waits on wdWake
-	wdWake   chan struct{} // capacity 1
+	since   time.Time // when the request of seq started, if serving
+	expiry  time.Time // when wd expires, at the latest; zero: disarmed
+	wdFires int       // times the watchdog ran, for tests
 
 	// releasing counts the RELEASEs of files read and not yet served
 	// (Server.Releasing).
@@ -98,7 +111,12 @@ func (l *readLoop) released() {
 }
 
 func (l *readLoop) run() error {
-	l.wdWake = make(chan struct{}, 1)
+	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("fusefs: the request loop's timer: timerfd_create: %w", err)
+	}
+	l.wdFd = fd
+	l.wd = os.NewFile(uintptr(fd), "timerfd")
 	l.cpus = runtime.NumCPU()
 	l.mu.Lock()
 	l.total = 1
@@ -157,10 +175,7 @@ func (l *readLoop) read() {
 		seq := l.seq
 		l.id = req.Hdr().ID
 		l.busy++
-		if l.wdParked {
-			l.wdParked = false
-			l.wdWake <- struct{}{}
-		}
+		l.armLocked()
 		parallel := l.long && l.busy < l.cpus
 		l.mu.Unlock()
 
@@ -182,6 +197,8 @@ func (l *readLoop) read() {
 		l.busy--
 		l.long = took >= parallelAfter
 		if l.serving && l.seq == seq {
+			// wd stays armed: the next request finds it so (armLocked),
+			// and if none comes it expires once for nothing.
 			l.serving = false
 		}
 		if !l.reading && !l.closed {
@@ -210,6 +227,7 @@ func (l *readLoop) handoverLocked() {
 		return
 	}
 	l.serving = false
+	l.disarmLocked()
 	l.reading = true
 	if k := len(l.parked); k > 0 {
 		wake := l.parked[k-1]
@@ -237,39 +255,85 @@ func (l *readLoop) closeLocked() {
 		wake <- false
 	}
 	l.parked = nil
-	if l.wdParked {
-		l.wdParked = false
-		l.wdWake <- struct{}{}
+	l.expiry = time.Time{}
+	l.wd.Close() // the watchdog's read fails: it leaves
+}
+
+// armLocked makes sure the watchdog's timer expires while the request
+// that starts being served inline (seq) may still be served, and not
+// before half of handoverAfter: the watchdog then hands the reading over
+// from it once it has been served handoverAfter. Arming a kernel timer
+// wakes nobody, and requests that follow each other closely arm it only
+// once per half handoverAfter (arming costs a system call, and on a
+// virtual machine the timer's reprogramming), without disarming it after
+// each: it then expires for nothing once per lull. (A Go timer would not
+// do: adding one to an idle runtime wakes a thread to wait for it.)
+func (l *readLoop) armLocked() {
+	if l.closed {
+		return
+	}
+	now := time.Now()
+	l.since = now
+	if !l.expiry.IsZero() && !l.expiry.Before(now.Add(handoverAfter/2)) {
+		return // it looks soon enough
+	}
+	if !l.setTimerLocked(now, handoverAfter) {
+		l.handoverLocked() // never hold the reading unwatched
 	}
 }
 
-// watchdog hands the reading over from a request that holds it longer
-// than handoverAfter. It looks every handoverAfter while requests come,
-// and parks once one such period saw none; the next request served
-// inline wakes it. So it costs one wake-up per handoverAfter while busy,
-// none while idle, and no timer per request.
+// disarmLocked stops the watchdog's timer, if armed: no request served
+// inline holds the reading any more.
+func (l *readLoop) disarmLocked() {
+	if l.expiry.IsZero() || l.closed {
+		return
+	}
+	l.setTimerLocked(time.Time{}, 0)
+}
+
+// setTimerLocked arms wd to expire once, d after now, or disarms it if d
+// is 0. It reports false if it could not, which a valid descriptor and
+// time never cause; wd is then disarmed, or expires before l.expiry.
+func (l *readLoop) setTimerLocked(now time.Time, d time.Duration) bool {
+	spec := unix.ItimerSpec{Value: unix.NsecToTimespec(int64(d))}
+	if err := unix.TimerfdSettime(l.wdFd, 0, &spec, nil); err != nil {
+		return false
+	}
+	l.expiry = time.Time{}
+	if d > 0 {
+		// At or before the kernel's own expiry: now was read first.
+		l.expiry = now.Add(d)
+	}
+	return true
+}
+
+// watchdog hands the reading over from a request served inline for
+// handoverAfter: it waits for the timer armLocked arms (wd) to expire,
+// looks, and arms it again for the rest of handoverAfter if the request
+// it finds has not been served that long. It leaves when wd is closed.
 func (l *readLoop) watchdog() {
 	defer l.readers.Done()
-	var last uint64
+	var b [8]byte // the count of expirations
 	for {
+		if _, err := l.wd.Read(b[:]); err != nil {
+			return // closed (closeLocked)
+		}
 		l.mu.Lock()
+		l.wdFires++
+		now := time.Now()
 		switch {
 		case l.closed:
-			l.mu.Unlock()
-			return
-		case l.seq != last:
-			last = l.seq
-		case l.serving:
-			// The same request since the last look.
-			l.handoverLocked()
+		case !l.expiry.IsZero() && l.expiry.After(now):
+			// Armed anew after it expired: it expires again.
+		case !l.serving:
+			l.expiry = time.Time{}
 		default:
-			l.wdParked = true
-			l.mu.Unlock()
-			<-l.wdWake
-			continue
+			left := handoverAfter - now.Sub(l.since)
+			if left <= 0 || !l.setTimerLocked(now, left) {
+				l.handoverLocked()
+			}
 		}
 		l.mu.Unlock()
-		time.Sleep(handoverAfter)
 	}
 }
 

@@ -135,3 +135,112 @@ func TestBlockedRequestsHandReadingOver(t *testing.T) {
 		})
 	}
 }
+
+// loopProbe is a file whose Attr, served by the loop, hands the test the
+// loop (Server.loop is set by Serve, out of the test's sight).
+type loopProbe struct {
+	*memFile
+	srv  atomic.Pointer[Server] // set once mounted
+	loop atomic.Pointer[readLoop]
+}
+
+func (f *loopProbe) Attr(ctx context.Context, a *fuse.Attr) error {
+	if s := f.srv.Load(); s != nil {
+		f.loop.Store(s.loop)
+	}
+	return f.memFile.Attr(ctx, a)
+}
+
+// TestWatchdogQuietWhileRequestsAreQuick: requests that end within
+// handoverAfter never make the watchdog run (its timer is disarmed as each
+// ends), so a busy loop pays it no wake-ups.
+func TestWatchdogQuietWhileRequestsAreQuick(t *testing.T) {
+	fsys := newMemFS()
+	f := &loopProbe{memFile: fsys.root.file("f", []byte("f"))}
+	fsys.root.mu.Lock()
+	fsys.root.entries["f"] = f
+	fsys.root.mu.Unlock()
+	m := mount(t, fsys)
+	f.srv.Store(m.srv)
+	name := filepath.Join(m.dir, "f")
+	const stats = 2000 // a GETATTR each: the attributes are valid for 0s
+	for range stats {
+		if _, err := os.Stat(name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := f.loop.Load()
+	l.mu.Lock()
+	served, fires := l.seq, l.wdFires
+	l.mu.Unlock()
+	if served < stats {
+		t.Fatalf("%d requests served inline, want at least %d", served, stats)
+	}
+	// A request may still outlast handoverAfter on a loaded machine (its
+	// thread preempted); a watchdog that ran periodically, or at each
+	// request, would run for most of them.
+	t.Logf("%d requests served inline, the watchdog ran %d times", served, fires)
+	if fires*10 > int(served) {
+		t.Errorf("the watchdog ran %d times for %d quick requests", fires, served)
+	}
+}
+
+// TestSilentBlockHandedOverSoon: a request that blocks without saying so
+// holds the others up only until its timer expires (handoverAfter), not
+// until it ends: a LOOKUP made meanwhile is served at once.
+func TestSilentBlockHandedOverSoon(t *testing.T) {
+	fsys := newMemFS()
+	var srv atomic.Pointer[Server]
+	slow := &blockingFile{memFile: fsys.root.file("slow", []byte("slow")), srv: &srv, release: make(chan struct{})}
+	probe := &loopProbe{memFile: fsys.root.file("probe", nil)}
+	fsys.root.mu.Lock()
+	fsys.root.entries["slow"] = slow
+	fsys.root.entries["probe"] = probe
+	fsys.root.mu.Unlock()
+	for i := range 5 {
+		fsys.root.file(fmt.Sprintf("plain%d", i), []byte("plain"))
+	}
+	m := mount(t, fsys)
+	srv.Store(m.srv)
+	probe.srv.Store(m.srv)
+	if _, err := os.Stat(filepath.Join(m.dir, "probe")); err != nil {
+		t.Fatal(err)
+	}
+
+	opener := exec.Command("cat", filepath.Join(m.dir, "slow"))
+	if err := opener.Start(); err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(slow.release)
+		}
+		_ = opener.Wait()
+	})
+	within(t, m, "the open waiting", func() bool { return slow.waiting.Load() == 1 })
+
+	// Generous for a loaded machine, and far below "until it ends".
+	const bound = time.Second
+	for i := range 5 {
+		start := time.Now()
+		if _, err := os.Stat(filepath.Join(m.dir, fmt.Sprintf("plain%d", i))); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took > bound {
+			t.Errorf("stat (a LOOKUP) while a request blocks silently took %v, want under %v", took, bound)
+		}
+	}
+	l := probe.loop.Load()
+	l.mu.Lock()
+	fires := l.wdFires
+	l.mu.Unlock()
+	if fires == 0 {
+		t.Error("the watchdog never ran, yet a request blocked silently")
+	}
+	close(slow.release)
+	released = true
+	if err := opener.Wait(); err != nil {
+		t.Errorf("cat slow: %v", err)
+	}
+}
