@@ -192,24 +192,12 @@ func TestFirstOpenStoreRaced(t *testing.T) {
 		}},
 		{"a shared mapping", func(t *testing.T, b string) { mapWrite(t, b, eicar) }},
 	}
-	for _, mode := range []struct {
-		name string
-		mo   MountOptions
-	}{
-		{"passthrough", MountOptions{Passthrough: true, FS: Options{Invalidation: true}}},
-		{"off", MountOptions{}},
-	} {
+	for _, mode := range sharedModes {
 		t.Run(mode.name, func(t *testing.T) {
 			g := &storeGate{}
 			mo := mode.mo
-			mo.AllowOther = true
 			mo.FS.Gate = g
-			mo.FS.AttrValid, mo.FS.EntryValid, mo.FS.WatchedValid = time.Second, time.Second, time.Hour
-			backing, m, _ := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
-				Timeout: time.Minute, VerifyMaxSize: 1 << 20})
-			for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
-				mustDo(t, os.Chmod(p, 0o777))
-			}
+			backing, m, _ := mountShared(t, mo)
 			for _, swap := range swaps {
 				for _, when := range []string{"before the check after the scan", "before the store"} {
 					t.Run(swap.name+"/"+when, func(t *testing.T) {
@@ -266,22 +254,10 @@ func TestFirstOpenStoreRaced(t *testing.T) {
 // the mount and readers beside it read and write as without the store.
 func TestFirstOpenTogether(t *testing.T) {
 	clean := []byte(strings.Repeat("read together\n", 1000))
-	for _, mode := range []struct {
-		name string
-		mo   MountOptions
-	}{
-		{"passthrough", MountOptions{Passthrough: true, FS: Options{Invalidation: true}}},
-		{"off", MountOptions{}},
-	} {
+	for _, mode := range sharedModes {
 		t.Run(mode.name, func(t *testing.T) {
 			mo := mode.mo
-			mo.AllowOther = true
-			mo.FS.AttrValid, mo.FS.EntryValid, mo.FS.WatchedValid = time.Second, time.Second, time.Hour
-			backing, m, _ := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
-				Timeout: time.Minute, VerifyMaxSize: 1 << 20})
-			for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
-				mustDo(t, os.Chmod(p, 0o777))
-			}
+			backing, m, _ := mountShared(t, mo)
 			for round := range 5 {
 				name := fmt.Sprintf("f%d", round)
 				b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
@@ -474,22 +450,10 @@ func TestFirstOpenStoreLinked(t *testing.T) {
 	const reader, other = 64012, 64013
 	eicar := clamdtest.EICAR()
 	clean := []byte(strings.Repeat("l", len(eicar)))
-	for _, mode := range []struct {
-		name string
-		mo   MountOptions
-	}{
-		{"passthrough", MountOptions{Passthrough: true, FS: Options{Invalidation: true}}},
-		{"off", MountOptions{}},
-	} {
+	for _, mode := range sharedModes {
 		t.Run(mode.name, func(t *testing.T) {
 			mo := mode.mo
-			mo.AllowOther = true
-			mo.FS.AttrValid, mo.FS.EntryValid, mo.FS.WatchedValid = time.Second, time.Second, time.Hour
-			backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
-				Timeout: time.Minute, VerifyMaxSize: 1 << 20})
-			for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
-				mustDo(t, os.Chmod(p, 0o777))
-			}
+			backing, m, seen := mountShared(t, mo)
 			for round := range 3 {
 				a, b := fmt.Sprintf("a%d", round), fmt.Sprintf("b%d", round)
 				ba, bb := filepath.Join(backing, a), filepath.Join(backing, b)
@@ -693,4 +657,30 @@ func TestFirstOpenUndoneUnderScan(t *testing.T) {
 func spin(d time.Duration) {
 	for start := time.Now(); time.Since(start) < d; {
 	}
+}
+
+// sharedModes are the two shared mounts most store tests run on: FUSE
+// passthrough with invalidation, and neither.
+var sharedModes = []struct {
+	name string
+	mo   MountOptions
+}{
+	{"passthrough", MountOptions{Passthrough: true, FS: Options{Invalidation: true}}},
+	{"off", MountOptions{}},
+}
+
+// mountShared mounts mo for several users (allow_other; the backing
+// directory, the mountpoint and its parent open to all), names and
+// attributes trusted 1 s (1 h where watched), contents verified up to
+// 1 MiB, and returns what testMountGate returns.
+func mountShared(t *testing.T, mo MountOptions) (string, *Mounted, *requests) {
+	t.Helper()
+	mo.AllowOther = true
+	mo.FS.AttrValid, mo.FS.EntryValid, mo.FS.WatchedValid = time.Second, time.Second, time.Hour
+	backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
+		Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+	for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
+		mustDo(t, os.Chmod(p, 0o777))
+	}
+	return backing, m, seen
 }
