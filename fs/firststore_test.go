@@ -104,11 +104,7 @@ func TestFirstOpenStored(t *testing.T) {
 					name := fmt.Sprintf("f%d", i)
 					b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
 					mustWrite(t, b, clean)
-					// The kernel keeps the inode, and its page cache,
-					// whatever drop_caches other processes run.
-					pin, err := unix.Open(f, unix.O_PATH|unix.O_CLOEXEC, 0)
-					mustDo(t, err)
-					defer unix.Close(pin)
+					pinInode(t, f)
 					id := nodeID(t, m, b)
 					for round := range 2 {
 						seen.take()
@@ -319,9 +315,7 @@ func TestFirstOpenStoreOpenerKilled(t *testing.T) {
 		name := fmt.Sprintf("f%d", round)
 		b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
 		mustWrite(t, b, clean)
-		pin, err := unix.Open(f, unix.O_PATH|unix.O_CLOEXEC, 0)
-		mustDo(t, err)
-		defer unix.Close(pin)
+		pinInode(t, f)
 		g.mu.Lock()
 		g.after = func(who cache.Opener) {
 			if who.Path == name {
@@ -462,9 +456,7 @@ func TestFirstOpenStoreLinked(t *testing.T) {
 				mustDo(t, os.Chmod(ba, 0o666))
 				mustDo(t, os.Link(ba, bb))
 				for _, f := range []string{fa, fb} {
-					pin, err := unix.Open(f, unix.O_PATH|unix.O_CLOEXEC, 0)
-					mustDo(t, err)
-					defer unix.Close(pin)
+					pinInode(t, f)
 				}
 				id := nodeID(t, m, ba)
 				for i, f := range []string{fa, fb} {
@@ -561,9 +553,7 @@ func TestFirstOpenStoreSizes(t *testing.T) {
 				name := fmt.Sprintf("s%d", size)
 				b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
 				mustWrite(t, b, data)
-				pin, err := unix.Open(f, unix.O_PATH|unix.O_CLOEXEC, 0)
-				mustDo(t, err)
-				defer unix.Close(pin)
+				pinInode(t, f)
 				id := nodeID(t, m, b)
 				seen.takeOps()
 				got, err := readThrough(t, m, f)
@@ -683,4 +673,14 @@ func mountShared(t *testing.T, mo MountOptions) (string, *Mounted, *requests) {
 		mustDo(t, os.Chmod(p, 0o777))
 	}
 	return backing, m, seen
+}
+
+// pinInode holds p's inode with an O_PATH descriptor until the test
+// ends: the kernel keeps the inode, and its page cache, whatever
+// drop_caches other processes run.
+func pinInode(t *testing.T, p string) {
+	t.Helper()
+	pin, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+	mustDo(t, err)
+	t.Cleanup(func() { unix.Close(pin) })
 }
