@@ -204,15 +204,37 @@ func (k *skimmer) basicString() (string, bool) {
 		case '"':
 			k.i++
 			raw := k.s[start:k.i]
-			if v, err := strconv.Unquote(raw); err == nil {
+			if v, err := strconv.Unquote(goEscapes(raw)); err == nil {
 				return v, true
 			}
-			// An escape Go does not know (TOML 1.1 \e): keep it raw; at
-			// worst the key is not found and has no line.
+			// An escape neither Go nor TOML knows: keep it raw; at worst
+			// the key is not found and has no line.
 			return raw[1 : len(raw)-1], true
 		}
 	}
 	return "", false
+}
+
+// goEscapes rewrites the escapes of a TOML basic string that Go's do not
+// share (TOML 1.1's \e, escape) into Go's, for strconv.Unquote.
+func goEscapes(raw string) string {
+	if !strings.Contains(raw, `\e`) {
+		return raw
+	}
+	var b strings.Builder
+	for i := 0; i < len(raw); i++ {
+		if raw[i] == '\\' && i+1 < len(raw) {
+			if raw[i+1] == 'e' {
+				b.WriteString(`\x1b`)
+			} else {
+				b.WriteString(raw[i : i+2])
+			}
+			i++
+			continue
+		}
+		b.WriteByte(raw[i])
+	}
+	return b.String()
 }
 
 // literalString reads a 'string' and returns its value.
