@@ -167,6 +167,8 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 	// The nodes of the inodes the kernel caches are most of the heap:
 	// a headroom of a quarter of them, not GOGC's doubling (gcpace.go).
 	fs.PaceGC()
+	// Processors for the readers blocked waiting for requests (procs.go).
+	fs.SetProcs()
 	log.Info("mounted", "source", src, "target", dst, "clamd", svc.pool.String(),
 		"timeout", timeout, "read_only", cfg.Mount.ReadOnly, "allow_other", cfg.Mount.AllowOther,
 		"invalidation", m.Watching(), "readdirplus", cfg.Mount.ReaddirPlus, "passthrough", m.Passthrough())
