@@ -531,6 +531,7 @@ type attempt struct {
 	since int64
 	into  Holder
 	held  bool
+	copy  bool // clamd judges a private copy, never the file under a lease (lease.go)
 }
 
 // attempts scans file, in the state at, under ctx, until a verdict (or
@@ -580,14 +581,24 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 		}
 		g.scans.Add(1)
 		var sum uint64
-		// What clamd judges: for a file whose contents are verified, a
-		// private copy of them, whose digest is sum (snapshot); else the
-		// very descriptor checked below, passed to clamd or read.
-		scanned, snap := file, (*os.File)(nil)
+		// What clamd judges: for a file whose contents are verified,
+		// the file itself under a read lease that shows nobody can write
+		// it (lease.go), or else a private copy of them (snapshot), and
+		// sum is their digest; for any other file, the very descriptor
+		// checked below, passed to clamd or read.
+		scanned, snap, leased := file, (*os.File)(nil), false
 		if g.verifies(key.Size) {
 			var err error
-			snap, sum, err = snapshot(file, key.Size)
+			if !at.copy && lease(file) {
+				leased = true
+				sum, err = contentSum(file, key.Size)
+			} else {
+				snap, sum, err = snapshot(file, key.Size)
+			}
 			if err != nil && !errors.Is(err, errShort) {
+				if leased {
+					unlease(file)
+				}
 				g.slots.release()
 				g.scanErrors.Add(1)
 				return judged{}, fmt.Errorf("%w: %v", clamav.ErrRead, err)
@@ -601,6 +612,10 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 			if snap != nil {
 				snap.Close()
 				snap = nil
+			}
+			if leased {
+				unlease(file)
+				leased = false
 			}
 		}
 		res, err := g.scanner.ScanFile(ctx, scanned, key.Size)
@@ -651,17 +666,34 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 			if at.into != nil && !res.Infected {
 				buf = at.into.Hold(key.Size)
 			}
-			again, err := contentSum(file, key.Size)
-			if err != nil || again != sum {
-				// Changed under the scan without a trace in the key
-				// (see verify.go): scan again.
-				closeSnap()
-				at.since = after
-				continue
+			if leased {
+				// Nobody could write the file from the digest on while
+				// the lease held: the bytes read now are those judged,
+				// handed over to the opener once it shows it held.
+				at.held = readJudged(file, buf, key.Size)
+				leased = false
+				if !unlease(file) {
+					// Broken: someone opened the file for writing
+					// meanwhile. Scan again, on a copy, so that
+					// breaking leases cannot keep a scan from ending.
+					closeSnap()
+					at.held, at.copy, at.since = false, true, after
+					continue
+				}
+			} else {
+				again, err := contentSum(file, key.Size)
+				if err != nil || again != sum {
+					// Changed under the scan without a trace in the
+					// key (see verify.go): scan again.
+					closeSnap()
+					at.since = after
+					continue
+				}
+				// The copy clamd judged holds the bytes whose digest
+				// is sum, the file's in state key: handed over to the
+				// opener.
+				at.held = readJudged(snap, buf, key.Size)
 			}
-			// The copy clamd judged holds the bytes whose digest is
-			// sum, the file's in state key: handed over to the opener.
-			at.held = readJudged(snap, buf, key.Size)
 		}
 		closeSnap()
 		v := Verdict{Infected: res.Infected, Signature: res.Signature, Backend: res.Backend, SHA256: digest}

@@ -19,15 +19,17 @@ import (
 // causes no page fault, and so no time update; on tmpfs only the first
 // write to each page of a mapping updates the times. For files up to
 // Options.VerifyMaxSize the Gate therefore keeps, with each verdict, a
-// keyed digest of the contents it judged: they are read once into a
-// private copy, digested, and the copy is what clamd judges (snapshot),
-// so that no change made under the scan and undone can pass for them;
-// the file's digest after the scan is compared too (when it differs the
-// file changed under the scan, and it is scanned again). It uses a
-// cached clean verdict only when a digest of the opener's descriptor,
-// read now (from the page cache, which such writes update), is the same. The digest is
-// maphash's, with a seed made at start that never leaves the process:
-// fast, and nobody can search for two contents that share a digest.
+// keyed digest of the contents it judged, and clamd judges exactly the
+// bytes digested, so that no change made under the scan and undone can
+// pass for them: the file itself under a read lease that shows nobody
+// can write it (lease.go), or else a private copy read once and digested
+// (snapshot), after which the file's digest is compared too (when it
+// differs the file changed under the scan, and it is scanned again). It
+// uses a cached clean verdict only when a digest of the opener's
+// descriptor, read now (from the page cache, which such writes update),
+// is the same. The digest is maphash's, with a seed made at start that
+// never leaves the process: fast, and nobody can search for two contents
+// that share a digest.
 
 var sumSeed = maphash.MakeSeed()
 

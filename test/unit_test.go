@@ -146,6 +146,11 @@ func TestUnitAllowsWhatClamfuseUses(t *testing.T) {
 	mustDo(t, os.Mkdir(filepath.Join(src, "u"), 0o755))
 	mustDo(t, os.Chown(filepath.Join(src, "u"), int(user.uid), int(user.ga)))
 	putFile(t, filepath.Join(src, "d", "f"), []byte("clean\n"))
+	// A file of the user's: clamfuse's read lease on it, which shows
+	// clamd may judge the file itself and not a copy (cache/lease.go),
+	// needs CAP_LEASE.
+	putFile(t, filepath.Join(src, "u", "own"), []byte("the user's own\n"))
+	mustDo(t, os.Chown(filepath.Join(src, "u", "own"), int(user.uid), int(user.ga)))
 	traversableByAll(t, src)
 	m := mounttest.Start(t, mounttest.Options{
 		Source: src, Target: mnt, Config: watchedConfig(clamd) + "[log]\nlevel = \"debug\"\n", Args: []string{"--allow-other"},
@@ -176,11 +181,17 @@ func TestUnitAllowsWhatClamfuseUses(t *testing.T) {
 	for _, op := range [][]string{
 		{"create", m.Path("u/mine"), "0644"},
 		{"read", m.Path("d/f")},
+		{"read", m.Path("u/own")},
 		{"unlink", m.Path("u/mine")},
 	} {
 		if got := fsop(user.cred, op...); !strings.HasPrefix(got, "ok") {
 			t.Fatalf("%v as %s: %s", op, user.name, got)
 		}
+	}
+	// clamd logs a file it was handed itself by its path, a copy as
+	// /memfd:PATH (deleted).
+	if own := filepath.Join(src, "u", "own") + ": OK"; linesContaining(t, clamd.LogFile, own) == 0 || linesContaining(t, clamd.LogFile, "/memfd:"+own) != 0 {
+		t.Errorf("clamd did not judge %s itself under the unit's capabilities (no read lease: CAP_LEASE?); see %s", filepath.Join(src, "u", "own"), clamd.LogFile)
 	}
 	// Behind it: a new name, a second name of f then that one removed
 	// (the watcher finds f by handle: open_by_handle_at).

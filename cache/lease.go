@@ -1,0 +1,126 @@
+package cache
+
+import (
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Read leases: no private copy where nobody can write.
+//
+// The private copy clamd judges (snapshot, verify.go) is there for a
+// writer that changes the file under the scan and leaves no trace. A read
+// lease (fcntl F_SETLEASE, F_RDLCK) on the Gate's own read-only
+// descriptor shows there is none: the kernel grants it only while nobody
+// has the inode open for writing (a shared writable mapping keeps its
+// file open for writing, even once its descriptor is closed), and breaks
+// it before anyone opens it for writing or truncates it, by any path,
+// through any mount of this machine. So while the lease holds, the bytes
+// clamd reads through the file's own descriptor are the ones digested
+// under it, and clamd judges the file itself, with no copy.
+//
+// A break makes the new writer's open wait until the lease is given up
+// (or /proc/sys/fs/lease-break-time, 45 s by default, passes): the kernel
+// sends SIGIO, on which every lease whose break is pending is given up at
+// once (watchLeases), so that a writer waits for no scan. The scan whose
+// lease was broken is not used: it is made again, on a copy (attempts).
+//
+// A lease speaks only for this machine's writers of this inode, so it is
+// taken only on local filesystems (leaseFS): never on network ones (NFS,
+// CIFS: another machine writes there), nor on stacked ones (FUSE,
+// overlayfs: the bytes may come from somewhere else), where the copy
+// stays. Leases need CAP_LEASE for files clamfuse does not own (the unit
+// grants it); without it, or with fs.leases-enable = 0, every scan copies.
+
+// leaseFS are the filesystems, by statfs f_type, whose read leases see
+// every writer of the bytes read through the descriptor.
+var leaseFS = map[int64]bool{
+	unix.EXT4_SUPER_MAGIC:  true, // also ext2 and ext3
+	unix.XFS_SUPER_MAGIC:   true,
+	unix.BTRFS_SUPER_MAGIC: true,
+	unix.TMPFS_MAGIC:       true,
+}
+
+// leases are the read leases held now, by descriptor, each with whether
+// it was given up on a break.
+var leases struct {
+	once sync.Once
+	mu   sync.Mutex
+	held map[int]bool // descriptor -> broken
+}
+
+// lease takes a read lease on f, a descriptor opened for reading only,
+// and reports whether it holds one. Where it does, unlease must follow
+// before f is closed.
+func lease(f *os.File) bool {
+	fd := int(f.Fd())
+	var fs unix.Statfs_t
+	if unix.Fstatfs(fd, &fs) != nil || !leaseFS[int64(fs.Type)] {
+		return false
+	}
+	leases.once.Do(watchLeases)
+	leases.mu.Lock()
+	defer leases.mu.Unlock()
+	if _, ok := leases.held[fd]; ok {
+		return false // one lease per descriptor at a time
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_RDLCK); err != nil {
+		// EAGAIN: someone has it open for writing. EACCES: no
+		// CAP_LEASE. EINVAL: leases are off, or f is not read-only.
+		return false
+	}
+	leases.held[fd] = false
+	return true
+}
+
+// unlease gives up the lease lease took on f and reports whether it held
+// from then until now: nobody opened the file for writing or truncated it
+// meanwhile.
+func unlease(f *os.File) bool {
+	fd := int(f.Fd())
+	leases.mu.Lock()
+	defer leases.mu.Unlock()
+	broken := leases.held[fd]
+	delete(leases.held, fd)
+	if broken {
+		return false // given up already (watchLeases)
+	}
+	t, err := unix.FcntlInt(uintptr(fd), unix.F_GETLEASE, 0)
+	unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
+	// During a break F_GETLEASE says what the lease is being broken to:
+	// F_UNLCK.
+	return err == nil && t == unix.F_RDLCK
+}
+
+// watchLeases starts the goroutine that gives up, on each SIGIO, the
+// leases whose break is pending, so that their writers go on at once.
+// Once per process; SIGIO is otherwise ignored, as Go does by default.
+func watchLeases() {
+	leases.held = make(map[int]bool)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGIO)
+	go func() {
+		for range sig {
+			giveUpBroken()
+		}
+	}()
+}
+
+// giveUpBroken gives up every lease held whose break is pending.
+func giveUpBroken() {
+	leases.mu.Lock()
+	defer leases.mu.Unlock()
+	for fd, broken := range leases.held {
+		if broken {
+			continue
+		}
+		if t, err := unix.FcntlInt(uintptr(fd), unix.F_GETLEASE, 0); err == nil && t == unix.F_RDLCK {
+			continue
+		}
+		unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
+		leases.held[fd] = true
+	}
+}
