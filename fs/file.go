@@ -448,10 +448,45 @@ func (n *Node) openLinked(c caller.Cred, flags int, o *opened) (fd, dirfd int, n
 // When o is not nil, see opened.
 func openRegular(c caller.Cred, dirfd int, name string, flags int, want *inoKey, o *opened) (int, error) {
 	fd, err := caller.Openat(c, dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err == syscall.EAGAIN && flags&unix.O_NONBLOCK == 0 {
+		fd, err = openAfterBreak(c, dirfd, name, flags)
+	}
 	if err != nil {
 		return -1, err
 	}
 	return checkRegular(fd, flags, want, o)
+}
+
+// openAfterBreak opens name in dirfd with flags (without O_NONBLOCK) as
+// the caller c, once an open with O_NONBLOCK found a lease's break
+// pending, which is what EAGAIN from the open of a regular file means:
+// clamfuse's own read lease while clamd judges the file (cache/lease.go;
+// given up at once), a Samba oplock, an NFS delegation. The caller's
+// own open would wait for the break, and so does this one: on the inode
+// the name has now, found without opening it (O_PATH, which breaks no
+// lease and never blocks), and only if it is a regular file, so that it
+// cannot block on a FIFO. The reopen checks the caller's permission on
+// the inode, the O_PATH lookup the search permission on the way there,
+// as the caller's own open would.
+func openAfterBreak(c caller.Cred, dirfd int, name string, flags int) (int, error) {
+	pfd, err := caller.Openat(c, dirfd, name, unix.O_PATH|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pfd)
+	return reopenAfterBreak(c, pfd, flags)
+}
+
+// reopenAfterBreak is openAfterBreak for the inode fd refers to.
+func reopenAfterBreak(c caller.Cred, fd int, flags int) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return -1, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return -1, syscall.ESTALE
+	}
+	return caller.Reopen(c, fd, flags)
 }
 
 // opened is what openRegular found of the descriptor it returned, for the
@@ -470,6 +505,9 @@ type opened struct {
 // reopenRegular is openRegular for the inode open as fd.
 func reopenRegular(c caller.Cred, fd int, flags int, want *inoKey) (int, error) {
 	nfd, err := caller.Reopen(c, fd, flags|unix.O_NONBLOCK)
+	if err == syscall.EAGAIN && flags&unix.O_NONBLOCK == 0 {
+		nfd, err = reopenAfterBreak(c, fd, flags)
+	}
 	if err != nil {
 		return -1, err
 	}

@@ -110,6 +110,13 @@ func Utimens(c Cred, fd int, ts []unix.Timespec) error {
 func Truncate(c Cred, fd int, size int64) error {
 	return c.do(func() error {
 		wfd, err := unix.Open(procPath(fd), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		var st unix.Stat_t
+		if err == unix.EAGAIN && unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			// A lease's break is pending (see fs.openAfterBreak): wait
+			// for it, as truncate(2) would; a regular file cannot block
+			// the open otherwise.
+			wfd, err = unix.Open(procPath(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		}
 		if err != nil {
 			return err
 		}
