@@ -20,7 +20,16 @@ import (
 // it before anyone opens it for writing or truncates it, by any path,
 // through any mount of this machine. So while the lease holds, the bytes
 // clamd reads through the file's own descriptor are the ones digested
-// under it, and clamd judges the file itself, with no copy.
+// under it, and clamd judges the file itself, with no copy. One way to
+// change it breaks no lease (Linux 6.18): open(2) with O_RDONLY|O_TRUNC
+// empties a file its caller may write. That only shortens it, which the
+// size in the Key shows after the scan (and the bytes handed over read
+// short); putting bytes back takes an open for writing, which breaks the
+// lease (TestGateLeaseReadOnlyTruncate).
+//
+// An open for writing with O_NONBLOCK fails with EWOULDBLOCK during a
+// break rather than wait: clamfuse's own opens of backing files have it,
+// and make the open again without it (fs/leasewait.go).
 //
 // A break makes the new writer's open wait until the lease is given up
 // (or /proc/sys/fs/lease-break-time, 45 s by default, passes): the kernel

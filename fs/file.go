@@ -448,6 +448,14 @@ func (n *Node) openLinked(c caller.Cred, flags int, o *opened) (fd, dirfd int, n
 // When o is not nil, see opened.
 func openRegular(c caller.Cred, dirfd int, name string, flags int, want *inoKey, o *opened) (int, error) {
 	fd, err := caller.Openat(c, dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err == syscall.EWOULDBLOCK && waitsForLease(flags) {
+		pfd, err := caller.Openat(c, dirfd, name, unix.O_PATH|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return -1, err
+		}
+		defer unix.Close(pfd)
+		return reopenLeased(c, pfd, flags, want, o)
+	}
 	if err != nil {
 		return -1, err
 	}
@@ -470,6 +478,9 @@ type opened struct {
 // reopenRegular is openRegular for the inode open as fd.
 func reopenRegular(c caller.Cred, fd int, flags int, want *inoKey) (int, error) {
 	nfd, err := caller.Reopen(c, fd, flags|unix.O_NONBLOCK)
+	if err == syscall.EWOULDBLOCK && waitsForLease(flags) {
+		return reopenLeased(c, fd, flags, want, nil)
+	}
 	if err != nil {
 		return -1, err
 	}
