@@ -356,7 +356,7 @@ func (n *Node) createNode(ctx context.Context, req *fuse.CreateRequest, resp *fu
 		// is a regular file (else ESTALE: the kernel looks it up and
 		// retries, and follows a symlink itself).
 		created = false
-		fd, err = openRegular(c, dirfd, req.Name, flags, nil, nil)
+		fd, err = openRegularNow(c, dirfd, req.Name, flags, nil, nil)
 		if err == syscall.ELOOP {
 			err = syscall.ESTALE
 		}
@@ -446,16 +446,27 @@ func (n *Node) openLinked(c caller.Cred, flags int, o *opened) (fd, dirfd int, n
 // changed after the caller looked it up; otherwise ESTALE, on which the
 // kernel looks the path up again and retries once.
 // When o is not nil, see opened.
+// An open for writing that breaks a read lease waits for it to be given
+// up (leasewait.go).
 func openRegular(c caller.Cred, dirfd int, name string, flags int, want *inoKey, o *opened) (int, error) {
-	fd, err := caller.Openat(c, dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if err == syscall.EWOULDBLOCK && waitsForLease(flags) {
-		pfd, err := caller.Openat(c, dirfd, name, unix.O_PATH|unix.O_NOFOLLOW, 0)
-		if err != nil {
-			return -1, err
-		}
-		defer unix.Close(pfd)
-		return reopenLeased(c, pfd, flags, want, o)
+	fd, err := openRegularNow(c, dirfd, name, flags, want, o)
+	if err != syscall.EWOULDBLOCK || !waitsForLease(flags) {
+		return fd, err
 	}
+	pfd, err := caller.Openat(c, dirfd, name, unix.O_PATH|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pfd)
+	return reopenLeased(c, pfd, flags, want, o)
+}
+
+// openRegularNow is openRegular that fails with EWOULDBLOCK where it
+// would wait for a lease's break: for CREATE, which the kernel sends
+// with the directory locked, so that a user who holds a lease of their
+// own, unanswered, cannot keep everyone's creates in it waiting.
+func openRegularNow(c caller.Cred, dirfd int, name string, flags int, want *inoKey, o *opened) (int, error) {
+	fd, err := caller.Openat(c, dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return -1, err
 	}

@@ -35,7 +35,7 @@ func TestWriteOpenDuringLeasedScan(t *testing.T) {
 		{"written", `printf x | dd of="$F" conv=notrunc status=none`},
 		{"truncated by an open", `: > "$F"`},
 		{"truncated by coreutils", `truncate -s 1 "$F"`}, // O_NONBLOCK, as touch
-		{"created over", `dd if=/dev/null of="$F" oflag=nonblock status=none`},
+		{"opened with O_TRUNC, O_NONBLOCK", `dd if=/dev/null of="$F" oflag=nonblock status=none`},
 		{"truncated by path", `perl -e 'truncate($ENV{F}, 1) or die "truncate: $!\n"'`}, // truncate(2): a SETATTR
 	} {
 		t.Run(tt.name, func(t *testing.T) {
