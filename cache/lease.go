@@ -1,8 +1,11 @@
 package cache
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -41,7 +44,8 @@ import (
 // taken only on local filesystems (leaseFS): never on network ones (NFS,
 // CIFS: another machine writes there), nor on stacked ones (FUSE,
 // overlayfs: the bytes may come from somewhere else), where the copy
-// stays. Leases need CAP_LEASE for files clamfuse does not own (the unit
+// stays; and of those only where the device under the filesystem is the
+// machine's own (ownDevice, below). Leases need CAP_LEASE for files clamfuse does not own (the unit
 // grants it); without it, or with fs.leases-enable = 0, every scan copies.
 
 // leaseFS are the filesystems, by statfs f_type, whose read leases see
@@ -49,8 +53,60 @@ import (
 var leaseFS = map[int64]bool{
 	unix.EXT4_SUPER_MAGIC:  true, // also ext2 and ext3
 	unix.XFS_SUPER_MAGIC:   true,
-	unix.BTRFS_SUPER_MAGIC: true,
+	unix.BTRFS_SUPER_MAGIC: true, // but its st_dev is no block device: see ownDevice
 	unix.TMPFS_MAGIC:       true,
+}
+
+// A lease sees writers of the file, not of the device under its
+// filesystem. Whoever can change the device's blocks changes the file's
+// bytes with no lease broken, and once the file's pages leave the page
+// cache (any reader may evict them: POSIX_FADV_DONTNEED) its next read
+// reads the device again: clamd may read other bytes than the digest's
+// and the page cache store's (TestGateLeaseDeviceUnderneath). A user
+// who owns a disk image attached to a loop device (udisks does it for
+// the desktop's user) can; so can whoever serves a network block device,
+// and a USB stick may answer each read as it likes. So leases are taken
+// only on tmpfs, and on filesystems whose device ownDevice trusts: a
+// disk of the machine's own, or a device-mapper or md device on such
+// disks only. Elsewhere (loop, nbd, ublk, zram and other virtual
+// devices; USB, iSCSI, removable; Btrfs, whose st_dev names no block
+// device) the private copy stays.
+
+// ownDevice reports whether the block device dev (st_dev), as sysfs
+// shows it now, is a disk of the machine's own or stacked on such only.
+// It is looked up at every lease (a few reads of sysfs): a device
+// number may name another device after an unmount.
+func ownDevice(dev uint64) bool {
+	return ownBlock(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(dev), unix.Minor(dev)), 0)
+}
+
+// ownBlock is ownDevice for the block device at sys, depth levels of
+// stacking down.
+func ownBlock(sys string, depth int) bool {
+	real, err := filepath.EvalSymlinks(sys)
+	if err != nil || depth > 8 {
+		return false
+	}
+	if slaves, err := os.ReadDir(filepath.Join(real, "slaves")); err == nil && len(slaves) > 0 {
+		// device-mapper, md: every device under it must be one.
+		for _, s := range slaves {
+			if !ownBlock(filepath.Join("/sys/class/block", s.Name()), depth+1) {
+				return false
+			}
+		}
+		return true
+	}
+	for _, part := range []string{"/virtual/", "/usb", "/session", "/nvme-fabrics/"} {
+		if strings.Contains(real, part) {
+			return false // loop, nbd, ublk...; USB; iSCSI; NVMe over fabrics
+		}
+	}
+	disk := real
+	if _, err := os.Stat(filepath.Join(real, "partition")); err == nil {
+		disk = filepath.Dir(real)
+	}
+	removable, err := os.ReadFile(filepath.Join(disk, "removable"))
+	return err == nil && strings.TrimSpace(string(removable)) == "0"
 }
 
 // leases are the read leases held now, by descriptor, each with whether
@@ -62,12 +118,15 @@ var leases struct {
 }
 
 // lease takes a read lease on f, a descriptor opened for reading only,
-// and reports whether it holds one. Where it does, unlease must follow
-// before f is closed.
-func lease(f *os.File) bool {
+// of a file on device dev (st_dev), and reports whether it holds one.
+// Where it does, unlease must follow before f is closed.
+func lease(f *os.File, dev uint64) bool {
 	fd := int(f.Fd())
 	var fs unix.Statfs_t
 	if unix.Fstatfs(fd, &fs) != nil || !leaseFS[int64(fs.Type)] {
+		return false
+	}
+	if fs.Type != unix.TMPFS_MAGIC && !ownDevice(dev) {
 		return false
 	}
 	leases.once.Do(watchLeases)

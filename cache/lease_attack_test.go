@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -438,4 +439,135 @@ func TestGateLeasesNoneLeft(t *testing.T) {
 		t.Errorf("clamd was handed %q; want the file itself, under a lease", names)
 	}
 	noLeasesLeft(t)
+}
+
+// TestGateLeaseDeviceUnderneath: a user owns a disk image, which root
+// (udisks, for a user of the desktop) attached to a loop device and
+// mounted: an ext4 filesystem, on which clamfuse would take leases. The
+// user changes the file's bytes by writing the image, below the
+// filesystem, where no lease sees it, and evicts the file's pages from
+// the page cache (as any reader may: POSIX_FADV_DONTNEED), so that the
+// next read of the file reads the device again. Clean bytes while clamd
+// reads the file, EICAR back after: the digest (taken before) and the
+// bytes handed over for the page cache (read after) are EICAR's, and
+// clamd judged other bytes. No open may be allowed on that verdict, nor
+// its bytes held as judged, nor EICAR cached clean.
+func TestGateLeaseDeviceUnderneath(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("a loop device needs root")
+	}
+	for _, tool := range []string{"losetup", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s: %v", tool, err)
+		}
+	}
+	c := clamdtest.New(t, clamdtest.Options{})
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img, mnt := filepath.Join(dir, "img"), filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Skipf("losetup: %v: %s", err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+	if out, err := exec.Command("mkfs.ext4", "-q", loop).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	if err := unix.Mount(loop, mnt, "ext4", 0, ""); err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	if err := os.Chown(img, 65534, 65534); err != nil { // the user's image
+		t.Fatal(err)
+	}
+
+	eicar := clamdtest.EICAR()
+	clean := bytes.Repeat([]byte("c"), len(eicar))
+	p := filepath.Join(mnt, "f")
+	if err := os.WriteFile(p, eicar, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil { // its block allocated, and written
+		t.Fatal(err)
+	}
+	blk := 0 // FIBMAP (1): the device block of the file's block 0
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), 1, uintptr(unsafe.Pointer(&blk))); e != 0 || blk == 0 {
+		t.Fatalf("FIBMAP: %v, block %d", e, blk)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil {
+		t.Fatal(err)
+	}
+	// put writes data into the image where the file's block is, and
+	// evicts the file's pages, as the user.
+	put := func(data []byte) error {
+		w := exec.Command("dd", "of="+img, "bs="+strconv.FormatInt(fs.Bsize, 10), "seek="+strconv.Itoa(blk), "conv=notrunc", "status=none")
+		w.Stdin = bytes.NewReader(data)
+		if err := asNobody(w); err != nil {
+			return err
+		}
+		return asNobody(exec.Command("dd", "if="+p, "iflag=nocache", "count=0", "status=none"))
+	}
+	if err := put(eicar); err != nil { // the user can, before any scan
+		t.Fatalf("the user's write of the image: %v", err)
+	}
+	var errs []error
+	s := &hookScanner{Scanner: realPool(t, c)}
+	s.before = func(call int, _ *os.File) {
+		if call == 1 {
+			if err := put(clean); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	s.after = func(call int, _ *os.File) {
+		if call == 1 {
+			if err := put(eicar); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	g := cache.NewGate(s, cache.Options{MaxEntries: 16, TTL: time.Hour, Timeout: 60 * time.Second, VerifyMaxSize: 1 << 20})
+	h := &holdAll{}
+	d := g.Check(t.Context(), f, cache.Opener{Path: "f", Pid: 4242, Uid: 1000, Into: h})
+	if len(errs) > 0 {
+		t.Fatalf("the user: %v", errs)
+	}
+	if got, _ := os.ReadFile(p); !bytes.Equal(got, eicar) {
+		t.Fatalf("the file holds %q; want EICAR", got)
+	}
+	t.Logf("clamd was handed %q", s.seen())
+	if d.Allow {
+		t.Errorf("open of EICAR whose device gave clamd clean bytes: %s, allowed (held %v); want denied", d.Reason, d.Held)
+	}
+	if d.Held && bytes.Equal(h.bufs[len(h.bufs)-1], eicar) {
+		t.Errorf("EICAR handed over for the page cache as the bytes judged")
+	}
+	f2, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	if d := g.Check(t.Context(), f2, cache.Opener{Path: "f", Pid: 4242, Uid: 1000}); d.Allow {
+		t.Errorf("open of EICAR again: %s (cached %v), allowed; want denied", d.Reason, d.Cached)
+	}
 }
