@@ -72,10 +72,44 @@ var leaseFS = map[int64]bool{
 // devices; USB, iSCSI, removable; Btrfs, whose st_dev names no block
 // device) the private copy stays.
 
+// ownMount is ownDevice for the file open as fd, on device dev, kept for
+// the mount fd is on: a mount's device does not change (but by root), and
+// a mount's unique ID (statx STATX_MNT_ID_UNIQUE, Linux 6.8) is never
+// given to another, whereas a device number may name another device once
+// its filesystem is unmounted. Without that ID, sysfs is read each time.
+func ownMount(fd int, dev uint64) bool {
+	var stx unix.Statx_t
+	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID_UNIQUE, &stx)
+	if err != nil || stx.Mask&unix.STATX_MNT_ID_UNIQUE == 0 {
+		return ownDevice(dev)
+	}
+	ownMounts.mu.Lock()
+	own, ok := ownMounts.by[stx.Mnt_id]
+	ownMounts.mu.Unlock()
+	if ok {
+		return own
+	}
+	own = ownDevice(dev)
+	ownMounts.mu.Lock()
+	defer ownMounts.mu.Unlock()
+	if ownMounts.by == nil || len(ownMounts.by) >= ownMountsMax {
+		ownMounts.by = make(map[uint64]bool) // mounts come and go: start over
+	}
+	ownMounts.by[stx.Mnt_id] = own
+	return own
+}
+
+// ownMounts are ownDevice's answers, by unique mount ID; at most
+// ownMountsMax.
+var ownMounts struct {
+	mu sync.Mutex
+	by map[uint64]bool
+}
+
+const ownMountsMax = 1024
+
 // ownDevice reports whether the block device dev (st_dev), as sysfs
 // shows it now, is a disk of the machine's own or stacked on such only.
-// It is looked up at every lease (a few reads of sysfs): a device
-// number may name another device after an unmount.
 func ownDevice(dev uint64) bool {
 	return ownBlock(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(dev), unix.Minor(dev)), 0)
 }
@@ -126,7 +160,7 @@ func lease(f *os.File, dev uint64) bool {
 	if unix.Fstatfs(fd, &fs) != nil || !leaseFS[int64(fs.Type)] {
 		return false
 	}
-	if fs.Type != unix.TMPFS_MAGIC && !ownDevice(dev) {
+	if fs.Type != unix.TMPFS_MAGIC && !ownMount(fd, dev) {
 		return false
 	}
 	leases.once.Do(watchLeases)

@@ -12,7 +12,8 @@ import (
 // TestOwnDevice: the devices of the filesystems this machine has
 // mounted, as ownDevice sees them (leases are taken on its disks, not on
 // loop or other virtual devices, nor on Btrfs's anonymous st_dev): only
-// logged where it cannot be told, but a loop device is never one.
+// logged, since that depends on the machine, and ownMount, kept by mount,
+// agrees; but a loop device is never one.
 func TestOwnDevice(t *testing.T) {
 	for _, p := range []string{"/", os.TempDir(), "/dev/shm"} {
 		var st unix.Stat_t
@@ -20,7 +21,18 @@ func TestOwnDevice(t *testing.T) {
 			continue
 		}
 		real, _ := filepath.EvalSymlinks("/sys/dev/block/" + strconv.Itoa(int(unix.Major(st.Dev))) + ":" + strconv.Itoa(int(unix.Minor(st.Dev))))
-		t.Logf("%s: device %d:%d (%s): own %v", p, unix.Major(st.Dev), unix.Minor(st.Dev), real, ownDevice(st.Dev))
+		own := ownDevice(st.Dev)
+		t.Logf("%s: device %d:%d (%s): own %v", p, unix.Major(st.Dev), unix.Minor(st.Dev), real, own)
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // looked up, then kept for the mount
+			if got := ownMount(fd, st.Dev); got != own {
+				t.Errorf("%s: ownMount %v, ownDevice %v", p, got, own)
+			}
+		}
+		unix.Close(fd)
 	}
 	for _, loop := range []uint64{unix.Mkdev(7, 0), unix.Mkdev(7, 1), unix.Mkdev(43, 0), unix.Mkdev(0, 30)} {
 		if ownDevice(loop) {
