@@ -21,6 +21,7 @@ import (
 	"github.com/clamfuse/clamfuse/cache"
 	"github.com/clamfuse/clamfuse/clamav"
 	"github.com/clamfuse/clamfuse/test/clamdtest"
+	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
 // Attacks on the read leases (lease.go) that the kernel does not see as
@@ -454,11 +455,11 @@ func TestGateLeasesNoneLeft(t *testing.T) {
 // its bytes held as judged, nor EICAR cached clean.
 func TestGateLeaseDeviceUnderneath(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("a loop device needs root")
+		testenv.Skip(t, "a loop device needs root")
 	}
 	for _, tool := range []string{"losetup", "mkfs.ext4"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s: %v", tool, err)
+			testenv.Skip(t, "%s: %v", tool, err)
 		}
 	}
 	c := clamdtest.New(t, clamdtest.Options{})
@@ -480,7 +481,7 @@ func TestGateLeaseDeviceUnderneath(t *testing.T) {
 	}
 	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
 	if err != nil {
-		t.Skipf("losetup: %v: %s", err, out)
+		testenv.Skip(t, "losetup: %v: %s", err, out)
 	}
 	loop := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
