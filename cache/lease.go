@@ -130,14 +130,23 @@ func ownBlock(sys string, depth int) bool {
 		}
 		return true
 	}
+	disk := real
+	if _, err := os.Stat(filepath.Join(real, "partition")); err == nil {
+		disk = filepath.Dir(real)
+	}
+	if i := strings.Index(disk, "/virtual/nvme-subsystem/"); i >= 0 {
+		// An NVMe namespace as the kernel's own multipath shows it
+		// (under a subsystem, even with one path): its controllers say
+		// where it is.
+		if !nvmeLocal(filepath.Dir(disk)) {
+			return false
+		}
+		real = disk[:i] // no longer virtual
+	}
 	for _, part := range []string{"/virtual/", "/usb", "/session", "/nvme-fabrics/"} {
 		if strings.Contains(real, part) {
 			return false // loop, nbd, ublk...; USB; iSCSI; NVMe over fabrics
 		}
-	}
-	disk := real
-	if _, err := os.Stat(filepath.Join(real, "partition")); err == nil {
-		disk = filepath.Dir(real)
 	}
 	removable, err := os.ReadFile(filepath.Join(disk, "removable"))
 	return err == nil && strings.TrimSpace(string(removable)) == "0"
@@ -225,4 +234,26 @@ func giveUpBroken() {
 		unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
 		leases.held[fd] = true
 	}
+}
+
+// nvmeLocal reports whether the NVMe subsystem at dir (sysfs) reaches its
+// namespaces through PCIe controllers only, of this machine: not over a
+// fabric (TCP, RDMA, FC), where another machine answers the reads.
+func nvmeLocal(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	controllers := 0
+	for _, e := range entries {
+		t, err := os.ReadFile(filepath.Join(dir, e.Name(), "transport"))
+		if err != nil {
+			continue // not a controller
+		}
+		if strings.TrimSpace(string(t)) != "pcie" {
+			return false
+		}
+		controllers++
+	}
+	return controllers > 0
 }

@@ -40,3 +40,38 @@ func TestOwnDevice(t *testing.T) {
 		}
 	}
 }
+
+// TestNvmeLocal: an NVMe subsystem is the machine's own only when all its
+// controllers are PCIe ones (a sysfs tree made up for the test).
+func TestNvmeLocal(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		transports []string
+		want       bool
+	}{
+		{"one pcie", []string{"pcie"}, true},
+		{"two pcie", []string{"pcie", "pcie"}, true},
+		{"tcp", []string{"tcp"}, false},
+		{"pcie and rdma", []string{"pcie", "rdma"}, false},
+		{"no controller", nil, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.Mkdir(filepath.Join(dir, "nvme0n1"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for i, tr := range tt.transports {
+				c := filepath.Join(dir, "nvme"+strconv.Itoa(i))
+				if err := os.Mkdir(c, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(c, "transport"), []byte(tr+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := nvmeLocal(dir); got != tt.want {
+				t.Errorf("nvmeLocal: %v; want %v", got, tt.want)
+			}
+		})
+	}
+}
