@@ -589,7 +589,7 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 		scanned, snap, leased := file, (*os.File)(nil), false
 		if g.verifies(key.Size) {
 			var err error
-			if !at.copy && lease(file) {
+			if !at.copy && lease(file, key.Dev) {
 				leased = true
 				sum, err = contentSum(file, key.Size)
 			} else {

@@ -1,8 +1,11 @@
 package cache
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -20,7 +23,16 @@ import (
 // it before anyone opens it for writing or truncates it, by any path,
 // through any mount of this machine. So while the lease holds, the bytes
 // clamd reads through the file's own descriptor are the ones digested
-// under it, and clamd judges the file itself, with no copy.
+// under it, and clamd judges the file itself, with no copy. One way to
+// change it breaks no lease (Linux 6.18): open(2) with O_RDONLY|O_TRUNC
+// empties a file its caller may write. That only shortens it, which the
+// size in the Key shows after the scan (and the bytes handed over read
+// short); putting bytes back takes an open for writing, which breaks the
+// lease (TestGateLeaseReadOnlyTruncate).
+//
+// An open for writing with O_NONBLOCK fails with EWOULDBLOCK during a
+// break rather than wait: clamfuse's own opens of backing files have it,
+// and make the open again without it (fs/leasewait.go).
 //
 // A break makes the new writer's open wait until the lease is given up
 // (or /proc/sys/fs/lease-break-time, 45 s by default, passes): the kernel
@@ -32,7 +44,8 @@ import (
 // taken only on local filesystems (leaseFS): never on network ones (NFS,
 // CIFS: another machine writes there), nor on stacked ones (FUSE,
 // overlayfs: the bytes may come from somewhere else), where the copy
-// stays. Leases need CAP_LEASE for files clamfuse does not own (the unit
+// stays; and of those only where the device under the filesystem is the
+// machine's own (ownDevice, below). Leases need CAP_LEASE for files clamfuse does not own (the unit
 // grants it); without it, or with fs.leases-enable = 0, every scan copies.
 
 // leaseFS are the filesystems, by statfs f_type, whose read leases see
@@ -40,8 +53,103 @@ import (
 var leaseFS = map[int64]bool{
 	unix.EXT4_SUPER_MAGIC:  true, // also ext2 and ext3
 	unix.XFS_SUPER_MAGIC:   true,
-	unix.BTRFS_SUPER_MAGIC: true,
+	unix.BTRFS_SUPER_MAGIC: true, // but its st_dev is no block device: see ownDevice
 	unix.TMPFS_MAGIC:       true,
+}
+
+// A lease sees writers of the file, not of the device under its
+// filesystem. Whoever can change the device's blocks changes the file's
+// bytes with no lease broken, and once the file's pages leave the page
+// cache (any reader may evict them: POSIX_FADV_DONTNEED) its next read
+// reads the device again: clamd may read other bytes than the digest's
+// and the page cache store's (TestGateLeaseDeviceUnderneath). A user
+// who owns a disk image attached to a loop device (udisks does it for
+// the desktop's user) can; so can whoever serves a network block device,
+// and a USB stick may answer each read as it likes. So leases are taken
+// only on tmpfs, and on filesystems whose device ownDevice trusts: a
+// disk of the machine's own, or a device-mapper or md device on such
+// disks only. Elsewhere (loop, nbd, ublk, zram and other virtual
+// devices; USB, iSCSI, removable; Btrfs, whose st_dev names no block
+// device) the private copy stays.
+
+// ownMount is ownDevice for the file open as fd, on device dev, kept for
+// the mount fd is on: a mount's device does not change (but by root), and
+// a mount's unique ID (statx STATX_MNT_ID_UNIQUE, Linux 6.8) is never
+// given to another, whereas a device number may name another device once
+// its filesystem is unmounted. Without that ID, sysfs is read each time.
+func ownMount(fd int, dev uint64) bool {
+	var stx unix.Statx_t
+	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID_UNIQUE, &stx)
+	if err != nil || stx.Mask&unix.STATX_MNT_ID_UNIQUE == 0 {
+		return ownDevice(dev)
+	}
+	ownMounts.mu.Lock()
+	own, ok := ownMounts.by[stx.Mnt_id]
+	ownMounts.mu.Unlock()
+	if ok {
+		return own
+	}
+	own = ownDevice(dev)
+	ownMounts.mu.Lock()
+	defer ownMounts.mu.Unlock()
+	if ownMounts.by == nil || len(ownMounts.by) >= ownMountsMax {
+		ownMounts.by = make(map[uint64]bool) // mounts come and go: start over
+	}
+	ownMounts.by[stx.Mnt_id] = own
+	return own
+}
+
+// ownMounts are ownDevice's answers, by unique mount ID; at most
+// ownMountsMax.
+var ownMounts struct {
+	mu sync.Mutex
+	by map[uint64]bool
+}
+
+const ownMountsMax = 1024
+
+// ownDevice reports whether the block device dev (st_dev), as sysfs
+// shows it now, is a disk of the machine's own or stacked on such only.
+func ownDevice(dev uint64) bool {
+	return ownBlock(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(dev), unix.Minor(dev)), 0)
+}
+
+// ownBlock is ownDevice for the block device at sys, depth levels of
+// stacking down.
+func ownBlock(sys string, depth int) bool {
+	real, err := filepath.EvalSymlinks(sys)
+	if err != nil || depth > 8 {
+		return false
+	}
+	if slaves, err := os.ReadDir(filepath.Join(real, "slaves")); err == nil && len(slaves) > 0 {
+		// device-mapper, md: every device under it must be one.
+		for _, s := range slaves {
+			if !ownBlock(filepath.Join("/sys/class/block", s.Name()), depth+1) {
+				return false
+			}
+		}
+		return true
+	}
+	disk := real
+	if _, err := os.Stat(filepath.Join(real, "partition")); err == nil {
+		disk = filepath.Dir(real)
+	}
+	if i := strings.Index(disk, "/virtual/nvme-subsystem/"); i >= 0 {
+		// An NVMe namespace as the kernel's own multipath shows it
+		// (under a subsystem, even with one path): its controllers say
+		// where it is.
+		if !nvmeLocal(filepath.Dir(disk)) {
+			return false
+		}
+		real = disk[:i] // no longer virtual
+	}
+	for _, part := range []string{"/virtual/", "/usb", "/session", "/nvme-fabrics/"} {
+		if strings.Contains(real, part) {
+			return false // loop, nbd, ublk...; USB; iSCSI; NVMe over fabrics
+		}
+	}
+	removable, err := os.ReadFile(filepath.Join(disk, "removable"))
+	return err == nil && strings.TrimSpace(string(removable)) == "0"
 }
 
 // leases are the read leases held now, by descriptor, each with whether
@@ -53,12 +161,15 @@ var leases struct {
 }
 
 // lease takes a read lease on f, a descriptor opened for reading only,
-// and reports whether it holds one. Where it does, unlease must follow
-// before f is closed.
-func lease(f *os.File) bool {
+// of a file on device dev (st_dev), and reports whether it holds one.
+// Where it does, unlease must follow before f is closed.
+func lease(f *os.File, dev uint64) bool {
 	fd := int(f.Fd())
 	var fs unix.Statfs_t
 	if unix.Fstatfs(fd, &fs) != nil || !leaseFS[int64(fs.Type)] {
+		return false
+	}
+	if fs.Type != unix.TMPFS_MAGIC && !ownMount(fd, dev) {
 		return false
 	}
 	leases.once.Do(watchLeases)
@@ -123,4 +234,26 @@ func giveUpBroken() {
 		unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, unix.F_UNLCK)
 		leases.held[fd] = true
 	}
+}
+
+// nvmeLocal reports whether the NVMe subsystem at dir (sysfs) reaches its
+// namespaces through PCIe controllers only, of this machine: not over a
+// fabric (TCP, RDMA, FC), where another machine answers the reads.
+func nvmeLocal(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	controllers := 0
+	for _, e := range entries {
+		t, err := os.ReadFile(filepath.Join(dir, e.Name(), "transport"))
+		if err != nil {
+			continue // not a controller
+		}
+		if strings.TrimSpace(string(t)) != "pcie" {
+			return false
+		}
+		controllers++
+	}
+	return controllers > 0
 }

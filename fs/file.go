@@ -356,7 +356,7 @@ func (n *Node) createNode(ctx context.Context, req *fuse.CreateRequest, resp *fu
 		// is a regular file (else ESTALE: the kernel looks it up and
 		// retries, and follows a symlink itself).
 		created = false
-		fd, err = openRegular(c, dirfd, req.Name, flags, nil, nil)
+		fd, err = openRegularNow(c, dirfd, req.Name, flags, nil, nil)
 		if err == syscall.ELOOP {
 			err = syscall.ESTALE
 		}
@@ -446,47 +446,31 @@ func (n *Node) openLinked(c caller.Cred, flags int, o *opened) (fd, dirfd int, n
 // changed after the caller looked it up; otherwise ESTALE, on which the
 // kernel looks the path up again and retries once.
 // When o is not nil, see opened.
+// An open for writing that breaks a read lease waits for it to be given
+// up (leasewait.go).
 func openRegular(c caller.Cred, dirfd int, name string, flags int, want *inoKey, o *opened) (int, error) {
-	fd, err := caller.Openat(c, dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if err == syscall.EAGAIN && flags&unix.O_NONBLOCK == 0 {
-		fd, err = openAfterBreak(c, dirfd, name, flags)
+	fd, err := openRegularNow(c, dirfd, name, flags, want, o)
+	if err != syscall.EWOULDBLOCK || !waitsForLease(flags) {
+		return fd, err
 	}
-	if err != nil {
-		return -1, err
-	}
-	return checkRegular(fd, flags, want, o)
-}
-
-// openAfterBreak opens name in dirfd with flags (without O_NONBLOCK) as
-// the caller c, once an open with O_NONBLOCK found a lease's break
-// pending, which is what EAGAIN from the open of a regular file means:
-// clamfuse's own read lease while clamd judges the file (cache/lease.go;
-// given up at once), a Samba oplock, an NFS delegation. The caller's
-// own open would wait for the break, and so does this one: on the inode
-// the name has now, found without opening it (O_PATH, which breaks no
-// lease and never blocks), and only if it is a regular file, so that it
-// cannot block on a FIFO. The reopen checks the caller's permission on
-// the inode, the O_PATH lookup the search permission on the way there,
-// as the caller's own open would.
-func openAfterBreak(c caller.Cred, dirfd int, name string, flags int) (int, error) {
 	pfd, err := caller.Openat(c, dirfd, name, unix.O_PATH|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return -1, err
 	}
 	defer unix.Close(pfd)
-	return reopenAfterBreak(c, pfd, flags)
+	return reopenLeased(c, pfd, flags, want, o)
 }
 
-// reopenAfterBreak is openAfterBreak for the inode fd refers to.
-func reopenAfterBreak(c caller.Cred, fd int, flags int) (int, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+// openRegularNow is openRegular that fails with EWOULDBLOCK where it
+// would wait for a lease's break: for CREATE, which the kernel sends
+// with the directory locked, so that a user who holds a lease of their
+// own, unanswered, cannot keep everyone's creates in it waiting.
+func openRegularNow(c caller.Cred, dirfd int, name string, flags int, want *inoKey, o *opened) (int, error) {
+	fd, err := caller.Openat(c, dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
 		return -1, err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return -1, syscall.ESTALE
-	}
-	return caller.Reopen(c, fd, flags)
+	return checkRegular(fd, flags, want, o)
 }
 
 // opened is what openRegular found of the descriptor it returned, for the
@@ -505,8 +489,8 @@ type opened struct {
 // reopenRegular is openRegular for the inode open as fd.
 func reopenRegular(c caller.Cred, fd int, flags int, want *inoKey) (int, error) {
 	nfd, err := caller.Reopen(c, fd, flags|unix.O_NONBLOCK)
-	if err == syscall.EAGAIN && flags&unix.O_NONBLOCK == 0 {
-		nfd, err = reopenAfterBreak(c, fd, flags)
+	if err == syscall.EWOULDBLOCK && waitsForLease(flags) {
+		return reopenLeased(c, fd, flags, want, nil)
 	}
 	if err != nil {
 		return -1, err

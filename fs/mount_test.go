@@ -100,10 +100,17 @@ func testMount(t testing.TB, mo MountOptions) (backing string, m *Mounted, seen 
 // testMountGate is testMount with a gate of options gopts.
 func testMountGate(t testing.TB, mo MountOptions, gopts cache.Options) (backing string, m *Mounted, seen *requests) {
 	t.Helper()
+	backing, m, seen, _ = testMountClamd(t, mo, gopts)
+	return backing, m, seen
+}
+
+// testMountClamd is testMountGate that also returns the gate's clamd.
+func testMountClamd(t testing.TB, mo MountOptions, gopts cache.Options) (backing string, m *Mounted, seen *requests, c *clamdtest.Clamd) {
+	t.Helper()
 	if why := mountUnavailable(); why != "" {
 		testenv.Skip(t, "mounted test: %s", why)
 	}
-	c := clamdtest.New(t, clamdtest.Options{})
+	c = clamdtest.New(t, clamdtest.Options{})
 	client, err := clamav.New(clamav.Options{Network: "unix", Address: c.Socket, Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -153,7 +160,7 @@ func testMountGate(t testing.TB, mo MountOptions, gopts cache.Options) (backing 
 			t.Error("unmount hung; the connection was aborted")
 		}
 	})
-	return backing, m, seen
+	return backing, m, seen, c
 }
 
 // mountUnavailable says why FUSE mounts cannot run here, or "".

@@ -802,7 +802,15 @@ func (n *Node) truncate(c caller.Cred, fd int, st *unix.Stat_t, req *fuse.Setatt
 	default:
 		return syscall.EINVAL
 	}
-	err := caller.Truncate(c, fd, int64(req.Size))
+	err := caller.Truncate(c, fd, int64(req.Size), false)
+	if err == syscall.EWOULDBLOCK {
+		// A read lease being broken, the gate's most likely: wait for
+		// it as the caller's truncate(2) would (see waitsForLease).
+		if done, ok := leaseWaitStarts(c.Uid); ok {
+			err = caller.Truncate(c, fd, int64(req.Size), true)
+			done()
+		}
+	}
 	if err != nil && req.Valid.Handle() {
 		// Not allowed any more, or the inode cannot be opened again at
 		// all (unlinked, on a backing FUSE filesystem that opens by

@@ -119,7 +119,8 @@ func TestCredentialsApplied(t *testing.T) {
 		{"A links root's 0600 (protected_hardlinks)", Link(a, pathFD(t, filepath.Join(d, "root600")), dfd, "hl"), syscall.EPERM},
 		{"A makes a device node", Mknodat(a, dfd, "null", unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))), syscall.EPERM},
 		{"A sets explicit times on root's file", Utimens(a, pathFD(t, filepath.Join(d, "root600")), []unix.Timespec{{Sec: 1}, {Sec: 1}}), syscall.EPERM},
-		{"A truncates root's file by descriptor", Truncate(a, pathFD(t, filepath.Join(d, "root600")), 0), syscall.EACCES},
+		{"A truncates root's file by descriptor", Truncate(a, pathFD(t, filepath.Join(d, "root600")), 0, false), syscall.EACCES},
+		{"A truncates root's file by descriptor, waiting", Truncate(a, pathFD(t, filepath.Join(d, "root600")), 0, true), syscall.EACCES},
 		{"A asks for write access to root's file", Access(a, pathFD(t, filepath.Join(d, "root600")), unix.W_OK), syscall.EACCES},
 		{"A reopens root's file", func() error {
 			fd, err := Reopen(a, pathFD(t, filepath.Join(d, "root600")), unix.O_RDONLY)

@@ -106,17 +106,16 @@ func Utimens(c Cred, fd int, ts []unix.Timespec) error {
 }
 
 // Truncate sets the size of the inode fd, which the caller must be allowed
-// to open for writing.
-func Truncate(c Cred, fd int, size int64) error {
+// to open for writing. The open never blocks: EWOULDBLOCK while a lease
+// on the file is being broken, unless wait, when it waits for that as
+// truncate(2) does (fd must then be a regular file's: no FIFO).
+func Truncate(c Cred, fd int, size int64, wait bool) error {
 	return c.do(func() error {
-		wfd, err := unix.Open(procPath(fd), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		var st unix.Stat_t
-		if err == unix.EAGAIN && unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
-			// A lease's break is pending (see fs.openAfterBreak): wait
-			// for it, as truncate(2) would; a regular file cannot block
-			// the open otherwise.
-			wfd, err = unix.Open(procPath(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		flags := unix.O_WRONLY | unix.O_CLOEXEC
+		if !wait {
+			flags |= unix.O_NONBLOCK
 		}
+		wfd, err := unix.Open(procPath(fd), flags, 0)
 		if err != nil {
 			return err
 		}
