@@ -14,7 +14,6 @@ import (
 	"github.com/clamfuse/clamfuse/cache"
 	"github.com/clamfuse/clamfuse/clamav"
 	"github.com/clamfuse/clamfuse/test/clamdtest"
-	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
 // flipScanner is a hostile user's timing made exact: they hold the file
@@ -69,14 +68,7 @@ func TestGateUndoneUnderScan(t *testing.T) {
 	// stores into the mapping never change the file's times (on a disk,
 	// writeback may clean the page between them and the next store
 	// faults, which updates the times).
-	dir := t.TempDir()
-	if os.Geteuid() != 0 {
-		testenv.Skip(t, "mounting a tmpfs needs root")
-	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
-		t.Fatalf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	dir := ownTmpfs(t)
 	p := filepath.Join(dir, "f")
 	if err := os.WriteFile(p, clean, 0o666); err != nil {
 		t.Fatal(err)
