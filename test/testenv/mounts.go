@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,6 +32,7 @@ var (
 func TrackMount(dir string) (untrack func()) {
 	trackMu.Lock()
 	tracked[dir]++
+	writeTrackedLocked()
 	trackMu.Unlock()
 	var once sync.Once
 	return func() {
@@ -38,8 +41,80 @@ func TrackMount(dir string) (untrack func()) {
 			if tracked[dir]--; tracked[dir] <= 0 {
 				delete(tracked, dir)
 			}
+			writeTrackedLocked()
 			trackMu.Unlock()
 		})
+	}
+}
+
+// trackedFile, when not "", is where the tracked mountpoints are kept,
+// one per line, for the guard process (Watchdog).
+var trackedFile string
+
+// writeTrackedLocked writes the tracked mountpoints to trackedFile.
+func writeTrackedLocked() {
+	if trackedFile == "" {
+		return
+	}
+	var b strings.Builder
+	for d := range tracked {
+		b.WriteString(d + "\n")
+	}
+	tmp := trackedFile + ".new"
+	if os.WriteFile(tmp, []byte(b.String()), 0o600) == nil {
+		_ = os.Rename(tmp, trackedFile)
+	}
+}
+
+// guardScript, run by sh with the tracked-mounts file and a number of
+// seconds, sleeps that long and then aborts the FUSE connection of each
+// mountpoint in the file (its device's minor in /proc/self/mountinfo)
+// and detaches it.
+const guardScript = `sleep "$2"
+echo "testenv: guard: aborting and detaching the mounts of a test binary that did not end by its deadline" >&2
+while read -r dir; do
+	dev=$(awk -v d="$dir" '$5 == d { print $3 }' /proc/self/mountinfo | tail -n 1)
+	abort="/sys/fs/fuse/connections/${dev#*:}/abort"
+	[ -n "$dev" ] && [ -e "$abort" ] && echo 1 > "$abort"
+	umount -l "$dir" 2>/dev/null
+done < "$1"
+rm -f "$1"
+`
+
+// startGuard starts the guard process: Watchdog's timer runs in this
+// process, and a process whose own FUSE server cannot answer may be
+// stuck whole (a thread blocked in epoll_ctl on one of its FUSE files,
+// which the Go runtime does not count as a system call, keeps its
+// processor, and a collection that stops the world then never starts it
+// again), so that no timer of its fires; nor does the process end when
+// go test's timeout kills it, since that thread waits on a server that
+// is gone. The guard, another process, aborts the tracked mounts after
+// d. The returned function stops it.
+func startGuard(d time.Duration) (stop func()) {
+	f, err := os.CreateTemp("", "testenv-mounts-*")
+	if err != nil {
+		return func() {}
+	}
+	f.Close()
+	trackMu.Lock()
+	trackedFile = f.Name()
+	writeTrackedLocked()
+	trackMu.Unlock()
+	cmd := exec.Command("/bin/sh", "-c", guardScript, "guard", f.Name(), strconv.Itoa(int(d.Seconds())+1))
+	cmd.Stderr = os.Stderr
+	// Its own process group: not killed with the test binary's.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		os.Remove(f.Name())
+		return func() {}
+	}
+	go cmd.Wait()
+	return func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		trackMu.Lock()
+		trackedFile = ""
+		trackMu.Unlock()
+		os.Remove(f.Name())
 	}
 }
 
@@ -103,7 +178,12 @@ func Watchdog() (stop func()) {
 		fmt.Fprintln(os.Stderr, "testenv: watchdog: aborting and detaching this test binary's mounts before the test deadline")
 		ReleaseMounts()
 	})
-	return func() { timer.Stop() }
+	// Should this process be stuck whole, another does it a little later.
+	stopGuard := startGuard(d + 5*time.Second)
+	return func() {
+		timer.Stop()
+		stopGuard()
+	}
 }
 
 // Run runs m's tests with the watchdog, releases whatever mounts are left,
