@@ -76,12 +76,12 @@ var leaseFS = map[int64]bool{
 // the mount fd is on: a mount's device does not change (but by root), and
 // a mount's unique ID (statx STATX_MNT_ID_UNIQUE, Linux 6.8) is never
 // given to another, whereas a device number may name another device once
-// its filesystem is unmounted. Without that ID, sysfs is read each time.
+// its filesystem is unmounted. Without that ID, ownDeviceKept.
 func ownMount(fd int, dev uint64) bool {
 	var stx unix.Statx_t
 	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID_UNIQUE, &stx)
 	if err != nil || stx.Mask&unix.STATX_MNT_ID_UNIQUE == 0 {
-		return ownDevice(dev)
+		return ownDeviceKept(dev)
 	}
 	ownMounts.mu.Lock()
 	own, ok := ownMounts.by[stx.Mnt_id]
@@ -110,8 +110,59 @@ const ownMountsMax = 1024
 
 // ownDevice reports whether the block device dev (st_dev), as sysfs
 // shows it now, is a disk of the machine's own or stacked on such only.
+// It reads sysfs: about 50 µs.
 func ownDevice(dev uint64) bool {
-	return ownBlock(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(dev), unix.Minor(dev)), 0)
+	return ownBlock(devSys(dev), 0)
+}
+
+// devSys is the sysfs link of the block device dev.
+func devSys(dev uint64) string {
+	return fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(dev), unix.Minor(dev))
+}
+
+// ownDeviceKept is ownDevice for kernels without unique mount IDs (before
+// Linux 6.8, as Debian 12's 6.1), kept by device number, and used again
+// only while the device's sysfs link (one readlink, about 2 µs) names the
+// same device: a number given to another device once the first one's
+// filesystem is unmounted comes with another place on the machine's
+// buses. Only for a disk (not virtual): a device-mapper or md device
+// keeps its name and place whatever lies under it, and is looked at each
+// time.
+func ownDeviceKept(dev uint64) bool {
+	link, err := os.Readlink(devSys(dev))
+	if err != nil {
+		return false
+	}
+	ownDevs.mu.Lock()
+	e, ok := ownDevs.by[dev]
+	ownDevs.mu.Unlock()
+	if ok && e.link == link {
+		return e.own
+	}
+	own := ownDevice(dev)
+	if strings.Contains(link, "/virtual/") {
+		return own
+	}
+	ownDevs.mu.Lock()
+	defer ownDevs.mu.Unlock()
+	if ownDevs.by == nil || len(ownDevs.by) >= ownMountsMax {
+		ownDevs.by = make(map[uint64]ownDev)
+	}
+	ownDevs.by[dev] = ownDev{link: link, own: own}
+	return own
+}
+
+// ownDev is ownDeviceKept's answer for a device, with the sysfs link it
+// was given for.
+type ownDev struct {
+	link string
+	own  bool
+}
+
+// ownDevs are ownDeviceKept's answers, by device number.
+var ownDevs struct {
+	mu sync.Mutex
+	by map[uint64]ownDev
 }
 
 // ownBlock is ownDevice for the block device at sys, depth levels of

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -31,13 +32,49 @@ func TestOwnDevice(t *testing.T) {
 			if got := ownMount(fd, st.Dev); got != own {
 				t.Errorf("%s: ownMount %v, ownDevice %v", p, got, own)
 			}
+			// As on a kernel without unique mount IDs (Debian 12's).
+			if got := ownDeviceKept(st.Dev); got != own {
+				t.Errorf("%s: ownDeviceKept %v, ownDevice %v", p, got, own)
+			}
 		}
 		unix.Close(fd)
 	}
 	for _, loop := range []uint64{unix.Mkdev(7, 0), unix.Mkdev(7, 1), unix.Mkdev(43, 0), unix.Mkdev(0, 30)} {
-		if ownDevice(loop) {
+		if ownDevice(loop) || ownDeviceKept(loop) {
 			t.Errorf("device %d:%d: own; want not (loop, nbd, anonymous)", unix.Major(loop), unix.Minor(loop))
 		}
+	}
+}
+
+// TestOwnDeviceKeptByLink: an answer kept for a device number is used
+// again only while the number's sysfs link names the same device: one
+// kept for the same number under another link (a device gone, its
+// number given to a loop device) is not.
+func TestOwnDeviceKeptByLink(t *testing.T) {
+	var st unix.Stat_t
+	if err := unix.Stat(os.TempDir(), &st); err != nil {
+		t.Fatal(err)
+	}
+	link, err := os.Readlink(devSys(st.Dev))
+	if err != nil || strings.Contains(link, "/virtual/") {
+		t.Logf("NOT COVERED: %s is not on a disk (%q, %v)", os.TempDir(), link, err)
+		return
+	}
+	own := ownDevice(st.Dev)
+	ownDevs.mu.Lock()
+	if ownDevs.by == nil {
+		ownDevs.by = make(map[uint64]ownDev)
+	}
+	ownDevs.by[st.Dev] = ownDev{link: "../../devices/virtual/block/loop9", own: !own}
+	ownDevs.mu.Unlock()
+	if got := ownDeviceKept(st.Dev); got != own {
+		t.Errorf("ownDeviceKept used an answer kept under another sysfs link: %v; want %v", got, own)
+	}
+	ownDevs.mu.Lock()
+	e := ownDevs.by[st.Dev]
+	ownDevs.mu.Unlock()
+	if e.link != link || e.own != own {
+		t.Errorf("kept %+v; want the answer for %s", e, link)
 	}
 }
 
