@@ -250,10 +250,30 @@ func (m *Mount) Signal(sig os.Signal) error { return m.Cmd.Process.Signal(sig) }
 
 // Abort aborts the FUSE connection: every pending and future request of
 // this mount fails with ENOTCONN. It is how a hung mount is cleared.
+// Only while this mount is still the one on Target: once it is gone its
+// connection number may be another's (a mount made since on Target, or
+// by another test binary anywhere), which must not be aborted.
 func (m *Mount) Abort() {
-	if m.conn >= 0 {
+	if m.conn >= 0 && connAt(m.Target) == m.conn {
 		_ = os.WriteFile(filepath.Join(fusectl, strconv.Itoa(m.conn), "abort"), []byte("1"), 0)
 	}
+}
+
+// connAt is the device minor (a FUSE mount's fusectl connection number)
+// of the mount on dir, the topmost, from /proc/self/mountinfo (no request
+// to a FUSE server, which may hang), or -1 if nothing is mounted there.
+func connAt(dir string) int {
+	mounts, err := ReadMounts()
+	if err != nil {
+		return -1
+	}
+	conn := -1
+	for _, mi := range mounts {
+		if mi.MountPoint == dir {
+			conn = mi.Minor
+		}
+	}
+	return conn
 }
 
 // Waiting is the number of this mount's FUSE requests the server has not
@@ -408,6 +428,7 @@ func (m *Mount) WaitLogLinesAfter(t testing.TB, d time.Duration, n int, substrs 
 // MountInfo is one mount of this mount namespace, from a line of
 // /proc/self/mountinfo (proc(5)).
 type MountInfo struct {
+	Minor      int    // of the mount's device: a FUSE mount's fusectl connection
 	MountPoint string // unescaped
 	Options    string // the per-mount options: "rw,nosuid,nodev,relatime"
 	FSType     string // "fuse.clamfuse", "tmpfs", ...
@@ -434,7 +455,14 @@ func ReadMounts() ([]MountInfo, error) {
 		if len(f) < 7 || sep < 0 || sep+2 >= len(f) {
 			return nil, fmt.Errorf("/proc/self/mountinfo: malformed line %q", line)
 		}
+		minor := -1
+		if _, m, ok := strings.Cut(f[2], ":"); ok {
+			if n, err := strconv.Atoi(m); err == nil {
+				minor = n
+			}
+		}
 		out = append(out, MountInfo{
+			Minor:      minor,
 			MountPoint: unescapeMountinfo(f[4]),
 			Options:    f[5],
 			FSType:     f[sep+1],

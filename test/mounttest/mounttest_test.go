@@ -1,8 +1,13 @@
 package mounttest
 
 import (
+	"os"
 	"runtime"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
 func TestUnescapeMountinfo(t *testing.T) {
@@ -59,5 +64,41 @@ func TestOutlivesThreads(t *testing.T) {
 			t.Errorf("clamfuse %d of %d died: %v", i+1, len(ms), m.exitErr)
 		default:
 		}
+	}
+}
+
+// TestConnAt: the connection number Abort checks is the device minor of
+// the topmost mount on the directory now, and -1 once nothing is mounted
+// there (Abort then aborts nothing: the number may be another's).
+func TestConnAt(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "mounting needs root")
+	}
+	dir := t.TempDir()
+	if got := connAt(dir); got != -1 {
+		t.Fatalf("connAt of a plain directory: %d; want -1", got)
+	}
+	var minors []int
+	for range 2 { // stacked: the topmost counts
+		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+			t.Fatalf("mount tmpfs: %v", err)
+		}
+		t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+		var st unix.Stat_t
+		if err := unix.Stat(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		minors = append(minors, int(unix.Minor(st.Dev)))
+		if got := connAt(dir); got != minors[len(minors)-1] {
+			t.Errorf("connAt: %d; want the topmost mount's minor %d", got, minors[len(minors)-1])
+		}
+	}
+	for range 2 {
+		if err := unix.Unmount(dir, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := connAt(dir); got != -1 {
+		t.Errorf("connAt once unmounted: %d; want -1", got)
 	}
 }
