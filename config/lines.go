@@ -216,17 +216,21 @@ func (k *skimmer) basicString() (string, bool) {
 }
 
 // goEscapes rewrites the escapes of a TOML basic string that Go's do not
-// share (TOML 1.1's \e, escape) into Go's, for strconv.Unquote.
+// share into Go's, for strconv.Unquote: TOML 1.1's \e (escape) and \xHH,
+// which is the character U+00HH in TOML and the byte 0xHH in Go.
 func goEscapes(raw string) string {
-	if !strings.Contains(raw, `\e`) {
+	if !strings.Contains(raw, `\e`) && !strings.Contains(raw, `\x`) {
 		return raw
 	}
 	var b strings.Builder
 	for i := 0; i < len(raw); i++ {
 		if raw[i] == '\\' && i+1 < len(raw) {
-			if raw[i+1] == 'e' {
+			switch raw[i+1] {
+			case 'e':
 				b.WriteString(`\x1b`)
-			} else {
+			case 'x':
+				b.WriteString(`\u00`)
+			default:
 				b.WriteString(raw[i : i+2])
 			}
 			i++
