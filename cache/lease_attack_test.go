@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,20 +30,25 @@ import (
 
 // hookScanner runs before, when set, with the descriptor clamd is about
 // to be handed, and after once clamd judged it; call counts ScanFile.
+// It records each descriptor's name (/proc/self/fd) and inode.
 type hookScanner struct {
 	cache.Scanner
 	mu            sync.Mutex
 	calls         int
 	names         []string
+	inodes        []uint64
 	before, after func(call int, f *os.File)
 }
 
 func (s *hookScanner) ScanFile(ctx context.Context, f *os.File, size int64) (clamav.Result, error) {
 	name, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	var st unix.Stat_t
+	unix.Fstat(int(f.Fd()), &st)
 	s.mu.Lock()
 	s.calls++
 	call := s.calls
 	s.names = append(s.names, name)
+	s.inodes = append(s.inodes, st.Ino)
 	s.mu.Unlock()
 	if s.before != nil {
 		s.before(call, f)
@@ -58,6 +64,13 @@ func (s *hookScanner) seen() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.names...)
+}
+
+// seenInodes are the inodes of the descriptors clamd was handed.
+func (s *hookScanner) seenInodes() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]uint64(nil), s.inodes...)
 }
 
 // asNobody runs cmd as uid and gid 65534 and returns its error, with its
@@ -120,20 +133,11 @@ func leasesHeld(t *testing.T) []string {
 		fields := strings.Fields(sc.Text())
 		// "1: LEASE  ACTIVE    READ 1234 00:2d:56 0 EOF"; a break pending
 		// shows "BREAKING" and its pid one field further.
-		if len(fields) > 1 && fields[1] == "LEASE" && slicesContains(fields, pid) {
+		if len(fields) > 1 && fields[1] == "LEASE" && slices.Contains(fields, pid) {
 			held = append(held, sc.Text())
 		}
 	}
 	return held
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // noLeasesLeft waits until this process holds no lease (scans passed on

@@ -2,22 +2,16 @@ package cache_test
 
 import (
 	"bytes"
-	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/cache"
-	"github.com/clamfuse/clamfuse/clamav"
 	"github.com/clamfuse/clamfuse/test/clamdtest"
 	"github.com/clamfuse/clamfuse/test/testenv"
 )
@@ -38,39 +32,6 @@ func ownTmpfs(t *testing.T) string {
 	}
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
 	return dir
-}
-
-// seenScanner records what clamd was handed: the descriptor's name
-// (/proc/self/fd) and inode, and runs during, when set, while the
-// descriptor is in clamd's hands, after clamd judged it.
-type seenScanner struct {
-	cache.Scanner
-	mu     sync.Mutex
-	names  []string
-	inodes []uint64
-	during func(call int)
-}
-
-func (s *seenScanner) ScanFile(ctx context.Context, f *os.File, size int64) (clamav.Result, error) {
-	name, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
-	var st unix.Stat_t
-	unix.Fstat(int(f.Fd()), &st)
-	s.mu.Lock()
-	s.names = append(s.names, name)
-	s.inodes = append(s.inodes, st.Ino)
-	call, during := len(s.names), s.during
-	s.mu.Unlock()
-	res, err := s.Scanner.ScanFile(ctx, f, size)
-	if during != nil {
-		during(call)
-	}
-	return res, err
-}
-
-func (s *seenScanner) seen() ([]string, []uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.names...), append([]uint64(nil), s.inodes...)
 }
 
 // TestGateLeaseJudgesFile: a file whose contents the gate verifies is
@@ -107,7 +68,7 @@ func TestGateLeaseJudgesFile(t *testing.T) {
 				t.Fatal(err)
 			}
 			tt.writer(t, p)
-			s := &seenScanner{Scanner: realPool(t, c)}
+			s := &hookScanner{Scanner: realPool(t, c)}
 			g := cache.NewGate(s, cache.Options{MaxEntries: 16, TTL: time.Hour, Timeout: 20 * time.Second, VerifyMaxSize: 1 << 20})
 			f, err := os.Open(p)
 			if err != nil {
@@ -122,7 +83,7 @@ func TestGateLeaseJudgesFile(t *testing.T) {
 			if !d.Held || !bytes.Equal(h.bufs[len(h.bufs)-1], body) {
 				t.Errorf("bytes handed over for the page cache: held %v; want the file's", d.Held)
 			}
-			names, inodes := s.seen()
+			names, inodes := s.seen(), s.seenInodes()
 			var st unix.Stat_t
 			if err := unix.Stat(p, &st); err != nil {
 				t.Fatal(err)
@@ -189,20 +150,16 @@ func TestGateLeaseBroken(t *testing.T) {
 				t.Fatal(err)
 			}
 			writerDone := make(chan error, 1)
-			s := &seenScanner{Scanner: realPool(t, c)}
-			s.during = func(call int) {
+			s := &hookScanner{Scanner: realPool(t, c)}
+			s.after = func(call int, _ *os.File) {
 				if call != 1 {
 					return
 				}
 				// dd conv=notrunc: opened for writing, not truncated.
 				cmd := exec.Command("dd", append([]string{"of=" + p, "conv=notrunc", "status=none"}, tt.dd...)...)
 				cmd.Stdin = bytes.NewReader(eicar)
-				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 				start := time.Now()
-				out, err := cmd.CombinedOutput()
-				if err != nil {
-					err = fmt.Errorf("%v: %s", err, out)
-				}
+				err := asNobody(cmd)
 				if err == nil && time.Since(start) > 10*time.Second {
 					err = errSlowWriter(time.Since(start))
 				}
@@ -227,7 +184,7 @@ func TestGateLeaseBroken(t *testing.T) {
 			if got, _ := os.ReadFile(p); !bytes.Equal(got, tt.want) {
 				t.Fatalf("the file holds %q after the other user's dd; want %q", got, tt.want)
 			}
-			names, _ := s.seen()
+			names := s.seen()
 			if len(names) < 2 || strings.HasPrefix(names[0], "/memfd:") {
 				t.Fatalf("clamd was handed %q; want the file under a lease, then a scan again", names)
 			}
