@@ -308,9 +308,7 @@ func TestFirstOpenStoreOpenerKilled(t *testing.T) {
 	mo.FS = Options{Gate: g, AttrValid: time.Second, EntryValid: time.Second, Invalidation: true, WatchedValid: time.Hour}
 	backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 100, TTL: time.Hour,
 		Timeout: time.Minute, VerifyMaxSize: 1 << 20})
-	for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
-		mustDo(t, os.Chmod(p, 0o777))
-	}
+	openToAll(t, backing, m)
 	for round := range 3 {
 		name := fmt.Sprintf("f%d", round)
 		b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
@@ -367,9 +365,7 @@ func TestFirstOpenHoldsBounded(t *testing.T) {
 	mo.FS = Options{Gate: g, AttrValid: time.Second, EntryValid: time.Second}
 	backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
 		Timeout: time.Minute, VerifyMaxSize: 1 << 20})
-	for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
-		mustDo(t, os.Chmod(p, 0o777))
-	}
+	openToAll(t, backing, m)
 	clean := []byte(strings.Repeat("held, undecided\n", 4000))
 	release := make(chan struct{})
 	var releaseOnce sync.Once
@@ -590,9 +586,7 @@ func TestFirstOpenUndoneUnderScan(t *testing.T) {
 	mo := MountOptions{AllowOther: true, FS: Options{AttrValid: time.Second, EntryValid: time.Second}}
 	backing, m, _ := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
 		Timeout: time.Minute, VerifyMaxSize: 1 << 20})
-	for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
-		mustDo(t, os.Chmod(p, 0o777))
-	}
+	openToAll(t, backing, m)
 	for round := range 3 {
 		name := fmt.Sprintf("f%d", round)
 		b, f := filepath.Join(backing, name), filepath.Join(m.Target, name)
@@ -669,9 +663,7 @@ func mountShared(t *testing.T, mo MountOptions) (string, *Mounted, *requests) {
 	mo.FS.AttrValid, mo.FS.EntryValid, mo.FS.WatchedValid = time.Second, time.Second, time.Hour
 	backing, m, seen := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
 		Timeout: time.Minute, VerifyMaxSize: 1 << 20})
-	for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
-		mustDo(t, os.Chmod(p, 0o777))
-	}
+	openToAll(t, backing, m)
 	return backing, m, seen
 }
 

@@ -42,9 +42,7 @@ func TestWriteOpenDuringLeasedScan(t *testing.T) {
 			mo := MountOptions{AllowOther: true}
 			backing, m, _, c := testMountClamd(t, mo, cache.Options{MaxEntries: 100, TTL: time.Hour,
 				Timeout: time.Minute, VerifyMaxSize: 1 << 20})
-			for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
-				mustDo(t, os.Chmod(p, 0o777))
-			}
+			openToAll(t, backing, m)
 			p := filepath.Join(backing, "f")
 			mustDo(t, os.WriteFile(p, []byte(strings.Repeat("clean ", 1000)), 0o666))
 			mustDo(t, os.Chmod(p, 0o666))
@@ -145,9 +143,7 @@ func waitLease(t *testing.T, ino uint64) {
 func TestLeaseWaitsBounded(t *testing.T) {
 	mo := MountOptions{AllowOther: true}
 	backing, m, _, _ := testMountClamd(t, mo, cache.Options{MaxEntries: 100, TTL: time.Hour, Timeout: time.Minute})
-	for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
-		mustDo(t, os.Chmod(p, 0o777))
-	}
+	openToAll(t, backing, m)
 	p := filepath.Join(backing, "f")
 	mustDo(t, os.WriteFile(p, []byte("mine"), 0o644))
 	mustDo(t, os.Chown(p, 65534, 65534))

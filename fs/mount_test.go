@@ -279,3 +279,13 @@ func TestMountBigRequests(t *testing.T) {
 		t.Errorf("the backing file changed: %d bytes, %v", len(got), err)
 	}
 }
+
+// openToAll lets every user reach and write the backing directory and
+// the mountpoint (mode 0777 on both and on the mountpoint's parent), for
+// tests that act as other users.
+func openToAll(t *testing.T, backing string, m *Mounted) {
+	t.Helper()
+	for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
+		mustDo(t, os.Chmod(p, 0o777))
+	}
+}

@@ -44,9 +44,7 @@ func TestStockRaced(t *testing.T) {
 			mo.FS = Options{Gate: g, AttrValid: time.Second, EntryValid: time.Second, Invalidation: true, WatchedValid: time.Hour}
 			backing, m, _ := testMountGate(t, mo, cache.Options{MaxEntries: 1000, TTL: time.Hour,
 				Timeout: time.Minute, VerifyMaxSize: 1 << 20})
-			for _, p := range []string{backing, m.Target, filepath.Dir(m.Target)} {
-				mustDo(t, os.Chmod(p, 0o777))
-			}
+			openToAll(t, backing, m)
 			tmp := t.TempDir()
 			mustDo(t, os.Chmod(tmp, 0o755))
 			mustWrite(t, filepath.Join(tmp, "clean"), clean)
