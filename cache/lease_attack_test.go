@@ -216,14 +216,8 @@ func TestGateLeaseReadOnlyTruncate(t *testing.T) {
 					run(tt.after)
 				}
 			}
-			g := cache.NewGate(s, cache.Options{MaxEntries: 16, TTL: time.Hour, Timeout: 60 * time.Second, VerifyMaxSize: 1 << 20})
-			f, err := os.Open(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			h := &holdAll{}
-			d := g.Check(t.Context(), f, cache.Opener{Path: "f", Pid: 4242, Uid: 1000, Into: h})
+			g := verifyingGate(s)
+			d, h := firstOpen(t, g, p)
 			if len(errs) > 0 {
 				t.Fatalf("the other user: %v", errs)
 			}
@@ -313,7 +307,7 @@ func TestGateLeasesBrokenTogether(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			g := cache.NewGate(s, cache.Options{MaxEntries: 16, TTL: time.Hour, Timeout: 60 * time.Second, VerifyMaxSize: 1 << 20})
+			g := verifyingGate(s)
 			f, err := os.Open(p)
 			if err != nil {
 				t.Error(err)
@@ -551,7 +545,7 @@ func TestGateLeaseDeviceUnderneath(t *testing.T) {
 			}
 		}
 	}
-	g := cache.NewGate(s, cache.Options{MaxEntries: 16, TTL: time.Hour, Timeout: 60 * time.Second, VerifyMaxSize: 1 << 20})
+	g := verifyingGate(s)
 	h := &holdAll{}
 	d := g.Check(t.Context(), f, cache.Opener{Path: "f", Pid: 4242, Uid: 1000, Into: h})
 	if len(errs) > 0 {

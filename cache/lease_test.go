@@ -69,14 +69,8 @@ func TestGateLeaseJudgesFile(t *testing.T) {
 			}
 			tt.writer(t, p)
 			s := &hookScanner{Scanner: realPool(t, c)}
-			g := cache.NewGate(s, cache.Options{MaxEntries: 16, TTL: time.Hour, Timeout: 20 * time.Second, VerifyMaxSize: 1 << 20})
-			f, err := os.Open(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			h := &holdAll{}
-			d := g.Check(t.Context(), f, cache.Opener{Path: filepath.Base(p), Pid: 4242, Uid: 1000, Into: h})
+			g := verifyingGate(s)
+			d, h := firstOpen(t, g, p)
 			if !d.Allow {
 				t.Fatalf("clean file: %s; want allowed", d.Reason)
 			}
@@ -97,6 +91,25 @@ func TestGateLeaseJudgesFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// verifyingGate is a Gate over s that verifies the contents of files up
+// to 1 MiB (cache/verify.go), as clamfuse's default does.
+func verifyingGate(s cache.Scanner) *cache.Gate {
+	return cache.NewGate(s, cache.Options{MaxEntries: 16, TTL: time.Hour, Timeout: 60 * time.Second, VerifyMaxSize: 1 << 20})
+}
+
+// firstOpen opens p and checks it through g as an open's own scan does,
+// its Holder keeping every buffer it gives.
+func firstOpen(t *testing.T, g *cache.Gate, p string) (cache.Decision, *holdAll) {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := &holdAll{}
+	return g.Check(t.Context(), f, cache.Opener{Path: filepath.Base(p), Pid: 4242, Uid: 1000, Into: h}), h
 }
 
 // mapFile maps p as flags say, with its descriptor closed at once; the
@@ -165,14 +178,8 @@ func TestGateLeaseBroken(t *testing.T) {
 				}
 				writerDone <- err
 			}
-			g := cache.NewGate(s, cache.Options{MaxEntries: 16, TTL: time.Hour, Timeout: 60 * time.Second, VerifyMaxSize: 1 << 20})
-			f, err := os.Open(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			h := &holdAll{}
-			d := g.Check(t.Context(), f, cache.Opener{Path: "f", Pid: 4242, Uid: 1000, Into: h})
+			g := verifyingGate(s)
+			d, h := firstOpen(t, g, p)
 			select {
 			case err := <-writerDone:
 				if err != nil {

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -85,7 +84,7 @@ func TestGateUndoneUnderScan(t *testing.T) {
 	defer unix.Munmap(mem)
 	copy(mem, eicar) // the page is dirty from now on
 	s := &flipScanner{Scanner: realPool(t, c), mem: mem, clean: clean, evil: eicar}
-	g := cache.NewGate(s, cache.Options{MaxEntries: 16, TTL: time.Hour, Timeout: 20 * time.Second, VerifyMaxSize: 1 << 20})
+	g := verifyingGate(s)
 
 	var before unix.Stat_t
 	if err := unix.Stat(p, &before); err != nil {
