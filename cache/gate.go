@@ -453,6 +453,11 @@ func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, direct bool, un
 			g.demand.done()
 		}
 	}()
+	if g.verifies(key.Size) {
+		// Read whole for its digest before clamd sees it (attempts):
+		// the disk starts on it now, while the scan is made ready.
+		unix.Fadvise(int(f.Fd()), 0, key.Size, unix.FADV_WILLNEED)
+	}
 	if !direct {
 		var err error
 		if src, err = reopen(f); err != nil {
