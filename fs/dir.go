@@ -32,9 +32,13 @@ func (n *Node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.L
 	}
 	n.fsys.meet(dirfd, req.Name, &st)
 	child := n.fsys.node(dirfd, &st, n, req.Name)
+	// The entry's attributes are this stat's (fusefs asks Attr, a stat
+	// more, only when none are filled).
+	fillAttr(&resp.Attr, &st, n.fsys.attrValid(&st))
 	resp.EntryValid = n.fsys.entryValid(n)
 	if !n.fsys.settled(seq, dirfd, n, req.Name, child) {
-		resp.EntryValid = 0 // changed already: see watch.go
+		// Changed already: see watch.go.
+		resp.EntryValid, resp.Attr.Valid = 0, 0
 	}
 	return child, nil
 }

@@ -37,6 +37,10 @@
 //     is 48 bytes, in the 48-byte allocation class, not 56 in the 64-byte
 //     one: 16 bytes less per inode the kernel caches (clamfuse_waitgroup.go;
 //     block "serve node wait group").
+//   - The attributes a LOOKUP's handler filled itself (Attr.Inode set),
+//     from the stat that found the entry, are answered as they are;
+//     upstream asks Node.Attr for them, a second stat of the entry
+//     (clamfuse_lookupattr.go; block "lookup attr").
 //   - The debug messages of each request are not made when the debug
 //     function is fuse.Debug's default, which drops them (blocks "quiet
 //     field", "quiet set", "request log", "response log";

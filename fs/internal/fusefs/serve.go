@@ -1759,9 +1759,11 @@ func (c *Server) handleRequest(ctx context.Context, node Node, snode *serveNode,
 }
 
 func (c *Server) saveLookup(ctx context.Context, s *fuse.LookupResponse, snode *serveNode, elem string, n2 Node) error {
-	if err := nodeAttr(ctx, n2, &s.Attr); err != nil {
+	// clamfuse: begin lookup attr
+	if err := lookupAttr(ctx, n2, &s.Attr); err != nil {
 		return err
 	}
+	// clamfuse: end lookup attr
 	if s.Attr.Inode == 0 {
 		s.Attr.Inode = c.dynamicInode(snode.inode, elem)
 	}

@@ -30,6 +30,9 @@ var replaced = map[string]string{
 	// InvalidateNodeAttr: upstream's offset 0 invalidated the data too.
 	"invalidate attr": "\treturn s.invalidateNode(node, 0, 0)\n",
 	"imports":         "\t\"bazil.org/fuse\"\n\t\"bazil.org/fuse/fuseutil\"\n",
+	// Attributes a lookup filled itself are not asked again
+	// (clamfuse_lookupattr.go).
+	"lookup attr": "\tif err := nodeAttr(ctx, n2, &s.Attr); err != nil {\n\t\treturn err\n\t}\n",
 	// The request loop of upstream's Serve.
 	"request loop": `	for {
 		req, err := s.conn.ReadRequest()
