@@ -47,10 +47,21 @@ func TestLookupAttrsOfOneInode(t *testing.T) {
 			swapper := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSwapHelper$")
 			swapper.Env = append(os.Environ(), swapHelperEnv+"="+backing)
 			swapper.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			// Its output to a file, not a pipe: Wait would wait for every
+			// process holding the pipe (testenv's guard process too).
+			logPath := filepath.Join(t.TempDir(), "swapper.log")
+			helperOut, err := os.Create(logPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer helperOut.Close()
+			swapper.Stdout, swapper.Stderr = helperOut, helperOut
 			if err := swapper.Start(); err != nil {
 				t.Fatal(err)
 			}
-			defer func() { cancel(); swapper.Wait() }()
+			exited := make(chan error, 1)
+			go func() { exited <- swapper.Wait() }()
+			defer func() { cancel(); <-exited }()
 
 			// 2000 stats, from another process.
 			out := runOn(t, m, "sh", "-c",
@@ -70,6 +81,13 @@ func TestLookupAttrsOfOneInode(t *testing.T) {
 					t.Fatalf("stat through the mount: inode %d with size %d; the files are %v (inode: size)", ino, size, sizes)
 				}
 				seen++
+			}
+			select {
+			case err := <-exited:
+				exited <- err // for the deferred wait
+				b, _ := os.ReadFile(logPath)
+				t.Fatalf("the swapper stopped before the stats ended (%v): the race was not run\n%s", err, b)
+			default:
 			}
 			if seen == 0 {
 				t.Fatal("no stat of the raced name succeeded")
