@@ -95,7 +95,13 @@ func (g *Gate) Prewarm(ctx context.Context, f *os.File, rel string) (PrewarmResu
 		for wait := prewarmRetry; ; wait = min(2*wait, maxPrewarmRetry) {
 			// The scan is not the walk's: ctx does not cancel it.
 			r, v, err := g.settle(context.Background(), src, func() error { return g.waitIdle(ctx) }, false)
-			if errors.Is(err, clamav.ErrUnavailable) && ctx.Err() == nil {
+			if errors.Is(err, clamav.ErrUnavailable) && ctx.Err() != nil {
+				// Stopped while it waited for clamd (during this
+				// attempt): stopped, as between attempts below.
+				ch <- settled{PrewarmError, ctx.Err()}
+				return
+			}
+			if errors.Is(err, clamav.ErrUnavailable) {
 				// No clamd to be reached, as while it still loads its
 				// database at boot: wait for one rather than walk the
 				// whole tree into errors.

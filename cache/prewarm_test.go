@@ -435,6 +435,17 @@ func TestPrewarmWaitsForClamd(t *testing.T) {
 			t.Errorf("Prewarm = %v, %v; want error, context.Canceled", got.r, got.err)
 		}
 	})
+	t.Run("stopped during an attempt", func(t *testing.T) {
+		// The walk stops while clamd is being tried (the attempt then
+		// fails as unreachable): stopped all the same, not an error of
+		// clamd's.
+		ctx, cancel := context.WithCancel(t.Context())
+		s := &fakeScanner{judge: func([]byte) (clamav.Result, error) { cancel(); return clamav.Result{}, unreachable }}
+		g := NewGate(s, Options{MaxEntries: 16})
+		if got := recvPrewarm(t, prewarmAsync(ctx, g, openFile(t, writeFile(t, "x")), "x")); got.r != PrewarmError || !errors.Is(got.err, context.Canceled) {
+			t.Errorf("Prewarm = %v, %v; want error, context.Canceled", got.r, got.err)
+		}
+	})
 	t.Run("other errors are not retried", func(t *testing.T) {
 		s := &fakeScanner{judge: func([]byte) (clamav.Result, error) {
 			return clamav.Result{}, fmt.Errorf("%w: garbage", clamav.ErrProtocol)
