@@ -34,7 +34,13 @@ const handoverAfter = 500 * time.Microsecond
 // and, if so, hand the reading over at once, so that long requests (READs
 // and WRITEs of a MiB, not in passthrough) are served in parallel, up to
 // as many at once as there are CPUs. Shorter requests are served one after
-// the other: waking another thread for one costs more than it takes.
+// the other: waking another thread for one costs more than it takes. A
+// request that said it waits (Server.Blocking: an open waiting for its
+// scan) was long for waiting, not for working: it leaves the next ones
+// as they were. (It did make them look, and on a sequential reader's
+// first opens hand over once more per file: the RELEASE of a file read
+// with the LOOKUP of the next one queued behind it, 0.5 more wake-ups of
+// a thread per first open, TestWaitedRequestNotLong.)
 const parallelAfter = 100 * time.Microsecond
 
 // readLoop serves requests on the goroutine that read them, as libfuse's
@@ -74,7 +80,8 @@ type readLoop struct {
 	mu      sync.Mutex
 	total   int            // readers: reading, serving or parked
 	busy    int            // readers serving a request inline
-	long    bool           // the last request served inline took parallelAfter or more
+	long    bool           // the last request served inline took parallelAfter or more (one that waited not counted)
+	waited  uint64         // the last request (seq) that handed the reading over for waiting (Server.Blocking)
 	reading bool           // a reader is in (or on its way to) read(2)
 	serving bool           // a request served inline has not handed the reading over
 	seq     uint64         // requests served inline so far; the current one if serving
@@ -86,6 +93,9 @@ type readLoop struct {
 	since   time.Time // when the request of seq started, if serving
 	expiry  time.Time // when wd expires, at the latest; zero: disarmed
 	wdFires int       // times the watchdog ran, for tests
+	// ended, set by tests, is called at the end of each request served
+	// inline but those that waited, with whether it counts as long.
+	ended func(seq uint64, long bool)
 
 	// releasing counts the RELEASEs of files read and not yet served
 	// (Server.Releasing).
@@ -195,7 +205,12 @@ func (l *readLoop) read() {
 
 		l.mu.Lock()
 		l.busy--
-		l.long = took >= parallelAfter
+		if l.waited != seq {
+			l.long = took >= parallelAfter
+			if l.ended != nil {
+				l.ended(seq, l.long)
+			}
+		}
 		if l.serving && l.seq == seq {
 			// wd stays armed: the next request finds it so (armLocked),
 			// and if none comes it expires once for nothing.
@@ -349,6 +364,7 @@ func (s *Server) Blocking(id fuse.RequestID) {
 	}
 	l.mu.Lock()
 	if l.serving && l.id == id {
+		l.waited = l.seq
 		l.handoverLocked()
 	}
 	l.mu.Unlock()

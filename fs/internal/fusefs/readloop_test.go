@@ -244,3 +244,87 @@ func TestSilentBlockHandedOverSoon(t *testing.T) {
 		t.Errorf("cat slow: %v", err)
 	}
 }
+
+// TestWaitedRequestNotLong: an open that says it waits (Server.Blocking)
+// and waits longer than parallelAfter does not count as a long request:
+// the requests after it are served one after the other, as before it,
+// with no look for more waiting (Conn.Pending) and no hand-over each.
+// Before, every such open made the next request hand the reading over
+// if another was queued: on a sequential reader's first opens, the
+// RELEASE of one file with the LOOKUP of the next behind it.
+func TestWaitedRequestNotLong(t *testing.T) {
+	fsys := newMemFS()
+	var srv atomic.Pointer[Server]
+	slow := &seqFile{blockingFile: blockingFile{memFile: fsys.root.file("slow", []byte("slow")), srv: &srv, announce: true, release: make(chan struct{})}}
+	probe := &loopProbe{memFile: fsys.root.file("probe", nil)}
+	fsys.root.mu.Lock()
+	fsys.root.entries["slow"] = slow
+	fsys.root.entries["probe"] = probe
+	fsys.root.mu.Unlock()
+	m := mount(t, fsys)
+	srv.Store(m.srv)
+	probe.srv.Store(m.srv)
+	if _, err := os.Stat(filepath.Join(m.dir, "probe")); err != nil {
+		t.Fatal(err)
+	}
+	l := probe.loop.Load()
+	slow.loop.Store(l)
+	long := make(map[uint64]bool) // under l.mu
+	l.mu.Lock()
+	l.ended = func(seq uint64, isLong bool) {
+		if isLong {
+			long[seq] = true
+		}
+	}
+	l.mu.Unlock()
+	t.Cleanup(func() {
+		l.mu.Lock()
+		l.ended = nil
+		l.mu.Unlock()
+	})
+
+	const opens = 3
+	for i := range opens {
+		// Each open waits until it has waited parallelAfter twice over.
+		opener := exec.Command("cat", filepath.Join(m.dir, "slow"))
+		if err := opener.Start(); err != nil {
+			t.Fatal(err)
+		}
+		within(t, m, fmt.Sprintf("open %d waiting", i), func() bool { return slow.waiting.Load() == 1 })
+		waitStart := time.Now()
+		within(t, m, fmt.Sprintf("open %d waited %v", i, 2*parallelAfter), func() bool { return time.Since(waitStart) > 2*parallelAfter })
+		slow.release <- struct{}{}
+		if err := opener.Wait(); err != nil {
+			t.Fatalf("cat slow: %v", err)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(slow.seqs) != opens {
+		t.Fatalf("%d opens served inline, want %d", len(slow.seqs), opens)
+	}
+	for _, seq := range slow.seqs {
+		if long[seq] {
+			t.Errorf("the open served as request %d waited %v and ended counted as long", seq, 2*parallelAfter)
+		}
+	}
+}
+
+// seqFile is a blockingFile that records, under the loop's mu, which
+// request (readLoop.seq) each open was.
+type seqFile struct {
+	blockingFile
+	loop atomic.Pointer[readLoop]
+	seqs []uint64 // under loop.mu
+}
+
+func (f *seqFile) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenResponse) (Handle, error) {
+	if l := f.loop.Load(); l != nil {
+		l.mu.Lock()
+		if l.serving && l.id == req.Header.ID {
+			f.seqs = append(f.seqs, l.seq)
+		}
+		l.mu.Unlock()
+	}
+	return f.blockingFile.Open(ctx, req, resp)
+}
