@@ -68,12 +68,14 @@ type Opener struct {
 	// opened again for the scan (reopen), as long as the open waits for
 	// the verdict (see lead).
 	ReadOnly bool
-	// Into, when not nil, is asked by this open's own scan (lead), once
-	// clamd judged the file clean, for a buffer of exactly the file's size
-	// when the gate verifies the contents of files of that size
-	// (verify.go): the private copy clamd judged (snapshot) is read into
-	// it, and Decision.Held then says that it holds exactly the bytes
-	// judged, those whose digest is Decision.Sum. The filesystem hands
+	// Into, when not nil, is asked by this open's own scan (lead) for a
+	// buffer of exactly the file's size when the gate verifies the
+	// contents of files of that size (verify.go): the contents read for
+	// their digest under the lease clamd's scan is made under (lease.go),
+	// or else, once clamd judged the file clean, the private copy it
+	// judged (snapshot), are read into it, and Decision.Held then says
+	// that it holds exactly the bytes judged clean, those whose digest is
+	// Decision.Sum. The filesystem hands
 	// them to the kernel's page cache (fs/stock.go) instead of reading
 	// them again for the opener.
 	Into Holder
@@ -592,11 +594,21 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 		// sum is their digest; for any other file, the very descriptor
 		// checked below, passed to clamd or read.
 		scanned, snap, leased := file, (*os.File)(nil), false
+		var buf []byte // the opener's buffer for the bytes judged, read under the lease
 		if g.verifies(key.Size) {
 			var err error
 			if !at.copy && lease(file, key.Dev) {
 				leased = true
-				sum, err = contentSum(file, key.Size)
+				if at.into != nil {
+					buf = at.into.Hold(key.Size)
+				}
+				if buf != nil {
+					// One read for the digest and for the opener:
+					// nobody can write the file until unlease.
+					sum, err = readSum(file, buf)
+				} else {
+					sum, err = contentSum(file, key.Size)
+				}
 			} else {
 				snap, sum, err = snapshot(file, key.Size)
 			}
@@ -667,15 +679,12 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 			continue
 		}
 		if sum != 0 {
-			var buf []byte
-			if at.into != nil && !res.Infected {
-				buf = at.into.Hold(key.Size)
-			}
 			if leased {
 				// Nobody could write the file from the digest on while
-				// the lease held: the bytes read now are those judged,
-				// handed over to the opener once it shows it held.
-				at.held = readJudged(file, buf, key.Size)
+				// the lease held: the bytes read for the digest (into
+				// buf, if any) are those judged, handed over to the
+				// opener once it shows it held.
+				at.held = buf != nil && !res.Infected
 				leased = false
 				if !unlease(file) {
 					// Broken: someone opened the file for writing
@@ -686,6 +695,10 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 					continue
 				}
 			} else {
+				buf = nil
+				if at.into != nil && !res.Infected {
+					buf = at.into.Hold(key.Size)
+				}
 				again, err := contentSum(file, key.Size)
 				if err != nil || again != sum {
 					// Changed under the scan without a trace in the

@@ -160,6 +160,24 @@ func snapshot(f *os.File, size int64) (*os.File, uint64, error) {
 	return snap, h.Sum(), nil
 }
 
+// readSum reads the first len(buf) bytes of f into buf, with pread, and
+// returns their digest, as contentSum does for that size; errShort if f
+// holds fewer.
+func readSum(f *os.File, buf []byte) (uint64, error) {
+	n, err := f.ReadAt(buf, 0)
+	switch {
+	case n == len(buf):
+	case err == nil || err == io.EOF:
+		return 0, errShort
+	default:
+		return 0, fmt.Errorf("reading for the content digest: %w", err)
+	}
+	if s := maphash.Bytes(sumSeed, buf); s != 0 {
+		return s, nil
+	}
+	return 1, nil
+}
+
 // memfdNameMax is the longest name memfd_create takes.
 const memfdNameMax = 249
 
