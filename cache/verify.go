@@ -69,20 +69,7 @@ func contentSum(f *os.File, size int64) (uint64, error) {
 	defer sumBufs.Put(bp)
 	buf := *bp
 	if size <= int64(len(buf)) {
-		// Most files: one read, one call (maphash.Bytes is the digest of
-		// a Hash written the same bytes, so Digest agrees).
-		n, err := f.ReadAt(buf[:size], 0)
-		switch {
-		case int64(n) == size:
-		case err == nil || err == io.EOF:
-			return 0, errShort
-		default:
-			return 0, fmt.Errorf("reading for the content digest: %w", err)
-		}
-		if s := maphash.Bytes(sumSeed, buf[:size]); s != 0 {
-			return s, nil
-		}
-		return 1, nil
+		return readSum(f, buf[:size]) // most files: one read, one call
 	}
 	h := NewDigest()
 	for off := int64(0); off < size; {
@@ -161,8 +148,8 @@ func snapshot(f *os.File, size int64) (*os.File, uint64, error) {
 }
 
 // readSum reads the first len(buf) bytes of f into buf, with pread, and
-// returns their digest, as contentSum does for that size; errShort if f
-// holds fewer.
+// returns their digest (maphash.Bytes is the digest of a Hash written the
+// same bytes, so Digest agrees), never 0; errShort if f holds fewer.
 func readSum(f *os.File, buf []byte) (uint64, error) {
 	n, err := f.ReadAt(buf, 0)
 	switch {
