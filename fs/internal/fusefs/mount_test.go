@@ -72,6 +72,13 @@ func mount(t *testing.T, fsys FS, opts ...fuse.MountOption) *mounted {
 // mountWith is mount with the server's config.
 func mountWith(t *testing.T, fsys FS, config *Config, opts ...fuse.MountOption) *mounted {
 	t.Helper()
+	return mountServe(t, fsys, config, nil, opts...)
+}
+
+// mountServe is mountWith, calling before (if not nil) with the server
+// just before it is served.
+func mountServe(t *testing.T, fsys FS, config *Config, before func(*Server), opts ...fuse.MountOption) *mounted {
+	t.Helper()
 	requireFUSE(t)
 	dir := t.TempDir()
 	c, err := fuse.Mount(dir, append([]fuse.MountOption{fuse.FSName("fusefs-test"), fuse.Subtype("fusefstest")}, opts...)...)
@@ -79,6 +86,9 @@ func mountWith(t *testing.T, fsys FS, config *Config, opts ...fuse.MountOption) 
 		t.Fatalf("Mount: %v", err)
 	}
 	srv := New(c, config)
+	if before != nil {
+		before(srv)
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(fsys) }()
 	untrack := testenv.TrackMount(dir)

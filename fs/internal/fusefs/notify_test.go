@@ -184,3 +184,43 @@ func TestEntryNotifiedDuringRevalidation(t *testing.T) {
 		})
 	}
 }
+
+// TestInvalidateBeforeServed: a file system may ask for invalidations
+// before and while it starts being served (clamfuse's watcher of the
+// backing directory starts before Serve does): they find nothing cached
+// until the kernel holds the node, and no access to the node table is
+// unguarded (CI's race detector once caught Serve making the root's
+// records without the lock that InvalidateEntry takes).
+func TestInvalidateBeforeServed(t *testing.T) {
+	fsys := newMemFS()
+	fsys.root.file("f", []byte("x"))
+	stop, done := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int64
+	m := mountServe(t, fsys, nil, func(srv *Server) {
+		go func() {
+			defer close(done)
+			for {
+				if err := srv.InvalidateEntry(fsys.root, "f"); err != nil && err != fuse.ErrNotCached {
+					t.Errorf("InvalidateEntry while Serve starts: %v", err)
+					return
+				}
+				calls.Add(1)
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		}()
+	})
+	m.run(t, "stat", filepath.Join(m.dir, "f")) // served
+	close(stop)
+	<-done
+	if calls.Load() == 0 {
+		t.Fatal("no invalidation was asked for")
+	}
+	m.run(t, "stat", filepath.Join(m.dir, "f")) // looked up again, if dropped
+	if err := m.srv.InvalidateEntry(fsys.root, "f"); err != nil {
+		t.Errorf("InvalidateEntry of a name the kernel holds: %v", err)
+	}
+}

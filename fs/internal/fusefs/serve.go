@@ -517,6 +517,10 @@ func (s *Server) Serve(fs FS) error {
 	// Recognize the root node if it's ever returned from Lookup,
 	// passed to Invalidate, etc.
 	// clamfuse: begin root id
+	// Under meta, as all of the node table: the file system may ask for
+	// invalidations before it is served (a watcher of its backing
+	// directory), and InvalidateEntry reads the table under meta.
+	s.meta.Lock()
 	s.setNodeID(root, 1)
 	// clamfuse: end root id
 	s.node = append(s.node, nil, &serveNode{
@@ -526,6 +530,9 @@ func (s *Server) Serve(fs FS) error {
 		refs:       1,
 	})
 	s.handle = append(s.handle, nil)
+	// clamfuse: begin root table made
+	s.meta.Unlock()
+	// clamfuse: end root table made
 
 	// clamfuse: begin request loop
 	s.loop = &readLoop{s: s}

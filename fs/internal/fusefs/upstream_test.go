@@ -12,6 +12,7 @@ import (
 var replaced = map[string]string{
 	// A node that keeps its own NodeID (clamfuse_nodeid.go).
 	"root id":                 "\ts.nodeRef[root] = 1\n",
+	"root table made":         "",
 	"save node id":            "\tif id, ok := c.nodeRef[node]; ok {\n",
 	"save node record id":     "\tc.nodeRef[node] = id\n",
 	"drop node id":            "\t\tdelete(c.nodeRef, snode.node)\n",
