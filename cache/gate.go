@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"os"
 	"strconv"
@@ -222,7 +221,7 @@ func NewGate(s Scanner, opts Options) *Gate {
 		slots:    newSlots(opts.MaxConcurrent),
 		pending:  map[inode]*prescan{},
 		queue:    prescanQueue{byID: map[inode]*queued{}},
-		writes:   &writeGens{seed: maphash.MakeSeed()},
+		writes:   newWriteGens(),
 		runMax:   maxPrescans,
 		queueMax: maxQueued,
 	}

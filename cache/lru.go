@@ -26,7 +26,7 @@ type Key struct {
 	CtimeNs int64
 	DB      string // signature database version the verdict was made with
 	Gen     uint64 // the Gate's generation (see Gate.Invalidate)
-	Writes  uint64 // the generation of the file's slot (see Gate.Modified)
+	Writes  uint64 // the generations of the file's slots (see Gate.Modified); a verdict matches a Key whose Writes are the same by sameWrites
 }
 
 // Verdict is what clamd said of one file state.
@@ -60,6 +60,14 @@ type fileKey struct {
 	dev, ino           uint64
 	size, mtime, ctime int64
 	gen, writes        uint64
+}
+
+// sameState reports whether a and b are of the same file state: all
+// their fields but writes are equal.
+func sameState(a, b *fileKey) bool {
+	x := *a
+	x.writes = b.writes
+	return x == *b
 }
 
 func fileKeyOf(k *Key) fileKey {
@@ -176,6 +184,11 @@ func (c *LRU) GetSum(k Key) (Verdict, uint64, bool) {
 		c.remove(slot, i)
 		return Verdict{}, 0, false
 	}
+	if !sameWrites(n.key.writes, fk.writes) {
+		// The file was changed through the mount since: the verdict
+		// of a scan of it that follows replaces this one.
+		return Verdict{}, 0, false
+	}
 	c.toFront(i)
 	return c.verdicts.value(n.verdict), n.sum, true
 }
@@ -213,6 +226,7 @@ func (c *LRU) put(k Key, v Verdict, sum uint64, exp int64) {
 		if _, i := c.find(&fk, db); i != nilNode {
 			n := c.mem.at(i)
 			old := n.verdict
+			n.key.writes = fk.writes
 			n.verdict, n.expires, n.sum = c.verdicts.acquire(v), exp, sum
 			c.verdicts.release(old)
 			c.toFront(i)
@@ -384,7 +398,9 @@ func (c *LRU) Entries() ([]Entry, uint64) {
 // The table of slots.
 
 func (c *LRU) hash(fk *fileKey, db uint32) uint64 {
-	return maphash.Comparable(c.seed, hashKey{fileKey: *fk, db: uint64(db)})
+	h := hashKey{fileKey: *fk, db: uint64(db)}
+	h.writes = 0 // a key finds the entry of its file state whatever its Writes (see GetSum)
+	return maphash.Comparable(c.seed, h)
 }
 
 // home is the slot where probing for node i starts.
@@ -393,7 +409,8 @@ func (c *LRU) home(i int32) int {
 	return int(c.hash(&n.key, n.db) & uint64(len(c.mem.slots)-1))
 }
 
-// find returns the node of (fk, db) and its slot, or nilNode.
+// find returns the node of (fk, db) and its slot, or nilNode; the node's
+// writes may differ from fk's.
 func (c *LRU) find(fk *fileKey, db uint32) (slot int, i int32) {
 	if len(c.mem.slots) == 0 {
 		return 0, nilNode
@@ -403,7 +420,7 @@ func (c *LRU) find(fk *fileKey, db uint32) (slot int, i int32) {
 		switch j := c.mem.slots[s] - 1; {
 		case j == nilNode:
 			return s, nilNode
-		case c.mem.at(j).key == *fk && c.mem.at(j).db == db:
+		case sameState(&c.mem.at(j).key, fk) && c.mem.at(j).db == db:
 			return s, j
 		}
 	}

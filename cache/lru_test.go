@@ -147,14 +147,15 @@ func TestLRU(t *testing.T) {
 func TestLRUKeyFields(t *testing.T) {
 	base := testKey(1)
 	variants := map[string]func(*Key){
-		"dev":    func(k *Key) { k.Dev++ },
-		"ino":    func(k *Key) { k.Ino++ },
-		"size":   func(k *Key) { k.Size++ },
-		"mtime":  func(k *Key) { k.MtimeNs++ },
-		"ctime":  func(k *Key) { k.CtimeNs++ },
-		"db":     func(k *Key) { k.DB = "27001" },
-		"gen":    func(k *Key) { k.Gen++ },
-		"writes": func(k *Key) { k.Writes++ },
+		"dev":   func(k *Key) { k.Dev++ },
+		"ino":   func(k *Key) { k.Ino++ },
+		"size":  func(k *Key) { k.Size++ },
+		"mtime": func(k *Key) { k.MtimeNs++ },
+		"ctime": func(k *Key) { k.CtimeNs++ },
+		"db":    func(k *Key) { k.DB = "27001" },
+		"gen":   func(k *Key) { k.Gen++ },
+		// A change through the mount moves both generations.
+		"writes": func(k *Key) { k.Writes += 1<<32 | 1 },
 	}
 	c := NewLRU(16, 0)
 	c.Put(base, Verdict{Infected: true, Signature: "Eicar-Test-Signature"})
@@ -167,6 +168,41 @@ func TestLRUKeyFields(t *testing.T) {
 	}
 	if v, ok := c.Get(base); !ok || !v.Infected || v.Signature != "Eicar-Test-Signature" {
 		t.Errorf("Get(base) = %+v, %v; want the infected verdict", v, ok)
+	}
+}
+
+// A verdict still matches a key one of whose two write generations is
+// its own (another file sharing the other slot was written), and a Put of
+// the same file state with other generations replaces it.
+func TestLRUWritesShared(t *testing.T) {
+	base := testKey(1)
+	base.Writes = 7<<32 | 9
+	c := NewLRU(16, 0)
+	c.Put(base, Verdict{Backend: "b"})
+	for _, w := range []struct {
+		writes uint64
+		hit    bool
+	}{
+		{7<<32 | 9, true},
+		{8<<32 | 9, true},  // the first slot moved
+		{7<<32 | 10, true}, // the second
+		{8<<32 | 10, false},
+		{0, false},
+	} {
+		k := base
+		k.Writes = w.writes
+		if _, ok := c.Get(k); ok != w.hit {
+			t.Errorf("Writes %#x against %#x: hit %v, want %v", w.writes, base.Writes, ok, w.hit)
+		}
+	}
+	k := base
+	k.Writes = 8<<32 | 10
+	c.Put(k, Verdict{Backend: "c"})
+	if v, ok := c.Get(k); !ok || v.Backend != "c" || c.Len() != 1 {
+		t.Errorf("after a Put with new generations: %+v, %v, %d entries; want c's verdict, the only entry", v, ok, c.Len())
+	}
+	if _, ok := c.Get(base); ok {
+		t.Error("the old generations still match after the Put of new ones")
 	}
 }
 

@@ -158,7 +158,7 @@ func (g *Gate) SaveState(path string, root RootID) (n int, wrote bool, err error
 	kept := entries[:0]
 	for _, e := range entries {
 		k := e.Key
-		if k.DB != db || k.Gen != gen || k.Dev != root.Dev || k.Writes != g.writes.of(k.Dev, k.Ino) || g.verifies(k.Size) {
+		if k.DB != db || k.Gen != gen || k.Dev != root.Dev || !sameWrites(k.Writes, g.writes.of(k.Dev, k.Ino)) || g.verifies(k.Size) {
 			continue
 		}
 		kept = append(kept, e)
@@ -222,7 +222,7 @@ func (g *Gate) restore(s *State) {
 		case e.TTL < 0:
 			expired++
 			continue
-		case g.writes.of(k.Dev, k.Ino) != 0:
+		case !sameWrites(0, g.writes.of(k.Dev, k.Ino)):
 			written++
 			continue
 		case g.verifies(k.Size):
