@@ -726,7 +726,7 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 		case g.caching():
 			// A verdict put under a key whose generation has passed
 			// meanwhile is never found again.
-			g.lru.PutSum(key, v, sum)
+			g.lru.PutSum(g.cacheKey(key), v, sum)
 		}
 		return judged{v, sum}, nil
 	}

@@ -292,7 +292,7 @@ func (g *Gate) stock(s Stocker, src *os.File) {
 	if !g.verifies(key.Size) {
 		return
 	}
-	if v, sum, ok := g.lru.GetSum(key); ok && !v.Infected && sum != 0 {
+	if v, sum, ok := g.lru.GetSum(g.cacheKey(key)); ok && !v.Infected && sum != 0 {
 		s.StockJudged(src, key, sum)
 	}
 }

@@ -77,7 +77,7 @@ func TestPrescanStocks(t *testing.T) {
 				t.Fatalf("told %d times; want once", len(calls))
 			}
 			c := calls[0]
-			_, sum, ok := g.lru.GetSum(gateKey(t, g, p))
+			_, sum, ok := g.lru.GetSum(g.cacheKey(gateKey(t, g, p)))
 			if c.k != gateKey(t, g, p) || !ok || c.sum != sum || sum == 0 {
 				t.Errorf("told %+v, digest %x; want the cached state %+v, digest %x", c.k, c.sum, gateKey(t, g, p), sum)
 			}

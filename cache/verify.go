@@ -184,6 +184,23 @@ func (g *Gate) verifies(size int64) bool {
 	return g.opts.VerifyMaxSize > 0 && size <= g.opts.VerifyMaxSize
 }
 
+// cacheKey is the key that key's verdict is cached under. For a file
+// whose contents are verified it leaves out the times: a rename, chmod
+// or utimes moves ctime (utimes mtime too) and keeps the contents, as a
+// download written under a temporary name and then renamed, or a copy
+// whose times are set after it was written (rsync, cp -p) do, and the
+// digest of the contents decides whether the verdict still holds
+// (lookup). Scans are still shared by the full key (the flights of
+// check), and the check after a scan compares full keys too, so an open
+// never takes the verdict of a scan of another state without having
+// verified its contents itself.
+func (g *Gate) cacheKey(key Key) Key {
+	if g.verifies(key.Size) {
+		key.MtimeNs, key.CtimeNs = 0, 0
+	}
+	return key
+}
+
 // lookup returns the verdict cached for key, when there is one and, for
 // a file whose contents are verified, f still holds the contents it
 // judged. An infected verdict is verified too: in audit mode or by an
@@ -191,7 +208,7 @@ func (g *Gate) verifies(size int64) bool {
 // The digest of the contents comes with the verdict (0 for none).
 // hasNoatime says f has O_NOATIME set already (Opener.NoAtime).
 func (g *Gate) lookup(key Key, f *os.File, hasNoatime bool) (Verdict, uint64, bool) {
-	v, sum, ok := g.lru.GetSum(key)
+	v, sum, ok := g.lru.GetSum(g.cacheKey(key))
 	if !ok || !g.verifies(key.Size) {
 		return v, sum, ok
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -224,5 +225,96 @@ func cachedOpenKeeps(t *testing.T, g *Gate, f *os.File, who Opener, before unix.
 	}
 	if got, _ := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0); got != flags {
 		t.Errorf("the opener's descriptor has flags %#x after the open; want %#x as before", got, flags)
+	}
+}
+
+// A verdict of a file whose contents are verified survives what moves
+// its times and keeps its contents: a rename (a download written under a
+// temporary name, then renamed), a chmod, times set after the copy
+// (rsync, cp -p); the digest decides, so a same-size rewrite is scanned.
+// A verdict of a file not verified is keyed by its times, as before.
+func TestVerifiedVerdictOutlivesTimes(t *testing.T) {
+	rename := func(t *testing.T, p string) string {
+		q := p + ".done"
+		if err := os.Rename(p, q); err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
+	chmod := func(t *testing.T, p string) string {
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, os.FileMode(st.Mode&0o777^0o040)); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	setTimes := func(t *testing.T, p string) string {
+		then := time.Date(2020, 1, 2, 3, 4, 5, 6, time.UTC)
+		if err := os.Chtimes(p, then, then); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	rewrite := func(t *testing.T, p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[0] ^= 1 // same size, other contents
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name    string
+		content string
+		verify  int64
+		op      func(*testing.T, string) string
+		want    expect
+		scans   int // by the open after op
+	}{
+		{"renamed", "a clean download", 1 << 20, rename, expect{allow: true, reason: ReasonClean, cached: true}, 0},
+		{"chmod", "a clean download", 1 << 20, chmod, expect{allow: true, reason: ReasonClean, cached: true}, 0},
+		{"times set", "a clean download", 1 << 20, setTimes, expect{allow: true, reason: ReasonClean, cached: true}, 0},
+		{"renamed, infected", "an EICAR download", 1 << 20, rename, expect{reason: ReasonInfected, cached: true, sig: eicarSig}, 0},
+		{"rewritten, same size", "a clean download", 1 << 20, rewrite, expect{allow: true, reason: ReasonClean}, 1},
+		{"renamed, not verified", "a clean download", 0, rename, expect{allow: true, reason: ReasonClean}, 1},
+		{"times set, not verified", "a clean download", 0, setTimes, expect{allow: true, reason: ReasonClean}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &fakeScanner{judge: infectedIf("EICAR")}
+			g := NewGate(s, Options{MaxEntries: 16, MaxConcurrent: 4, Timeout: time.Minute, VerifyMaxSize: tc.verify})
+			p := writeFile(t, tc.content)
+			first := keyOfPath(t, p, "")
+			// Old enough not to be racy (racy.go), for the files whose
+			// contents are not verified.
+			old := time.Now().Add(-time.Hour)
+			if err := os.Chtimes(p, old, old); err != nil {
+				t.Fatal(err)
+			}
+			g.Check(t.Context(), openFile(t, p), someone)
+			calls := s.Calls()
+			// The kernel stamps ctime from a clock that moves by ticks:
+			// act until the state differs from the one judged.
+			judged := keyOfPath(t, p, "")
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				p = tc.op(t, p)
+				if k := keyOfPath(t, p, ""); k.CtimeNs != judged.CtimeNs || k.MtimeNs != judged.MtimeNs {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s left the times of %s as they were (first %+v)", tc.name, p, first)
+				}
+				runtime.Gosched()
+			}
+			checkDecision(t, "open after "+tc.name, g.Check(t.Context(), openFile(t, p), someone), tc.want)
+			if got := s.Calls() - calls; got != tc.scans {
+				t.Errorf("%d scans for the open after %s, want %d", got, tc.name, tc.scans)
+			}
+		})
 	}
 }

@@ -1,0 +1,91 @@
+package fs
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/cache"
+)
+
+// TestOpenAfterRenameOfWritten: a file written through the mount under a
+// temporary name, then renamed (a browser's or Samba's download), maybe
+// with its times set first (rsync, cp -p), is opened without a scan once
+// its scan after the write is over: the rename moves its ctime, utimes
+// its mtime, neither the contents its verdict's digest was taken of.
+// (Before, every such file was scanned again at its first open.)
+func TestOpenAfterRenameOfWritten(t *testing.T) {
+	data := []byte(strings.Repeat("a download written under a temporary name\n", 300))
+	for _, mode := range []struct {
+		name string
+		mo   MountOptions
+	}{
+		{"passthrough", MountOptions{Passthrough: true}},
+		{"off", MountOptions{}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			g := &countingGate{}
+			mode.mo.FS = Options{Gate: g, AttrValid: time.Second, EntryValid: time.Second}
+			backing, m, _ := testMountGate(t, mode.mo, cache.Options{MaxEntries: 100, TTL: time.Hour,
+				Timeout: time.Minute, VerifyMaxSize: 1 << 20})
+			gate := g.Gate.(*cache.Gate)
+			src := filepath.Join(t.TempDir(), "src")
+			mustWrite(t, src, data)
+			for i, tc := range []struct {
+				name  string
+				times bool // set before the rename
+			}{
+				{"renamed", false},
+				{"times set, renamed", true},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					name := fmt.Sprintf("f%d", i)
+					part, final := filepath.Join(m.Target, name+".part"), filepath.Join(m.Target, name)
+					stocked := m.fsys.stocked.Load()
+					runOn(t, m, "cp", src, part)
+					// The scan after the write is over, its verdict cached.
+					waitFor(t, "the judged bytes stored", func() bool { return m.fsys.stocked.Load() > stocked })
+					judged := ctimeOf(t, filepath.Join(backing, name+".part"))
+					if tc.times {
+						// By path, as rsync sets them (touch without -h
+						// opens the file for writing: a writer, whose
+						// close is scanned after).
+						runOn(t, m, "touch", "-h", "-d", "2020-01-02 03:04:05", part)
+					}
+					// The kernel stamps ctime from a clock that moves by
+					// ticks: rename until it moved.
+					for from, to := part, final; ; from, to = to, from {
+						runOn(t, m, "mv", from, to)
+						if to == final && ctimeOf(t, filepath.Join(backing, name)) != judged {
+							break
+						}
+					}
+					before := gate.Stats()
+					got, err := readThrough(t, m, final)
+					if err != nil || !bytes.Equal(got, data) {
+						t.Fatalf("cat: %v, %d bytes; want the %d bytes written", err, len(got), len(data))
+					}
+					if after := gate.Stats(); after.Misses != before.Misses || after.Hits != before.Hits+1 {
+						t.Errorf("the open after the rename: %d misses, %d hits; want 0 and 1 (the verdict of the scan after the write)",
+							after.Misses-before.Misses, after.Hits-before.Hits)
+					}
+				})
+			}
+		})
+	}
+}
+
+// ctimeOf is the ctime of the backing file p, in nanoseconds.
+func ctimeOf(t *testing.T, p string) int64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ctim.Nano()
+}
