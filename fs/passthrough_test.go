@@ -73,6 +73,17 @@ func TestPassthroughReads(t *testing.T) {
 }
 
 // countingGate counts what the filesystem tells the gate.
+// passthroughModes are the two ways an open file's data is served: by
+// the kernel from the backing file (FUSE passthrough, where the kernel
+// grants it) and through clamfuse.
+var passthroughModes = []struct {
+	name string
+	mo   MountOptions
+}{
+	{"passthrough", MountOptions{Passthrough: true}},
+	{"off", MountOptions{}},
+}
+
 type countingGate struct {
 	Gate
 	checks, uncached, prescans, modified atomic.Int32

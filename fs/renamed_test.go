@@ -21,13 +21,7 @@ import (
 // (Before, every such file was scanned again at its first open.)
 func TestOpenAfterRenameOfWritten(t *testing.T) {
 	data := []byte(strings.Repeat("a download written under a temporary name\n", 300))
-	for _, mode := range []struct {
-		name string
-		mo   MountOptions
-	}{
-		{"passthrough", MountOptions{Passthrough: true}},
-		{"off", MountOptions{}},
-	} {
+	for _, mode := range passthroughModes {
 		t.Run(mode.name, func(t *testing.T) {
 			g := &countingGate{}
 			mode.mo.FS = Options{Gate: g, AttrValid: time.Second, EntryValid: time.Second}

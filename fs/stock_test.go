@@ -33,13 +33,7 @@ func TestStockAfterWrite(t *testing.T) {
 	if len(other) != len(clean) {
 		t.Fatalf("test data: %d and %d bytes, want the same size", len(other), len(clean))
 	}
-	for _, mode := range []struct {
-		name string
-		mo   MountOptions
-	}{
-		{"passthrough", MountOptions{Passthrough: true}},
-		{"off", MountOptions{}},
-	} {
+	for _, mode := range passthroughModes {
 		t.Run(mode.name, func(t *testing.T) {
 			g := &countingGate{}
 			mode.mo.FS = Options{Gate: g, AttrValid: time.Second, EntryValid: time.Second, Invalidation: true, WatchedValid: time.Hour}

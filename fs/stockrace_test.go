@@ -30,13 +30,7 @@ func TestStockRaced(t *testing.T) {
 	const hostile, reader = 64011, 64012
 	eicar := clamdtest.EICAR()
 	clean := []byte(strings.Repeat("c", len(eicar)))
-	for _, mode := range []struct {
-		name string
-		mo   MountOptions
-	}{
-		{"passthrough", MountOptions{Passthrough: true}},
-		{"off", MountOptions{}},
-	} {
+	for _, mode := range passthroughModes {
 		t.Run(mode.name, func(t *testing.T) {
 			g := &countingGate{}
 			mo := mode.mo
