@@ -179,11 +179,18 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 	if victimErr == nil && !req.Dir {
 		keep = victimFD(dirfd, req.Name, &st)
 	}
+	if keep >= 0 {
+		n.fsys.removing.RLock()
+		defer n.fsys.removing.RUnlock()
+	}
 	if err := caller.Unlinkat(n.fsys.cred(&req.Header), dirfd, req.Name, flags); err != nil {
 		if keep >= 0 {
 			unix.Close(keep)
 		}
 		return errno(err)
+	}
+	if hook := n.fsys.removed.Load(); hook != nil && keep >= 0 {
+		(*hook)()
 	}
 	if victimErr == nil {
 		if victim := n.fsys.lookupID(&st); victim != nil {
@@ -246,11 +253,18 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusef
 	if dstErr == nil && !same && !exchange && req.Flags&fuse.RenameNoReplace == 0 {
 		keep = victimFD(ndir, req.NewName, &dst)
 	}
+	if keep >= 0 {
+		n.fsys.removing.RLock()
+		defer n.fsys.removing.RUnlock()
+	}
 	if err := caller.Renameat(n.fsys.cred(&req.Header), odir, req.OldName, ndir, req.NewName, uint(req.Flags)); err != nil {
 		if keep >= 0 {
 			unix.Close(keep)
 		}
 		return errno(err)
+	}
+	if hook := n.fsys.removed.Load(); hook != nil && keep >= 0 {
+		(*hook)()
 	}
 	if same {
 		// Two names of one inode: rename(2) leaves both in place, and

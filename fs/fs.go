@@ -99,6 +99,17 @@ type FS struct {
 
 	orphanMu sync.Mutex         // guards orphans; taken after Node.hmu
 	orphans  map[*Node]struct{} // nodes keeping an orphan descriptor, at most opts.Limits.Orphans
+	// removing is read-locked by an unlink or a rename over a name from
+	// before it removes the backing name until the file it removed keeps
+	// its orphan descriptor (keepOrphan); a request about a node whose
+	// names are all gone waits for those in flight before it looks for
+	// that descriptor (Node.keptOrphanFD), holding no other lock. Taken
+	// before Node.hmu, treeMu and orphanMu.
+	removing sync.RWMutex
+	// Set by tests: removed runs in an unlink or a rename over a name
+	// once the backing name is gone, before keepOrphan; orphanWait in an
+	// open that found its file's names gone, before it waits (removing).
+	removed, orphanWait atomic.Pointer[func()]
 
 	dirs  *dirCache    // the directory descriptors nodes keep (dirfd.go)
 	quota *quota       // descriptors held for each user's open handles (quota.go)

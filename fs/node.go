@@ -538,11 +538,18 @@ func (n *Node) stat() (unix.Stat_t, error) {
 			return hst, nil
 		}
 	}
-	n.hmu.Lock()
-	defer n.hmu.Unlock()
-	if s := n.st.Load(); s != nil && s.hasOrphan {
+	// Unlinked and closed: the orphan descriptor, if kept.
+	var fd int
+	if err == syscall.ENOENT {
+		fd = n.keptOrphanFD()
+	} else {
+		fd = n.orphanFD()
+	}
+	if fd >= 0 {
 		var ost unix.Stat_t
-		if oerr := unix.Fstat(int(s.orphan), &ost); oerr == nil {
+		oerr := unix.Fstat(fd, &ost)
+		unix.Close(fd)
+		if oerr == nil {
 			return ost, nil
 		}
 	}
@@ -609,12 +616,32 @@ const orphanLife = 500 * time.Millisecond
 // openOrphan opens n's inode through the descriptor keepOrphan kept, as
 // the caller c.
 func (n *Node) openOrphan(c caller.Cred, flags int) (int, error) {
-	fd := n.orphanFD()
+	fd := n.keptOrphanFD()
 	if fd < 0 {
 		return -1, syscall.ENOENT
 	}
 	defer unix.Close(fd)
 	return reopenRegular(c, fd, flags, &n.id)
+}
+
+// keptOrphanFD is orphanFD for a node the kernel asks about that has no
+// name left: an unlink or a rename over its name through the mount may
+// be between removing the backing name and keeping the orphan
+// descriptor, and it waits for those in flight (microseconds) before it
+// gives up. Without the wait a request there (an open, or the GETATTR
+// the kernel sends before it) failed with ESTALE, and the kernel's one
+// retry of the open could race the next rename over the name:
+// TestSoakMixed saw an open fail so, once in a CI run.
+func (n *Node) keptOrphanFD() int {
+	if fd := n.orphanFD(); fd >= 0 {
+		return fd
+	}
+	if hook := n.fsys.orphanWait.Load(); hook != nil {
+		(*hook)()
+	}
+	n.fsys.removing.Lock()
+	n.fsys.removing.Unlock()
+	return n.orphanFD()
 }
 
 // orphanFD returns a duplicate of the orphan descriptor keepOrphan kept,
@@ -706,7 +733,7 @@ func (n *Node) unnamedFD() (int, unix.Stat_t, error) {
 	var st unix.Stat_t
 	fd := n.handleFD()
 	if fd < 0 {
-		fd = n.orphanFD()
+		fd = n.keptOrphanFD()
 	}
 	if fd < 0 {
 		return -1, st, syscall.ENOENT
