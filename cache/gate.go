@@ -162,6 +162,9 @@ type Stats struct {
 	// thrown out of a full queue, oldest first (the next open of such
 	// a file scans it). See prescan.go.
 	Prescans, PrescansQueued, PrescansDropped uint64
+	// Carried counts verdicts of files not verified carried over a
+	// change of their metadata made through the mount (carry.go).
+	Carried uint64
 }
 
 // Gate decides whether an open may read a file: from the cache of verdicts
@@ -199,6 +202,8 @@ type Gate struct {
 	hits, misses, scans, scanErrors, infected, denied atomic.Uint64
 	changed, racies, uncached                         atomic.Uint64
 	excluded, restored                                atomic.Uint64
+	carried                                           atomic.Uint64 // verdicts carried over a change of metadata (carry.go)
+	carrying                                          chan struct{} // carries waiting in a goroutine of their own, at most carryMax
 	prescanned, prescansQueued, prescansDropped       atomic.Uint64
 }
 
@@ -222,6 +227,7 @@ func NewGate(s Scanner, opts Options) *Gate {
 		pending:  map[inode]*prescan{},
 		queue:    prescanQueue{byID: map[inode]*queued{}},
 		writes:   newWriteGens(),
+		carrying: make(chan struct{}, carryMax),
 		runMax:   maxPrescans,
 		queueMax: maxQueued,
 	}
@@ -255,6 +261,7 @@ func (g *Gate) Stats() Stats {
 		Excluded: g.excluded.Load(), Suppressed: g.repeats.suppressed.Load(), Restored: g.restored.Load(),
 		StateSaves: g.state.saves.Load(), StateSaveErrors: g.state.failed.Load(),
 		Prescans: g.prescanned.Load(), PrescansQueued: g.prescansQueued.Load(), PrescansDropped: g.prescansDropped.Load(),
+		Carried: g.carried.Load(),
 	}
 }
 
@@ -754,6 +761,7 @@ type testHooks struct {
 	bgSlotWait func() // a scan after a write found every scan slot taken, and waits for one
 	bgSlotHeld func() // a scan after a write took its slot, before it starts or joins a flight
 	idleWait   func() // Prewarm waits: for the opens' scans, or a reload window
+	carried    func() // a verdict was carried over a change of metadata (carry.go)
 }
 
 // fromVerdict turns a verdict into a decision. key is the state the opener

@@ -205,6 +205,32 @@ func (c *LRU) PutSum(k Key, v Verdict, sum uint64) {
 	c.put(k, v, sum, c.expiry())
 }
 
+// carry moves the verdict cached for from, if any (and not expired),
+// to to, with its digest and its expiry, and reports whether there was
+// one. from and to differ in their times alone: one file whose
+// metadata changed (carry.go).
+func (c *LRU) carry(from, to Key) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	db, ok := c.dbs.lookup(from.DB)
+	if !ok {
+		return false
+	}
+	fk := fileKeyOf(&from)
+	slot, i := c.find(&fk, db)
+	if i == nilNode {
+		return false
+	}
+	n := c.mem.at(i)
+	if c.expired(n) || !sameWrites(n.key.writes, fk.writes) {
+		return false
+	}
+	v, sum, exp := c.verdicts.value(n.verdict), n.sum, n.expires
+	c.remove(slot, i)
+	c.put(to, v, sum, exp)
+	return true
+}
+
 // putFor is PutSum of an entry that expires in ttl, at most the cache's
 // TTL, instead of the cache's TTL from now (a verdict restored from a
 // state file, state.go).

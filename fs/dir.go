@@ -253,11 +253,27 @@ func (n *Node) Rename(ctx context.Context, req *fuse.RenameRequest, newDir fusef
 	if dstErr == nil && !same && !exchange && req.Flags&fuse.RenameNoReplace == 0 {
 		keep = victimFD(ndir, req.NewName, &dst)
 	}
+	// A rename moves ctime: the verdict of a file not verified goes
+	// with it (cache/carry.go), for both files of an exchange.
+	var carried, carriedOther func()
+	if srcErr == nil && !same {
+		carried = n.fsys.keepVerdict(&sst, odir, req.OldName, -1)
+	}
+	if exchange && dstErr == nil && !same {
+		carriedOther = n.fsys.keepVerdict(&dst, ndir, req.NewName, -1)
+	}
 	if keep >= 0 {
 		n.fsys.removing.RLock()
 		defer n.fsys.removing.RUnlock()
 	}
-	if err := caller.Renameat(n.fsys.cred(&req.Header), odir, req.OldName, ndir, req.NewName, uint(req.Flags)); err != nil {
+	err = caller.Renameat(n.fsys.cred(&req.Header), odir, req.OldName, ndir, req.NewName, uint(req.Flags))
+	if carried != nil {
+		carried()
+	}
+	if carriedOther != nil {
+		carriedOther()
+	}
+	if err != nil {
 		if keep >= 0 {
 			unix.Close(keep)
 		}

@@ -38,6 +38,12 @@ type Gate interface {
 	// SetTimeGranularity says in what steps the backing filesystem of
 	// device dev stores file times (timegran.go).
 	SetTimeGranularity(dev uint64, gran time.Duration)
+	// KeepVerdict is called before a change of the metadata alone of a
+	// regular file in state st (rename, chmod, chown, utimes), done once
+	// the change is made or failed: the gate may carry the file's verdict
+	// over to the state after it, on a descriptor of its own for reading
+	// that open returns (keepverdict.go).
+	KeepVerdict(st *unix.Stat_t, open func() (*os.File, error)) (done func())
 }
 
 // Actions act on an open denied because the file is infected, given the

@@ -149,17 +149,25 @@ func (f *FS) ReopenWritten(dev, ino uint64) (*os.File, error) {
 	if n.excluded() {
 		return nil, syscall.EPERM
 	}
+	fd, err := openOwn(pfd, &n.id)
+	if err != nil {
+		return nil, err
+	}
+	return osFile(fd, n.RelPath()), nil
+}
+
+// openOwn opens the regular file open as pfd (O_PATH), which must be the
+// inode id, for reading, as clamfuse, for the gate's own use: with
+// O_NOATIME where allowed, as the prewarm walk does.
+func openOwn(pfd int, id *inoKey) (int, error) {
 	flags := unix.O_RDONLY | unix.O_NOATIME
 	fd, err := unix.Open(procPath(pfd), flags|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err == syscall.EPERM {
 		flags = unix.O_RDONLY
 		fd, err = unix.Open(procPath(pfd), flags|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	}
-	if err == nil {
-		fd, err = checkRegular(fd, flags, &n.id, nil)
-	}
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
-	return osFile(fd, n.RelPath()), nil
+	return checkRegular(fd, flags, id, nil)
 }

@@ -780,6 +780,11 @@ func (n *Node) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse
 	defer unix.Close(fd)
 	c := n.fsys.cred(&req.Header)
 	v := req.Valid
+	if !v.Size() && (v.Mode() || v.Uid() || v.Gid() || v.Atime() || v.Mtime() || v.AtimeNow() || v.MtimeNow()) {
+		// These move ctime (utimes mtime too), not the contents: the
+		// verdict of a file not verified goes with them (cache/carry.go).
+		defer n.fsys.keepVerdict(&st, -1, "", fd)()
+	}
 	if v.Size() {
 		if err := n.truncate(c, fd, &st, req); err != nil {
 			return errno(err)

@@ -17,58 +17,81 @@ import (
 // temporary name, then renamed (a browser's or Samba's download), maybe
 // with its times set first (rsync, cp -p), is opened without a scan once
 // its scan after the write is over: the rename moves its ctime, utimes
-// its mtime, neither the contents its verdict's digest was taken of.
-// (Before, every such file was scanned again at its first open.)
+// its mtime, neither the contents. A file whose contents are verified
+// keeps its verdict by their digest; a larger one has it carried over
+// each change made through the mount, under a read lease that shows
+// nobody wrote it meanwhile (cache/carry.go). (Before, every such file was
+// scanned again at its first open; the larger ones until 2026-12-05.)
 func TestOpenAfterRenameOfWritten(t *testing.T) {
 	data := []byte(strings.Repeat("a download written under a temporary name\n", 300))
 	for _, mode := range passthroughModes {
-		t.Run(mode.name, func(t *testing.T) {
-			g := &countingGate{}
-			mode.mo.FS = Options{Gate: g, AttrValid: time.Second, EntryValid: time.Second}
-			backing, m, _ := testMountGate(t, mode.mo, cache.Options{MaxEntries: 100, TTL: time.Hour,
-				Timeout: time.Minute, VerifyMaxSize: 1 << 20})
-			gate := g.Gate.(*cache.Gate)
-			src := filepath.Join(t.TempDir(), "src")
-			mustWrite(t, src, data)
-			for i, tc := range []struct {
-				name  string
-				times bool // set before the rename
-			}{
-				{"renamed", false},
-				{"times set, renamed", true},
-			} {
-				t.Run(tc.name, func(t *testing.T) {
-					name := fmt.Sprintf("f%d", i)
-					part, final := filepath.Join(m.Target, name+".part"), filepath.Join(m.Target, name)
-					stocked := m.fsys.stocked.Load()
-					runOn(t, m, "cp", src, part)
-					// The scan after the write is over, its verdict cached.
-					waitFor(t, "the judged bytes stored", func() bool { return m.fsys.stocked.Load() > stocked })
-					judged := ctimeOf(t, filepath.Join(backing, name+".part"))
-					if tc.times {
-						// By path, as rsync sets them (touch without -h
-						// opens the file for writing: a writer, whose
-						// close is scanned after).
-						runOn(t, m, "touch", "-h", "-d", "2020-01-02 03:04:05", part)
-					}
-					// The kernel stamps ctime from a clock that moves by
-					// ticks: rename until it moved.
-					for from, to := part, final; ; from, to = to, from {
-						runOn(t, m, "mv", from, to)
-						if to == final && ctimeOf(t, filepath.Join(backing, name)) != judged {
-							break
-						}
-					}
-					before := gate.Stats()
-					got, err := readThrough(t, m, final)
-					if err != nil || !bytes.Equal(got, data) {
-						t.Fatalf("cat: %v, %d bytes; want the %d bytes written", err, len(got), len(data))
-					}
-					if after := gate.Stats(); after.Misses != before.Misses || after.Hits != before.Hits+1 {
-						t.Errorf("the open after the rename: %d misses, %d hits; want 0 and 1 (the verdict of the scan after the write)",
-							after.Misses-before.Misses, after.Hits-before.Hits)
-					}
+		for _, size := range []struct {
+			name   string
+			verify int64 // cache.verify_max_size
+		}{
+			{"verified", 1 << 20},
+			{"not verified", 4 << 10},
+		} {
+			t.Run(mode.name+", "+size.name, func(t *testing.T) {
+				testOpenAfterRenameOfWritten(t, mode.mo, size.verify, data)
+			})
+		}
+	}
+}
+
+func testOpenAfterRenameOfWritten(t *testing.T, mo MountOptions, verify int64, data []byte) {
+	g := &countingGate{}
+	mo.FS = Options{Gate: g, AttrValid: time.Second, EntryValid: time.Second}
+	backing, m, _ := testMountGate(t, mo, cache.Options{MaxEntries: 100, TTL: time.Hour,
+		Timeout: time.Minute, VerifyMaxSize: verify})
+	gate := g.Gate.(*cache.Gate)
+	src := filepath.Join(t.TempDir(), "src")
+	mustWrite(t, src, data)
+	for i, tc := range []struct {
+		name  string
+		times bool // set before the rename
+	}{
+		{"renamed", false},
+		{"times set, renamed", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := fmt.Sprintf("f%d", i)
+			part, final := filepath.Join(m.Target, name+".part"), filepath.Join(m.Target, name)
+			stocked := m.fsys.stocked.Load()
+			runOn(t, m, "cp", src, part)
+			// The scan after the write is over, its verdict cached.
+			if int64(len(data)) <= verify {
+				waitFor(t, "the judged bytes stored", func() bool { return m.fsys.stocked.Load() > stocked })
+			} else {
+				waitFor(t, "an open decided from the cache", func() bool {
+					hits := gate.Stats().Hits
+					readThrough(t, m, part)
+					return gate.Stats().Hits > hits
 				})
+			}
+			judged := ctimeOf(t, filepath.Join(backing, name+".part"))
+			if tc.times {
+				// By path, as rsync sets them (touch without -h
+				// opens the file for writing: a writer, whose
+				// close is scanned after).
+				runOn(t, m, "touch", "-h", "-d", "2020-01-02 03:04:05", part)
+			}
+			// The kernel stamps ctime from a clock that moves by
+			// ticks: rename until it moved.
+			for from, to := part, final; ; from, to = to, from {
+				runOn(t, m, "mv", from, to)
+				if to == final && ctimeOf(t, filepath.Join(backing, name)) != judged {
+					break
+				}
+			}
+			before := gate.Stats()
+			got, err := readThrough(t, m, final)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("cat: %v, %d bytes; want the %d bytes written", err, len(got), len(data))
+			}
+			if after := gate.Stats(); after.Misses != before.Misses || after.Hits != before.Hits+1 {
+				t.Errorf("the open after the rename: %d misses, %d hits; want 0 and 1 (the verdict of the scan after the write)",
+					after.Misses-before.Misses, after.Hits-before.Hits)
 			}
 		})
 	}

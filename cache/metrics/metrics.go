@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/cache"
 	"github.com/clamfuse/clamfuse/cache/actions"
@@ -140,6 +141,7 @@ type GateChecker interface {
 	Prescan(f *os.File, who cache.Opener, again cache.Reopener)
 	Modified(dev, ino uint64)
 	SetTimeGranularity(dev uint64, gran time.Duration)
+	KeepVerdict(st *unix.Stat_t, open func() (*os.File, error)) (done func())
 }
 
 // Gate wraps g so that every decision is counted.
@@ -203,6 +205,7 @@ var (
 	descCaching     = prometheus.NewDesc("clamfuse_cache_caching", "1 when new verdicts are cached, 0 during a reload window.", nil, nil)
 	descChanged     = prometheus.NewDesc("clamfuse_cache_changed_total", "Cached verdicts not used because the file's contents changed without changing its state (cache.verify_max_size).", nil, nil)
 	descRacy        = prometheus.NewDesc("clamfuse_cache_racy_total", "Verdicts not cached because the file's times were too recent to tell a later change apart.", nil, nil)
+	descCarried     = prometheus.NewDesc("clamfuse_cache_carried_total", "Verdicts of files over cache.verify_max_size carried over a rename, chmod, chown or utimes made through the mount, under a read lease that showed nobody wrote the file meanwhile.", nil, nil)
 	descUncached    = prometheus.NewDesc("clamfuse_opens_while_written_total", "Opens for reading decided by a scan because another process had the file open for writing through the mount.", nil, nil)
 	descInfected    = prometheus.NewDesc("clamfuse_infected_total", "Opens of files found infected (cached or scanned): denied, or allowed in audit mode or by an allow list.", nil, nil)
 	descRestored    = prometheus.NewDesc("clamfuse_cache_restored_total", "Verdicts restored from the state file at start (cache.state_file).", nil, nil)
@@ -224,7 +227,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHits, descMisses, descEntries, descEvictions, descInvalidated, descCaching,
-		descChanged, descRacy, descUncached, descRestored, descStateSaves, descSuppressed, descPrescans,
+		descChanged, descRacy, descCarried, descUncached, descRestored, descStateSaves, descSuppressed, descPrescans,
 		descInfected, descUp, descBScans, descBErrors, descInflight, descTransport, descDatabase,
 		descDetections, descQuarantined, descQFailed, descCommands, descCmdFailed} {
 		ch <- d
@@ -253,6 +256,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descCaching, b2f(g.Caching()))
 		counter(descChanged, st.Changed)
 		counter(descRacy, st.Racy)
+		counter(descCarried, st.Carried)
 		counter(descUncached, st.Uncached)
 		counter(descRestored, st.Restored)
 		counter(descStateSaves, st.StateSaves, "ok")

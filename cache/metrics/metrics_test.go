@@ -134,6 +134,7 @@ func TestMetrics(t *testing.T) {
 		`clamfuse_cache_caching`:                                                          1,
 		`clamfuse_cache_changed_total`:                                                    0,
 		`clamfuse_cache_racy_total`:                                                       0,
+		`clamfuse_cache_carried_total`:                                                    0,
 		`clamfuse_opens_while_written_total`:                                              0,
 		`clamfuse_clamd_up{backend="` + c.Address() + `"}`:                                1,
 		`clamfuse_clamd_up{backend="` + dead.String() + `"}`:                              0,
