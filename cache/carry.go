@@ -31,6 +31,15 @@ import (
 // a write after the lease is given up is stamped later, and gives another
 // Key; the lease is held until then (a few ms where times have ns, in a
 // goroutine of its own where the window is longer).
+//
+// A scan of such a file holds a read lease too, where one is granted
+// (attempts, gate.go): when it held until the fstat after the scan, a
+// change of the times alone meanwhile keeps the verdict (a download
+// renamed while its scan after the write runs is not scanned twice), and
+// the state counts as taken at that fstat for the racy rule, since
+// nobody could write the file before it: a file renamed right after its
+// writer's close, whose times are too recent when its scan starts, has
+// its verdict cached once the scan outlasts the window.
 
 // carryWaitInline is the longest the change's own request waits for the
 // state after it to settle; a longer window is waited in a goroutine of

@@ -233,3 +233,151 @@ func TestKeepVerdictWriter(t *testing.T) {
 		t.Errorf("%d verdicts carried, want 0", got)
 	}
 }
+
+// TestScanKeepsVerdictOverRename: a file not verified renamed (or its
+// times set) while it is scanned, as a download renamed while its scan
+// after the write runs, is not scanned a second time: the scan held a
+// read lease from before its first fstat until after its last, so only
+// the times moved, and its verdict is the state's after the rename,
+// cached. A write meanwhile (even with its times put back) breaks the
+// lease, and a file someone may write (mapped shared and writable)
+// gets none: scanned again, as any file that changed under its scan.
+func TestScanKeepsVerdictOverRename(t *testing.T) {
+	dir := carryTmpfs(t)
+	for _, tc := range []struct {
+		name    string
+		mapped  bool // mapped shared and writable throughout
+		write   bool // EICAR written during the scan, times put back
+		want    expect
+		scans   int // by the open during which the file is renamed
+		carried bool
+	}{
+		{"renamed", false, false, expect{allow: true, reason: ReasonClean}, 1, true},
+		{"written, times put back, renamed", false, true, expect{reason: ReasonInfected, sig: eicarSig}, 2, false},
+		{"mapped writable, renamed", true, false, expect{allow: true, reason: ReasonClean}, 2, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, "f")
+			q := p + ".renamed"
+			os.Remove(q)
+			if err := os.WriteFile(p, []byte("a clean download"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if tc.mapped {
+				fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				mem, err := unix.Mmap(fd, 0, 16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+				unix.Close(fd)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer unix.Munmap(mem)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(p, &st); err != nil {
+				t.Fatal(err)
+			}
+			s := &fakeScanner{judge: infectedIf("EICAR")}
+			s.mutate = func(call int) {
+				if call != 1 {
+					return
+				}
+				if tc.write {
+					f, err := os.OpenFile(p, os.O_WRONLY, 0)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					f.WriteAt([]byte("EICAR"), 0)
+					f.Close()
+					mtime := time.Unix(st.Mtim.Unix())
+					os.Chtimes(p, mtime, mtime)
+				}
+				if err := os.Rename(p, q); err != nil {
+					t.Error(err)
+				}
+			}
+			g := NewGate(s, Options{MaxEntries: 16, MaxConcurrent: 4, Timeout: time.Minute})
+			checkDecision(t, "the open during which it is renamed", g.Check(t.Context(), openFile(t, p), someone), tc.want)
+			if got := s.Calls(); got != tc.scans {
+				t.Errorf("%d scans, want %d", got, tc.scans)
+			}
+			calls := s.Calls()
+			want := tc.want
+			want.cached = true
+			checkDecision(t, "the open after", g.Check(t.Context(), openFile(t, q), someone), want)
+			if got := s.Calls() - calls; got != 0 {
+				t.Errorf("%d scans by the open after, want 0", got)
+			}
+			if leaseCount() != 0 {
+				t.Errorf("%d leases left held", leaseCount())
+			}
+		})
+	}
+}
+
+// TestScanUnderLeaseRacyFromItsEnd: a file not verified whose times are
+// too recent when its scan starts (a download renamed right after its
+// writer's close, then scanned after the write) has its verdict cached
+// when the scan outlasts the window and held a read lease throughout:
+// nobody could write the file until the fstat after the scan, so only a
+// change after that fstat must show in the times. Without a lease (the
+// file mapped shared and writable) the verdict stays uncached (racy.go),
+// and the next open scans.
+func TestScanUnderLeaseRacyFromItsEnd(t *testing.T) {
+	dir := carryTmpfs(t)
+	for _, tc := range []struct {
+		name   string
+		mapped bool
+		racy   uint64
+		scans  int // by the open after
+	}{
+		{"under a lease", false, 0, 0},
+		{"mapped writable", true, 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, "f")
+			if err := os.WriteFile(p, []byte("a clean download"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if tc.mapped {
+				fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				mem, err := unix.Mmap(fd, 0, 16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+				unix.Close(fd)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer unix.Munmap(mem)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(p, &st); err != nil {
+				t.Fatal(err)
+			}
+			s := &fakeScanner{}
+			g := NewGate(s, Options{MaxEntries: 16, MaxConcurrent: 4, Timeout: time.Minute})
+			g.SetTimeGranularity(st.Dev, 20*time.Millisecond)
+			settled := g.settledAt(&st)
+			s.mutate = func(int) {
+				// A scan longer than the window: until the clock passed it.
+				for time.Now().UnixNano() <= settled {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			checkDecision(t, "the first open", g.Check(t.Context(), openFile(t, p), someone), expect{allow: true, reason: ReasonClean})
+			if got := g.Stats().Racy; got != tc.racy {
+				t.Errorf("%d verdicts not cached as racy, want %d", got, tc.racy)
+			}
+			calls := s.Calls()
+			checkDecision(t, "the open after", g.Check(t.Context(), openFile(t, p), someone),
+				expect{allow: true, reason: ReasonClean, cached: tc.scans == 0})
+			if got := s.Calls() - calls; got != tc.scans {
+				t.Errorf("%d scans by the open after, want %d", got, tc.scans)
+			}
+		})
+	}
+}

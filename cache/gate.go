@@ -630,6 +630,13 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 			if snap != nil {
 				scanned = snap
 			}
+		} else {
+			// A file not verified keeps its times in its Key: a lease
+			// that holds over the scan lets a change of its times
+			// alone meanwhile (a rename, chmod or utimes of a download
+			// whose scan after the write runs) keep the verdict, as
+			// KeepVerdict does (carry.go), instead of a second scan.
+			leased = lease(file, key.Dev)
 		}
 		closeSnap := func() {
 			if snap != nil {
@@ -674,6 +681,19 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 			return judged{}, fmt.Errorf("%w: fstat: %v", clamav.ErrRead, err)
 		}
 		now := g.keyOf(&st)
+		if leased && sum == 0 {
+			// Nobody could write the file from the lease on until this
+			// fstat: the contents are the ones clamd judged, and the
+			// state now is theirs, racy or not from this fstat on
+			// (racy.go), whatever a change of the times alone made of
+			// it meanwhile (carry.go): a rename, chmod or utimes
+			// keeps the verdict, and a rename made right after the
+			// writer's close lets the scan after the write be cached.
+			leased = false
+			if unlease(file) && (now == key || onlyTimes(key, now)) {
+				key, at.key, at.since = now, now, after
+			}
+		}
 		if now != key {
 			// The bytes may not be the ones scanned, or the database
 			// changed under the scan (see Invalidate): scan again.
