@@ -149,7 +149,12 @@ func (n *Node) Link(ctx context.Context, req *fuse.LinkRequest, old fusefs.Node)
 		return nil, errno(err)
 	}
 	defer release()
-	if err := caller.Link(n.fsys.cred(&req.Header), sfd, dirfd, req.NewName); err != nil {
+	// A new name moves ctime: the verdict of a file not verified goes
+	// with it (cache/carry.go).
+	carried := n.fsys.keepVerdict(&sst, -1, "", sfd)
+	err = caller.Link(n.fsys.cred(&req.Header), sfd, dirfd, req.NewName)
+	carried()
+	if err != nil {
 		return nil, errno(err)
 	}
 	child, err := n.entry(dirfd, req.NewName, nil)
@@ -179,11 +184,19 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 	if victimErr == nil && !req.Dir {
 		keep = victimFD(dirfd, req.Name, &st)
 	}
+	carried := func() {}
+	if keep >= 0 && st.Nlink > 1 {
+		// One name of several removed: ctime moves, and the verdict of
+		// a file not verified goes with it (cache/carry.go).
+		carried = n.fsys.keepVerdict(&st, -1, "", keep)
+	}
 	if keep >= 0 {
 		n.fsys.removing.RLock()
 		defer n.fsys.removing.RUnlock()
 	}
-	if err := caller.Unlinkat(n.fsys.cred(&req.Header), dirfd, req.Name, flags); err != nil {
+	err = caller.Unlinkat(n.fsys.cred(&req.Header), dirfd, req.Name, flags)
+	carried()
+	if err != nil {
 		if keep >= 0 {
 			unix.Close(keep)
 		}

@@ -39,7 +39,8 @@ type Gate interface {
 	// device dev stores file times (timegran.go).
 	SetTimeGranularity(dev uint64, gran time.Duration)
 	// KeepVerdict is called before a change of the metadata alone of a
-	// regular file in state st (rename, chmod, chown, utimes), done once
+	// regular file in state st (rename, link, unlink of one of several
+	// names, chmod, chown, utimes), done once
 	// the change is made or failed: the gate may carry the file's verdict
 	// over to the state after it, on a descriptor of its own for reading
 	// that open returns (keepverdict.go).

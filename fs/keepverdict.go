@@ -10,7 +10,8 @@ import (
 // keepVerdict asks the gate to carry the verdict of a regular file in
 // state st over a change of its metadata alone that the caller is about
 // to make through the mount (cache.Gate.KeepVerdict): a rename, an
-// exchange, chmod, chown, utimes. The file is pfd (O_PATH) when pfd >= 0,
+// exchange, a new hard link, the removal of one name of several, chmod,
+// chown, utimes. The file is pfd (O_PATH) when pfd >= 0,
 // else name beneath dirfd, opened O_PATH without following a symlink and
 // checked to be st's inode only when the gate asks for it. done follows
 // the change, whether it was made or failed.

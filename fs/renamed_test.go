@@ -50,9 +50,11 @@ func testOpenAfterRenameOfWritten(t *testing.T, mo MountOptions, verify int64, d
 	for i, tc := range []struct {
 		name  string
 		times bool // set before the rename
+		link  bool // a new name linked, then the old one removed, for the rename
 	}{
-		{"renamed", false},
-		{"times set, renamed", true},
+		{"renamed", false, false},
+		{"times set, renamed", true, false},
+		{"linked, temporary name removed", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			name := fmt.Sprintf("f%d", i)
@@ -79,7 +81,12 @@ func testOpenAfterRenameOfWritten(t *testing.T, mo MountOptions, verify int64, d
 			// The kernel stamps ctime from a clock that moves by
 			// ticks: rename until it moved.
 			for from, to := part, final; ; from, to = to, from {
-				runOn(t, m, "mv", from, to)
+				if tc.link {
+					runOn(t, m, "ln", from, to)
+					runOn(t, m, "rm", from)
+				} else {
+					runOn(t, m, "mv", from, to)
+				}
 				if to == final && ctimeOf(t, filepath.Join(backing, name)) != judged {
 					break
 				}
