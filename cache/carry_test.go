@@ -35,13 +35,7 @@ func TestKeepVerdict(t *testing.T) {
 		}
 		return p
 	}
-	setTimes := func(t *testing.T, p string) string {
-		then := time.Date(2020, 1, 2, 3, 4, 5, 6, time.UTC)
-		if err := os.Chtimes(p, then, then); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	setTimes := setOldTimes
 	for _, tc := range []struct {
 		name    string
 		content string
@@ -197,16 +191,7 @@ func TestKeepVerdictWriter(t *testing.T) {
 	if err := os.WriteFile(p, []byte("a clean download"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem, err := unix.Mmap(fd, 0, 16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	unix.Close(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(mem)
+	mem := mapWritable(t, p)
 	mem[0] = 'a' // the page dirty from now on: no more time updates
 	s := &fakeScanner{judge: infectedIf("EICAR")}
 	g := NewGate(s, Options{MaxEntries: 16, MaxConcurrent: 4, Timeout: time.Minute})
@@ -257,28 +242,8 @@ func TestScanKeepsVerdictOverRename(t *testing.T) {
 		{"mapped writable, renamed", true, false, expect{allow: true, reason: ReasonClean}, 2, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(dir, "f")
+			p, st := download(t, dir, tc.mapped)
 			q := p + ".renamed"
-			os.Remove(q)
-			if err := os.WriteFile(p, []byte("a clean download"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if tc.mapped {
-				fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				mem, err := unix.Mmap(fd, 0, 16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-				unix.Close(fd)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer unix.Munmap(mem)
-			}
-			var st unix.Stat_t
-			if err := unix.Stat(p, &st); err != nil {
-				t.Fatal(err)
-			}
 			s := &fakeScanner{judge: infectedIf("EICAR")}
 			s.mutate = func(call int) {
 				if call != 1 {
@@ -338,26 +303,7 @@ func TestScanUnderLeaseRacyFromItsEnd(t *testing.T) {
 		{"mapped writable", true, 1, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(dir, "f")
-			if err := os.WriteFile(p, []byte("a clean download"), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if tc.mapped {
-				fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				mem, err := unix.Mmap(fd, 0, 16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-				unix.Close(fd)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer unix.Munmap(mem)
-			}
-			var st unix.Stat_t
-			if err := unix.Stat(p, &st); err != nil {
-				t.Fatal(err)
-			}
+			p, st := download(t, dir, tc.mapped)
 			s := &fakeScanner{}
 			g := NewGate(s, Options{MaxEntries: 16, MaxConcurrent: 4, Timeout: time.Minute})
 			g.SetTimeGranularity(st.Dev, 20*time.Millisecond)
@@ -380,4 +326,42 @@ func TestScanUnderLeaseRacyFromItsEnd(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mapWritable maps the first bytes of p shared and writable, with the
+// descriptor closed at once (the mapping keeps the file open for
+// writing), until the test ends.
+func mapWritable(t *testing.T, p string) []byte {
+	t.Helper()
+	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := unix.Mmap(fd, 0, 16, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(mem) })
+	return mem
+}
+
+// download writes a clean file f in dir (removing f.renamed), mapped
+// shared and writable until the test ends when mapped, and returns its
+// path and state.
+func download(t *testing.T, dir string, mapped bool) (string, unix.Stat_t) {
+	t.Helper()
+	p := filepath.Join(dir, "f")
+	os.Remove(p + ".renamed")
+	if err := os.WriteFile(p, []byte("a clean download"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if mapped {
+		mapWritable(t, p)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return p, st
 }

@@ -256,13 +256,7 @@ func TestVerifiedVerdictOutlivesTimes(t *testing.T) {
 		}
 		return p
 	}
-	setTimes := func(t *testing.T, p string) string {
-		then := time.Date(2020, 1, 2, 3, 4, 5, 6, time.UTC)
-		if err := os.Chtimes(p, then, then); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	setTimes := setOldTimes
 	rewrite := func(t *testing.T, p string) string {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -322,4 +316,15 @@ func TestVerifiedVerdictOutlivesTimes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// setOldTimes sets the atime and mtime of p to a moment of 2020, as rsync
+// or cp -p set a copy's, and returns p.
+func setOldTimes(t *testing.T, p string) string {
+	t.Helper()
+	then := time.Date(2020, 1, 2, 3, 4, 5, 6, time.UTC)
+	if err := os.Chtimes(p, then, then); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
