@@ -35,8 +35,9 @@ import (
 // that asked, with the user's uid), Samba's DOS attributes (user.DOSATTRIB)
 // are stored on the backing files, Samba's locking (byte-range locks,
 // share modes, an oplock and a lease) behaves as on a share of a plain
-// directory (smbtorture, same smbd), and a directory of 10 000 files
-// lists whole.
+// directory (smbtorture, same smbd), a large upload renamed after its
+// scan is not scanned again, and a directory of 10 000 files lists
+// whole.
 func TestSamba(t *testing.T) {
 	mounttest.Require(t)
 	requireSamba(t)
@@ -72,8 +73,12 @@ func TestSamba(t *testing.T) {
 	})
 	mustDo(t, unix.Mount("", backing, "", unix.MS_PRIVATE, ""))
 
+	metricsAddr := opsFreePort(t)
 	m := startChecked(t, mounttest.Options{Source: share, Target: share,
-		Args: []string{"--allow-other", "--clamd", clamd.Address(), "--timeout", "60s"}})
+		Config: fmt.Sprintf("[metrics]\nlisten = %q\n", metricsAddr),
+		Args:   []string{"--allow-other", "--clamd", clamd.Address(), "--timeout", "60s"}})
+	m.WaitLogLines(t, logBound, "serving metrics", metricsAddr)
+	metrics := func() map[string]float64 { return opsScrape(t, "http://"+metricsAddr+"/metrics") }
 	s := startSmbd(t, filepath.Join(base, "samba"), map[string]string{"scan": share, "native": native})
 	s.addUser(t, u1.name, "pw1-"+u1.name)
 	s.addUser(t, u2.name, "pw2-"+u2.name)
@@ -126,6 +131,43 @@ func TestSamba(t *testing.T) {
 			t.Errorf("download of eicar.com as %s: %q; want NT_STATUS_ACCESS_DENIED", u1.name, out)
 		}
 		wantSame(t, "backing file after the downloads", slurp(t, filepath.Join(backing, "eicar.com")), eicar)
+	})
+
+	// A download over cache.verify_max_size (1 MiB) uploaded under a
+	// temporary name and renamed once its scan after the write is over,
+	// through Samba: the rename carries the verdict (cache/carry.go), so
+	// the other user's download of it is decided from the cache, with no
+	// second scan of the file.
+	t.Run("RenamedDownloadScannedOnce", func(t *testing.T) {
+		data := pseudoRandom(3<<20+5, 137)
+		putFile(t, filepath.Join(local, "big.bin"), data)
+		clean := func(s map[string]float64) float64 { return s[`clamfuse_scans_total{result="clean"}`] }
+		before := metrics()
+		out := s.client(t, u1.name, "scan", "put "+filepath.Join(local, "big.bin")+" big.part")
+		if !strings.Contains(out, "putting file") {
+			t.Fatalf("upload as %s: %s", u1.name, out)
+		}
+		// The scan after the write is over.
+		m.Within(t, scanBound, "the scan after the upload", func() {
+			for clean(metrics()) == clean(before) {
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+		s.client(t, u1.name, "scan", "rename big.part big.bin")
+		scanned := metrics()
+		got := filepath.Join(local, "big.got")
+		s.client(t, u2.name, "scan", "get big.bin "+got)
+		wantSame(t, "downloaded by "+u2.name, slurp(t, got), data)
+		after := metrics()
+		if n := clean(after) - clean(scanned); n != 0 {
+			t.Errorf("%v scans for the download of the renamed file; want 0 (its verdict carried over the rename)", n)
+		}
+		if n := after[`clamfuse_cache_carried_total`] - scanned[`clamfuse_cache_carried_total`]; n != 0 {
+			t.Errorf("%v verdicts carried by the download; want 0", n)
+		}
+		if n := scanned[`clamfuse_cache_carried_total`] - before[`clamfuse_cache_carried_total`]; n < 1 {
+			t.Errorf("%v verdicts carried by the rename; want at least 1", n)
+		}
 	})
 
 	t.Run("DOSAttributes", func(t *testing.T) {
