@@ -113,3 +113,56 @@ func ctimeOf(t *testing.T, p string) int64 {
 	}
 	return st.Ctim.Nano()
 }
+
+// TestExchangeKeepsVerdicts: renameat2(RENAME_EXCHANGE) through the mount
+// swaps two files not verified (over cache.verify_max_size), both judged
+// and cached: it moves both ctimes, and both verdicts go with their
+// inodes (cache/carry.go), so the opens after it under the swapped names
+// scan nothing and read each file's own bytes.
+func TestExchangeKeepsVerdicts(t *testing.T) {
+	for _, mode := range passthroughModes {
+		t.Run(mode.name, func(t *testing.T) {
+			g := &countingGate{}
+			mode.mo.FS = Options{Gate: g, AttrValid: time.Second, EntryValid: time.Second}
+			backing, m, _ := testMountGate(t, mode.mo, cache.Options{MaxEntries: 100, TTL: time.Hour,
+				Timeout: time.Minute, VerifyMaxSize: 4 << 10})
+			gate := g.Gate.(*cache.Gate)
+			data := map[string][]byte{
+				"a": []byte(strings.Repeat("the first file, larger than verified\n", 300)),
+				"b": []byte(strings.Repeat("the second file, larger than verified too\n", 300)),
+			}
+			for name, b := range data {
+				mustWrite(t, filepath.Join(backing, name), b)
+				waitFor(t, "an open of "+name+" decided from the cache", func() bool {
+					hits := gate.Stats().Hits
+					readThrough(t, m, filepath.Join(m.Target, name))
+					return gate.Stats().Hits > hits
+				})
+			}
+			judged := ctimeOf(t, filepath.Join(backing, "a"))
+			exchange := `import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.renameat2(-100, sys.argv[1].encode(), -100, sys.argv[2].encode(), 2) != 0:
+    sys.exit("renameat2: errno %d" % ctypes.get_errno())`
+			// Until the ctime moved (the kernel's clock moves by ticks),
+			// an even number of times: each name back to its file.
+			for n := 1; ; n++ {
+				runOn(t, m, "python3", "-c", exchange, filepath.Join(m.Target, "a"), filepath.Join(m.Target, "b"))
+				if n%2 == 1 && ctimeOf(t, filepath.Join(backing, "b")) != judged {
+					break
+				}
+			}
+			before := gate.Stats()
+			for name, other := range map[string]string{"a": "b", "b": "a"} {
+				got, err := readThrough(t, m, filepath.Join(m.Target, name))
+				if err != nil || !bytes.Equal(got, data[other]) {
+					t.Fatalf("cat %s: %v, %.40q; want the bytes of %s", name, err, got, other)
+				}
+			}
+			if after := gate.Stats(); after.Misses != before.Misses || after.Hits != before.Hits+2 || after.Carried < 2 {
+				t.Errorf("the opens after the exchange: %d misses, %d hits, %d verdicts carried; want 0, 2 and at least 2",
+					after.Misses-before.Misses, after.Hits-before.Hits, after.Carried)
+			}
+		})
+	}
+}
