@@ -51,11 +51,11 @@ const (
 
 // KeepVerdict is called before the filesystem changes the metadata of a
 // regular file whose state is st (rename, exchange, a hard link made or
-// one of several removed, chmod, chown, utimes): when a verdict of that state is cached, the file's contents
-// are not verified (a verified verdict needs no carrying, verify.go) and
-// the file is where leases tell who writes it, it opens the file for
-// reading with open, which returns a descriptor of the Gate's own that
-// the Gate closes. done is called once the change is made, or failed; it
+// one of several removed, chmod, chown, utimes): when a verdict of that
+// state is cached, the file's contents are not verified (a verified
+// verdict needs no carrying, verify.go) and the file is where leases
+// tell who writes it, it opens the file for reading with open, which
+// returns a descriptor of the Gate's own that the Gate closes. done is called once the change is made, or failed; it
 // carries the verdict over to the state after the change when nothing
 // but the change happened meanwhile (see above). Without a verdict to
 // carry, done does nothing, and open is not called.
