@@ -11,10 +11,10 @@ import (
 // state st over a change of its metadata alone that the caller is about
 // to make through the mount (cache.Gate.KeepVerdict): a rename, an
 // exchange, a new hard link, the removal of one name of several, chmod,
-// chown, utimes. The file is pfd (O_PATH) when pfd >= 0,
-// else name beneath dirfd, opened O_PATH without following a symlink and
-// checked to be st's inode only when the gate asks for it. done follows
-// the change, whether it was made or failed.
+// chown, utimes. The file is pfd (O_PATH) when pfd >= 0, else name
+// beneath dirfd, opened O_PATH without following a symlink and checked
+// to be st's inode only when the gate asks for it. done follows the
+// change, whether it was made or failed.
 func (f *FS) keepVerdict(st *unix.Stat_t, dirfd int, name string, pfd int) (done func()) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return func() {}
