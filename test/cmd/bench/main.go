@@ -17,7 +17,7 @@
 //
 // It builds bin/clamfuse (no -race), starts a private clamd
 // (test/clamdtest), creates the data set under -dir (reused by later runs),
-// and runs every workload on every system in turn, A B C A B C, taking the
+// and runs every workload on every system in turn, A B C C B A, taking the
 // median of -runs runs. Workloads that need uncached verdicts remount
 // clamfuse and ClamFS before each run; the mount is not timed. Everything it
 // starts is stopped and unmounted at the end, on error and on Ctrl-C; a

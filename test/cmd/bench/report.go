@@ -482,7 +482,7 @@ func (b *bench) report() string {
 		mode = "QUICK (reduced sizes and runs: indicative only)"
 	}
 	p("# clamfuse benchmark results\n\n")
-	p("Produced by `make bench` (`go run ./test/cmd/bench`) on %s; mode: %s; %d runs per figure (median), interleaved across systems; %v in all.\n\n",
+	p("Produced by `make bench` (`go run ./test/cmd/bench`) on %s; mode: %s; %d runs per figure (median), interleaved across systems (in reverse order every other run); %v in all.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), mode, b.opts.runs, time.Since(b.started).Round(time.Second))
 	i := b.info
 	p("- machine: %s CPUs (%s), %s RAM; kernel %s; data on %s (%s); load average %s at the start, %s at the end (other work on the machine makes the figures noisy)\n",
@@ -570,7 +570,7 @@ func (b *bench) report() string {
 	b.reportFreshness(p)
 
 	p("## How each figure is measured\n\n")
-	p("- Every figure is the median wall time of the workload alone; mounting, priming and dropping caches are not timed. Runs alternate between systems (native, clamfuse, ClamFS, bare clamd, then again). Before each run the bench waits until clamd and the FUSE servers are idle (clamfuse scans files written through it in the background after they are closed).\n")
+	p("- Every figure is the median wall time of the workload alone; mounting, priming and dropping caches are not timed. Runs alternate between systems (native, clamfuse, ClamFS, bare clamd, the floors, then the same in reverse order, and again), so that no system always follows the same other one. Before each run the bench waits until clamd and the FUSE servers are idle (clamfuse scans files written through it in the background after they are closed).\n")
 	p("- Files are read as cat reads them, system call for system call: open, fstat, fadvise(SEQUENTIAL), read 128 KiB at a time to EOF, close, by catread (`test/cmd/bench/reader/catread.c`, compiled with `gcc -O2` into the work directory at the start; one thread per reader), which times itself from its first open to its last close. Not the bench's own Go code: a Go reader blocked in an open that waits for a scan also pays its runtime's thread hand-offs (measured here: about 5 context switches and 55 µs of CPU per first open through clamfuse more than a C reader), on the CPUs the server and clamd use; nor os.Open, which would also register each FUSE file with epoll, which no cat does and a local file cannot be. `ls`, `find | xargs stat` and `dd` are the system commands, output to /dev/null.\n")
 	p("- **first open** rows: the page cache is dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) and clamfuse and ClamFS are remounted before each run, so every open needs a scan. The bare clamd column is `bin/clamfuse scan` of the same files (`--jobs 1` for the sequential rows, `--jobs %d` for the parallel one), with no FUSE, and the same transport as clamfuse (auto: fildes). ClamFS streams with INSTREAM.\n", parallelReaders)
 	p("- **cached** rows: the files were read once through the same mount before the first timed run (verdicts cached, page cache warm); nothing is dropped between runs; the big file of the cached re-read is read once more (untimed) before each run, so that a page cache dropped meanwhile by something else on the machine does not make the run read the disk.\n")

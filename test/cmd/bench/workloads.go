@@ -286,7 +286,9 @@ func (r *result) median(k kind) (time.Duration, bool) {
 }
 
 // runWorkload runs w on every system, interleaved: run 1 on each system in
-// turn, then run 2, and so on.
+// turn, then run 2 on each in reverse order, and so on, so that no system
+// always runs right after the same other one (a ClamFS run leaves clamd
+// and the disk busier than a native one does).
 func (b *bench) runWorkload(w *workload) *result {
 	r := &result{w: w, title: w.title(b.sizes), per: map[kind]*series{}}
 	logf("workload %s: %s", w.id, r.title)
@@ -299,7 +301,7 @@ func (b *bench) runWorkload(w *workload) *result {
 		}
 	}
 	for run := 0; run < b.opts.runs; run++ {
-		for _, s := range b.systems {
+		for _, s := range inTurn(b.systems, run) {
 			if b.ctx.Err() != nil {
 				return r
 			}
@@ -332,10 +334,32 @@ func (b *bench) runWorkload(w *workload) *result {
 	for _, s := range b.systems {
 		se := r.per[s.kind]
 		if len(se.wall) > 0 && se.na == "" {
-			logf("  %-10s median %v over %d runs", s.name, median(se.wall).Round(time.Microsecond), len(se.wall))
+			logf("  %-10s median %v over %d runs: %v", s.name, median(se.wall).Round(time.Microsecond), len(se.wall), roundAll(se.wall))
 		}
 	}
 	return r
+}
+
+// inTurn is the order of the systems in run number run: as listed in
+// even runs, reversed in odd ones.
+func inTurn(systems []*system, run int) []*system {
+	if run%2 == 0 {
+		return systems
+	}
+	rev := make([]*system, len(systems))
+	for i, s := range systems {
+		rev[len(systems)-1-i] = s
+	}
+	return rev
+}
+
+// roundAll is ds in order, each rounded to the millisecond, for the log.
+func roundAll(ds []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(ds))
+	for i, d := range ds {
+		out[i] = d.Round(time.Millisecond)
+	}
+	return out
 }
 
 // oneRun mounts and primes as w needs (untimed), then times one run.
