@@ -648,7 +648,12 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 				leased = false
 			}
 		}
+		stopPrefetch := func() {}
+		if snap == nil && !g.verifies(key.Size) {
+			stopPrefetch = prefetch(scanned, key.Size) // prefetch.go
+		}
 		res, err := g.scanner.ScanFile(ctx, scanned, key.Size)
+		stopPrefetch()
 		g.slots.release()
 		if superseded() {
 			// Whatever clamd said, it was about a state that is gone.

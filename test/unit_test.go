@@ -9,6 +9,7 @@ package test
 
 import (
 	"bufio"
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,6 +147,9 @@ func TestUnitAllowsWhatClamfuseUses(t *testing.T) {
 	mustDo(t, os.Mkdir(filepath.Join(src, "u"), 0o755))
 	mustDo(t, os.Chown(filepath.Join(src, "u"), int(user.uid), int(user.ga)))
 	putFile(t, filepath.Join(src, "d", "f"), []byte("clean\n"))
+	// A file large enough for the gate to read it ahead of clamd
+	// (cache/prefetch.go: sysinfo, sendfile into /dev/null).
+	putFile(t, filepath.Join(src, "d", "big"), bytes.Repeat([]byte("large and clean\n"), 8<<20/16))
 	// A file of the user's: clamfuse's read lease on it, which shows
 	// clamd may judge the file itself and not a copy (cache/lease.go),
 	// needs CAP_LEASE.
@@ -168,7 +172,7 @@ func TestUnitAllowsWhatClamfuseUses(t *testing.T) {
 
 	// Through the mount: a directory, a read (a scan), a file written
 	// and removed.
-	paths := []string{"d", "d/f", "d/g", "d/h"}
+	paths := []string{"d", "d/big", "d/f", "d/g", "d/h"}
 	if got, want, ok := waitView(t, m, ".", paths, true, 30*time.Second); !ok {
 		t.Fatalf("the mount shows\n%s\nthe backing directory\n%s", got, want)
 	}
@@ -181,6 +185,7 @@ func TestUnitAllowsWhatClamfuseUses(t *testing.T) {
 	for _, op := range [][]string{
 		{"create", m.Path("u/mine"), "0644"},
 		{"read", m.Path("d/f")},
+		{"read", m.Path("d/big")},
 		{"read", m.Path("u/own")},
 		{"unlink", m.Path("u/mine")},
 	} {
@@ -216,6 +221,7 @@ func TestUnitAllowsWhatClamfuseUses(t *testing.T) {
 		"fanotify_init", "fanotify_mark", "name_to_handle_at", "open_by_handle_at", // the watcher
 		"setfsuid", "setfsgid", "setgroups", // acting as each caller
 		"ioctl", "capget", "capset", // passthrough, where the kernel has it (registered as nobody)
+		"sysinfo", "sendfile", // reading a large file ahead of clamd
 	} {
 		ptOnly := need == "ioctl" || need == "capget" || need == "capset"
 		if !slices.Contains(calls, need) && (!ptOnly || passthrough) {

@@ -1,0 +1,220 @@
+package cache
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clamfuse/clamfuse/clamav"
+)
+
+func TestPrefetchLen(t *testing.T) {
+	const gib = 1 << 30
+	tests := []struct {
+		name       string
+		size, free int64
+		want       int64
+	}{
+		{"small file: left to the kernel's readahead", prefetchMin - 1, 16 * gib, 0},
+		{"at the minimum", prefetchMin, 16 * gib, prefetchMin},
+		{"whole file when half the free memory holds it", gib, 16 * gib, gib},
+		{"half the free memory at most", 4 * gib, 2 * gib, gib},
+		{"nothing when half the free memory is below the minimum", gib, prefetchMin, 0},
+		{"free memory unknown", gib, 0, 0},
+	}
+	for _, tc := range tests {
+		if got := prefetchLen(tc.size, tc.free); got != tc.want {
+			t.Errorf("%s: prefetchLen(%d, %d) = %d, want %d", tc.name, tc.size, tc.free, got, tc.want)
+		}
+	}
+}
+
+// diskFile writes a file of size bytes where the page cache can drop
+// it (not tmpfs), writes it back and drops it, so that none of it is
+// in memory.
+func diskFile(t *testing.T, size int64) string {
+	t.Helper()
+	dir := t.TempDir()
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dir, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if sfs.Type == unix.TMPFS_MAGIC {
+		var err error
+		if dir, err = os.MkdirTemp("/var/tmp", "clamfuse-prefetch-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+	}
+	p := filepath.Join(dir, "big")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 1<<20)
+	for i := range chunk {
+		chunk[i] = byte(i * 7)
+	}
+	for off := int64(0); off < size; off += int64(len(chunk)) {
+		if _, err := f.Write(chunk[:min(int64(len(chunk)), size-off)]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if in, _ := resident(t, p); in != 0 {
+		t.Fatalf("%d pages of %s still in the page cache after POSIX_FADV_DONTNEED", in, p)
+	}
+	return p
+}
+
+// resident counts the pages of the file at p that are in the page cache.
+func resident(t *testing.T, p string) (in, total int) {
+	t.Helper()
+	in, total, err := residentPages(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in, total
+}
+
+func residentPages(p string) (in, total int, err error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		return 0, 0, errno
+	}
+	for _, v := range vec {
+		if v&1 != 0 {
+			in++
+		}
+	}
+	return in, len(vec), nil
+}
+
+// waitResident waits until every page of p is in the page cache, or
+// until d passed; it reports whether they all were.
+func waitResident(p string, d time.Duration) bool {
+	for deadline := time.Now().Add(d); ; {
+		if in, total, err := residentPages(p); err != nil {
+			return false
+		} else if in == total {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// openFDs counts the test's open descriptors, /dev/null's of prefetch
+// opened first.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	nullFD()
+	es, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(es)
+}
+
+// prefetch reads the whole file into the page cache, through a
+// descriptor of its own: the one clamd would be handed keeps its offset,
+// and once stop returns no descriptor of prefetch's is left.
+func TestPrefetchFillsPageCache(t *testing.T) {
+	const size = 48 << 20
+	p := diskFile(t, size)
+	f := openFile(t, p)
+	fds := openFDs(t)
+	stop := prefetch(f, size)
+	filled := waitResident(p, 30*time.Second)
+	stop()
+	if !filled {
+		in, total := resident(t, p)
+		t.Fatalf("%d of %d pages in the page cache after prefetch, want all", in, total)
+	}
+	if off, err := f.Seek(0, io.SeekCurrent); err != nil || off != 0 {
+		t.Errorf("offset of the scanned descriptor after prefetch: %d, %v; want 0", off, err)
+	}
+	if n := openFDs(t); n != fds {
+		t.Errorf("%d descriptors open after stop, %d before prefetch", n, fds)
+	}
+	stop() // a second stop is harmless
+}
+
+// stop ends the reading ahead at once and closes its descriptor.
+func TestPrefetchStop(t *testing.T) {
+	const size = 64 << 20
+	p := diskFile(t, size)
+	f := openFile(t, p)
+	fds := openFDs(t)
+	prefetch(f, size)() // stopped as soon as started
+	if n := openFDs(t); n != fds {
+		t.Errorf("%d descriptors open after stop, %d before prefetch", n, fds)
+	}
+	if stop := prefetch(f, prefetchMin-1); openFDs(t) != fds {
+		t.Errorf("a file below prefetchMin is read ahead")
+		stop()
+	}
+}
+
+// residentScanner judges every file clean once all of it is in the page
+// cache, as clamd would once it read it, without reading it itself: it
+// records whether the pages came within its deadline.
+type residentScanner struct {
+	path   string
+	filled chan bool
+}
+
+func (s *residentScanner) String() string { return "fake:clamd" }
+
+func (s *residentScanner) ScanFile(ctx context.Context, f *os.File, size int64) (clamav.Result, error) {
+	s.filled <- waitResident(s.path, 20*time.Second)
+	return clamav.Result{}, nil
+}
+
+// The gate reads a file too large to be verified ahead of clamd while
+// clamd scans it.
+func TestGateReadsAhead(t *testing.T) {
+	const size = 32 << 20
+	p := diskFile(t, size)
+	f := openFile(t, p)
+	s := &residentScanner{path: p, filled: make(chan bool, 1)}
+	g := NewGate(s, Options{MaxEntries: 16, VerifyMaxSize: 1 << 20})
+	checkDecision(t, "Check", g.Check(t.Context(), f, someone), expect{allow: true, reason: ReasonClean})
+	select {
+	case filled := <-s.filled:
+		if !filled {
+			in, total := resident(t, p)
+			t.Errorf("%d of %d pages of the file in the page cache while clamd scanned it, want all (read ahead)", in, total)
+		}
+	default:
+		t.Fatal("the file was not scanned")
+	}
+}
