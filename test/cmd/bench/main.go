@@ -184,6 +184,7 @@ type bench struct {
 	results  []*result
 	rss      *rssResult
 	trans    []*transportRow
+	unseen   []*transportRow
 	pre      []*prewarmRow
 	fresh    []*freshRow
 	info     machineInfo
@@ -234,6 +235,9 @@ func (b *bench) main() error {
 	}
 	if b.selected("transports") {
 		b.trans = b.runTransports()
+	}
+	if b.selected("unseen") {
+		b.unseen = b.runUnseen()
 	}
 	if b.selected("prewarm") {
 		b.pre = b.runPrewarm()

@@ -57,6 +57,7 @@ type system struct {
 	lastUsed time.Time      // end of the last prime or timed run
 
 	config string // clamfuse's config file; "" for clamfuse.toml in the work directory
+	clamd  string // clamfuse's clamd address; "" for the bench's clamd
 	src    string // clamfuse's backing directory; "" for the data set's
 
 	caching caching // clamfuse's, from the log of its last mount
@@ -134,8 +135,11 @@ func (s *system) start() (*mount, error) {
 		if src == "" {
 			src = b.data.src
 		}
-		cmd = exec.Command(b.bin, "mount", "--config", config,
-			"--clamd", b.clamd.Address(), src, s.mnt)
+		clamd := s.clamd
+		if clamd == "" {
+			clamd = b.clamd.Address()
+		}
+		cmd = exec.Command(b.bin, "mount", "--config", config, "--clamd", clamd, src, s.mnt)
 		if asUser != nil {
 			cmd.Args = append(cmd.Args[:2], append([]string{"--allow-other"}, cmd.Args[2:]...)...)
 		}
@@ -450,6 +454,7 @@ type clamfuseConf struct {
 	logLevel      string // log.level; "" for info (the mount's INFO lines say which timeouts are in effect)
 	verifyMaxSize string // cache.verify_max_size; "" for the default (1MiB)
 	metricsListen string // metrics.listen; "" for none
+	clamd         string // clamd.address; "" for the bench's clamd
 }
 
 // writeClamfuseConfig writes clamfuse's config to name in the work
@@ -480,6 +485,10 @@ func (b *bench) writeClamfuseConfig(name string, c clamfuseConf) error {
 	if b.opts.readdirPlus != "" {
 		mount += fmt.Sprintf("readdirplus = %q\n", b.opts.readdirPlus)
 	}
+	clamd := c.clamd
+	if clamd == "" {
+		clamd = b.clamd.Address()
+	}
 	toml := fmt.Sprintf(`# Written by test/cmd/bench.
 %s[clamd]
 address = %q
@@ -491,7 +500,7 @@ prewarm = %t
 %s
 [log]
 level = %q
-`, mount, b.clamd.Address(), tr, c.prewarm, cache, level)
+`, mount, clamd, tr, c.prewarm, cache, level)
 	return os.WriteFile(filepath.Join(b.opts.dir, name), []byte(toml), 0o644)
 }
 
@@ -506,7 +515,7 @@ func (b *bench) extraClamfuse(id, src string, c clamfuseConf) (*system, error) {
 	}
 	s := &system{
 		name: "clamfuse " + id, kind: kindClamfuse, b: b, primed: map[string]int{},
-		mnt: filepath.Join(b.opts.dir, "mnt", "clamfuse-"+id), config: config, src: src,
+		mnt: filepath.Join(b.opts.dir, "mnt", "clamfuse-"+id), config: config, src: src, clamd: c.clamd,
 	}
 	clearStaleMount(s.mnt)
 	if err := os.MkdirAll(s.mnt, 0o755); err != nil {

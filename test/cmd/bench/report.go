@@ -75,8 +75,11 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / clkTck
 }
 
-func (b *bench) clamdPid() int {
-	data, err := os.ReadFile(filepath.Join(b.clamd.Dir, "clamd.pid"))
+func (b *bench) clamdPid() int { return clamdPidIn(b.clamd.Dir) }
+
+// clamdPidIn is the pid of the clamdtest clamd whose directory is dir.
+func clamdPidIn(dir string) int {
+	data, err := os.ReadFile(filepath.Join(dir, "clamd.pid"))
 	if err != nil {
 		return 0
 	}
@@ -566,6 +569,7 @@ func (b *bench) report() string {
 	b.reportFloor(p)
 	b.reportFloorPT(p)
 	b.reportTransports(p)
+	b.reportUnseen(p)
 	b.reportPrewarm(p)
 	b.reportFreshness(p)
 

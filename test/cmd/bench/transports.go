@@ -43,16 +43,8 @@ func (b *bench) runTransports() []*transportRow {
 		mounts[tr] = s
 	}
 
-	sets := []struct {
-		title string
-		dir   []string // for clamfuse scan
-		files []string // for reads through the mount
-	}{
-		{fmt.Sprintf("%d x %d KiB files, sequential", b.sizes.smallFiles, b.sizes.smallSize>>10), []string{b.data.small}, b.data.smallF},
-		{fmt.Sprintf("%s random file", human(b.sizes.bigSize)), []string{b.data.big}, []string{b.data.big}},
-	}
 	var rows []*transportRow
-	for _, set := range sets {
+	for _, set := range b.scanSets() {
 		var variants []*transportRow
 		for _, via := range []string{"bare clamd", "clamfuse"} {
 			for _, tr := range transports {
@@ -87,6 +79,21 @@ func (b *bench) runTransports() []*transportRow {
 		}
 	}
 	return rows
+}
+
+// scanSet is a set of files the first-open comparisons scan.
+type scanSet struct {
+	title string
+	dir   []string // for clamfuse scan
+	files []string // for reads through the mount
+}
+
+// scanSets are the files of the first-seq and first-big rows.
+func (b *bench) scanSets() []scanSet {
+	return []scanSet{
+		{fmt.Sprintf("%d x %d KiB files, sequential", b.sizes.smallFiles, b.sizes.smallSize>>10), []string{b.data.small}, b.data.smallF},
+		{fmt.Sprintf("%s random file", human(b.sizes.bigSize)), []string{b.data.big}, []string{b.data.big}},
+	}
 }
 
 // transportBare is one run of `clamfuse scan --transport` on dirs.

@@ -246,7 +246,7 @@ func workloadIDs() []string {
 	for _, w := range workloads {
 		ids = append(ids, w.id)
 	}
-	return append(ids, "rss", "transports", "prewarm", "freshness")
+	return append(ids, "rss", "transports", "unseen", "prewarm", "freshness")
 }
 
 func workloadByID(id string) *workload {
@@ -255,7 +255,7 @@ func workloadByID(id string) *workload {
 			return w
 		}
 	}
-	if id == "rss" || id == "transports" || id == "prewarm" || id == "freshness" {
+	if id == "rss" || id == "transports" || id == "unseen" || id == "prewarm" || id == "freshness" {
 		return &workload{id: id}
 	}
 	return nil
@@ -442,8 +442,11 @@ func (b *bench) oneRun(w *workload, s *system, se *series, run int) error {
 // interleave runs each of n variants of a comparison once per run, -runs
 // times, in reverse order every other run; it stops when the bench is
 // cancelled.
-func (b *bench) interleave(n int, one func(i int)) {
-	for run := 0; run < b.opts.runs; run++ {
+func (b *bench) interleave(n int, one func(i int)) { b.interleaveRuns(b.opts.runs, n, one) }
+
+// interleaveRuns is interleave with runs runs.
+func (b *bench) interleaveRuns(runs, n int, one func(i int)) {
+	for run := 0; run < runs; run++ {
 		for j := range n {
 			if b.ctx.Err() != nil {
 				return
