@@ -217,11 +217,7 @@ func (b *bench) reportFreshness(p func(string, ...any)) {
 	p("| measure | clamfuse | wall | clamfuse CPU | clamd scans per file | vs |\n|---|---|---:|---:|---:|---:|\n")
 	for i, r := range b.fresh {
 		if r.err != "" || len(r.wall) == 0 {
-			msg := r.err
-			if msg == "" {
-				msg = "not run"
-			}
-			p("| %s | %s | n/a: %s | | | |\n", r.what, r.config, strings.ReplaceAll(msg, "|", "/"))
+			p("| %s | %s | %s | | | |\n", r.what, r.config, notRun(r.err))
 			continue
 		}
 		scans, vs := "-", "-"

@@ -131,6 +131,14 @@ func (b *bench) transportMount(r *transportRow, s *system, files []string) error
 	return nil
 }
 
+// notRun is the cell of a comparison's row without a figure: why.
+func notRun(err string) string {
+	if err == "" {
+		err = "not run"
+	}
+	return "n/a: " + strings.ReplaceAll(err, "|", "/")
+}
+
 // reportTransports renders the comparison.
 func (b *bench) reportTransports(p func(string, ...any)) {
 	if len(b.trans) == 0 {
@@ -149,11 +157,7 @@ func (b *bench) reportTransports(p func(string, ...any)) {
 	}
 	for _, r := range b.trans {
 		if r.err != "" || len(r.wall) == 0 {
-			msg := r.err
-			if msg == "" {
-				msg = "not run"
-			}
-			p("| %s | %s | %s | n/a: %s | | | |\n", r.files, r.via, r.transport, strings.ReplaceAll(msg, "|", "/"))
+			p("| %s | %s | %s | %s | | | |\n", r.files, r.via, r.transport, notRun(r.err))
 			continue
 		}
 		vs := "-"

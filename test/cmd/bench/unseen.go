@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/clamfuse/clamfuse/test/clamdtest"
@@ -113,11 +112,7 @@ func (b *bench) reportUnseen(p func(string, ...any)) {
 	}
 	for _, r := range b.unseen {
 		if r.err != "" || len(r.wall) == 0 {
-			msg := r.err
-			if msg == "" {
-				msg = "not run"
-			}
-			p("| %s | %s | n/a: %s | | | |\n", r.files, r.via, strings.ReplaceAll(msg, "|", "/"))
+			p("| %s | %s | %s | | | |\n", r.files, r.via, notRun(r.err))
 			continue
 		}
 		vs := "-"
