@@ -32,7 +32,11 @@ import (
 // so that those read ahead are not given back before clamd reads them,
 // at most half of the memory free at the start is read ahead, the rest
 // left to the readahead at clamd's pace. Reading ahead stops when the
-// scan ends: stop waits for the chunk under way.
+// scan ends, after the chunk under way; the scan does not wait for it
+// (a read of a filesystem that stalls must not hold an open past its
+// deadline), and at most prefetchMax files are read ahead at once, so
+// that reads that stall cannot pile up descriptors and goroutines: past
+// it a scan reads nothing ahead.
 
 const (
 	// prefetchMin is the smallest file read ahead: below it the
@@ -41,7 +45,12 @@ const (
 	// prefetchChunk is the span of one sendfile; the stop is looked at
 	// between two.
 	prefetchChunk = 8 << 20
+	// prefetchMax bounds the files read ahead at once.
+	prefetchMax = 8
 )
+
+// prefetchers holds a token for each file being read ahead.
+var prefetchers = make(chan struct{}, prefetchMax)
 
 var devNull struct {
 	once sync.Once
@@ -49,17 +58,23 @@ var devNull struct {
 }
 
 // prefetch starts reading the first prefetchLen(size, free memory)
-// bytes of f into the page cache on its own goroutine; stop ends it and
-// returns once no read is under way. f must stay open until prefetch
-// returns.
+// bytes of f into the page cache on its own goroutine, through a
+// descriptor of its own; stop ends it after the read under way, without
+// waiting for it. f must stay open until prefetch returns.
 func prefetch(f *os.File, size int64) (stop func()) {
+	none := func() {}
 	n := prefetchLen(size, freeMemory())
 	if n == 0 {
-		return func() {}
+		return none
 	}
 	null := nullFD()
 	if null < 0 {
-		return func() {}
+		return none
+	}
+	select {
+	case prefetchers <- struct{}{}:
+	default:
+		return none
 	}
 	p := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOATIME|unix.O_CLOEXEC, 0)
@@ -67,12 +82,12 @@ func prefetch(f *os.File, size int64) (stop func()) {
 		fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	}
 	if err != nil {
-		return func() {}
+		<-prefetchers
+		return none
 	}
 	var stopped atomic.Bool
-	done := make(chan struct{})
 	go func() {
-		defer close(done)
+		defer func() { <-prefetchers }()
 		defer unix.Close(fd)
 		for off := int64(0); off < n && !stopped.Load(); {
 			w, err := unix.Sendfile(null, fd, &off, int(min(prefetchChunk, n-off)))
@@ -81,10 +96,7 @@ func prefetch(f *os.File, size int64) (stop func()) {
 			}
 		}
 	}()
-	return func() {
-		stopped.Store(true)
-		<-done
-	}
+	return func() { stopped.Store(true) }
 }
 
 // nullFD is a descriptor of /dev/null open for writing, opened at the

@@ -144,9 +144,21 @@ func openFDs(t *testing.T) int {
 	return len(es)
 }
 
+// prefetchDone waits until no file is read ahead any more and the
+// test's descriptors are fds again, or until d passed.
+func prefetchDone(t *testing.T, fds int, d time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(d); len(prefetchers) != 0 || openFDs(t) != fds; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d files still read ahead, %d descriptors open, %d before prefetch", len(prefetchers), openFDs(t), fds)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // prefetch reads the whole file into the page cache, through a
 // descriptor of its own: the one clamd would be handed keeps its offset,
-// and once stop returns no descriptor of prefetch's is left.
+// and once it is done no descriptor of prefetch's is left.
 func TestPrefetchFillsPageCache(t *testing.T) {
 	const size = 48 << 20
 	p := diskFile(t, size)
@@ -162,25 +174,46 @@ func TestPrefetchFillsPageCache(t *testing.T) {
 	if off, err := f.Seek(0, io.SeekCurrent); err != nil || off != 0 {
 		t.Errorf("offset of the scanned descriptor after prefetch: %d, %v; want 0", off, err)
 	}
-	if n := openFDs(t); n != fds {
-		t.Errorf("%d descriptors open after stop, %d before prefetch", n, fds)
-	}
+	prefetchDone(t, fds, 10*time.Second)
 	stop() // a second stop is harmless
 }
 
-// stop ends the reading ahead at once and closes its descriptor.
+// stop ends the reading ahead, which then closes its descriptor; a file
+// below prefetchMin is not read ahead.
 func TestPrefetchStop(t *testing.T) {
 	const size = 64 << 20
 	p := diskFile(t, size)
 	f := openFile(t, p)
 	fds := openFDs(t)
 	prefetch(f, size)() // stopped as soon as started
-	if n := openFDs(t); n != fds {
-		t.Errorf("%d descriptors open after stop, %d before prefetch", n, fds)
-	}
-	if stop := prefetch(f, prefetchMin-1); openFDs(t) != fds {
+	prefetchDone(t, fds, 10*time.Second)
+	prefetch(f, prefetchMin-1)
+	if len(prefetchers) != 0 || openFDs(t) != fds {
 		t.Errorf("a file below prefetchMin is read ahead")
-		stop()
+	}
+}
+
+// Past prefetchMax files read ahead at once (reads that stall), a scan
+// reads nothing ahead and holds no descriptor more.
+func TestPrefetchBounded(t *testing.T) {
+	const size = 16 << 20
+	p := diskFile(t, size)
+	f := openFile(t, p)
+	fds := openFDs(t)
+	for range prefetchMax {
+		prefetchers <- struct{}{}
+	}
+	stop := prefetch(f, size)
+	n := openFDs(t)
+	for range prefetchMax {
+		<-prefetchers
+	}
+	stop()
+	if n != fds {
+		t.Errorf("%d descriptors open with %d files read ahead already, %d before", n, prefetchMax, fds)
+	}
+	if in, _ := resident(t, p); in != 0 {
+		t.Errorf("%d pages read ahead with %d files read ahead already, want none", in, prefetchMax)
 	}
 }
 
