@@ -30,8 +30,10 @@ import (
 //
 // The pages are the page cache's, which gives them back under pressure;
 // so that those read ahead are not given back before clamd reads them,
-// at most half of the memory free at the start is read ahead, the rest
-// left to the readahead at clamd's pace. Reading ahead stops when the
+// and so that no user's large files take the page cache of everyone
+// else's, the files read ahead at once take at most half of the memory
+// free when each starts, all of them together (the rest of a file is
+// left to the readahead at clamd's pace). Reading ahead stops when the
 // scan ends, after the chunk under way; the scan does not wait for it
 // (a read of a filesystem that stalls must not hold an open past its
 // deadline), and at most prefetchMax files are read ahead at once, so
@@ -49,31 +51,54 @@ const (
 	prefetchMax = 8
 )
 
-// prefetchers holds a token for each file being read ahead.
-var prefetchers = make(chan struct{}, prefetchMax)
+// ahead is what is being read ahead.
+var ahead struct {
+	mu    sync.Mutex
+	files int   // files being read ahead
+	bytes int64 // how much of them, in all
+}
+
+// reserveAhead decides how much of a file of size bytes to read ahead,
+// with free bytes of memory free, and counts it in ahead; 0 for none.
+func reserveAhead(size, free int64) int64 {
+	ahead.mu.Lock()
+	defer ahead.mu.Unlock()
+	if ahead.files >= prefetchMax {
+		return 0
+	}
+	n := prefetchLen(size, free/2-ahead.bytes)
+	if n > 0 {
+		ahead.files++
+		ahead.bytes += n
+	}
+	return n
+}
+
+// releaseAhead ends what reserveAhead counted.
+func releaseAhead(n int64) {
+	ahead.mu.Lock()
+	ahead.files--
+	ahead.bytes -= n
+	ahead.mu.Unlock()
+}
 
 var devNull struct {
 	once sync.Once
 	fd   int
 }
 
-// prefetch starts reading the first prefetchLen(size, free memory)
-// bytes of f into the page cache on its own goroutine, through a
-// descriptor of its own; stop ends it after the read under way, without
-// waiting for it. f must stay open until prefetch returns.
+// prefetch starts reading the first bytes of f (reserveAhead says how
+// many) into the page cache on its own goroutine, through a descriptor
+// of its own; stop ends it after the read under way, without waiting
+// for it. f must stay open until prefetch returns.
 func prefetch(f *os.File, size int64) (stop func()) {
 	none := func() {}
-	n := prefetchLen(size, freeMemory())
-	if n == 0 {
-		return none
-	}
 	null := nullFD()
-	if null < 0 {
+	if null < 0 || size < prefetchMin {
 		return none
 	}
-	select {
-	case prefetchers <- struct{}{}:
-	default:
+	n := reserveAhead(size, freeMemory())
+	if n == 0 {
 		return none
 	}
 	p := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
@@ -82,12 +107,12 @@ func prefetch(f *os.File, size int64) (stop func()) {
 		fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	}
 	if err != nil {
-		<-prefetchers
+		releaseAhead(n)
 		return none
 	}
 	var stopped atomic.Bool
 	go func() {
-		defer func() { <-prefetchers }()
+		defer releaseAhead(n)
 		defer unix.Close(fd)
 		for off := int64(0); off < n && !stopped.Load(); {
 			w, err := unix.Sendfile(null, fd, &off, int(min(prefetchChunk, n-off)))
@@ -112,13 +137,12 @@ func nullFD() int {
 }
 
 // prefetchLen is how much of a file of size bytes is read ahead with
-// free bytes of memory free: none below prefetchMin, at most half of
-// free.
-func prefetchLen(size, free int64) int64 {
+// room bytes of memory for it: none below prefetchMin, at most room.
+func prefetchLen(size, room int64) int64 {
 	if size < prefetchMin {
 		return 0
 	}
-	n := min(size, free/2)
+	n := min(size, room)
 	if n < prefetchMin {
 		return 0
 	}

@@ -18,20 +18,67 @@ func TestPrefetchLen(t *testing.T) {
 	const gib = 1 << 30
 	tests := []struct {
 		name       string
-		size, free int64
+		size, room int64
 		want       int64
 	}{
 		{"small file: left to the kernel's readahead", prefetchMin - 1, 16 * gib, 0},
 		{"at the minimum", prefetchMin, 16 * gib, prefetchMin},
-		{"whole file when half the free memory holds it", gib, 16 * gib, gib},
-		{"half the free memory at most", 4 * gib, 2 * gib, gib},
-		{"nothing when half the free memory is below the minimum", gib, prefetchMin, 0},
-		{"free memory unknown", gib, 0, 0},
+		{"whole file when the room holds it", gib, 16 * gib, gib},
+		{"the room at most", 4 * gib, gib, gib},
+		{"nothing when the room is below the minimum", gib, prefetchMin - 1, 0},
+		{"no room", gib, 0, 0},
+		{"less than none (free memory fell under what is read ahead)", gib, -gib, 0},
 	}
 	for _, tc := range tests {
-		if got := prefetchLen(tc.size, tc.free); got != tc.want {
-			t.Errorf("%s: prefetchLen(%d, %d) = %d, want %d", tc.name, tc.size, tc.free, got, tc.want)
+		if got := prefetchLen(tc.size, tc.room); got != tc.want {
+			t.Errorf("%s: prefetchLen(%d, %d) = %d, want %d", tc.name, tc.size, tc.room, got, tc.want)
 		}
+	}
+}
+
+// The files read ahead at once take half of the free memory at most,
+// all together, and are prefetchMax at most.
+func TestReserveAhead(t *testing.T) {
+	const mib = 1 << 20
+	for deadline := time.Now().Add(30 * time.Second); aheadFiles() != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d files read ahead by earlier tests still", aheadFiles())
+		}
+	}
+	free := int64(200 * mib) // room for 100 MiB
+	a := reserveAhead(60*mib, free)
+	b := reserveAhead(60*mib, free)
+	c := reserveAhead(60*mib, free)
+	if a != 60*mib || b != 40*mib || c != 0 {
+		t.Errorf("three files of 60 MiB with 200 MiB free: %d, %d and %d MiB read ahead; want 60, 40 and 0", a>>20, b>>20, c>>20)
+	}
+	releaseAhead(a)
+	if d := reserveAhead(60*mib, free); d != 60*mib {
+		t.Errorf("once the first is done: %d MiB, want 60", d>>20)
+	} else {
+		releaseAhead(d)
+	}
+	releaseAhead(b)
+	var got []int64
+	for range prefetchMax + 1 {
+		got = append(got, reserveAhead(prefetchMin, 1<<40))
+	}
+	for i, n := range got {
+		want := int64(prefetchMin)
+		if i == prefetchMax {
+			want = 0 // prefetchMax read ahead already
+		}
+		if n != want {
+			t.Errorf("file %d of %d: %d bytes read ahead, want %d", i+1, prefetchMax+1, n, want)
+		}
+		if n > 0 {
+			releaseAhead(n)
+		}
+	}
+	ahead.mu.Lock()
+	defer ahead.mu.Unlock()
+	if ahead.files != 0 || ahead.bytes != 0 {
+		t.Errorf("after every release: %d files, %d bytes counted", ahead.files, ahead.bytes)
 	}
 }
 
@@ -144,13 +191,19 @@ func openFDs(t *testing.T) int {
 	return len(es)
 }
 
+func aheadFiles() int {
+	ahead.mu.Lock()
+	defer ahead.mu.Unlock()
+	return ahead.files
+}
+
 // prefetchDone waits until no file is read ahead any more and the
 // test's descriptors are fds again, or until d passed.
 func prefetchDone(t *testing.T, fds int, d time.Duration) {
 	t.Helper()
-	for deadline := time.Now().Add(d); len(prefetchers) != 0 || openFDs(t) != fds; {
+	for deadline := time.Now().Add(d); aheadFiles() != 0 || openFDs(t) != fds; {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d files still read ahead, %d descriptors open, %d before prefetch", len(prefetchers), openFDs(t), fds)
+			t.Fatalf("%d files still read ahead, %d descriptors open, %d before prefetch", aheadFiles(), openFDs(t), fds)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -188,7 +241,7 @@ func TestPrefetchStop(t *testing.T) {
 	prefetch(f, size)() // stopped as soon as started
 	prefetchDone(t, fds, 10*time.Second)
 	prefetch(f, prefetchMin-1)
-	if len(prefetchers) != 0 || openFDs(t) != fds {
+	if aheadFiles() != 0 || openFDs(t) != fds {
 		t.Errorf("a file below prefetchMin is read ahead")
 	}
 }
@@ -200,13 +253,14 @@ func TestPrefetchBounded(t *testing.T) {
 	p := diskFile(t, size)
 	f := openFile(t, p)
 	fds := openFDs(t)
+	var held []int64
 	for range prefetchMax {
-		prefetchers <- struct{}{}
+		held = append(held, reserveAhead(prefetchMin, 1<<40))
 	}
 	stop := prefetch(f, size)
 	n := openFDs(t)
-	for range prefetchMax {
-		<-prefetchers
+	for _, h := range held {
+		releaseAhead(h)
 	}
 	stop()
 	if n != fds {
