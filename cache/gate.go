@@ -890,12 +890,7 @@ func (g *Gate) report(p *Policy, d Decision, who Opener) {
 // through; only when that cannot be done, it duplicates f. It must be
 // called before f may be closed.
 func reopen(f *os.File) (*os.File, error) {
-	p := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOATIME|unix.O_CLOEXEC, 0)
-	if err == unix.EPERM {
-		// O_NOATIME: neither the owner nor CAP_FOWNER.
-		fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	}
+	fd, err := openAgain(f)
 	if err != nil {
 		fd, err = unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
@@ -903,4 +898,17 @@ func reopen(f *os.File) (*os.File, error) {
 		}
 	}
 	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// openAgain opens the inode behind f again, read-only, through /proc,
+// with O_NOATIME when allowed: a new open file, with its own offset and
+// readahead.
+func openAgain(f *os.File) (int, error) {
+	p := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOATIME|unix.O_CLOEXEC, 0)
+	if err == unix.EPERM {
+		// O_NOATIME: neither the owner nor CAP_FOWNER.
+		fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	}
+	return fd, err
 }

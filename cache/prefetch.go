@@ -2,7 +2,6 @@ package cache
 
 import (
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -101,11 +100,7 @@ func prefetch(f *os.File, size int64) (stop func()) {
 	if n == 0 {
 		return none
 	}
-	p := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOATIME|unix.O_CLOEXEC, 0)
-	if err == unix.EPERM {
-		fd, err = unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	}
+	fd, err := openAgain(f) // gate.go
 	if err != nil {
 		releaseAhead(n)
 		return none
