@@ -334,8 +334,15 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		log.Info("fuse passthrough", "granted", fsys.passthrough)
 	}
 	fsys.watch = newWatcher(fsys, srv, conn, opts.FS.Invalidation, opts.FS.WatchQueue)
+	dev, devErr := mountDevice(opts.Target)
+	if devErr != nil {
+		log.Debug("the mount's device is unknown: an abort of the mount is taken for an unmount", "err", devErr)
+	}
 	go func() {
 		err := srv.Serve(fsys)
+		if devErr == nil {
+			err = servingEnded(err, func() bool { return inMountTable(dev) })
+		}
 		fsys.watch.stop()
 		mnt.close()
 		conn.Close()

@@ -528,6 +528,62 @@ func TestFaultUnmountWhileOpen(t *testing.T) {
 	m.WaitLogLines(t, 5*time.Second, "unmounted")
 }
 
+// TestFaultConnectionAborted: an abort through fusectl ends clamfuse.
+// Of a mount still mounted, it is an error: clamfuse exits non-zero
+// (systemd's Restart=on-failure then starts it again), naming the mount,
+// and leaves the dead mount in place, failing every access (ENOTCONN)
+// rather than exposing the directory under it. Of a mount already
+// detached (umount -l while a file was open), it is the unmount's end:
+// exit 0 (the kernel itself sometimes ends such a connection with
+// ECONNABORTED when its last file closes).
+func TestFaultConnectionAborted(t *testing.T) {
+	mounttest.Require(t)
+	c := clamdtest.New(t, clamdtest.Options{})
+	for _, tc := range []struct {
+		name     string
+		detached bool
+	}{
+		{"mounted", false},
+		{"detached", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := mounttest.Start(t, mounttest.Options{Args: []string{"--clamd", c.Address()}})
+			data := []byte("clean\n")
+			mustDo(t, os.WriteFile(m.Backing("f.txt"), data, 0o644))
+			f, err := os.Open(m.Path("f.txt"))
+			mustDo(t, err)
+			defer f.Close()
+			if tc.detached {
+				mustDo(t, unix.Unmount(m.Target, unix.MNT_DETACH))
+				mustDo(t, m.AbortDetached())
+			} else {
+				m.Abort()
+			}
+			code, err := m.ExitCode(20 * time.Second)
+			if err != nil {
+				t.Fatalf("clamfuse after the abort: %v", err)
+			}
+			if tc.detached {
+				if code != 0 {
+					t.Fatalf("clamfuse after an abort of a detached mount: exit %d, want 0", code)
+				}
+				m.WaitLogLines(t, 5*time.Second, "unmounted")
+				return
+			}
+			if code == 0 {
+				t.Fatalf("clamfuse after an abort of a live mount: exit 0, want an error")
+			}
+			m.WaitLogLines(t, 5*time.Second, "serving "+m.Target, "connection was aborted")
+			if !m.Mounted() {
+				t.Fatal("the aborted mount is gone: the directory under it is exposed")
+			}
+			if _, err := os.Stat(m.Path("f.txt")); !errors.Is(err, syscall.ENOTCONN) {
+				t.Errorf("stat on the aborted mount: %v, want ENOTCONN", err)
+			}
+		})
+	}
+}
+
 // TestFaultSpaceFreedAfterRemove: deleting a file through the mount gives
 // its space back to the backing filesystem (no descriptor of clamfuse
 // keeps a deleted file alive for long), so a writer that fills the disk

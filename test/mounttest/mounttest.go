@@ -259,6 +259,21 @@ func (m *Mount) Abort() {
 	}
 }
 
+// AbortDetached aborts the connection of this mount once it is detached
+// from Target (umount -l with files still open), while clamfuse still
+// runs: the connection, and so its number, is still clamfuse's.
+func (m *Mount) AbortDetached() error {
+	select {
+	case <-m.exited:
+		return fmt.Errorf("clamfuse has exited: connection %d may be another's now", m.conn)
+	default:
+	}
+	if m.conn < 0 || connAt(m.Target) == m.conn {
+		return fmt.Errorf("connection %d: not a detached mount of this test", m.conn)
+	}
+	return os.WriteFile(filepath.Join(fusectl, strconv.Itoa(m.conn), "abort"), []byte("1"), 0)
+}
+
 // connAt is the device minor (a FUSE mount's fusectl connection number)
 // of the mount on dir, the topmost, from /proc/self/mountinfo (no request
 // to a FUSE server, which may hang), or -1 if nothing is mounted there.
