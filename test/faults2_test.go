@@ -532,10 +532,10 @@ func TestFaultUnmountWhileOpen(t *testing.T) {
 // Of a mount still mounted, it is an error: clamfuse exits non-zero
 // (systemd's Restart=on-failure then starts it again), naming the mount,
 // and leaves the dead mount in place, failing every access (ENOTCONN)
-// rather than exposing the directory under it. Of a mount already
-// detached (umount -l while a file was open), it is the unmount's end:
-// exit 0 (the kernel itself sometimes ends such a connection with
-// ECONNABORTED when its last file closes).
+// rather than exposing the directory under it, until a new clamfuse
+// clears it. Of a mount already detached (umount -l while a file was
+// open), it is the unmount's end: exit 0 (the kernel itself sometimes
+// ends such a connection with ECONNABORTED when its last file closes).
 func TestFaultConnectionAborted(t *testing.T) {
 	mounttest.Require(t)
 	c := clamdtest.New(t, clamdtest.Options{})
@@ -579,6 +579,17 @@ func TestFaultConnectionAborted(t *testing.T) {
 			}
 			if _, err := os.Stat(m.Path("f.txt")); !errors.Is(err, syscall.ENOTCONN) {
 				t.Errorf("stat on the aborted mount: %v, want ENOTCONN", err)
+			}
+			// What Restart=on-failure does next: a new clamfuse clears the
+			// dead mount and serves again.
+			m2 := mounttest.Start(t, mounttest.Options{Source: m.Source, Target: m.Target,
+				Args: []string{"--clamd", c.Address()}, NoWait: true})
+			m2.WaitLogLines(t, 20*time.Second, "level=WARN", "cleared a dead FUSE mount", "target="+m.Target)
+			m2.WaitLogLines(t, 20*time.Second, "msg=mounted")
+			var got []byte
+			m2.Within(t, time.Minute, "read after the restart", func() { got, err = os.ReadFile(m2.Path("f.txt")) })
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("read after the restart: %q %v", got, err)
 			}
 		})
 	}
