@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -173,21 +174,33 @@ func MountedAt(p string) (string, bool) {
 	}
 	defer f.Close()
 	fstype, found := "", false
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint options [optional...] - fstype source super
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 7 || unescapeMountinfo(fields[4]) != p {
-			continue
+	eachMount(f, func(fields []string) bool {
+		if unescapeMountinfo(fields[4]) != p {
+			return true
 		}
 		for i, fld := range fields {
 			if fld == "-" && i+1 < len(fields) {
 				fstype, found = fields[i+1], true
 			}
 		}
-	}
+		return true
+	})
 	return fstype, found
+}
+
+// eachMount calls fn with the fields of each line of mountinfo r (id
+// parent major:minor root mountpoint options [optional...] - fstype
+// source super; lines of fewer than 7 skipped) until fn returns false.
+func eachMount(r io.Reader, fn func(fields []string) bool) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 7 && !fn(fields) {
+			return nil
+		}
+	}
+	return sc.Err()
 }
 
 func unescapeMountinfo(s string) string {

@@ -1,12 +1,10 @@
 package fs
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -71,14 +69,10 @@ func inMountTable(dev device) bool {
 // field, major:minor).
 func deviceIn(r io.Reader, dev device) (bool, error) {
 	want := fmt.Sprintf("%d:%d", dev.major, dev.minor)
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// id parent major:minor root mountpoint ...
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 3 && fields[2] == want {
-			return true, nil
-		}
-	}
-	return false, sc.Err()
+	found := false
+	err := eachMount(r, func(fields []string) bool {
+		found = fields[2] == want
+		return !found
+	})
+	return found, err
 }
