@@ -347,7 +347,7 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		log.Info("fuse passthrough", "granted", fsys.passthrough)
 	}
 	fsys.watch = newWatcher(fsys, srv, conn, opts.FS.Invalidation, opts.FS.WatchQueue)
-	dev, devErr := mountDevice(opts.Target)
+	dev, devErr := deviceAt(unix.AT_FDCWD, opts.Target)
 	if devErr != nil {
 		log.Debug("the mount's device is unknown: an abort of the mount is taken for an unmount", "err", devErr)
 	}

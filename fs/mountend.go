@@ -25,12 +25,17 @@ import (
 // device identifies the mount's superblock.
 type device struct{ major, minor uint32 }
 
-// mountDevice is the device of the mount now topmost on target: called
-// right after the mount. The stat asks nothing of the server
-// (AT_STATX_DONT_SYNC, no field asked: the device is the superblock's).
-func mountDevice(target string) (device, error) {
+// deviceAt is the device of name in dirfd (dirfd itself if name is ""),
+// not following a last symlink: for a mountpoint just mounted, the
+// mount's. The stat asks nothing of a FUSE server (AT_STATX_DONT_SYNC,
+// no field asked: the device is the superblock's).
+func deviceAt(dirfd int, name string) (device, error) {
+	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_DONT_SYNC
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
 	var stx unix.Statx_t
-	if err := unix.Statx(unix.AT_FDCWD, target, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, 0, &stx); err != nil {
+	if err := unix.Statx(dirfd, name, flags, 0, &stx); err != nil {
 		return device{}, err
 	}
 	return device{stx.Dev_major, stx.Dev_minor}, nil

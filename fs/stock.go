@@ -180,10 +180,10 @@ func (f *FS) refreshAttr(n *Node) {
 // it is this mount (its device, learnt at Mount). After the unmount, or
 // with another mount on top, there is none.
 type mountRef struct {
-	mu           sync.RWMutex // guards dir
-	dir          int          // O_PATH descriptor of the mountpoint's parent; -1 once closed
-	name         string       // the mountpoint's name in dir
-	major, minor uint32       // the mount's device
+	mu   sync.RWMutex // guards dir
+	dir  int          // O_PATH descriptor of the mountpoint's parent; -1 once closed
+	name string       // the mountpoint's name in dir
+	dev  device       // the mount's device
 }
 
 // newMountRef opens the parent of target (absolute and clean, see
@@ -197,15 +197,10 @@ func newMountRef(target string) (*mountRef, error) {
 }
 
 // learn records the device of the mount now topmost on the mountpoint:
-// called right after the mount. The stat asks nothing of the server
-// (AT_STATX_DONT_SYNC, no field asked: the device is the superblock's).
-func (r *mountRef) learn() error {
-	var stx unix.Statx_t
-	if err := unix.Statx(r.dir, r.name, unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_DONT_SYNC, 0, &stx); err != nil {
-		return err
-	}
-	r.major, r.minor = stx.Dev_major, stx.Dev_minor
-	return nil
+// called right after the mount (deviceAt asks nothing of the server).
+func (r *mountRef) learn() (err error) {
+	r.dev, err = deviceAt(r.dir, r.name)
+	return err
 }
 
 // root opens the mount's root (O_PATH), or fails: closed, not mounted
@@ -225,12 +220,12 @@ func (r *mountRef) root() (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	var stx unix.Statx_t
-	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, 0, &stx); err != nil {
+	dev, err := deviceAt(fd, "")
+	if err != nil {
 		unix.Close(fd)
 		return -1, err
 	}
-	if stx.Dev_major != r.major || stx.Dev_minor != r.minor {
+	if dev != r.dev {
 		unix.Close(fd)
 		return -1, syscall.EXDEV
 	}
