@@ -425,9 +425,10 @@ func (n *Node) openLinked(c caller.Cred, flags int, o *opened) (fd, dirfd int, n
 		var st unix.Stat_t
 		serr := unix.Fstatat(pfd, l.name, &st, unix.AT_SYMLINK_NOFOLLOW)
 		close()
-		if serr == nil && (inoKey{st.Dev, st.Ino}) == n.id {
+		if serr == nil && n.isInode(&st) {
 			// The name is n's: the open of n failed (EACCES...), or a
 			// swap raced it (ESTALE: the kernel looks the path up again).
+			// Not a symlink that got n's freed number (ELOOP): isInode.
 			return -1, -1, "", nil, err
 		}
 		if serr != nil && serr != syscall.ENOENT && serr != syscall.ENOTDIR {

@@ -481,6 +481,13 @@ func (n *Node) pathFD() (int, func(), error) {
 	return fd, func() { unix.Close(fd) }, nil
 }
 
+// isInode reports whether st is n's inode: its number, and its type,
+// since a number freed is given to the next inode made (ext4 does at
+// once), of any type.
+func (n *Node) isInode(st *unix.Stat_t) bool {
+	return (inoKey{st.Dev, st.Ino}) == n.id && uint16(st.Mode&unix.S_IFMT) == n.typ
+}
+
 // firstLink is one name of n, if it has any.
 func (n *Node) firstLink() (link, bool) {
 	n.fsys.treeMu.Lock()
@@ -511,7 +518,7 @@ func (n *Node) at() (dirfd int, name string, st unix.Stat_t, release func(), err
 			return -1, "", st, nil, err
 		}
 		err = unix.Fstatat(fd, l.name, &st, unix.AT_SYMLINK_NOFOLLOW)
-		if err == nil && (inoKey{st.Dev, st.Ino} == n.id) {
+		if err == nil && n.isInode(&st) {
 			return fd, l.name, st, close, nil
 		}
 		close()
@@ -714,7 +721,7 @@ func (n *Node) inode() (int, unix.Stat_t, error) {
 		fd, err := unix.Openat(pfd, l.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		release()
 		if err == nil {
-			if err = unix.Fstat(fd, &st); err == nil && (inoKey{st.Dev, st.Ino}) == n.id {
+			if err = unix.Fstat(fd, &st); err == nil && n.isInode(&st) {
 				return fd, st, nil
 			}
 			unix.Close(fd)

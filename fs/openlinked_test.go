@@ -128,3 +128,54 @@ func readAs(t *testing.T, m *Mounted, uid uint32, script string) (string, error)
 	}
 	return string(out), err
 }
+
+// TestOpenLinkedInodeNumberReused: the backing name of a file the kernel
+// knows is replaced by a symlink that got the file's inode number (ext4
+// gives a new inode the number just freed): an open of the kernel's node
+// must not take the symlink for its file (the open of the name fails
+// ELOOP, and the name then leads to that inode number). It is answered
+// ESTALE, and the kernel looks the name up again and follows the
+// symlink, as natively. (TestOpenLinkedNameSwapped failed on it once in
+// CI, when the swapped symlink got the number.)
+func TestOpenLinkedInodeNumberReused(t *testing.T) {
+	backing, m, _ := testMount(t, MountOptions{FS: Options{AttrValid: time.Hour, EntryValid: time.Hour}})
+	mustWrite(t, filepath.Join(backing, "target"), []byte("TARGET"))
+	name := filepath.Join(backing, "l")
+	mustWrite(t, name, []byte("clean file\n"))
+	if out := runOn(t, m, "cat", filepath.Join(m.Target, "l")); out != "clean file\n" {
+		t.Fatalf("l before the swap: %q", out)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(name, &st); err != nil {
+		t.Fatal(err)
+	}
+	old := st.Ino
+	if err := os.Remove(name); err != nil {
+		t.Fatal(err)
+	}
+	// The number is free once clamfuse has closed the file too (its
+	// RELEASE may come a moment after cat's close): try until then.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := os.Symlink("target", name); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Lstat(name, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Ino == old {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Logf("the symlink never got the file's inode number %d (%d): the open below is the plain swap", old, st.Ino)
+			break
+		}
+		if err := os.Remove(name); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if out, err := readAs(t, m, 0, "cat "+filepath.Join(m.Target, "l")); err != nil || out != "TARGET" {
+		t.Errorf("l after the swap (inode number reused: %v): %q, %v; want TARGET", st.Ino == old, out, err)
+	}
+}

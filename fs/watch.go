@@ -285,8 +285,7 @@ func (f *FS) settled(seq uint64, dirfd int, dir *Node, name string, n *Node) boo
 		return true
 	}
 	var st unix.Stat_t
-	if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil &&
-		(inoKey{st.Dev, st.Ino}) == n.id && uint16(st.Mode&unix.S_IFMT) == n.typ {
+	if unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && n.isInode(&st) {
 		return true
 	}
 	n.dropStaleLink(dir, name)
@@ -730,7 +729,7 @@ func (w *watcher) leadsTo(dir *Node, name string, n *Node) bool {
 	if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 		return false
 	}
-	return (inoKey{st.Dev, st.Ino}) == n.id && uint16(st.Mode&unix.S_IFMT) == n.typ
+	return n.isInode(&st)
 }
 
 // result logs what a notification failed for, but for the kernel not
