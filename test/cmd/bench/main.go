@@ -59,9 +59,10 @@ type options struct {
 	noClamFS     bool
 	allowTmpfs   bool
 	perfDir      string
-	asUID        int    // -1: as root
-	readdirPlus  string // mount.readdirplus of clamfuse; "" for its default
-	passthrough  string // mount.passthrough of the clamfuse mounts
+	asUID        int      // -1: as root
+	readdirPlus  string   // mount.readdirplus of clamfuse; "" for its default
+	passthrough  string   // mount.passthrough of the clamfuse mounts
+	args         []string // the command line's flags, for the report
 }
 
 func main() {
@@ -96,6 +97,7 @@ func run() int {
 		flag.Usage()
 		return 2
 	}
+	o.args = os.Args[1:]
 	if o.asUID >= 0 {
 		o.noClamFS = true
 		asUser = &syscall.Credential{Uid: uint32(o.asUID), Gid: uint32(o.asUID)}

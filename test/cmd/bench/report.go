@@ -487,12 +487,15 @@ func (b *bench) report() string {
 	p("# clamfuse benchmark results\n\n")
 	p("Produced by `make bench` (`go run ./test/cmd/bench`) on %s; mode: %s; %d runs per figure (median), interleaved across systems (in reverse order every other run); %v in all.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), mode, b.opts.runs, time.Since(b.started).Round(time.Second))
+	if len(b.opts.args) > 0 {
+		p("- flags: `%s`\n", strings.Join(b.opts.args, " "))
+	}
 	i := b.info
 	p("- machine: %s CPUs (%s), %s RAM; kernel %s; data on %s (%s); load average %s at the start, %s at the end (other work on the machine makes the figures noisy)\n",
 		i.cpus, i.cpuModel, i.memory, i.kernel, b.opts.dir, i.fsType, b.loadAvg, loadAvg())
 	p("- clamd: %s (private instance, test signatures only, StreamMaxLength/MaxFileSize/MaxScanSize 2000M, MaxThreads 8)\n", i.clamd)
 	p("- ClamFS: Debian clamfs %s, mode=\"stream\" (INSTREAM), same clamd, no extension lists, no size limit, cache entries=65536 expire=3h\n", i.clamfs)
-	p("- clamfuse: %s, built without -race; config: defaults (max_concurrent 4, cache 100000 entries, transport auto: fildes on the unix socket) but max_size 2000MiB, timeout 10m\n", i.clamfuse)
+	p("- clamfuse: %s, built without -race; config: defaults (max_concurrent 4, cache 100000 entries, transport auto: fildes on the unix socket) but max_size 2000MiB, timeout 10m%s\n", i.clamfuse, b.configFlags())
 	p("- %s\n\n", i.goVersion)
 
 	p("| workload | native | clamfuse | ClamFS | bare clamd | clamfuse / native | clamfuse / ClamFS | target | clamfuse | met | ClamFS, same measure |\n")
@@ -644,4 +647,17 @@ func loadAvg() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// configFlags names the settings of the clamfuse mounts that the command
+// line changed from clamfuse's defaults, for the report's header.
+func (b *bench) configFlags() string {
+	var s string
+	if b.opts.passthrough != "auto" {
+		s += fmt.Sprintf(", mount.passthrough %q", b.opts.passthrough)
+	}
+	if b.opts.readdirPlus != "" {
+		s += fmt.Sprintf(", mount.readdirplus %q", b.opts.readdirPlus)
+	}
+	return s
 }
