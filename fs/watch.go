@@ -167,6 +167,8 @@ type watcher struct {
 
 	overflowed atomic.Int64  // times everything was invalidated
 	taken      atomic.Uint64 // batches taken (FS.settled)
+
+	g *guard // sends the notifications (notifyguard.go)
 }
 
 // newWatcher starts invalidation for fsys served by srv on conn: the
@@ -190,6 +192,7 @@ func newWatcher(fsys *FS, srv *fusefs.Server, conn *fuse.Conn, watch bool, queue
 		wake:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 	}
+	w.g = newGuard(w.signal, w.stalled)
 	empty := map[uint64]*watchedFS{}
 	w.devs.Store(&empty)
 	w.resetQueue()
@@ -570,17 +573,34 @@ func (w *watcher) take() batch {
 	return b
 }
 
-// notifier sends the notifications, one batch at a time.
+// notifier sends the notifications, one batch at a time, after those
+// put aside behind a stalled one that was sent since (notifyguard.go).
 func (w *watcher) notifier() {
 	defer w.wg.Done()
+	defer w.g.stop()
 	for {
 		select {
 		case <-w.done:
 			return
 		case <-w.wake:
 		}
+		back, dropped := w.g.takeBack()
+		if dropped {
+			w.queueAll("notifications waiting behind one stalled by a kernel lock were too many")
+		}
+		for _, b := range back {
+			for _, f := range b.fs {
+				w.g.do(b.key, f)
+			}
+		}
 		w.send(w.take())
 	}
+}
+
+// stalled logs a notification of n left waiting for a kernel lock.
+func (w *watcher) stalled(n *Node) {
+	w.log.Warn("a notification to the kernel waits for a lock another process holds (a directory being listed into memory that does not come, as from a FUSE filesystem that does not answer); the others go on, and those of this node once it is sent",
+		"node", n.id.ino, "waited", stallAfter, "waiting", w.g.waiting())
 }
 
 // send sends the notifications of the batch b.
@@ -623,7 +643,7 @@ func (w *watcher) send(b batch) {
 	// Last: a stat through the mount each, served by the request loop
 	// (FS.refreshAttr); no invalidation of this batch comes after.
 	for n := range b.refresh {
-		w.fsys.refreshAttr(n)
+		w.g.do(n, func() { w.fsys.refreshAttr(n) })
 	}
 }
 
@@ -672,10 +692,10 @@ func (w *watcher) byFID(c childFID) *Node {
 // every way of giving up on precise invalidation (invalidateAll).
 func (w *watcher) attr(n *Node) {
 	if n.typ == unix.S_IFDIR {
-		w.result("listing", n, "", w.srv.InvalidateNodeData(n))
+		w.g.do(n, func() { w.result("listing", n, "", w.srv.InvalidateNodeData(n)) })
 		return
 	}
-	w.result("attributes", n, "", w.srv.InvalidateNodeAttr(n))
+	w.g.do(n, func() { w.result("attributes", n, "", w.srv.InvalidateNodeAttr(n)) })
 }
 
 // expire makes the kernel look name in dir up again at its next use,
@@ -683,13 +703,15 @@ func (w *watcher) attr(n *Node) {
 // node. Only for a name that leads to the node the kernel was given for
 // it, or to a directory (see the top of this file).
 func (w *watcher) expire(dir *Node, name string) {
-	var err error
-	if w.expireOnly {
-		err = w.srv.ExpireEntry(dir, name)
-	} else {
-		err = w.srv.InvalidateEntry(dir, name)
-	}
-	w.result("entry", dir, name, err)
+	w.g.do(dir, func() {
+		var err error
+		if w.expireOnly {
+			err = w.srv.ExpireEntry(dir, name)
+		} else {
+			err = w.srv.InvalidateEntry(dir, name)
+		}
+		w.result("entry", dir, name, err)
+	})
 }
 
 // changedName makes the kernel drop its entry of name in dir, a name
@@ -702,7 +724,7 @@ func (w *watcher) changedName(dir *Node, name string) *Node {
 	if c != nil && c.typ == unix.S_IFDIR {
 		w.expire(dir, name)
 	} else {
-		w.result("entry", dir, name, w.srv.InvalidateEntry(dir, name))
+		w.g.do(dir, func() { w.result("entry", dir, name, w.srv.InvalidateEntry(dir, name)) })
 	}
 	return c
 }

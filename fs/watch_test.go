@@ -51,6 +51,8 @@ func testWatcherAt(t *testing.T, root string, ownPID bool) (*FS, *watcher, strin
 		byHandle: map[string]weak.Pointer[Node]{}, byNode: map[weak.Pointer[Node]]string{}, pruneAt: 1024,
 		limit: defaultWatchQueue, wake: make(chan struct{}, 1), done: make(chan struct{}),
 	}
+	w.g = newGuard(w.signal, w.stalled)
+	t.Cleanup(w.g.stop)
 	if ownPID {
 		w.pid = int32(os.Getpid())
 	}
