@@ -23,6 +23,7 @@ import (
 
 	"github.com/clamfuse/clamfuse/test/clamdtest"
 	"github.com/clamfuse/clamfuse/test/mounttest"
+	"github.com/clamfuse/clamfuse/test/testenv"
 )
 
 // watchBound is how soon a change made directly in the backing directory
@@ -620,4 +621,170 @@ func TestWatchOverflowRace(t *testing.T) {
 		}
 	}
 	t.Logf("%d exchanges, %d opens through the mount in %d rounds", swaps.Load(), ops.Load(), rounds)
+}
+
+// TestWatchHeldDirectoryLock: an unprivileged user holds the kernel's
+// lock of a directory of the mount for as long as they like: getdents(2)
+// into memory mapped from a file of a FUSE filesystem of their own
+// (fusermount3; here the bench's floorfs, stopped) that does not answer
+// the page fault. A change made behind the mount in that directory then
+// needs a notification that waits for the lock. Changes in every other
+// directory must still show within watchBound (before notifications were
+// sent one after the other, the first stalled them all, for up to
+// watched_attr_timeout, an hour), and the held directory's once the user
+// lets go.
+func TestWatchHeldDirectoryLock(t *testing.T) {
+	fsopBinary(t)
+	mounttest.Require(t)
+	user := newTestUser(t)
+	clamd := clamdtest.New(t, clamdtest.Options{})
+	base := openDir(t, "cfh")
+	src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
+	mustDo(t, os.Mkdir(src, 0o755))
+	mustDo(t, os.Mkdir(mnt, 0o755))
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Config: watchedConfig(clamd), Args: []string{"--allow-other"}})
+	m.WaitLogLines(t, 10*time.Second, "watching the backing filesystem")
+	for _, d := range []string{"held", "other"} {
+		mustDo(t, os.Mkdir(m.Backing(d), 0o755))
+		putFile(t, m.Backing(d+"/f"), []byte("before\n"))
+		if got, want, ok := waitView(t, m, d, []string{".", "f"}, true, watchBound); !ok {
+			t.Fatalf("before the change, the mount shows:\n%s\nthe backing directory:\n%s", got, want)
+		}
+		pin(t, m.Path(d), []string{".", "f"})
+	}
+
+	// A file of a FUSE filesystem such as a user mounts (no
+	// passthrough), mapped by the user; then its server stops answering.
+	page, server := floorFile(t, 64<<10)
+	s := startSession(t, user.name, user.cred)
+	s.must("open", "dir", m.Path("held"), "r")
+	s.must("open", "page", page, "r")
+	s.must("mmap-private", "page", fmt.Sprint(64<<10))
+	mustDo(t, server.Signal(syscall.SIGSTOP))
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = server.Signal(syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+	if _, err := fmt.Fprintln(s.in, "getdents dir page"); err != nil {
+		t.Fatal(err)
+	}
+	if !waitBlocked(s.cmd.Process.Pid, 10*time.Second) {
+		line, err := s.out.ReadString('\n')
+		t.Fatalf("the user's getdents into the mapping did not block: %q, %v", line, err)
+	}
+
+	// A change in the held directory: its notification waits.
+	mustDo(t, os.Remove(m.Backing("held/f")))
+	// A change elsewhere shows.
+	putFile(t, m.Backing("other/f"), []byte("after, longer\n"))
+	start := time.Now()
+	if got, want, ok := waitView(t, m, "other", []string{".", "f"}, false, watchBound); !ok {
+		t.Fatalf("with another directory's lock held, a change elsewhere does not show %v after it:\n%s\nthe backing directory:\n%s", watchBound, got, want)
+	}
+	t.Logf("a change elsewhere shown after %v", time.Since(start).Round(time.Millisecond))
+	m.WaitLogLines(t, 10*time.Second, "waits for a lock another process holds")
+	if got, _, ok := waitView(t, m, "held", []string{".", "f"}, false, 0); ok {
+		t.Fatalf("the held directory shows the change while its lock is held: the case proves nothing:\n%s", got)
+	}
+
+	// The user lets go: the held directory's change shows too.
+	resume()
+	line, err := s.out.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ok ") {
+		t.Fatalf("the user's getdents: %q, %v", line, err)
+	}
+	if got, want, ok := waitView(t, m, "held", []string{".", "f"}, false, watchBound); !ok {
+		t.Fatalf("once the lock is free, the held directory still shows, %v after:\n%s\nthe backing directory:\n%s", watchBound, got, want)
+	}
+}
+
+// waitBlocked waits until a thread of process pid sleeps uninterruptibly
+// in the kernel (state D), for d at most, and reports whether one did.
+func waitBlocked(pid int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		for _, p := range tasks {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			if i := strings.LastIndexByte(string(b), ')'); i > 0 && strings.HasPrefix(string(b[i:]), ") D") {
+				return true
+			}
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond) // polls a condition
+	}
+}
+
+var (
+	floorOnce sync.Once
+	floorBin  string
+	floorErr  error
+)
+
+// floorFile mounts the bench's floorfs (test/cmd/bench/floor/floorfs.c,
+// built with gcc: a FUSE server in C that mirrors a directory read-only,
+// allow_other, without passthrough, as any user's own FUSE filesystem
+// is) on a directory holding one file of size bytes, and returns that
+// file's path through it and floorfs's process (stopped, it answers
+// nothing). Unmounted at cleanup, the process let go on first.
+func floorFile(t *testing.T, size int) (string, *os.Process) {
+	t.Helper()
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		testenv.Skip(t, "gcc not installed (Debian package gcc): cannot build floorfs")
+	}
+	floorOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "clamfuse-floorfs")
+		if err != nil {
+			floorErr = err
+			return
+		}
+		floorBin = filepath.Join(dir, "floorfs")
+		if out, err := exec.Command(gcc, "-O2", "-o", floorBin, filepath.Join("cmd", "bench", "floor", "floorfs.c")).CombinedOutput(); err != nil {
+			floorErr = fmt.Errorf("gcc floorfs.c: %v\n%s", err, out)
+		}
+	})
+	if floorErr != nil {
+		t.Fatal(floorErr)
+	}
+	base := openDir(t, "cff")
+	src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
+	mustDo(t, os.Mkdir(src, 0o755))
+	mustDo(t, os.Mkdir(mnt, 0o755))
+	putFile(t, filepath.Join(src, "f"), make([]byte, size))
+	cmd := exec.Command(floorBin, src, mnt)
+	var log lockedBuffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	mustDo(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = unix.Unmount(mnt, unix.MNT_DETACH)
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !mounttest.IsFuseMount(mnt) {
+		select {
+		case <-exited:
+			t.Fatalf("floorfs exited before mounting:\n%s", log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("floorfs not mounted after 20s:\n%s", log.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polls a condition
+	}
+	return filepath.Join(mnt, "f"), cmd.Process
 }

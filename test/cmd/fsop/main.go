@@ -70,6 +70,7 @@
 //	                          a suffix d adds O_DIRECT (rd, wd, rwd), wt is
 //	                          O_WRONLY|O_TRUNC
 //	mmap ID LEN               mmap(MAP_SHARED), writable if ID is
+//	mmap-private ID LEN       mmap(MAP_PRIVATE), writable (copy on write)
 //	poke ID OFF DATA          store DATA into the mapping of ID at OFF
 //	msync ID                  msync(MS_SYNC) the mapping of ID
 //	pwrite ID OFF DATA        pwrite DATA to ID at OFF
@@ -77,6 +78,8 @@
 //	dontneed ID               posix_fadvise(POSIX_FADV_DONTNEED) all of ID:
 //	                          its clean pages leave the page cache
 //	fstat ID                  "ok size=N mtime=SEC.NSEC ctime=SEC.NSEC"
+//	getdents DIRID ID         getdents64 on the directory DIRID (opened r)
+//	                          into the mapping of ID: "ok N", the bytes read
 //	close ID                  munmap (if mapped) and close ID
 package main
 
@@ -172,6 +175,14 @@ func session() {
 				}
 				d.m, err = unix.Mmap(d.fd, 0, int(num(a[1])), prot, unix.MAP_SHARED)
 				return "", err
+			case "mmap-private":
+				nargs(a, 2)
+				d, err := get(a[0])
+				if err != nil {
+					return "", err
+				}
+				d.m, err = unix.Mmap(d.fd, 0, int(num(a[1])), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE)
+				return "", err
 			case "poke":
 				nargs(a, 3)
 				d, err := get(a[0])
@@ -235,6 +246,21 @@ func session() {
 					return "", err
 				}
 				return fmt.Sprintf("size=%d mtime=%d.%09d ctime=%d.%09d", st.Size, st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec), nil
+			case "getdents":
+				nargs(a, 2)
+				dir, err := get(a[0])
+				if err != nil {
+					return "", err
+				}
+				d, err := get(a[1])
+				if err != nil {
+					return "", err
+				}
+				if d.m == nil {
+					return "", syscall.EINVAL
+				}
+				n, err := unix.Getdents(dir.fd, d.m)
+				return strconv.Itoa(n), err
 			case "close":
 				nargs(a, 1)
 				d, err := get(a[0])
