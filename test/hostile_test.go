@@ -791,3 +791,119 @@ func testHostileWritesBehindOpenFiles(t *testing.T, pm ptMode) {
 	testenv.KnownLimit(t, "on-open scanning: a descriptor opened before the file was rewritten behind the mount reads %q (%v); its mapping shows %q",
 		buf[:n], err, mem[:len(buf)])
 }
+
+// TestHostileHeldBackingLocks: a user who can read the backing directory
+// directly holds the locks of many of its directories (getdents into
+// memory mapped from a file of a FUSE filesystem of their own that stops
+// answering), then creates a file through the mount in each. Each create
+// waits in the kernel for its directory's lock, on one of clamfuse's
+// threads: before, one thread per directory, as many as the user liked,
+// until clamfuse reached its task limit and died with its mount. Now at
+// most MaxInFlight (caller.MaxInFlight, 64) of one user's calls are in
+// flight, the rest wait without a thread; another user's work goes on,
+// and every create completes once the locks are let go.
+func TestHostileHeldBackingLocks(t *testing.T) {
+	const maxInFlight = 64 // fs/internal/caller.MaxInFlight
+	const dirs = 2 * maxInFlight
+	fsopBinary(t)
+	mounttest.Require(t)
+	attacker, other := newTestUser(t), newTestUser(t)
+	clamd := clamdtest.New(t, clamdtest.Options{})
+	base := openDir(t, "cfk")
+	src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
+	mustDo(t, os.Mkdir(src, 0o755))
+	mustDo(t, os.Mkdir(mnt, 0o755))
+	for i := range dirs {
+		d := filepath.Join(src, fmt.Sprintf("d%d", i))
+		mustDo(t, os.Mkdir(d, 0o755))
+		mustDo(t, os.Chown(d, int(attacker.cred.Uid), int(attacker.cred.Gid)))
+	}
+	mustDo(t, os.Mkdir(filepath.Join(src, "other"), 0o755))
+	mustDo(t, os.Chown(filepath.Join(src, "other"), int(other.cred.Uid), int(other.cred.Gid)))
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Args: []string{"--allow-other"},
+		Config: fmt.Sprintf("[clamd]\naddress = %q\n", clamd.Address())})
+
+	page, server := floorFile(t, 64<<10)
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = server.Signal(syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+	holders := make([]*session, dirs)
+	for i := range holders {
+		s := startSession(t, attacker.name, attacker.cred)
+		s.must("open", "dir", filepath.Join(src, fmt.Sprintf("d%d", i)), "r")
+		s.must("open", "page", page, "r")
+		s.must("mmap-private", "page", fmt.Sprint(64<<10))
+		holders[i] = s
+	}
+	threads := func() int {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", m.Cmd.Process.Pid))
+		return len(tasks)
+	}
+	before := threads()
+	mustDo(t, server.Signal(syscall.SIGSTOP))
+	for _, s := range holders {
+		if _, err := fmt.Fprintln(s.in, "getdents dir page"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range holders {
+		if !waitBlocked(s.cmd.Process.Pid, 30*time.Second) {
+			t.Fatalf("a getdents into the stopped FUSE file did not block")
+		}
+	}
+
+	// A create through the mount in every held directory.
+	type result struct {
+		i   int
+		out string
+	}
+	results := make(chan result, dirs)
+	for i := range dirs {
+		go func() {
+			results <- result{i, fsop(attacker.cred, "create", m.Path(fmt.Sprintf("d%d/f", i)), "644")}
+		}()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for m.Waiting() < dirs {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests waiting in clamfuse; want the %d creates", m.Waiting(), dirs)
+		}
+		time.Sleep(5 * time.Millisecond) // polls a condition
+	}
+	if n := threads(); n > before+maxInFlight+16 {
+		t.Errorf("clamfuse has %d threads with %d creates held (%d before): one per held call, unbounded", n, dirs, before)
+	} else {
+		t.Logf("clamfuse: %d threads with %d creates held, %d before", n, dirs, before)
+	}
+	// Another user's work goes on.
+	if got := fsop(other.cred, "create", m.Path("other/f"), "644"); got != "ok" {
+		t.Errorf("another user's create while the first user's calls wait: %s", got)
+	}
+
+	resume()
+	for range dirs {
+		select {
+		case r := <-results:
+			if r.out != "ok" {
+				t.Errorf("create in d%d: %s", r.i, r.out)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("creates still waiting a minute after the locks were let go")
+		}
+	}
+	for _, s := range holders {
+		if line, err := s.out.ReadString('\n'); err != nil || !strings.HasPrefix(line, "ok ") {
+			t.Errorf("a getdents: %q, %v", line, err)
+		}
+	}
+	for i := range dirs {
+		if _, err := os.Stat(filepath.Join(src, fmt.Sprintf("d%d/f", i))); err != nil {
+			t.Errorf("create in d%d: %v", i, err)
+		}
+	}
+}

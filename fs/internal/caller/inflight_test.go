@@ -1,0 +1,93 @@
+package caller
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestInFlightBound: a user's calls past MaxInFlight wait for a turn,
+// without holding anything up for other users or root; the calls that
+// return let the waiting ones in, and a user with nothing in flight
+// leaves no trace.
+func TestInFlightBound(t *testing.T) {
+	const attacker, other = 60001, 60002
+	block := make(chan struct{})
+	var entered sync.WaitGroup
+	var mu sync.Mutex
+	var order []int
+	call := func(uid uint32, i int) {
+		c := Cred{Uid: uid, Gid: uid}
+		_ = c.do(func() error {
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			entered.Done()
+			if uid == attacker && i < MaxInFlight {
+				<-block // a lock someone else holds
+			}
+			return nil
+		})
+	}
+	entered.Add(MaxInFlight)
+	for i := range MaxInFlight {
+		go call(attacker, i)
+	}
+	entered.Wait()
+	// More of the attacker's wait, without entering.
+	done := make(chan int, 3)
+	for i := MaxInFlight; i < MaxInFlight+3; i++ {
+		waitingBefore := i - MaxInFlight
+		entered.Add(1)
+		go func() { call(attacker, i); done <- i }()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			if n, w := InFlight(attacker); n == MaxInFlight && w == waitingBefore+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("call %d: not waiting", i)
+			}
+			time.Sleep(time.Millisecond) // polls a condition
+		}
+	}
+	// Another user and root go on.
+	for _, uid := range []uint32{other, 0} {
+		entered.Add(1)
+		ran := make(chan struct{})
+		go func() { call(uid, -1); close(ran) }()
+		select {
+		case <-ran:
+		case <-time.After(time.Minute):
+			t.Fatalf("uid %d held up by another user's calls in flight", uid)
+		}
+	}
+	// The calls that return let the waiting ones in.
+	close(block)
+	for range 3 {
+		if got := <-done; got < MaxInFlight {
+			t.Fatalf("done %d", got)
+		}
+	}
+	mu.Lock()
+	if len(order) != MaxInFlight+3+2 {
+		t.Errorf("%d calls ran; want %d", len(order), MaxInFlight+3+2)
+	}
+	mu.Unlock()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		n, w := InFlight(attacker)
+		if n == 0 && w == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after all returned: %d in flight, %d waiting", n, w)
+		}
+		time.Sleep(time.Millisecond) // polls a condition
+	}
+	inflight.mu.Lock()
+	defer inflight.mu.Unlock()
+	if len(inflight.users) != 0 {
+		t.Errorf("users left counted: %d", len(inflight.users))
+	}
+}
