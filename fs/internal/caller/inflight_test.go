@@ -91,3 +91,11 @@ func TestInFlightBound(t *testing.T) {
 		t.Errorf("users left counted: %d", len(inflight.users))
 	}
 }
+
+// BenchmarkEnterLeave is what the bound adds to each call.
+func BenchmarkEnterLeave(b *testing.B) {
+	for b.Loop() {
+		Enter(60003)
+		Leave(60003)
+	}
+}
