@@ -351,18 +351,7 @@ func loopbackFUSE(t *testing.T, base string, _ *clamdtest.Clamd) string {
 			_ = unix.Unmount(dir, unix.MNT_DETACH)
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for !mounttest.IsFuseMount(dir) {
-		select {
-		case <-exited:
-			t.Fatalf("go-fuse loopback exited before mounting:\n%s", log.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("go-fuse loopback not mounted after 20s:\n%s", log.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFuseMount(t, dir, "go-fuse loopback", exited, &log)
 	return dir
 }
 

@@ -824,14 +824,6 @@ func TestHostileHeldBackingLocks(t *testing.T) {
 		Config: fmt.Sprintf("[clamd]\naddress = %q\n", clamd.Address())})
 
 	page, server := floorFile(t, 64<<10)
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			_ = server.Signal(syscall.SIGCONT)
-		}
-	}
-	t.Cleanup(resume)
 	holders := make([]*session, dirs)
 	for i := range holders {
 		s := startSession(t, attacker.name, attacker.cred)
@@ -845,7 +837,7 @@ func TestHostileHeldBackingLocks(t *testing.T) {
 		return len(tasks)
 	}
 	before := threads()
-	mustDo(t, server.Signal(syscall.SIGSTOP))
+	server.stop(t)
 	for _, s := range holders {
 		if _, err := fmt.Fprintln(s.in, "getdents dir page"); err != nil {
 			t.Fatal(err)
@@ -885,7 +877,7 @@ func TestHostileHeldBackingLocks(t *testing.T) {
 		t.Errorf("another user's create while the first user's calls wait: %s", got)
 	}
 
-	resume()
+	server.resume()
 	for range dirs {
 		select {
 		case r := <-results:

@@ -660,15 +660,7 @@ func TestWatchHeldDirectoryLock(t *testing.T) {
 	s.must("open", "dir", m.Path("held"), "r")
 	s.must("open", "page", page, "r")
 	s.must("mmap-private", "page", fmt.Sprint(64<<10))
-	mustDo(t, server.Signal(syscall.SIGSTOP))
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			_ = server.Signal(syscall.SIGCONT)
-		}
-	}
-	t.Cleanup(resume)
+	server.stop(t)
 	if _, err := fmt.Fprintln(s.in, "getdents dir page"); err != nil {
 		t.Fatal(err)
 	}
@@ -692,7 +684,7 @@ func TestWatchHeldDirectoryLock(t *testing.T) {
 	}
 
 	// The user lets go: the held directory's change shows too.
-	resume()
+	server.resume()
 	line, err := s.out.ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "ok ") {
 		t.Fatalf("the user's getdents: %q, %v", line, err)
@@ -734,9 +726,8 @@ var (
 // built with gcc: a FUSE server in C that mirrors a directory read-only,
 // allow_other, without passthrough, as any user's own FUSE filesystem
 // is) on a directory holding one file of size bytes, and returns that
-// file's path through it and floorfs's process (stopped, it answers
-// nothing). Unmounted at cleanup, the process let go on first.
-func floorFile(t *testing.T, size int) (string, *os.Process) {
+// file's path through it and floorfs's process. Unmounted at cleanup.
+func floorFile(t *testing.T, size int) (string, *fuseServer) {
 	t.Helper()
 	gcc, err := exec.LookPath("gcc")
 	if err != nil {
@@ -774,17 +765,48 @@ func floorFile(t *testing.T, size int) (string, *os.Process) {
 		_ = cmd.Process.Kill()
 		<-exited
 	})
+	waitFuseMount(t, mnt, "floorfs", exited, &log)
+	return filepath.Join(mnt, "f"), &fuseServer{p: cmd.Process}
+}
+
+// fuseServer is the process of a FUSE server a test runs: stopped, it
+// answers nothing.
+type fuseServer struct {
+	p       *os.Process
+	stopped bool
+}
+
+// stop stops the server until resume, or the test's end.
+func (s *fuseServer) stop(t *testing.T) {
+	t.Helper()
+	mustDo(t, s.p.Signal(syscall.SIGSTOP))
+	s.stopped = true
+	t.Cleanup(s.resume)
+}
+
+// resume lets a stopped server go on.
+func (s *fuseServer) resume() {
+	if s.stopped {
+		s.stopped = false
+		_ = s.p.Signal(syscall.SIGCONT)
+	}
+}
+
+// waitFuseMount waits until the FUSE server what, started with its output
+// to log, has mounted dir, and fails the test if it exits first or takes
+// over 20 s.
+func waitFuseMount(t *testing.T, dir, what string, exited <-chan struct{}, log *lockedBuffer) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for !mounttest.IsFuseMount(mnt) {
+	for !mounttest.IsFuseMount(dir) {
 		select {
 		case <-exited:
-			t.Fatalf("floorfs exited before mounting:\n%s", log.String())
+			t.Fatalf("%s exited before mounting:\n%s", what, log.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("floorfs not mounted after 20s:\n%s", log.String())
+			t.Fatalf("%s not mounted after 20s:\n%s", what, log.String())
 		}
 		time.Sleep(10 * time.Millisecond) // polls a condition
 	}
-	return filepath.Join(mnt, "f"), cmd.Process
 }
