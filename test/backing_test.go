@@ -298,31 +298,44 @@ func clamfuseFUSE(t *testing.T, base string, clamd *clamdtest.Clamd) string {
 	return dir
 }
 
-var (
-	loopbackOnce sync.Once
-	loopbackPath string
-	loopbackErr  error
-)
+var loopbackTool builtTool
+
+// builtTool is a helper program the tests build once per test binary.
+type builtTool struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// get builds the tool name with build (given the binary's path to write)
+// the first time, into a temporary directory, and returns its path.
+func (b *builtTool) get(t *testing.T, name string, build func(out string) *exec.Cmd) string {
+	t.Helper()
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "clamfuse-"+name)
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.path = filepath.Join(dir, name)
+		if out, err := build(b.path).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("building %s: %v\n%s", name, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
 
 // loopbackFUSE mounts go-fuse's loopback example (a passthrough FUSE
 // filesystem; go-fuse is a dependency of the tests already) of a
 // directory beneath base, with allow_other, and stops it at cleanup.
 func loopbackFUSE(t *testing.T, base string, _ *clamdtest.Clamd) string {
 	t.Helper()
-	loopbackOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "clamfuse-loopback")
-		if err != nil {
-			loopbackErr = err
-			return
-		}
-		loopbackPath = filepath.Join(dir, "loopback")
-		if out, err := exec.Command("go", "build", "-o", loopbackPath, "github.com/hanwen/go-fuse/v2/example/loopback").CombinedOutput(); err != nil {
-			loopbackErr = fmt.Errorf("go build go-fuse's example/loopback: %v\n%s", err, out)
-		}
+	loopbackPath := loopbackTool.get(t, "loopback", func(out string) *exec.Cmd {
+		return exec.Command("go", "build", "-o", out, "github.com/hanwen/go-fuse/v2/example/loopback")
 	})
-	if loopbackErr != nil {
-		t.Fatal(loopbackErr)
-	}
 	orig, dir := filepath.Join(base, "orig"), filepath.Join(base, "fs")
 	mustDo(t, os.Mkdir(orig, 0o755))
 	mustDo(t, os.Mkdir(dir, 0o755))

@@ -716,11 +716,7 @@ func waitBlocked(pid int, d time.Duration) bool {
 	}
 }
 
-var (
-	floorOnce sync.Once
-	floorBin  string
-	floorErr  error
-)
+var floorTool builtTool
 
 // floorFile mounts the bench's floorfs (test/cmd/bench/floor/floorfs.c,
 // built with gcc: a FUSE server in C that mirrors a directory read-only,
@@ -733,20 +729,9 @@ func floorFile(t *testing.T, size int) (string, *fuseServer) {
 	if err != nil {
 		testenv.Skip(t, "gcc not installed (Debian package gcc): cannot build floorfs")
 	}
-	floorOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "clamfuse-floorfs")
-		if err != nil {
-			floorErr = err
-			return
-		}
-		floorBin = filepath.Join(dir, "floorfs")
-		if out, err := exec.Command(gcc, "-O2", "-o", floorBin, filepath.Join("cmd", "bench", "floor", "floorfs.c")).CombinedOutput(); err != nil {
-			floorErr = fmt.Errorf("gcc floorfs.c: %v\n%s", err, out)
-		}
+	floorBin := floorTool.get(t, "floorfs", func(out string) *exec.Cmd {
+		return exec.Command(gcc, "-O2", "-o", out, filepath.Join("cmd", "bench", "floor", "floorfs.c"))
 	})
-	if floorErr != nil {
-		t.Fatal(floorErr)
-	}
 	base := openDir(t, "cff")
 	src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
 	mustDo(t, os.Mkdir(src, 0o755))
