@@ -600,7 +600,7 @@ func (w *watcher) notifier() {
 // stalled logs a notification of n left waiting for a kernel lock.
 func (w *watcher) stalled(n *Node) {
 	w.log.Warn("a notification to the kernel waits for a lock another process holds (a directory being listed into memory that does not come, as from a FUSE filesystem that does not answer); the others go on, and those of this node once it is sent",
-		"node", n.id.ino, "waited", stallAfter, "waiting", w.g.waiting())
+		"path", n.RelPath(), "node", n.id.ino, "waited", stallAfter, "waiting", w.g.waiting())
 }
 
 // send sends the notifications of the batch b.
