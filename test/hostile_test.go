@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -795,13 +796,15 @@ func testHostileWritesBehindOpenFiles(t *testing.T, pm ptMode) {
 // TestHostileHeldBackingLocks: a user who can read the backing directory
 // directly holds the locks of many of its directories (getdents into
 // memory mapped from a file of a FUSE filesystem of their own that stops
-// answering), then creates a file through the mount in each. Each create
+// answering), then, in each, creates a file through the mount, or lists
+// the directory through the mount behind a create made directly (which
+// waits for the lock, and the listing's getdents behind it). Each call
 // waits in the kernel for its directory's lock, on one of clamfuse's
 // threads: before, one thread per directory, as many as the user liked,
 // until clamfuse reached its task limit and died with its mount. Now at
 // most MaxInFlight (caller.MaxInFlight, 64) of one user's calls are in
 // flight, the rest wait without a thread; another user's work goes on,
-// and every create completes once the locks are let go.
+// and every call completes once the locks are let go.
 func TestHostileHeldBackingLocks(t *testing.T) {
 	const maxInFlight = 64 // fs/internal/caller.MaxInFlight
 	const dirs = 2 * maxInFlight
@@ -809,93 +812,141 @@ func TestHostileHeldBackingLocks(t *testing.T) {
 	mounttest.Require(t)
 	attacker, other := newTestUser(t), newTestUser(t)
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	base := openDir(t, "cfk")
-	src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
-	mustDo(t, os.Mkdir(src, 0o755))
-	mustDo(t, os.Mkdir(mnt, 0o755))
-	for i := range dirs {
-		d := filepath.Join(src, fmt.Sprintf("d%d", i))
-		mustDo(t, os.Mkdir(d, 0o755))
-		mustDo(t, os.Chown(d, int(attacker.cred.Uid), int(attacker.cred.Gid)))
-	}
-	mustDo(t, os.Mkdir(filepath.Join(src, "other"), 0o755))
-	mustDo(t, os.Chown(filepath.Join(src, "other"), int(other.cred.Uid), int(other.cred.Gid)))
-	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Args: []string{"--allow-other"},
-		Config: fmt.Sprintf("[clamd]\naddress = %q\n", clamd.Address())})
+	for _, tc := range []struct {
+		name string
+		// direct is made in each backing directory, directly, before
+		// op; it must wait for the held lock.
+		direct string
+		op     func(m *mounttest.Mount, d string) []string
+		want   func(out string) bool
+	}{
+		{"create through the mount", "",
+			func(m *mounttest.Mount, d string) []string { return []string{"create", m.Path(d + "/f"), "644"} },
+			func(out string) bool { return out == "ok" }},
+		{"list through the mount behind a direct create", "y",
+			func(m *mounttest.Mount, d string) []string { return []string{"list", m.Path(d)} },
+			func(out string) bool { return out == "ok y" || out == "ok" }}, // before or after the create
+	} {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			base := openDir(t, "cfk")
+			src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
+			mustDo(t, os.Mkdir(src, 0o755))
+			mustDo(t, os.Mkdir(mnt, 0o755))
+			var backing []string
+			for i := range dirs {
+				d := filepath.Join(src, fmt.Sprintf("d%d", i))
+				mustDo(t, os.Mkdir(d, 0o755))
+				mustDo(t, os.Chown(d, int(attacker.cred.Uid), int(attacker.cred.Gid)))
+				backing = append(backing, d)
+			}
+			mustDo(t, os.Mkdir(filepath.Join(src, "other"), 0o755))
+			mustDo(t, os.Chown(filepath.Join(src, "other"), int(other.cred.Uid), int(other.cred.Gid)))
+			m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Args: []string{"--allow-other"},
+				Config: fmt.Sprintf("[clamd]\naddress = %q\n", clamd.Address())})
+			held := holdDirs(t, attacker, backing)
 
+			var directs sync.WaitGroup
+			if tc.direct != "" {
+				for i := range dirs {
+					cmd := exec.Command(fsopPath, "create", filepath.Join(src, fmt.Sprintf("d%d", i), tc.direct), "644")
+					cmd.SysProcAttr = &syscall.SysProcAttr{Credential: attacker.cred}
+					mustDo(t, cmd.Start())
+					directs.Add(1)
+					go func() { defer directs.Done(); cmd.Wait() }()
+					if !waitBlocked(cmd.Process.Pid, 30*time.Second) {
+						t.Fatalf("a create made directly in a held directory did not wait")
+					}
+				}
+			}
+			threads := func() int {
+				tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", m.Cmd.Process.Pid))
+				return len(tasks)
+			}
+			before := threads()
+			type result struct {
+				i   int
+				out string
+			}
+			results := make(chan result, dirs)
+			for i := range dirs {
+				go func() { results <- result{i, fsop(attacker.cred, tc.op(m, fmt.Sprintf("d%d", i))...)} }()
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for m.Waiting() < dirs {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d requests waiting in clamfuse; want %d", m.Waiting(), dirs)
+				}
+				time.Sleep(5 * time.Millisecond) // polls a condition
+			}
+			if n := threads(); n > before+maxInFlight+16 {
+				t.Errorf("clamfuse has %d threads with %d calls held (%d before): one per held call, unbounded", n, dirs, before)
+			} else {
+				t.Logf("clamfuse: %d threads with %d calls held, %d before", n, dirs, before)
+			}
+			// Another user's work goes on.
+			if got := fsop(other.cred, "create", m.Path("other/f"), "644"); got != "ok" {
+				t.Errorf("another user's create while the first user's calls wait: %s", got)
+			}
+
+			held.release(t)
+			for range dirs {
+				select {
+				case r := <-results:
+					if !tc.want(r.out) {
+						t.Errorf("d%d: %s", r.i, r.out)
+					}
+				case <-time.After(time.Minute):
+					t.Fatalf("calls still waiting a minute after the locks were let go")
+				}
+			}
+			directs.Wait()
+		})
+	}
+}
+
+// heldDirs are directories whose locks a user holds (holdDirs).
+type heldDirs struct {
+	server  *fuseServer
+	holders []*session
+}
+
+// holdDirs has user hold the kernel's locks of the directories dirs,
+// each as any user can: getdents into memory mapped from a file of a
+// FUSE filesystem that stops answering (one such as a user mounts: no
+// passthrough), by a process of theirs (fsop session) that then waits
+// for the page. Let go with release, or at the test's end.
+func holdDirs(t *testing.T, user testUser, dirs []string) *heldDirs {
+	t.Helper()
 	page, server := floorFile(t, 64<<10)
-	holders := make([]*session, dirs)
-	for i := range holders {
-		s := startSession(t, attacker.name, attacker.cred)
-		s.must("open", "dir", filepath.Join(src, fmt.Sprintf("d%d", i)), "r")
+	h := &heldDirs{server: server}
+	for _, d := range dirs {
+		s := startSession(t, user.name, user.cred)
+		s.must("open", "dir", d, "r")
 		s.must("open", "page", page, "r")
 		s.must("mmap-private", "page", fmt.Sprint(64<<10))
-		holders[i] = s
+		h.holders = append(h.holders, s)
 	}
-	threads := func() int {
-		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", m.Cmd.Process.Pid))
-		return len(tasks)
-	}
-	before := threads()
 	server.stop(t)
-	for _, s := range holders {
+	for _, s := range h.holders {
 		if _, err := fmt.Fprintln(s.in, "getdents dir page"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, s := range holders {
+	for _, s := range h.holders {
 		if !waitBlocked(s.cmd.Process.Pid, 30*time.Second) {
 			t.Fatalf("a getdents into the stopped FUSE file did not block")
 		}
 	}
+	return h
+}
 
-	// A create through the mount in every held directory.
-	type result struct {
-		i   int
-		out string
-	}
-	results := make(chan result, dirs)
-	for i := range dirs {
-		go func() {
-			results <- result{i, fsop(attacker.cred, "create", m.Path(fmt.Sprintf("d%d/f", i)), "644")}
-		}()
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for m.Waiting() < dirs {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d requests waiting in clamfuse; want the %d creates", m.Waiting(), dirs)
-		}
-		time.Sleep(5 * time.Millisecond) // polls a condition
-	}
-	if n := threads(); n > before+maxInFlight+16 {
-		t.Errorf("clamfuse has %d threads with %d creates held (%d before): one per held call, unbounded", n, dirs, before)
-	} else {
-		t.Logf("clamfuse: %d threads with %d creates held, %d before", n, dirs, before)
-	}
-	// Another user's work goes on.
-	if got := fsop(other.cred, "create", m.Path("other/f"), "644"); got != "ok" {
-		t.Errorf("another user's create while the first user's calls wait: %s", got)
-	}
-
-	server.resume()
-	for range dirs {
-		select {
-		case r := <-results:
-			if r.out != "ok" {
-				t.Errorf("create in d%d: %s", r.i, r.out)
-			}
-		case <-time.After(time.Minute):
-			t.Fatalf("creates still waiting a minute after the locks were let go")
-		}
-	}
-	for _, s := range holders {
+// release lets the locks go: every getdents completes.
+func (h *heldDirs) release(t *testing.T) {
+	t.Helper()
+	h.server.resume()
+	for _, s := range h.holders {
 		if line, err := s.out.ReadString('\n'); err != nil || !strings.HasPrefix(line, "ok ") {
 			t.Errorf("a getdents: %q, %v", line, err)
-		}
-	}
-	for i := range dirs {
-		if _, err := os.Stat(filepath.Join(src, fmt.Sprintf("d%d/f", i))); err != nil {
-			t.Errorf("create in d%d: %v", i, err)
 		}
 	}
 }

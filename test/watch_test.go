@@ -653,21 +653,7 @@ func TestWatchHeldDirectoryLock(t *testing.T) {
 		pin(t, m.Path(d), []string{".", "f"})
 	}
 
-	// A file of a FUSE filesystem such as a user mounts (no
-	// passthrough), mapped by the user; then its server stops answering.
-	page, server := floorFile(t, 64<<10)
-	s := startSession(t, user.name, user.cred)
-	s.must("open", "dir", m.Path("held"), "r")
-	s.must("open", "page", page, "r")
-	s.must("mmap-private", "page", fmt.Sprint(64<<10))
-	server.stop(t)
-	if _, err := fmt.Fprintln(s.in, "getdents dir page"); err != nil {
-		t.Fatal(err)
-	}
-	if !waitBlocked(s.cmd.Process.Pid, 10*time.Second) {
-		line, err := s.out.ReadString('\n')
-		t.Fatalf("the user's getdents into the mapping did not block: %q, %v", line, err)
-	}
+	held := holdDirs(t, user, []string{m.Path("held")})
 
 	// A change in the held directory: its notification waits.
 	mustDo(t, os.Remove(m.Backing("held/f")))
@@ -684,11 +670,7 @@ func TestWatchHeldDirectoryLock(t *testing.T) {
 	}
 
 	// The user lets go: the held directory's change shows too.
-	server.resume()
-	line, err := s.out.ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "ok ") {
-		t.Fatalf("the user's getdents: %q, %v", line, err)
-	}
+	held.release(t)
 	if got, want, ok := waitView(t, m, "held", []string{".", "f"}, false, watchBound); !ok {
 		t.Fatalf("once the lock is free, the held directory still shows, %v after:\n%s\nthe backing directory:\n%s", watchBound, got, want)
 	}
