@@ -190,12 +190,7 @@ func (n *Node) gate(ctx context.Context, fd, flags int, hdr *fuse.Header, resp *
 			f.Close()
 			if d.Reason == cache.ReasonInfected && n.fsys.opts.Actions != nil {
 				dirfd, name := dir.at()
-				// A quarantine renames in the backing directory, whose
-				// lock the opener may hold: in the opener's turn
-				// (caller/inflight.go).
-				caller.Enter(who.Uid)
 				n.fsys.opts.Actions.Infected(d, who, dirfd, name)
-				caller.Leave(who.Uid)
 				// A quarantine moved it away behind the kernel's back.
 				n.fsys.watch.changed(n)
 			}

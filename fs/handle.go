@@ -10,7 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/clamfuse/clamfuse/cache"
-	"github.com/clamfuse/clamfuse/fs/internal/caller"
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
@@ -64,12 +63,10 @@ func (h *Handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.Rea
 // Write writes through to the backing file.
 func (h *Handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.WriteResponse) error {
 	var k int
-	caller.Enter(req.Uid) // the backing file's lock may be held (caller/inflight.go)
 	err := h.node.fsys.retryFull(func() (err error) {
 		k, err = unix.Pwrite(int(h.f.Fd()), req.Data, req.Offset)
 		return err
 	})
-	caller.Leave(req.Uid)
 	if err != nil {
 		return errno(err)
 	}
@@ -120,9 +117,7 @@ func (h *Handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
 // FAllocate reserves or punches space; that is a write, as far as the
 // verdicts are concerned, even when it fails (it may have done part).
 func (h *Handle) FAllocate(ctx context.Context, req *fuse.FAllocateRequest) error {
-	caller.Enter(req.Uid)
 	err := unix.Fallocate(int(h.f.Fd()), uint32(req.Mode), int64(req.Offset), int64(req.Length))
-	caller.Leave(req.Uid)
 	h.modified()
 	return errno(err)
 }

@@ -53,7 +53,10 @@ func (f *FS) untilDying(ctx context.Context, hdr *fuse.Header) *waitCtx {
 
 // requestLoop is told that a request is about to wait
 // (fusefs.Server.Blocking).
-type requestLoop interface{ Blocking(fuse.RequestID) }
+type requestLoop interface {
+	Blocking(fuse.RequestID)
+	Unblocked(fuse.RequestID)
+}
 
 // waitCtx is the context of untilDying. Its channel, and the watch of the
 // request's context, are made at the first Done.
@@ -159,6 +162,9 @@ func (c *waitCtx) end() {
 	if c.stop != nil {
 		c.stop()
 		close(c.ended)
+		if c.loop != nil {
+			c.loop.Unblocked(c.id) // its user's turn again (fusefs.Server.SetTurns)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -165,15 +166,23 @@ func TestWaitCtxTellsBlocking(t *testing.T) {
 			if len(loop.told) != tc.want || tc.want > 0 && loop.told[0] != 7 {
 				t.Errorf("Blocking told %v, want request 7 %d times", loop.told, tc.want)
 			}
+			// Each Blocking is followed by one Unblocked, at the end.
+			if !slices.Equal(loop.unblocked, loop.told) {
+				t.Errorf("Unblocked told %v; want %v", loop.unblocked, loop.told)
+			}
 		})
 	}
 }
 
-// fakeLoop records what Blocking was told, and calls told.
+// fakeLoop records what Blocking and Unblocked were told, and calls
+// onTold.
 type fakeLoop struct {
-	told   []fuse.RequestID
-	onTold func(fuse.RequestID)
+	told      []fuse.RequestID
+	unblocked []fuse.RequestID
+	onTold    func(fuse.RequestID)
 }
+
+func (l *fakeLoop) Unblocked(id fuse.RequestID) { l.unblocked = append(l.unblocked, id) }
 
 func (l *fakeLoop) Blocking(id fuse.RequestID) {
 	l.told = append(l.told, id)

@@ -340,6 +340,7 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		}}
 	}
 	srv := fusefs.New(conn, cfg)
+	srv.SetTurns(callerTurns{})
 	fsys.srv = srv
 	fsys.mnt = mnt
 	fsys.passthrough = opts.Passthrough && m.Passthrough()

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clamfuse/clamfuse/fs/internal/caller"
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
@@ -236,3 +237,13 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 	n.fsys.quota.settle(req.Uid, err == nil)
 	return child, h, err
 }
+
+// callerTurns bound each user's requests served at once
+// (fusefs.Server.SetTurns) with caller.Enter and caller.Leave: a request
+// waits in the kernel, on a thread of clamfuse's, for as long as another
+// process holds a lock it needs, which any user can do at will (see
+// fs/internal/caller/inflight.go).
+type callerTurns struct{}
+
+func (callerTurns) Enter(uid uint32) { caller.Enter(uid) }
+func (callerTurns) Leave(uid uint32) { caller.Leave(uid) }

@@ -9,7 +9,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/clamfuse/clamfuse/fs/internal/caller"
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 	"github.com/clamfuse/clamfuse/fs/internal/fusefs"
 )
@@ -81,12 +80,7 @@ func (d *dirHandle) ReadDirPlus(ctx context.Context, req fusefs.DirRead) ([]fuse
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	// getdents waits for the backing directory's lock, which a user may
-	// hold: in the caller's turn (caller/inflight.go; not nested: addNodes
-	// takes its own).
-	caller.Enter(req.Header.Uid)
 	ents, err := d.list(req, size)
-	caller.Leave(req.Header.Uid)
 	if err == nil && req.Plus && d.fsys.opts.ReaddirPlus != ReaddirPlusOff {
 		d.addNodes(req, ents)
 	}

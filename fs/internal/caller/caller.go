@@ -182,12 +182,9 @@ func (c *Cred) needsSwitch() bool {
 	return self.can && (c.Uid != self.fsuid || c.Gid != self.fsgid)
 }
 
-// do runs fn with c's credentials, in c's turn (Enter). fn must make its
-// system calls on the calling goroutine and start nothing that outlives
-// it.
+// do runs fn with c's credentials. fn must make its system calls on the
+// calling goroutine and start nothing that outlives it.
 func (c *Cred) do(fn func() error) error {
-	Enter(c.Uid)
-	defer Leave(c.Uid)
 	if !c.needsSwitch() {
 		return fn()
 	}

@@ -2,20 +2,22 @@ package caller
 
 import "sync"
 
-// A call clamfuse makes for a user waits in the kernel, uninterruptibly,
-// for as long as another process holds a lock the call needs, and holds
-// one of clamfuse's threads meanwhile. Any user who can read a backing
-// directory directly can hold its lock for as long as they like
+// A request clamfuse serves for a user (a lookup, open, create, rename,
+// listing, write: through the backing directory) waits in the kernel,
+// uninterruptibly, for as long as another process holds a lock it needs,
+// and holds one of clamfuse's threads meanwhile. Any user who can read a
+// backing directory directly can hold its lock for as long as they like
 // (getdents(2) into memory mapped from a file of their own FUSE
 // filesystem that does not answer the page fault); a create through the
 // mount in each of thousands of such directories then held as many
 // threads, until clamfuse hit its task limit and died, its mount with it.
-// So each user but root has at most MaxInFlight calls in flight; the
-// next ones wait, on a goroutine and not a thread, in order, until one
-// returns. Root's are not bounded: the kernel's own writeback comes as
-// root, and the kernel bounds those requests itself (max_background).
+// So each user but root has at most MaxInFlight requests served at once
+// (fusefs.Server.SetTurns calls Enter and Leave); the next ones wait, on
+// a goroutine and not a thread, until one is done. Root's are not
+// bounded: the kernel's own writeback comes as root, and the kernel
+// bounds those requests itself (max_background).
 
-// MaxInFlight is the most calls of one user in flight at once.
+// MaxInFlight is the most requests of one user served at once.
 const MaxInFlight = 64
 
 var inflight = struct {
@@ -29,8 +31,9 @@ type load struct {
 	wait []chan struct{}
 }
 
-// Enter waits until user uid may make one more call, and counts it; Leave
-// must follow once the call returned.
+// Enter waits until user uid may have one more request served, and
+// counts it; Leave must follow once it is done. Never nested: a request
+// holds one turn at most.
 func Enter(uid uint32) {
 	if uid == 0 {
 		return
@@ -52,8 +55,8 @@ func Enter(uid uint32) {
 	<-ch // Leave handed its turn over
 }
 
-// Leave ends a call of uid counted by Enter, handing its turn to the
-// first one waiting, if any.
+// Leave ends a turn of uid counted by Enter, handing it to the first
+// one waiting, if any.
 func Leave(uid uint32) {
 	if uid == 0 {
 		return
@@ -71,7 +74,7 @@ func Leave(uid uint32) {
 	}
 }
 
-// InFlight returns the calls of uid in flight and waiting, for tests.
+// InFlight returns the turns of uid held and waited for, for tests.
 func InFlight(uid uint32) (n, waiting int) {
 	inflight.mu.Lock()
 	defer inflight.mu.Unlock()

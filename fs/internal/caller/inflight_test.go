@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// TestInFlightBound: a user's calls past MaxInFlight wait for a turn,
+// TestInFlightBound: a user's requests past MaxInFlight wait for a turn,
 // without holding anything up for other users or root; the calls that
 // return let the waiting ones in, and a user with nothing in flight
 // leaves no trace.
@@ -17,17 +17,15 @@ func TestInFlightBound(t *testing.T) {
 	var mu sync.Mutex
 	var order []int
 	call := func(uid uint32, i int) {
-		c := Cred{Uid: uid, Gid: uid}
-		_ = c.do(func() error {
-			mu.Lock()
-			order = append(order, i)
-			mu.Unlock()
-			entered.Done()
-			if uid == attacker && i < MaxInFlight {
-				<-block // a lock someone else holds
-			}
-			return nil
-		})
+		Enter(uid)
+		defer Leave(uid)
+		mu.Lock()
+		order = append(order, i)
+		mu.Unlock()
+		entered.Done()
+		if uid == attacker && i < MaxInFlight {
+			<-block // a lock someone else holds
+		}
 	}
 	entered.Add(MaxInFlight)
 	for i := range MaxInFlight {

@@ -173,7 +173,7 @@ func (l *readLoop) read() {
 			l.s.wg.Add(1)
 			go func() {
 				defer l.s.wg.Done()
-				l.s.serve(req)
+				l.s.serveInTurn(req)
 				if rel {
 					l.released()
 				}
@@ -198,7 +198,7 @@ func (l *readLoop) read() {
 			l.mu.Unlock()
 		}
 		start := time.Now()
-		l.s.serve(req)
+		l.s.serveInTurn(req)
 		took := time.Since(start)
 		if rel {
 			l.released()
@@ -357,8 +357,10 @@ func (l *readLoop) watchdog() {
 // (for a scan, a slot, another request): if it was served on the
 // goroutine that reads the requests, another goroutine reads them from
 // now on, so the others, and an INTERRUPT of this one, are read at once.
-// Cheap and harmless for any other request.
+// The request gives its user's turn back meanwhile (SetTurns); Unblocked
+// must follow when it goes on. Cheap and harmless for any other request.
 func (s *Server) Blocking(id fuse.RequestID) {
+	s.lendTurn(id)
 	l := s.loop
 	if l == nil {
 		return

@@ -493,6 +493,14 @@ type Server struct {
 	wg sync.WaitGroup
 	// clamfuse: begin read loop field
 	loop *readLoop // set once at Serve time (clamfuse_readloop.go)
+	// turns, when set (SetTurns, before Serve), bounds each user's
+	// requests served at once; turnMu guards turnHeld, the requests
+	// being served in a turn, and turnLent, those that gave theirs
+	// back while they wait (clamfuse_turns.go).
+	turns    Turns
+	turnMu   sync.Mutex
+	turnHeld map[fuse.RequestID]uint32
+	turnLent map[fuse.RequestID]uint32
 	// clamfuse: end read loop field
 	// clamfuse: begin quiet field
 	quiet bool // debug is the default, which drops every message: none is made for each request
