@@ -59,6 +59,7 @@ var nobodyThread struct {
 	once  sync.Once
 	calls chan nobodyCall
 	err   error // the thread could not become nobody
+	tid   int   // the thread's id, once started (tests: the one thread not clamfuse's)
 }
 
 // startNobody starts the thread: a goroutine locked to its OS thread for
@@ -69,6 +70,7 @@ func startNobody() {
 	nobodyThread.calls = make(chan nobodyCall)
 	go func() {
 		runtime.LockOSThread()
+		nobodyThread.tid = unix.Gettid()
 		if err := becomeNobody(); err != nil {
 			ready <- err
 			return // the thread, locked, exits with the goroutine
