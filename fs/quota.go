@@ -245,5 +245,6 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 // fs/internal/caller/inflight.go).
 type callerTurns struct{}
 
-func (callerTurns) Enter(uid uint32) { caller.Enter(uid) }
-func (callerTurns) Leave(uid uint32) { caller.Leave(uid) }
+func (callerTurns) Enter(uid uint32)         { caller.Enter(uid) }
+func (callerTurns) TryEnter(uid uint32) bool { return caller.TryEnter(uid) }
+func (callerTurns) Leave(uid uint32)         { caller.Leave(uid) }

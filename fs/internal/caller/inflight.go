@@ -39,13 +39,8 @@ func Enter(uid uint32) {
 		return
 	}
 	inflight.mu.Lock()
-	l := inflight.users[uid]
-	if l == nil {
-		l = &load{}
-		inflight.users[uid] = l
-	}
-	if l.n < MaxInFlight {
-		l.n++
+	l, ok := takeLocked(uid)
+	if ok {
 		inflight.mu.Unlock()
 		return
 	}
@@ -53,6 +48,33 @@ func Enter(uid uint32) {
 	l.wait = append(l.wait, ch)
 	inflight.mu.Unlock()
 	<-ch // Leave handed its turn over
+}
+
+// TryEnter is Enter if uid need not wait for a turn, and reports
+// whether it took one.
+func TryEnter(uid uint32) bool {
+	if uid == 0 {
+		return true
+	}
+	inflight.mu.Lock()
+	defer inflight.mu.Unlock()
+	_, ok := takeLocked(uid)
+	return ok
+}
+
+// takeLocked counts a turn of uid if one is free, and returns uid's
+// load; inflight.mu is held.
+func takeLocked(uid uint32) (*load, bool) {
+	l := inflight.users[uid]
+	if l == nil {
+		l = &load{}
+		inflight.users[uid] = l
+	}
+	if l.n < MaxInFlight {
+		l.n++
+		return l, true
+	}
+	return l, false
 }
 
 // Leave ends a turn of uid counted by Enter, handing it to the first

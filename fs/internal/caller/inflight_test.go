@@ -49,6 +49,13 @@ func TestInFlightBound(t *testing.T) {
 			time.Sleep(time.Millisecond) // polls a condition
 		}
 	}
+	if TryEnter(attacker) {
+		t.Fatalf("TryEnter took a turn with %d in flight", MaxInFlight)
+	}
+	if !TryEnter(other) {
+		t.Fatalf("TryEnter of another user took no turn")
+	}
+	Leave(other)
 	// Another user and root go on.
 	for _, uid := range []uint32{other, 0} {
 		entered.Add(1)

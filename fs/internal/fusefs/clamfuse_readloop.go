@@ -361,6 +361,12 @@ func (l *readLoop) watchdog() {
 // must follow when it goes on. Cheap and harmless for any other request.
 func (s *Server) Blocking(id fuse.RequestID) {
 	s.lendTurn(id)
+	s.handOver(id)
+}
+
+// handOver gives the reading to another goroutine if the request id is
+// served on the one that reads (Blocking).
+func (s *Server) handOver(id fuse.RequestID) {
 	l := s.loop
 	if l == nil {
 		return

@@ -7,10 +7,12 @@ import (
 )
 
 // Turns bounds the requests of each user being served at once: Enter
-// waits for a turn of user uid, Leave gives it back (fs: caller.Enter and
-// caller.Leave, which do not bound root's).
+// waits for a turn of user uid, TryEnter takes one only if it need not
+// wait, Leave gives it back (fs: caller.Enter, TryEnter and Leave, which
+// do not bound root's).
 type Turns interface {
 	Enter(uid uint32)
+	TryEnter(uid uint32) bool
 	Leave(uid uint32)
 }
 
@@ -47,7 +49,11 @@ func (s *Server) inTurn(req fuse.Request, serve func(fuse.Request)) {
 	}
 	h := req.Hdr() // req is not to be read once answered
 	uid, id := h.Uid, h.ID
-	s.turns.Enter(uid)
+	if !s.turns.TryEnter(uid) {
+		// It waits for a turn: the others are read meanwhile.
+		s.handOver(id)
+		s.turns.Enter(uid)
+	}
 	s.turnMu.Lock()
 	s.turnHeld[id] = uid
 	s.turnMu.Unlock()
