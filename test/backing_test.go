@@ -339,13 +339,8 @@ func loopbackFUSE(t *testing.T, base string, _ *clamdtest.Clamd) string {
 	orig, dir := filepath.Join(base, "orig"), filepath.Join(base, "fs")
 	mustDo(t, os.Mkdir(orig, 0o755))
 	mustDo(t, os.Mkdir(dir, 0o755))
-	var log lockedBuffer
 	cmd := exec.Command(loopbackPath, "-allow-other", "-q", dir, orig)
-	cmd.Stdout, cmd.Stderr = &log, &log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	mustDo(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	log, exited := startServer(t, cmd)
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM) // it unmounts and exits
 		select {
@@ -364,7 +359,7 @@ func loopbackFUSE(t *testing.T, base string, _ *clamdtest.Clamd) string {
 			_ = unix.Unmount(dir, unix.MNT_DETACH)
 		}
 	})
-	waitFuseMount(t, dir, "go-fuse loopback", exited, &log)
+	waitFuseMount(t, dir, "go-fuse loopback", exited, log)
 	return dir
 }
 

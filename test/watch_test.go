@@ -720,19 +720,14 @@ func floorFile(t *testing.T, size int) (string, *fuseServer) {
 	mustDo(t, os.Mkdir(mnt, 0o755))
 	putFile(t, filepath.Join(src, "f"), make([]byte, size))
 	cmd := exec.Command(floorBin, src, mnt)
-	var log lockedBuffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	mustDo(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	log, exited := startServer(t, cmd)
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGCONT)
 		_ = unix.Unmount(mnt, unix.MNT_DETACH)
 		_ = cmd.Process.Kill()
 		<-exited
 	})
-	waitFuseMount(t, mnt, "floorfs", exited, &log)
+	waitFuseMount(t, mnt, "floorfs", exited, log)
 	return filepath.Join(mnt, "f"), &fuseServer{p: cmd.Process}
 }
 
@@ -757,6 +752,20 @@ func (s *fuseServer) resume() {
 		s.stopped = false
 		_ = s.p.Signal(syscall.SIGCONT)
 	}
+}
+
+// startServer starts cmd, a FUSE server, with its output to the buffer
+// it returns, killed if the test binary dies, and returns a channel
+// closed once it has exited.
+func startServer(t *testing.T, cmd *exec.Cmd) (*lockedBuffer, <-chan struct{}) {
+	t.Helper()
+	log := new(lockedBuffer)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	mustDo(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	return log, exited
 }
 
 // waitFuseMount waits until the FUSE server what, started with its output
