@@ -168,7 +168,8 @@ type watcher struct {
 	overflowed atomic.Int64  // times everything was invalidated
 	taken      atomic.Uint64 // batches taken (FS.settled)
 
-	g *guard // sends the notifications (notifyguard.go)
+	g           *guard // sends the notifications (notifyguard.go)
+	stallLogged warned // the last stalled notification logged at WARN (stalled)
 }
 
 // newWatcher starts invalidation for fsys served by srv on conn: the
@@ -597,10 +598,19 @@ func (w *watcher) notifier() {
 	}
 }
 
-// stalled logs a notification of n left waiting for a kernel lock.
+// stalled logs a notification of n left waiting for a kernel lock: at
+// WARN the first of each minute, at DEBUG the others, counted in the
+// next WARN (a user can cause them at will). Only the notifier calls it.
 func (w *watcher) stalled(n *Node) {
-	w.log.Warn("a notification to the kernel waits for a lock another process holds (a directory being listed into memory that does not come, as from a FUSE filesystem that does not answer); the others go on, and those of this node once it is sent",
-		"path", n.RelPath(), "node", n.id.ino, "waited", stallAfter, "waiting", w.g.waiting())
+	const msg = "a notification to the kernel waits for a lock another process holds (a directory being listed into memory that does not come, as from a FUSE filesystem that does not answer); the others go on, and those of this node once it is sent"
+	args := []any{"path", n.RelPath(), "node", n.id.ino, "waited", stallAfter, "waiting", w.g.waiting()}
+	if now := time.Now(); now.Sub(w.stallLogged.at) >= quotaLogInterval {
+		w.log.Warn(msg, append(args, "not_logged", w.stallLogged.missed)...)
+		w.stallLogged = warned{at: now}
+		return
+	}
+	w.stallLogged.missed++
+	w.log.Debug(msg, args...)
 }
 
 // send sends the notifications of the batch b.
