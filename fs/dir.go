@@ -207,7 +207,11 @@ func (n *Node) Remove(ctx context.Context, req *fuse.RemoveRequest) error {
 	}
 	if victimErr == nil {
 		if victim := n.fsys.lookupID(&st); victim != nil {
-			victim.dropLink(n, req.Name)
+			if req.Dir && victim.typ == unix.S_IFDIR {
+				victim.removedDir(n, req.Name)
+			} else {
+				victim.dropLink(n, req.Name)
+			}
 			victim.keepOrphan(keep)
 			keep = -1
 		}

@@ -399,6 +399,21 @@ func (n *Node) dropLink(parent *Node, name string) {
 	n.links.remove(link{parent, name})
 }
 
+// removedDir records that the directory n was removed through the mount:
+// its name is dropped, and n leaves the table of nodes by inode. The
+// kernel keeps the inode, dead, for as long as anything holds it, and n
+// its descriptor of the removed directory (pathFD) until the kernel
+// forgets it (forget, which then finds nothing to drop). Where clamfuse's
+// descriptor does not pin the backing inode (a FUSE backing filesystem),
+// a new directory may get the removed one's inode number meanwhile; it
+// gets a node of its own (linkNode), not n and its descriptor.
+func (n *Node) removedDir(parent *Node, name string) {
+	n.fsys.treeMu.Lock()
+	defer n.fsys.treeMu.Unlock()
+	n.links.remove(link{parent, name})
+	n.fsys.nodes.delete(n)
+}
+
 // dropStaleLink forgets the name parent/name of n, which was found to
 // lead elsewhere now, or nowhere: it changed behind the kernel's back.
 // The kernel may still cache that name, and once clamfuse has forgotten

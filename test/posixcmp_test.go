@@ -902,6 +902,24 @@ func caseMkdirRmdir(root string) (string, error) {
 	r.do("rmdir t", unix.Rmdir(p("d/t")))
 	r.do("rmdir d", unix.Rmdir(p("d")))
 	r.val("d", "%s", statLine(p("d")))
+	// A directory made while one just removed is still held (O_PATH):
+	// where the backing filesystem gives it the removed one's inode
+	// number (ext4 at once, beneath a FUSE backing filesystem, which does
+	// not pin it), it is another directory all the same (its open failed
+	// with ENOENT through the removed one's descriptor).
+	mustDoP(os.Mkdir(p("g"), 0o755))
+	mustDoP(os.Mkdir(p("g/s"), 0o755))
+	mustDoP(os.Remove(p("g/s")))
+	if held, err := unix.Open(p("g"), unix.O_PATH|unix.O_CLOEXEC, 0); r.do("hold g", err) {
+		r.do("rmdir g while held", unix.Rmdir(p("g")))
+		mustDoP(os.Mkdir(p("h"), 0o755))
+		fd, err := unix.Open(p("h"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if r.do("open h", err) {
+			unix.Close(fd)
+		}
+		r.do("mkdir h/x", unix.Mkdir(p("h/x"), 0o755))
+		unix.Close(held)
+	}
 	// A directory emptied behind an open descriptor of it.
 	mustDoP(os.Mkdir(p("e"), 0o755))
 	fd, err := unix.Open(p("e"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
