@@ -340,7 +340,7 @@ func Mount(opts MountOptions) (*Mounted, error) {
 		}}
 	}
 	srv := fusefs.New(conn, cfg)
-	srv.SetTurns(callerTurns{})
+	srv.SetTurns(callerTurns{q: fsys.quota})
 	fsys.srv = srv
 	fsys.mnt = mnt
 	fsys.passthrough = opts.Passthrough && m.Passthrough()

@@ -123,6 +123,7 @@ type quota struct {
 	used   map[uint32]int    // descriptors held per uid; uids holding none are absent
 	sum    int               // all of used
 	logged map[uint32]warned // refusals logged, per uid (allUsers for ENFILE)
+	turns  map[uint32]warned // requests refused a turn logged, per uid
 }
 
 // warned is when a refusal was last logged, and how many were not since.
@@ -136,7 +137,7 @@ const allUsers = ^uint32(0)
 
 func newQuota(l Limits, log *slog.Logger) *quota {
 	return &quota{perUser: l.MaxOpenPerUser, total: l.MaxOpen, log: log,
-		used: map[uint32]int{}, logged: map[uint32]warned{}}
+		used: map[uint32]int{}, logged: map[uint32]warned{}, turns: map[uint32]warned{}}
 }
 
 // take charges an open by uid (two descriptors while it is made; see
@@ -192,28 +193,39 @@ func (q *quota) held(uid uint32) int {
 // the descriptors ran out in all) in each quotaLogInterval at WARN,
 // with the number not logged since; uid holds held descriptors.
 func (q *quota) refusedLocked(key, uid, pid uint32, held int) {
-	now := time.Now()
-	w, ok := q.logged[key]
-	if ok && now.Sub(w.at) < quotaLogInterval {
-		w.missed++
-		q.logged[key] = w
+	missed, log := logNow(q.logged, key)
+	if !log {
 		return
 	}
-	if len(q.logged) >= 64 {
-		for k, old := range q.logged {
-			if now.Sub(old.at) >= quotaLogInterval {
-				delete(q.logged, k)
-			}
-		}
-	}
-	q.logged[key] = warned{at: now}
 	if key == allUsers {
 		q.log.Warn("open refused: the descriptors for open files are all in use (ENFILE)",
-			"uid", uid, "pid", pid, "open", q.sum, "max_open", q.total, "not_logged", w.missed)
+			"uid", uid, "pid", pid, "open", q.sum, "max_open", q.total, "not_logged", missed)
 		return
 	}
 	q.log.Warn("open refused: user at mount.max_open_per_user (EMFILE)",
-		"uid", uid, "pid", pid, "open", held, "max_open_per_user", q.perUser, "not_logged", w.missed)
+		"uid", uid, "pid", pid, "open", held, "max_open_per_user", q.perUser, "not_logged", missed)
+}
+
+// logNow reports whether a refusal for key is to be logged now, the
+// first in each quotaLogInterval, and how many were not since; logged
+// records them (at most 64 keys kept beyond the interval).
+func logNow(logged map[uint32]warned, key uint32) (missed int, log bool) {
+	now := time.Now()
+	w, ok := logged[key]
+	if ok && now.Sub(w.at) < quotaLogInterval {
+		w.missed++
+		logged[key] = w
+		return 0, false
+	}
+	if len(logged) >= 64 {
+		for k, old := range logged {
+			if now.Sub(old.at) >= quotaLogInterval {
+				delete(logged, k)
+			}
+		}
+	}
+	logged[key] = warned{at: now}
+	return w.missed, true
 }
 
 // Open opens n for the caller, within the caller's share of descriptors
@@ -238,13 +250,27 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 	return child, h, err
 }
 
-// callerTurns bound each user's requests served at once
-// (fusefs.Server.SetTurns) with caller.Enter and caller.Leave: a request
-// waits in the kernel, on a thread of clamfuse's, for as long as another
-// process holds a lock it needs, which any user can do at will (see
-// fs/internal/caller/inflight.go).
-type callerTurns struct{}
+// callerTurns bound each user's requests served at once, and what
+// those waiting for a turn hold (fusefs.Server.SetTurns), with
+// caller.Queue, Enter and Leave: a request waits in the kernel, on a
+// thread of clamfuse's, for as long as another process holds a lock it
+// needs, which any user can do at will (see
+// fs/internal/caller/inflight.go). A refusal is logged as the quota's
+// are.
+type callerTurns struct{ q *quota }
 
-func (callerTurns) Enter(uid uint32)         { caller.Enter(uid) }
-func (callerTurns) TryEnter(uid uint32) bool { return caller.TryEnter(uid) }
-func (callerTurns) Leave(uid uint32)         { caller.Leave(uid) }
+func (c callerTurns) Queue(uid, pid uint32, cost int) (<-chan struct{}, bool) {
+	turn, ok := caller.Queue(uid, cost)
+	if !ok {
+		c.q.mu.Lock()
+		missed, log := logNow(c.q.turns, uid)
+		c.q.mu.Unlock()
+		if log {
+			c.q.log.Warn("request refused (ENOMEM): the user's requests waiting for their turn hold too much memory",
+				"uid", uid, "pid", pid, "max_in_flight", caller.MaxInFlight, "max_waiting_bytes", caller.MaxWaiting, "not_logged", missed)
+		}
+	}
+	return turn, ok
+}
+func (callerTurns) Enter(uid uint32) { caller.Enter(uid) }
+func (callerTurns) Leave(uid uint32) { caller.Leave(uid) }

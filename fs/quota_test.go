@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/clamfuse/clamfuse/fs/internal/caller"
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 )
 
@@ -101,5 +102,34 @@ func TestQuota(t *testing.T) {
 	}
 	if n := strings.Count(log, "(ENFILE)"); n != 1 {
 		t.Errorf("%d ENFILE lines, want 1:\n%s", n, log)
+	}
+}
+
+// TestCallerTurnsRefusal: a request refused a turn, its user's waiting
+// requests holding too much, is logged once per interval and user.
+func TestCallerTurnsRefusal(t *testing.T) {
+	const uid = 60011
+	var logBuf bytes.Buffer
+	turns := callerTurns{q: newQuota(Limits{MaxOpen: 8, MaxOpenPerUser: 3}, slog.New(slog.NewTextHandler(&logBuf, nil)))}
+	for range caller.MaxInFlight {
+		caller.Enter(uid)
+	}
+	defer func() {
+		for range caller.MaxInFlight {
+			caller.Leave(uid)
+		}
+	}()
+	for range 3 {
+		if turn, ok := turns.Queue(uid, 4242, caller.MaxWaiting+1); ok {
+			t.Fatalf("a request holding more than caller.MaxWaiting queued (%v)", turn)
+		}
+	}
+	if turn, ok := turns.Queue(uid+1, 4243, caller.MaxWaiting+1); turn != nil || !ok {
+		t.Fatalf("another user's request: %v, %v; want a turn at once", turn, ok)
+	}
+	turns.Leave(uid + 1)
+	logs := logBuf.String()
+	if n := strings.Count(logs, "request refused (ENOMEM)"); n != 1 || !strings.Contains(logs, "uid=60011 pid=4242") {
+		t.Errorf("logged %d times, want once with uid and pid:\n%s", n, logs)
 	}
 }

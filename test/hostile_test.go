@@ -950,3 +950,110 @@ func (h *heldDirs) release(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileWaitingRequests: a user whose requests all wait for a turn
+// (64 creates in directories whose locks they hold, as in
+// TestHostileHeldBackingLocks) then makes thousands of calls through
+// the mount at once, each on a thread of its own (lstat of a name not
+// there: a LOOKUP each). Each waits for a turn in clamfuse, on a
+// goroutine with the request as read (a WRITE served by clamfuse: up to
+// 1 MiB): before, clamfuse's memory grew with every thread of the user's,
+// without bound (6000 calls: 6000 waiting, 184 MiB). Now what one user's
+// waiting requests hold is bounded (caller.MaxWaiting, each charged
+// fusefs.waitHeld): 1024 wait, the calls past them fail at once with
+// ENOMEM (logged once), and the others, and every create, complete once
+// the locks are let go.
+func TestHostileWaitingRequests(t *testing.T) {
+	const maxInFlight = 64      // fs/internal/caller.MaxInFlight
+	const maxWaiting = 32 << 20 // fs/internal/caller.MaxWaiting
+	const waitHeld = 32 << 10   // fs/internal/fusefs.waitHeld
+	const calls = 6000
+	fsopBinary(t)
+	mounttest.Require(t)
+	attacker := newTestUser(t)
+	clamd := clamdtest.New(t, clamdtest.Options{})
+	base := openDir(t, "cfw")
+	src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
+	mustDo(t, os.Mkdir(src, 0o755))
+	mustDo(t, os.Mkdir(mnt, 0o755))
+	var backing []string
+	for i := range maxInFlight {
+		d := filepath.Join(src, fmt.Sprintf("d%d", i))
+		mustDo(t, os.Mkdir(d, 0o755))
+		mustDo(t, os.Chown(d, int(attacker.cred.Uid), int(attacker.cred.Gid)))
+		backing = append(backing, d)
+	}
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Args: []string{"--allow-other"},
+		Config: fmt.Sprintf("[clamd]\naddress = %q\n", clamd.Address())})
+	caller := startSession(t, attacker.name, attacker.cred)
+	held := holdDirs(t, attacker, backing)
+	creates := make(chan string, maxInFlight)
+	for i := range maxInFlight {
+		go func() { creates <- fsop(attacker.cred, "create", m.Path(fmt.Sprintf("d%d/f", i)), "644") }()
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within a minute (%d requests waiting in clamfuse; calls: %s)", what, m.Waiting(), caller.must("calls-done"))
+			}
+			time.Sleep(5 * time.Millisecond) // polls a condition
+		}
+	}
+	waitFor("the creates waiting", func() bool { return m.Waiting() >= maxInFlight })
+	pid := m.Cmd.Process.Pid
+	before := procKiB(t, pid, "VmRSS")
+	caller.must("lstats-start", m.Path("n"), fmt.Sprint(calls))
+	// Every call has either returned or waits in clamfuse.
+	var done int
+	waitFor("the calls waiting or answered", func() bool {
+		fmt.Sscanf(caller.must("calls-done"), "done=%d", &done)
+		return m.Waiting()-maxInFlight+done >= calls
+	})
+	after := procKiB(t, pid, "VmRSS")
+	grew := (after - before) << 10
+	waiting := calls - done
+	t.Logf("clamfuse VmRSS %d KiB with the creates waiting, %d KiB with %d calls more, %d of them waiting (%d answered at once)", before, after, calls, waiting, done)
+	if waiting > maxWaiting/waitHeld {
+		t.Errorf("%d calls waiting for a turn; at most %d may (%d MiB)", waiting, maxWaiting/waitHeld, maxWaiting>>20)
+	}
+	// A build with -race (as here) takes about 50 KiB a waiting request,
+	// half again what is charged, and the refused ones' garbage is there
+	// too (grew 47 to 56 MiB; without the bound, 184 MiB).
+	if grew > 3*maxWaiting {
+		t.Errorf("clamfuse grew by %d MiB while %d calls waited for a turn: unbounded (%d MiB charged)", grew>>20, waiting, maxWaiting>>20)
+	}
+	held.release(t)
+	for range maxInFlight {
+		select {
+		case out := <-creates:
+			if out != "ok" {
+				t.Errorf("a create: %s", out)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("creates still waiting a minute after the locks were let go")
+		}
+	}
+	out := caller.must("calls-wait")
+	t.Logf("calls: %s", out)
+	var served, refused int
+	for _, f := range strings.Fields(out)[1:] {
+		outcome, count, _ := strings.Cut(f, "=")
+		n, _ := strconv.Atoi(count)
+		switch outcome {
+		case "[ENOENT]":
+			served += n
+		case "[ENOMEM]":
+			refused += n
+		default:
+			t.Errorf("a call: %s", f)
+		}
+	}
+	if refused == 0 || served < maxInFlight {
+		t.Errorf("%d calls served, %d refused: want some of each", served, refused)
+	}
+	if n := len(m.Log.Lines("request refused (ENOMEM)")); n != 1 {
+		t.Errorf("the refusals logged %d times; want once (a minute)", n)
+	}
+}

@@ -16,9 +16,21 @@ import "sync"
 // a goroutine and not a thread, until one is done. Root's are not
 // bounded: the kernel's own writeback comes as root, and the kernel
 // bounds those requests itself (max_background).
+//
+// A request waiting for its turn holds memory of clamfuse's: its
+// goroutine, the request as read (a WRITE served by clamfuse: up to
+// 1 MiB), and a user has as many waiting as threads calling into the
+// mount (thousands: 3000 grew clamfuse by 90 MiB). So what one user's
+// waiting requests hold is bounded too (MaxWaiting, each charged what
+// its caller says it holds); past it a request is refused at once
+// (Queue), and the caller answers it with an error.
 
 // MaxInFlight is the most requests of one user served at once.
 const MaxInFlight = 64
+
+// MaxWaiting is the most bytes one user's requests waiting for a turn
+// may hold (Queue).
+const MaxWaiting = 32 << 20
 
 var inflight = struct {
 	mu    sync.Mutex
@@ -27,39 +39,56 @@ var inflight = struct {
 
 // load is a user's calls in flight and those waiting for a turn.
 type load struct {
-	n    int
-	wait []chan struct{}
+	n     int
+	wait  []waiter
+	bytes int // held by those waiting: the sum of their costs
+}
+
+// waiter is a request waiting for a turn: Leave closes turn to hand it
+// one, and no longer counts its cost.
+type waiter struct {
+	turn chan struct{}
+	cost int
 }
 
 // Enter waits until user uid may have one more request served, and
 // counts it; Leave must follow once it is done. Never nested: a request
-// holds one turn at most.
+// holds one turn at most. Its wait is not bounded by MaxWaiting: for a
+// request already in flight (one that gave its turn back while it waited
+// for something else).
 func Enter(uid uint32) {
-	if uid == 0 {
-		return
+	if turn, _ := queue(uid, 0, false); turn != nil {
+		<-turn // Leave handed its turn over
 	}
-	inflight.mu.Lock()
-	l, ok := takeLocked(uid)
-	if ok {
-		inflight.mu.Unlock()
-		return
-	}
-	ch := make(chan struct{})
-	l.wait = append(l.wait, ch)
-	inflight.mu.Unlock()
-	<-ch // Leave handed its turn over
 }
 
-// TryEnter is Enter if uid need not wait for a turn, and reports
-// whether it took one.
-func TryEnter(uid uint32) bool {
+// Queue is Enter for a request that holds cost bytes while it waits:
+// it takes a turn of uid at once (nil, true), or puts the request in
+// line and returns a channel that Leave closes when it hands it a turn
+// (turn, true), or, if uid's requests waiting would then hold more than
+// MaxWaiting, refuses it (nil, false).
+func Queue(uid uint32, cost int) (turn <-chan struct{}, ok bool) {
+	return queue(uid, cost, true)
+}
+
+// queue is Queue, bounded by MaxWaiting or not.
+func queue(uid uint32, cost int, bounded bool) (chan struct{}, bool) {
 	if uid == 0 {
-		return true
+		return nil, true
 	}
 	inflight.mu.Lock()
 	defer inflight.mu.Unlock()
-	_, ok := takeLocked(uid)
-	return ok
+	l, ok := takeLocked(uid)
+	if ok {
+		return nil, true
+	}
+	if bounded && l.bytes+cost > MaxWaiting {
+		return nil, false
+	}
+	w := waiter{turn: make(chan struct{}), cost: cost}
+	l.wait = append(l.wait, w)
+	l.bytes += cost
+	return w.turn, true
 }
 
 // takeLocked counts a turn of uid if one is free, and returns uid's
@@ -87,8 +116,11 @@ func Leave(uid uint32) {
 	defer inflight.mu.Unlock()
 	l := inflight.users[uid]
 	if len(l.wait) > 0 {
-		close(l.wait[0])
+		w := l.wait[0]
+		l.wait[0] = waiter{}
 		l.wait = l.wait[1:]
+		l.bytes -= w.cost
+		close(w.turn)
 		return
 	}
 	if l.n--; l.n == 0 {
@@ -96,12 +128,13 @@ func Leave(uid uint32) {
 	}
 }
 
-// InFlight returns the turns of uid held and waited for, for tests.
-func InFlight(uid uint32) (n, waiting int) {
+// InFlight returns the turns of uid held and waited for, and the bytes
+// those waiting hold, for tests.
+func InFlight(uid uint32) (n, waiting, bytes int) {
 	inflight.mu.Lock()
 	defer inflight.mu.Unlock()
 	if l := inflight.users[uid]; l != nil {
-		return l.n, len(l.wait)
+		return l.n, len(l.wait), l.bytes
 	}
-	return 0, 0
+	return 0, 0, 0
 }

@@ -7,9 +7,10 @@ import (
 )
 
 // TestInFlightBound: a user's requests past MaxInFlight wait for a turn,
-// without holding anything up for other users or root; the calls that
-// return let the waiting ones in, and a user with nothing in flight
-// leaves no trace.
+// without holding anything up for other users or root, and while what
+// they hold stays within MaxWaiting (past it a request is refused at
+// once); the calls that return let the waiting ones in, and a user with
+// nothing in flight leaves no trace.
 func TestInFlightBound(t *testing.T) {
 	const attacker, other = 60001, 60002
 	block := make(chan struct{})
@@ -17,7 +18,18 @@ func TestInFlightBound(t *testing.T) {
 	var mu sync.Mutex
 	var order []int
 	call := func(uid uint32, i int) {
-		Enter(uid)
+		if i < MaxInFlight {
+			Enter(uid)
+		} else {
+			turn, ok := Queue(uid, MaxWaiting/4)
+			if !ok {
+				t.Errorf("call %d refused", i)
+				return
+			}
+			if turn != nil {
+				<-turn
+			}
+		}
 		defer Leave(uid)
 		mu.Lock()
 		order = append(order, i)
@@ -40,7 +52,7 @@ func TestInFlightBound(t *testing.T) {
 		go func() { call(attacker, i); done <- i }()
 		deadline := time.Now().Add(time.Minute)
 		for {
-			if n, w := InFlight(attacker); n == MaxInFlight && w == waitingBefore+1 {
+			if n, w, b := InFlight(attacker); n == MaxInFlight && w == waitingBefore+1 && b == w*MaxWaiting/4 {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -49,11 +61,14 @@ func TestInFlightBound(t *testing.T) {
 			time.Sleep(time.Millisecond) // polls a condition
 		}
 	}
-	if TryEnter(attacker) {
-		t.Fatalf("TryEnter took a turn with %d in flight", MaxInFlight)
+	// What the waiting calls hold is bounded: 3/4 of MaxWaiting held,
+	// a call that would hold more than the rest is refused at once.
+	if turn, ok := Queue(attacker, MaxWaiting/4+1); ok {
+		t.Fatalf("a call past MaxWaiting queued (turn %v)", turn)
 	}
-	if !TryEnter(other) {
-		t.Fatalf("TryEnter of another user took no turn")
+	// Not another user's, whose turn is free whatever it holds.
+	if turn, ok := Queue(other, MaxWaiting+1); turn != nil || !ok {
+		t.Fatalf("another user's call did not take a turn at once (%v, %v)", turn, ok)
 	}
 	Leave(other)
 	// Another user and root go on.
@@ -81,12 +96,12 @@ func TestInFlightBound(t *testing.T) {
 	mu.Unlock()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		n, w := InFlight(attacker)
-		if n == 0 && w == 0 {
+		n, w, b := InFlight(attacker)
+		if n == 0 && w == 0 && b == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after all returned: %d in flight, %d waiting", n, w)
+			t.Fatalf("after all returned: %d in flight, %d waiting, holding %d", n, w, b)
 		}
 		time.Sleep(time.Millisecond) // polls a condition
 	}

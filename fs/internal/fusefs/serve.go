@@ -496,11 +496,13 @@ type Server struct {
 	// turns, when set (SetTurns, before Serve), bounds each user's
 	// requests served at once; turnMu guards turnHeld, the requests
 	// being served in a turn, and turnLent, those that gave theirs
-	// back while they wait (clamfuse_turns.go).
-	turns    Turns
-	turnMu   sync.Mutex
-	turnHeld map[fuse.RequestID]uint32
-	turnLent map[fuse.RequestID]uint32
+	// back while they wait (clamfuse_turns.go); refuseTurn answers a
+	// request refused a turn.
+	turns      Turns
+	refuseTurn func(fuse.Request)
+	turnMu     sync.Mutex
+	turnHeld   map[fuse.RequestID]uint32
+	turnLent   map[fuse.RequestID]uint32
 	// clamfuse: end read loop field
 	// clamfuse: begin quiet field
 	quiet bool // debug is the default, which drops every message: none is made for each request

@@ -81,6 +81,11 @@
 //	getdents DIRID ID         getdents64 on the directory DIRID (opened r)
 //	                          into the mapping of ID: "ok N", the bytes read
 //	close ID                  munmap (if mapped) and close ID
+//	lstats-start PREFIX N     lstat PREFIX0 ... PREFIX(N-1) at once, each on a
+//	                          thread of its own, and return at once
+//	calls-done                how many of those calls returned so far, and
+//	                          how: "ok done=N [OUTCOME]=C ...", at once
+//	calls-wait                the same once every one has returned
 package main
 
 import (
@@ -92,6 +97,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -134,6 +140,23 @@ func session() {
 		m  []byte
 	}
 	descs := map[string]*desc{}
+	var calls struct {
+		sync.Mutex
+		n     int            // started
+		done  int            // returned
+		count map[string]int // outcomes of those returned
+		order []string       // outcomes in order of first appearance
+		all   chan struct{}  // closed when done reaches n
+	}
+	callsDone := func() string {
+		calls.Lock()
+		defer calls.Unlock()
+		out := fmt.Sprintf("done=%d", calls.done)
+		for _, o := range calls.order {
+			out += fmt.Sprintf(" [%s]=%d", o, calls.count[o])
+		}
+		return out
+	}
 	get := func(id string) (*desc, error) {
 		if d, ok := descs[id]; ok {
 			return d, nil
@@ -261,6 +284,46 @@ func session() {
 				}
 				n, err := unix.Getdents(dir.fd, d.m)
 				return strconv.Itoa(n), err
+			case "lstats-start":
+				nargs(a, 2)
+				n := int(num(a[1]))
+				calls.Lock()
+				calls.n, calls.done = n, 0
+				calls.count, calls.order = map[string]int{}, nil
+				calls.all = make(chan struct{})
+				if n == 0 {
+					close(calls.all)
+				}
+				calls.Unlock()
+				for i := range n {
+					go func() {
+						// A blocking system call: the runtime gives each its own thread.
+						var st unix.Stat_t
+						o := outcome("", unix.Lstat(a[0]+strconv.Itoa(i), &st))
+						calls.Lock()
+						if calls.count[o] == 0 {
+							calls.order = append(calls.order, o)
+						}
+						calls.count[o]++
+						if calls.done++; calls.done == calls.n {
+							close(calls.all)
+						}
+						calls.Unlock()
+					}()
+				}
+				return "", nil
+			case "calls-done":
+				nargs(a, 0)
+				return callsDone(), nil
+			case "calls-wait":
+				nargs(a, 0)
+				calls.Lock()
+				all := calls.all
+				calls.Unlock()
+				if all != nil {
+					<-all
+				}
+				return callsDone(), nil
 			case "close":
 				nargs(a, 1)
 				d, err := get(a[0])
