@@ -305,7 +305,7 @@ func (g *Gate) decide(ctx context.Context, f *os.File, who Opener, uncached bool
 		g.report(p, d, who)
 		return d
 	}
-	d := allowances(p, g.check(ctx, f, who.Stat, who.NoAtime, who.NoAtime && who.ReadOnly, uncached, who.Into))
+	d := allowances(p, g.check(ctx, f, who.Uid, who.Stat, who.NoAtime, who.NoAtime && who.ReadOnly, uncached, who.Into))
 	if d.Reason != ReasonClean {
 		d.Held = false
 	}
@@ -316,7 +316,7 @@ func (g *Gate) decide(ctx context.Context, f *os.File, who Opener, uncached bool
 	return d
 }
 
-func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, noatime, direct, uncached bool, into Holder) Decision {
+func (g *Gate) check(ctx context.Context, f *os.File, uid uint32, seen *unix.Stat_t, noatime, direct, uncached bool, into Holder) Decision {
 	// The open's own bound on its wait, from its first miss on: a scan it
 	// joined may end superseded (errSuperseded), and it then waits for
 	// another one, or runs one itself.
@@ -376,7 +376,7 @@ func (g *Gate) check(ctx context.Context, f *os.File, seen *unix.Stat_t, noatime
 		g.misses.Add(1)
 		if ours {
 			var waited bool
-			if waited, held = g.lead(ctx, flight, f, direct, until, key, since, into); !waited {
+			if waited, held = g.lead(ctx, flight, f, uid, direct, until, key, since, into); !waited {
 				return Decision{Reason: ReasonCancelled, Err: ctx.Err()}
 			}
 		} else {
@@ -445,7 +445,7 @@ var errLeft = errors.New("cache: the opener left before the verdict")
 // Opener.Into); held reports that it holds exactly the contents of key's
 // state that the verdict fl ends with judged (no rescan of a later state).
 // The scan passed on never uses into: it belongs to the opener.
-func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, direct bool, until time.Time, key Key, since int64, into Holder) (waited, held bool) {
+func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, uid uint32, direct bool, until time.Time, key Key, since int64, into Holder) (waited, held bool) {
 	d := time.Now().Add(g.opts.Timeout)
 	if until.Before(d) {
 		d = until
@@ -474,7 +474,7 @@ func (g *Gate) lead(ctx context.Context, fl *flight, f *os.File, direct bool, un
 			return true, false
 		}
 	}
-	at := attempt{key: key, since: since, into: into}
+	at := attempt{key: key, since: since, into: into, uid: uid}
 	g.sf.lead(key, fl, func() (any, error, bool) {
 		sctx, cancel := context.WithDeadline(ctx, d)
 		j, err := g.attempts(sctx, ctx, src, &at, false)
@@ -528,11 +528,12 @@ func (g *Gate) passOnMax() int64 { return 4 * int64(g.opts.MaxConcurrent) }
 // Gate's own descriptor (see reopen); scan does not close it. key is the
 // state of file taken by an fstat made at or after since (Unix ns; see
 // racy). held: the caller took a slot for the first attempt (a background
-// scan, see settle).
-func (g *Gate) scan(ctx context.Context, file *os.File, key Key, since int64, held bool) (judged, error) {
+// scan, see settle). uid is whose scan it is (the writer's; root for
+// prewarm), for the turns at the scan slots of its later attempts.
+func (g *Gate) scan(ctx context.Context, file *os.File, uid uint32, key Key, since int64, held bool) (judged, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.opts.Timeout)
 	defer cancel()
-	return g.attempts(ctx, nil, file, &attempt{key: key, since: since}, held)
+	return g.attempts(ctx, nil, file, &attempt{key: key, since: since, uid: uid}, held)
 }
 
 // attempt is where a scan is: the state it judges, taken by an fstat made
@@ -544,7 +545,8 @@ type attempt struct {
 	since int64
 	into  Holder
 	held  bool
-	copy  bool // clamd judges a private copy, never the file under a lease (lease.go)
+	copy  bool   // clamd judges a private copy, never the file under a lease (lease.go)
+	uid   uint32 // whose scan it is, for its turn at the scan slots (slots.go)
 }
 
 // attempts scans file, in the state at, under ctx, until a verdict (or
@@ -582,7 +584,7 @@ func (g *Gate) attempts(ctx, leader context.Context, file *os.File, at *attempt,
 		}
 		if held {
 			held = false
-		} else if !g.acquire(ctx) {
+		} else if !g.acquire(ctx, at.uid) {
 			if superseded() {
 				return judged{}, errSuperseded
 			}
@@ -772,10 +774,10 @@ type judged struct {
 	sum uint64
 }
 
-// acquire takes a scan slot for an open's scan (or prewarm's), waiting
-// for one until ctx is done; it reports whether it got one.
-func (g *Gate) acquire(ctx context.Context) bool {
-	return g.slots.acquire(ctx, false, g.hooks.slotWait)
+// acquire takes a scan slot for an open's scan (or prewarm's) of user
+// uid's, waiting for one until ctx is done; it reports whether it got one.
+func (g *Gate) acquire(ctx context.Context, uid uint32) bool {
+	return g.slots.acquire(ctx, uid, false, g.hooks.slotWait)
 }
 
 // testHooks let this package's tests see a goroutine reach a state that

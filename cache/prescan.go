@@ -265,7 +265,7 @@ func (g *Gate) prescanOne(ctx context.Context, src *os.File, who Opener, again R
 	}
 	g.demand.add()
 	defer g.demand.done()
-	r, v, err := g.settle(ctx, src, nil, true)
+	r, v, err := g.settle(ctx, src, who.Uid, nil, true)
 	switch {
 	case errors.Is(err, errSuperseded):
 		g.log.Debug("scan after write cancelled: written again", "path", who.Path)

@@ -94,7 +94,7 @@ func (g *Gate) Prewarm(ctx context.Context, f *os.File, rel string) (PrewarmResu
 		defer src.Close()
 		for wait := prewarmRetry; ; wait = min(2*wait, maxPrewarmRetry) {
 			// The scan is not the walk's: ctx does not cancel it.
-			r, v, err := g.settle(context.Background(), src, func() error { return g.waitIdle(ctx) }, false)
+			r, v, err := g.settle(context.Background(), src, 0, func() error { return g.waitIdle(ctx) }, false)
 			if errors.Is(err, clamav.ErrUnavailable) && ctx.Err() != nil {
 				// Stopped while it waited for clamd (during this
 				// attempt): stopped, as between attempts below.
@@ -147,8 +147,8 @@ func (g *Gate) Prewarm(ctx context.Context, f *os.File, rel string) (PrewarmResu
 // returned as it is, with nothing scanned. bg: a scan after a write,
 // which takes its scan slot with the lowest priority (slots.go) before
 // its flight starts, and then looks the state up again too. src is the
-// Gate's own descriptor (see reopen).
-func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error, bg bool) (PrewarmResult, Verdict, error) {
+// Gate's own descriptor (see reopen); uid is whose scan it is (slots.go).
+func (g *Gate) settle(ctx context.Context, src *os.File, uid uint32, ready func() error, bg bool) (PrewarmResult, Verdict, error) {
 	waited := ready == nil
 	held := false // a slot taken for the scan (bg)
 	defer func() {
@@ -178,7 +178,7 @@ func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error, bg 
 			continue
 		}
 		if bg && !held {
-			if !g.slots.acquire(ctx, true, g.hooks.bgSlotWait) {
+			if !g.slots.acquire(ctx, uid, true, g.hooks.bgSlotWait) {
 				return PrewarmError, Verdict{}, context.Cause(ctx)
 			}
 			held = true
@@ -195,7 +195,7 @@ func (g *Gate) settle(ctx context.Context, src *os.File, ready func() error, bg 
 		v, err, _ = g.sf.do(key, func() (any, error) {
 			h := held
 			held = false
-			return g.scan(ctx, src, key, since, h)
+			return g.scan(ctx, src, uid, key, since, h)
 		}, func() {
 			if held {
 				held = false

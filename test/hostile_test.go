@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	crand "crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -1004,7 +1005,7 @@ func TestHostileWaitingRequests(t *testing.T) {
 	waitFor("the creates waiting", func() bool { return m.Waiting() >= maxInFlight })
 	pid := m.Cmd.Process.Pid
 	before := procKiB(t, pid, "VmRSS")
-	caller.must("lstats-start", m.Path("n"), fmt.Sprint(calls))
+	caller.must("calls-start", "lstat", m.Path("n"), fmt.Sprint(calls))
 	// Every call has either returned or waits in clamfuse.
 	var done int
 	waitFor("the calls waiting or answered", func() bool {
@@ -1055,5 +1056,73 @@ func TestHostileWaitingRequests(t *testing.T) {
 	}
 	if n := len(m.Log.Lines("request refused (ENOMEM)")); n != 1 {
 		t.Errorf("the refusals logged %d times; want once (a minute)", n)
+	}
+}
+
+// TestHostileScanQueue: a user opens a hundred files nobody has judged,
+// at once (a thread each), each waiting for its scan; another user then
+// opens a file of their own nobody has judged. With the scans waiting
+// for a slot served in the order they came, that open waited behind all
+// of the first user's (with a user's 752 descriptors and files clamd
+// takes long over, past clamd.timeout: the open fails); now the users'
+// scans are served in turn (cache/slots.go), and it waits for one or two
+// of theirs. One scan slot (clamd.max_concurrent = 1) makes the order
+// plain.
+func TestHostileScanQueue(t *testing.T) {
+	const files, size = 100, 2 << 20
+	fsopBinary(t)
+	mounttest.Require(t)
+	attacker, other := newTestUser(t), newTestUser(t)
+	clamd := clamdtest.New(t, clamdtest.Options{})
+	base := openDir(t, "cfq")
+	src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
+	mustDo(t, os.MkdirAll(filepath.Join(src, "a"), 0o755))
+	mustDo(t, os.Mkdir(mnt, 0o755))
+	random := func(path string) {
+		b := make([]byte, size)
+		if _, err := crand.Read(b); err != nil {
+			t.Fatal(err)
+		}
+		mustDo(t, os.WriteFile(path, b, 0o644))
+	}
+	for i := range files {
+		random(filepath.Join(src, "a", fmt.Sprintf("f%d", i)))
+	}
+	random(filepath.Join(src, "other"))
+	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Args: []string{"--allow-other"},
+		Config: fmt.Sprintf("[clamd]\naddress = %q\nmax_concurrent = 1\n", clamd.Address())})
+	opener := startSession(t, attacker.name, attacker.cred)
+	done := func() int {
+		var n int
+		fmt.Sscanf(opener.must("calls-done"), "done=%d", &n)
+		return n
+	}
+	opener.must("calls-start", "open", m.Path("a/f"), fmt.Sprint(files))
+	// Every open has either returned or waits in clamfuse.
+	deadline := time.Now().Add(time.Minute)
+	var before int
+	for {
+		before = done()
+		if m.Waiting()+before >= files {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the opens not waiting within a minute: %d done, %d requests waiting", before, m.Waiting())
+		}
+		time.Sleep(time.Millisecond) // polls a condition
+	}
+	if before > files/2 {
+		t.Fatalf("%d of the %d opens judged before all were made: scans too fast to show their order", before, files)
+	}
+	if got := fsop(other.cred, "read", m.Path("other")); got != fmt.Sprintf("ok %d", size) {
+		t.Fatalf("the other user's read: %s", got)
+	}
+	after := done()
+	t.Logf("the first user's opens judged: %d before the other user's open, %d when it returned, of %d", before, after, files)
+	if after-before > 4 {
+		t.Errorf("the other user's open waited for %d scans of the first user's (of the %d waiting); want one or two", after-before, files-before)
+	}
+	if got := opener.must("calls-wait"); got != fmt.Sprintf("done=%d [ok]=%d", files, files) {
+		t.Errorf("the first user's opens: %s", got)
 	}
 }

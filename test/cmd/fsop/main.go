@@ -81,7 +81,8 @@
 //	getdents DIRID ID         getdents64 on the directory DIRID (opened r)
 //	                          into the mapping of ID: "ok N", the bytes read
 //	close ID                  munmap (if mapped) and close ID
-//	lstats-start PREFIX N     lstat PREFIX0 ... PREFIX(N-1) at once, each on a
+//	calls-start lstat|open PREFIX N   lstat, or open O_RDONLY and close,
+//	                          PREFIX0 ... PREFIX(N-1) at once, each on a
 //	                          thread of its own, and return at once
 //	calls-done                how many of those calls returned so far, and
 //	                          how: "ok done=N [OUTCOME]=C ...", at once
@@ -284,9 +285,25 @@ func session() {
 				}
 				n, err := unix.Getdents(dir.fd, d.m)
 				return strconv.Itoa(n), err
-			case "lstats-start":
-				nargs(a, 2)
-				n := int(num(a[1]))
+			case "calls-start":
+				nargs(a, 3)
+				call, ok := map[string]func(string) error{
+					"lstat": func(p string) error {
+						var st unix.Stat_t
+						return unix.Lstat(p, &st)
+					},
+					"open": func(p string) error {
+						fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+						if err == nil {
+							err = unix.Close(fd)
+						}
+						return err
+					},
+				}[a[0]]
+				if !ok {
+					usage()
+				}
+				n := int(num(a[2]))
 				calls.Lock()
 				calls.n, calls.done = n, 0
 				calls.count, calls.order = map[string]int{}, nil
@@ -298,8 +315,7 @@ func session() {
 				for i := range n {
 					go func() {
 						// A blocking system call: the runtime gives each its own thread.
-						var st unix.Stat_t
-						o := outcome("", unix.Lstat(a[0]+strconv.Itoa(i), &st))
+						o := outcome("", call(a[1]+strconv.Itoa(i)))
 						calls.Lock()
 						if calls.count[o] == 0 {
 							calls.order = append(calls.order, o)
