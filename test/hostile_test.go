@@ -1054,7 +1054,7 @@ func TestHostileWaitingRequests(t *testing.T) {
 	if refused == 0 || served < maxInFlight {
 		t.Errorf("%d calls served, %d refused: want some of each", served, refused)
 	}
-	if n := len(m.Log.Lines("request refused (ENOMEM)")); n != 1 {
+	if n := len(m.WaitLogLines(t, logBound, "request refused (ENOMEM)")); n != 1 {
 		t.Errorf("the refusals logged %d times; want once (a minute)", n)
 	}
 }
