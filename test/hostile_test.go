@@ -829,17 +829,8 @@ func TestHostileHeldBackingLocks(t *testing.T) {
 			func(out string) bool { return out == "ok y" || out == "ok" }}, // before or after the create
 	} {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
-			base := openDir(t, "cfk")
-			src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
-			mustDo(t, os.Mkdir(src, 0o755))
-			mustDo(t, os.Mkdir(mnt, 0o755))
-			var backing []string
-			for i := range dirs {
-				d := filepath.Join(src, fmt.Sprintf("d%d", i))
-				mustDo(t, os.Mkdir(d, 0o755))
-				mustDo(t, os.Chown(d, int(attacker.cred.Uid), int(attacker.cred.Gid)))
-				backing = append(backing, d)
-			}
+			src, mnt := mountDirs(t, "cfk")
+			backing := ownedDirs(t, src, attacker, dirs)
 			mustDo(t, os.Mkdir(filepath.Join(src, "other"), 0o755))
 			mustDo(t, os.Chown(filepath.Join(src, "other"), int(other.cred.Uid), int(other.cred.Gid)))
 			m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Args: []string{"--allow-other"},
@@ -952,6 +943,31 @@ func (h *heldDirs) release(t *testing.T) {
 	}
 }
 
+// mountDirs makes the backing directory src and the mountpoint mnt of a
+// test in a new directory named for prefix.
+func mountDirs(t *testing.T, prefix string) (src, mnt string) {
+	t.Helper()
+	base := openDir(t, prefix)
+	src, mnt = filepath.Join(base, "src"), filepath.Join(base, "mnt")
+	mustDo(t, os.Mkdir(src, 0o755))
+	mustDo(t, os.Mkdir(mnt, 0o755))
+	return src, mnt
+}
+
+// ownedDirs makes n directories d0 ... d(n-1) in src, owned by user, and
+// returns their paths.
+func ownedDirs(t *testing.T, src string, user testUser, n int) []string {
+	t.Helper()
+	var dirs []string
+	for i := range n {
+		d := filepath.Join(src, fmt.Sprintf("d%d", i))
+		mustDo(t, os.Mkdir(d, 0o755))
+		mustDo(t, os.Chown(d, int(user.cred.Uid), int(user.cred.Gid)))
+		dirs = append(dirs, d)
+	}
+	return dirs
+}
+
 // TestHostileWaitingRequests: a user whose requests all wait for a turn
 // (64 creates in directories whose locks they hold, as in
 // TestHostileHeldBackingLocks) then makes thousands of calls through
@@ -973,17 +989,8 @@ func TestHostileWaitingRequests(t *testing.T) {
 	mounttest.Require(t)
 	attacker := newTestUser(t)
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	base := openDir(t, "cfw")
-	src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
-	mustDo(t, os.Mkdir(src, 0o755))
-	mustDo(t, os.Mkdir(mnt, 0o755))
-	var backing []string
-	for i := range maxInFlight {
-		d := filepath.Join(src, fmt.Sprintf("d%d", i))
-		mustDo(t, os.Mkdir(d, 0o755))
-		mustDo(t, os.Chown(d, int(attacker.cred.Uid), int(attacker.cred.Gid)))
-		backing = append(backing, d)
-	}
+	src, mnt := mountDirs(t, "cfw")
+	backing := ownedDirs(t, src, attacker, maxInFlight)
 	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Args: []string{"--allow-other"},
 		Config: fmt.Sprintf("[clamd]\naddress = %q\n", clamd.Address())})
 	caller := startSession(t, attacker.name, attacker.cred)
@@ -1074,10 +1081,8 @@ func TestHostileScanQueue(t *testing.T) {
 	mounttest.Require(t)
 	attacker, other := newTestUser(t), newTestUser(t)
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	base := openDir(t, "cfq")
-	src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
-	mustDo(t, os.MkdirAll(filepath.Join(src, "a"), 0o755))
-	mustDo(t, os.Mkdir(mnt, 0o755))
+	src, mnt := mountDirs(t, "cfq")
+	mustDo(t, os.Mkdir(filepath.Join(src, "a"), 0o755))
 	random := func(path string) {
 		b := make([]byte, size)
 		if _, err := crand.Read(b); err != nil {

@@ -638,10 +638,7 @@ func TestWatchHeldDirectoryLock(t *testing.T) {
 	mounttest.Require(t)
 	user := newTestUser(t)
 	clamd := clamdtest.New(t, clamdtest.Options{})
-	base := openDir(t, "cfh")
-	src, mnt := filepath.Join(base, "src"), filepath.Join(base, "mnt")
-	mustDo(t, os.Mkdir(src, 0o755))
-	mustDo(t, os.Mkdir(mnt, 0o755))
+	src, mnt := mountDirs(t, "cfh")
 	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Config: watchedConfig(clamd), Args: []string{"--allow-other"}})
 	m.WaitLogLines(t, 10*time.Second, "watching the backing filesystem")
 	for _, d := range []string{"held", "other"} {
