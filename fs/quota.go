@@ -124,6 +124,25 @@ type quota struct {
 	sum    int               // all of used
 	logged map[uint32]warned // refusals logged, per uid (allUsers for ENFILE)
 	turns  map[uint32]warned // requests refused a turn logged, per uid
+
+	refused Refusals // counted, under mu
+}
+
+// Refusals count the calls refused for a limit on what users hold: opens
+// past mount.max_open_per_user (EMFILE) and past the descriptors for
+// open files in all (ENFILE), and requests refused a turn, their user's
+// waiting requests holding too much (ENOMEM).
+type Refusals struct {
+	PerUser, Total, Waiting uint64
+}
+
+// Refusals returns the calls refused so far for a limit on what users
+// hold (metrics).
+func (m *Mounted) Refusals() Refusals {
+	q := m.fsys.quota
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.refused
 }
 
 // warned is when a refusal was last logged, and how many were not since.
@@ -148,9 +167,11 @@ func (q *quota) take(uid, pid uint32) error {
 	u := q.used[uid]
 	switch {
 	case u+1 > q.perUser:
+		q.refused.PerUser++
 		q.refusedLocked(uid, uid, pid, u)
 		return fuse.Errno(syscall.EMFILE)
 	case q.sum+1 > q.total:
+		q.refused.Total++
 		q.refusedLocked(allUsers, uid, pid, u)
 		return fuse.Errno(syscall.ENFILE)
 	}
@@ -263,6 +284,7 @@ func (c callerTurns) Queue(uid, pid uint32, cost int) (<-chan struct{}, bool) {
 	turn, ok := caller.Queue(uid, cost)
 	if !ok {
 		c.q.mu.Lock()
+		c.q.refused.Waiting++
 		missed, log := logNow(c.q.turns, uid)
 		c.q.mu.Unlock()
 		if log {

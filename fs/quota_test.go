@@ -37,8 +37,8 @@ func isErrno(err error, e syscall.Errno) bool {
 
 // TestQuota: a uid is refused with EMFILE at its limit and only that
 // uid; ENFILE when the total is used up; an open in progress counts
-// twice; a closed handle makes room; refusals are logged once per
-// interval and uid.
+// twice; a closed handle makes room; refusals are counted, and logged
+// once per interval and uid.
 func TestQuota(t *testing.T) {
 	var logBuf bytes.Buffer
 	q := newQuota(Limits{MaxOpen: 8, MaxOpenPerUser: 3}, slog.New(slog.NewTextHandler(&logBuf, nil)))
@@ -96,6 +96,9 @@ func TestQuota(t *testing.T) {
 	if q.sum != 6 {
 		t.Errorf("%d held in all, want 6", q.sum)
 	}
+	if q.refused != (Refusals{PerUser: 2, Total: 1}) {
+		t.Errorf("refusals counted %+v; want 2 per user, 1 in all", q.refused)
+	}
 	log := logBuf.String()
 	if n := strings.Count(log, "max_open_per_user (EMFILE)\" uid=1 "); n != 1 {
 		t.Errorf("%d EMFILE lines for uid 1, want 1 (the first of the interval):\n%s", n, log)
@@ -106,7 +109,8 @@ func TestQuota(t *testing.T) {
 }
 
 // TestCallerTurnsRefusal: a request refused a turn, its user's waiting
-// requests holding too much, is logged once per interval and user.
+// requests holding too much, is counted, and logged once per interval
+// and user.
 func TestCallerTurnsRefusal(t *testing.T) {
 	const uid = 60011
 	var logBuf bytes.Buffer
@@ -128,6 +132,9 @@ func TestCallerTurnsRefusal(t *testing.T) {
 		t.Fatalf("another user's request: %v, %v; want a turn at once", turn, ok)
 	}
 	turns.Leave(uid + 1)
+	if got := turns.q.refused; got != (Refusals{Waiting: 3}) {
+		t.Errorf("refusals counted %+v; want 3 waiting", got)
+	}
 	logs := logBuf.String()
 	if n := strings.Count(logs, "request refused (ENOMEM)"); n != 1 || !strings.Contains(logs, "uid=60011 pid=4242") {
 		t.Errorf("logged %d times, want once with uid and pid:\n%s", n, logs)

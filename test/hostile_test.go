@@ -978,8 +978,8 @@ func ownedDirs(t *testing.T, src string, user testUser, n int) []string {
 // without bound (6000 calls: 6000 waiting, 184 MiB). Now what one user's
 // waiting requests hold is bounded (caller.MaxWaiting, each charged
 // fusefs.waitHeld): 1024 wait, the calls past them fail at once with
-// ENOMEM (logged once), and the others, and every create, complete once
-// the locks are let go.
+// ENOMEM (logged once, counted in clamfuse_refusals_total), and the
+// others, and every create, complete once the locks are let go.
 func TestHostileWaitingRequests(t *testing.T) {
 	const maxInFlight = 64      // fs/internal/caller.MaxInFlight
 	const maxWaiting = 32 << 20 // fs/internal/caller.MaxWaiting
@@ -991,8 +991,9 @@ func TestHostileWaitingRequests(t *testing.T) {
 	clamd := clamdtest.New(t, clamdtest.Options{})
 	src, mnt := mountDirs(t, "cfw")
 	backing := ownedDirs(t, src, attacker, maxInFlight)
+	metrics := opsFreePort(t)
 	m := mounttest.Start(t, mounttest.Options{Source: src, Target: mnt, Args: []string{"--allow-other"},
-		Config: fmt.Sprintf("[clamd]\naddress = %q\n", clamd.Address())})
+		Config: fmt.Sprintf("[clamd]\naddress = %q\n[metrics]\nlisten = %q\n", clamd.Address(), metrics)})
 	caller := startSession(t, attacker.name, attacker.cred)
 	held := holdDirs(t, attacker, backing)
 	creates := make(chan string, maxInFlight)
@@ -1063,6 +1064,10 @@ func TestHostileWaitingRequests(t *testing.T) {
 	}
 	if n := len(m.WaitLogLines(t, logBound, "request refused (ENOMEM)")); n != 1 {
 		t.Errorf("the refusals logged %d times; want once (a minute)", n)
+	}
+	const counted = `clamfuse_refusals_total{limit="waiting_requests"}`
+	if n := opsScrape(t, "http://"+metrics+"/metrics")[counted]; n != float64(refused) {
+		t.Errorf("%s %v; want %d", counted, n, refused)
 	}
 }
 

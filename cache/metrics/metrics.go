@@ -34,6 +34,11 @@ type Sources struct {
 	Gate    *cache.Gate
 	Pool    *clamav.Pool
 	Actions *actions.Runner
+	// Refusals counts the calls refused for a limit on what users hold
+	// (fs.Mounted.Refusals): opens past mount.max_open_per_user, opens
+	// past the descriptors for open files in all, requests refused a
+	// turn for what their user's waiting requests hold.
+	Refusals func() (perUser, total, waiting uint64)
 }
 
 // Metrics holds clamfuse's metrics in a registry of its own.
@@ -211,6 +216,7 @@ var (
 	descRestored    = prometheus.NewDesc("clamfuse_cache_restored_total", "Verdicts restored from the state file at start (cache.state_file).", nil, nil)
 	descStateSaves  = prometheus.NewDesc("clamfuse_state_saves_total", "State files written (cache.state_file), by result (ok, error).", []string{"result"}, nil)
 	descPrescans    = prometheus.NewDesc("clamfuse_scans_after_write_total", "Scans after the last writer's close of a file written through the mount, by result: started (at once or from the queue), queued (64 ran already: waited for a turn, without a descriptor), or dropped (the oldest out of a full queue of 16384; the next open of the file scans it).", []string{"result"}, nil)
+	descRefusals    = prometheus.NewDesc("clamfuse_refusals_total", "Calls refused for a limit on what users hold, by limit: max_open_per_user (an open, EMFILE), max_open (an open, the descriptors for open files all in use: ENFILE), waiting_requests (a request, its user's requests waiting for their turn holding 32 MiB: ENOMEM).", []string{"limit"}, nil)
 	descSuppressed  = prometheus.NewDesc("clamfuse_log_suppressed_total", "Log lines left out as repeats within log.repeat_interval (each interval's count is logged).", nil, nil)
 	descUp          = prometheus.NewDesc("clamfuse_clamd_up", "1 when the clamd backend answered its last check or scan.", []string{"backend"}, nil)
 	descBScans      = prometheus.NewDesc("clamfuse_clamd_scans_total", "Scans sent to the clamd backend.", []string{"backend"}, nil)
@@ -229,7 +235,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descHits, descMisses, descEntries, descEvictions, descInvalidated, descCaching,
 		descChanged, descRacy, descCarried, descUncached, descRestored, descStateSaves, descSuppressed, descPrescans,
 		descInfected, descUp, descBScans, descBErrors, descInflight, descTransport, descDatabase,
-		descDetections, descQuarantined, descQFailed, descCommands, descCmdFailed} {
+		descDetections, descQuarantined, descQFailed, descCommands, descCmdFailed, descRefusals} {
 		ch <- d
 	}
 }
@@ -277,6 +283,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 		gauge(descDatabase, 1, p.Database())
+	}
+	if f := src.Refusals; f != nil {
+		perUser, total, waiting := f()
+		counter(descRefusals, perUser, "max_open_per_user")
+		counter(descRefusals, total, "max_open")
+		counter(descRefusals, waiting, "waiting_requests")
 	}
 	if r := src.Actions; r != nil {
 		st := r.Stats()

@@ -65,7 +65,8 @@ func TestMetrics(t *testing.T) {
 	runner := actions.New(actions.Options{})
 	m := metrics.New()
 	g := cache.NewGate(m.Scanner(pool), cache.Options{MaxEntries: 100, MaxSize: 1 << 20})
-	m.SetSources(metrics.Sources{Gate: g, Pool: pool, Actions: runner})
+	m.SetSources(metrics.Sources{Gate: g, Pool: pool, Actions: runner,
+		Refusals: func() (uint64, uint64, uint64) { return 3, 2, 1 }})
 	gate := m.Gate(g)
 
 	srv, err := m.Listen("127.0.0.1:0")
@@ -136,6 +137,9 @@ func TestMetrics(t *testing.T) {
 		`clamfuse_cache_racy_total`:                                                       0,
 		`clamfuse_cache_carried_total`:                                                    0,
 		`clamfuse_opens_while_written_total`:                                              0,
+		`clamfuse_refusals_total{limit="max_open_per_user"}`:                              3,
+		`clamfuse_refusals_total{limit="max_open"}`:                                       2,
+		`clamfuse_refusals_total{limit="waiting_requests"}`:                               1,
 		`clamfuse_clamd_up{backend="` + c.Address() + `"}`:                                1,
 		`clamfuse_clamd_up{backend="` + dead.String() + `"}`:                              0,
 		`clamfuse_clamd_scans_total{backend="` + c.Address() + `"}`:                       2,

@@ -164,6 +164,7 @@ func serveMount(args []string, stderr io.Writer, h mountHooks) error {
 	if err != nil {
 		return pathError(err)
 	}
+	svc.metrics.SetSources(svc.sources(m))
 	// The nodes of the inodes the kernel caches are most of the heap:
 	// a headroom of a quarter of them, not GOGC's doubling (gcpace.go).
 	fs.PaceGC()

@@ -16,6 +16,7 @@ import (
 	"github.com/clamfuse/clamfuse/cache/metrics"
 	"github.com/clamfuse/clamfuse/clamav"
 	"github.com/clamfuse/clamfuse/config"
+	"github.com/clamfuse/clamfuse/fs"
 )
 
 // service is what runs beside the mount: the clamd pool and its health
@@ -203,7 +204,7 @@ func startService(cfg config.Config, src, dst string, log *slog.Logger, level *s
 	s.gate.SetPolicy(s.policy(cfg))
 	s.logMode(cfg)
 	s.runner = actions.New(actionOptions(cfg, log))
-	s.metrics.SetSources(metrics.Sources{Gate: s.gate, Pool: s.pool, Actions: s.runner})
+	s.metrics.SetSources(s.sources(nil))
 
 	if cfg.Metrics.Listen != "" {
 		srv, err := s.metrics.Listen(cfg.Metrics.Listen)
@@ -280,6 +281,19 @@ func (s *service) watch(dir string) {
 }
 
 // excluded is the filesystem's Exclude, under the configuration in force.
+// sources are what the metrics report, with the mount's refusals once
+// it is mounted (m not nil).
+func (s *service) sources(m *fs.Mounted) metrics.Sources {
+	src := metrics.Sources{Gate: s.gate, Pool: s.pool, Actions: s.runner}
+	if m != nil {
+		src.Refusals = func() (uint64, uint64, uint64) {
+			r := m.Refusals()
+			return r.PerUser, r.Total, r.Waiting
+		}
+	}
+	return src
+}
+
 func (s *service) excluded(rel string) bool { return s.cfg.Load().IsExcluded(rel) }
 
 // denyWhileWritten is the filesystem's DenyWhileWritten, under the
