@@ -128,6 +128,7 @@ type FS struct {
 	passthrough bool
 	ptRefused   sync.Map      // error text -> true: reasons the kernel refused a backing file, logged once
 	devices     sync.Map      // uint64 device -> true: timestamp granularity found (timegran.go)
+	unpinned    unpinned      // devices whose inodes descriptors do not pin (deaddir.go)
 	stocking    chan struct{} // a slot for each store of judged contents running (stock.go)
 	holding     chan struct{} // a slot for each buffer of an open's judged contents (Handle.Hold)
 	mnt         *mountRef     // finds the mount's root again; set by Mount before serving, nil for none (stock.go)
@@ -209,6 +210,7 @@ func (f *FS) node(dirfd int, st *unix.Stat_t, parent *Node, name string) *Node {
 	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
 		target = symlinkDigest(dirfd, name, st)
 	}
+	f.dropDeadDir(dirfd, st, parent)
 	n := f.linkNode(st, target, parent, name)
 	if n.typ == unix.S_IFDIR {
 		f.watch.register(n, dirfd, name)

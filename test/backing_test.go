@@ -55,7 +55,7 @@ func backingKinds() []backingKind {
 		// a set-group-ID directory's group); clamfuse makes entries as
 		// their creator, so the loopback does the same below it as below
 		// a native creator: no quirk.
-		{name: "fuse-loopback", fast: true, tools: []string{"fusermount3"}, mount: loopbackFUSE},
+		{name: "fuse-loopback", fast: true, tools: []string{"fusermount3"}, mount: loopbackFUSE, extra: dirRemovedBehind},
 	}
 }
 
@@ -279,6 +279,40 @@ func overlayCopyUp(t *testing.T, k *core, base string) {
 		t.Fatalf("the append did not copy the file up: %v", err)
 	}
 	wantEACCES(t, k.m, k.m.Path("lower/clean.txt"))
+}
+
+// dirRemovedBehind: a directory the kernel still holds through the mount
+// (O_PATH) is removed behind the mount, and another made there; on a
+// backing filesystem that does not pin the inodes clamfuse's descriptors
+// are of (FUSE: go-fuse's loopback over ext4), the new directory gets the
+// removed one's inode number at once. It is another directory all the
+// same: clamfuse must not hand out the removed one's node and descriptor
+// for it, through which every name in it was missing (ENOENT). Each step
+// is the new directory's as a user sees it.
+func dirRemovedBehind(t *testing.T, k *core, _ string) {
+	mustDo(t, os.Mkdir(k.m.Backing("g"), 0o755))
+	// A name made in g through the mount: clamfuse keeps g's descriptor.
+	mustDo(t, os.Mkdir(k.m.Path("g/s"), 0o755))
+	mustDo(t, os.Remove(k.m.Path("g/s")))
+	held, err := unix.Open(k.m.Path("g"), unix.O_PATH|unix.O_CLOEXEC, 0)
+	mustDo(t, err)
+	defer unix.Close(held)
+	var old, st unix.Stat_t
+	mustDo(t, unix.Fstat(held, &old))
+	mustDo(t, os.Remove(k.m.Backing("g")))
+	mustDo(t, os.Mkdir(k.m.Backing("h"), 0o755))
+	mustDo(t, os.WriteFile(k.m.Backing("h/f"), []byte("in h"), 0o644))
+	mustDo(t, unix.Stat(k.m.Backing("h"), &st))
+	if st.Ino != old.Ino {
+		t.Logf("the new directory got inode %d, the removed one had %d: the reuse this checks did not happen", st.Ino, old.Ino)
+	}
+	mustDo(t, os.Mkdir(k.m.Path("h/x"), 0o755))
+	names, err := os.ReadDir(k.m.Path("h"))
+	mustDo(t, err)
+	if len(names) != 2 || names[0].Name() != "f" || names[1].Name() != "x" {
+		t.Errorf("h lists %v; want f and x", names)
+	}
+	wantSame(t, "h/f", readVia(t, k.m, k.m.Path("h/f")), []byte("in h"))
 }
 
 // clamfuseFUSE mounts another clamfuse (allow_other) of a directory
