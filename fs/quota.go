@@ -131,7 +131,7 @@ type quota struct {
 // Refusals count the calls refused for a limit on what users hold: opens
 // past mount.max_open_per_user (EMFILE) and past the descriptors for
 // open files in all (ENFILE), and requests refused a turn, their user's
-// waiting requests holding too much (ENOMEM).
+// waiting requests too many or carrying too much (ENOMEM).
 type Refusals struct {
 	PerUser, Total, Waiting uint64
 }
@@ -280,16 +280,17 @@ func (n *Node) Create(ctx context.Context, req *fuse.CreateRequest, resp *fuse.C
 // are.
 type callerTurns struct{ q *quota }
 
-func (c callerTurns) Queue(uid, pid uint32, cost int) (<-chan struct{}, bool) {
-	turn, ok := caller.Queue(uid, cost)
+func (c callerTurns) Queue(uid, pid uint32, bytes int) (<-chan struct{}, bool) {
+	turn, ok := caller.Queue(uid, bytes)
 	if !ok {
 		c.q.mu.Lock()
 		c.q.refused.Waiting++
 		missed, log := logNow(c.q.turns, uid)
 		c.q.mu.Unlock()
 		if log {
-			c.q.log.Warn("request refused (ENOMEM): the user's requests waiting for their turn hold too much memory",
-				"uid", uid, "pid", pid, "max_in_flight", caller.MaxInFlight, "max_waiting_bytes", caller.MaxWaiting, "not_logged", missed)
+			c.q.log.Warn("request refused (ENOMEM): the user has too many requests waiting for their turn, or they carry too much data",
+				"uid", uid, "pid", pid, "max_in_flight", caller.MaxInFlight, "max_waiting", caller.MaxWaiting,
+				"max_waiting_bytes", caller.MaxWaitingBytes, "not_logged", missed)
 		}
 	}
 	return turn, ok

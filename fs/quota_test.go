@@ -109,7 +109,7 @@ func TestQuota(t *testing.T) {
 }
 
 // TestCallerTurnsRefusal: a request refused a turn, its user's waiting
-// requests holding too much, is counted, and logged once per interval
+// requests carrying too much, is counted, and logged once per interval
 // and user.
 func TestCallerTurnsRefusal(t *testing.T) {
 	const uid = 60011
@@ -124,11 +124,11 @@ func TestCallerTurnsRefusal(t *testing.T) {
 		}
 	}()
 	for range 3 {
-		if turn, ok := turns.Queue(uid, 4242, caller.MaxWaiting+1); ok {
-			t.Fatalf("a request holding more than caller.MaxWaiting queued (%v)", turn)
+		if turn, ok := turns.Queue(uid, 4242, caller.MaxWaitingBytes+1); ok {
+			t.Fatalf("a request carrying more than caller.MaxWaitingBytes queued (%v)", turn)
 		}
 	}
-	if turn, ok := turns.Queue(uid+1, 4243, caller.MaxWaiting+1); turn != nil || !ok {
+	if turn, ok := turns.Queue(uid+1, 4243, caller.MaxWaitingBytes+1); turn != nil || !ok {
 		t.Fatalf("another user's request: %v, %v; want a turn at once", turn, ok)
 	}
 	turns.Leave(uid + 1)

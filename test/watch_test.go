@@ -677,22 +677,30 @@ func TestWatchHeldDirectoryLock(t *testing.T) {
 // in the kernel (state D), for d at most, and reports whether one did.
 func waitBlocked(pid int, d time.Duration) bool {
 	deadline := time.Now().Add(d)
-	for {
-		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
-		for _, p := range tasks {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				continue
-			}
-			if i := strings.LastIndexByte(string(b), ')'); i > 0 && strings.HasPrefix(string(b[i:]), ") D") {
-				return true
-			}
-		}
+	for blockedTasks(pid) == 0 {
 		if time.Now().After(deadline) {
 			return false
 		}
 		time.Sleep(5 * time.Millisecond) // polls a condition
 	}
+	return true
+}
+
+// blockedTasks is the number of threads of process pid waiting in the
+// kernel uninterruptibly (state D): for a lock, or a page of a FUSE file.
+func blockedTasks(pid int) int {
+	n := 0
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	for _, p := range tasks {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if i := strings.LastIndexByte(string(b), ')'); i > 0 && strings.HasPrefix(string(b[i:]), ") D") {
+			n++
+		}
+	}
+	return n
 }
 
 var floorTool builtTool

@@ -18,19 +18,25 @@ import "sync"
 // bounds those requests itself (max_background).
 //
 // A request waiting for its turn holds memory of clamfuse's: its
-// goroutine, the request as read (a WRITE served by clamfuse: up to
-// 1 MiB), and a user has as many waiting as threads calling into the
-// mount (thousands: 3000 grew clamfuse by 90 MiB). So what one user's
-// waiting requests hold is bounded too (MaxWaiting, each charged what
-// its caller says it holds); past it a request is refused at once
-// (Queue), and the caller answers it with an error.
+// goroutine and the request as read (8 KiB in all, about 50 KiB in a
+// build with -race), and the data of a WRITE served by clamfuse (up to
+// 1 MiB) or a SETXATTR; and a user has as many waiting as threads
+// calling into the mount (thousands: 6000 grew clamfuse by 184 MiB, in
+// a build with -race). So one user's waiting requests are bounded too,
+// in number (MaxWaiting) and in the data they carry (MaxWaitingBytes,
+// each charged what its caller says it carries); past either a request
+// is refused at once (Queue), and the caller answers it with an error.
+// The bounds are far above what a busy user's bursts wait for (Samba's
+// 100 asynchronous I/O threads of a connection writing 1 MiB each: 36
+// waiting, 36 MiB), so that only a user whose turns are held up for long
+// meets them.
 
 // MaxInFlight is the most requests of one user served at once.
 const MaxInFlight = 64
 
-// MaxWaiting is the most bytes one user's requests waiting for a turn
-// may hold (Queue).
-const MaxWaiting = 32 << 20
+// MaxWaiting is the most requests of one user waiting for a turn, and
+// MaxWaitingBytes the most data they may carry in all (Queue).
+const MaxWaiting, MaxWaitingBytes = 1024, 64 << 20
 
 var inflight = struct {
 	mu    sync.Mutex
@@ -41,19 +47,19 @@ var inflight = struct {
 type load struct {
 	n     int
 	wait  []waiter
-	bytes int // held by those waiting: the sum of their costs
+	bytes int // carried by those waiting
 }
 
-// waiter is a request waiting for a turn: Leave closes turn to hand it
-// one, and no longer counts its cost.
+// waiter is a request waiting for a turn, carrying bytes of data: Leave
+// closes turn to hand it one.
 type waiter struct {
-	turn chan struct{}
-	cost int
+	turn  chan struct{}
+	bytes int
 }
 
 // Enter waits until user uid may have one more request served, and
 // counts it; Leave must follow once it is done. Never nested: a request
-// holds one turn at most. Its wait is not bounded by MaxWaiting: for a
+// holds one turn at most. Its wait is not bounded (MaxWaiting): for a
 // request already in flight (one that gave its turn back while it waited
 // for something else).
 func Enter(uid uint32) {
@@ -62,17 +68,18 @@ func Enter(uid uint32) {
 	}
 }
 
-// Queue is Enter for a request that holds cost bytes while it waits:
-// it takes a turn of uid at once (nil, true), or puts the request in
-// line and returns a channel that Leave closes when it hands it a turn
-// (turn, true), or, if uid's requests waiting would then hold more than
-// MaxWaiting, refuses it (nil, false).
-func Queue(uid uint32, cost int) (turn <-chan struct{}, ok bool) {
-	return queue(uid, cost, true)
+// Queue is Enter for a request that carries bytes of data: it takes a
+// turn of uid at once (nil, true), or puts the request in line and
+// returns a channel that Leave closes when it hands it a turn (turn,
+// true), or, if uid's waiting requests would then be more than
+// MaxWaiting or carry more than MaxWaitingBytes, refuses it (nil,
+// false).
+func Queue(uid uint32, bytes int) (turn <-chan struct{}, ok bool) {
+	return queue(uid, bytes, true)
 }
 
-// queue is Queue, bounded by MaxWaiting or not.
-func queue(uid uint32, cost int, bounded bool) (chan struct{}, bool) {
+// queue is Queue, bounded or not.
+func queue(uid uint32, bytes int, bounded bool) (chan struct{}, bool) {
 	if uid == 0 {
 		return nil, true
 	}
@@ -82,12 +89,12 @@ func queue(uid uint32, cost int, bounded bool) (chan struct{}, bool) {
 	if ok {
 		return nil, true
 	}
-	if bounded && l.bytes+cost > MaxWaiting {
+	if bounded && (len(l.wait) >= MaxWaiting || l.bytes+bytes > MaxWaitingBytes) {
 		return nil, false
 	}
-	w := waiter{turn: make(chan struct{}), cost: cost}
+	w := waiter{turn: make(chan struct{}), bytes: bytes}
 	l.wait = append(l.wait, w)
-	l.bytes += cost
+	l.bytes += bytes
 	return w.turn, true
 }
 
@@ -119,7 +126,7 @@ func Leave(uid uint32) {
 		w := l.wait[0]
 		l.wait[0] = waiter{}
 		l.wait = l.wait[1:]
-		l.bytes -= w.cost
+		l.bytes -= w.bytes
 		close(w.turn)
 		return
 	}
@@ -129,7 +136,7 @@ func Leave(uid uint32) {
 }
 
 // InFlight returns the turns of uid held and waited for, and the bytes
-// those waiting hold, for tests.
+// those waiting carry, for tests.
 func InFlight(uid uint32) (n, waiting, bytes int) {
 	inflight.mu.Lock()
 	defer inflight.mu.Unlock()

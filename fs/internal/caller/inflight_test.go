@@ -7,10 +7,10 @@ import (
 )
 
 // TestInFlightBound: a user's requests past MaxInFlight wait for a turn,
-// without holding anything up for other users or root, and while what
-// they hold stays within MaxWaiting (past it a request is refused at
-// once); the calls that return let the waiting ones in, and a user with
-// nothing in flight leaves no trace.
+// without holding anything up for other users or root, while they are
+// no more than MaxWaiting and carry no more than MaxWaitingBytes (past
+// either a request is refused at once); the calls that return let the
+// waiting ones in, and a user with nothing in flight leaves no trace.
 func TestInFlightBound(t *testing.T) {
 	const attacker, other = 60001, 60002
 	block := make(chan struct{})
@@ -21,7 +21,7 @@ func TestInFlightBound(t *testing.T) {
 		if i < MaxInFlight {
 			Enter(uid)
 		} else {
-			turn, ok := Queue(uid, MaxWaiting/4)
+			turn, ok := Queue(uid, MaxWaitingBytes/4)
 			if !ok {
 				t.Errorf("call %d refused", i)
 				return
@@ -52,7 +52,7 @@ func TestInFlightBound(t *testing.T) {
 		go func() { call(attacker, i); done <- i }()
 		deadline := time.Now().Add(time.Minute)
 		for {
-			if n, w, b := InFlight(attacker); n == MaxInFlight && w == waitingBefore+1 && b == w*MaxWaiting/4 {
+			if n, w, b := InFlight(attacker); n == MaxInFlight && w == waitingBefore+1 && b == w*MaxWaitingBytes/4 {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -61,13 +61,14 @@ func TestInFlightBound(t *testing.T) {
 			time.Sleep(time.Millisecond) // polls a condition
 		}
 	}
-	// What the waiting calls hold is bounded: 3/4 of MaxWaiting held,
-	// a call that would hold more than the rest is refused at once.
-	if turn, ok := Queue(attacker, MaxWaiting/4+1); ok {
-		t.Fatalf("a call past MaxWaiting queued (turn %v)", turn)
+	// What the waiting calls carry is bounded: 3/4 of MaxWaitingBytes
+	// carried, a call that would carry more than the rest is refused at
+	// once.
+	if turn, ok := Queue(attacker, MaxWaitingBytes/4+1); ok {
+		t.Fatalf("a call past MaxWaitingBytes queued (turn %v)", turn)
 	}
-	// Not another user's, whose turn is free whatever it holds.
-	if turn, ok := Queue(other, MaxWaiting+1); turn != nil || !ok {
+	// Not another user's, whose turn is free whatever it carries.
+	if turn, ok := Queue(other, MaxWaitingBytes+1); turn != nil || !ok {
 		t.Fatalf("another user's call did not take a turn at once (%v, %v)", turn, ok)
 	}
 	Leave(other)
@@ -109,6 +110,34 @@ func TestInFlightBound(t *testing.T) {
 	defer inflight.mu.Unlock()
 	if len(inflight.users) != 0 {
 		t.Errorf("users left counted: %d", len(inflight.users))
+	}
+}
+
+// TestWaitingBound: past MaxWaiting requests of one user waiting for a
+// turn, carrying nothing, the next is refused, not another user's; every
+// turn handed on and given back leaves no trace.
+func TestWaitingBound(t *testing.T) {
+	const uid = 60004
+	for range MaxInFlight {
+		Enter(uid)
+	}
+	for i := range MaxWaiting {
+		if turn, ok := Queue(uid, 0); turn == nil || !ok {
+			t.Fatalf("request %d waiting: %v, %v; want it in line", i+1, turn, ok)
+		}
+	}
+	if turn, ok := Queue(uid, 0); ok {
+		t.Fatalf("request %d waiting queued (%v); want it refused", MaxWaiting+1, turn)
+	}
+	if turn, ok := Queue(uid+1, 0); turn != nil || !ok {
+		t.Fatalf("another user's request: %v, %v; want a turn at once", turn, ok)
+	}
+	Leave(uid + 1)
+	for range MaxInFlight + MaxWaiting {
+		Leave(uid) // each hands its turn to the next in line, then the last ones end
+	}
+	if n, w, b := InFlight(uid); n != 0 || w != 0 || b != 0 {
+		t.Errorf("%d in flight, %d waiting, carrying %d; want none", n, w, b)
 	}
 }
 

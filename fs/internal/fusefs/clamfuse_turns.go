@@ -8,40 +8,30 @@ import (
 	"github.com/clamfuse/clamfuse/fs/internal/fuse"
 )
 
-// Turns bounds the requests of each user being served at once, and what
-// those waiting for a turn hold (fs: caller.Queue, Enter and Leave,
-// which do not bound root's). Queue takes a turn of user uid for a
-// request of process pid that holds cost bytes while it waits: at once
-// (nil, true), or later, when the channel it returns is closed (turn,
-// true), or not at all (nil, false: uid's waiting requests hold too
-// much). Enter waits for a turn, unbounded; Leave gives one back.
+// Turns bounds the requests of each user being served at once, and those
+// waiting for a turn (fs: caller.Queue, Enter and Leave, which do not
+// bound root's). Queue takes a turn of user uid for a request of process
+// pid that carries bytes of data: at once (nil, true), or later, when
+// the channel it returns is closed (turn, true), or not at all (nil,
+// false: uid has too many requests waiting, or they carry too much).
+// Enter waits for a turn, unbounded; Leave gives one back.
 type Turns interface {
-	Queue(uid, pid uint32, cost int) (turn <-chan struct{}, ok bool)
+	Queue(uid, pid uint32, bytes int) (turn <-chan struct{}, ok bool)
 	Enter(uid uint32)
 	Leave(uid uint32)
 }
 
-// waitHeld is what a request waiting for its turn is charged besides
-// its payload (waitCost): its goroutine and stack, the message it was
-// read into (a small one), the request decoded, the bookkeeping.
-// Measured with 1024 requests waiting (test TestHostileWaitingRequests):
-// 8 KiB each, with what the ones refused left for the collector; about
-// 50 KiB in a build with -race (the tests'). So the charge bounds what
-// they hold in a build with -race to about what it says, and without to
-// a quarter of it.
-const waitHeld = 32 << 10
-
-// waitCost is what req holds while it waits for its turn: waitHeld and
-// the payload of a WRITE (up to 1 MiB, in the pages of a big message
-// the kernel wrote) or a SETXATTR.
-func waitCost(req fuse.Request) int {
+// carried is the data req holds while it waits for its turn, besides
+// its goroutine and the request itself: that of a WRITE (up to 1 MiB, in
+// the pages of a big message the kernel wrote) or a SETXATTR.
+func carried(req fuse.Request) int {
 	switch r := req.(type) {
 	case *fuse.WriteRequest:
-		return waitHeld + len(r.Data)
+		return len(r.Data)
 	case *fuse.SetxattrRequest:
-		return waitHeld + len(r.Name) + len(r.Xattr)
+		return len(r.Name) + len(r.Xattr)
 	}
-	return waitHeld
+	return 0
 }
 
 // refuseTurn answers a request refused a turn (Turns.Queue): ENOMEM,
@@ -54,8 +44,9 @@ func refuseTurn(req fuse.Request) { req.RespondError(fuse.Errno(syscall.ENOMEM))
 // it is served, and give the turn back once served; a request that says
 // it waits (Blocking: an open waiting for its scan) gives it back while
 // it waits, and takes one again when it goes on (Unblocked). A request
-// refused a turn (what its user's waiting requests hold would pass the
-// bound) is answered ENOMEM at once, unserved. Call before Serve.
+// refused a turn (its user's waiting requests would be too many, or
+// carry too much) is answered ENOMEM at once, unserved. Call before
+// Serve.
 func (s *Server) SetTurns(t Turns) {
 	s.turns = t
 	s.refuseTurn = refuseTurn
@@ -84,7 +75,7 @@ func (s *Server) inTurn(req fuse.Request, serve func(fuse.Request)) {
 	}
 	h := req.Hdr() // req is not to be read once answered
 	uid, id := h.Uid, h.ID
-	turn, ok := s.turns.Queue(uid, h.Pid, waitCost(req))
+	turn, ok := s.turns.Queue(uid, h.Pid, carried(req))
 	if !ok {
 		s.refuseTurn(req)
 		return

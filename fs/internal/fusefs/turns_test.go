@@ -9,21 +9,21 @@ import (
 
 // countTurns is a Turns that counts the turns each user holds; with
 // busy, Queue takes none at once (the request waits for its turn, which
-// comes at once); a request costing more than room is refused.
+// comes at once); a request carrying more than room is refused.
 type countTurns struct {
 	mu    sync.Mutex
 	held  map[uint32]int
 	busy  bool
 	room  int
-	costs []int // of each Queue
+	costs []int // the bytes of each Queue
 }
 
 func (c *countTurns) Enter(uid uint32) { c.mu.Lock(); c.held[uid]++; c.mu.Unlock() }
-func (c *countTurns) Queue(uid, pid uint32, cost int) (<-chan struct{}, bool) {
+func (c *countTurns) Queue(uid, pid uint32, bytes int) (<-chan struct{}, bool) {
 	c.mu.Lock()
-	c.costs = append(c.costs, cost)
+	c.costs = append(c.costs, bytes)
 	c.mu.Unlock()
-	if c.busy && cost > c.room {
+	if c.busy && bytes > c.room {
 		return nil, false
 	}
 	c.Enter(uid)
@@ -45,29 +45,29 @@ func (c *countTurns) of(uid uint32) int {
 // back when it is done; one that says it waits (Blocking) gives it back
 // while it waits and takes one again when it goes on (Unblocked); root's
 // requests and those that only let go of something take none. A request
-// that would wait is charged what it holds (waitCost), and one refused is
-// answered (ENOMEM) unserved.
+// is charged the data it carries (carried), and one refused is answered
+// (ENOMEM) unserved.
 func TestTurns(t *testing.T) {
 	hdr := func(id fuse.RequestID, uid uint32) fuse.Header { return fuse.Header{ID: id, Uid: uid} }
 	for _, tc := range []struct {
 		name     string
 		req      fuse.Request
 		busy     bool // no turn free at once
-		room     int  // the most a request waiting may hold
+		room     int  // the most a request waiting may carry
 		refused  bool
-		cost     int // charged
+		cost     int // charged, -1: Queue not asked
 		waits    bool
 		inTurn   int // turns held while served
 		inWait   int // turns held while it waits
 		afterall int
 	}{
-		{"getattr", &fuse.GetattrRequest{Header: hdr(1, 1000)}, false, 0, false, waitHeld, false, 1, 1, 0},
-		{"getattr waiting for a turn", &fuse.GetattrRequest{Header: hdr(7, 1000)}, true, waitHeld, false, waitHeld, false, 1, 1, 0},
-		{"getattr refused a turn", &fuse.GetattrRequest{Header: hdr(8, 1000)}, true, waitHeld - 1, true, waitHeld, false, 0, 0, 0},
-		{"write of 1 MiB waiting for a turn", &fuse.WriteRequest{Header: hdr(9, 1000), Data: make([]byte, 1<<20)}, true, 2 << 20, false, waitHeld + 1<<20, false, 1, 1, 0},
-		{"write of 1 MiB refused a turn", &fuse.WriteRequest{Header: hdr(10, 1000), Data: make([]byte, 1<<20)}, true, 1 << 20, true, waitHeld + 1<<20, false, 0, 0, 0},
-		{"setxattr", &fuse.SetxattrRequest{Header: hdr(11, 1000), Name: "user.a", Xattr: make([]byte, 100)}, true, 1 << 20, false, waitHeld + 106, false, 1, 1, 0},
-		{"open that waits for its scan", &fuse.OpenRequest{Header: hdr(2, 1000)}, false, 0, false, waitHeld, true, 1, 0, 0},
+		{"getattr", &fuse.GetattrRequest{Header: hdr(1, 1000)}, false, 0, false, 0, false, 1, 1, 0},
+		{"getattr waiting for a turn", &fuse.GetattrRequest{Header: hdr(7, 1000)}, true, 0, false, 0, false, 1, 1, 0},
+		{"getattr refused a turn", &fuse.GetattrRequest{Header: hdr(8, 1000)}, true, -1, true, 0, false, 0, 0, 0},
+		{"write of 1 MiB waiting for a turn", &fuse.WriteRequest{Header: hdr(9, 1000), Data: make([]byte, 1<<20)}, true, 1 << 20, false, 1 << 20, false, 1, 1, 0},
+		{"write of 1 MiB refused a turn", &fuse.WriteRequest{Header: hdr(10, 1000), Data: make([]byte, 1<<20)}, true, 1<<20 - 1, true, 1 << 20, false, 0, 0, 0},
+		{"setxattr", &fuse.SetxattrRequest{Header: hdr(11, 1000), Name: "user.a", Xattr: make([]byte, 100)}, true, 1 << 20, false, 106, false, 1, 1, 0},
+		{"open that waits for its scan", &fuse.OpenRequest{Header: hdr(2, 1000)}, false, 0, false, 0, true, 1, 0, 0},
 		{"root's lookup", &fuse.LookupRequest{Header: hdr(3, 0)}, false, 0, false, -1, false, 0, 0, 0},
 		{"release", &fuse.ReleaseRequest{Header: hdr(4, 1000)}, false, 0, false, -1, false, 0, 0, 0},
 		{"forget", &fuse.ForgetRequest{Header: hdr(5, 1000)}, false, 0, false, -1, false, 0, 0, 0},
