@@ -23,7 +23,7 @@ import (
 // whose node holds a descriptor first checks it: a descriptor of a
 // directory removed (no link left, or gone: ESTALE, ENOENT) makes the
 // node leave the table, and the new directory gets a node of its own.
-// Elsewhere this costs one comparison.
+// Elsewhere this costs a look in a map of devices per directory met.
 
 // unpinned are the devices, by number, on whose filesystem a descriptor
 // does not pin the inode (remoteFS): true, or false.
