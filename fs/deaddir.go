@@ -57,10 +57,8 @@ func (f *FS) dropDeadDir(dirfd int, st *unix.Stat_t, parent *Node) {
 	}
 	f.treeMu.Lock()
 	defer f.treeMu.Unlock()
-	if f.nodes.get(n.id) == n {
-		n.links.reset()
-		f.nodes.delete(n)
-	}
+	n.links.reset()
+	f.nodes.delete(n) // only if n is still the node of its number
 }
 
 // heldRemoved reports whether the descriptor the directory n holds, if
