@@ -82,7 +82,7 @@ type readLoop struct {
 	total   int            // readers: reading, serving or parked
 	busy    int            // readers serving a request inline
 	long    bool           // the last request served inline took parallelAfter or more (one that waited not counted)
-	waited  uint64         // the last request (seq) that handed the reading over for waiting (Server.Blocking)
+	handed  []handed       // requests served inline that handed the reading over, until they end
 	reading bool           // a reader is in (or on its way to) read(2)
 	serving bool           // a request served inline has not handed the reading over
 	seq     uint64         // requests served inline so far; the current one if serving
@@ -206,7 +206,7 @@ func (l *readLoop) read() {
 
 		l.mu.Lock()
 		l.busy--
-		if l.waited != seq {
+		if !l.endHandedLocked(seq) {
 			l.long = took >= parallelAfter
 			if l.ended != nil {
 				l.ended(seq, l.long)
@@ -242,6 +242,7 @@ func (l *readLoop) handoverLocked() {
 	if !l.serving || l.closed {
 		return
 	}
+	l.handed = append(l.handed, handed{id: l.id, seq: l.seq})
 	l.serving = false
 	l.disarmLocked()
 	l.reading = true
@@ -373,10 +374,35 @@ func (s *Server) handOver(id fuse.RequestID) {
 	}
 	l.mu.Lock()
 	if l.serving && l.id == id {
-		l.waited = l.seq
 		l.handoverLocked()
 	}
+	// Handed over now, or before by the watchdog: it waits all the same.
+	for i := range l.handed {
+		if l.handed[i].id == id {
+			l.handed[i].waited = true
+		}
+	}
 	l.mu.Unlock()
+}
+
+// handed is a request served inline that handed the reading over (for
+// waiting, or by the watchdog), and whether it said it waits.
+type handed struct {
+	id     fuse.RequestID
+	seq    uint64
+	waited bool
+}
+
+// endHandedLocked forgets the request seq, served inline, if it handed
+// the reading over, and reports whether it said it waits (Blocking).
+func (l *readLoop) endHandedLocked(seq uint64) bool {
+	for i, h := range l.handed {
+		if h.seq == seq {
+			l.handed = append(l.handed[:i], l.handed[i+1:]...)
+			return h.waited
+		}
+	}
+	return false
 }
 
 // isFileRelease reports whether req is the RELEASE of a file.
